@@ -1,0 +1,39 @@
+# serprof: `make run` (set up + CPU default sweep + HTML report), `make test` (set up + test suite).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SERPROF := $(VENV)/bin/serprof
+# On a machine whose pip would otherwise pick a multi-GB CUDA build, pin the CPU wheel.
+# GPU users: `make setup TORCH_SPEC='torch==2.13.0' PIP_EXTRA='--index-url ...'` as they need.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.serprof-installed
+
+.PHONY: setup run test bench browser clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check '$(TORCH_SPEC)'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: setup
+	$(SERPROF) sweep --scenario scenarios/quick.toml
+
+test: setup browser
+	$(PY) -m pytest -q
+
+# Headless Chromium for the report's browser test (Debian package; no browser download at run time).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "WARNING: could not install chromium; the browser test will fail loudly"; \
+	  else echo "WARNING: chromium not found and cannot be installed here; the browser test will fail loudly"; fi; }
+
+bench: setup
+	$(SERPROF) bench kernels
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,7 @@
+"""serprof: latency, peak-memory and energy profiling of attention kernels.
+
+Layers point forward only: scenario -> plan -> runner -> measure -> store -> analysis -> report.
+``analysis`` and ``report`` never import torch, so a report can be rebuilt from a run folder alone.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,54 @@
+"""The ``serprof`` command line: thin Typer commands over the library API.
+
+Every command lives in one module of this package (one group of commands each) and registers itself
+through ``register(app)``. Command modules import torch, fla and matplotlib lazily inside their
+functions so that ``serprof --help`` stays fast. ``main`` is the one place that maps serprof's
+errors to exit codes: 0 ok, 1 regression found / check failed, 2 usage error, 3 unavailable.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from profiler.errors import SerprofError
+
+app = typer.Typer(
+    name="serprof",
+    help="Profile latency, peak memory and energy of softmax vs efficient attention kernels.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.command()
+def version() -> None:
+    """Print serprof's version."""
+    from profiler import __version__
+
+    typer.echo(__version__)
+
+
+def _register_all() -> None:
+    from profiler.cli import bench, gate, kernels, report, sweep
+
+    for mod in (kernels, sweep, report, gate, bench):
+        mod.register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turning serprof errors into one line and an exit code."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except SerprofError as exc:
+        typer.echo(f"serprof: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("serprof: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,258 @@
+"""Value types for everything serprof stores: point specs, measurements, run manifests.
+
+Every stored JSON object carries ``schema_version``. Loaders name the file, the line and the missing
+key when a record does not fit (asv's results files are the model). Units are SI in stored values:
+seconds, bytes, joules, watts; names carry the unit where in doubt (``peak_bytes``, ``energy_j``).
+
+This module imports nothing heavy (no torch, no numpy): analysis and report code use it to rebuild a
+report from a run folder on any machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+SCHEMA_VERSION = 1
+
+#: Terminal statuses of a point. A point with any record is never re-run by ``--resume``.
+STATUSES = ("ok", "wrong", "oom", "timeout", "crashed", "skipped", "unavailable")
+MODES = ("fwd", "fwdbwd")
+DTYPES = ("float32", "float16", "bfloat16")
+LEVELS = ("kernel", "layer", "model")
+
+
+class RecordError(ValueError):
+    """A stored object does not match the schema (the message names where and which key)."""
+
+
+@dataclass(frozen=True, order=True)
+class PointSpec:
+    """One measurement point. Frozen and hashable; ``id`` keys storage, resume and baselines.
+
+    ``device`` is the device *type* (``cpu`` or ``cuda``): which GPU index ran a point is recorded in
+    the point's ``worker`` info, so the same spec measured on two GPUs has the same id.
+    ``options`` holds extra, level-specific settings as sorted ``(key, value)`` string pairs
+    (for example ``("bidirectional", "1")``); they are part of the id.
+    """
+
+    kernel: str
+    backend: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    mode: str = "fwd"
+    B: int = 1
+    T: int = 1024
+    H: int = 4
+    D: int = 64
+    causal: bool = True
+    level: str = "kernel"
+    interpret: bool = False
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def id(self) -> str:
+        """Stable, human-readable identity, e.g. ``kernel/retnet/torch/cpu/float32/fwd/B1/T1024/H4/D64/causal``."""
+        parts = [
+            self.level, self.kernel, self.backend, self.device, self.dtype, self.mode,
+            f"B{self.B}", f"T{self.T}", f"H{self.H}", f"D{self.D}",
+            "causal" if self.causal else "full",
+        ]
+        if self.interpret:
+            parts.append("interpret")
+        parts += [f"{k}={v}" for k, v in self.options]
+        return "/".join(parts)
+
+    @property
+    def series_key(self) -> tuple:
+        """Everything but B and T: points of one series differ only in size (used for OOM skips, fits)."""
+        return (self.level, self.kernel, self.backend, self.device, self.dtype, self.mode,
+                self.H, self.D, self.causal, self.interpret, self.options)
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        return dict(self.options).get(key, default)
+
+    @property
+    def tokens(self) -> int:
+        return self.B * self.T
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How each point is measured. Stored in the manifest; defaults suit a quick CPU sweep."""
+
+    warmup_s: float = 0.25            # warm-up time budget (first calls / autotuning never timed)
+    min_warmup_calls: int = 2
+    min_reps: int = 5                 # at least this many timed repetitions
+    max_reps: int = 200
+    target_rel_ci: float = 0.02       # stop when the 95% CI of the median is within +-2%
+    time_budget_s: float = 2.0        # per point, timed repetitions only
+    verify: bool = True               # compare with the fp32 reference before timing
+    verify_max_T: int = 2048          # longest T the reference runs at (prefix for causal kernels)
+    measure_memory: bool = True
+    measure_energy: bool = True
+    energy_window_s: float = 1.0      # NVML counter window (many counter updates)
+    l2_flush: bool = False            # CUDA only: flush L2 between repetitions
+    seed: int = 0
+    point_timeout_s: float = 300.0    # a point taking longer is killed -> status "timeout"
+    memory_budget_bytes: int | None = None  # analytic memory above this -> "skipped"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Raw latency samples of one point (seconds per call) and how they were taken."""
+
+    samples_s: tuple[float, ...]
+    timer: str                        # "perf_counter_ns" | "cuda_event" | "interpreted"
+    warmup_s: float = 0.0
+    warmup_calls: int = 0
+    calls_per_sample: int = 1
+    stop_reason: str = ""             # "ci_target" | "time_budget" | "max_reps"
+    target_rel_ci: float | None = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Peak memory of one call: bytes allocated at the peak minus bytes allocated on entry."""
+
+    peak_bytes: int | None
+    method: str                       # "cuda_allocator" | "torch_profiler" | ...
+    reserved_bytes: int | None = None  # CUDA caching allocator reserved (None on CPU)
+    analytic_bytes: int | None = None  # the kernel's memory model
+    input_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Energy:
+    """Energy per call, net of idle power. ``energy_j`` is None with a ``reason`` when no meter exists."""
+
+    energy_j: float | None
+    meter: str | None = None          # "nvml" | "rapl" | None
+    reason: str | None = None         # why energy_j is None
+    window_s: float | None = None
+    calls: int | None = None
+    idle_power_w: float | None = None
+    mean_power_w: float | None = None
+    throttled: bool | None = None
+    throttle_reasons: tuple[str, ...] = ()
+    samples: tuple[Mapping[str, Any], ...] = ()   # {"t_s", "power_w", "sm_clock_mhz", "temp_c", "throttle"}
+
+
+@dataclass(frozen=True)
+class Correctness:
+    """Output (and gradient) error against an fp32 reference on the same inputs."""
+
+    reference: str
+    max_abs_err: float | None
+    max_rel_err: float | None         # max |out - ref| / max |ref|
+    tolerance: float
+    passed: bool
+    checked_T: int | None = None      # T actually compared (a prefix for long causal points)
+    grad_max_rel_err: float | None = None
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    """The stored result of one point: a status, and measurements when it ran."""
+
+    spec: PointSpec
+    status: str
+    reason: str | None = None
+    timing: Timing | None = None
+    memory: Memory | None = None
+    energy: Energy | None = None
+    correctness: Correctness | None = None
+    flops: float | None = None        # analytic FLOPs per call
+    bytes_moved: float | None = None  # analytic DRAM/HBM bytes per call
+    worker: Mapping[str, Any] = field(default_factory=dict)  # host, pid, device_index, device_name, threads, affinity
+    started_at: str | None = None     # ISO 8601 UTC
+    wall_s: float | None = None       # whole point, set-up and verification included
+    extra: Mapping[str, Any] = field(default_factory=dict)   # level-specific results (e.g. utterance replay)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise RecordError(f"status {self.status!r} is not one of {', '.join(STATUSES)}")
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json`` of a run folder."""
+
+    run_id: str
+    created_at: str
+    scenario: Mapping[str, Any]
+    environment: Mapping[str, Any]
+    settings: MeasureSettings = field(default_factory=MeasureSettings)
+    calibration: Mapping[str, Any] | None = None
+    finished_at: str | None = None
+    serprof_version: str = ""
+    notes: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+
+# --------------------------------------------------------------------------- (de)serialization
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> JSON-ready dict (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(x) for x in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _strip_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    tp = _strip_optional(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise RecordError(f"{where}: expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        return tuple(_convert(a, v, where) for a, v in zip(args, value))
+    return value
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a dict; unknown keys are ignored, missing required keys named."""
+    name = cls.__name__
+    if not isinstance(data, Mapping):
+        raise RecordError(f"{where}: {name} must be an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}{'.' if where else ''}{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecordError(f"{where or name}: missing key {f.name!r}")
+    version = data.get("schema_version") if "schema_version" in {f.name for f in dataclasses.fields(cls)} else None
+    if version is not None and version > SCHEMA_VERSION:
+        raise RecordError(f"{where or name}: schema_version {version} is newer than this serprof ({SCHEMA_VERSION})")
+    try:
+        return cls(**kwargs)
+    except (TypeError, RecordError) as exc:
+        raise RecordError(f"{where or name}: {exc}") from None

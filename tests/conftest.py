@@ -1,0 +1,22 @@
+"""Shared test configuration.
+
+* ``gpu``-marked tests skip cleanly when torch sees no CUDA device.
+* Torch runs with 2 threads, like the machines this suite is meant for.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [i for i in items if "gpu" in i.keywords]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none visible to torch)")
+    for item in gpu_items:
+        item.add_marker(skip)
