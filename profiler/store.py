@@ -7,7 +7,8 @@ Layout of ``reports/<run-id>/``::
     points-*.jsonl    further record files (shards of a scale-out run); merged on load
 
 A line cut short by a kill is detected on load, ignored and reported as a warning. If the same
-point id appears twice the last record wins and a warning says so. JSON only; never pickle.
+point id appears twice (a re-submitted shard) the later one wins — by ``started_at`` when both
+records have it, else by reading order (``points.jsonl`` first, then shards by name) — with a warning. JSON only; never pickle.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ class RunDir:
             os.fsync(fh.fileno())
 
     def record_files(self) -> list[Path]:
-        files = sorted(self.path.glob("points*.jsonl"))
+        # The main file first, then shards by name, so "the later record" is well defined.
+        files = sorted(self.path.glob("points*.jsonl"), key=lambda f: (f.name != POINTS, f.name))
         return [f for f in files if f.is_file()]
 
     def load(self) -> LoadedRun:
@@ -158,7 +160,10 @@ def read_records(files: Iterable[Path]) -> tuple[list[PointRecord], list[str]]:
             except RecordError as exc:
                 warnings.append(f"{exc}; line ignored")
                 continue
-            if rec.id in by_id:
+            old = by_id.get(rec.id)
+            if old is not None:
                 warnings.append(f"{where}: duplicate record for {rec.id}; keeping the later one")
+                if old.started_at and rec.started_at and old.started_at > rec.started_at:
+                    continue
             by_id[rec.id] = rec
     return list(by_id.values()), warnings
