@@ -1,9 +1,198 @@
-"""serprof CLI command group: bench."""
+"""serprof CLI command group: ``bench`` (benchmarks that print numbers; not tests).
+
+* ``serprof bench kernels``: torch backends on CPU vs SDPA (time, peak memory, speedup, slopes);
+* ``serprof bench timer``: serprof's timer vs ``torch.utils.benchmark.Timer.adaptive_autorange``;
+* ``serprof bench memory``: naive softmax peak memory vs its analytic model.
+
+Thin commands over ``profiler.measure.bench``. The ``bench`` sub-app is module-level (``bench_app``)
+so other command modules can add commands to it (e.g. ``bench gate``) with ``@bench_app.command()``.
+torch is imported only inside the commands.
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Optional
+
 import typer
+
+from profiler.errors import UsageError
+
+bench_app = typer.Typer(help="Benchmarks of the kernels and of the measurement engine (print numbers).",
+                        no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the app."""
+    """Add the ``bench`` group to the app."""
+    app.add_typer(bench_app, name="bench")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _parse_lengths(text: str) -> list[int]:
+    """The sweep's length syntax (``512..16k``, ``1k,2k``, ``1k..8k:+1k``)."""
+    from profiler.units import parse_lengths
+
+    try:
+        Ts = sorted(set(int(x) for x in parse_lengths(text)))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--lengths: {exc}") from None
+    if not Ts or Ts[0] < 1:
+        raise UsageError("--lengths: lengths must be positive")
+    return Ts
+
+
+def _fmt_ms(s: float | None) -> str:
+    return "-" if s is None else (f"{s * 1e3:.3g}" if s < 1 else f"{s * 1e3:.0f}")
+
+
+def _fmt_mib(b: float | None) -> str:
+    return "-" if b is None else f"{b / 2**20:.1f}"
+
+
+def _fmt_x(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+# --------------------------------------------------------------------------- bench kernels
+
+@bench_app.command("kernels")
+def kernels_cmd(
+    lengths: str = typer.Option("512..16k", "--lengths", help="sequence lengths (512..16k, 1k,4k, ...)"),
+    kernels: Optional[str] = typer.Option(None, "--kernels",
+                                          help="comma list of kernel[:backend[:causal|full]] (default: every kernel's torch backend); SDPA causal and non-causal are always included"),
+    json_out: bool = typer.Option(False, "--json", help="print machine-readable results"),
+) -> None:
+    """Time the torch backends on CPU (B=1, H=4, D=64, fp32, fwd) against SDPA; one worker process per series."""
+    from profiler.measure import bench
+    from profiler.records import to_dict
+
+    Ts = _parse_lengths(lengths)
+    series = bench.parse_series(kernels.split(",")) if kernels else bench.default_series()
+    console = _console() if not json_out else None
+
+    def progress(rec) -> None:
+        if console is not None:
+            med = bench.median_s(rec)
+            console.print(f"  {rec.spec.kernel}/{rec.spec.backend}/{'causal' if rec.spec.causal else 'full'} "
+                          f"T={rec.spec.T}: {rec.status} {_fmt_ms(med)} ms" + (f" ({rec.reason})" if rec.reason else ""),
+                          highlight=False)
+
+    if console is not None:
+        console.print(f"[bold]bench kernels[/]: {len(series)} series x {len(Ts)} lengths, one worker per series "
+                      "(timings on a shared machine are indicative only)")
+    records = bench.bench_kernels(series, Ts, on_record=progress)
+    summary = bench.summarize_kernels(records)
+    if json_out:
+        typer.echo(json.dumps({
+            "settings": to_dict(bench.KERNEL_BENCH_SETTINGS), "shape": bench.SHAPE, "fit_range": bench.FIT_RANGE,
+            "summary": [to_dict(s) for s in summary], "records": [to_dict(r) for r in records],
+        }))
+        return
+    _render_kernels(console, summary, Ts, records)
+
+
+def _render_kernels(console, summary, Ts, records) -> None:
+    from rich.table import Table
+
+    from profiler.measure.bench import FIT_RANGE
+
+    threads = next((r.worker.get("threads") for r in records if r.worker), None)
+    lo, hi = FIT_RANGE
+    for title, getter, fmt in (
+        ("median time, ms", lambda s: s.median_s, _fmt_ms),
+        ("peak memory (torch allocations during the call), MiB", lambda s: s.peak_bytes, _fmt_mib),
+        ("speedup vs SDPA non-causal (same run)", lambda s: s.speedup_vs_sdpa_full, lambda v: _fmt_x(v, "{:.1f}x")),
+    ):
+        t = Table(title=f"{title}  [B=1 H=4 D=64 fp32 fwd, CPU, {threads} threads]")
+        t.add_column("series")
+        for T in Ts:
+            t.add_column(f"T={T}", justify="right")
+        for s in summary:
+            vals = dict(zip(s.lengths, getter(s)))
+            stat = dict(zip(s.lengths, s.statuses))
+            t.add_row(s.label, *[fmt(vals.get(T)) if stat.get(T) == "ok" else stat.get(T, "-") for T in Ts])
+        console.print(t)
+    t = Table(title=f"log-log slopes over T={lo}..{hi}")
+    t.add_column("series")
+    t.add_column("time slope", justify="right")
+    t.add_column("memory slope", justify="right")
+    t.add_column(f"speedup at T={max(Ts)}", justify="right")
+    for s in summary:
+        last = dict(zip(s.lengths, s.speedup_vs_sdpa_full)).get(max(Ts))
+        t.add_row(s.label, _fmt_x(s.time_slope), _fmt_x(s.memory_slope), _fmt_x(last, "{:.1f}x"))
+    console.print(t)
+    for s in summary:
+        for T, status, reason in zip(s.lengths, s.statuses, s.reasons):
+            if status != "ok":
+                console.print(f"{s.label} T={T}: {status}: {reason}", highlight=False)
+
+
+# --------------------------------------------------------------------------- bench timer
+
+@bench_app.command("timer")
+def timer_cmd(
+    ops: Optional[str] = typer.Option(None, "--ops", help="comma list of kernel:backend:T (default: softmax:sdpa:1024,softmax:sdpa:4096,retnet:torch:4096)"),
+    rounds: int = typer.Option(2, "--rounds", min=1, help="alternating rounds per op"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Timing fidelity: serprof's median vs torch.utils.benchmark adaptive_autorange, same op, same process."""
+    from profiler.measure import bench
+
+    op_list = [o.strip() for o in ops.split(",") if o.strip()] if ops else list(bench.DEFAULT_FIDELITY_OPS)
+    rows = bench.timer_fidelity(op_list, rounds=rounds)
+    if json_out:
+        typer.echo(json.dumps([{**r.__dict__, "ratio": r.ratio, "matched_ratio": r.matched_ratio} for r in rows]))
+        return
+    from rich.table import Table
+
+    t = Table(title="timer fidelity (CPU, same process; target: ratio within 1 +- 0.05 with no more wall time)")
+    for c in ("op", "Timer median ms", "Timer wall s", "serprof median ms", "ratio", "serprof wall s",
+              "matched median ms", "matched ratio", "matched wall s"):
+        t.add_column(c, justify="left" if c == "op" else "right")
+    for r in rows:
+        t.add_row(r.op, _fmt_ms(r.timer_median_s), f"{r.timer_wall_s:.2f}", _fmt_ms(r.serprof_median_s),
+                  f"{r.ratio:.3f}", f"{r.serprof_wall_s:.2f}", _fmt_ms(r.matched_median_s), f"{r.matched_ratio:.3f}",
+                  f"{r.matched_wall_s:.2f}")
+    console = _console()
+    console.print(t)
+    console.print("serprof = default MeasureSettings; matched = serprof given the Timer's wall time as its total "
+                  "budget. Shared machine: indicative only.", highlight=False)
+
+
+# --------------------------------------------------------------------------- bench memory
+
+@bench_app.command("memory")
+def memory_cmd(
+    length: int = typer.Option(4096, "--length", min=1, help="sequence length T"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Naive softmax (B=1, H=4, fp32, fwd): CPU peak memory measured vs the kernel's analytic model."""
+    from profiler.measure import bench
+
+    rows = bench.memory_check(length)
+    if json_out:
+        typer.echo(json.dumps([{**r.__dict__, "ratio": r.ratio, "within_15pct": r.within()} for r in rows]))
+        return
+    from rich.table import Table
+
+    t = Table(title="CPU peak memory vs analytic model (target: within +-15%)")
+    for c in ("point", "measured MiB", "analytic MiB", "ratio", "within 15%"):
+        t.add_column(c, justify="left" if c == "point" else "right")
+    for r in rows:
+        if r.status != "ok":
+            t.add_row(r.label, r.status, _fmt_mib(r.analytic_bytes), "-", "-")
+            continue
+        t.add_row(r.label, _fmt_mib(r.measured_bytes), _fmt_mib(r.analytic_bytes), _fmt_x(r.ratio, "{:.3f}"),
+                  "yes" if r.within() else "NO")
+    console = _console()
+    console.print(t)
+    for r in rows:
+        if r.status != "ok":
+            console.print(f"{r.label}: {r.status}: {r.reason}", highlight=False)

@@ -1,9 +1,190 @@
-"""serprof CLI command group: gate."""
+"""serprof CLI: ``gate`` (regression gate), ``baseline save`` (compact baseline), ``gate-eval``.
+
+Thin commands over ``profiler.analysis.compare`` / ``profiler.baseline`` / ``profiler.interleave``
+/ ``profiler.gate_eval``: parse, call one library function, render, exit code (0 pass, 1
+regression, 2 usage error). Nothing heavy is imported at module level.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+
+from profiler.errors import UsageError
+
+baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --baseline`.", no_args_is_help=True)
+
+
+def _render_table(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from profiler.analysis.compare import fmt_ci, fmt_ratio, fmt_value, summary_line
+
+    console = Console()
+    colours = {"regression": "bold red", "unclear": "yellow", "faster": "green", "pass": ""}
+    table = Table(title="serprof gate", show_lines=False)
+    for col in ("verdict", "metric", "point", "baseline", "candidate", "ratio", f"{result.confidence:.0%} CI"):
+        table.add_column(col, overflow="fold")
+    for c in result.sorted_checks():
+        table.add_row(f"[{colours[c.verdict]}]{c.verdict}[/]" if colours[c.verdict] else c.verdict, c.metric,
+                      c.subject, fmt_value(c, "baseline"), fmt_value(c, "candidate"), fmt_ratio(c), fmt_ci(c))
+    console.print(table)
+    for i in result.missing_in_candidate:
+        console.print(f"[yellow]missing in candidate:[/] {i}")
+    for i in result.missing_in_baseline:
+        console.print(f"missing in baseline (new): {i}")
+    for n in result.not_compared:
+        console.print(f"not compared: {n.subject}: {n.reason}")
+    for k, a, b in result.env_differences:
+        console.print(f"[yellow]environment differs:[/] {k}: {a!r} vs {b!r}")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    for c in result.regressions:
+        console.print(f"[bold red]REGRESSION[/] {c.subject}: {c.message}")
+    console.print(("[bold green]" if result.passed else "[bold red]") + summary_line(result) + "[/]")
+
+
+def _write_outputs(result, json_out: Optional[Path], markdown_out: Optional[Path]) -> None:
+    from profiler.analysis.compare import to_json, to_markdown
+
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(to_json(result), indent=2, sort_keys=True) + "\n")
+    if markdown_out is not None:
+        markdown_out.parent.mkdir(parents=True, exist_ok=True)
+        markdown_out.write_text(to_markdown(result) + "\n")
+
+
+def _split_csv(values: Optional[List[str]]) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out += [x.strip() for x in v.split(",") if x.strip()]
+    return out
+
+
+def gate(
+    baseline: Optional[Path] = typer.Option(None, "--baseline", "-b", help="Baseline run folder or baseline .json."),
+    candidate: Optional[Path] = typer.Option(None, "--candidate", "-c", help="Candidate run folder (or baseline .json)."),
+    rule: Optional[List[str]] = typer.Option(None, "--rule", "-r", help=(
+        "METRIC:LIMIT[@FILTERS], repeatable; later rules win. Metrics latency, peak_memory, energy, slope; "
+        "e.g. 'latency:+3%@kernel=retnet,T>=4096', 'peak_memory:+0%+1MiB', 'energy:off'.")),
+    no_default_rules: bool = typer.Option(False, "--no-default-rules", help=(
+        "Start from no rules (defaults: latency:+5%, peak_memory:+0% (+4KiB), energy:+10%, slope:+0.1).")),
+    alpha: float = typer.Option(0.025, help="Family-wise error rate of the latency tests (one-sided, Holm)."),
+    normalize: str = typer.Option("none", help="Drift normalization: none, calibration (= matmul), bandwidth."),
+    statistic: str = typer.Option("median", help="Latency statistic compared: median, or a quantile such as q10 (shared CPU runners)."),
+    noise_floor: float = typer.Option(0.01, "--noise-floor", help="Relative run-to-run noise added to each interval (0.01 = 1%)."),
+    allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch", help="Compare runs whose environment fingerprints differ."),
+    ignore_env: Optional[List[str]] = typer.Option(None, "--ignore-env", help="Environment key to leave out of the fingerprint (repeatable)."),
+    fail_on_missing: bool = typer.Option(False, "--fail-on-missing", help="Exit 1 when baseline points are missing in the candidate."),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the JSON verdict here."),
+    markdown_out: Optional[Path] = typer.Option(None, "--markdown-out", help="Write the Markdown summary here."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples per point."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+    interleave: bool = typer.Option(False, "--interleave", help="Measure two git refs alternately in this job instead of reading runs."),
+    ref_a: Optional[str] = typer.Option(None, "--ref-a", help="--interleave: baseline git ref."),
+    ref_b: Optional[str] = typer.Option(None, "--ref-b", help="--interleave: candidate git ref."),
+    kernels: Optional[List[str]] = typer.Option(None, "--kernels", "-k", help="--interleave: kernels (comma-separated or repeated)."),
+    backend: str = typer.Option("", "--backend", help="--interleave: backend (default: each kernel's default backend)."),
+    lengths: Optional[List[str]] = typer.Option(None, "--lengths", "-T", help="--interleave: sequence lengths, e.g. 1024,2048."),
+    batch: int = typer.Option(1, "--batch", "-B", help="--interleave: batch size."),
+    heads: int = typer.Option(4, "--heads", "-H", help="--interleave: heads."),
+    head_dim: int = typer.Option(64, "--head-dim", "-D", help="--interleave: head dim."),
+    rounds: int = typer.Option(10, "--rounds", help="--interleave: alternations (ABBA order)."),
+    reps: int = typer.Option(5, "--reps", help="--interleave: samples per point per round and side."),
+    repo: Path = typer.Option(Path("."), "--repo", help="--interleave: the git repository holding the refs."),
+) -> None:
+    """Compare a candidate run with a baseline; exit 1 on a regression (see docs/ci-gate.md)."""
+    from profiler.analysis.compare import compare_runs
+    from profiler.analysis.gates import RuleSet
+
+    rules = RuleSet.parse(rule or [], defaults=not no_default_rules)
+    if interleave:
+        if baseline is not None or candidate is not None:
+            raise UsageError("--interleave measures --ref-a/--ref-b itself; drop --baseline/--candidate")
+        if not ref_a or not ref_b:
+            raise UsageError("--interleave needs --ref-a REF and --ref-b REF (git refs, e.g. origin/main and HEAD)")
+        from profiler.interleave import InterleavePlan, run_interleaved
+
+        plan = InterleavePlan.from_cli(_split_csv(kernels), backend, _split_csv(lengths), batch, heads, head_dim,
+                                       rounds=rounds, reps=reps)
+        base_run, cand_run = run_interleaved(repo, ref_a, ref_b, plan)
+        result = compare_runs(base_run, cand_run, rules, alpha=alpha, normalize="none",
+                              allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (), n_boot=n_boot,
+                              seed=seed, fail_on_missing=fail_on_missing, statistic=statistic, noise_floor=noise_floor,
+                              baseline_label=f"{ref_a} (interleaved)", candidate_label=f"{ref_b} (interleaved)")
+    else:
+        if baseline is None or candidate is None:
+            raise UsageError("gate needs --baseline RUN|FILE and --candidate RUN (or --interleave --ref-a --ref-b)")
+        from profiler.baseline import load_side
+
+        result = compare_runs(load_side(baseline), load_side(candidate), rules, alpha=alpha, normalize=normalize,
+                              allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (), n_boot=n_boot,
+                              seed=seed, fail_on_missing=fail_on_missing, statistic=statistic, noise_floor=noise_floor)
+    _render_table(result)
+    _write_outputs(result, json_out, markdown_out)
+    raise typer.Exit(result.exit_code)
+
+
+@baseline_app.command("save")
+def baseline_save(
+    run: Path = typer.Argument(..., help="Run folder to summarize."),
+    out: Path = typer.Option(..., "--out", "-o", help="Baseline file to write, e.g. baselines/cpu-quick.json."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Thin each point to this many quantile samples."),
+) -> None:
+    """Write a compact baseline (spec ids, samples, memory, energy, environment, calibration)."""
+    from profiler.baseline import save_baseline
+
+    path = save_baseline(run, out, max_samples)
+    typer.echo(f"baseline written: {path} ({path.stat().st_size} bytes)")
+
+
+def gate_eval(
+    quick: bool = typer.Option(False, "--quick", help="Few repetitions (about a minute): indicative only."),
+    comparisons: Optional[int] = typer.Option(None, "--comparisons", "-n", help="Comparisons per slowdown level."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Timed samples per run and point."),
+    slowdowns: str = typer.Option("0,5,10,20", help="Injected extra work in percent, comma-separated (0 = A/A)."),
+    threshold: float = typer.Option(5.0, help="Latency rule threshold in percent (the gate's default is 5)."),
+    threads: int = typer.Option(1, help="torch threads for the dial kernel."),
+    seed: int = typer.Option(0, help="Seed for the schedule and the gate's bootstrap."),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the evaluation as JSON."),
+) -> None:
+    """Measure the gate itself: false alarms on A/A and detection per injected slowdown (real runs)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from profiler.gate_eval import EvalSettings, run_gate_eval
+
+    try:
+        levels = [float(x) for x in slowdowns.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--slowdowns takes percentages like 0,5,10,20 (got {slowdowns!r})") from None
+    settings = EvalSettings.preset(quick, comparisons=comparisons, samples=samples, slowdowns_pct=tuple(levels),
+                                   threshold_pct=threshold, threads=threads, seed=seed)
+    console = Console()
+    console.print(f"gate-eval: {settings.describe()}")
+    report = run_gate_eval(settings, progress=lambda msg: console.print(msg, style="dim"))
+    table = Table(title=f"gate evaluation (latency rule +{threshold:g}%, alpha {settings.alpha:g})")
+    for col in ("statistic", "injected", "comparisons", "flagged", "rate", "95% CI (Clopper-Pearson)", "median ratio", "target", "met"):
+        table.add_column(col)
+    for row in report.rows:
+        table.add_row(row.statistic, f"+{row.slowdown_pct:g}%", str(row.comparisons), str(row.flagged), f"{row.rate:.1%}",
+                      f"{row.ci_low:.1%}-{row.ci_high:.1%}", f"{row.median_ratio:.3f}", row.target_text,
+                      {True: "yes", False: "NO", None: "-"}[row.met])
+    console.print(table)
+    console.print(f"gate time per comparison: {report.gate_ms_per_comparison:.1f} ms; measuring: {report.measure_s:.0f} s. "
+                  "Shared machine: numbers are indicative.")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the app."""
+    """Add ``gate``, ``baseline save`` and ``gate-eval`` to the app."""
+    app.command("gate")(gate)
+    app.command("gate-eval")(gate_eval)
+    app.add_typer(baseline_app, name="baseline")

@@ -1,9 +1,167 @@
-"""serprof CLI command group: kernels."""
+"""serprof CLI command group: kernels (``serprof list``, ``serprof verify``).
+
+Thin commands over ``profiler.kernels`` and ``profiler.verify``: parse flags, call one library
+function, render a table or JSON, choose the exit code (1: a check failed; 2 and 3 come from
+``UsageError`` / ``UnavailableError`` through ``profiler.cli.main``). torch is imported only inside
+the commands; ``list`` never imports fla.
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Optional
+
 import typer
+
+from profiler.errors import UnavailableError, UsageError, did_you_mean
+
+DEVICES = ("cpu", "cuda")
+
+
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def availability_rows(device: str = "all") -> list[dict]:
+    """Every kernel x backend x device with ``available`` and ``reason`` (what ``serprof list`` shows)."""
+    from profiler.kernels import registry
+
+    if device not in (*DEVICES, "all"):
+        raise UsageError(f"unknown device {device!r}; valid: cpu, cuda, all")
+    devices = DEVICES if device == "all" else (device,)
+    cuda = _cuda_available() if "cuda" in devices else False
+    rows = []
+    for spec in registry().values():
+        for name, b in spec.backends.items():
+            for dev in devices:
+                ok, why = b.availability(dev, cuda_available=cuda)
+                rows.append({"kernel": spec.name, "family": spec.family, "backend": name, "device": dev,
+                             "available": ok, "reason": why, "causal": list(b.causal),
+                             "interpretable": b.interpretable, "description": b.description})
+    return rows
+
+
+def list_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    device: str = typer.Option("all", "--device", help="cpu, cuda or all."),
+) -> None:
+    """List every kernel x backend x device: available or not, and why."""
+    rows = availability_rows(device)
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="serprof kernels and backends")
+    for col in ("kernel", "family", "backend", "device", "status", "reason / note"):
+        table.add_column(col)
+    for r in rows:
+        status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
+        note = r["description"] if r["available"] else r["reason"]
+        table.add_row(r["kernel"], r["family"], r["backend"], r["device"], status, note)
+    Console().print(table)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2e}"
+
+
+def verify_cmd(
+    kernels: Optional[str] = typer.Option(None, "--kernels", help="Comma-separated kernels (default: all)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Comma-separated backends (default: every available one)."),
+    lengths: Optional[str] = typer.Option(None, "--lengths", help="Sequence lengths, e.g. '63,256' or '1k..4k' (default 63,256; --interpret: 64)."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. '1,3' (default 2; --interpret: 1)."),
+    heads: int = typer.Option(2, "--heads", help="Number of heads."),
+    head_dim: int = typer.Option(32, "--head-dim", help="Head dimension."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32, fp16, bf16, comma-separated (default fp32; --interpret: fp32,fp16)."),
+    mode: str = typer.Option("fwd,fwdbwd", "--mode", help="fwd, fwdbwd or both (comma-separated)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    interpret: bool = typer.Option(False, "--interpret", help="Run the fla Triton backends on CPU under Triton's interpreter (correctness only)."),
+    max_t: Optional[int] = typer.Option(None, "--max-t", help="Longest T compared in full (default: each kernel's reference limit)."),
+    seed: int = typer.Option(0, "--seed", help="Input seed."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Check backends against their fp32 references; exit 1 if any error exceeds its tolerance."""
+    from profiler.units import parse_dtypes, parse_int_list, parse_lengths
+
+    dev_type = device.split(":")[0]
+    if dev_type not in DEVICES:
+        raise UsageError(f"unknown device {device!r}; {did_you_mean(device, DEVICES)}")
+    if interpret and dev_type != "cpu":
+        raise UsageError("--interpret runs on the CPU; drop --device cuda")
+    modes = _split(mode)
+    for m in modes or [""]:
+        if m not in ("fwd", "fwdbwd"):
+            raise UsageError(f"unknown mode {m!r}; valid: fwd, fwdbwd")
+    length_list = parse_lengths(lengths or ("64" if interpret else "63,256"))
+    batch_list = parse_int_list(batch or ("1" if interpret else "2"), "batch size")
+    dtypes = parse_dtypes(dtype or ("fp32,fp16" if interpret else "fp32"))
+    if heads < 1 or head_dim < 1:
+        raise UsageError("--heads and --head-dim must be >= 1")
+    if interpret:
+        from profiler.fla_interpret import BF16_REASON, enable
+
+        if "bfloat16" in dtypes:
+            raise UsageError(BF16_REASON)
+        enable()  # before anything imports fla
+    if dev_type == "cuda" and not _cuda_available():
+        raise UnavailableError("--device cuda requested but no CUDA device is visible to torch")
+    from profiler.kernels import MECHANISMS, get_kernel
+    from profiler.verify import verify_many
+
+    kernel_list = _split(kernels) or list(MECHANISMS)
+    for k in kernel_list:
+        get_kernel(k)  # unknown name -> UsageError naming the valid ones
+    results = verify_many(kernel_list, _split(backend) or None, lengths=length_list, batches=batch_list,
+                          heads=heads, head_dim=head_dim, dtypes=dtypes, modes=modes, device=device,
+                          interpret=interpret, seed=seed, max_T=max_t)
+    if not results:
+        raise UsageError("nothing to verify: no available backend matches the selection "
+                         "(see `serprof list`; fla backends need --device cuda or --interpret)")
+    failed = [r for r in results if not r.passed]
+    if json_out:
+        typer.echo(json.dumps({"passed": not failed, "results": [r.to_dict() for r in results]}, indent=2))
+    else:
+        _render(results, interpret)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _render(results, interpret: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = "serprof verify" + (" (Triton interpreter on CPU: correctness only)" if interpret else "")
+    table = Table(title=title)
+    for col in ("kernel", "backend", "dtype", "mode", "causal", "shape B,T,H,D", "against",
+                "max abs err", "max rel err", "grad rel err", "tolerance", "verdict"):
+        table.add_column(col, justify="right" if "err" in col or col == "tolerance" else "left")
+    for r in results:
+        s = r.shape
+        c = r.correctness
+        verdict = "[green]ok[/green]" if r.passed else ("[red]error[/red]" if r.error else "[red]FAIL[/red]")
+        checked = "" if c is None or c.checked_T in (None, s.T) else f" (rows<{c.checked_T})"
+        table.add_row(r.kernel, r.backend, r.dtype, r.mode, "causal" if r.causal else "full",
+                      f"{s.B},{s.T},{s.H},{s.D}{checked}", r.against or "reference",
+                      _fmt(c and c.max_abs_err), _fmt(c and c.max_rel_err), _fmt(c and c.grad_max_rel_err),
+                      _fmt(c and c.tolerance), verdict)
+    console = Console()
+    console.print(table)
+    for r in results:
+        if r.error:
+            console.print(f"[red]{r.kernel}/{r.backend} {r.dtype} {r.mode}: {r.error}[/red]")
+    n_bad = sum(not r.passed for r in results)
+    console.print(f"{len(results) - n_bad}/{len(results)} checks within tolerance")
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the app."""
+    app.command("list")(list_cmd)
+    app.command("verify")(verify_cmd)

@@ -1,9 +1,404 @@
-"""serprof CLI command group: sweep."""
+"""serprof CLI command group: ``sweep``, ``env``, ``trace``, ``doctor``.
+
+Thin commands over ``profiler.runner.run_sweep`` and ``profiler.env``: parse flags, call the library,
+render with rich. torch, fla and triton are never imported at module level here.
+"""
 
 from __future__ import annotations
 
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+from profiler.errors import UsageError
+
+SCENARIO_FLAGS = ("kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads", "head_dim", "causal",
+                  "device", "interpret", "name")
+
+
+# --------------------------------------------------------------------------- rendering helpers
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} µs"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def _fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    from profiler.plan import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+def _median(rec) -> float | None:
+    if rec.timing is None or not rec.timing.samples_s:
+        return None
+    return statistics.median(rec.timing.samples_s)
+
+
+def _short_id(spec) -> str:
+    c = "causal" if spec.causal else "full"
+    extra = " interp" if spec.interpret else ""
+    return f"{spec.kernel}/{spec.backend} {spec.dtype} {spec.mode} B{spec.B} T{spec.T} {c}{extra}"
+
+
+_STATUS_STYLE = {"ok": "green", "wrong": "red", "oom": "magenta", "timeout": "yellow", "crashed": "red",
+                 "skipped": "dim", "unavailable": "dim"}
+
+
+class _RichObserver:
+    """Progress bar (current point, elapsed, ETA) and a live table of finished points."""
+
+    def __init__(self, console, quiet: bool = False, rows: int = 12):
+        self.console = console
+        self.quiet = quiet
+        self.rows = rows
+        self.finished: list = []
+        self.live = None
+        self.progress = None
+        self.task = None
+        self.todo_ids: set[str] = set()
+
+    # SweepObserver protocol
+    def on_plan(self, plan, todo, run_dir, resumed) -> None:
+        if self.quiet:
+            return
+        from rich.live import Live
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        verb = "resuming" if resumed else "run folder"
+        self.console.print(f"[bold]serprof sweep[/] '{plan.sweep.name}': {len(todo)} point(s) to run, "
+                           f"{len(plan.dropped)} dropped combination(s); {verb}: {run_dir}")
+        self.todo_ids = {s.id for s in todo}
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=self.console)
+        self.task = self.progress.add_task("starting worker", total=max(1, len(todo)))
+        self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
+        self.live.__enter__()
+
+    def on_calibration(self, cal) -> None:
+        if self.quiet or not cal or "error" in cal:
+            return
+        self.console.print(f"calibration: matmul {cal['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, "
+                           f"copy {cal['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s")
+
+    def on_worker_ready(self, info) -> None:
+        pass
+
+    def on_point_start(self, spec) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=_short_id(spec))
+
+    def on_record(self, rec) -> None:
+        self.finished.append(rec)
+        if self.progress is not None and rec.id in self.todo_ids:
+            self.progress.advance(self.task)
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def _render(self):
+        from rich.console import Group
+        from rich.table import Table
+
+        t = Table(title=None, expand=False, show_edge=False)
+        t.add_column("point", no_wrap=True)
+        t.add_column("status", no_wrap=True)
+        t.add_column("median", no_wrap=True, justify="right")
+        t.add_column("peak mem", no_wrap=True, justify="right")
+        t.add_column("note", no_wrap=True, overflow="ellipsis", max_width=60)
+        for rec in self.finished[-self.rows:]:
+            med = _median(rec)
+            med_text = "interpreted" if rec.spec.interpret and med is not None else _fmt_s(med)
+            peak = rec.memory.peak_bytes if rec.memory is not None else None
+            style = _STATUS_STYLE.get(rec.status, "")
+            note = (rec.reason or "")[:70]
+            t.add_row(_short_id(rec.spec), f"[{style}]{rec.status}[/]", med_text, _fmt_bytes(peak), note)
+        return Group(t, self.progress) if self.progress is not None else t
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.__exit__(None, None, None)
+            self.live = None
+
+
+def _settings_overrides(warmup, time_budget, target_ci, memory_budget, timeout, no_verify, no_energy) -> dict:
+    out: dict[str, Any] = {}
+    if warmup is not None:
+        out["settings.warmup_s"] = warmup
+    if time_budget is not None:
+        out["settings.time_budget_s"] = time_budget
+    if target_ci is not None:
+        out["settings.target_rel_ci"] = target_ci
+    if memory_budget is not None:
+        out["settings.memory_budget"] = memory_budget
+    if timeout is not None:
+        out["settings.point_timeout_s"] = timeout
+    if no_verify:
+        out["settings.verify"] = False
+    if no_energy:
+        out["settings.measure_energy"] = False
+    return out
+
+
+def _print_dry_run(console, plan) -> None:
+    from rich.table import Table
+
+    s = plan.sweep
+    console.print(f"[bold]plan[/] {s.name}: device {s.device}, {len(plan.points)} point(s), "
+                  f"memory budget {_fmt_bytes(plan.memory_budget_bytes)} ({plan.budget_source})")
+    t = Table(show_edge=False)
+    for col in ("#", "point id", "est. memory", "plan"):
+        t.add_column(col)
+    for i, p in enumerate(plan.points, 1):
+        t.add_row(str(i), p.spec.id, _fmt_bytes(p.est_bytes),
+                  "run" if p.runnable else f"[dim]skipped: {p.skip_reason}[/]")
+    console.print(t)
+    if plan.dropped:
+        console.print(f"[bold]dropped[/] ({len(plan.dropped)}):")
+        for d in plan.dropped:
+            console.print(f"  {d.what}: {d.reason}")
+
+
+def _render_report(run_dir: Path) -> Path | None:
+    try:
+        from profiler.report import render_run
+    except ImportError:
+        return None
+    return render_run(run_dir)
+
+
+# --------------------------------------------------------------------------- commands
+
+def sweep(
+    kernels: Optional[str] = typer.Option(None, "--kernels", help="Comma list of kernels (default: all)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Comma list of backends (default: every one that can run)."),
+    lengths: Optional[str] = typer.Option(None, "--lengths", help="1k..64k | 1k..64k:x2 | 1k..8k:+1k | 512,1k,3000"),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,4"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32,float16,bfloat16 (fp32, fp16, bf16)"),
+    mode: Optional[str] = typer.Option(None, "--mode", help="fwd, fwdbwd or both"),
+    heads: Optional[str] = typer.Option(None, "--heads", help="Number of heads (list allowed)"),
+    head_dim: Optional[str] = typer.Option(None, "--head-dim", help="Head dimension (list allowed)"),
+    causal: Optional[bool] = typer.Option(None, "--causal/--non-causal",
+                                          help="Only causal / only non-causal (default: both where supported)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    scenario: Optional[Path] = typer.Option(None, "--scenario", help="TOML scenario file (flags override it)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default reports/<run-id>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder."),
+    warmup: Optional[float] = typer.Option(None, "--warmup", help="Warm-up time budget per point, s."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Timed repetitions budget per point, s."),
+    target_ci: Optional[float] = typer.Option(None, "--target-ci", help="Stop when the 95%% CI of the median is within this relative width (0.02 = ±2%%)."),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="e.g. 8GiB (default: 0.7 x free memory)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-point timeout, s."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the correctness check."),
+    no_energy: bool = typer.Option(False, "--no-energy", help="Skip energy measurement."),
+    interpret: bool = typer.Option(False, "--interpret", help="Run fla backends on CPU under Triton's interpreter (correctness only)."),
+    level: Optional[str] = typer.Option(None, "--level", help="kernel | layer (the study's seq2seq layers) | model (SER head)."),
+    audio: Optional[str] = typer.Option(None, "--audio", help="Audio durations instead of --lengths: 2.75s..11s | 1min..20min[:N] | 5s,30s"),
+    text_rate: Optional[float] = typer.Option(None, "--text-rate", help="Text tokens per second of audio (default 3; speech: 50 frames/s)."),
+    bidirectional: Optional[str] = typer.Option(None, "--bidirectional", help="off | on (adds forward+reversed series of the linear layers) | only"),
+    utterances: Optional[int] = typer.Option(None, "--utterances", help="Utterance replay of N MSP-Podcast-like durations (layer/model levels)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, memory estimates and dropped combinations."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable results."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not render the HTML report."),
+) -> None:
+    """Sweep length x batch x dtype over attention kernels; every point in a worker process."""
+    from rich.console import Console
+
+    from profiler.scenario import build_spec
+
+    overrides: dict[str, Any] = {
+        "kernels": kernels, "backends": backend, "lengths": lengths, "batch": batch, "dtypes": dtype,
+        "modes": mode, "heads": heads, "head_dim": head_dim, "device": device,
+        "causal": None if causal is None else ("causal" if causal else "non-causal"),
+        "interpret": True if interpret else None,
+        "level": level, "audio": audio, "text_rate": text_rate, "bidirectional": bidirectional,
+        "utterances": utterances,
+    }
+    overrides.update(_settings_overrides(warmup, time_budget, target_ci, memory_budget, timeout, no_verify, no_energy))
+    console = Console(stderr=as_json)
+
+    if resume is not None:
+        given = [("--" + k.split(".")[-1].replace("_", "-")) for k, v in overrides.items() if v is not None]
+        if scenario is not None:
+            given.append("--scenario")
+        if given:
+            raise UsageError(f"--resume continues a run with its stored scenario and settings; drop {', '.join(given)}")
+        if dry_run:
+            raise UsageError("--resume and --dry-run cannot be combined")
+        spec = None
+    else:
+        spec = build_spec(scenario, overrides)
+
+    if dry_run:
+        from profiler.runner.sweep import dry_run as make_dry_run, plan_as_dict
+
+        plan = make_dry_run(spec)
+        if as_json:
+            typer.echo(json.dumps(plan_as_dict(plan), indent=2))
+        else:
+            _print_dry_run(console, plan)
+        return
+
+    from profiler.runner.sweep import run_sweep
+
+    obs = _RichObserver(console, quiet=as_json)
+    try:
+        result = run_sweep(spec, out=out, resume=resume, observer=obs)
+    finally:
+        obs.close()
+
+    report_path = None
+    report_error = None
+    if not no_report and not result.interrupted:
+        try:
+            report_path = _render_report(result.run_dir)
+        except Exception as exc:  # noqa: BLE001 - the sweep's records are safe; say the report failed
+            report_error = f"{type(exc).__name__}: {exc}"
+
+    if as_json:
+        typer.echo(json.dumps({
+            "run_dir": str(result.run_dir), "interrupted": result.interrupted, "resumed": result.resumed,
+            "counts": result.counts, "report": str(report_path) if report_path else None,
+            "report_error": report_error, "wall_s": result.wall_s, "in_call_s": result.in_call_s,
+            "in_call_share": result.in_call_share, "warnings": result.warnings,
+            "records": [_record_summary(r) for r in result.records],
+        }, indent=2))
+    else:
+        for w in result.warnings:
+            console.print(f"[yellow]warning:[/] {w}")
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items())) or "no points"
+        console.print(f"[bold]done[/] in {result.wall_s:.1f} s: {counts}")
+        share = result.in_call_share
+        if share is not None:
+            console.print(f"time inside warm-up and timed calls: {result.in_call_s:.1f} s "
+                          f"({share:.0%} of the sweep's wall time)")
+        console.print(f"run folder: {result.run_dir}")
+        if report_path:
+            console.print(f"report: {report_path}")
+        elif report_error:
+            console.print(f"[red]report failed:[/] {report_error}")
+    if result.interrupted:
+        typer.echo(f"serprof: interrupted; finished points are kept in {result.run_dir}; "
+                   f"resume with: serprof sweep --resume {result.run_dir}", err=True)
+        raise typer.Exit(130)
+    if report_error:
+        raise typer.Exit(1)
+
+
+def _record_summary(rec) -> dict[str, Any]:
+    med = _median(rec)
+    return {"id": rec.id, "status": rec.status, "reason": rec.reason,
+            "median_s": None if rec.spec.interpret else med,
+            "interpreted_s": med if rec.spec.interpret else None,
+            "peak_bytes": rec.memory.peak_bytes if rec.memory else None,
+            "energy_j": rec.energy.energy_j if rec.energy else None,
+            "wall_s": rec.wall_s}
+
+
+def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """What serprof sees: devices, versions, NVML and RAPL availability (and why not)."""
+    from profiler.env import fingerprint
+
+    info = fingerprint(device=None)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    t = Table(show_header=False, show_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("host", f"{info['hostname']} ({info['platform']})")
+    t.add_row("python", info["python"])
+    t.add_row("cpu", f"{info['cpu_model']}, {info['cpu_count']} cpus ({info['cpu_affinity_count']} usable), "
+                     f"torch threads {info.get('torch_threads')}")
+    if info.get("cuda_available"):
+        devs = "; ".join(f"{d['index']}: {d['name']} (sm {d['capability']}, {_fmt_bytes(d['total_memory_bytes'])})"
+                         for d in info.get("cuda_devices", []))
+        t.add_row("cuda", f"available, CUDA {info.get('cuda_build')}: {devs}")
+    else:
+        t.add_row("cuda", f"unavailable: {info.get('cuda_reason')}")
+    nv = info["nvml"]
+    t.add_row("nvml", f"available, driver {nv.get('driver')}" if nv["available"] else f"unavailable: {nv['reason']}")
+    ra = info["rapl"]
+    t.add_row("rapl", f"available: {', '.join(ra.get('zones', []))}" if ra["available"] else f"unavailable: {ra['reason']}")
+    for name, ver in info["packages"].items():
+        t.add_row(name, ver or "not installed")
+    g = info.get("git")
+    t.add_row("serprof git", f"{g['sha']}{' (dirty)' if g.get('dirty') else ''}" if g else "not a git checkout")
+    c.print(t)
+
+
+def trace(
+    kernel: str = typer.Option(..., "--kernel", help="Kernel name (see serprof list)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Backend (default: the kernel's default)."),
+    length: str = typer.Option("1k", "--length", "-T", help="Sequence length, e.g. 4k."),
+    batch: int = typer.Option(1, "--batch"),
+    heads: int = typer.Option(4, "--heads"),
+    head_dim: int = typer.Option(64, "--head-dim"),
+    dtype: str = typer.Option("float32", "--dtype"),
+    mode: str = typer.Option("fwd", "--mode", help="fwd | fwdbwd"),
+    causal: bool = typer.Option(True, "--causal/--non-causal"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    steps: int = typer.Option(3, "--steps", help="Profiled calls (after one warm-up call)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default reports/trace-<run-id>)."),
+) -> None:
+    """Profile one point under torch.profiler: a Chrome/Perfetto trace and a TensorBoard log dir."""
+    from profiler.runner.trace import trace_point
+
+    res = trace_point(kernel=kernel, backend=backend, length=length, batch=batch, heads=heads, head_dim=head_dim,
+                      dtype=dtype, mode=mode, causal=causal, device=device, steps=steps, out=out)
+    typer.echo(f"point: {res['point']}")
+    typer.echo(f"Chrome/Perfetto trace: {res['chrome_trace']}")
+    typer.echo("  open https://ui.perfetto.dev and drag the file in (or chrome://tracing -> Load)")
+    typer.echo(f"TensorBoard profiler log dir: {res['tensorboard_dir']}")
+    typer.echo(f"  pip install 'serprof[tb]' && tensorboard --logdir {res['tensorboard_dir']}  (then the PYTORCH_PROFILER tab)")
+
+
+def doctor(
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (cuda without CUDA -> exit 3)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the tiny sweep (default: a temporary folder)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check the whole chain here: environment, `serprof verify`, a tiny sweep with energy.
+
+    Exit codes: 0 = every check that can run on this machine passed (missing CUDA, NVML or RAPL
+    are reported as unavailable, not as failures); 1 = a check failed (verification or a tiny-sweep
+    point did not succeed); 3 = --device cuda was requested but no CUDA device is visible.
+    """
+    from profiler.runner.doctor import run_doctor
+
+    report = run_doctor(device=device, out=out)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+    else:
+        from rich.console import Console
+
+        c = Console()
+        mark = {"ok": "[green]works[/]", "unavailable": "[yellow]unavailable[/]", "failed": "[red]FAILED[/]"}
+        for check in report["checks"]:
+            c.print(f"{mark[check['state']]:>24}  [bold]{check['name']}[/]: {check['detail']}")
+        c.print(report["summary"])
+    raise typer.Exit(report["exit_code"])
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the app."""
+    app.command("sweep")(sweep)
+    app.command("env")(env)
+    app.command("trace")(trace)
+    app.command("doctor")(doctor)

@@ -1,0 +1,12 @@
+"""Running points: worker processes, scheduling, failure classification, executors.
+
+``run_sweep`` (``profiler.runner.sweep``) is the entry point; ``Executor`` (``profiler.runner.base``)
+is the interface executors implement (``LocalExecutor`` today); ``profiler.runner.worker`` is the
+worker process. Importing this package is cheap (no torch).
+"""
+
+from profiler.runner.base import Executor, PointQueue, RunEvents
+from profiler.runner.local import LocalExecutor
+from profiler.runner.sweep import SweepObserver, SweepResult, run_sweep
+
+__all__ = ["Executor", "PointQueue", "RunEvents", "LocalExecutor", "SweepObserver", "SweepResult", "run_sweep"]

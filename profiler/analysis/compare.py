@@ -1,0 +1,498 @@
+"""Compare a candidate run with a baseline run and decide, per rule, whether anything regressed.
+
+Methodology
+-----------
+* **Matching.** Points are matched by spec id. Points present on one side only are listed as
+  missing; interpreted points (fla under Triton's CPU interpreter) are listed and never gated.
+  A baseline point that ran ``ok`` but whose candidate ended ``wrong``/``oom``/``timeout``/
+  ``crashed`` is a *status* regression.
+* **Environment.** The two manifests' environment fingerprints (device, CPU model, torch / triton /
+  fla / CUDA versions, ...; see ``fingerprint``) must agree; otherwise the comparison is refused with
+  a ``UsageError`` naming the differences, unless ``allow_env_mismatch`` (then the differences are
+  carried in the result and shown in every output).
+* **Latency.** Per point, the ratio of medians ``median(candidate) / median(baseline)`` of the raw
+  samples (seconds per call) with a seeded bootstrap interval (``profiler.stats.ratio_of_quantiles``:
+  normal interval on the log scale from the bootstrap standard error, widened in quadrature by a
+  ``noise_floor`` of 1% for the run-to-run variation that samples within one run cannot show).
+  ``statistic="q10"`` compares the 10% quantiles instead: on a shared CPU whose samples are
+  bimodal (fast, or preempted), the median sits between the modes and its interval is too wide to
+  detect anything, while interference only ever adds time, so a low quantile tracks the kernel
+  (``serprof gate-eval`` measures both). The one-sided p-value of
+  H0 "ratio <= 1 + threshold" is computed per point and the family of all latency tests of the
+  comparison is corrected with **Holm's step-down procedure**. A point regresses only when its
+  Holm-adjusted p-value is below ``alpha`` (default 0.025, family-wise) *and* the whole displayed
+  two-sided ``1 - 2*alpha`` interval (95% by default) lies above the threshold; the second
+  condition follows from the first and is checked for clarity. A ratio above the threshold that is
+  not significant is ``unclear`` (passes); an interval wholly below ``1 / (1 + threshold)`` is
+  ``faster``.
+* **Drift normalization** (``normalize``): ``calibration``/``matmul`` multiplies each run's samples
+  by ``matmul_flops_per_s(run) / matmul_flops_per_s(baseline)`` from the manifests' calibration
+  (``bandwidth``: ``bandwidth_bytes_per_s``), i.e. latencies are expressed in baseline-machine
+  seconds; a machine 10% slower in the calibration matmul then does not look 10% slower.
+* **Peak memory** is compared exactly: regression when ``cand > base * (1 + rel) + abs_bytes``.
+* **Energy** (per call, J; only where both sides have a meter reading) is compared as a ratio
+  against the threshold; the stored value is a long-window average, no per-sample interval exists.
+* **Slope**: per series (all spec fields but T) over the T values both sides have (>= 3), the
+  exponent of ``profiler.analysis.fits.fit_slope`` (least squares of log median latency on log T,
+  upper part of the sweep, seeded bootstrap 95% CI). The difference candidate - baseline gets the
+  interval ``diff +- hypot(half-width_b, half-width_c)``; regression when that whole interval lies
+  above the rule's delta (not Holm-corrected: a sweep has few series).
+
+Pure numpy/scipy; nothing prints. Rendering: ``to_markdown`` and ``to_json`` return values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from profiler.analysis.gates import RuleSet
+from profiler.errors import UsageError, did_you_mean
+from profiler.records import PointRecord, PointSpec
+from profiler.analysis.fits import fit_slope
+from profiler.stats import holm_adjust, one_sided_p, ratio_of_quantiles
+from profiler.store import LoadedRun
+
+NORMALIZATIONS = {"none": None, "calibration": "matmul_flops_per_s", "matmul": "matmul_flops_per_s",
+                  "bandwidth": "bandwidth_bytes_per_s"}
+FAILED_STATUSES = ("wrong", "oom", "timeout", "crashed")
+VERDICT_ORDER = ("regression", "unclear", "faster", "pass")
+MIN_SAMPLES = 5
+DEFAULT_NOISE_FLOOR = 0.01
+
+
+def parse_statistic(text: str) -> float:
+    """``median`` -> 0.5, ``q10`` -> 0.10 (the quantile of the samples that latency compares)."""
+    t = text.strip().lower()
+    if t == "median":
+        return 0.5
+    m = re.fullmatch(r"q(\d{1,2})", t)
+    if m and 1 <= int(m.group(1)) <= 99:
+        return int(m.group(1)) / 100.0
+    raise UsageError(f"unknown --statistic {text!r}; valid: median, or a quantile q1..q99 such as q10")
+MIN_SLOPE_POINTS = 3
+
+#: Environment keys (last dotted component, lower case) that identify the machine and software stack.
+FINGERPRINT_RE = re.compile(
+    r"(device|gpu|cpu|processor|machine|platform|arch|model|torch|triton|fla|cuda|cudnn|driver|python|"
+    r"compute_capability|threads)", re.I)
+#: ...except those that legitimately differ between two runs of the same setup.
+VOLATILE_RE = re.compile(
+    r"(git|sha|commit|dirty|serprof|host|time|date|pid|uptime|load|free|avail|temp|clock|path|user|"
+    r"created|started|finished|index|uuid|serial|bus|pci|memory_used|mem_used|power|util)", re.I)
+
+
+# --------------------------------------------------------------------------- environment
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    else:
+        out[prefix] = obj
+    return out
+
+
+def fingerprint(environment: Mapping[str, Any], ignore: Sequence[str] = ()) -> dict[str, str]:
+    """The environment keys two comparable runs must share (flattened to dotted keys)."""
+    out = {}
+    for key, value in _flatten(environment).items():
+        leaf = key.rsplit(".", 1)[-1]
+        if key in ignore or leaf in ignore:
+            continue
+        if FINGERPRINT_RE.search(leaf) and not VOLATILE_RE.search(key):
+            out[key] = str(value)
+    return out
+
+
+def env_differences(baseline: Mapping[str, Any], candidate: Mapping[str, Any],
+                    ignore: Sequence[str] = ()) -> list[tuple[str, str | None, str | None]]:
+    """``(key, baseline value, candidate value)`` for every fingerprint key that differs."""
+    a, b = fingerprint(baseline, ignore), fingerprint(candidate, ignore)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            diffs.append((key, a.get(key), b.get(key)))
+    return diffs
+
+
+# --------------------------------------------------------------------------- result values
+
+@dataclass(frozen=True)
+class Check:
+    """One metric compared on one point (or, for ``slope``, one series).
+
+    ``baseline``/``candidate`` are in SI units (s median, bytes, J) or the exponent for slope;
+    ``ratio`` is candidate/baseline (slope: the difference); ``ci_*`` bound the latency ratio.
+    """
+
+    metric: str
+    subject: str
+    verdict: str                    # regression | unclear | faster | pass
+    rule: str
+    baseline: float
+    candidate: float
+    ratio: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    n_baseline: int | None = None
+    n_candidate: int | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class NotCompared:
+    """A point that was listed but not gated, and why."""
+
+    subject: str
+    reason: str
+
+
+@dataclass
+class GateResult:
+    """Everything a gate decided; ``exit_code`` is 1 when any check regressed."""
+
+    baseline_label: str
+    candidate_label: str
+    checks: list[Check] = field(default_factory=list)
+    not_compared: list[NotCompared] = field(default_factory=list)
+    missing_in_candidate: list[str] = field(default_factory=list)
+    missing_in_baseline: list[str] = field(default_factory=list)
+    env_differences: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    alpha: float = 0.025
+    confidence: float = 0.95
+    normalize: str = "none"
+    statistic: str = "median"
+    noise_floor: float = DEFAULT_NOISE_FLOOR
+    n_boot: int = 1000
+    seed: int = 0
+    rules: tuple[str, ...] = ()
+    fail_on_missing: bool = False
+
+    @property
+    def regressions(self) -> list[Check]:
+        return [c for c in self.checks if c.verdict == "regression"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.regressions and not (self.fail_on_missing and self.missing_in_candidate)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def sorted_checks(self) -> list[Check]:
+        return sorted(self.checks, key=lambda c: (VERDICT_ORDER.index(c.verdict), c.metric, c.subject))
+
+
+# --------------------------------------------------------------------------- comparison
+
+def _speed(run: LoadedRun, key: str, side: str) -> float:
+    cal = run.manifest.calibration or {}
+    v = cal.get(key)
+    if not isinstance(v, (int, float)) or v <= 0:
+        raise UsageError(f"--normalize needs calibration {key!r} in the {side} run ({run.path}); "
+                         f"it has {sorted(cal) or 'no calibration'}; use --normalize none")
+    return float(v)
+
+
+def _samples(rec: PointRecord) -> np.ndarray | None:
+    if rec.timing is None or not rec.timing.samples_s:
+        return None
+    x = np.asarray(rec.timing.samples_s, dtype=float)
+    x = x[np.isfinite(x) & (x > 0)]
+    return x if x.size else None
+
+
+def _series_key(spec: PointSpec) -> PointSpec:
+    return replace(spec, T=0)
+
+
+def _series_label(spec: PointSpec) -> str:
+    return spec.id.replace("/T0/", "/T*/")
+
+
+def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | None = None, *,
+                 alpha: float = 0.025, normalize: str = "none", allow_env_mismatch: bool = False,
+                 ignore_env: Sequence[str] = (), n_boot: int = 1000, seed: int = 0,
+                 statistic: str = "median", noise_floor: float = DEFAULT_NOISE_FLOOR,
+                 min_samples: int = MIN_SAMPLES, fail_on_missing: bool = False,
+                 baseline_label: str | None = None, candidate_label: str | None = None) -> GateResult:
+    """Gate ``candidate`` against ``baseline`` (methodology in the module docstring)."""
+    rules = rules if rules is not None else RuleSet.parse()
+    if normalize not in NORMALIZATIONS:
+        raise UsageError(f"unknown --normalize {normalize!r}; {did_you_mean(normalize, NORMALIZATIONS)}")
+    q = parse_statistic(statistic)
+    if not 0.0 <= noise_floor < 1.0:
+        raise UsageError(f"--noise-floor must be in [0, 1) (a relative run-to-run variation), got {noise_floor}")
+    if not 0.0 < alpha < 0.5:
+        raise UsageError(f"--alpha must be in (0, 0.5), got {alpha}")
+    diffs = env_differences(baseline.manifest.environment, candidate.manifest.environment, ignore_env)
+    if diffs and not allow_env_mismatch:
+        shown = "; ".join(f"{k}: {a!r} vs {b!r}" for k, a, b in diffs[:4])
+        more = f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else ""
+        raise UsageError(f"environments differ ({shown}{more}); compare runs from the same setup, or pass "
+                         f"--allow-env-mismatch (consider --normalize calibration)")
+    result = GateResult(
+        baseline_label=baseline_label or _label(baseline), candidate_label=candidate_label or _label(candidate),
+        env_differences=diffs, alpha=alpha, confidence=1.0 - 2.0 * alpha, normalize=normalize,
+        statistic=statistic, noise_floor=noise_floor, n_boot=n_boot, seed=seed, rules=tuple(str(r) for r in rules), fail_on_missing=fail_on_missing,
+        warnings=[f"baseline: {w}" for w in baseline.warnings] + [f"candidate: {w}" for w in candidate.warnings],
+    )
+    scale_b = scale_c = 1.0
+    key = NORMALIZATIONS[normalize]
+    if key is not None:
+        sb, sc = _speed(baseline, key, "baseline"), _speed(candidate, key, "candidate")
+        scale_c = sc / sb
+
+    base, cand = baseline.by_id(), candidate.by_id()
+    result.missing_in_candidate = sorted(i for i in base if i not in cand and not base[i].spec.interpret)
+    result.missing_in_baseline = sorted(i for i in cand if i not in base and not cand[i].spec.interpret)
+
+    latency_pending: list[tuple[PointSpec, Any, Any, Any]] = []  # (spec, rule, estimate, medians)
+    slope_points: dict[tuple, dict[int, tuple[float, float]]] = {}
+    slope_rules: dict[tuple, Any] = {}
+    for pid in sorted(set(base) & set(cand)):
+        b, c = base[pid], cand[pid]
+        spec = b.spec
+        if spec.interpret:
+            result.not_compared.append(NotCompared(pid, "interpreted (correctness only, never gated)"))
+            continue
+        if b.status != "ok":
+            why = f"baseline status {b.status}" + (f"; candidate now {c.status}" if c.status != b.status else "")
+            result.not_compared.append(NotCompared(pid, why))
+            continue
+        if c.status != "ok":
+            if c.status in FAILED_STATUSES:
+                result.checks.append(Check("status", pid, "regression", "status must stay ok", 0.0, 0.0, math.nan,
+                                           message=f"status ok -> {c.status}" + (f": {c.reason}" if c.reason else "")))
+            else:
+                result.not_compared.append(NotCompared(pid, f"candidate status {c.status}" + (f": {c.reason}" if c.reason else "")))
+            continue
+
+        # latency (statistics now, decisions after the family-wise correction)
+        rule = rules.for_point("latency", spec)
+        xb, xc = _samples(b), _samples(c)
+        if xb is None or xc is None or xb.size < min_samples or xc.size < min_samples:
+            nb = 0 if xb is None else xb.size
+            nc = 0 if xc is None else xc.size
+            result.not_compared.append(NotCompared(pid, f"latency: too few samples ({nb} vs {nc}; need {min_samples})"))
+        else:
+            xb, xc = xb * scale_b, xc * scale_c
+            if rule is not None:
+                est = ratio_of_quantiles(xb, xc, q=q, confidence=1.0 - 2.0 * alpha, n_boot=n_boot, seed=seed,
+                                         noise_floor=noise_floor)
+                latency_pending.append((spec, rule, est, (float(np.quantile(xb, q)), float(np.quantile(xc, q)))))
+            srule = rules.for_point("slope", spec)
+            if srule is not None:
+                k = (_series_key(spec), str(srule))
+                slope_rules[k] = srule
+                slope_points.setdefault(k, {})[spec.T] = (xb, xc)
+
+        # peak memory: exact with a byte tolerance
+        rule = rules.for_point("peak_memory", spec)
+        mb = b.memory.peak_bytes if b.memory else None
+        mc = c.memory.peak_bytes if c.memory else None
+        if rule is not None and mb is not None and mc is not None:
+            msg = rule.fails(mc, mb)
+            verdict = "regression" if msg else ("faster" if mc < mb - rule.abs_bytes else "pass")
+            result.checks.append(Check("peak_memory", pid, verdict, str(rule), float(mb), float(mc),
+                                       mc / mb if mb else math.inf if mc else 1.0, message=msg))
+
+        # energy: where both sides have a meter reading
+        rule = rules.for_point("energy", spec)
+        eb = b.energy.energy_j if b.energy else None
+        ec = c.energy.energy_j if c.energy else None
+        if rule is not None and eb and ec and eb > 0 and ec > 0:
+            msg = rule.fails(ec, eb)
+            verdict = "regression" if msg else ("faster" if ec / eb < 1.0 / rule.threshold_ratio else "pass")
+            result.checks.append(Check("energy", pid, verdict, str(rule), float(eb), float(ec), ec / eb, message=msg))
+
+    # Holm over the family of latency tests
+    pvals = [one_sided_p(est, rule.threshold_ratio) for _, rule, est, _ in latency_pending]
+    adjusted = holm_adjust(pvals)
+    for (spec, rule, est, (mb_s, mc_s)), p, padj in zip(latency_pending, pvals, adjusted):
+        significant = bool(padj < alpha)
+        msg = rule.fails(est.ratio * mb_s, mb_s, interval=(est.ci_low, est.ci_high), significant=significant)
+        if msg:
+            verdict = "regression"
+        elif est.ratio > rule.threshold_ratio:
+            verdict = "unclear"
+        elif est.ci_high < 1.0 / rule.threshold_ratio:
+            verdict = "faster"
+        else:
+            verdict = "pass"
+        result.checks.append(Check("latency", spec.id, verdict, str(rule), mb_s, mc_s, est.ratio, est.ci_low,
+                                   est.ci_high, p, float(padj), est.n_baseline, est.n_candidate, msg))
+
+    # slope per series
+    for k, pts in sorted(slope_points.items(), key=lambda kv: kv[0][0].id + kv[0][1]):
+        series, srule = k[0], slope_rules[k]
+        label = _series_label(series)
+        if len(pts) < 2:   # a single length is not a series
+            continue
+        if len(pts) < MIN_SLOPE_POINTS:
+            result.not_compared.append(NotCompared(label, f"slope: only {len(pts)} common T (need {MIN_SLOPE_POINTS})"))
+            continue
+        Ts = sorted(pts)
+        fb = fit_slope(Ts, [pts[t][0] for t in Ts], seed=seed)
+        fc = fit_slope(Ts, [pts[t][1] for t in Ts], seed=seed)
+        if fb is None or fc is None:
+            result.not_compared.append(NotCompared(label, "slope: no fit (non-positive samples)"))
+            continue
+        diff = fc.slope - fb.slope
+        half = math.hypot((fb.ci_high - fb.ci_low) / 2.0, (fc.ci_high - fc.ci_low) / 2.0)
+        lo, hi = diff - half, diff + half
+        msg = srule.fails(fc.slope, fb.slope, interval=(lo, hi))
+        verdict = ("regression" if msg else "unclear" if diff > srule.delta else
+                   "faster" if hi < -srule.delta else "pass")
+        result.checks.append(Check("slope", f"{label} ({fc.range_text})", verdict, str(srule), fb.slope, fc.slope,
+                                   diff, lo, hi, message=msg))
+    return result
+
+
+def _label(run: LoadedRun) -> str:
+    return f"{run.path} ({run.manifest.run_id})"
+
+
+# --------------------------------------------------------------------------- rendering (values, no printing)
+
+def fmt_seconds(s: float) -> str:
+    if s is None or not math.isfinite(s):
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def fmt_bytes(n: float) -> str:
+    if n is None or not math.isfinite(n):
+        return "-"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_joules(j: float) -> str:
+    if j is None or not math.isfinite(j):
+        return "-"
+    return f"{j:.4g} J" if j >= 1 else f"{j * 1e3:.4g} mJ"
+
+
+def fmt_value(check: Check, which: str) -> str:
+    v = getattr(check, which)
+    if check.metric == "latency":
+        return fmt_seconds(v)
+    if check.metric == "peak_memory":
+        return fmt_bytes(v)
+    if check.metric == "energy":
+        return fmt_joules(v)
+    if check.metric == "slope":
+        return f"{v:.3f}"
+    return "ok" if which == "baseline" else (check.message or "-")
+
+
+def fmt_ratio(check: Check) -> str:
+    if check.metric == "slope":
+        return f"{check.ratio:+.3f}"
+    if check.metric == "status" or not math.isfinite(check.ratio):
+        return "-"
+    return f"x{check.ratio:.3f}"
+
+
+def fmt_ci(check: Check) -> str:
+    if check.ci_low is None or check.ci_high is None:
+        return "-"
+    return f"[{check.ci_low:.3f}, {check.ci_high:.3f}]"
+
+
+def summary_line(result: GateResult) -> str:
+    n_reg = len(result.regressions)
+    status = "PASS" if result.passed else "FAIL"
+    by_metric: dict[str, int] = {}
+    for c in result.checks:
+        by_metric[c.metric] = by_metric.get(c.metric, 0) + 1
+    counts = ", ".join(f"{m} {n}" for m, n in sorted(by_metric.items())) or "nothing"
+    extra = ""
+    if result.fail_on_missing and result.missing_in_candidate:
+        extra = f", {len(result.missing_in_candidate)} missing in candidate"
+    return f"{status}: {n_reg} regression{'s' if n_reg != 1 else ''}{extra} ({counts} checked)"
+
+
+def method_text(result: GateResult) -> str:
+    stat = "medians" if result.statistic == "median" else f"{result.statistic} quantiles"
+    return (f"Latency: ratio of {stat} with a {result.confidence:.0%} bootstrap interval "
+            f"({result.n_boot} resamples, seed {result.seed}, run-to-run noise floor {result.noise_floor:.1%}); a regression needs Holm-adjusted one-sided "
+            f"p < {result.alpha:g} against the rule's threshold, so the whole interval lies beyond it. "
+            f"Memory exact with a byte tolerance; energy as a ratio; slope = log-log exponent (bootstrap CI). "
+            f"Normalization: {result.normalize}.")
+
+
+def _md_table(checks: Sequence[Check]) -> list[str]:
+    lines = ["| verdict | metric | point | baseline | candidate | ratio | CI | rule |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c.verdict} | {c.metric} | `{c.subject}` | {fmt_value(c, 'baseline')} | "
+                     f"{fmt_value(c, 'candidate')} | {fmt_ratio(c)} | {fmt_ci(c)} | `{c.rule}` |")
+    return lines
+
+
+def to_markdown(result: GateResult) -> str:
+    """Markdown summary for a CI job summary or a PR comment."""
+    icon = "✅" if result.passed else "❌"
+    out = [f"## {icon} serprof gate: {summary_line(result)}", "",
+           f"- Baseline: `{result.baseline_label}`", f"- Candidate: `{result.candidate_label}`",
+           f"- Rules: {', '.join(f'`{r}`' for r in result.rules) or 'none'}", f"- {method_text(result)}", ""]
+    checks = result.sorted_checks()
+    flagged = [c for c in checks if c.verdict in ("regression", "unclear")]
+    if flagged:
+        out += ["### Regressions and unclear results", ""] + _md_table(flagged) + [""]
+    if checks:
+        out += [f"<details><summary>All {len(checks)} checks</summary>", ""] + _md_table(checks) + ["", "</details>", ""]
+    if result.missing_in_candidate or result.missing_in_baseline or result.not_compared:
+        out += ["### Not compared", ""]
+        out += [f"- `{i}`: missing in candidate" for i in result.missing_in_candidate]
+        out += [f"- `{i}`: missing in baseline (new point)" for i in result.missing_in_baseline]
+        out += [f"- `{n.subject}`: {n.reason}" for n in result.not_compared]
+        out.append("")
+    if result.env_differences:
+        out += ["### Environment differences (compared anyway)", ""]
+        out += [f"- `{k}`: `{a}` vs `{b}`" for k, a, b in result.env_differences]
+        out.append("")
+    if result.warnings:
+        out += ["### Warnings", ""] + [f"- {w}" for w in result.warnings] + [""]
+    return "\n".join(out)
+
+
+def to_json(result: GateResult) -> dict[str, Any]:
+    """JSON verdict (schema ``serprof-gate-verdict`` v1)."""
+
+    def num(x):
+        return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+    return {
+        "format": "serprof-gate-verdict", "schema_version": 1,
+        "passed": result.passed, "exit_code": result.exit_code, "summary": summary_line(result),
+        "baseline": result.baseline_label, "candidate": result.candidate_label,
+        "method": {"alpha": result.alpha, "confidence": result.confidence, "correction": "holm",
+                   "interval": "bootstrap-normal-log", "n_boot": result.n_boot, "seed": result.seed,
+                   "statistic": result.statistic, "noise_floor": result.noise_floor,
+                   "normalize": result.normalize},
+        "rules": list(result.rules),
+        "checks": [{k: num(v) for k, v in c.__dict__.items()} for c in result.sorted_checks()],
+        "not_compared": [n.__dict__ for n in result.not_compared],
+        "missing_in_candidate": result.missing_in_candidate,
+        "missing_in_baseline": result.missing_in_baseline,
+        "env_differences": [{"key": k, "baseline": a, "candidate": b} for k, a, b in result.env_differences],
+        "warnings": result.warnings,
+    }

@@ -1,0 +1,153 @@
+"""OOM frontier of each series from a run's records: how long a sequence fits on the device.
+
+For every series: the longest T that ran, the first T that did not (OOM, skipped by the memory
+budget, timeout, crash) with its reason, and the predicted largest T from the memory cost model
+(``fits.fit_cost`` on inputs + measured peak bytes) and the device memory recorded in the manifest's
+environment. The prediction extrapolates a fit: it ignores allocator rounding, fragmentation, the
+CUDA context and other tenants, so it is an upper bound; the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from profiler.analysis.fits import CostModel, fit_cost
+from profiler.analysis.series import Series, SeriesKey
+from profiler.records import PointRecord
+
+FAILED = ("oom", "skipped", "timeout", "crashed")
+
+# Keys the environment fingerprint may use for device / host memory (bytes), most specific first.
+_CUDA_KEYS = ("device_memory_bytes", "gpu_memory_bytes", "total_memory_bytes", "memory_total_bytes",
+              "total_memory", "memory_bytes")
+_HOST_KEYS = ("host_memory_bytes", "memory_total_bytes", "mem_total_bytes", "ram_bytes", "total_memory_bytes",
+              "memory_bytes")
+
+
+def _find_number(obj: Any, keys: Sequence[str], *, within: tuple[str, ...] = (),
+                 exclude: tuple[str, ...] = (), path: str = "") -> float | None:
+    """Depth-first search for a positive number under one of ``keys``.
+
+    ``within``: the path must contain one of these words; ``exclude``: it must contain none of them.
+    """
+    low = path.lower()
+    if any(w in low for w in exclude):
+        return None
+    if isinstance(obj, Mapping):
+        if not within or any(w in low for w in within):
+            for k in keys:
+                v = obj.get(k)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+                    return float(v)
+        for k, v in obj.items():
+            found = _find_number(v, keys, within=within, exclude=exclude, path=f"{path}/{k}")
+            if found is not None:
+                return found
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found = _find_number(v, keys, within=within, exclude=exclude, path=f"{path}/{i}")
+            if found is not None:
+                return found
+    return None
+
+
+def device_memory_bytes(environment: Mapping[str, Any], device: str) -> float | None:
+    """Total memory of the device type a series ran on, as recorded in the manifest (bytes).
+
+    CUDA: ``device_memory_bytes`` / ``gpu_memory_bytes`` at the top level, else a memory key inside
+    a ``cuda`` / ``gpu`` / ``device`` entry. CPU: host memory keys outside any CUDA/GPU entry.
+    """
+    if device == "cuda":
+        for k in ("device_memory_bytes", "gpu_memory_bytes", "cuda_memory_bytes"):
+            v = environment.get(k)
+            if isinstance(v, (int, float)) and v > 0:
+                return float(v)
+        return _find_number(environment, _CUDA_KEYS, within=("cuda", "gpu", "device"))
+    return _find_number(environment, _HOST_KEYS, exclude=("cuda", "gpu"))
+
+
+def device_name(environment: Mapping[str, Any], device: str) -> str | None:
+    """Device model name from the environment fingerprint (GPU name on CUDA, CPU model on CPU)."""
+    keys = ("device_name", "gpu_name", "name") if device == "cuda" else ("cpu_model", "cpu_name", "processor")
+    def walk(obj: Any, path: str) -> str | None:
+        if isinstance(obj, Mapping):
+            for k in keys:
+                v = obj.get(k)
+                if isinstance(v, str) and v and (device != "cuda" or k != "name" or re.search("cuda|gpu|device", path)):
+                    return v
+            for k, v in obj.items():
+                r = walk(v, f"{path}/{k}".lower())
+                if r:
+                    return r
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                r = walk(v, path)
+                if r:
+                    return r
+        return None
+    return walk(environment, "")
+
+
+@dataclass(frozen=True)
+class Frontier:
+    key: SeriesKey
+    longest_ok_T: int | None
+    first_failed_T: int | None
+    failed_status: str | None
+    failed_reason: str | None
+    memory_model: CostModel | None
+    device_memory_bytes: float | None
+    predicted_max_T: float | None
+    note: str
+
+    @property
+    def predicted_text(self) -> str:
+        if self.predicted_max_T is None:
+            return self.note
+        if math.isinf(self.predicted_max_T):
+            return "unbounded by the fitted memory model"
+        return f"~{self.predicted_max_T:,.0f}"
+
+
+def series_frontier(key: SeriesKey, series: Series | None, records: Iterable[PointRecord],
+                    environment: Mapping[str, Any]) -> Frontier:
+    """Frontier of one series (``records``: all records of the run; filtered to this series)."""
+    mine = [r for r in records if SeriesKey.of(r.spec) == key and not r.spec.interpret]
+    ok_T = [r.spec.T for r in mine if r.status == "ok"]
+    failed = sorted((r for r in mine if r.status in FAILED), key=lambda r: r.spec.T)
+    # the first failure above the longest success, else the first failure at all
+    longest = max(ok_T) if ok_T else None
+    first = next((r for r in failed if longest is None or r.spec.T > longest), failed[0] if failed else None)
+    model = None
+    if series is not None:
+        pts = [(p.T, float(p.peak_bytes + (p.record.memory.input_bytes or 0)))
+               for p in series.points if p.peak_bytes]
+        if len(pts) >= 2:
+            model = fit_cost([t for t, _ in pts], [m for _, m in pts])
+    mem = device_memory_bytes(environment, key.device)
+    pred: float | None = None
+    if model is None:
+        note = "no memory fit (fewer than two points with peak memory)"
+    elif mem is None:
+        note = "device memory not recorded in the manifest"
+    else:
+        pred = model.solve(mem)
+        note = (f"inputs + measured peak fitted over T={model.T_min}..{model.T_max}, "
+                f"solved for {mem / 2**30:.1f} GiB ({model.dominant} term dominates); ignores allocator "
+                "rounding, fragmentation, CUDA context and other processes")
+    return Frontier(key, longest, first.spec.T if first else None, first.status if first else None,
+                    first.reason if first else None, model, mem, pred, note)
+
+
+def frontiers(series: Sequence[Series], records: Sequence[PointRecord], environment: Mapping[str, Any]) -> list[Frontier]:
+    """One frontier per series key seen in the records (series without any ok point included)."""
+    by_key = {s.key: s for s in series}
+    keys: list[SeriesKey] = list(by_key)
+    for r in records:
+        k = SeriesKey.of(r.spec)
+        if not r.spec.interpret and k not in by_key and k not in keys:
+            keys.append(k)
+    return [series_frontier(k, by_key.get(k), records, environment) for k in keys]

@@ -1,0 +1,126 @@
+"""Roofline: how close each point comes to the machine's compute and memory-bandwidth limits.
+
+Achieved FLOP/s = analytic FLOPs per call (``record.flops``) / median latency; achieved bytes/s =
+analytic minimum DRAM/HBM traffic (``record.bytes_moved``) / median latency. Analytic counts are
+lower bounds on the work a kernel must do, so these are *useful* throughputs, not hardware counters.
+
+Peaks: the calibration the runner measured at the start of the run (``manifest.calibration``:
+``matmul_flops_per_s`` and ``bandwidth_bytes_per_s``; either a number or a mapping by dtype) and,
+for common GPUs, spec-sheet peaks (dense, no sparsity; labelled as spec-sheet values: real kernels
+rarely exceed ~70-80% of them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from profiler.analysis.series import PointStats, Series
+
+#: Spec-sheet peaks (vendor data sheets; dense tensor-core rates, no sparsity). FLOP/s by dtype, bytes/s.
+SPEC_PEAKS: dict[str, dict[str, float]] = {
+    "H100 SXM": {"float32": 67e12, "tf32": 494.7e12, "float16": 989.4e12, "bfloat16": 989.4e12, "bandwidth": 3.35e12},
+    "H100 PCIe": {"float32": 51e12, "tf32": 378e12, "float16": 756e12, "bfloat16": 756e12, "bandwidth": 2.0e12},
+    "A100 80GB": {"float32": 19.5e12, "tf32": 156e12, "float16": 312e12, "bfloat16": 312e12, "bandwidth": 2.039e12},
+    "A100 40GB": {"float32": 19.5e12, "tf32": 156e12, "float16": 312e12, "bfloat16": 312e12, "bandwidth": 1.555e12},
+    "L4": {"float32": 30.3e12, "tf32": 60e12, "float16": 121e12, "bfloat16": 121e12, "bandwidth": 300e9},
+    "RTX 4090": {"float32": 82.6e12, "tf32": 82.6e12, "float16": 165.2e12, "bfloat16": 165.2e12, "bandwidth": 1.008e12},
+}
+
+
+def spec_peaks(device_name: str | None) -> tuple[str, dict[str, float]] | None:
+    """Spec-sheet entry matching a device name (e.g. 'NVIDIA H100 80GB HBM3' -> 'H100 SXM')."""
+    if not device_name:
+        return None
+    n = device_name.upper()
+    if "H100" in n:
+        return ("H100 PCIe", SPEC_PEAKS["H100 PCIe"]) if "PCIE" in n else ("H100 SXM", SPEC_PEAKS["H100 SXM"])
+    if "A100" in n:
+        return ("A100 40GB", SPEC_PEAKS["A100 40GB"]) if "40GB" in n else ("A100 80GB", SPEC_PEAKS["A100 80GB"])
+    if "4090" in n:
+        return "RTX 4090", SPEC_PEAKS["RTX 4090"]
+    if n.endswith(" L4") or n == "L4" or "NVIDIA L4" in n:
+        return "L4", SPEC_PEAKS["L4"]
+    return None
+
+
+@dataclass(frozen=True)
+class Peaks:
+    flops_per_s: float | None
+    bytes_per_s: float | None
+    source: str            # "calibration" | "spec sheet: H100 SXM" | "none"
+
+
+def _pick(value: Any, dtype: str) -> float | None:
+    if isinstance(value, Mapping):
+        value = value.get(dtype, value.get("float32"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def peaks_for(calibration: Mapping[str, Any] | None, device: str, dtype: str,
+              device_name: str | None) -> list[Peaks]:
+    """Measured calibration peaks first, then spec-sheet peaks (CUDA only) where known."""
+    out = []
+    if calibration:
+        cal = calibration.get(device, calibration) if isinstance(calibration.get(device), Mapping) else calibration
+        f = _pick(cal.get("matmul_flops_per_s"), dtype)
+        b = _pick(cal.get("bandwidth_bytes_per_s"), dtype)
+        if f or b:
+            out.append(Peaks(f, b, "calibration"))
+    if device == "cuda":
+        sp = spec_peaks(device_name)
+        if sp:
+            out.append(Peaks(sp[1].get(dtype), sp[1]["bandwidth"], f"spec sheet: {sp[0]}"))
+    return out
+
+
+@dataclass(frozen=True)
+class RooflinePoint:
+    series_label: str
+    variant: str
+    T: int
+    flops_per_s: float | None
+    bytes_per_s: float | None
+    intensity: float | None            # FLOP per byte
+    frac_flops: float | None           # of the first peak
+    frac_bw: float | None
+    bound: str | None                  # "compute" | "memory" (which roof is lower at this intensity)
+
+
+def roofline_point(series_label: str, variant: str, p: PointStats, peaks: Sequence[Peaks]) -> RooflinePoint:
+    rec = p.record
+    fl = rec.flops / p.median_s if rec.flops and p.median_s > 0 else None
+    bw = rec.bytes_moved / p.median_s if rec.bytes_moved and p.median_s > 0 else None
+    ai = rec.flops / rec.bytes_moved if rec.flops and rec.bytes_moved else None
+    pk = peaks[0] if peaks else None
+    ff = fl / pk.flops_per_s if pk and pk.flops_per_s and fl else None
+    fb = bw / pk.bytes_per_s if pk and pk.bytes_per_s and bw else None
+    bound = None
+    if pk and pk.flops_per_s and pk.bytes_per_s and ai:
+        bound = "compute" if ai * pk.bytes_per_s >= pk.flops_per_s else "memory"
+    return RooflinePoint(series_label, variant, p.T, fl, bw, ai, ff, fb, bound)
+
+
+def roofline(series: Sequence[Series], calibration: Mapping[str, Any] | None,
+             environment: Mapping[str, Any], device_name_of) -> list[RooflinePoint]:
+    """Roofline points of every series (``device_name_of(device) -> str | None``)."""
+    out = []
+    for s in series:
+        pk = peaks_for(calibration, s.key.device, s.key.dtype, device_name_of(s.key.device))
+        for p in s.points:
+            rp = roofline_point(s.key.label, s.key.variant, p, pk)
+            if rp.flops_per_s is not None or rp.bytes_per_s is not None:
+                out.append(rp)
+    return out
+
+
+def fmt_rate(x: float | None, unit: str) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}"

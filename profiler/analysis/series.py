@@ -1,0 +1,196 @@
+"""Points and series: the per-point summaries every other analysis consumes.
+
+A *point* summary (``PointStats``) is one stored ``PointRecord`` reduced to what analysis needs:
+the median latency and its 95% CI (order statistics of the raw samples, ``profiler.stats``), the
+samples themselves (for bootstrap fits), peak/analytic memory, energy per call and noise flags.
+
+A *series* is the set of points that differ only in the sequence length T: kernel x backend x
+dtype x mode x B x causal x device (plus level, H, D and options, which a sweep usually holds
+fixed). Scaling fits, crossovers and figures work per series.
+
+Only ``status == "ok"`` points that were not interpreted are performance points. Interpreted points
+(``spec.interpret``: fla kernels run under Triton's CPU interpreter) are correctness evidence only:
+they are listed, never fitted and never shown as performance. Pure numpy; no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from profiler.records import PointRecord, PointSpec
+from profiler.stats import summarize
+
+#: A point's median CI wider than this (half-width relative to the median) is flagged.
+WIDE_CI = 0.05
+#: Fewer timed samples than this is flagged.
+FEW_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    """Identity of a series: everything in a ``PointSpec`` but T."""
+
+    level: str
+    kernel: str
+    backend: str
+    device: str
+    dtype: str
+    mode: str
+    B: int
+    H: int
+    D: int
+    causal: bool
+    options: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, spec: PointSpec) -> "SeriesKey":
+        return cls(spec.level, spec.kernel, spec.backend, spec.device, spec.dtype, spec.mode,
+                   spec.B, spec.H, spec.D, spec.causal, tuple(spec.options))
+
+    @property
+    def variant(self) -> str:
+        """``kernel/backend/causal|full`` (the mechanism as drawn in figures and tables)."""
+        v = f"{self.kernel}/{self.backend}/{'causal' if self.causal else 'full'}"
+        if self.level != "kernel":
+            v = f"{self.level}:{v}"
+        if self.options:
+            v += " " + ",".join(f"{k}={val}" for k, val in self.options)
+        return v
+
+    @property
+    def facet(self) -> tuple[str, str, str, int]:
+        """What figures facet by: device, dtype, mode, batch."""
+        return (self.device, self.dtype, self.mode, self.B)
+
+    @property
+    def facet_label(self) -> str:
+        return f"{self.device} {self.dtype} {self.mode} B={self.B}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} [{self.facet_label}]"
+
+    @property
+    def match_key(self) -> tuple:
+        """What must agree for two series to be compared (all but the mechanism)."""
+        return (self.level, self.device, self.dtype, self.mode, self.B, self.H, self.D)
+
+    @property
+    def is_softmax(self) -> bool:
+        return self.kernel == "softmax"
+
+
+@dataclass(frozen=True)
+class PointStats:
+    """One performance point reduced for analysis (SI units)."""
+
+    record: PointRecord
+    T: int
+    samples_s: np.ndarray
+    median_s: float
+    ci_low_s: float
+    ci_high_s: float
+    peak_bytes: int | None
+    analytic_bytes: int | None
+    energy_j: float | None
+    flags: tuple[str, ...] = ()
+
+    @property
+    def rel_ci(self) -> float:
+        if not self.median_s or math.isnan(self.median_s):
+            return math.inf
+        return (self.ci_high_s - self.ci_low_s) / 2.0 / self.median_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.record.spec.B * self.T / self.median_s if self.median_s > 0 else math.nan
+
+
+@dataclass
+class Series:
+    """The performance points of one series, sorted by T."""
+
+    key: SeriesKey
+    points: list[PointStats] = field(default_factory=list)
+
+    @property
+    def T(self) -> np.ndarray:
+        return np.array([p.T for p in self.points], dtype=float)
+
+    @property
+    def median_s(self) -> np.ndarray:
+        return np.array([p.median_s for p in self.points], dtype=float)
+
+    def at(self, T: int) -> PointStats | None:
+        for p in self.points:
+            if p.T == T:
+                return p
+        return None
+
+
+def point_flags(rec: PointRecord, rel_ci: float, n: int) -> tuple[str, ...]:
+    """Noise flags of one point: why its number deserves less trust."""
+    flags = []
+    if rec.spec.interpret:
+        flags.append("interpreted")
+    if n < FEW_SAMPLES:
+        flags.append(f"few samples ({n})")
+    if n >= 2 and rel_ci > WIDE_CI:
+        flags.append(f"wide CI (±{rel_ci * 100:.0f}%)")
+    if rec.energy is not None and rec.energy.throttled:
+        why = ", ".join(rec.energy.throttle_reasons) or "throttled"
+        flags.append(f"throttled energy window ({why})")
+    return tuple(flags)
+
+
+def point_stats(rec: PointRecord) -> PointStats | None:
+    """Summarize one record; None if it has no timing samples."""
+    if rec.timing is None or not rec.timing.samples_s:
+        return None
+    x = np.asarray(rec.timing.samples_s, dtype=float)
+    s = summarize(x)
+    mem = rec.memory
+    energy = rec.energy.energy_j if rec.energy is not None else None
+    return PointStats(
+        record=rec, T=rec.spec.T, samples_s=x, median_s=s.median, ci_low_s=s.ci_low, ci_high_s=s.ci_high,
+        peak_bytes=mem.peak_bytes if mem else None, analytic_bytes=mem.analytic_bytes if mem else None,
+        energy_j=energy, flags=point_flags(rec, s.rel_ci, s.n),
+    )
+
+
+def is_performance(rec: PointRecord) -> bool:
+    """A point whose numbers may be shown as performance: ran, verified, not interpreted."""
+    return rec.status == "ok" and not rec.spec.interpret and rec.timing is not None and bool(rec.timing.samples_s)
+
+
+def build_series(records: Iterable[PointRecord]) -> list[Series]:
+    """Group performance points into series (sorted by kernel, backend, ... ; points by T)."""
+    groups: dict[SeriesKey, Series] = {}
+    for rec in records:
+        if not is_performance(rec):
+            continue
+        ps = point_stats(rec)
+        if ps is None:
+            continue
+        key = SeriesKey.of(rec.spec)
+        groups.setdefault(key, Series(key)).points.append(ps)
+    out = []
+    for key in sorted(groups, key=_sort_key):
+        s = groups[key]
+        s.points.sort(key=lambda p: p.T)
+        out.append(s)
+    return out
+
+
+def _sort_key(k: SeriesKey) -> tuple:
+    # softmax first so that baselines lead tables and legends
+    return (k.level, 0 if k.is_softmax else 1, k.kernel, k.backend, not k.causal, k.device,
+            k.dtype, k.mode, k.B, k.H, k.D, k.options)
+
+
+def interpreted_records(records: Sequence[PointRecord]) -> list[PointRecord]:
+    return [r for r in records if r.spec.interpret]

@@ -1,0 +1,105 @@
+"""One call that analyses a whole run folder: ``analyze(loaded_run, baseline=None) -> RunAnalysis``.
+
+It gathers the per-series fits (``fits``), the comparisons with the softmax baseline
+(``crossover``), the OOM frontier (``frontier``), the roofline (``roofline``), failures,
+correctness errors, interpreted points and noise flags. Everything is derived from the stored
+records; nothing is measured, and torch is never imported, so a report rebuilds anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from profiler.analysis.crossover import Comparison, Variant, choose_baseline, compare_all
+from profiler.analysis.fits import CostModel, SlopeFit, fit_latency, fit_memory, fit_memory_slope
+from profiler.analysis.frontier import Frontier, device_name, frontiers
+from profiler.analysis.roofline import RooflinePoint, roofline
+from profiler.analysis.series import Series, SeriesKey, build_series, interpreted_records
+from profiler.records import PointRecord
+from profiler.store import LoadedRun
+
+
+@dataclass(frozen=True)
+class SeriesFit:
+    key: SeriesKey
+    slope: SlopeFit | None
+    cost: CostModel | None
+    memory_slope: SlopeFit | None
+    memory_model: CostModel | None
+
+
+@dataclass
+class RunAnalysis:
+    """Everything the report shows about one run (values, not text)."""
+
+    run: LoadedRun
+    series: list[Series]
+    fits: dict[SeriesKey, SeriesFit]
+    baseline: Variant | None
+    comparisons: list[Comparison]
+    frontiers: list[Frontier]
+    roofline: list[RooflinePoint]
+    failures: list[PointRecord]
+    wrong: list[PointRecord]
+    correctness: list[PointRecord]
+    interpreted: list[PointRecord]
+    flagged: list[tuple[str, tuple[str, ...]]]       # (point id, flags)
+    energy_note: str | None                          # why there is no energy, when none exists
+    status_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def manifest(self):
+        return self.run.manifest
+
+    @property
+    def label(self) -> str:
+        return self.run.manifest.run_id
+
+    def comparison_for(self, key: SeriesKey) -> Comparison | None:
+        return next((c for c in self.comparisons if c.series.key == key), None)
+
+    def frontier_for(self, key: SeriesKey) -> Frontier | None:
+        return next((f for f in self.frontiers if f.key == key), None)
+
+    @property
+    def has_energy(self) -> bool:
+        return any(p.energy_j is not None for s in self.series for p in s.points)
+
+
+def _energy_note(records: list[PointRecord]) -> str | None:
+    reasons = [r.energy.reason for r in records if r.energy is not None and r.energy.energy_j is None and r.energy.reason]
+    if any(r.energy is not None and r.energy.energy_j is not None for r in records):
+        return None
+    if reasons:
+        return max(set(reasons), key=reasons.count)
+    return "no energy was recorded for any point"
+
+
+def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
+    """Analyse a loaded run. ``baseline``: ``KERNEL[/BACKEND[/causal|full]]`` (UsageError if absent)."""
+    records = run.records
+    series = build_series(records)
+    fits = {}
+    for s in series:
+        slope, cost = fit_latency(s)
+        fits[s.key] = SeriesFit(s.key, slope, cost, fit_memory_slope(s), fit_memory(s))
+    base = choose_baseline(series, baseline)
+    comparisons = compare_all(series, base)
+    env: Mapping[str, Any] = run.manifest.environment or {}
+    fr = frontiers(series, records, env)
+    roof = roofline(series, run.manifest.calibration, env, lambda dev: device_name(env, dev))
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    flagged = [(p.record.id, p.flags) for s in series for p in s.points if p.flags]
+    order = lambda r: (r.spec.kernel, r.spec.backend, r.spec.dtype, r.spec.mode, r.spec.B, r.spec.T)  # noqa: E731
+    return RunAnalysis(
+        run=run, series=series, fits=fits, baseline=base, comparisons=comparisons, frontiers=fr,
+        roofline=roof,
+        failures=sorted((r for r in records if r.status not in ("ok", "wrong")), key=order),
+        wrong=sorted((r for r in records if r.status == "wrong"), key=order),
+        correctness=sorted((r for r in records if r.correctness is not None), key=order),
+        interpreted=sorted(interpreted_records(records), key=order),
+        flagged=flagged, energy_note=_energy_note(records), status_counts=counts,
+    )

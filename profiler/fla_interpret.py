@@ -1,0 +1,253 @@
+"""Run flash-linear-attention's real Triton kernels on CPU under Triton's interpreter.
+
+For correctness only: interpreted kernels execute with NumPy, so timings mean nothing. Verified with
+triton 3.9.0 and fla 0.6.0 (``../shared/context/FLA.md`` section 5).
+
+Entering interpret mode
+    ``triton.jit`` decides at *decoration* time whether a kernel is compiled or interpreted (it reads
+    ``triton.knobs.runtime.interpret``, i.e. ``TRITON_INTERPRET``). fla decorates its kernels when
+    its modules are imported, so ``enable()`` must run before anything imports ``fla``. Importing
+    triton (or torch) earlier is harmless; ``enable()`` raises ``InterpretError`` if fla was already
+    imported with compiled kernels, because those can never be interpreted in that process. A
+    process that has imported fla normally (a test session, a sweep worker) runs interpreted work in
+    a fresh subprocess: ``run_isolated("pkg.module:function", kwargs)``.
+
+The three patches (installed by ``enable()``, active only while an interpreted kernel runs)
+    1. Autotuning: ``triton.runtime.autotuner.Autotuner.run`` benchmarks every config through the
+       active GPU driver ("0 active drivers"); with one config it skips benchmarking, so each
+       autotuner keeps only its first config.
+    2. Loop variables: compiled Triton makes the induction variable of ``for i in range(n)`` a
+       tensor, and fla calls tensor methods on it (``i_t.to(tl.int64)``); the interpreter runs the
+       loop with Python ints. ``triton.runtime.interpreter._patch_lang`` (called for every kernel
+       launch; its ``_LangPatchScope`` undoes its patches afterwards) is wrapped so that the scope
+       also sets a module-level ``range`` in the kernel's own module, yielding scalar interpreter
+       tensors (``tl.core.tensor(TensorHandle(np.array(i, np.int32), tl.int32), tl.int32)``). The
+       ``range`` falls back to the builtin outside a kernel launch, because triton's device-function
+       path calls ``_patch_lang`` without ever restoring it.
+    3. ``triton.language.extra.libdevice.log1p`` (fla's ``logaddexp``, LightNet/GSA gate scans) has
+       no interpreter implementation (it returns None); inside the same scope it maps to
+       ``tl.log(1.0 + x)``.
+
+Dry mode (``dry()``, FLA.md section 5b)
+    Inside ``with dry():`` every interpreted kernel launch returns at once: fla's host code still
+    runs and allocates every buffer it would allocate on CUDA, in the same order, on the CPU, so a
+    memory profile of one call gives the op's tensor-allocation peak at any T in about a second.
+    Caveats: output values are garbage (``torch.empty``); host code that branches on values a
+    kernel computed sees uninitialised memory (check an op's host code before trusting a figure);
+    on CUDA the caching allocator rounds blocks up to 512 bytes and Triton's autotuning and
+    cache-flush buffers live outside the call; both must be added to a prediction made this way.
+
+Never verify bf16 here: NumPy has no bf16, and interpreted bf16 results are wrong.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+#: dtypes whose interpreted results are meaningful (NumPy has no bfloat16).
+INTERPRETABLE_DTYPES = ("float32", "float16")
+BF16_REASON = "bf16 cannot be verified under Triton's interpreter (NumPy has no bfloat16; results are wrong)"
+
+_RESULT_MARK = "@@serprof-interpret-result@@"
+
+_state = threading.local()
+_installed = False
+
+
+class InterpretError(RuntimeError):
+    """Interpret mode cannot be entered (or an isolated interpreted run failed)."""
+
+
+def is_enabled() -> bool:
+    """True once ``enable()`` has installed the interpreter patches in this process."""
+    return _installed
+
+
+def _fla_compiled_kernels_loaded() -> bool:
+    """True if fla's kernels were decorated as compiled (not interpreted) JIT functions."""
+    if "fla" not in sys.modules:
+        return False
+    mod = sys.modules.get("fla.ops.utils.op")
+    if mod is None:
+        try:  # fla imported but this module not yet: it will be decorated with the current env
+            import importlib
+
+            mod = importlib.import_module("fla.ops.utils.op")
+        except Exception:  # noqa: BLE001 - fla unusable: nothing to interpret anyway
+            return False
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return not isinstance(getattr(mod, "exp", None), InterpretedFunction)
+
+
+def enable() -> None:
+    """Enter interpret mode in this process (idempotent). Call before anything imports fla.
+
+    Raises ``InterpretError`` if fla's kernels were already compiled-decorated in this process.
+    """
+    global _installed
+    if _installed:
+        return
+    # checked before touching the environment, so a refused call leaves the process as it was
+    if _fla_compiled_kernels_loaded():
+        raise InterpretError(
+            "fla was imported in this process before Triton's interpreter was enabled, so its "
+            "kernels are compiled JIT functions; enable interpret mode before importing fla, or use "
+            "profiler.fla_interpret.run_isolated() to run interpreted work in a fresh process")
+    os.environ["TRITON_INTERPRET"] = "1"
+    import triton
+
+    triton.knobs.runtime.interpret = True
+    _install_patches()
+    _installed = True
+
+
+def _install_patches() -> None:
+    import numpy as np
+    import triton.language as tl
+    import triton.language.extra.libdevice as libdevice
+    import triton.runtime.interpreter as interp
+    from triton.runtime.autotuner import Autotuner
+
+    # 1. single autotune config
+    orig_autotune_run = Autotuner.run
+
+    def single_config_run(self, *args, **kwargs):
+        if len(self.configs) > 1:
+            self.configs = self.configs[:1]
+        return orig_autotune_run(self, *args, **kwargs)
+
+    Autotuner.run = single_config_run
+
+    # 2. + 3. extra patches inside the per-launch language patch scope
+    def as_int(x) -> int:
+        if isinstance(x, tl.core.tensor):
+            return int(np.asarray(x.handle.data).item())
+        if isinstance(x, tl.constexpr):
+            return int(x.value)
+        return int(x)
+
+    def tensor_range(*args, **kwargs):
+        if getattr(_state, "launch_depth", 0) == 0:
+            return builtins.range(*args, **kwargs)
+        bounds = [as_int(a) for a in args]
+        return (tl.core.tensor(interp.TensorHandle(np.array(i, dtype=np.int32), tl.int32), tl.int32)
+                for i in builtins.range(*bounds))
+
+    def log1p(x, *args, **kwargs):
+        return tl.log(1.0 + x)
+
+    orig_patch_lang = interp._patch_lang
+
+    def patch_lang(fn):
+        scope = orig_patch_lang(fn)
+        module = sys.modules.get(fn.__globals__.get("__name__", ""))
+        if module is not None:
+            scope.set_attr(module, "range", tensor_range)
+        scope.set_attr(libdevice, "log1p", log1p)
+        return scope
+
+    interp._patch_lang = patch_lang
+
+    orig_grid_call = interp.GridExecutor.__call__
+
+    def grid_call(self, *args, **kwargs):
+        _state.launch_depth = getattr(_state, "launch_depth", 0) + 1
+        try:
+            return orig_grid_call(self, *args, **kwargs)
+        finally:
+            _state.launch_depth -= 1
+
+    interp.GridExecutor.__call__ = grid_call
+
+
+# ----------------------------------------------------------------------------- dry mode
+
+@dataclass
+class DryStats:
+    """What a ``dry()`` block skipped."""
+
+    skipped_launches: int = 0
+
+
+@contextlib.contextmanager
+def dry() -> Iterator[DryStats]:
+    """Skip every interpreted kernel body inside the block (host code and allocations still run).
+
+    Requires interpret mode (``enable()``). See the module docstring for the caveats.
+    """
+    if not _installed:
+        raise InterpretError("dry() needs interpret mode: call profiler.fla_interpret.enable() first")
+    from triton.runtime.interpreter import InterpretedFunction
+
+    stats = DryStats()
+    orig_run = InterpretedFunction.run
+
+    def skipped(self, *args, grid=None, warmup=False, **kwargs):
+        stats.skipped_launches += 1
+        return None
+
+    InterpretedFunction.run = skipped
+    try:
+        yield stats
+    finally:
+        InterpretedFunction.run = orig_run
+
+
+# ----------------------------------------------------------------------------- isolation
+
+def run_isolated(target: str, kwargs: dict | None = None, *, timeout_s: float = 600.0) -> Any:
+    """Run ``target`` ("package.module:function" or "/path/file.py:function") with JSON ``kwargs``
+    in a fresh interpreted process.
+
+    The child sets ``TRITON_INTERPRET=1``, calls ``enable()``, then ``function(**kwargs)``, and
+    sends back its JSON-serialisable result. Use this from any process that has imported fla
+    normally (tests, sweep workers). Raises ``InterpretError`` with the child's stderr tail on failure.
+    """
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    cmd = [sys.executable, "-m", "profiler.fla_interpret", target, json.dumps(kwargs or {})]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise InterpretError(f"interpreted run of {target} timed out after {timeout_s:.0f} s") from exc
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(_RESULT_MARK):
+            return json.loads(line[len(_RESULT_MARK):])
+    tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+    raise InterpretError(f"interpreted run of {target} failed (exit {proc.returncode}):\n{tail}")
+
+
+def _child_main(argv: list[str]) -> int:
+    import importlib
+
+    target, kwargs = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
+    enable()
+    mod_name, _, fn_name = target.rpartition(":")
+    if mod_name.endswith(".py"):  # a file path (test helpers live outside the package)
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_serprof_isolated_target", mod_name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(mod_name)
+    result = getattr(module, fn_name)(**kwargs)
+    sys.stdout.write("\n" + _RESULT_MARK + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    # run through the canonical module object, not this ``__main__`` copy, so that library code
+    # calling ``profiler.fla_interpret.enable()`` sees the patches as installed
+    from profiler.fla_interpret import _child_main as _main
+
+    sys.exit(_main(sys.argv[1:]))

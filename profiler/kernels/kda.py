@@ -1,0 +1,329 @@
+"""KDA, Kimi delta attention: a gated delta rule with a per-channel decay.
+
+Recurrence (fla's ``naive_recurrent_kda``), per batch and head, state ``S`` of shape (K, V)::
+
+    S_t = (I - beta_t k_t k_t^T) Diag(exp(g_t)) S_{t-1} + beta_t k_t v_t^T,    o_t = S_t^T (scale q_t)
+
+Inputs (``make_inputs``), in the ranges fla's ``KimiDeltaAttention`` layer produces by default
+(``use_qk_l2norm_in_kernel``, ``use_gate_in_kernel``, ``use_beta_sigmoid_in_kernel``):
+q, k l2-normalised per head, v ~ N(0, 1), all (B, T, H, D); ``g = -exp(A_log[h]) *
+softplus(x + dt_bias[h, :])`` (B, T, H, D) with x ~ N(0, 1), ``A_log = log U(1, 16)`` per head and
+``dt_bias = dt + log(-expm1(-dt))``, ``dt = exp(U(log 1e-3, log 0.1))`` clamped at 1e-4, per channel
+(``fla/layers/kda.py`` init; ``fla.ops.kda.gate.naive_kda_gate``); ``beta = sigmoid(N(0, 1))``
+(B, T, H). These default gates are unbounded below (per-step log gates of tens, chunk sums of
+hundreds). ``gate="bounded"`` gives fla's safe gate instead, ``lower_bound * sigmoid(exp(A_log) *
+(x + dt_bias))`` with ``A_log = 0`` as the layer initialises it with ``safe_gate``. Every tensor is
+cast to the requested dtype (g too). An optional python float ``inputs["scale"]`` (default D**-0.5).
+
+Backends
+--------
+* ``torch`` (``kda_chunkwise``): chunkwise WY/UT form, exact for any gate g <= 0 (see below).
+* ``fla``: ``fla.ops.kda.chunk_kda`` with the pre-computed gate (``use_gate_in_kernel=False``), no
+  in-kernel l2norm or beta sigmoid (the inputs already are normalised / in (0, 1)). CUDA, or CPU under
+  Triton's interpreter for correctness.
+* ``fla-recurrent``: ``fla.ops.kda.fused_recurrent_kda``, same arguments; inference only.
+
+Reference: ``fla.ops.kda.naive.naive_recurrent_kda`` (a token loop) in fp32.
+
+The chunkwise algorithm (chunk C, sub-block c, ``b`` = inclusive within-chunk cumsum of g)
+------------------------------------------------------------------------------------------------
+Per chunk, batched over all chunks at once::
+
+    Aqk[i, j] = sum_d q_i[d] k_j[d] e^{b_i[d] - b_j[d]}   (j <= i),   Akk: the same with k_i, j < i
+    (I + Diag(beta) Akk) [W | U] = Diag(beta) [K e^{b} | V]          (torch.linalg.solve_triangular)
+    Tr = Diag(e^{b_C}) - (K e^{b_C - b})^T W,   R = (K e^{b_C - b})^T U
+
+then the only Python loop, over chunks: ``S_n = Tr_n S_{n-1} + R_n`` (one ``baddbmm`` per chunk), and
+again batched: ``V~ = U - W S_{n-1}``, ``O = (Q e^{b}) S_{n-1} + Aqk V~``.
+
+Numerical safety. The textbook factorisation ``(Q e^{b}) (K e^{-b})^T`` needs ``e^{-b_j}``, which
+overflows fp32 once a chunk's gate sum passes about -88 (the default gate reaches hundreds): NaN.
+Here every exponential has a non-positive argument, so every factor lies in [0, 1]:
+
+* off-diagonal sub-blocks (query block I, key block J < I): reference point ``r`` = last row of
+  block I-1, so ``e^{b_i - b_j} = e^{b_i - b_r} * e^{b_r - b_j}`` with ``j <= r < i``: both factors
+  <= 1, and the product is a (2c x K) @ (K x Ic) matmul;
+* diagonal sub-blocks (c x c): the exact pairwise ``e^{b_i - b_j}``, one diagonal offset at a time;
+* ``e^{b_i}``, ``e^{b_C - b_j}`` and ``e^{b_C}`` have arguments <= 0.
+
+A factor can only underflow to 0 where the true weight is below ~1e-38, so the result is exact up
+to fp32 rounding for any g <= 0 (per-step -200 included), and never inf/NaN. The exponents are also
+formed as direct sums of consecutive g (local cumsums, suffix sums, window sums), never as a
+difference of two large prefix sums, so a chunk sum of -1000 next to a small step does not cost
+precision through cancellation. All arithmetic is fp32; the output is cast to the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from profiler.kernels.base import Backend, KernelSpec, Shape, forward_backward_flops
+
+if TYPE_CHECKING:
+    import torch
+
+#: Chunk length of the torch backend (rows per WY/UT block; the state loop runs T/CHUNK times).
+CHUNK = 64
+#: Sub-block length: diagonal c x c blocks use exact pairwise decays.
+SUB_CHUNK = 8
+#: fla's chunk_kda chunk length (used by the FLOP model and the fla memory model).
+FLA_CHUNK = 64
+#: naive_recurrent_kda runs ~0.1-0.3 ms per token here; this keeps the fp32 oracle well under 2 s.
+REFERENCE_MAX_T = 4096
+#: fla asserts K <= 256.
+MAX_HEAD_DIM = 256
+DEFAULT_LOWER_BOUND = -5.0
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def _torch_dtype(dtype) -> "torch.dtype":
+    import torch
+
+    return dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype))
+
+
+def _scale(inputs, D: int) -> float:
+    s = inputs.get("scale") if hasattr(inputs, "get") else None
+    return float(s) if s is not None else D ** -0.5
+
+
+def layer_gate_params(H: int, D: int, gen: "torch.Generator") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """``(A_log (H,), dt_bias (H*D,))`` drawn as ``KimiDeltaAttention.__init__`` does (fp32, CPU)."""
+    import torch
+
+    A_log = torch.empty(H, dtype=torch.float32).uniform_(1, 16, generator=gen).log()
+    lo, hi = math.log(1e-3), math.log(0.1)
+    dt = torch.exp(torch.rand(H * D, generator=gen, dtype=torch.float32) * (hi - lo) + lo).clamp(min=1e-4)
+    dt_bias = dt + torch.log(-torch.expm1(-dt))
+    return A_log, dt_bias
+
+
+def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0, *, gate: str = "default",
+                lower_bound: float = DEFAULT_LOWER_BOUND) -> dict:
+    """q, k, v, g, beta for one point, deterministic in ``seed`` on every device (module doc).
+
+    ``gate``: ``"default"`` (the layer's unbounded ``-exp(A_log) softplus(x + dt_bias)``) or
+    ``"bounded"`` (``lower_bound * sigmoid(x + dt_bias)``, fla's ``safe_gate`` with ``A_log = 0``).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if gate not in ("default", "bounded"):
+        from profiler.errors import UsageError
+
+        raise UsageError(f"unknown KDA gate {gate!r}; valid: bounded, default")
+    B, T, H, D = shape.B, shape.T, shape.H, shape.D
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+
+    def randn(*dims):
+        return torch.randn(dims, generator=gen, dtype=torch.float32)
+
+    q = F.normalize(randn(B, T, H, D), p=2, dim=-1)
+    k = F.normalize(randn(B, T, H, D), p=2, dim=-1)
+    v = randn(B, T, H, D)
+    A_log, dt_bias = layer_gate_params(H, D, gen)
+    x = randn(B, T, H, D) + dt_bias.view(H, D)
+    if gate == "default":
+        g = -A_log.exp().view(H, 1) * F.softplus(x)
+    else:
+        g = lower_bound * torch.sigmoid(x)
+    beta = torch.sigmoid(randn(B, T, H))
+    dt = _torch_dtype(dtype)
+    return {n: t.to(device=device, dtype=dt) for n, t in (("q", q), ("k", k), ("v", v), ("g", g), ("beta", beta))}
+
+
+# ----------------------------------------------------------------------------- torch backend
+
+def _intra_chunk_scores(qk: "torch.Tensor", k: "torch.Tensor", g: "torch.Tensor", c: int) -> "torch.Tensor":
+    """Exact gated scores of every chunk, ``A`` of shape (Z, C, 2, C) (module doc, "Numerical safety").
+
+    ``qk`` (Z, C, 2, K): the query-side rows (scaled q, and k); ``k`` (Z, C, K); ``g`` (Z, C, K) the
+    per-step log gates (<= 0). ``A[:, i, 0, j] = sum_d qk[i,0,d] k[j,d] e^{b_i - b_j}`` for j <= i,
+    ``A[:, i, 1, j]`` the same with ``qk[i,1]`` for j < i, zero elsewhere.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    Z, C, _, K = qk.shape
+    nb = C // c
+    gb, kb, qkb = g.view(Z, nb, c, K), k.view(Z, nb, c, K), qk.view(Z, nb, c, 2, K)
+    A = qk.new_zeros(Z, nb, c, 2, C)
+    # Diagonal c x c blocks, one diagonal offset at a time: view A as (Z, c, 2, c, nb), take diagonals.
+    diag_blocks = A.view(Z, nb, c, 2, nb, c).diagonal(0, 1, 4)
+    d0 = (qkb[:, :, :, :1] @ kb.unsqueeze(-1)).view(Z, nb, c)                   # j == i: q_i . k_i
+    diag_blocks.diagonal(0, 1, 3)[:, 0].copy_(d0)
+    window = None                                   # window[i] = g_i + ... + g_{i-delta+1}, rows i >= delta
+    for delta in range(1, c):
+        window = gb[:, :, 1:] if window is None else window[:, :, 1:] + gb[:, :, 1:c - delta + 1]
+        kE = kb[:, :, :c - delta] * window.exp()
+        d = (qkb[:, :, delta:] @ kE.unsqueeze(-1)).squeeze(-1)                   # (Z, nb, c-delta, 2)
+        diag_blocks.diagonal(-delta, 1, 3).copy_(d.permute(0, 3, 1, 2))
+    del window, kE, d
+    if nb > 1:
+        # suffix[j] = b_end(J) - b_j (exclusive suffix sum inside j's block J); totals: block sums
+        suffix = F.pad(gb.flip(2).cumsum(2).flip(2)[:, :, 1:], (0, 0, 0, 1))
+        totals = gb.sum(2)                                                          # (Z, nb, K)
+        for I in range(1, nb):
+            # query side: b_i - b_r = cumsum of g inside block I (r = last row of block I-1)
+            qf = qkb[:, I] * gb[:, I].cumsum(1).exp().unsqueeze(2)                 # (Z, c, 2, K)
+            # key side: b_r - b_j = suffix_j + sums of the blocks strictly between J and I
+            between = F.pad(totals[:, 1:I].flip(1).cumsum(1).flip(1), (0, 0, 0, 1))  # (Z, I, K)
+            kf = (kb[:, :I] * (suffix[:, :I] + between.unsqueeze(2)).exp()).view(Z, I * c, K)
+            A[:, I, :, :, :I * c] = torch.bmm(qf.view(Z, 2 * c, K), kf.transpose(1, 2)).view(Z, c, 2, I * c)
+    return A.view(Z, C, 2, C)
+
+
+def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: int = CHUNK,
+                  sub_chunk: int = SUB_CHUNK) -> "torch.Tensor":
+    """Causal KDA in the chunkwise WY/UT form (module doc), exact for any g <= 0.
+
+    q, k, g (B, T, H, K); v (B, T, H, V); beta (B, T, H). Any T >= 1; fp32 arithmetic; returns
+    (B, T, H, V) in v's dtype. Autograd works through every step.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    scale = K ** -0.5 if scale is None else float(scale)
+    c = sub_chunk
+    C = min(chunk_size, c * math.ceil(T / c))     # short sequences: one chunk, no wasted padding
+    if C % c:
+        raise ValueError(f"chunk_size {chunk_size} must be a multiple of sub_chunk {c}")
+    N = math.ceil(T / C)
+    pad = N * C - T
+    BH = B * H
+    Z = N * BH                                    # chunk-major: row z = n * BH + (b * H + h)
+
+    def chunks(x, extra=()):
+        x = x.float()
+        if pad:
+            x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
+        # (B, N, C, H, ...) -> (N, B, H, C, ...) -> (Z, C, ...)
+        return x.view(B, N, C, H, *extra).movedim(1, 0).movedim(3, 2).reshape(Z, C, *extra)
+
+    qs = chunks(q, (K,)) * scale
+    kc = chunks(k, (K,))
+    gc = chunks(g, (K,))
+    bc = chunks(beta).unsqueeze(-1)                                               # (Z, C, 1)
+    qk = torch.stack((qs, kc), 2)                                                 # (Z, C, 2, K)
+    del qs
+    A = _intra_chunk_scores(qk, kc, gc, c)
+    eb = gc.cumsum(1).exp()                                                       # e^{b}
+    q_e = qk[:, :, 0] * eb                                                        # q e^{b}
+    del qk
+    rhs = kc * eb * bc
+    del eb
+    M = A[:, :, 1] * bc                                                           # Diag(beta) Akk, unit diag implied
+    W = torch.linalg.solve_triangular(M, rhs, upper=False, unitriangular=True)   # T K e^{b}
+    rhs = chunks(v, (V,)) * bc
+    U = torch.linalg.solve_triangular(M, rhs, upper=False, unitriangular=True)   # T V
+    del M, rhs, bc
+    rev = gc.flip(1).cumsum(1).flip(1)                                            # inclusive suffix sums of g
+    decay = rev[:, 0].exp()                                                       # e^{b_C}, (Z, K)
+    kd = (kc * F.pad(rev[:, 1:], (0, 0, 0, 1)).exp()).transpose(1, 2)            # (K e^{b_C - b})^T
+    del rev, kc, gc
+    R = torch.bmm(kd, U).view(N, BH, K, V)                                        # chunk input
+    Tr = torch.bmm(kd, W).neg_()                                                  # chunk transition:
+    Tr.diagonal(0, 1, 2).add_(decay)                                              #   Diag(e^{b_C}) - kd W
+    Tr = Tr.view(N, BH, K, K)
+    del kd, decay
+    if torch.is_grad_enabled() and (Tr.requires_grad or R.requires_grad):
+        S = R.new_zeros(BH, K, V)
+        states = [S]
+        for n in range(N - 1):
+            S = torch.baddbmm(R[n], Tr[n], S)
+            states.append(S)
+        S_prev = torch.stack(states, 0)
+        del states, S
+    else:
+        S_prev = R.new_empty(N, BH, K, V)
+        S_prev[0].zero_()
+        for n in range(N - 1):
+            torch.baddbmm(R[n], Tr[n], S_prev[n], out=S_prev[n + 1])
+    del Tr, R
+    S_prev = S_prev.view(Z, K, V)
+    v_new = torch.baddbmm(U, W, S_prev, alpha=-1.0)                               # U - W S
+    del W, U
+    o = torch.baddbmm(torch.bmm(A[:, :, 0], v_new), q_e, S_prev)
+    del A, v_new, q_e, S_prev
+    o = o.view(N, B, H, C, V).movedim(0, 1).movedim(3, 2).reshape(B, N * C, H, V)
+    return o[:, :T].to(v.dtype)
+
+
+# ----------------------------------------------------------------------------- backends
+
+_NAMES = ("q", "k", "v", "g", "beta")
+
+
+def _need_causal(causal: bool, what: str) -> None:
+    if not causal:
+        from profiler.errors import UsageError
+
+        raise UsageError(f"{what} is causal only (valid: causal=True)")
+
+
+def run_torch(inputs, causal: bool = True):
+    """Chunkwise pure-PyTorch KDA (``kda_chunkwise``), any device."""
+    _need_causal(causal, "kda/torch")
+    q, k, v, g, beta = (inputs[n] for n in _NAMES)
+    return kda_chunkwise(q, k, v, g, beta, _scale(inputs, q.shape[-1]))
+
+
+def run_fla(inputs, causal: bool = True):
+    """``fla.ops.kda.chunk_kda`` with the pre-computed gate (the inputs are already normalised)."""
+    _need_causal(causal, "kda/fla")
+    from fla.ops.kda import chunk_kda
+
+    q, k, v, g, beta = (inputs[n] for n in _NAMES)
+    o, _ = chunk_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), use_qk_l2norm_in_kernel=False,
+                     use_gate_in_kernel=False, use_beta_sigmoid_in_kernel=False)
+    return o
+
+
+def run_fla_recurrent(inputs, causal: bool = True):
+    """``fla.ops.kda.fused_recurrent_kda`` (token-sequential Triton kernel; no backward)."""
+    _need_causal(causal, "kda/fla-recurrent")
+    from fla.ops.kda import fused_recurrent_kda
+
+    q, k, v, g, beta = (inputs[n] for n in _NAMES)
+    o, _ = fused_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), use_qk_l2norm_in_kernel=False,
+                               use_gate_in_kernel=False, use_beta_sigmoid_in_kernel=False)
+    return o
+
+
+def reference(inputs, causal: bool = True):
+    """fp32 ``fla.ops.kda.naive.naive_recurrent_kda`` (token loop); differentiable."""
+    _need_causal(causal, "kda reference")
+    from fla.ops.kda.naive import naive_recurrent_kda
+
+    q, k, v, g, beta = (inputs[n].float() for n in _NAMES)
+    o, _ = naive_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]))
+    return o
+
+
+# ----------------------------------------------------------------------------- analytic models
+
+def _padded(T: int, C: int) -> int:
+    return C * math.ceil(T / C)
+
+
+def flops(shape: Shape, causal: bool = True) -> float:
+    """Forward matmul FLOPs of fla's chunkwise algorithm (chunk C = 64, T padded to it), per (b, h):
+
+    ``Tp * (2CK + C(K+V) + 6KV + CV)``: the gated scores Aqk and Akk (C^2 K each), the triangular
+    solve for W and U (C^2 (K+V) / 2 multiply-adds), per chunk ``v~ = u - W S``, the state update
+    ``K^T v~`` and ``Q S`` (2CKV each), and ``Aqk v~`` (C^2 V). Elementwise gating and exps are not
+    counted. (The torch backend does about the same work with C = 32 plus 2CK^2 for its transition
+    matrices.) Causal only.
+    """
+    C, K, V = FLA_CHUNK, shape.D, shape.D
+    Tp = _padded(shape.T, C)
+    return float(shape.B * shape.H * Tp * (2 * C * K + C * (K + V) + 6 * K * V + C * V))
+
+
+def bytes_moved(shape: Shape, itemsize: int, causal: bool = True) -> float:
+    """Read q, k, v, g (B*T*H*D each) and beta (B*T*H), write o (B*T*H*D): ``B*T*H*(5D+1)*itemsize``."""
+    return float(shape.B * shape.T * shape.H * (5 * shape.D + 1) * itemsize)

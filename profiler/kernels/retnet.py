@@ -1,0 +1,162 @@
+"""RetNet retention: causal linear attention with a fixed exponential decay per head.
+
+``S_t = gamma_h S_{t-1} + k_t v_t^T``, ``o_t = scale * S_t^T q_t`` with fla's fixed decays
+``gamma_h = 1 - 2^(-5-h)`` (``g_gamma[h] = log gamma_h``, as ``fla.ops.retention.chunk_retention``:
+about .969, .984, .992, .996 for H=4). Inputs q, k, v ~ N(0, 1), layout (B, T, H, D); an optional
+python float ``inputs["scale"]`` (default ``D ** -0.5``).
+
+Backends
+--------
+* ``torch``: chunkwise-parallel (``chunked.decay_chunked``, C=64): per chunk
+  ``O = (Q K^T * D) V + (Q gamma^{i+1}) S`` with ``D_ij = gamma^{i-j} [j<=i]``, and
+  ``S <- gamma^C S + (K gamma^{C-1-j})^T V``; only that state update loops in Python.
+  Every decay exponent is <= 0, so it is safe for any gamma. fp32 arithmetic, output in the input dtype.
+* ``fla`` (``chunk_retention``), ``fla-fused-chunk`` (``fused_chunk_retention``), ``fla-recurrent``
+  (``fused_recurrent_retention``), ``fla-parallel`` (``parallel_retention``, quadratic): Triton, CUDA
+  (or CPU under Triton's interpreter for correctness); all four have a backward.
+
+Reference: ``fla.ops.simple_gla.naive.naive_chunk_simple_gla`` with ``g = log gamma`` broadcast to
+(B, T, H), in fp32 (a chunked Python loop: fast enough up to ``REFERENCE_MAX_T``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from profiler.kernels import chunked as ck
+from profiler.kernels.base import Backend, KernelSpec, Shape
+
+if TYPE_CHECKING:
+    import torch
+
+REFERENCE_MAX_T = 8192
+
+
+def log_gamma(H: int, device="cpu") -> "torch.Tensor":
+    """fla's fixed per-head log decay ``log(1 - 2^(-5-h))``, fp32 ``(H,)``."""
+    import torch
+
+    return (1 - 2.0 ** (-5.0 - torch.arange(H, dtype=torch.float, device=device))).log()
+
+
+def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
+    """q, k, v ~ N(0, 1), (B, T, H, D), deterministic in ``seed`` on every device."""
+    gen = ck.generator(seed)
+    dims = (shape.B, shape.T, shape.H, shape.D)
+    dt = ck.torch_dtype(dtype)
+    return {n: ck.randn(dims, gen).to(device=device, dtype=dt) for n in ("q", "k", "v")}
+
+
+def _need_causal(causal: bool, what: str) -> None:
+    if not causal:
+        from profiler.errors import UsageError
+
+        raise UsageError(f"{what} is causal only (valid: causal=True)")
+
+
+# ----------------------------------------------------------------------------- backends
+
+def run_torch(inputs, causal: bool = True):
+    _need_causal(causal, "retnet/torch")
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    B, T, H, D = q.shape
+    C = ck.CHUNK
+    o = ck.decay_chunked(ck.to_chunks(q, C), ck.to_chunks(k, C), ck.to_chunks(v, C), log_gamma(H, q.device),
+                         ck.scale_of(inputs, D))
+    return ck.from_chunks(o, T, q.dtype)
+
+
+def _fla(fn_name: str):
+    def run(inputs, causal: bool = True):
+        _need_causal(causal, f"retnet/{fn_name}")
+        import fla.ops.retention as ret
+
+        q = inputs["q"]
+        o, _ = getattr(ret, fn_name)(q, inputs["k"], inputs["v"], scale=ck.scale_of(inputs, q.shape[-1]))
+        return o
+
+    run.__name__ = f"run_{fn_name}"
+    return run
+
+
+def reference(inputs, causal: bool = True):
+    """fp32 ``naive_chunk_simple_gla`` with ``g = log gamma`` (fla's own RetNet-equivalent form)."""
+    _need_causal(causal, "retnet reference")
+    from fla.ops.simple_gla.naive import naive_chunk_simple_gla
+
+    q, k, v = (inputs[n].float() for n in ("q", "k", "v"))
+    B, T, H, D = q.shape
+    g = log_gamma(H, q.device)[None, None, :].expand(B, T, H)
+    o, _ = naive_chunk_simple_gla(q, k, v, g, scale=ck.scale_of(inputs, D))
+    return o
+
+
+# ----------------------------------------------------------------------------- analytic models
+
+def flops(shape: Shape, causal: bool = True) -> float:
+    """``B*H*Tp*(2C(K+V) + 4KV)``, Tp = T padded to the chunk C=64 (``chunked.gla_flops``).
+
+    The chunkwise algorithm's matmuls: ``Q K^T`` and ``A V`` over C x C blocks, ``Q S`` and the state
+    contribution ``K^T V``. The decay mask multiply is not counted. Causal only.
+    """
+    return shape.B * shape.H * ck.gla_flops(shape.T, shape.D, shape.D)
+
+
+def bytes_moved(shape: Shape, itemsize: int, causal: bool = True) -> float:
+    """Read q, k, v and write o once: ``4*B*T*H*D*itemsize``."""
+    return 4.0 * shape.B * shape.T * shape.H * shape.D * itemsize
+
+
+def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True, mode: str = "fwd") -> int:
+    """Predicted peak bytes allocated by one call above its inputs (``chunked.torch_peak_terms``).
+
+    ``torch``, with ``a`` = one fp32 chunked (B, H, Tp, D) tensor, ``st`` = the (K, V) states of all
+    chunks, ``sc`` = the (C, C) scores of all chunks (``a = st = sc`` when D = C = 64):
+      fwd ``3a + st + max(st, sc + a)``: chunked q, k, v and the entering states stay alive; the peak
+      is either the scan (contributions + states) or the intra-chunk step (scores + output).
+      fwdbwd ``7a + 2st + sc`` + the input gradients ``3*B*T*H*D*itemsize`` (+ ``a`` for an fp32
+      gradient being cast when the inputs are not fp32): tensors saved by autograd plus the
+      backward's transient gradients. Fitted to torch.profiler peaks (D = 32, 64, 128; within ~5%).
+    ``fla`` / ``fla-fused-chunk`` / ``fla-recurrent``: output + fp32 chunk states ``st`` (FLA.md's dry
+    run: 2 MiB per 1k tokens at H=4, D=64); ``fla-parallel``: output only. fwdbwd adds the
+    gradients of q, k, v. Not measurable here (no GPU): indicative.
+    """
+    a, st, sc, io = ck.torch_peak_terms(shape, itemsize)
+    if backend == "torch":
+        if mode == "fwdbwd":
+            return int(7 * a + 2 * st + sc + 3 * io + (a if itemsize != 4 else 0))
+        return int(3 * a + st + max(st, sc + a))
+    if backend == "fla-parallel":
+        return int(io + (3 * io if mode == "fwdbwd" else 0))
+    return int(io + st + (3 * io + st if mode == "fwdbwd" else 0))
+
+
+# ----------------------------------------------------------------------------- registry entry
+
+_FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
+
+KERNEL = KernelSpec(
+    name="retnet",
+    title="RetNet (retention)",
+    family="linear",
+    make_inputs=make_inputs,
+    backends={
+        "torch": Backend("torch", run_torch, description="chunkwise-parallel pure PyTorch (C=64), any device"),
+        "fla": Backend("fla", _fla("chunk_retention"), description="fla.ops.retention.chunk_retention (Triton)", **_FLA),
+        "fla-fused-chunk": Backend("fla-fused-chunk", _fla("fused_chunk_retention"),
+                                   description="fla.ops.retention.fused_chunk_retention (Triton)", **_FLA),
+        "fla-recurrent": Backend("fla-recurrent", _fla("fused_recurrent_retention"),
+                                 description="fla.ops.retention.fused_recurrent_retention (Triton, token loop)", **_FLA),
+        "fla-parallel": Backend("fla-parallel", _fla("parallel_retention"),
+                                description="fla.ops.retention.parallel_retention (Triton, quadratic)", **_FLA),
+    },
+    reference=reference,
+    reference_name="fla naive_chunk_simple_gla with g = log gamma (fp32)",
+    flops=flops,
+    bytes_moved=bytes_moved,
+    memory_bytes=memory_bytes,
+    grad_inputs=("q", "k", "v"),
+    max_head_dim=None,
+    reference_max_T=REFERENCE_MAX_T,
+    description="Retention with fla's fixed per-head decay gamma_h = 1 - 2^(-5-h): O(T) chunkwise.",
+)

@@ -1,0 +1,252 @@
+"""Softmax attention: the quadratic baseline every efficient mechanism is compared with.
+
+``o_i = sum_j softmax_j(scale * q_i . k_j [+ causal mask]) v_j`` in layout ``(B, T, H, D)``.
+
+Backends
+--------
+* ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` (any device; on this CPU it picks
+  the flash-style kernel with O(T) memory). On CUDA ``sdpa-flash`` / ``sdpa-efficient`` /
+  ``sdpa-math`` pin one implementation through ``torch.nn.attention.sdpa_kernel``.
+* ``naive``: the study's baseline, explicit ``T x T`` scores, then softmax, then ``@ v``. Scores and
+  probabilities coexist at the softmax, so its forward peak is ``2 * B*H*T*T * itemsize`` (plus the
+  output, and a ``T x T`` bool mask when causal); the memory model says exactly that.
+* ``fla``: ``fla.ops.attn.parallel_attn`` (Triton, causal only, ``D <= 256``; CUDA, or CPU under
+  Triton's interpreter for correctness).
+
+Every backend reads an optional python float ``inputs["scale"]`` (default ``D ** -0.5``).
+
+Reference: exact attention computed per block of queries (``blocked_attention``) from the fp32 values
+of the inputs, accumulated in fp64, so a non-causal reference at long T needs O(T * block) memory,
+never ``T x T``. It also accepts fewer
+queries than keys (queries are positions ``0..Tq-1``), which ``profiler.verify`` uses to check a
+long non-causal point on a prefix of query rows against all keys.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from profiler.kernels.base import Backend, KernelSpec, Shape
+
+if TYPE_CHECKING:
+    import torch
+
+#: Elements of one fp32 (B, H, block, T) score tile in the blocked reference / FoX (32 MiB).
+TILE_ELEMENTS = 1 << 23
+#: Longest causal T the verifier compares in full (longer points compare a prefix of this length).
+REFERENCE_MAX_T = 4096
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+def torch_dtype(dtype):
+    """'float32' / torch.dtype -> torch.dtype."""
+    import torch
+
+    return dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype))
+
+
+def randn(shape: tuple[int, ...], gen, dtype, device) -> "torch.Tensor":
+    """Standard normal numbers from a CPU generator (identical on every device), cast and moved."""
+    import torch
+
+    return torch.randn(shape, generator=gen, dtype=torch.float32).to(device=device, dtype=torch_dtype(dtype))
+
+
+def scale_of(inputs, D: int) -> float:
+    """``inputs["scale"]`` if given (a python float), else ``D ** -0.5``."""
+    s = inputs.get("scale")
+    return float(s) if s is not None else D ** -0.5
+
+
+def make_qkv(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
+    """q, k, v ~ N(0, 1) of shape (B, T, H, D), deterministic in ``seed`` on every device."""
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    dims = (shape.B, shape.T, shape.H, shape.D)
+    return {name: randn(dims, gen, dtype, device) for name in ("q", "k", "v")}
+
+
+def _block_rows(rows_per_query: int, T: int) -> int:
+    """Query-block length so that a (rows_per_query, block, T) fp32 tile stays within TILE_ELEMENTS."""
+    b = TILE_ELEMENTS // max(1, rows_per_query * T)
+    return int(min(max(b, 16), 1024))
+
+
+def blocked_attention(q, k, v, *, scale: float, causal: bool, bias=None, compute=None) -> "torch.Tensor":
+    """Exact softmax attention, one block of queries at a time (O(T * block) memory).
+
+    Computed in ``compute`` precision (default float64, so the oracle's own rounding is far below
+    any tolerance checked against it) and returned as fp32 (B, Tq, H, D). ``q`` may be shorter than
+    ``k`` (queries at positions ``0..Tq-1``). ``bias(i0, i1)``, if given, returns the additive logit
+    bias of query rows ``[i0, i1)`` against all keys as (B, H, i1-i0, Tk) (FoX uses this).
+    """
+    import torch
+
+    compute = compute or torch.float64
+    B, Tq, H, D = q.shape
+    Tk = k.shape[1]
+    qh, kh, vh = (x.to(compute).transpose(1, 2) for x in (q, k, v))
+    out = torch.empty(B, H, Tq, vh.shape[-1], dtype=torch.float32, device=q.device)
+    blk = _block_rows(2 * B * H, Tk)
+    for i0 in range(0, Tq, blk):
+        i1 = min(Tq, i0 + blk)
+        s = torch.matmul(qh[:, :, i0:i1], kh.transpose(-1, -2)).mul_(scale)
+        if bias is not None:
+            s.add_(bias(i0, i1))
+        if causal:
+            rows = torch.arange(i0, i1, device=q.device)[:, None]
+            cols = torch.arange(Tk, device=q.device)[None, :]
+            s.masked_fill_(cols > rows, float("-inf"))
+        out[:, :, i0:i1] = torch.matmul(torch.softmax(s, dim=-1), vh)
+    return out.transpose(1, 2)
+
+
+# ----------------------------------------------------------------------------- backends
+
+def _sdpa(inputs, causal: bool, which: str | None = None):
+    import torch.nn.functional as F
+
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    scale = scale_of(inputs, q.shape[-1])
+    args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    if which is None:
+        o = F.scaled_dot_product_attention(*args, is_causal=causal, scale=scale)
+    else:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(getattr(SDPBackend, which)):
+            o = F.scaled_dot_product_attention(*args, is_causal=causal, scale=scale)
+    return o.transpose(1, 2)
+
+
+def run_sdpa(inputs, causal: bool):
+    return _sdpa(inputs, causal)
+
+
+def run_sdpa_flash(inputs, causal: bool):
+    return _sdpa(inputs, causal, "FLASH_ATTENTION")
+
+
+def run_sdpa_efficient(inputs, causal: bool):
+    return _sdpa(inputs, causal, "EFFICIENT_ATTENTION")
+
+
+def run_sdpa_math(inputs, causal: bool):
+    return _sdpa(inputs, causal, "MATH")
+
+
+def run_naive(inputs, causal: bool):
+    """Explicit (B, H, T, T) scores, softmax into a second (B, H, T, T) tensor, then ``@ v``."""
+    import torch
+
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    T = q.shape[1]
+    scale = scale_of(inputs, q.shape[-1])
+    scores = torch.matmul(q.transpose(1, 2), k.transpose(1, 2).transpose(-1, -2))
+    scores = scores.mul_(scale) if not scores.requires_grad else scores * scale
+    if causal:
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1)
+        scores = scores.masked_fill_(mask, float("-inf")) if not scores.requires_grad else scores.masked_fill(mask, float("-inf"))
+        del mask
+    probs = torch.softmax(scores, dim=-1)
+    del scores
+    return torch.matmul(probs, v.transpose(1, 2)).transpose(1, 2)
+
+
+def run_fla(inputs, causal: bool):
+    from fla.ops.attn import parallel_attn
+
+    if not causal:
+        raise ValueError("fla parallel_attn is causal only")
+    q = inputs["q"]
+    return parallel_attn(q, inputs["k"], inputs["v"], scale=scale_of(inputs, q.shape[-1]))
+
+
+def reference(inputs, causal: bool):
+    """Exact attention by query blocks, fp64 accumulation (returns fp32 (B, Tq, H, D))."""
+    q = inputs["q"]
+    return blocked_attention(q, inputs["k"], inputs["v"], scale=scale_of(inputs, q.shape[-1]), causal=causal)
+
+
+# ----------------------------------------------------------------------------- analytic models
+
+def _pairs(T: int, causal: bool) -> float:
+    """Number of (query, key) pairs attended: T*(T+1)/2 causal, T*T otherwise."""
+    return T * (T + 1) / 2 if causal else float(T) * T
+
+
+def flops(shape: Shape, causal: bool) -> float:
+    """Matmul FLOPs of the forward (2 per multiply-add): ``q k^T`` and ``p v``, each 2*D per pair.
+
+    Softmax exponentials and the mask are not counted (FlashAttention's convention).
+    """
+    return 4.0 * shape.B * shape.H * shape.D * _pairs(shape.T, causal)
+
+
+def bytes_moved(shape: Shape, itemsize: int, causal: bool) -> float:
+    """Minimum DRAM traffic of a fused kernel: read q, k, v and write o once."""
+    return 4.0 * shape.B * shape.T * shape.H * shape.D * itemsize
+
+
+def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool, mode: str) -> int:
+    """Peak bytes allocated by one call above its inputs.
+
+    * ``naive``: forward ``2*B*H*T^2*itemsize``: scores and probabilities coexist at the softmax; the
+      causal T^2 bool mask is freed before it and the output allocated after the scores are freed
+      (measured on CPU at T=4096, B=1, H=4, fp32: 512.0 MiB = the model); fwd+bwd ``3*B*H*T^2*itemsize`` (saved probabilities, their gradient and the
+      scores' gradient coexist in the softmax backward) + the gradients of q, k, v.
+    * ``sdpa-math``: materialises like ``naive``.
+    * ``sdpa`` / ``sdpa-flash`` / ``sdpa-efficient`` / ``fla``: output + fp32 log-sum-exp (B*H*T*4);
+      fwd+bwd adds the gradients of q, k, v and an fp32 row-sum buffer.
+    """
+    B, T, H, D = shape.B, shape.T, shape.H, shape.D
+    act = B * T * H * D * itemsize
+    tt = B * H * T * T * itemsize
+    lse = B * H * T * 4
+    if backend in ("naive", "sdpa-math"):
+        if mode == "fwdbwd":
+            return int(3 * tt + 4 * act)
+        return int(2 * tt)
+    if mode == "fwdbwd":
+        return int(4 * act + 2 * lse)
+    return int(act + lse)
+
+
+# ----------------------------------------------------------------------------- registry entry
+
+_CUDA_NOTE = "CUDA only: pins this SDPA implementation via torch.nn.attention.sdpa_kernel"
+
+KERNEL = KernelSpec(
+    name="softmax",
+    title="Softmax attention",
+    family="quadratic",
+    make_inputs=make_qkv,
+    backends={
+        "sdpa": Backend("sdpa", run_sdpa, causal=(True, False),
+                        description="torch scaled_dot_product_attention (implementation chosen by torch)"),
+        "sdpa-flash": Backend("sdpa-flash", run_sdpa_flash, devices=("cuda",), causal=(True, False),
+                              dtypes=("float16", "bfloat16"), description=_CUDA_NOTE),
+        "sdpa-efficient": Backend("sdpa-efficient", run_sdpa_efficient, devices=("cuda",), causal=(True, False),
+                                  description=_CUDA_NOTE),
+        "sdpa-math": Backend("sdpa-math", run_sdpa_math, devices=("cuda",), causal=(True, False),
+                             description=_CUDA_NOTE),
+        "naive": Backend("naive", run_naive, causal=(True, False),
+                         description="explicit T x T scores + softmax, then @ v (the study's baseline)"),
+        "fla": Backend("fla", run_fla, devices=("cuda",), requires=("fla", "triton"), interpretable=True,
+                       description="fla.ops.attn.parallel_attn (Triton, causal only)"),
+    },
+    reference=reference,
+    reference_name="exact attention by query blocks (fp64 accumulation)",
+    flops=flops,
+    bytes_moved=bytes_moved,
+    memory_bytes=memory_bytes,
+    grad_inputs=("q", "k", "v"),
+    max_head_dim=None,
+    reference_max_T=REFERENCE_MAX_T,
+    description="Scaled dot-product softmax attention, causal and non-causal: O(T^2) time.",
+    default_backend="sdpa",
+    extras={"backend_max_head_dim": {"fla": 256}},
+)

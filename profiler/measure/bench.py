@@ -1,0 +1,335 @@
+"""Benchmarks of the measurement engine itself and of the CPU kernels (not tests: they print numbers).
+
+* ``bench_kernels``: the torch backends on CPU at B=1, H=4, D=64, fp32, forward, over a range of T,
+  against SDPA causal and non-causal measured in the same run. **Isolation:** each series
+  (kernel/backend/causal) runs in its own fresh worker process (``profiler.runner.local``'s
+  ``LocalExecutor``, the sweep's executor: crash, OOM and timeout become records), points from
+  short to long; after a failure the longer points of that series are skipped. Series run one after
+  another, never in parallel. Summaries: median time, peak memory, speedup against SDPA non-causal at
+  the same T, and log-log slopes of time and memory over ``fit_range`` (2k..16k).
+* ``timer_fidelity``: for the same op in the same process, serprof's median
+  (``profiler.measure.timer.measure_timing``) against ``torch.utils.benchmark.Timer.adaptive_autorange``,
+  with both wall times. serprof runs twice: with its default settings, and with a total budget equal
+  to the wall time the Timer just spent ("matched"). Rounds alternate the order (Timer first, then
+  serprof first) to spread drift of a shared machine over both.
+* ``memory_check``: the naive softmax at T=4096 (B=1, H=4, fp32, forward) measured by the CPU memory
+  meter against the kernel's analytic memory model (target within +-15%).
+
+Everything returns values; rendering is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Sequence
+
+from profiler.errors import UsageError
+from profiler.records import MeasureSettings, PointRecord, PointSpec
+
+#: Settings of ``bench kernels``: enough repetitions for a median, bounded wall time per point.
+KERNEL_BENCH_SETTINGS = MeasureSettings(warmup_s=0.2, min_warmup_calls=1, min_reps=3, max_reps=50,
+                                        target_rel_ci=0.03, time_budget_s=1.5, verify=False,
+                                        measure_memory=True, measure_energy=False, point_timeout_s=600.0)
+DEFAULT_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
+FIT_RANGE = (2048, 16384)
+SHAPE = {"B": 1, "H": 4, "D": 64}
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of the kernel benchmark: a kernel, a backend, causal or not."""
+
+    kernel: str
+    backend: str
+    causal: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"{self.kernel}/{self.backend}/{'causal' if self.causal else 'full'}"
+
+    def spec(self, T: int) -> PointSpec:
+        return PointSpec(self.kernel, self.backend, device="cpu", dtype="float32", mode="fwd", T=T,
+                         causal=self.causal, **SHAPE)
+
+
+SDPA_FULL = Series("softmax", "sdpa", False)
+SDPA_CAUSAL = Series("softmax", "sdpa", True)
+
+
+def default_series(kernels: Sequence[str] | None = None) -> list[Series]:
+    """SDPA causal and non-causal, then the ``torch`` backend of every other mechanism (registry order)."""
+    from profiler.kernels import registry
+
+    reg = registry()
+    out = [SDPA_CAUSAL, SDPA_FULL]
+    for name, spec in reg.items():
+        if name == "softmax" or (kernels and name not in kernels):
+            continue
+        backend = "torch" if "torch" in spec.backends else spec.default_backend
+        out.append(Series(name, backend, True))
+    return out
+
+
+def parse_series(tokens: Iterable[str]) -> list[Series]:
+    """``kernel[:backend[:causal|full]]`` tokens; SDPA causal and non-causal are always included.
+
+    A bare kernel name means its torch backend (softmax: sdpa), causal.
+    """
+    from profiler.errors import did_you_mean
+    from profiler.kernels import get_backend, get_kernel
+
+    chosen: list[Series] = [SDPA_CAUSAL, SDPA_FULL]
+    for tok in tokens:
+        parts = [p.strip() for p in tok.split(":") if p.strip()]
+        if not parts or len(parts) > 3:
+            raise UsageError(f"bad series {tok!r}; expected kernel[:backend[:causal|full]]")
+        kernel = get_kernel(parts[0])
+        if len(parts) == 1:
+            if kernel.name == "softmax":
+                continue
+            backend = "torch" if "torch" in kernel.backends else kernel.default_backend
+        else:
+            backend = parts[1]
+        b = get_backend(kernel.name, backend)
+        causal = True
+        if len(parts) == 3:
+            if parts[2] not in ("causal", "full"):
+                raise UsageError(f"bad causality {parts[2]!r} in {tok!r}; {did_you_mean(parts[2], ('causal', 'full'))}")
+            causal = parts[2] == "causal"
+        if causal not in b.causal:
+            raise UsageError(f"{kernel.name}/{backend} has no {'causal' if causal else 'non-causal'} mode")
+        ok, why = b.availability("cpu")
+        if not ok:
+            raise UsageError(f"{kernel.name}/{backend} cannot run on CPU: {why}")
+        s = Series(kernel.name, backend, causal)
+        if s not in chosen:
+            chosen.append(s)
+    return chosen
+
+
+def bench_kernels(series: Sequence[Series], lengths: Sequence[int],
+                  settings: MeasureSettings = KERNEL_BENCH_SETTINGS,
+                  on_record: Callable[[PointRecord], None] | None = None,
+                  executor_factory: Callable[[], Any] | None = None) -> list[PointRecord]:
+    """Measure every series at every length, one fresh worker process per series (see module doc)."""
+    if executor_factory is None:
+        from profiler.runner.local import LocalExecutor
+
+        executor_factory = LocalExecutor
+    records: list[PointRecord] = []
+    for s in series:
+        ex = executor_factory()
+        failed: str | None = None
+        try:
+            for T in sorted(lengths):
+                spec = s.spec(T)
+                if failed is not None:
+                    rec = PointRecord(spec=spec, status="skipped", reason=failed)
+                else:
+                    rec = ex.measure(spec, settings)
+                    if rec.status != "ok":
+                        failed = f"{rec.status} at T={T}"
+                records.append(rec)
+                if on_record is not None:
+                    on_record(rec)
+        finally:
+            ex.close()
+    return records
+
+
+def median_s(rec: PointRecord) -> float | None:
+    if rec.status != "ok" or rec.timing is None or not rec.timing.samples_s:
+        return None
+    return float(statistics.median(rec.timing.samples_s))
+
+
+def loglog_slope(Ts: Sequence[float], ys: Sequence[float | None], lo: int, hi: int) -> float | None:
+    """Least-squares slope of log(y) on log(T) over lo <= T <= hi (None with < 2 usable points)."""
+    import numpy as np
+
+    pts = [(T, y) for T, y in zip(Ts, ys) if lo <= T <= hi and y is not None and y > 0]
+    if len(pts) < 2:
+        return None
+    x = np.log([p[0] for p in pts])
+    y = np.log([p[1] for p in pts])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    label: str
+    lengths: tuple[int, ...]
+    median_s: tuple[float | None, ...]
+    peak_bytes: tuple[int | None, ...]
+    analytic_bytes: tuple[int | None, ...]
+    speedup_vs_sdpa_full: tuple[float | None, ...]
+    time_slope: float | None
+    memory_slope: float | None
+    statuses: tuple[str, ...]
+    reasons: tuple[str | None, ...] = field(default_factory=tuple)
+
+
+def summarize_kernels(records: Sequence[PointRecord], fit_range: tuple[int, int] = FIT_RANGE) -> list[SeriesSummary]:
+    """Per series: medians, peaks, speedup against SDPA non-causal at the same T, log-log slopes."""
+    by_series: dict[str, list[PointRecord]] = {}
+    for r in records:
+        label = Series(r.spec.kernel, r.spec.backend, r.spec.causal).label
+        by_series.setdefault(label, []).append(r)
+    ref = {r.spec.T: median_s(r) for r in by_series.get(SDPA_FULL.label, [])}
+    out = []
+    for label, recs in by_series.items():
+        recs = sorted(recs, key=lambda r: r.spec.T)
+        Ts = tuple(r.spec.T for r in recs)
+        meds = tuple(median_s(r) for r in recs)
+        peaks = tuple(r.memory.peak_bytes if r.memory is not None else None for r in recs)
+        analytic = tuple(r.memory.analytic_bytes if r.memory is not None else None for r in recs)
+        speed = tuple((ref.get(T) / m) if (m and ref.get(T)) else None for T, m in zip(Ts, meds))
+        out.append(SeriesSummary(
+            label=label, lengths=Ts, median_s=meds, peak_bytes=peaks, analytic_bytes=analytic,
+            speedup_vs_sdpa_full=speed,
+            time_slope=loglog_slope(Ts, meds, *fit_range),
+            memory_slope=loglog_slope(Ts, [float(p) if p else None for p in peaks], *fit_range),
+            statuses=tuple(r.status for r in recs), reasons=tuple(r.reason for r in recs),
+        ))
+    return out
+
+
+# --------------------------------------------------------------------------- timer fidelity
+
+@dataclass(frozen=True)
+class FidelityRow:
+    """One op: serprof's and torch Timer's medians (s) and wall times (s), averaged over rounds."""
+
+    op: str
+    timer_median_s: float
+    timer_wall_s: float
+    serprof_median_s: float
+    serprof_wall_s: float
+    matched_median_s: float
+    matched_wall_s: float
+    rounds: int
+    serprof_reps: int
+    matched_reps: int
+
+    @property
+    def ratio(self) -> float:
+        return self.serprof_median_s / self.timer_median_s
+
+    @property
+    def matched_ratio(self) -> float:
+        return self.matched_median_s / self.timer_median_s
+
+
+DEFAULT_FIDELITY_OPS = ("softmax:sdpa:1024", "softmax:sdpa:4096", "retnet:torch:4096")
+
+
+def _op_call(token: str) -> tuple[str, Callable[[], None]]:
+    """``kernel:backend:T`` -> a forward call on CPU inputs (B=1, H=4, D=64, fp32, causal)."""
+    import torch
+
+    from profiler.kernels import get_backend, get_kernel
+    from profiler.kernels.base import Shape
+
+    parts = token.split(":")
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise UsageError(f"bad op {token!r}; expected kernel:backend:T, e.g. softmax:sdpa:1024")
+    kernel = get_kernel(parts[0])
+    backend = get_backend(kernel.name, parts[1])
+    inputs = kernel.make_inputs(Shape(T=int(parts[2]), **SHAPE), torch.float32, "cpu", 0)
+
+    def call() -> None:
+        with torch.no_grad():
+            backend.run(inputs, True)
+
+    return token, call
+
+
+def _geo_mean(xs: Sequence[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def timer_fidelity(ops: Sequence[str] = DEFAULT_FIDELITY_OPS, rounds: int = 2,
+                   settings: MeasureSettings | None = None) -> list[FidelityRow]:
+    """serprof vs ``torch.utils.benchmark.Timer.adaptive_autorange`` on the same calls (see module doc)."""
+    import torch
+    import torch.utils.benchmark as tb
+
+    from profiler.measure.timer import PerfCounterTimer, measure_timing
+
+    base = settings or MeasureSettings()
+    rows = []
+    for token in ops:
+        name, call = _op_call(token)
+        res: dict[str, list[float]] = {k: [] for k in ("tm", "tw", "sm", "sw", "mm", "mw", "sn", "mn")}
+        for r in range(rounds):
+            def run_timer() -> float:
+                t0 = time.perf_counter()
+                m = tb.Timer(stmt="fn()", globals={"fn": call}, num_threads=torch.get_num_threads()).adaptive_autorange()
+                wall = time.perf_counter() - t0
+                res["tm"].append(m.median)
+                res["tw"].append(wall)
+                return wall
+
+            def run_serprof(s: MeasureSettings, mk: str, wk: str, nk: str) -> None:
+                t0 = time.perf_counter()
+                t = measure_timing(call, s, PerfCounterTimer())
+                res[wk].append(time.perf_counter() - t0)
+                res[mk].append(statistics.median(t.samples_s))
+                res[nk].append(len(t.samples_s))
+
+            if r % 2 == 0:
+                wall = run_timer()
+                run_serprof(base, "sm", "sw", "sn")
+            else:
+                run_serprof(base, "sm", "sw", "sn")
+                wall = run_timer()
+            # the same total wall time as the Timer: a fifth for warm-up, the rest for repetitions
+            matched = replace(base, warmup_s=0.2 * wall, min_warmup_calls=1, min_reps=3,
+                              time_budget_s=max(0.0, 0.8 * wall - res["tm"][-1]))
+            run_serprof(matched, "mm", "mw", "mn")
+        rows.append(FidelityRow(
+            op=name, timer_median_s=_geo_mean(res["tm"]), timer_wall_s=statistics.mean(res["tw"]),
+            serprof_median_s=_geo_mean(res["sm"]), serprof_wall_s=statistics.mean(res["sw"]),
+            matched_median_s=_geo_mean(res["mm"]), matched_wall_s=statistics.mean(res["mw"]),
+            rounds=rounds, serprof_reps=int(statistics.median(res["sn"])), matched_reps=int(statistics.median(res["mn"])),
+        ))
+    return rows
+
+
+# --------------------------------------------------------------------------- memory check
+
+@dataclass(frozen=True)
+class MemoryCheckRow:
+    label: str
+    measured_bytes: int | None
+    analytic_bytes: int | None
+    status: str
+    reason: str | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.measured_bytes or not self.analytic_bytes:
+            return None
+        return self.measured_bytes / self.analytic_bytes
+
+    def within(self, tolerance: float = 0.15) -> bool:
+        return self.ratio is not None and abs(self.ratio - 1.0) <= tolerance
+
+
+MEMORY_CHECK_SETTINGS = replace(KERNEL_BENCH_SETTINGS, warmup_s=0.0, min_reps=1, max_reps=1, time_budget_s=0.0)
+
+
+def memory_check(T: int = 4096, executor_factory: Callable[[], Any] | None = None) -> list[MemoryCheckRow]:
+    """Naive softmax (non-causal and causal) at T: CPU peak memory against the analytic model."""
+    series = [Series("softmax", "naive", False), Series("softmax", "naive", True)]
+    rows = []
+    for rec in bench_kernels(series, [T], MEMORY_CHECK_SETTINGS, executor_factory=executor_factory):
+        m = rec.memory
+        rows.append(MemoryCheckRow(
+            label=Series(rec.spec.kernel, rec.spec.backend, rec.spec.causal).label + f"/T{T}",
+            measured_bytes=m.peak_bytes if m else None, analytic_bytes=m.analytic_bytes if m else None,
+            status=rec.status, reason=rec.reason))
+    return rows

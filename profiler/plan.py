@@ -1,0 +1,286 @@
+"""Expand a ``SweepSpec`` into an ordered list of points, each with a memory estimate.
+
+Rules:
+
+* Every combination kernel x backend x dtype x mode x H x D x causal x B x T becomes a ``PointSpec``
+  (its ``id`` is stable: it keys storage, resume and baselines). Duplicates collapse.
+* Combinations that cannot run are *dropped* with a reason, never silently: an fla backend on CPU
+  without ``--interpret``, non-causal on a causal-only backend, a head dim over the kernel's limit,
+  a dtype the backend does not support, fwdbwd on a forward-only backend, a missing package.
+* Order: series after series (a series is ``PointSpec.series_key``: everything but B and T), each
+  from short to long by B*T, so an OOM at some size can skip the longer points of its series.
+* Memory: ``est_bytes = kernel.memory_bytes(...) + input bytes`` (analytic). Points above the memory
+  budget are planned as ``skipped`` with the reason, before anything runs. The default budget is
+  ``DEFAULT_BUDGET_FRACTION`` of available host memory (``/proc/meminfo`` MemAvailable) on CPU, or of
+  free device memory (``torch.cuda.mem_get_info``) on CUDA.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from profiler.errors import UnavailableError, UsageError, did_you_mean
+from profiler.records import MeasureSettings, PointRecord, PointSpec
+from profiler.scenario import SweepSpec
+
+DEFAULT_BUDGET_FRACTION = 0.7
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+@dataclass(frozen=True)
+class PlannedPoint:
+    spec: PointSpec
+    est_bytes: int | None          # analytic peak above inputs + input bytes
+    skip_reason: str | None = None  # set: the point is recorded as "skipped" without running
+
+    @property
+    def runnable(self) -> bool:
+        return self.skip_reason is None
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A combination that cannot run here, and why."""
+
+    what: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    sweep: SweepSpec                 # device resolved, settings with the memory budget filled in
+    points: list[PlannedPoint]
+    dropped: list[Dropped] = field(default_factory=list)
+    budget_source: str = ""
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        return self.sweep.settings.memory_budget_bytes
+
+    def runnable(self) -> list[PointSpec]:
+        return [p.spec for p in self.points if p.runnable]
+
+    def skipped_records(self) -> list[PointRecord]:
+        return [PointRecord(spec=p.spec, status="skipped", reason=p.skip_reason,
+                            extra={"est_bytes": p.est_bytes})
+                for p in self.points if not p.runnable]
+
+    def est_bytes(self) -> dict[str, int | None]:
+        return {p.spec.id: p.est_bytes for p in self.points}
+
+
+# --------------------------------------------------------------------------- device and budget
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``. Explicit ``cuda`` without one: exit 3."""
+    if device == "cpu":
+        return "cpu"
+    has_cuda = cuda_available()
+    if device == "cuda" and not has_cuda:
+        raise UnavailableError("--device cuda requested but torch sees no CUDA device "
+                               "(CPU-only torch build or no GPU visible); use --device cpu")
+    return "cuda" if has_cuda else "cpu"
+
+
+def host_memory_available() -> int | None:
+    """``MemAvailable`` from /proc/meminfo in bytes (None where unreadable)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def default_memory_budget(device: str, device_index: int = 0) -> tuple[int | None, str]:
+    """``(bytes, how it was chosen)``: a safe fraction of what is free now."""
+    if device == "cuda":
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(device_index)
+        return int(free * DEFAULT_BUDGET_FRACTION), f"{DEFAULT_BUDGET_FRACTION:g} x free CUDA memory"
+    avail = host_memory_available()
+    if avail is None:
+        return None, "no budget: /proc/meminfo unreadable"
+    return int(avail * DEFAULT_BUDGET_FRACTION), f"{DEFAULT_BUDGET_FRACTION:g} x MemAvailable"
+
+
+# --------------------------------------------------------------------------- registry access
+
+def registry_for(level: str) -> dict[str, Any]:
+    """Kernels (or layers, for ``--level layer|model``) by name."""
+    if level == "kernel":
+        from profiler.kernels import registry
+
+        return registry()
+    import importlib
+
+    try:
+        mod = importlib.import_module("profiler.layers")
+        reg = getattr(mod, "registry")
+    except (ImportError, AttributeError):
+        raise UsageError(f"level {level!r} is not available in this serprof; valid: kernel") from None
+    return reg(level) if _takes_arg(reg) else reg()
+
+
+def _takes_arg(fn) -> bool:
+    import inspect
+
+    try:
+        return len(inspect.signature(fn).parameters) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def input_bytes(kernel: Any, shape: Any, itemsize: int, mode: str) -> int:
+    """Bytes of the inputs (and output): the kernel's own model if it has one, else q, k, v, o."""
+    fn = getattr(kernel, "extras", {}).get("input_bytes") if hasattr(kernel, "extras") else None
+    if callable(fn):
+        return int(fn(shape, itemsize, mode))
+    n = shape.B * shape.T * shape.H * shape.D * itemsize
+    return 4 * n * (2 if mode == "fwdbwd" else 1)
+
+
+# --------------------------------------------------------------------------- expansion
+
+def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> Plan:
+    """Resolve the device and memory budget, expand, drop the impossible, order, estimate memory."""
+    from profiler.kernels.base import Shape
+
+    device = resolve_device(sweep.device) if sweep.device in ("auto", "cuda") else sweep.device
+    settings = sweep.settings
+    budget_source = "--memory-budget"
+    if settings.memory_budget_bytes is None:
+        budget, budget_source = default_memory_budget(device)
+        settings = replace(settings, memory_budget_bytes=budget)
+    if sweep.interpret and device != "cpu":
+        raise UsageError("--interpret runs fla backends on CPU only; use it with --device cpu")
+    sweep = replace(sweep, device=device, settings=settings)
+
+    reg = registry_for(sweep.level)
+    from profiler.layers import planning as axes  # audio lengths, bidirectional variants, utterance replay
+    names = sweep.kernels or tuple(reg)
+    for n in names:
+        if n not in reg:
+            raise UsageError(f"unknown kernel {n!r}; {did_you_mean(n, reg)}")
+    all_backends = {b for k in reg.values() for b in k.backends}
+    for b in sweep.backends:
+        if b not in all_backends:
+            raise UsageError(f"unknown backend {b!r}; {did_you_mean(b, all_backends)}")
+
+    dropped: list[Dropped] = []
+    series: dict[tuple, list[PlannedPoint]] = {}
+    for kname in names:
+        kernel = reg[kname]
+        for bname, backend in kernel.backends.items():
+            if sweep.backends and bname not in sweep.backends:
+                continue
+            ok, why = backend.availability(device, interpret=sweep.interpret,
+                                           cuda_available=(device == "cuda") if cuda_available_flag is None else cuda_available_flag)
+            interpret = bool(sweep.interpret and device == "cpu" and backend.interpretable)
+            if not ok:
+                dropped.append(Dropped(f"{kname}/{bname} on {device}", why))
+                continue
+            causals = sweep.causal_modes(tuple(backend.causal))
+            if not causals:
+                want = "non-causal" if sweep.causal == "non-causal" else "causal"
+                dropped.append(Dropped(f"{kname}/{bname} {want}",
+                                       f"{kname}/{bname} supports only {_causal_text(backend.causal)}"))
+                continue
+            if sweep.causal == "both" and len(causals) < 2:
+                missing = "non-causal" if True in causals else "causal"
+                dropped.append(Dropped(f"{kname}/{bname} {missing}",
+                                       f"{kname}/{bname} supports only {_causal_text(backend.causal)}"))
+            for dtype, mode, H, D in itertools.product(sweep.dtypes, sweep.modes, sweep.heads, axes.layer_dims(sweep)):
+                what = f"{kname}/{bname}/{dtype}/{mode}/H{H}/D{D}"
+                if dtype not in backend.dtypes:
+                    dropped.append(Dropped(what, f"{bname} supports {', '.join(backend.dtypes)} only"))
+                    continue
+                if interpret and dtype == "bfloat16":
+                    dropped.append(Dropped(what, "bf16 is wrong under Triton's interpreter (NumPy has no bf16)"))
+                    continue
+                if mode == "fwdbwd" and not backend.backward:
+                    dropped.append(Dropped(what, f"{bname} has no backward pass"))
+                    continue
+                why_shape = kernel.check_shape(Shape(1, 1, H, D)) or _backend_head_dim(kernel, bname, D)
+                if why_shape:
+                    dropped.append(Dropped(what, why_shape))
+                    continue
+                for causal, vopts in axes.causal_variants(sweep, kernel, causals):
+                    for B, (T, lopts) in itertools.product(sweep.batch, axes.lengths_with_options(sweep)):
+                        spec = PointSpec(kernel=kname, backend=bname, device=device, dtype=dtype, mode=mode,
+                                         B=B, T=T, H=H, D=D, causal=causal, level=sweep.level,
+                                         interpret=interpret, options=tuple(sorted(vopts + lopts)))
+                        why_pt = kernel.check_shape(Shape(B, T, H, D))
+                        if why_pt:
+                            dropped.append(Dropped(spec.id, why_pt))
+                            continue
+                        est = estimate_bytes(kernel, spec)
+                        skip = None
+                        budget = settings.memory_budget_bytes
+                        if budget is not None and est is not None and est > budget:
+                            skip = (f"predicted to exceed the memory budget: {_fmt_bytes(est)} > "
+                                    f"{_fmt_bytes(budget)} ({budget_source})")
+                        series.setdefault(spec.series_key, []).append(PlannedPoint(spec, est, skip))
+
+    points: list[PlannedPoint] = []
+    seen: set[str] = set()
+    for pts in series.values():
+        for p in sorted(pts, key=lambda p: (p.spec.tokens, p.spec.T, p.spec.B)):
+            if p.spec.id not in seen:
+                seen.add(p.spec.id)
+                points.append(p)
+    return Plan(sweep=sweep, points=points, dropped=dropped, budget_source=budget_source)
+
+
+def _backend_head_dim(kernel: Any, backend: str, D: int) -> str | None:
+    limit = (getattr(kernel, "extras", {}) or {}).get("backend_max_head_dim", {}).get(backend)
+    if limit is not None and D > limit:
+        return f"{kernel.name}/{backend}: head dim {D} exceeds the backend's limit of {limit}"
+    return None
+
+
+def estimate_bytes(kernel: Any, spec: PointSpec) -> int | None:
+    """Analytic peak bytes of one point: the kernel's working memory above inputs plus the inputs."""
+    from profiler.kernels.base import Shape
+
+    shape = Shape(spec.B, spec.T, spec.H, spec.D)
+    itemsize = ITEMSIZE.get(spec.dtype, 4)
+    try:
+        work = int(kernel.memory_bytes(shape, itemsize, spec.backend, spec.causal, spec.mode))
+    except Exception:  # a model that cannot estimate this case: no estimate, never a guess
+        return None
+    return work + input_bytes(kernel, shape, itemsize, spec.mode)
+
+
+def _causal_text(flags) -> str:
+    flags = tuple(flags)
+    if flags == (True,):
+        return "causal"
+    if flags == (False,):
+        return "non-causal"
+    return "causal and non-causal"
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n}"
+
+
+fmt_bytes = _fmt_bytes
+
+__all__ = ["Plan", "PlannedPoint", "Dropped", "make_plan", "resolve_device", "default_memory_budget",
+           "estimate_bytes", "host_memory_available", "fmt_bytes", "MeasureSettings"]

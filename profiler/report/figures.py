@@ -1,0 +1,265 @@
+"""Figures of a report (matplotlib Agg + seaborn; one style for all).
+
+Each figure is saved as SVG and PNG in ``<out>/figures/`` and returned with its SVG text for
+inlining. Faceting: one panel per (device, dtype, mode, batch). Softmax series are drawn dashed and
+thicker (the quadratic baseline family); in overlays of several runs, each run gets its own marker and
+the legend names it. Bands are the 95% CIs of the medians. Interpreted points never appear here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from profiler.analysis.crossover import Variant
+from profiler.analysis.summary import RunAnalysis
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    title: str
+    caption: str
+    svg: str                  # inline-ready SVG markup (our own output: no user markup inside)
+    svg_path: Path
+    png_path: Path
+
+
+def _setup():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.85)
+    plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 100, "savefig.bbox": "tight",
+                         "axes.titlesize": 10, "legend.fontsize": 8})
+    return plt, sns
+
+
+def _clean_svg(text: str) -> str:
+    """SVG file text -> markup fit for inlining in HTML (no prolog, no comments, fluid width)."""
+    text = re.sub(r"<\?xml[^>]*\?>", "", text)
+    text = re.sub(r"<!DOCTYPE[^>]*>", "", text)
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"<svg([^>]*?)\swidth=\"[^\"]*\"\s+height=\"[^\"]*\"", r'<svg\1 class="fig"', text, count=1)
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    return text.strip()
+
+
+class _Styler:
+    """Colours per mechanism, line style per family, marker per run (stable across figures)."""
+
+    def __init__(self, analyses: Sequence[RunAnalysis], sns):
+        variants = sorted({str(Variant.of(s.key)) for a in analyses for s in a.series},
+                          key=lambda v: (not v.startswith("softmax"), v))
+        pal = sns.color_palette("tab10", n_colors=max(10, len(variants)))
+        self.color = {v: pal[i % len(pal)] for i, v in enumerate(variants)}
+        self.multi = len(analyses) > 1
+
+    def kw(self, run_idx: int, key) -> dict:
+        v = str(Variant.of(key))
+        soft = key.kernel == "softmax"
+        return {"color": self.color[v], "linestyle": "--" if soft else "-", "linewidth": 2.0 if soft else 1.5,
+                "marker": _MARKERS[run_idx % len(_MARKERS)] if self.multi else ("s" if soft else "o"),
+                "markersize": 3.5}
+
+    def label(self, a: RunAnalysis, key) -> str:
+        v = key.variant
+        return f"{a.label}: {v}" if self.multi else v
+
+
+def _facets(analyses: Sequence[RunAnalysis]) -> list[tuple]:
+    fs = sorted({s.key.facet for a in analyses for s in a.series}, key=lambda f: (f[0], f[1], f[2], f[3]))
+    return fs
+
+
+def _grid(plt, n: int, panel_w: float = 5.2, panel_h: float = 3.6):
+    cols = min(n, 2)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_w * cols + 2.6, panel_h * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _facet_title(f: tuple) -> str:
+    dev, dtype, mode, B = f
+    return f"{dev} · {dtype} · {mode} · B={B}"
+
+
+def _legend(fig, axes):
+    handles, labels = {}, []
+    for ax in axes:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in handles:
+                handles[l] = h
+                labels.append(l)
+    if labels:
+        fig.legend([handles[l] for l in labels], labels, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                   frameon=False)
+
+
+def _save(plt, fig, out_dir: Path, name: str, title: str, caption: str) -> Figure:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    svg_path, png_path = out_dir / f"{name}.svg", out_dir / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(svg_path, format="svg", bbox_inches="tight")
+    fig.savefig(png_path, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Figure(name, title, caption, _clean_svg(svg_path.read_text()), svg_path, png_path)
+
+
+def _series_plot(plt, st, analyses, out_dir, name, title, caption, ylabel, getter, band=None,
+                 extra=None) -> Figure | None:
+    facets = _facets(analyses)
+    if not facets:
+        return None
+    fig, axes = _grid(plt, len(facets))
+    drawn = False
+    for ax, f in zip(axes, facets):
+        for ri, a in enumerate(analyses):
+            for s in a.series:
+                if s.key.facet != f:
+                    continue
+                pts = [(p.T, getter(p)) for p in s.points]
+                pts = [(t, y) for t, y in pts if y is not None and y > 0]
+                if not pts:
+                    continue
+                kw = st.kw(ri, s.key)
+                ax.plot([t for t, _ in pts], [y for _, y in pts], label=st.label(a, s.key), **kw)
+                drawn = True
+                if band is not None:
+                    lo = [band(p)[0] for p in s.points]
+                    hi = [band(p)[1] for p in s.points]
+                    ax.fill_between([p.T for p in s.points], lo, hi, color=kw["color"], alpha=0.18, linewidth=0)
+                if extra is not None:
+                    extra(ax, s, kw)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(_facet_title(f))
+        ax.set_xlabel("sequence length T (tokens)")
+        ax.set_ylabel(ylabel)
+    if not drawn:
+        plt.close(fig)
+        return None
+    _legend(fig, axes)
+    return _save(plt, fig, out_dir, name, title, caption)
+
+
+def _speedup_plot(plt, st, analyses, out_dir) -> Figure | None:
+    facets = sorted({c.series.key.facet for a in analyses for c in a.comparisons})
+    if not facets:
+        return None
+    fig, axes = _grid(plt, len(facets))
+    for ax, f in zip(axes, facets):
+        for ri, a in enumerate(analyses):
+            for c in a.comparisons:
+                if c.series.key.facet != f or not c.rows:
+                    continue
+                kw = st.kw(ri, c.series.key)
+                T = [r.T for r in c.rows]
+                ax.plot(T, [r.speedup for r in c.rows], label=st.label(a, c.series.key), **kw)
+                ax.fill_between(T, [r.speedup_lo for r in c.rows], [r.speedup_hi for r in c.rows],
+                                color=kw["color"], alpha=0.18, linewidth=0)
+        ax.axhline(1.0, color="black", linewidth=1.0)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(_facet_title(f))
+        ax.set_xlabel("sequence length T (tokens)")
+        ax.set_ylabel("speedup vs baseline (×)")
+    _legend(fig, axes)
+    base = ", ".join(sorted({str(a.baseline) for a in analyses if a.baseline}))
+    return _save(plt, fig, out_dir, "speedup", "Speedup vs the baseline",
+                 f"Baseline latency / variant latency (above 1: the variant is faster). Baseline: {base}. "
+                 "Bands from the 95% CIs of both medians.")
+
+
+def _roofline_plot(plt, st, analyses, out_dir) -> Figure | None:
+    import numpy as np
+
+    pts = [(ri, a, s, p) for ri, a in enumerate(analyses) for s in a.series for p in s.points
+           if p.record.flops and p.record.bytes_moved]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7.8, 4.6))
+    seen = set()
+    for ri, a, s, p in pts:
+        kw = st.kw(ri, s.key)
+        lab = st.label(a, s.key)
+        ax.scatter(p.record.flops / p.record.bytes_moved, p.record.flops / p.median_s, color=kw["color"],
+                   marker=kw["marker"], s=18 + 6 * math.log2(max(p.T, 2) / 256) if p.T > 256 else 14,
+                   label=None if lab in seen else lab, edgecolor="none", alpha=0.85)
+        seen.add(lab)
+    ai = np.array([p.record.flops / p.record.bytes_moved for *_, p in pts])
+    x = np.logspace(math.log10(ai.min() / 4), math.log10(ai.max() * 4), 50)
+    roofs = []
+    for a in analyses:
+        cal = a.manifest.calibration or {}
+        f = cal.get("matmul_flops_per_s")
+        b = cal.get("bandwidth_bytes_per_s")
+        f = f.get("float32") if isinstance(f, dict) else f
+        b = b.get("float32") if isinstance(b, dict) else b
+        if isinstance(f, (int, float)) and isinstance(b, (int, float)) and (f, b) not in roofs:
+            roofs.append((f, b))
+            ax.plot(x, np.minimum(f, b * x), color="black", linewidth=1.0,
+                    linestyle=":" if roofs.index((f, b)) else "-",
+                    label=f"roof (calibration{'' if len(analyses) == 1 else ': ' + a.label})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte, analytic)")
+    ax.set_ylabel("achieved FLOP/s (analytic FLOPs / median time)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return _save(plt, fig, out_dir, "roofline", "Roofline",
+                 "Achieved throughput from the analytic FLOP and byte models; the roof is the run's own matmul "
+                 "and bandwidth calibration (fp32). Larger markers: longer T.")
+
+
+def render_figures(analyses: Sequence[RunAnalysis], out_dir: Path) -> tuple[list[Figure], dict[str, str]]:
+    """Draw every figure into ``out_dir``; return the figures and notes for figures that cannot exist."""
+    plt, sns = _setup()
+    st = _Styler(analyses, sns)
+    figs: list[Figure] = []
+    notes: dict[str, str] = {}
+
+    def add(f: Figure | None, key: str, why: str) -> None:
+        if f is not None:
+            figs.append(f)
+        else:
+            notes[key] = why
+
+    add(_series_plot(plt, st, analyses, out_dir, "latency", "Latency vs sequence length",
+                     "Median latency per call (log-log); bands: 95% CI of the median. Softmax dashed.",
+                     "latency per call (s)", lambda p: p.median_s, band=lambda p: (p.ci_low_s, p.ci_high_s)),
+        "latency", "no successful (ok, non-interpreted) points to plot")
+
+    def analytic(ax, s, kw):
+        pts = [(p.T, p.analytic_bytes / 2**20) for p in s.points if p.analytic_bytes]
+        if pts:
+            ax.plot([t for t, _ in pts], [m for _, m in pts], color=kw["color"], linestyle=":", linewidth=1.0)
+
+    add(_series_plot(plt, st, analyses, out_dir, "memory", "Peak memory vs sequence length",
+                     "Measured peak bytes allocated during one call above its inputs (solid/dashed); "
+                     "the kernel's analytic model (dotted).",
+                     "peak memory (MiB)", lambda p: (p.peak_bytes / 2**20) if p.peak_bytes else None, extra=analytic),
+        "memory", "no point recorded peak memory")
+    if any(a.has_energy for a in analyses):
+        add(_series_plot(plt, st, analyses, out_dir, "energy", "Energy per call vs sequence length",
+                         "Energy per call net of idle power (J).", "energy per call (J)", lambda p: p.energy_j),
+            "energy", "no energy")
+    else:
+        why = "; ".join(sorted({a.energy_note for a in analyses if a.energy_note})) or "none recorded"
+        notes["energy"] = f"no energy meter: {why}"
+    add(_series_plot(plt, st, analyses, out_dir, "throughput", "Throughput vs sequence length",
+                     "Tokens per second (B·T / median latency).", "tokens / s", lambda p: p.tokens_per_s),
+        "throughput", "no successful points")
+    add(_speedup_plot(plt, st, analyses, out_dir), "speedup", "no baseline series to compare with")
+    add(_roofline_plot(plt, st, analyses, out_dir), "roofline", "no point carries analytic FLOP and byte counts")
+    return figs, notes

@@ -1,0 +1,176 @@
+"""The HTML report: one self-contained file (inline SVG figures, inline CSS, no scripts or fonts).
+
+``render_run(run_dir)`` rebuilds the report of one run folder from its stored records alone;
+``render_runs(run_dirs, out=...)`` overlays several runs (two devices, two commits) with a legend per
+run. Jinja2 autoescaping is on: every string from a run folder (scenario name, labels, paths, error
+messages) is escaped; only the SVG figures serprof itself drew are inserted as markup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from profiler.analysis.roofline import fmt_rate, peaks_for
+from profiler.analysis.frontier import device_name
+from profiler.analysis.summary import RunAnalysis, analyze
+from profiler.errors import UsageError
+from profiler.report.text import fmt_bytes, fmt_ratio, fmt_s, fmt_slope, fmt_T, sentences, summary_rows
+from profiler.store import RunDir
+
+REPORT_NAME = "report.html"
+
+
+def load_analysis(run_dir: Path | str, baseline: str | None = None) -> RunAnalysis:
+    """Open a run folder (UsageError if it is not one) and analyse it."""
+    return analyze(RunDir.open(run_dir).load(), baseline=baseline)
+
+
+def _flatten(prefix: str, obj: Any, out: list[tuple[str, str]]) -> None:
+    if isinstance(obj, Mapping):
+        for k in sorted(obj, key=str):
+            _flatten(f"{prefix}.{k}" if prefix else str(k), obj[k], out)
+    elif isinstance(obj, (list, tuple)) and obj and all(isinstance(x, Mapping) for x in obj):
+        for i, x in enumerate(obj):
+            _flatten(f"{prefix}[{i}]", x, out)
+    else:
+        out.append((prefix, obj if isinstance(obj, str) else json.dumps(obj, default=str)))
+
+
+def _series_tables(a: RunAnalysis) -> list[dict]:
+    env = a.manifest.environment or {}
+    tables = []
+    for s in a.series:
+        fit = a.fits[s.key]
+        c = a.comparison_for(s.key)
+        rows_by_T = {r.T: r for r in c.rows} if c else {}
+        peaks = peaks_for(a.manifest.calibration, s.key.device, s.key.dtype, device_name(env, s.key.device))
+        fit_text = [f"latency exponent {fmt_slope(fit.slope)} on {fit.slope.range_text}" if fit.slope else
+                    "latency exponent: fewer than two lengths"]
+        if fit.cost:
+            m = fit.cost
+            fit_text.append(f"cost model {m.a:.3g} s + {m.b:.3g} s·T + {m.c:.3g} s·T² on T={m.T_min}..{m.T_max} "
+                            f"(max residual {m.max_rel_residual * 100:.0f}%)")
+        if fit.memory_slope:
+            fit_text.append(f"memory exponent {fmt_slope(fit.memory_slope, ci=False)}")
+        if peaks:
+            fit_text.append(f"peak used for 'of peak': {peaks[0].source} {fmt_rate(peaks[0].flops_per_s, 'FLOP/s')}")
+        rows = []
+        for p in s.points:
+            r = rows_by_T.get(p.T)
+            fl = p.record.flops / p.median_s if p.record.flops else None
+            frac = fl / peaks[0].flops_per_s if fl and peaks and peaks[0].flops_per_s else None
+            rows.append({
+                "T": fmt_T(p.T), "median": fmt_s(p.median_s),
+                "ci": f"{fmt_s(p.ci_low_s)} – {fmt_s(p.ci_high_s)} (±{p.rel_ci * 100:.1f}%)" if math.isfinite(p.rel_ci) else "–",
+                "n": p.samples_s.size, "peak": fmt_bytes(p.peak_bytes), "analytic": fmt_bytes(p.analytic_bytes),
+                "energy": f"{p.energy_j:.3g} J" if p.energy_j is not None else "–",
+                "tps": f"{p.tokens_per_s:,.0f}", "speedup": f"{fmt_ratio(r.speedup)}" if r else "–",
+                "mem_saving": fmt_ratio(r.memory_saving) if r else "–",
+                "flops": fmt_rate(fl, "FLOP/s"), "frac": f"{frac * 100:.1f}%" if frac else "–",
+                "flags": "; ".join(p.flags),
+            })
+        tables.append({"title": f"{s.key.variant} · {s.key.facet_label} · H={s.key.H} D={s.key.D}",
+                       "fit_text": "; ".join(fit_text) + ".", "rows": rows})
+    return tables
+
+
+def run_context(a: RunAnalysis) -> dict:
+    """Template context of one run (all strings; the template escapes them)."""
+    m = a.manifest
+    env: list[tuple[str, str]] = []
+    _flatten("environment", m.environment, env)
+    _flatten("scenario", m.scenario, env)
+    _flatten("calibration", m.calibration or {}, env)
+    _flatten("settings", asdict(m.settings), env)
+    env += [("serprof_version", m.serprof_version), ("created_at", m.created_at), ("finished_at", str(m.finished_at))]
+    crossovers = []
+    for c in a.comparisons:
+        ms, mm, me = c.max_speedup, c.max_memory_saving, c.max_energy_saving
+        crossovers.append({
+            "variant": c.series.key.variant, "facet": c.series.key.facet_label,
+            "latency": c.latency.text("faster"), "memory": c.memory.text("smaller"),
+            "energy": c.energy.text("lower") if c.energy.kind != "n/a" else "no energy",
+            "max_speedup": f"{fmt_ratio(ms[0])} at T={fmt_T(ms[1])}" if ms else "–",
+            "max_mem": f"{fmt_ratio(mm[0])} at T={fmt_T(mm[1])}" if mm else "–",
+            "max_energy": f"{fmt_ratio(me[0])} at T={fmt_T(me[1])}" if me else "–",
+        })
+    frontiers = [{
+        "variant": f.key.variant, "facet": f.key.facet_label, "longest": fmt_T(f.longest_ok_T),
+        "failed": fmt_T(f.first_failed_T), "reason": f"{f.failed_status}: {f.failed_reason or ''}" if f.failed_status else "–",
+        "device_mem": fmt_bytes(f.device_memory_bytes), "predicted": f.predicted_text if f.predicted_max_T is not None else "–",
+        "note": f.note,
+    } for f in a.frontiers]
+    correctness = [{
+        "id": r.id, "reference": r.correctness.reference, "checked_T": fmt_T(r.correctness.checked_T),
+        "abs": _e(r.correctness.max_abs_err), "rel": _e(r.correctness.max_rel_err),
+        "grad": _e(r.correctness.grad_max_rel_err), "tol": _e(r.correctness.tolerance), "passed": r.correctness.passed,
+    } for r in a.correctness]
+    return {
+        "run_id": m.run_id, "scenario_name": str((m.scenario or {}).get("name", "–")), "created_at": m.created_at,
+        "path": str(a.run.path), "sentences": sentences(a), "summary_rows": summary_rows(a),
+        "load_warnings": a.run.warnings, "series_tables": _series_tables(a), "crossovers": crossovers,
+        "baseline": str(a.baseline) if a.baseline else "–",
+        "no_crossover_reason": "no softmax baseline series in this run" if a.baseline is None
+        else "no other series shares the baseline's device, dtype, mode and batch",
+        "frontiers": frontiers, "status_counts": dict(sorted(a.status_counts.items())),
+        "failures": [{"id": r.id, "status": r.status, "reason": r.reason or ""} for r in a.failures + a.wrong],
+        "flagged": [(pid, "; ".join(fl)) for pid, fl in a.flagged], "correctness": correctness,
+        "interpreted": [{"id": r.id, "status": r.status,
+                         "rel": _e(r.correctness.max_rel_err) if r.correctness else "–"} for r in a.interpreted],
+        "environment": env,
+    }
+
+
+def _e(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2g}"
+
+
+def _env():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("profiler.report", "templates"),
+                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
+
+
+def render_html(analyses: Sequence[RunAnalysis], out: Path) -> Path:
+    """Draw figures into ``out.parent / 'figures'`` and write the HTML report to ``out``."""
+    from markupsafe import Markup
+
+    from profiler import __version__
+    from profiler.report.figures import render_figures
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figs, notes = render_figures(analyses, out.parent / "figures")
+    title = " vs ".join(str((a.manifest.scenario or {}).get("name") or a.manifest.run_id) for a in analyses)
+    html = _env().get_template("report.html.j2").render(
+        title=title, version=__version__, runs=[run_context(a) for a in analyses],
+        figures=[{"name": f.name, "title": f.title, "caption": f.caption, "svg": Markup(f.svg)} for f in figs],
+        figure_notes=notes,
+    )
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def render_run(run_dir: Path | str, *, baseline: str | None = None, out: Path | str | None = None) -> Path:
+    """Write ``report.html`` and ``figures/`` into the run folder (or ``out``); return the HTML path."""
+    run_dir = Path(run_dir)
+    a = load_analysis(run_dir, baseline)
+    return render_html([a], Path(out) if out else run_dir / REPORT_NAME)
+
+
+def render_runs(run_dirs: Sequence[Path | str], *, out: Path | str, baseline: str | None = None) -> Path:
+    """Overlay several runs in one report at ``out`` (figures in ``out``'s folder); return its path."""
+    if not run_dirs:
+        raise UsageError("give at least one run folder")
+    analyses = [load_analysis(d, baseline) for d in run_dirs]
+    labels = [a.label for a in analyses]
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"the same run appears twice: {', '.join(labels)}")
+    return render_html(analyses, Path(out))

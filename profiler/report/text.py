@@ -1,0 +1,171 @@
+"""Human units and the report's sentences and summary table (shared by HTML and Markdown).
+
+Values stay SI in analysis; this module is where they become text ("12.3 ms", "1.5 GiB", "9,927").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from profiler.analysis.fits import SlopeFit
+from profiler.analysis.summary import RunAnalysis
+
+#: The study's claim checked on the user's run: "up to an order of magnitude".
+ORDER_OF_MAGNITUDE = 10.0
+
+
+def fmt_s(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x / 1e-9:.3g} ns"
+
+
+def fmt_bytes(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    for scale, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.0f} B"
+
+
+def fmt_T(T: float | None) -> str:
+    if T is None:
+        return "–"
+    if math.isinf(T):
+        return "∞"
+    return f"{T:,.0f}"
+
+
+def fmt_ratio(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    return f"{x:.3g}×"
+
+
+def noisy_fit(series, fit: SlopeFit | None) -> bool:
+    """True when a point inside the fitted range carries a noise flag (the exponent is then doubtful)."""
+    if fit is None:
+        return False
+    return any(p.flags for p in series.points if fit.T_min <= p.T <= fit.T_max)
+
+
+def fmt_slope(f: SlopeFit | None, ci: bool = True) -> str:
+    if f is None:
+        return "–"
+    if not ci or f.ci_high - f.ci_low < 0.005:
+        return f"{f.slope:.2f}"
+    return f"{f.slope:.2f} [{f.ci_low:.2f}, {f.ci_high:.2f}]"
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    variant: str
+    facet: str
+    is_baseline: bool
+    slope: str
+    slope_range: str
+    memory_slope: str
+    crossover: str
+    memory_crossover: str
+    max_speedup: str
+    max_memory_saving: str
+    longest_T: str
+
+
+def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
+    rows = []
+    for s in a.series:
+        fit = a.fits[s.key]
+        c = a.comparison_for(s.key)
+        fr = a.frontier_for(s.key)
+        is_base = a.baseline is not None and (s.key.kernel, s.key.backend, s.key.causal) == (
+            a.baseline.kernel, a.baseline.backend, a.baseline.causal)
+        ms = c.max_speedup if c else None
+        mm = c.max_memory_saving if c else None
+        longest = fmt_T(fr.longest_ok_T) if fr else "–"
+        if fr and fr.first_failed_T is not None:
+            longest += f" ({fr.failed_status} at {fmt_T(fr.first_failed_T)})"
+        rows.append(SummaryRow(
+            variant=s.key.variant, facet=s.key.facet_label, is_baseline=is_base,
+            slope=fmt_slope(fit.slope) + (" (noisy)" if noisy_fit(s, fit.slope) else ""), slope_range=fit.slope.range_text if fit.slope else "–",
+            memory_slope=fmt_slope(fit.memory_slope, ci=False),
+            crossover="baseline" if is_base else (c.latency.short if c else "no baseline"),
+            memory_crossover="baseline" if is_base else (c.memory.short if c else "–"),
+            max_speedup=f"{fmt_ratio(ms[0])} @ {fmt_T(ms[1])}" if ms else "–",
+            max_memory_saving=f"{fmt_ratio(mm[0])} @ {fmt_T(mm[1])}" if mm else "–",
+            longest_T=longest,
+        ))
+    return rows
+
+
+def sentences(a: RunAnalysis) -> list[str]:
+    """The report's answers, one sentence each."""
+    out: list[str] = []
+    multi_facet = len({s.key.facet for s in a.series}) > 1
+    name = (lambda k: k.label) if multi_facet else (lambda k: k.variant)
+    if not a.series:
+        out.append("No point ran successfully, so there is nothing to fit; see the failures below.")
+    else:
+        fits = [f"{name(s.key)} {fmt_slope(a.fits[s.key].slope)}"
+                + (" (noisy points in range)" if noisy_fit(s, a.fits[s.key].slope) else "")
+                for s in a.series if a.fits[s.key].slope]
+        if fits:
+            out.append("Latency grows as T^k with k (95% bootstrap CI, fitted on the upper part of each sweep): "
+                       + "; ".join(fits) + ".")
+    if a.baseline is None:
+        if a.series:
+            out.append("No softmax series was measured, so there is no baseline to compare with.")
+    else:
+        out.append(f"Baseline: {a.baseline} ({'causal' if a.baseline.causal else 'non-causal'} softmax"
+                   f"{'' if a.baseline.kernel == 'softmax' else ' replaced by the user'}); ratios above 1 favour the variant.")
+        # the headline is about the efficient variants; softmax variants only when nothing else ran
+        cmps = [c for c in a.comparisons if c.series.key.kernel != "softmax"] or a.comparisons
+        if cmps:
+            out.append("Faster than the baseline: " + "; ".join(
+                f"{name(c.series.key)} {c.latency.text('faster')}" for c in cmps) + ".")
+            out.append("Smaller in memory: " + "; ".join(
+                f"{name(c.series.key)} {c.memory.text('smaller')}" for c in cmps) + ".")
+            if any(c.energy.kind != "n/a" for c in cmps):
+                out.append("Lower in energy: " + "; ".join(
+                    f"{name(c.series.key)} {c.energy.text('lower')}" for c in cmps if c.energy.kind != "n/a") + ".")
+        best = max(((c.max_speedup, c) for c in cmps if c.max_speedup), key=lambda x: x[0][0], default=None)
+        if best:
+            (r, T), c = best
+            verdict = ("reaches the study's \"up to an order of magnitude\"" if r >= ORDER_OF_MAGNITUDE
+                       else "stays below the study's \"up to an order of magnitude\" (10×)")
+            out.append(f"Largest measured speedup: {fmt_ratio(r)} ({name(c.series.key)} at T={fmt_T(T)}); "
+                       f"this run {verdict} within its lengths.")
+        bestm = max(((c.max_memory_saving, c) for c in cmps if c.max_memory_saving),
+                    key=lambda x: x[0][0], default=None)
+        if bestm:
+            (r, T), c = bestm
+            if r > 1.0:
+                out.append(f"Largest measured memory saving: {fmt_ratio(r)} ({name(c.series.key)} at T={fmt_T(T)}).")
+            else:
+                out.append(f"No mechanism used less peak memory than the baseline at any measured T "
+                           f"(best ratio {fmt_ratio(r)}, {name(c.series.key)} at T={fmt_T(T)}).")
+    stopped = [f for f in a.frontiers if f.first_failed_T is not None]
+    if a.series:
+        longest = max((f.longest_ok_T for f in a.frontiers if f.longest_ok_T), default=None)
+        txt = f"Longest sequence measured: T={fmt_T(longest)}."
+        if stopped:
+            txt += " Stopped early: " + "; ".join(
+                f"{name(f.key)} {f.failed_status} at T={fmt_T(f.first_failed_T)}" for f in stopped) + "."
+        out.append(txt)
+    trust = []
+    if a.flagged:
+        trust.append(f"{len(a.flagged)} point(s) carry noise flags (wide CI, few samples or throttling)")
+    if a.wrong:
+        trust.append(f"{len(a.wrong)} point(s) failed verification and are not shown as performance")
+    if a.interpreted:
+        trust.append(f"{len(a.interpreted)} interpreted point(s) are correctness evidence only")
+    if a.run.warnings:
+        trust.append(f"{len(a.run.warnings)} warning(s) while loading the run folder")
+    if trust:
+        out.append("Trust: " + "; ".join(trust) + ".")
+    return out

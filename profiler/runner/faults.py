@@ -1,0 +1,84 @@
+"""Test-only fault injection for workers (never active unless ``SERPROF_TEST_FAULT`` is set).
+
+``SERPROF_TEST_FAULT="kind@pattern[;kind@pattern...]"``: before measuring a point whose id contains
+``pattern``, the worker suffers ``kind``:
+
+* ``segv``   - a real segmentation fault (reads address 0 through ctypes)
+* ``abort``  - ``os.abort()`` (SIGABRT)
+* ``sigkill`` - SIGKILL to itself, as the kernel's OOM killer would do
+* ``hang``   - sleeps forever (the parent's point timeout must fire)
+* ``alloc``  - a real allocation failure: ``torch.empty`` of 2**50 bytes (or a MemoryError without torch)
+* ``raise``  - an ordinary exception inside the point
+* ``sleep=S`` - sleeps S seconds, then measures normally (gives tests a window to kill the sweep)
+
+This is a seam for the runner's failure tests; the user-visible kernel list is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+ENV = "SERPROF_TEST_FAULT"
+
+
+def parse(text: str | None) -> list[tuple[str, str]]:
+    out = []
+    for part in (text or "").split(";"):
+        if "@" in part:
+            kind, pattern = part.split("@", 1)
+            out.append((kind.strip(), pattern.strip()))
+    return out
+
+
+def inject(point_id: str, text: str | None = None) -> None:
+    """Apply the configured fault for ``point_id``, if any."""
+    for kind, pattern in parse(os.environ.get(ENV) if text is None else text):
+        if pattern and pattern in point_id:
+            _apply(kind)
+
+
+def _apply(kind: str) -> None:
+    if kind == "segv":
+        import ctypes
+
+        ctypes.string_at(0)
+    elif kind == "abort":
+        os.abort()
+    elif kind == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "hang":
+        while True:
+            time.sleep(3600)
+    elif kind == "alloc":
+        try:
+            import torch
+        except ImportError:
+            raise MemoryError("injected allocation failure")
+        torch.empty(2**50, dtype=torch.uint8)
+    elif kind == "raise":
+        raise RuntimeError("injected failure inside the point")
+    elif kind.startswith("sleep="):
+        time.sleep(float(kind.split("=", 1)[1]))
+    else:
+        raise ValueError(f"{ENV}: unknown fault kind {kind!r}")
+
+
+def fake_measure(spec, settings, *, device_index: int = 0):
+    """Test-only stand-in for ``measure_point`` (``SERPROF_MEASURE_FN=profiler.runner.faults:fake_measure``).
+
+    Busy-waits ``SERPROF_FAKE_POINT_S`` seconds (default 0.01) as its "timed calls" and returns an
+    ``ok`` record with those samples; it imports no torch, so runner tests start workers quickly.
+    """
+    from profiler.records import PointRecord, Timing
+
+    dur = float(os.environ.get("SERPROF_FAKE_POINT_S", "0.01"))
+    reps = 3
+    t0 = time.perf_counter()
+    end = t0 + dur
+    while time.perf_counter() < end:
+        pass
+    per = (time.perf_counter() - t0) / reps
+    return PointRecord(spec=spec, status="ok", timing=Timing(samples_s=(per,) * reps, timer="fake"),
+                       worker={"device_index": device_index})

@@ -1,0 +1,229 @@
+"""Run a sweep end to end: plan -> run folder -> calibration -> executor -> records -> manifest.
+
+``run_sweep`` is the library entry point behind ``serprof sweep`` (the CLI only parses flags and
+renders). Guarantees:
+
+* every finished point is appended to ``points.jsonl`` (fsync'ed) the moment it ends;
+* points predicted to exceed the memory budget are recorded as ``skipped`` before anything runs;
+* ``resume=RUN_DIR`` re-plans from the run's stored scenario and runs exactly the points with no
+  record; nothing is duplicated;
+* ``KeyboardInterrupt`` stops the worker, keeps what finished, and returns ``interrupted=True``.
+
+Overhead accounting (stored in ``manifest.notes.sessions``): wall time of the session, time inside
+timed and warm-up calls (sum over points of ``timing.warmup_s + sum(samples_s) * calls_per_sample``),
+worker start-up (imports) and calibration time, so the share of wall time spent measuring is known.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from profiler.errors import UsageError
+from profiler.plan import Plan, make_plan
+from profiler.records import Manifest, PointRecord, PointSpec, to_dict
+from profiler.runner.base import Executor, PointQueue, RunEvents
+from profiler.scenario import SweepSpec, spec_from_dict
+from profiler.store import RunDir, new_run_id, utc_now
+
+
+class SweepObserver:
+    """Progress callbacks for a presentation layer (the CLI). Every method is optional."""
+
+    def on_plan(self, plan: Plan, todo: list[PointSpec], run_dir: Path, resumed: bool) -> None: ...
+    def on_calibration(self, calibration: Mapping[str, Any] | None) -> None: ...
+    def on_worker_ready(self, info: Mapping[str, Any]) -> None: ...
+    def on_point_start(self, spec: PointSpec) -> None: ...
+    def on_record(self, record: PointRecord) -> None: ...
+
+
+@dataclass
+class SweepResult:
+    run_dir: Path
+    plan: Plan
+    records: list[PointRecord] = field(default_factory=list)   # written by this session
+    counts: dict[str, int] = field(default_factory=dict)        # all records of the run, by status
+    wall_s: float = 0.0
+    in_call_s: float = 0.0
+    interrupted: bool = False
+    resumed: bool = False
+    warnings: list[str] = field(default_factory=list)
+    session: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_call_share(self) -> float | None:
+        return self.in_call_s / self.wall_s if self.wall_s > 0 else None
+
+
+def in_call_seconds(rec: PointRecord) -> float:
+    """Seconds this point spent inside warm-up and timed calls."""
+    t = rec.timing
+    if t is None:
+        return 0.0
+    return float(t.warmup_s or 0.0) + float(sum(t.samples_s)) * max(1, int(t.calls_per_sample or 1))
+
+
+def default_out(sweep: SweepSpec) -> Path:
+    return Path("reports") / new_run_id(sweep.name)
+
+
+def _manifest(plan: Plan, run_id: str, executor: Executor) -> Manifest:
+    from profiler import __version__
+    from profiler.env import fingerprint
+
+    return Manifest(
+        run_id=run_id,
+        created_at=utc_now(),
+        scenario=plan.sweep.to_dict(),
+        environment=fingerprint(device=plan.sweep.device),
+        settings=plan.sweep.settings,
+        serprof_version=__version__,
+        notes={
+            "dropped": [{"what": d.what, "reason": d.reason} for d in plan.dropped],
+            "memory_budget_bytes": plan.memory_budget_bytes,
+            "memory_budget_source": plan.budget_source,
+            "planned_points": len(plan.points),
+            "execution": executor.describe(),
+            "sessions": [],
+        },
+    )
+
+
+def open_for_resume(path: str | Path) -> tuple[RunDir, SweepSpec, list[str]]:
+    """Open a run folder to continue it: ``(run, its stored scenario, load warnings)``."""
+    run = RunDir.open(path)
+    loaded = run.load()
+    scen = loaded.manifest.scenario
+    if not scen:
+        raise UsageError(f"{run.path}: the manifest has no scenario to resume")
+    sweep = spec_from_dict(scen, f"{run.path}/manifest.json: scenario")
+    return run, sweep, loaded.warnings
+
+
+def run_sweep(sweep: SweepSpec | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
+              observer: SweepObserver | None = None, executor: Executor | None = None,
+              calibrate: bool = True, calibration_budget_s: float = 1.0) -> SweepResult:
+    """Plan and run a sweep (or continue one with ``resume``); see the module docstring."""
+    obs = observer or SweepObserver()
+    t_start = time.perf_counter()
+    warnings: list[str] = []
+    if resume is not None:
+        run, sweep, warnings = open_for_resume(resume)
+    elif sweep is None:
+        raise ValueError("run_sweep needs a sweep or resume")
+    plan = make_plan(sweep)
+
+    if executor is None:
+        from profiler.runner.local import LocalExecutor
+
+        executor = LocalExecutor()
+    if resume is None:
+        path = Path(out) if out is not None else default_out(plan.sweep)
+        run = RunDir.create(path, _manifest(plan, path.name, executor))
+    if getattr(executor, "log_dir", "n/a") is None:
+        executor.log_dir = run.path / "workers"  # type: ignore[attr-defined]
+
+    done = run.done_ids()
+    pre_skipped = [r for r in plan.skipped_records() if r.id not in done]
+    todo = [s for s in plan.runnable() if s.id not in done]
+    obs.on_plan(plan, todo, run.path, resume is not None)
+
+    session: dict[str, Any] = {"started_at": utc_now(), "resumed": resume is not None}
+    written: list[PointRecord] = []
+
+    def sink(rec: PointRecord) -> None:
+        if rec.id in done:   # never duplicate a point (defensive: the plan already excludes them)
+            return
+        run.append(rec)
+        done.add(rec.id)
+        written.append(rec)
+        obs.on_record(rec)
+
+    for rec in pre_skipped:
+        sink(rec)
+
+    interrupted = False
+    manifest = run.read_manifest()
+    cal_s = 0.0
+    try:
+        if todo and calibrate and (manifest.calibration is None or "error" in manifest.calibration):
+            t0 = time.perf_counter()
+            cal = executor.calibrate(plan.sweep.device, budget_s=calibration_budget_s)
+            cal_s = time.perf_counter() - t0
+            obs.on_calibration(cal)
+            if cal is not None:
+                manifest = replace(manifest, calibration=dict(cal))
+                run.write_manifest(manifest)
+        events = RunEvents(on_record=sink, on_point_start=obs.on_point_start,
+                           on_worker_ready=lambda info: _on_ready(info, obs, session))
+        if todo:
+            executor.run(PointQueue(todo), plan.sweep.settings, events)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        executor.close()
+
+    wall = time.perf_counter() - t_start
+    in_call = sum(in_call_seconds(r) for r in written)
+    stats = getattr(executor, "stats", None)
+    session.update({
+        "finished_at": utc_now(),
+        "interrupted": interrupted,
+        "points_written": len(written),
+        "wall_s": wall,
+        "in_call_s": in_call,
+        "in_call_share": in_call / wall if wall > 0 else None,
+        "point_wall_s": sum(r.wall_s or 0.0 for r in written),
+        "calibration_s": cal_s,
+        "worker_starts": getattr(stats, "worker_starts", None),
+        "worker_start_s": getattr(stats, "worker_start_s", None),
+        "worker_import_s": list(getattr(stats, "import_s", []) or []),
+    })
+    manifest = run.read_manifest()
+    notes = dict(manifest.notes)
+    notes["sessions"] = list(notes.get("sessions", [])) + [session]
+    all_records, load_warnings = _load_records(run)
+    planned_ids = {p.spec.id for p in plan.points}
+    complete = planned_ids <= {r.id for r in all_records}
+    manifest = replace(manifest, notes=notes,
+                       finished_at=utc_now() if complete and not interrupted else manifest.finished_at)
+    run.write_manifest(manifest)
+    counts = dict(Counter(r.status for r in all_records))
+    return SweepResult(run_dir=run.path, plan=plan, records=written, counts=counts, wall_s=wall,
+                       in_call_s=in_call, interrupted=interrupted, resumed=resume is not None,
+                       warnings=warnings + [w for w in load_warnings if w not in warnings], session=session)
+
+
+def _on_ready(info: Mapping[str, Any], obs: SweepObserver, session: dict[str, Any]) -> None:
+    session.setdefault("workers", []).append(dict(info))
+    obs.on_worker_ready(info)
+
+
+def _load_records(run: RunDir) -> tuple[list[PointRecord], list[str]]:
+    from profiler.store import read_records
+
+    return read_records(run.record_files())
+
+
+def dry_run(sweep: SweepSpec) -> Plan:
+    """The plan only: nothing is created, nothing runs."""
+    return make_plan(sweep)
+
+
+def plan_as_dict(plan: Plan) -> dict[str, Any]:
+    """JSON-ready plan for ``--dry-run --json``."""
+    return {
+        "sweep": plan.sweep.to_dict(),
+        "memory_budget_bytes": plan.memory_budget_bytes,
+        "memory_budget_source": plan.budget_source,
+        "points": [{"id": p.spec.id, "spec": to_dict(p.spec), "est_bytes": p.est_bytes,
+                    "status": "planned" if p.runnable else "skipped", "reason": p.skip_reason}
+                   for p in plan.points],
+        "dropped": [{"what": d.what, "reason": d.reason} for d in plan.dropped],
+    }
+
+
+Callback = Callable[..., None]

@@ -1,0 +1,86 @@
+"""``serprof trace``: one point under ``torch.profiler``, for looking inside a kernel.
+
+Builds the point's inputs exactly as a sweep does (``kernel.make_inputs``, ``measure.point.build_call``),
+makes one warm-up call outside the profiler, then profiles ``steps`` calls with CPU (and CUDA)
+activities, shapes and memory events. Writes:
+
+* ``trace.json``: Chrome trace format, opens in https://ui.perfetto.dev or chrome://tracing;
+* ``tb/``: a log dir written by ``torch.profiler.tensorboard_trace_handler`` for TensorBoard's
+  profiler plugin (``pip install 'serprof[tb]'``).
+
+Runs in the calling process (it is an inspection tool, not a measurement): profiler overhead makes
+its timings unfit as performance numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", batch: int = 1, heads: int = 4,
+                head_dim: int = 64, dtype: str = "float32", mode: str = "fwd", causal: bool = True,
+                device: str = "auto", steps: int = 3, out: Path | None = None) -> dict[str, Any]:
+    from profiler.errors import UsageError
+    from profiler.kernels import get_kernel, require_available
+    from profiler.kernels.base import Shape
+    from profiler.plan import resolve_device
+    from profiler.records import MODES, PointSpec
+    from profiler.scenario import _parse_dtypes, _parse_lengths
+    from profiler.store import new_run_id
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device {device!r} is not allowed; valid: auto, cpu, cuda")
+    if mode not in MODES:
+        raise UsageError(f"--mode {mode!r} is not allowed; valid: {', '.join(MODES)}")
+    if steps < 1:
+        raise UsageError("--steps must be >= 1")
+    lengths = _parse_lengths(length, "--length")
+    if len(lengths) != 1:
+        raise UsageError(f"--length takes one length, got {len(lengths)}")
+    (dt,) = _parse_dtypes(dtype, "--dtype")[:1]
+    spec_k = get_kernel(kernel)
+    bname = backend or spec_k.default_backend
+    dev = resolve_device(device)
+    b = require_available(kernel, bname, dev)
+    if causal not in b.causal:
+        raise UsageError(f"{kernel}/{bname} supports only {'causal' if True in b.causal else 'non-causal'} attention")
+    shape = Shape(batch, lengths[0], heads, head_dim)
+    bad = spec_k.check_shape(shape)
+    if bad:
+        raise UsageError(bad)
+    spec = PointSpec(kernel=kernel, backend=bname, device=dev, dtype=dt, mode=mode, B=batch, T=lengths[0],
+                     H=heads, D=head_dim, causal=causal)
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function, tensorboard_trace_handler
+
+    from profiler.measure.point import build_call
+
+    out_dir = Path(out) if out is not None else Path("reports") / new_run_id(f"trace-{kernel}-{bname}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tb_dir = out_dir / "tb"
+    inputs = spec_k.make_inputs(shape, getattr(torch, dt), dev, 0)
+    call, reset = build_call(spec_k, b.run, inputs, spec, 0)
+
+    def one() -> None:
+        if reset is not None:
+            reset()
+        call()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+
+    one()  # warm-up outside the profile (first-call and autotuning costs)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
+    with profile(activities=activities, record_shapes=True, profile_memory=True,
+                 on_trace_ready=tensorboard_trace_handler(str(tb_dir), worker_name=spec.kernel)) as prof:
+        for i in range(steps):
+            with record_function(f"serprof:{spec.kernel}/{spec.backend} call {i}"):
+                one()
+    # The handler saved the trace into tb/ (a kineto trace can be saved once): copy it for Perfetto.
+    import shutil
+
+    saved = sorted(tb_dir.glob("*.pt.trace.json"), key=lambda p: p.stat().st_mtime)
+    chrome = out_dir / "trace.json"
+    shutil.copyfile(saved[-1], chrome)
+    return {"point": spec.id, "chrome_trace": str(chrome), "tensorboard_dir": str(tb_dir), "out": str(out_dir)}

@@ -1,0 +1,374 @@
+"""Sweep specifications: what to measure, from CLI flags and/or a TOML scenario file.
+
+A ``SweepSpec`` is a frozen value holding every axis of a sweep (kernels, backends, lengths, batch
+sizes, dtypes, modes, heads, head dims, causal modes), the device, the level and the
+``MeasureSettings``. It is built by ``build_spec(scenario_path, overrides)``: the scenario file is
+read with ``tomllib``, CLI flags (``overrides``) replace scenario values key by key, and every value
+is validated. A bad value raises ``UsageError`` whose one-line message names where it came from (the
+file and key, or the flag) and what is allowed.
+
+Scenario file format (every key optional)::
+
+    name = "quick"
+    description = "..."
+    kernels = ["softmax", "retnet"]        # or "all"
+    backends = ["sdpa", "naive", "torch"]  # backend names; "all" (default) = every backend that can run
+    lengths = "256..4k"                    # or a list: [256, "1k", 4096]
+    batch = [1]                            # or "1,2"
+    dtypes = ["float32"]                   # fp32, fp16, bf16 accepted
+    modes = ["fwd"]                        # fwd | fwdbwd
+    heads = 4
+    head_dim = 64
+    causal = "both"                        # "both" (softmax both, others causal), true, false
+    device = "auto"                        # auto | cpu | cuda
+    interpret = false                      # fla backends on CPU under Triton's interpreter
+    level = "kernel"                       # kernel | layer | model (profiler.layers)
+    audio = "1min..20min"                  # instead of lengths: durations -> T (profiler.audio)
+    frame_rate = 50.0                      # speech frames per second of audio
+    text_rate = 3.0                        # text tokens per second of audio
+    bidirectional = "off"                  # off | on (adds forward+reversed series) | only
+    utterances = 0                         # > 0: utterance replay of N (layer/model levels)
+
+    [settings]                             # any MeasureSettings field, plus:
+    memory_budget = "8GiB"                 # same as memory_budget_bytes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from profiler.errors import UsageError, did_you_mean
+from profiler.records import DTYPES, LEVELS, MODES, MeasureSettings
+
+DEVICES = ("auto", "cpu", "cuda")
+CAUSAL_CHOICES = ("both", "causal", "non-causal")
+
+#: Defaults of a bare ``serprof sweep`` (a short CPU-friendly sweep).
+DEFAULT_LENGTHS = (512, 1024, 2048, 4096)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Everything that defines a sweep. Empty ``kernels``/``backends`` mean "all"."""
+
+    name: str = "sweep"
+    description: str = ""
+    kernels: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ()
+    lengths: tuple[int, ...] = DEFAULT_LENGTHS
+    batch: tuple[int, ...] = (1,)
+    dtypes: tuple[str, ...] = ("float32",)
+    modes: tuple[str, ...] = ("fwd",)
+    heads: tuple[int, ...] = (4,)
+    head_dims: tuple[int, ...] = (64,)
+    causal: str = "both"               # "both" | "causal" | "non-causal"
+    device: str = "auto"               # resolved to "cpu"/"cuda" by ``resolve_device``
+    interpret: bool = False
+    level: str = "kernel"
+    settings: MeasureSettings = field(default_factory=MeasureSettings)
+    source: str | None = None          # scenario file it came from, if any
+    audio: tuple[float, ...] = ()      # seconds; when set, lengths come from these (profiler.audio)
+    frame_rate: float = 50.0
+    text_rate: float = 3.0
+    bidirectional: str = "off"         # "off" | "on" | "only"
+    utterances: int = 0                # utterance replay of N (layer/model levels); 0: none
+
+    def causal_modes(self, supported: tuple[bool, ...]) -> tuple[bool, ...]:
+        """Causal flags to measure for a backend supporting ``supported``."""
+        wanted = {"both": (True, False), "causal": (True,), "non-causal": (False,)}[self.causal]
+        return tuple(c for c in wanted if c in supported)
+
+    def to_dict(self) -> dict[str, Any]:
+        from profiler.records import to_dict
+
+        return to_dict(self)
+
+
+# --------------------------------------------------------------------------- building
+
+_SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(MeasureSettings)}
+_KEYS = ("name", "description", "kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads",
+         "head_dim", "causal", "device", "interpret", "level", "settings", "audio", "frame_rate", "text_rate",
+         "bidirectional", "utterances")
+_ALIASES = {"backend": "backends", "dtype": "dtypes", "mode": "modes", "head_dims": "head_dim",
+            "kernel": "kernels"}
+
+
+def load_scenario(path: str | Path) -> dict[str, Any]:
+    """Read a TOML scenario file; unreadable or invalid TOML is a ``UsageError``."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"scenario file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"scenario file {p} cannot be read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"scenario file {p} is not valid TOML: {exc}") from None
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        canon = _ALIASES.get(key, key)
+        if canon not in _KEYS:
+            raise UsageError(f"{p}: unknown key {key!r}; {did_you_mean(key, _KEYS)}")
+        out[canon] = value
+    return out
+
+
+def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
+    """Scenario file (if any) with CLI ``overrides`` applied on top, validated into a ``SweepSpec``.
+
+    ``overrides`` uses the scenario's key names; ``None`` values are ignored. Keys of the nested
+    ``settings`` table may be given flat in ``overrides`` under ``settings.<field>``.
+    """
+    values: dict[str, tuple[Any, str]] = {}   # key -> (raw value, where it came from)
+    settings_raw: dict[str, tuple[Any, str]] = {}
+    source = None
+    if scenario is not None:
+        source = str(scenario)
+        data = load_scenario(scenario)
+        for key, value in data.items():
+            if key == "settings":
+                if not isinstance(value, Mapping):
+                    raise UsageError(f"{source}: key 'settings' must be a table ([settings])")
+                for sk, sv in value.items():
+                    settings_raw[sk] = (sv, f"{source}: key 'settings.{sk}'")
+            else:
+                values[key] = (value, f"{source}: key {key!r}")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        flag = "--" + key.split(".")[-1].replace("_", "-")
+        if key.startswith("settings."):
+            settings_raw[key.split(".", 1)[1]] = (value, flag)
+        else:
+            values[_ALIASES.get(key, key)] = (value, flag)
+
+    kw: dict[str, Any] = {}
+    for key, (raw, where) in values.items():
+        kw[_spec_field(key)] = _PARSERS[key](raw, where)
+    kw["settings"] = _parse_settings(settings_raw)
+    if source is not None:
+        kw["source"] = source
+    if "name" not in kw and source is not None:
+        kw["name"] = Path(source).stem
+    return SweepSpec(**kw)
+
+
+def spec_from_dict(data: Mapping[str, Any], where: str = "manifest") -> SweepSpec:
+    """Rebuild a ``SweepSpec`` stored in a manifest (``to_dict`` output)."""
+    from profiler.records import RecordError, from_dict
+
+    try:
+        return from_dict(SweepSpec, data, where)
+    except RecordError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _spec_field(key: str) -> str:
+    return {"head_dim": "head_dims"}.get(key, key)
+
+
+# --------------------------------------------------------------------------- value parsers
+
+def _units():
+    import profiler.units as units  # the shared length / list / dtype / byte parser
+
+    return units
+
+
+def _as_text(raw: Any) -> str:
+    if isinstance(raw, (list, tuple)):
+        return ",".join(str(x) for x in raw)
+    return str(raw)
+
+
+def _parse_names(raw: Any, where: str) -> tuple[str, ...]:
+    items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+    names = tuple(dict.fromkeys(str(x).strip() for x in items if str(x).strip()))
+    if not names:
+        raise UsageError(f"{where}: expected at least one name")
+    if names == ("all",):
+        return ()
+    return names
+
+
+def _wrap(where: str, fn, raw: Any):
+    try:
+        return fn(raw)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def _parse_lengths(raw: Any, where: str) -> tuple[int, ...]:
+    units = _units()
+    if isinstance(raw, (list, tuple)):
+        out: list[int] = []
+        for item in raw:
+            out += _wrap(where, units.parse_lengths, str(item))
+    else:
+        out = _wrap(where, units.parse_lengths, str(raw))
+    return _positive_unique(out, where)
+
+
+def _parse_ints(raw: Any, where: str) -> tuple[int, ...]:
+    if isinstance(raw, bool):
+        raise UsageError(f"{where}: expected positive integers, got {raw!r}")
+    if isinstance(raw, int):
+        raw = [raw]
+    return _positive_unique(_wrap(where, _units().parse_int_list, _as_text(raw)), where)
+
+
+def _positive_unique(values, where: str) -> tuple[int, ...]:
+    values = list(dict.fromkeys(int(v) for v in values))
+    if not values:
+        raise UsageError(f"{where}: expected at least one value")
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise UsageError(f"{where}: values must be >= 1 (got {bad[0]})")
+    return tuple(values)
+
+
+def _parse_dtypes(raw: Any, where: str) -> tuple[str, ...]:
+    dtypes = tuple(dict.fromkeys(_wrap(where, _units().parse_dtypes, _as_text(raw))))
+    for d in dtypes:
+        if d not in DTYPES:
+            raise UsageError(f"{where}: unknown dtype {d!r}; {did_you_mean(d, DTYPES)}")
+    return dtypes
+
+
+def _choice(allowed: tuple[str, ...]):
+    def parse(raw: Any, where: str) -> str:
+        value = str(raw).strip().lower()
+        if value not in allowed:
+            raise UsageError(f"{where}: {raw!r} is not allowed; {did_you_mean(value, allowed)}")
+        return value
+
+    return parse
+
+
+def _parse_modes(raw: Any, where: str) -> tuple[str, ...]:
+    modes = _parse_names(raw, where) or MODES
+    for m in modes:
+        if m not in MODES:
+            raise UsageError(f"{where}: unknown mode {m!r}; {did_you_mean(m, MODES)}")
+    return modes
+
+
+def _parse_causal(raw: Any, where: str) -> str:
+    if isinstance(raw, bool):
+        return "causal" if raw else "non-causal"
+    value = str(raw).strip().lower()
+    value = {"true": "causal", "false": "non-causal", "noncausal": "non-causal", "full": "non-causal"}.get(value, value)
+    if value not in CAUSAL_CHOICES:
+        raise UsageError(f"{where}: {raw!r} is not allowed; valid: both, true (causal), false (non-causal)")
+    return value
+
+
+def _parse_bool(raw: Any, where: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"{where}: expected true or false, got {raw!r}")
+
+
+def _parse_str(raw: Any, where: str) -> str:
+    if not isinstance(raw, str):
+        raise UsageError(f"{where}: expected a string, got {raw!r}")
+    return raw
+
+
+_PARSERS = {
+    "name": _parse_str,
+    "description": _parse_str,
+    "kernels": _parse_names,
+    "backends": _parse_names,
+    "lengths": _parse_lengths,
+    "batch": _parse_ints,
+    "dtypes": _parse_dtypes,
+    "modes": _parse_modes,
+    "heads": _parse_ints,
+    "head_dim": _parse_ints,
+    "causal": _parse_causal,
+    "device": _choice(DEVICES),
+    "interpret": _parse_bool,
+    "level": _choice(LEVELS),
+    "audio": lambda raw, where: _wrap(where, lambda r: tuple(_audio().parse_audio(_as_text(r))), raw),
+    "frame_rate": lambda raw, where: _rate(raw, where, 1e-9),
+    "text_rate": lambda raw, where: _rate(raw, where, 0.0),
+    "bidirectional": lambda raw, where: {True: "on", False: "off"}.get(raw, None) if isinstance(raw, bool)
+    else _choice(("off", "on", "only"))(raw, where),
+    "utterances": lambda raw, where: _parse_ints(raw, where)[0],
+}
+
+
+def _audio():
+    import profiler.audio as audio
+
+    return audio
+
+
+def _rate(raw: Any, where: str, minimum: float) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: expected a rate (a number), got {raw!r}") from None
+    if not value >= minimum:
+        raise UsageError(f"{where}: rate must be {'> 0' if minimum else '>= 0'} (got {raw!r})")
+    return value
+
+
+def _parse_settings(raw: Mapping[str, tuple[Any, str]]) -> MeasureSettings:
+    kw: dict[str, Any] = {}
+    for key, (value, where) in raw.items():
+        if key in ("memory_budget", "memory_budget_bytes"):
+            if value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "")):
+                kw["memory_budget_bytes"] = None
+            elif isinstance(value, int) and not isinstance(value, bool):
+                kw["memory_budget_bytes"] = _check_positive(value, where)
+            else:
+                kw["memory_budget_bytes"] = _check_positive(_wrap(where, _units().parse_bytes, str(value)), where)
+            continue
+        f = _SETTINGS_FIELDS.get(key)
+        if f is None:
+            allowed = list(_SETTINGS_FIELDS) + ["memory_budget"]
+            raise UsageError(f"{where}: unknown setting; {did_you_mean(key, allowed)}")
+        kw[key] = _coerce_setting(f, value, where)
+    return MeasureSettings(**kw)
+
+
+def _check_positive(v, where: str):
+    if v <= 0:
+        raise UsageError(f"{where}: must be > 0 (got {v})")
+    return v
+
+
+def _coerce_setting(f: dataclasses.Field, value: Any, where: str) -> Any:
+    kind = str(f.type)
+    if "bool" in kind:
+        return _parse_bool(value, where)
+    try:
+        if "int" in kind and "float" not in kind:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            out: Any = int(value)
+        else:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: expected a number, got {value!r}") from None
+    if out < 0 or (f.name in ("point_timeout_s", "time_budget_s", "target_rel_ci") and out <= 0):
+        raise UsageError(f"{where}: must be > 0 (got {value!r})")
+    return out

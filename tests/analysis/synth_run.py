@@ -1,0 +1,80 @@
+"""A synthetic run folder with known answers (used by the analysis and report tests).
+
+Latency curves (seconds per call, B=1, H=4, D=64), each sample multiplied by lognormal noise:
+
+* softmax/sdpa/full     2e-9 T^2           (the default baseline)
+* softmax/sdpa/causal   1e-9 T^2
+* softmax/naive/full    4e-9 T^2, memory 16 T^2 bytes, OOM at T=16384
+* retnet/torch/causal   2e-5 T   -> crossover with the baseline at exactly T* = 10,000
+* kda/torch/causal      5e-5 T   -> crossover at 25,000: never within the sweep (T <= 16384)
+* gsa/torch/causal      1e-6 T   -> crossover at 500: always faster (T >= 512)
+
+Plus one wrong point, one skipped point, interpreted fla points and a manifest with calibration and
+host memory. No energy meter (reason stored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from profiler.records import (Correctness, Energy, Manifest, Memory, PointRecord, PointSpec, Timing)
+from profiler.store import RunDir
+
+TS = [512, 1024, 2048, 4096, 8192, 16384]
+H, D = 4, 64
+CURVES = {
+    ("softmax", "sdpa", False): (lambda T: 2e-9 * T**2, lambda T: 4096 * T),
+    ("softmax", "sdpa", True): (lambda T: 1e-9 * T**2, lambda T: 4096 * T),
+    ("softmax", "naive", False): (lambda T: 4e-9 * T**2, lambda T: 16 * T**2),
+    ("retnet", "torch", True): (lambda T: 2e-5 * T, lambda T: 8192 * T),
+    ("kda", "torch", True): (lambda T: 5e-5 * T, lambda T: 9216 * T),
+    ("gsa", "torch", True): (lambda T: 1e-6 * T, lambda T: 8192 * T + 65536),
+}
+NO_ENERGY = "no meter: RAPL energy counter not readable (permission denied)"
+
+
+def flops(kernel: str, T: int) -> float:
+    return 4.0 * H * T * T * D if kernel == "softmax" else 4.0 * H * T * D * D
+
+
+def make_run(path: Path, *, name: str = "synthetic", noise: float = 0.02, n_samples: int = 15,
+             seed: int = 1, extra_env: dict | None = None) -> Path:
+    """Write the synthetic run folder at ``path`` and return it."""
+    rng = np.random.default_rng(seed)
+    env = {"device": "cpu", "cpu_model": "Synthetic CPU @ 2 GHz", "threads": 2,
+           "host": {"memory_total_bytes": 24 * 2**30}, "torch": "2.13.0+cpu", "python": "3.11"}
+    env.update(extra_env or {})
+    manifest = Manifest(run_id=name, created_at="2026-01-01T00:00:00+00:00",
+                        scenario={"name": name, "lengths": "512..16k"}, environment=env,
+                        calibration={"matmul_flops_per_s": 1.0e11, "bandwidth_bytes_per_s": 2.0e10},
+                        finished_at="2026-01-01T00:03:00+00:00", serprof_version="0.1.0")
+    run = RunDir.create(path, manifest)
+    for (kernel, backend, causal), (lat, mem) in CURVES.items():
+        for T in TS:
+            spec = PointSpec(kernel=kernel, backend=backend, T=T, H=H, D=D, causal=causal)
+            if kernel == "softmax" and backend == "naive" and T == 16384:
+                run.append(PointRecord(spec, "oom", reason="CPU allocation of 4.0 GiB failed (out of memory)"))
+                continue
+            samples = tuple(float(lat(T) * np.exp(rng.normal(0.0, noise))) for _ in range(n_samples))
+            run.append(PointRecord(
+                spec, "ok",
+                timing=Timing(samples, "perf_counter_ns", warmup_s=0.25, warmup_calls=3, stop_reason="ci_target"),
+                memory=Memory(int(mem(T)), "torch_profiler", analytic_bytes=int(mem(T)), input_bytes=3 * T * H * D * 4),
+                energy=Energy(None, reason=NO_ENERGY),
+                correctness=Correctness("fp32 reference", 1e-7, 2e-7, 1e-4, True, checked_T=min(T, 2048)),
+                flops=flops(kernel, T), bytes_moved=4.0 * T * H * D * 4,
+                worker={"host": "synthetic", "pid": 1},
+            ))
+    # failures and non-performance points
+    run.append(PointRecord(PointSpec(kernel="fox", backend="torch", T=1024, H=H, D=D), "wrong",
+                           reason="max rel err 3.1e-02 > tolerance 1e-04",
+                           timing=Timing((0.01,) * 5, "perf_counter_ns"),
+                           correctness=Correctness("fla naive_forgetting_attn", 0.5, 3.1e-2, 1e-4, False, 1024)))
+    run.append(PointRecord(PointSpec(kernel="fox", backend="torch", T=65536, H=H, D=D), "skipped",
+                           reason="predicted to exceed the memory budget (analytic 34.0 GiB > budget 16.0 GiB)"))
+    run.append(PointRecord(PointSpec(kernel="retnet", backend="fla", T=128, H=2, D=32, interpret=True), "ok",
+                           timing=Timing((0.3, 0.31, 0.29), "interpreted"),
+                           correctness=Correctness("fla naive_retention", 1e-7, 3.7e-7, 1e-4, True, 128)))
+    return path

@@ -1,0 +1,135 @@
+"""`serprof list` and `serprof verify` through profiler.cli.main (its exit-code mapping)."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from profiler.cli import main
+from profiler.kernels import softmax
+from profiler.kernels.base import Backend
+
+warnings.filterwarnings("ignore", message="Triton is not supported")
+KERNELS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda")
+
+
+def run(argv, capsys):
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_list_json_cpu(capsys):
+    code, out, _ = run(["list", "--json", "--device", "cpu"], capsys)
+    assert code == 0
+    rows = json.loads(out)
+    assert {r["kernel"] for r in rows} == set(KERNELS)
+    by = {(r["kernel"], r["backend"]): r for r in rows}
+    for k in KERNELS:
+        assert by[(k, "fla")]["available"] is False
+        assert by[(k, "fla")]["reason"] == "needs a cuda device (or --interpret on CPU for correctness only)"
+        if k != "softmax":
+            assert by[(k, "torch")]["available"] is True
+    assert by[("softmax", "sdpa")]["available"] and by[("softmax", "naive")]["available"]
+    assert not by[("softmax", "sdpa-flash")]["available"]
+    assert all(r["device"] == "cpu" for r in rows)
+
+
+def test_list_all_devices_table(capsys):
+    code, out, _ = run(["list"], capsys)
+    assert code == 0
+    for k in KERNELS:
+        assert k in out
+    assert "unavailable" in out and "available" in out
+
+
+def test_list_bad_device(capsys):
+    code, _, err = run(["list", "--device", "tpu"], capsys)
+    assert code == 2 and "valid: cpu, cuda, all" in err
+
+
+def test_list_never_imports_fla():
+    code = ("import sys\nfrom profiler.cli import main\n"
+            "try:\n    main(['list', '--json'])\nexcept SystemExit:\n    pass\n"
+            "print('FLA', 'fla' in sys.modules, file=sys.stderr)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "FLA False" in p.stderr, p.stderr[-2000:]
+
+
+def test_verify_small_json_passes(capsys):
+    code, out, _ = run(["verify", "--kernels", "softmax,fox", "--lengths", "33", "--batch", "1",
+                        "--heads", "1", "--json"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert data["passed"] is True
+    combos = {(r["kernel"], r["backend"], r["mode"], r["causal"]) for r in data["results"]}
+    assert ("softmax", "naive", "fwdbwd", False) in combos and ("fox", "torch-pruned", "fwd", True) in combos
+    assert all(r["shape"]["T"] == 33 and r["dtype"] == "float32" for r in data["results"])
+
+
+def test_verify_table(capsys):
+    code, out, _ = run(["verify", "--kernels", "softmax", "--backend", "sdpa", "--lengths", "20",
+                        "--batch", "1", "--mode", "fwd"], capsys)
+    assert code == 0
+    assert "sdpa" in out and "ok" in out and "2/2 checks within tolerance" in out
+
+
+def test_verify_exit_1_when_a_backend_is_wrong(capsys, monkeypatch):
+    bad = Backend("naive", lambda x, causal: softmax.run_sdpa(x, causal) * 1.001, causal=(True, False))
+    monkeypatch.setitem(softmax.KERNEL.backends, "naive", bad)
+    code, out, _ = run(["verify", "--kernels", "softmax", "--backend", "naive", "--lengths", "20",
+                        "--batch", "1", "--mode", "fwd", "--json"], capsys)
+    assert code == 1
+    assert json.loads(out)["passed"] is False
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["verify", "--kernels", "softmaxx"], "did you mean 'softmax'"),
+    (["verify", "--kernels", "softmax", "--backend", "sdpx"], "valid: "),
+    (["verify", "--lengths", "1k..x"], "bad length"),
+    (["verify", "--kernels", "fox", "--head-dim", "512"], "limit of 256"),
+    (["verify", "--interpret", "--dtype", "bf16"], "bf16"),
+    (["verify", "--mode", "backward"], "valid: fwd, fwdbwd"),
+    (["verify", "--dtype", "fp8"], "fp32, fp16, bf16"),
+    (["verify", "--device", "tpu"], "valid: "),
+])
+def test_verify_usage_errors_exit_2(capsys, argv, fragment):
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["verify", "--kernels", "softmax", "--backend", "fla"],
+    ["verify", "--kernels", "softmax", "--backend", "sdpa-flash"],
+    ["verify", "--device", "cuda"],
+])
+def test_verify_unavailable_exit_3(capsys, argv):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: these backends are available")
+    code, _, err = run(argv, capsys)
+    assert code == 3 and ("unavailable" in err or "no CUDA" in err)
+
+
+def test_verify_interpret_runs_fla_in_a_fresh_process():
+    """--interpret enters interpret mode in its own process (a subprocess, so this one stays clean)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    p = subprocess.run([sys.executable, "-m", "profiler", "verify", "--interpret", "--kernels", "softmax,fox",
+                        "--lengths", "32", "--heads", "1", "--mode", "fwd", "--json"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    data = json.loads(p.stdout)
+    rows = data["results"]
+    assert {(r["kernel"], r["backend"], r["dtype"]) for r in rows} == {
+        (k, "fla", d) for k in ("softmax", "fox") for d in ("float32", "float16")}
+    assert all(r["interpret"] and r["passed"] for r in rows)
+    assert {r["against"] for r in rows} == {None, "sdpa", "torch"}

@@ -1,0 +1,32 @@
+"""Interleaved A/B runs of two git refs: an A/A run of this repo's HEAD through real subprocesses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from profiler.analysis.compare import compare_runs
+from profiler.analysis.gates import RuleSet
+from profiler.errors import UsageError
+from profiler.interleave import InterleavePlan, run_interleaved
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bad_ref_and_plan_are_usage_errors():
+    with pytest.raises(UsageError, match="not a commit"):
+        run_interleaved(REPO, "no-such-ref-xyz", "HEAD", InterleavePlan.from_cli(["dial"], "", ["64"], 1, 1, 8,
+                                                                                 rounds=1, reps=1))
+    with pytest.raises(UsageError, match="--lengths"):
+        InterleavePlan.from_cli(["dial"], "", ["long"], 1, 1, 8, rounds=1, reps=1)
+
+
+@pytest.mark.slow
+def test_head_vs_head_interleaved_pools_samples_and_passes():
+    plan = InterleavePlan.from_cli(["dial"], "", ["64"], 1, 1, 8, rounds=2, reps=4)
+    a, b = run_interleaved(REPO, "HEAD", "HEAD", plan)
+    assert a.manifest.notes["sha"] == b.manifest.notes["sha"]
+    assert len(a.records[0].timing.samples_s) == 8 == len(b.records[0].timing.samples_s)
+    res = compare_runs(a, b, RuleSet.parse(["latency:+50%"]), statistic="q10")
+    assert res.passed and [c.metric for c in res.checks] == ["latency"]

@@ -1,0 +1,158 @@
+"""LightNet kernel: torch backend vs the independent token-loop reference, unsafe logits, models."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+
+import pytest
+import torch
+
+from profiler.kernels import lightnet as retnet
+from profiler.kernels.base import Shape
+
+TS = (1, 63, 64, 100, 512, 1000)
+# every T with a rotation of (B, H, D) so each listed value appears (the reference is a token loop)
+COMBOS = list(itertools.product((1, 3), (1, 4), (32, 64, 128)))
+GRID = [(T, *COMBOS[(n * 5 + m) % len(COMBOS)]) for n, T in enumerate(TS) for m in range(3)]
+
+
+def rel(a, b, floor: float = 0.0):
+    """max|a - b| / max|b| (the denominator floored: a gradient that is exactly zero in theory, e.g. of k
+    at T=1 in LightNet, is rounding noise in the reference)."""
+    return ((a.float() - b.float()).abs().max() / max(b.float().abs().max().item(), floor)).item()
+
+
+@pytest.mark.parametrize("T,B,H,D", GRID, ids=lambda x: str(x))
+def test_forward_matches_fla_reference(T, B, H, D):
+    inp = retnet.make_inputs(Shape(B, T, H, D), torch.float32, "cpu", seed=T + D)
+    out = retnet.run_torch(inp, True)
+    assert out.shape == (B, T, H, D) and out.dtype == torch.float32
+    assert rel(out, retnet.reference(inp, True)) <= 1e-5
+
+
+def test_custom_scale_is_applied():
+    inp = retnet.make_inputs(Shape(2, 150, 3, 32), torch.float32, "cpu", seed=1)
+    scaled = dict(inp, scale=1.0)
+    assert rel(retnet.run_torch(scaled, True), retnet.reference(scaled, True)) <= 1e-5
+    assert rel(retnet.run_torch(scaled, True), retnet.run_torch(inp, True) * 32 ** 0.5) <= 1e-5
+
+
+def _fp64_oracle(inp):
+    """o_t = scale * sum_{s<=t} (q_t e^{-z_t}) . e^{k_s} v_s, pairwise in float64 (small T only)."""
+    q, k, v = (inp[n].double() for n in ("q", "k", "v"))
+    T = q.shape[1]
+    z = torch.logcumsumexp(k, 1)
+    e = k[:, None] - z[:, :, None]                      # (B, t, s, H, K)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()[None, :, :, None, None]
+    e = e.masked_fill(~mask, float("-inf")).exp()
+    A = torch.einsum("bthk,btshk->btsh", q, e) * q.shape[-1] ** -0.5
+    return torch.einsum("btsh,bshd->bthd", A, v)
+
+
+@pytest.mark.parametrize("case", ["x50", "spike", "offset"])
+def test_exact_and_finite_for_any_logits(case):
+    """Logits far outside randn: chunks over SAFE_SPAN take the exact pairwise path; grads stay finite."""
+    inp = retnet.make_inputs(Shape(2, 200, 2, 32), torch.float32, "cpu", seed=1)
+    k = inp["k"]
+    k = {"x50": k * 50, "spike": k.index_fill(1, torch.tensor([70, 150]), 300.0), "offset": k - 1000}[case]
+    inp = dict(inp, k=k)
+    x = {n: t.clone().requires_grad_() for n, t in inp.items()}
+    out = retnet.run_torch(x, True)
+    assert rel(out, _fp64_oracle(inp)) <= 1e-5
+    out.sum().backward()
+    assert all(torch.isfinite(x[n].grad).all() for n in "qkv")
+
+
+@pytest.mark.parametrize("T,B,H,D", [(100, 2, 3, 32), (64, 1, 4, 64), (1, 3, 1, 128)])
+def test_gradients_match_reference(T, B, H, D):
+    inp = retnet.make_inputs(Shape(B, T, H, D), torch.float32, "cpu", seed=7)
+    grad = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for fn in (retnet.run_torch, retnet.reference):
+        x = {n: t.clone().requires_grad_() for n, t in inp.items()}
+        (fn(x, True) * grad).sum().backward()
+        grads.append({n: x[n].grad for n in retnet.KERNEL.grad_inputs})
+    for n in retnet.KERNEL.grad_inputs:
+        assert rel(grads[0][n], grads[1][n], floor=1.0) <= 1e-5, n
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_returns_input_dtype(dtype):
+    inp = retnet.make_inputs(Shape(1, 130, 2, 64), dtype, "cpu", seed=0)
+    out = retnet.run_torch(inp, True)
+    assert out.dtype == dtype
+    assert rel(out, retnet.reference(inp, True)) <= 1e-2
+
+
+def test_inputs_are_deterministic_and_in_layer_ranges():
+    a = retnet.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=5)
+    b = retnet.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=5)
+    c = retnet.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=6)
+    assert set(a) == {"q", "k", "v"}
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not torch.equal(a["q"], c["q"])
+    assert a["q"].min() >= -0.2785 and a["k"].min() < -1  # q = silu(randn), k raw logits
+
+
+def test_non_causal_is_a_usage_error():
+    from profiler.errors import UsageError
+
+    inp = retnet.make_inputs(Shape(1, 8, 1, 8), torch.float32, "cpu", seed=0)
+    with pytest.raises(UsageError):
+        retnet.run_torch(inp, False)
+
+
+def test_fla_backends_registered_and_unavailable_on_cpu():
+    names = set(retnet.KERNEL.backends)
+    assert {"torch", "fla", "fla-recurrent"} == names
+    for n in names - {"torch"}:
+        ok, why = retnet.KERNEL.backends[n].availability("cpu")
+        assert not ok and "cuda" in why
+        assert retnet.KERNEL.backends[n].interpretable
+    assert retnet.KERNEL.backends["torch"].availability("cpu") == (True, "ok")
+
+
+def _peak_bytes(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    path = tempfile.mktemp(suffix=".json")
+    prof.export_chrome_trace(path)
+    with open(path) as f:
+        events = json.load(f)["traceEvents"]
+    os.remove(path)
+    cur = peak = 0
+    for e in sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"]):
+        cur += e["args"]["Bytes"]
+        peak = max(peak, cur)
+    return peak
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+def test_memory_model_matches_measured_peak(mode):
+    shape = Shape(1, 2048, 4, 64)
+    inp = retnet.make_inputs(shape, torch.float32, "cpu", seed=0)
+    if mode == "fwd":
+        def call():
+            with torch.no_grad():
+                retnet.run_torch(inp, True)
+    else:
+        x = {n: t.clone().requires_grad_() for n, t in inp.items()}
+        grad = torch.randn(1, 2048, 4, 64)
+
+        def call():
+            retnet.run_torch(x, True).backward(grad)
+    measured = _peak_bytes(call)
+    model = retnet.memory_bytes(shape, 4, "torch", True, mode)
+    assert 0.9 <= model / measured <= 1.1, (model, measured)
+
+
+def test_analytic_models_scale_linearly():
+    s1, s2 = Shape(1, 4096, 4, 64), Shape(1, 8192, 4, 64)
+    assert retnet.flops(s2, True) == pytest.approx(2 * retnet.flops(s1, True))
+    assert retnet.bytes_moved(s1, 4, True) == 4 * 4096 * 4 * 64 * 4
+    assert retnet.memory_bytes(s2, 4, "torch", True, "fwd") == 2 * retnet.memory_bytes(s1, 4, "torch", True, "fwd")

@@ -1,0 +1,50 @@
+"""The study-comparison section over synthetic records (no torch)."""
+
+from __future__ import annotations
+
+from profiler.layers.study import study_section, to_markdown
+from profiler.records import Memory, PointRecord, PointSpec, Timing
+
+RATES = (("frame_rate", "50"), ("text_rate", "3"))
+
+
+def _replay(kernel, causal, mean_s, peak):
+    spec = PointSpec(kernel=kernel, backend="torch", level="layer", T=583, D=1024, causal=causal,
+                     options=tuple(sorted(RATES + (("replay", "3"), ("distribution", "msp-podcast-like")))))
+    summ = {"mean_s": mean_s, "p95_s": mean_s * 2, "utterances_per_s": 1 / mean_s, "peak_bytes": peak}
+    return PointRecord(spec=spec, status="ok", timing=Timing((mean_s,) * 3, "perf_counter_ns"),
+                       extra={"replay": {"summary": summ}})
+
+
+def _fixed(kernel, causal, T, t_s, status="ok"):
+    spec = PointSpec(kernel=kernel, backend="torch", level="layer", T=T, D=1024, causal=causal, options=RATES)
+    if status != "ok":
+        return PointRecord(spec=spec, status=status, reason="predicted to exceed the memory budget")
+    return PointRecord(spec=spec, status="ok", timing=Timing((t_s,) * 3, "perf_counter_ns"),
+                       memory=Memory(peak_bytes=1, method="x"))
+
+
+def test_layers_study_section_ratios_and_payoff():
+    recs = [_replay("softmax", False, 0.100, 4000), _replay("retnet", True, 0.008, 400),
+            _replay("gsa", True, 0.200, 800),
+            _fixed("softmax", False, 3180, 1.0), _fixed("softmax", False, 6360, 4.0),
+            _fixed("softmax", False, 63600, None, status="skipped"),
+            _fixed("retnet", True, 3180, 2.0), _fixed("retnet", True, 6360, 3.0), _fixed("retnet", True, 63600, 30.0),
+            _fixed("gsa", True, 3180, 5.0), _fixed("gsa", True, 6360, 9.0), _fixed("gsa", True, 63600, 90.0)]
+    sec = study_section(recs)
+    rows = {r.layer: r for r in sec.rows}
+    assert abs(rows["retnet"].speedup_vs_softmax - 12.5) < 1e-9
+    assert abs(rows["retnet"].memory_ratio_vs_softmax - 10.0) < 1e-9
+    assert rows["retnet"].pays_off_from_audio_s == 6360 / 53          # 2 min: first T where it is faster
+    assert rows["gsa"].pays_off_from_audio_s == 63600 / 53            # only ran where the baseline could not
+    assert "skipped" in rows["gsa"].note
+    text = " ".join(sec.sentences)
+    assert "12.5x (retnet" in text and "agrees with" in text
+    assert "Slower than the baseline per utterance in this run: gsa" in text
+    md = to_markdown(sec)
+    assert md.count("\n| ") == len(sec.rows)     # one table line per row after the header
+
+
+def test_layers_study_section_without_layer_points():
+    sec = study_section([])
+    assert sec.rows == () and "nothing to compare" in sec.sentences[0]

@@ -1,0 +1,126 @@
+"""Benchmark plumbing: series parsing, per-series isolation and skipping, summaries, CLI rendering."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+import profiler.kernels as kernels
+from profiler.cli import app
+from profiler.errors import UsageError
+from profiler.kernels import softmax
+from profiler.measure import bench
+from profiler.records import Memory, PointRecord, Timing
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    fake_linear = dataclasses.replace(softmax.KERNEL, name="lin", backends={"torch": softmax.KERNEL.backends["sdpa"]})
+    monkeypatch.setattr(kernels, "registry", lambda: {"softmax": softmax.KERNEL, "lin": fake_linear})
+
+
+def ok_record(series: bench.Series, T: int, seconds: float, peak: int) -> PointRecord:
+    return PointRecord(spec=series.spec(T), status="ok",
+                       timing=Timing(samples_s=(seconds * 0.99, seconds, seconds * 1.01), timer="perf_counter_ns"),
+                       memory=Memory(peak_bytes=peak, method="torch_profiler", analytic_bytes=peak))
+
+
+def test_series_parsing(registry):
+    assert bench.default_series() == [bench.SDPA_CAUSAL, bench.SDPA_FULL, bench.Series("lin", "torch", True)]
+    got = bench.parse_series(["lin", "softmax:naive:full"])
+    assert got == [bench.SDPA_CAUSAL, bench.SDPA_FULL, bench.Series("lin", "torch"), bench.Series("softmax", "naive", False)]
+    with pytest.raises(UsageError, match="valid"):
+        bench.parse_series(["nope"])
+    with pytest.raises(UsageError, match="causal\\|full|valid"):
+        bench.parse_series(["softmax:naive:sideways"])
+    with pytest.raises(UsageError, match="cannot run on CPU"):
+        bench.parse_series(["softmax:sdpa-math"])
+
+
+class FakeExecutor:
+    instances: list["FakeExecutor"] = []
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self.closed = False
+        FakeExecutor.instances.append(self)
+
+    def measure(self, spec, settings):
+        self.seen.append(spec.T)
+        s = bench.Series(spec.kernel, spec.backend, spec.causal)
+        if spec.kernel == "lin" and spec.T >= 2048:
+            return PointRecord(spec=spec, status="oom", reason="out of memory")
+        return ok_record(s, spec.T, 1e-3 * spec.T, 1000 * spec.T)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_one_executor_per_series_short_to_long_and_skip_after_failure():
+    FakeExecutor.instances = []
+    series = [bench.SDPA_FULL, bench.Series("lin", "torch")]
+    recs = bench.bench_kernels(series, [4096, 1024, 2048], executor_factory=FakeExecutor)
+    assert len(FakeExecutor.instances) == 2 and all(e.closed for e in FakeExecutor.instances)
+    assert FakeExecutor.instances[0].seen == [1024, 2048, 4096]
+    assert FakeExecutor.instances[1].seen == [1024, 2048]              # 4096 never sent after the OOM
+    lin = [r for r in recs if r.spec.kernel == "lin"]
+    assert [r.status for r in lin] == ["ok", "oom", "skipped"] and lin[2].reason == "oom at T=2048"
+
+
+def test_summary_slopes_and_speedups():
+    full, lin = bench.SDPA_FULL, bench.Series("lin", "torch")
+    Ts = [512, 1024, 2048, 4096, 8192, 16384]
+    recs = [ok_record(full, T, 1e-9 * T * T, 64 * T) for T in Ts]
+    recs += [ok_record(lin, T, 1e-6 * T, 1000 * T + 5) for T in Ts]
+    summ = {s.label: s for s in bench.summarize_kernels(recs)}
+    assert summ[full.label].time_slope == pytest.approx(2.0, abs=1e-9)
+    assert summ[full.label].memory_slope == pytest.approx(1.0, abs=1e-9)
+    assert summ[lin.label].time_slope == pytest.approx(1.0, abs=1e-9)
+    assert summ[lin.label].speedup_vs_sdpa_full[-1] == pytest.approx(16384 * 1e-3)
+    assert summ[full.label].speedup_vs_sdpa_full[0] == pytest.approx(1.0)
+
+
+def test_loglog_slope_uses_the_fit_range_only():
+    assert bench.loglog_slope([512, 2048, 4096], [1.0, 2.0, 8.0], 2048, 16384) == pytest.approx(2.0)
+    assert bench.loglog_slope([512, 2048], [1.0, 2.0], 2048, 16384) is None
+
+
+def test_memory_check_row():
+    row = bench.MemoryCheckRow("x", measured_bytes=512, analytic_bytes=530, status="ok")
+    assert row.within() and math.isclose(row.ratio, 512 / 530)
+    assert not bench.MemoryCheckRow("x", 400, 530, "ok").within()
+
+
+def test_cli_bench_kernels_renders_and_json(registry, monkeypatch):
+    Ts = [2048, 4096, 8192]
+
+    def fake_bench(series, lengths, settings=bench.KERNEL_BENCH_SETTINGS, on_record=None, executor_factory=None):
+        out = []
+        for s in series:
+            for T in lengths:
+                r = ok_record(s, T, (1e-9 * T * T) if s.kernel == "softmax" else 1e-6 * T, 1000 * T)
+                on_record and on_record(r)
+                out.append(r)
+        return out
+
+    monkeypatch.setattr(bench, "bench_kernels", fake_bench)
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench", "kernels", "--lengths", "2k..8k"])
+    assert res.exit_code == 0, res.output
+    assert "lin/torch/causal" in res.output and "log-log slopes" in res.output and "2.00" in res.output
+    res = runner.invoke(app, ["bench", "kernels", "--lengths", "2k..8k", "--json"])
+    data = json.loads(res.output)
+    assert [r["spec"]["T"] for r in data["records"]][:3] == Ts
+    assert {s["label"] for s in data["summary"]} == {"softmax/sdpa/causal", "softmax/sdpa/full", "lin/torch/causal"}
+
+
+def test_cli_bad_lengths_is_a_usage_error():
+    from profiler.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "kernels", "--lengths", "abc"])
+    assert exc.value.code == 2
