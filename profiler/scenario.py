@@ -31,6 +31,10 @@ Scenario file format (every key optional)::
 
     [settings]                             # any MeasureSettings field, plus:
     memory_budget = "8GiB"                 # same as memory_budget_bytes
+
+    [execution]                            # how to run it, not what: see profiler.cli.scaleout
+    executor = "local"                     # local | slurm; devices, workers, cores_per_worker,
+                                           # partition, account, time_limit, gpus_per_task, ...
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ class SweepSpec:
 _SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(MeasureSettings)}
 _KEYS = ("name", "description", "kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads",
          "head_dim", "causal", "device", "interpret", "level", "settings", "audio", "frame_rate", "text_rate",
-         "bidirectional", "utterances")
+         "bidirectional", "utterances", "execution")
 _ALIASES = {"backend": "backends", "dtype": "dtypes", "mode": "modes", "head_dims": "head_dim",
             "kernel": "kernels"}
 
@@ -133,6 +137,8 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
         source = str(scenario)
         data = load_scenario(scenario)
         for key, value in data.items():
+            if key == "execution":   # executor options: profiler.cli.scaleout.execution_table
+                continue
             if key == "settings":
                 if not isinstance(value, Mapping):
                     raise UsageError(f"{source}: key 'settings' must be a table ([settings])")

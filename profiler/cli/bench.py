@@ -24,6 +24,9 @@ bench_app = typer.Typer(help="Benchmarks of the kernels and of the measurement e
 
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` group to the app."""
+    from profiler.cli.scaleout import register_bench  # `bench scaleout` (multi-worker executor)
+
+    register_bench(bench_app)
     app.add_typer(bench_app, name="bench")
 
 
@@ -111,7 +114,7 @@ def _render_kernels(console, summary, Ts, records) -> None:
         ("speedup vs SDPA non-causal (same run)", lambda s: s.speedup_vs_sdpa_full, lambda v: _fmt_x(v, "{:.1f}x")),
     ):
         t = Table(title=f"{title}  [B=1 H=4 D=64 fp32 fwd, CPU, {threads} threads]")
-        t.add_column("series")
+        t.add_column("series", no_wrap=True)
         for T in Ts:
             t.add_column(f"T={T}", justify="right")
         for s in summary:
@@ -120,7 +123,7 @@ def _render_kernels(console, summary, Ts, records) -> None:
             t.add_row(s.label, *[fmt(vals.get(T)) if stat.get(T) == "ok" else stat.get(T, "-") for T in Ts])
         console.print(t)
     t = Table(title=f"log-log slopes over T={lo}..{hi}")
-    t.add_column("series")
+    t.add_column("series", no_wrap=True)
     t.add_column("time slope", justify="right")
     t.add_column("memory slope", justify="right")
     t.add_column(f"speedup at T={max(Ts)}", justify="right")
@@ -155,7 +158,7 @@ def timer_cmd(
     t = Table(title="timer fidelity (CPU, same process; target: ratio within 1 +- 0.05 with no more wall time)")
     for c in ("op", "Timer median ms", "Timer wall s", "serprof median ms", "ratio", "serprof wall s",
               "matched median ms", "matched ratio", "matched wall s"):
-        t.add_column(c, justify="left" if c == "op" else "right")
+        t.add_column(c, justify="left" if c == "op" else "right", no_wrap=c == "op")
     for r in rows:
         t.add_row(r.op, _fmt_ms(r.timer_median_s), f"{r.timer_wall_s:.2f}", _fmt_ms(r.serprof_median_s),
                   f"{r.ratio:.3f}", f"{r.serprof_wall_s:.2f}", _fmt_ms(r.matched_median_s), f"{r.matched_ratio:.3f}",
@@ -184,7 +187,7 @@ def memory_cmd(
 
     t = Table(title="CPU peak memory vs analytic model (target: within +-15%)")
     for c in ("point", "measured MiB", "analytic MiB", "ratio", "within 15%"):
-        t.add_column(c, justify="left" if c == "point" else "right")
+        t.add_column(c, justify="left" if c == "point" else "right", no_wrap=c == "point")
     for r in rows:
         if r.status != "ok":
             t.add_row(r.label, r.status, _fmt_mib(r.analytic_bytes), "-", "-")

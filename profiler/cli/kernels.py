@@ -66,7 +66,10 @@ def list_cmd(
         status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
         note = r["description"] if r["available"] else r["reason"]
         table.add_row(r["kernel"], r["family"], r["backend"], r["device"], status, note)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console.width = 160
+    console.print(table)
 
 
 def _fmt(x: float | None) -> str:
@@ -76,7 +79,7 @@ def _fmt(x: float | None) -> str:
 def verify_cmd(
     kernels: Optional[str] = typer.Option(None, "--kernels", help="Comma-separated kernels (default: all)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Comma-separated backends (default: every available one)."),
-    lengths: Optional[str] = typer.Option(None, "--lengths", help="Sequence lengths, e.g. '63,256' or '1k..4k' (default 63,256; --interpret: 64)."),
+    lengths: Optional[str] = typer.Option(None, "--lengths", help="Sequence lengths, e.g. '63,256' or '1k..4k' (default 1,100; --interpret: 64)."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. '1,3' (default 2; --interpret: 1)."),
     heads: int = typer.Option(2, "--heads", help="Number of heads."),
     head_dim: int = typer.Option(32, "--head-dim", help="Head dimension."),
@@ -100,7 +103,7 @@ def verify_cmd(
     for m in modes or [""]:
         if m not in ("fwd", "fwdbwd"):
             raise UsageError(f"unknown mode {m!r}; valid: fwd, fwdbwd")
-    length_list = parse_lengths(lengths or ("64" if interpret else "63,256"))
+    length_list = parse_lengths(lengths or ("64" if interpret else "1,100"))
     batch_list = parse_int_list(batch or ("1" if interpret else "2"), "batch size")
     dtypes = parse_dtypes(dtype or ("fp32,fp16" if interpret else "fp32"))
     if heads < 1 or head_dim < 1:
@@ -134,6 +137,9 @@ def verify_cmd(
         raise typer.Exit(1)
 
 
+_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
 def _render(results, interpret: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -148,11 +154,13 @@ def _render(results, interpret: bool) -> None:
         c = r.correctness
         verdict = "[green]ok[/green]" if r.passed else ("[red]error[/red]" if r.error else "[red]FAIL[/red]")
         checked = "" if c is None or c.checked_T in (None, s.T) else f" (rows<{c.checked_T})"
-        table.add_row(r.kernel, r.backend, r.dtype, r.mode, "causal" if r.causal else "full",
+        table.add_row(r.kernel, r.backend, _SHORT.get(r.dtype, r.dtype), r.mode, "causal" if r.causal else "full",
                       f"{s.B},{s.T},{s.H},{s.D}{checked}", r.against or "reference",
                       _fmt(c and c.max_abs_err), _fmt(c and c.max_rel_err), _fmt(c and c.grad_max_rel_err),
                       _fmt(c and c.tolerance), verdict)
     console = Console()
+    if not console.is_terminal:  # pipes and files: do not squeeze the table to 80 columns
+        console.width = 180
     console.print(table)
     for r in results:
         if r.error:

@@ -131,6 +131,8 @@ class _RichObserver:
             self.live.update(self._render())
             self.live.__exit__(None, None, None)
             self.live = None
+            if not self.console.is_terminal:
+                self.console.print()   # a file/pipe gets the last frame without its newline
 
 
 def _settings_overrides(warmup, time_budget, target_ci, memory_budget, timeout, no_verify, no_energy) -> dict:
@@ -212,6 +214,17 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, memory estimates and dropped combinations."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable results."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not render the HTML report."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) | slurm (a job array through submitit)."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="CUDA devices, one pinned worker each, e.g. 0,1,2,3."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="CPU: N workers, each pinned to its own cores."),
+    cores_per_worker: Optional[int] = typer.Option(None, "--cores-per-worker", help="CPU cores (= threads) per worker (default: cores / workers)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="SLURM partition."),
+    account: Optional[str] = typer.Option(None, "--account", help="SLURM account."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="SLURM time limit per shard: 90, 2:00:00, 1-00:00:00, 2h."),
+    gpus_per_task: Optional[int] = typer.Option(None, "--gpus-per-task", help="SLURM GPUs per shard job."),
+    array_parallelism: Optional[int] = typer.Option(None, "--array-parallelism", help="SLURM: at most this many shards at once."),
+    sbatch_extra: Optional[str] = typer.Option(None, "--sbatch-extra", help="Extra sbatch flags, e.g. '--constraint=a100 --qos=high'."),
+    shards: Optional[int] = typer.Option(None, "--shards", help="SLURM: number of shards (default: one per series, at most 64)."),
 ) -> None:
     """Sweep length x batch x dtype over attention kernels; every point in a worker process."""
     from rich.console import Console
@@ -241,6 +254,17 @@ def sweep(
     else:
         spec = build_spec(scenario, overrides)
 
+    from profiler.cli.scaleout import choose_for_sweep, submit_slurm
+
+    choice = choose_for_sweep({"executor": executor, "devices": devices, "workers": workers,
+                               "cores_per_worker": cores_per_worker, "partition": partition, "account": account,
+                               "time_limit": time_limit, "gpus_per_task": gpus_per_task,
+                               "array_parallelism": array_parallelism, "sbatch_extra": sbatch_extra,
+                               "shards": shards}, scenario=scenario, spec=spec, resume=resume)
+    if choice.kind == "slurm":
+        submit_slurm(console, spec, choice.slurm, out=out, resume=resume, dry_run=dry_run, as_json=as_json)
+        return
+
     if dry_run:
         from profiler.runner.sweep import dry_run as make_dry_run, plan_as_dict
 
@@ -255,7 +279,7 @@ def sweep(
 
     obs = _RichObserver(console, quiet=as_json)
     try:
-        result = run_sweep(spec, out=out, resume=resume, observer=obs)
+        result = run_sweep(spec, out=out, resume=resume, observer=obs, executor=choice.executor)
     finally:
         obs.close()
 
@@ -389,9 +413,9 @@ def doctor(
         from rich.console import Console
 
         c = Console()
-        mark = {"ok": "[green]works[/]", "unavailable": "[yellow]unavailable[/]", "failed": "[red]FAILED[/]"}
+        mark = {"ok": "[green]works      [/]", "unavailable": "[yellow]unavailable[/]", "failed": "[red]FAILED     [/]"}
         for check in report["checks"]:
-            c.print(f"{mark[check['state']]:>24}  [bold]{check['name']}[/]: {check['detail']}")
+            c.print(f"{mark[check['state']]}  [bold]{check['name']}[/]: {check['detail']}")
         c.print(report["summary"])
     raise typer.Exit(report["exit_code"])
 
@@ -402,3 +426,6 @@ def register(app: typer.Typer) -> None:
     app.command("env")(env)
     app.command("trace")(trace)
     app.command("doctor")(doctor)
+    from profiler.cli.scaleout import register_status
+
+    register_status(app)

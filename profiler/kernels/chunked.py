@@ -209,11 +209,16 @@ def chunk_gate(b: "torch.Tensor", safe_span: float = SAFE_SPAN) -> ChunkGate:
     span = (-last).amax(dim=(-1, -2))  # (B, H, N)
     bad_mask = span > safe_span
     bad = bad_mask.reshape(-1).nonzero().squeeze(1) if bool(bad_mask.any()) else None
+    exp_b, exp_last = b.exp(), last.exp()
     if bad is None:
-        neg = (-b).exp()
+        # span <= SAFE_SPAN: e^{-b} = 1 / e^{b} <= e^30 and e^{b[-1]-b} = e^{b[-1]} e^{-b} <= 1, both
+        # within an ulp or two of the direct exponentials and cheaper than two more exp passes
+        neg = exp_b.reciprocal()
+        to_end = neg * exp_last
     else:
         neg = (-b * (~bad_mask)[..., None, None].to(b.dtype)).exp()
-    return ChunkGate(b=b, exp_b=b.exp(), exp_neg_b=neg, exp_to_end=(last - b).exp(), exp_last=last.exp(), bad=bad)
+        to_end = (last - b).exp()
+    return ChunkGate(b=b, exp_b=exp_b, exp_neg_b=neg, exp_to_end=to_end, exp_last=exp_last, bad=bad)
 
 
 def key_gated_core(qg, kf, kd, v, decay_k=None) -> "torch.Tensor":

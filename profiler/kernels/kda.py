@@ -100,6 +100,25 @@ def layer_gate_params(H: int, D: int, gen: "torch.Generator") -> tuple["torch.Te
     return A_log, dt_bias
 
 
+def kda_gate(x: "torch.Tensor", A_log: "torch.Tensor | None", dt_bias: "torch.Tensor",
+             lower_bound: float | None = None) -> "torch.Tensor":
+    """The layer's log decay from raw gate logits x (..., H, D), in fp32 (fla's ``naive_kda_gate``).
+
+    ``-exp(A_log[h]) * softplus(x + dt_bias)``; with ``lower_bound``:
+    ``lower_bound * sigmoid(exp(A_log[h]) * (x + dt_bias))`` (``A_log`` None means 0).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    H, D = x.shape[-2:]
+    z = x.float() + dt_bias.float().view(H, D)
+    if lower_bound is None:
+        return -A_log.float().exp().view(H, 1) * F.softplus(z)
+    if A_log is not None:
+        z = A_log.float().exp().view(H, 1) * z
+    return lower_bound * torch.sigmoid(z)
+
+
 def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0, *, gate: str = "default",
                 lower_bound: float = DEFAULT_LOWER_BOUND) -> dict:
     """q, k, v, g, beta for one point, deterministic in ``seed`` on every device (module doc).
@@ -124,11 +143,11 @@ def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0, *, g
     k = F.normalize(randn(B, T, H, D), p=2, dim=-1)
     v = randn(B, T, H, D)
     A_log, dt_bias = layer_gate_params(H, D, gen)
-    x = randn(B, T, H, D) + dt_bias.view(H, D)
+    x = randn(B, T, H, D)
     if gate == "default":
-        g = -A_log.exp().view(H, 1) * F.softplus(x)
+        g = kda_gate(x, A_log, dt_bias)
     else:
-        g = lower_bound * torch.sigmoid(x)
+        g = kda_gate(x, None, dt_bias, lower_bound=lower_bound)
     beta = torch.sigmoid(randn(B, T, H))
     dt = _torch_dtype(dtype)
     return {n: t.to(device=device, dtype=dt) for n, t in (("q", q), ("k", k), ("v", v), ("g", g), ("beta", beta))}
@@ -160,7 +179,7 @@ def _intra_chunk_scores(qk: "torch.Tensor", k: "torch.Tensor", g: "torch.Tensor"
         kE = kb[:, :, :c - delta] * window.exp()
         d = (qkb[:, :, delta:] @ kE.unsqueeze(-1)).squeeze(-1)                   # (Z, nb, c-delta, 2)
         diag_blocks.diagonal(-delta, 1, 3).copy_(d.permute(0, 3, 1, 2))
-    del window, kE, d
+    window = kE = d = None
     if nb > 1:
         # suffix[j] = b_end(J) - b_j (exclusive suffix sum inside j's block J); totals: block sums
         suffix = F.pad(gb.flip(2).cumsum(2).flip(2)[:, :, 1:], (0, 0, 0, 1))
@@ -327,3 +346,83 @@ def flops(shape: Shape, causal: bool = True) -> float:
 def bytes_moved(shape: Shape, itemsize: int, causal: bool = True) -> float:
     """Read q, k, v, g (B*T*H*D each) and beta (B*T*H), write o (B*T*H*D): ``B*T*H*(5D+1)*itemsize``."""
     return float(shape.B * shape.T * shape.H * (5 * shape.D + 1) * itemsize)
+
+
+def _torch_backend_chunk(T: int) -> int:
+    """The chunk ``kda_chunkwise`` actually uses for length T (short sequences: one smaller chunk)."""
+    return min(CHUNK, SUB_CHUNK * math.ceil(T / SUB_CHUNK))
+
+
+def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True, mode: str = "fwd") -> int:
+    """Predicted peak bytes of the tensors one call allocates above its inputs.
+
+    ``torch`` (all working tensors fp32; chunk C as used for this T, Tp = T padded to C, K = V = D):
+    ``a = B*H*Tp*D*4`` (one chunked (Z, C, D) tensor), ``s = a*C/D`` (one (Z, C, C) score tensor),
+    ``St = a*D/C`` (one set of per-chunk (D, D) matrices). Live sets of ``kda_chunkwise``, read from
+    torch.profiler allocation traces:
+
+    * fwd, the largest of: the solve for U (k, g, A = [Aqk|Akk] (2s), q e^b, M (s), W, chunked v,
+      its right-hand side, U: ``7a + 3s``); the state loop (A, q e^b, W, U, Tr, R, states:
+      ``3a + 2s + 3St``); the intra-chunk scores (k, g, stacked q|k (2a), A, suffix sums and the
+      off-diagonal factors: ``8a + 2s``).
+    * fwdbwd: autograd keeps every intermediate above plus the diagonal-block and off-diagonal
+      factors (about c/2 + (C/c)/2 extra chunk-sized tensors), and the backward allocates their
+      gradients and the input gradients. Modelled as ``37.5a + 6s + 5.5St``: the structure follows
+      the live set; the coefficients are fitted to measured peaks (D = 32..256, within 2 %; bf16
+      inputs within 3 %, since their gradients pass through fp32 too).
+
+    ``fla`` (chunk_kda, C = 64, from fla 0.6.0's buffer list): fp32 gate cumsum (BTHD*4), Aqk and Akk
+    (2*BTH*64*itemsize), Akk diagonal blocks (BTH*16*4), w, u, kg, v_new, o (5*BTHD*itemsize), chunk
+    states h (B*H*N*D*D*itemsize): about 9x q at fp32, D = 64, as measured dry under Triton's
+    interpreter (FLA.md 5b). fwdbwd (estimate, not measured): the forward's saved g, Aqk, Akk, plus
+    recomputed w, u, kg, h, v_new, dh (h-sized), and fp32 dq, dk, dg, dv, dq2, dk2 and dA.
+    ``fla-recurrent``: the output only (fwd only).
+    """
+    B, T, H, D = shape.B, shape.T, shape.H, shape.D
+    if backend == "torch":
+        C = _torch_backend_chunk(T)
+        a = B * H * _padded(T, C) * D * 4
+        s, St = a * C / D, a * D / C
+        if mode == "fwdbwd":
+            return int(37.5 * a + 6 * s + 5.5 * St)
+        return int(max(7 * a + 3 * s, 3 * a + 2 * s + 3 * St, 8 * a + 2 * s))
+    if backend == "fla-recurrent":
+        return int(B * T * H * D * itemsize)
+    C = FLA_CHUNK
+    Tp = _padded(T, C)
+    btd, bt = B * Tp * H * D, B * Tp * H
+    h = B * H * (Tp // C) * D * D * itemsize
+    fwd = btd * 4 + 2 * bt * C * itemsize + bt * 16 * 4 + 5 * btd * itemsize + h
+    if mode == "fwdbwd":
+        return int(fwd + 4 * btd * itemsize + 2 * h + 6 * btd * 4 + bt * C * 4)
+    return int(fwd)
+
+
+# ----------------------------------------------------------------------------- registry entry
+
+_FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
+
+KERNEL = KernelSpec(
+    name="kda",
+    title="KDA (Kimi delta attention)",
+    family="linear",
+    make_inputs=make_inputs,
+    backends={
+        "torch": Backend("torch", run_torch,
+                         description=f"chunkwise WY/UT form (C={CHUNK}, exact sub-blocks of {SUB_CHUNK}), "
+                                     "exact for unbounded gates; pure PyTorch"),
+        "fla": Backend("fla", run_fla, **_FLA, description="fla.ops.kda.chunk_kda (Triton)"),
+        "fla-recurrent": Backend("fla-recurrent", run_fla_recurrent, backward=False, **_FLA,
+                                 description="fla.ops.kda.fused_recurrent_kda (Triton; inference only)"),
+    },
+    reference=reference,
+    reference_name="fla.ops.kda.naive.naive_recurrent_kda (fp32 token loop)",
+    flops=flops,
+    bytes_moved=bytes_moved,
+    memory_bytes=memory_bytes,
+    grad_inputs=("q", "k", "v", "g", "beta"),
+    max_head_dim=MAX_HEAD_DIM,
+    reference_max_T=REFERENCE_MAX_T,
+    description="Gated delta rule with a per-channel decay g = -exp(A_log) softplus(x + dt_bias) (unbounded, "
+                "the KimiDeltaAttention layer's default), l2-normalised q and k, beta = sigmoid(.); causal.",
+)

@@ -149,6 +149,11 @@ def measure_layer_point(spec: PointSpec, settings: MeasureSettings, *, device_in
     extra: dict = {"params": head_shape(spec.kernel, spec.D, spec.H)[2]}
     if spec.option("audio_s") is not None:
         extra["audio_s"] = float(spec.option("audio_s"))
+    elif spec.option("frame_rate") is not None and spec.option("replay") is None:
+        from profiler.audio import rates_from_options
+
+        r = rates_from_options(spec.options)   # the duration this T stands for (up to rounding)
+        extra["audio_s"] = spec.T / (r.frame_rate_hz + r.text_rate_hz)
     if spec.option("replay") is not None:
         res, timer_name, method = _replay(spec, settings, dev, meter)
         timing = Timing(samples_s=res.latency_s, timer=timer_name, warmup_calls=res.warmup_calls,

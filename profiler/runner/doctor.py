@@ -72,8 +72,9 @@ def _verify_check() -> dict[str, str]:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return _check("verify (backends vs references)", "failed", f"timed out after {VERIFY_TIMEOUT_S} s")
-    lines = [ln for ln in (p.stdout + "\n" + p.stderr).splitlines() if ln.strip()]
-    last = lines[-1].strip() if lines else ""
+    out_lines = [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]
+    err_lines = [ln.strip() for ln in p.stderr.splitlines() if ln.strip()]
+    last = (out_lines or err_lines or [""])[-1]
     if p.returncode == 0:
         return _check("verify (backends vs references)", "ok", last or "all available backends agree")
     if "No such command" in p.stderr:
@@ -102,9 +103,7 @@ def _tiny_sweep_checks(dev: str, out: Path | None) -> list[dict[str, str]]:
         return [_check("tiny sweep (workers, timing, memory)", "failed", f"{type(exc).__name__}: {exc}")]
     finally:
         if tmp is not None:
-            tmp_name = tmp.name
             tmp.cleanup()
-            _ = tmp_name
     checks = []
     bad = [r for r in recs if r.status != "ok"]
     if not recs:

@@ -78,7 +78,7 @@ def parse_devices(text: str | Sequence[int] | None) -> tuple[int, ...]:
     """``"0,1,2,3"`` -> ``(0, 1, 2, 3)``; bad syntax or duplicates are a ``UsageError``."""
     if text is None:
         return ()
-    items = list(text) if not isinstance(text, str) else [x.strip() for x in text.split(",")]
+    items = list(text) if not isinstance(text, str) else [x.strip() for x in text.split(",") if x.strip()]
     out: list[int] = []
     for item in items:
         try:

@@ -110,9 +110,11 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, code, needle):
     assert "Traceback" not in p.stderr + p.stdout
 
 
-def _wait_lines(path: Path, n: int, timeout: float = 120) -> None:
+def _wait_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"the sweep ended early with exit code {proc.returncode}")
         if path.exists() and len([x for x in path.read_text().splitlines() if x.strip()]) >= n:
             return
         time.sleep(0.1)
@@ -138,7 +140,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "profiler", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_lines(out / "points.jsonl", 2)
+        _wait_lines(out / "points.jsonl", 2, proc)
         time.sleep(0.5)           # the worker is now sleeping inside T=512
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -179,7 +181,7 @@ def test_ctrl_c_stops_cleanly_keeps_points_and_says_how_to_resume(tmp_path):
                              "--lengths", "128,256,512", "--out", str(out), *TINY], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_lines(out / "points.jsonl", 1)
+        _wait_lines(out / "points.jsonl", 1, proc)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

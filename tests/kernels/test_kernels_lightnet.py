@@ -10,7 +10,7 @@ import tempfile
 import pytest
 import torch
 
-from profiler.kernels import lightnet as retnet
+from profiler.kernels import lightnet as mod
 from profiler.kernels.base import Shape
 
 TS = (1, 63, 64, 100, 512, 1000)
@@ -27,17 +27,17 @@ def rel(a, b, floor: float = 0.0):
 
 @pytest.mark.parametrize("T,B,H,D", GRID, ids=lambda x: str(x))
 def test_forward_matches_fla_reference(T, B, H, D):
-    inp = retnet.make_inputs(Shape(B, T, H, D), torch.float32, "cpu", seed=T + D)
-    out = retnet.run_torch(inp, True)
+    inp = mod.make_inputs(Shape(B, T, H, D), torch.float32, "cpu", seed=T + D)
+    out = mod.run_torch(inp, True)
     assert out.shape == (B, T, H, D) and out.dtype == torch.float32
-    assert rel(out, retnet.reference(inp, True)) <= 1e-5
+    assert rel(out, mod.reference(inp, True)) <= 1e-5
 
 
 def test_custom_scale_is_applied():
-    inp = retnet.make_inputs(Shape(2, 150, 3, 32), torch.float32, "cpu", seed=1)
+    inp = mod.make_inputs(Shape(2, 150, 3, 32), torch.float32, "cpu", seed=1)
     scaled = dict(inp, scale=1.0)
-    assert rel(retnet.run_torch(scaled, True), retnet.reference(scaled, True)) <= 1e-5
-    assert rel(retnet.run_torch(scaled, True), retnet.run_torch(inp, True) * 32 ** 0.5) <= 1e-5
+    assert rel(mod.run_torch(scaled, True), mod.reference(scaled, True)) <= 1e-5
+    assert rel(mod.run_torch(scaled, True), mod.run_torch(inp, True) * 32 ** 0.5) <= 1e-5
 
 
 def _fp64_oracle(inp):
@@ -55,12 +55,12 @@ def _fp64_oracle(inp):
 @pytest.mark.parametrize("case", ["x50", "spike", "offset"])
 def test_exact_and_finite_for_any_logits(case):
     """Logits far outside randn: chunks over SAFE_SPAN take the exact pairwise path; grads stay finite."""
-    inp = retnet.make_inputs(Shape(2, 200, 2, 32), torch.float32, "cpu", seed=1)
+    inp = mod.make_inputs(Shape(2, 200, 2, 32), torch.float32, "cpu", seed=1)
     k = inp["k"]
     k = {"x50": k * 50, "spike": k.index_fill(1, torch.tensor([70, 150]), 300.0), "offset": k - 1000}[case]
     inp = dict(inp, k=k)
     x = {n: t.clone().requires_grad_() for n, t in inp.items()}
-    out = retnet.run_torch(x, True)
+    out = mod.run_torch(x, True)
     assert rel(out, _fp64_oracle(inp)) <= 1e-5
     out.sum().backward()
     assert all(torch.isfinite(x[n].grad).all() for n in "qkv")
@@ -68,29 +68,29 @@ def test_exact_and_finite_for_any_logits(case):
 
 @pytest.mark.parametrize("T,B,H,D", [(100, 2, 3, 32), (64, 1, 4, 64), (1, 3, 1, 128)])
 def test_gradients_match_reference(T, B, H, D):
-    inp = retnet.make_inputs(Shape(B, T, H, D), torch.float32, "cpu", seed=7)
+    inp = mod.make_inputs(Shape(B, T, H, D), torch.float32, "cpu", seed=7)
     grad = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(3))
     grads = []
-    for fn in (retnet.run_torch, retnet.reference):
+    for fn in (mod.run_torch, mod.reference):
         x = {n: t.clone().requires_grad_() for n, t in inp.items()}
         (fn(x, True) * grad).sum().backward()
-        grads.append({n: x[n].grad for n in retnet.KERNEL.grad_inputs})
-    for n in retnet.KERNEL.grad_inputs:
+        grads.append({n: x[n].grad for n in mod.KERNEL.grad_inputs})
+    for n in mod.KERNEL.grad_inputs:
         assert rel(grads[0][n], grads[1][n], floor=1.0) <= 1e-5, n
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_returns_input_dtype(dtype):
-    inp = retnet.make_inputs(Shape(1, 130, 2, 64), dtype, "cpu", seed=0)
-    out = retnet.run_torch(inp, True)
+    inp = mod.make_inputs(Shape(1, 130, 2, 64), dtype, "cpu", seed=0)
+    out = mod.run_torch(inp, True)
     assert out.dtype == dtype
-    assert rel(out, retnet.reference(inp, True)) <= 1e-2
+    assert rel(out, mod.reference(inp, True)) <= 1e-2
 
 
 def test_inputs_are_deterministic_and_in_layer_ranges():
-    a = retnet.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=5)
-    b = retnet.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=5)
-    c = retnet.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=6)
+    a = mod.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=5)
+    b = mod.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=5)
+    c = mod.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=6)
     assert set(a) == {"q", "k", "v"}
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert not torch.equal(a["q"], c["q"])
@@ -100,19 +100,19 @@ def test_inputs_are_deterministic_and_in_layer_ranges():
 def test_non_causal_is_a_usage_error():
     from profiler.errors import UsageError
 
-    inp = retnet.make_inputs(Shape(1, 8, 1, 8), torch.float32, "cpu", seed=0)
+    inp = mod.make_inputs(Shape(1, 8, 1, 8), torch.float32, "cpu", seed=0)
     with pytest.raises(UsageError):
-        retnet.run_torch(inp, False)
+        mod.run_torch(inp, False)
 
 
 def test_fla_backends_registered_and_unavailable_on_cpu():
-    names = set(retnet.KERNEL.backends)
+    names = set(mod.KERNEL.backends)
     assert {"torch", "fla", "fla-recurrent"} == names
     for n in names - {"torch"}:
-        ok, why = retnet.KERNEL.backends[n].availability("cpu")
+        ok, why = mod.KERNEL.backends[n].availability("cpu")
         assert not ok and "cuda" in why
-        assert retnet.KERNEL.backends[n].interpretable
-    assert retnet.KERNEL.backends["torch"].availability("cpu") == (True, "ok")
+        assert mod.KERNEL.backends[n].interpretable
+    assert mod.KERNEL.backends["torch"].availability("cpu") == (True, "ok")
 
 
 def _peak_bytes(fn) -> int:
@@ -135,24 +135,24 @@ def _peak_bytes(fn) -> int:
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
 def test_memory_model_matches_measured_peak(mode):
     shape = Shape(1, 2048, 4, 64)
-    inp = retnet.make_inputs(shape, torch.float32, "cpu", seed=0)
+    inp = mod.make_inputs(shape, torch.float32, "cpu", seed=0)
     if mode == "fwd":
         def call():
             with torch.no_grad():
-                retnet.run_torch(inp, True)
+                mod.run_torch(inp, True)
     else:
         x = {n: t.clone().requires_grad_() for n, t in inp.items()}
         grad = torch.randn(1, 2048, 4, 64)
 
         def call():
-            retnet.run_torch(x, True).backward(grad)
+            mod.run_torch(x, True).backward(grad)
     measured = _peak_bytes(call)
-    model = retnet.memory_bytes(shape, 4, "torch", True, mode)
+    model = mod.memory_bytes(shape, 4, "torch", True, mode)
     assert 0.9 <= model / measured <= 1.1, (model, measured)
 
 
 def test_analytic_models_scale_linearly():
     s1, s2 = Shape(1, 4096, 4, 64), Shape(1, 8192, 4, 64)
-    assert retnet.flops(s2, True) == pytest.approx(2 * retnet.flops(s1, True))
-    assert retnet.bytes_moved(s1, 4, True) == 4 * 4096 * 4 * 64 * 4
-    assert retnet.memory_bytes(s2, 4, "torch", True, "fwd") == 2 * retnet.memory_bytes(s1, 4, "torch", True, "fwd")
+    assert mod.flops(s2, True) == pytest.approx(2 * mod.flops(s1, True))
+    assert mod.bytes_moved(s1, 4, True) == 4 * 4096 * 4 * 64 * 4
+    assert mod.memory_bytes(s2, 4, "torch", True, "fwd") == 2 * mod.memory_bytes(s1, 4, "torch", True, "fwd")

@@ -1,0 +1,531 @@
+"""The SLURM executor: a sweep as a job array of shards, submitted through ``submitit``.
+
+Flow (``submit``):
+
+1. plan the sweep for the *target* device on the submitting host (a login node usually has no GPU:
+   the device is not probed here, and the memory budget is left to each node unless given);
+2. create the run folder (``manifest.json`` with ``notes.execution.executor == "slurm"``) and cut the
+   plan into shards: whole series per shard (so OOM skips still work inside a shard), balanced by the
+   series' estimated cost (greedy, largest first); ``shards.json`` stores every shard's point specs;
+3. submit one job per shard as a SLURM job array (``submitit.SlurmExecutor.map_array``; partition,
+   account, time limit, GPUs per task, array parallelism and extra ``#SBATCH`` flags from
+   ``SlurmOptions``).
+
+Each job runs ``run_shard`` on its node: it re-plans from the stored scenario (the node's device and
+memory budget), measures its points with the local executor (all GPUs the job got, one worker each),
+and appends every record to its own ``points-<shard>.jsonl`` in the shared run folder
+(``profiler.store`` merges ``points*.jsonl`` on load). Every record's ``worker`` carries ``host``,
+``device_name``, ``shard`` and the SLURM job id; ``shards/shard-<n>.json`` holds the shard's full
+environment fingerprint, state and calibration. A run that landed on two GPU models is therefore
+reported per device model (group records by ``worker.device_name``), never averaged.
+
+``resume`` re-submits, per shard, only the points that have no record in any file.
+``render_job_script`` is the exact ``sbatch`` script submitit would submit (its own generator,
+``submitit.slurm.slurm._make_sbatch_string``), for ``--dry-run`` without a scheduler.
+
+``backend="local"`` runs the same jobs through ``submitit.LocalExecutor`` (real subprocesses on this
+machine): that is how the tests exercise this module without a scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shlex
+import socket
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from profiler.errors import UnavailableError, UsageError
+from profiler.records import Manifest, PointRecord, PointSpec, from_dict, to_dict
+
+SHARDS_FILE = "shards.json"
+SHARD_STATE_DIR = "shards"
+SUBMITIT_DIR = "slurm"
+BACKENDS = ("slurm", "local", "debug")
+DEFAULT_MAX_SHARDS = 64
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Scheduler options (``--partition`` ... ``--sbatch-extra``) and how many shards to cut."""
+
+    partition: str | None = None
+    account: str | None = None
+    time_limit_min: int | None = None        # whole job (one shard), minutes
+    gpus_per_task: int | None = None
+    cpus_per_task: int | None = None
+    array_parallelism: int | None = None     # at most this many shards run at once
+    sbatch_extra: tuple[tuple[str, Any], ...] = ()   # extra #SBATCH flags: (name, value or True)
+    shards: int | None = None                # default: one per series, at most DEFAULT_MAX_SHARDS
+    job_name: str | None = None
+    python: str | None = None                # command that starts Python on the nodes
+    backend: str = "slurm"                   # slurm | local (submitit.LocalExecutor) | debug
+
+    def to_dict(self) -> dict[str, Any]:
+        d = to_dict(self)
+        d["sbatch_extra"] = {k: v for k, v in self.sbatch_extra}
+        return d
+
+
+# --------------------------------------------------------------------------- option parsing
+
+_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def parse_time_limit(text: str | int | None) -> int | None:
+    """SLURM time syntax (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) or ``90min`` / ``2h`` -> minutes."""
+    if text is None:
+        return None
+    if isinstance(text, int) and not isinstance(text, bool):
+        minutes = text
+    else:
+        t = str(text).strip().lower()
+        unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|min|m|h|d)", t)
+        m = _TIME_RE.fullmatch(t)
+        if unit:
+            minutes = math.ceil(float(unit.group(1)) * {"s": 1 / 60, "min": 1, "m": 1, "h": 60, "d": 1440}[unit.group(2)])
+        elif m:
+            days, a, b, c = m.groups()
+            nums = [int(x) for x in (a, b, c) if x is not None]
+            if days is not None:           # D-HH[:MM[:SS]]
+                nums += [0] * (3 - len(nums))
+                minutes = int(days) * 1440 + nums[0] * 60 + nums[1] + math.ceil(nums[2] / 60)
+            elif len(nums) == 1:           # MM
+                minutes = nums[0]
+            elif len(nums) == 2:           # MM:SS
+                minutes = nums[0] + math.ceil(nums[1] / 60)
+            else:                          # HH:MM:SS
+                minutes = nums[0] * 60 + nums[1] + math.ceil(nums[2] / 60)
+        else:
+            raise UsageError(f"--time-limit: {text!r} is not a time; use minutes (90), HH:MM:SS (2:00:00), "
+                             "D-HH:MM:SS (1-00:00:00) or 90min / 2h")
+    if minutes < 1:
+        raise UsageError(f"--time-limit must be at least 1 minute (got {text!r})")
+    return int(minutes)
+
+
+def parse_sbatch_extra(text: str | Sequence[str] | None) -> tuple[tuple[str, Any], ...]:
+    """``"--constraint=a100 --qos high --exclusive"`` -> ``(("constraint", "a100"), ("qos", "high"), ("exclusive", True))``."""
+    if not text:
+        return ()
+    tokens = shlex.split(text) if isinstance(text, str) else [t for part in text for t in shlex.split(part)]
+    out: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("-") or tok in ("-", "--"):
+            raise UsageError(f"--sbatch-extra: expected sbatch flags like --constraint=a100, got {tok!r}")
+        name = tok.lstrip("-")
+        if "=" in name:
+            name, value = name.split("=", 1)
+            i += 1
+        elif i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
+            value, i = tokens[i + 1], i + 2
+        else:
+            value, i = True, i + 1
+        if len(tok) - len(tok.lstrip("-")) == 1 or len(name) < 2:
+            raise UsageError(f"--sbatch-extra: use sbatch's long flag names (--{name}=...), got {tok!r}")
+        if name in ("array", "output", "error", "wrap"):
+            raise UsageError(f"--sbatch-extra: --{name} is set by serprof/submitit itself")
+        out.append((name.replace("_", "-"), value))
+    return tuple(out)
+
+
+def _positive(name: str, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise UsageError(f"--{name} must be >= 1 (got {value})")
+    return value
+
+
+def options_from_flags(partition: str | None = None, account: str | None = None, time_limit: str | None = None,
+                       gpus_per_task: int | None = None, array_parallelism: int | None = None,
+                       sbatch_extra: str | Sequence[str] | None = None, shards: int | None = None,
+                       cpus_per_task: int | None = None, backend: str = "slurm") -> SlurmOptions:
+    """Validated ``SlurmOptions`` from CLI / scenario values (``UsageError`` on bad input)."""
+    if backend not in BACKENDS:
+        raise UsageError(f"slurm backend {backend!r} is not allowed; valid: {', '.join(BACKENDS)}")
+    if gpus_per_task is not None and gpus_per_task < 0:
+        raise UsageError(f"--gpus-per-task must be >= 0 (got {gpus_per_task})")
+    return SlurmOptions(partition=partition or None, account=account or None,
+                        time_limit_min=parse_time_limit(time_limit),
+                        gpus_per_task=gpus_per_task or None,
+                        cpus_per_task=_positive("cpus-per-task", cpus_per_task),
+                        array_parallelism=_positive("array-parallelism", array_parallelism),
+                        sbatch_extra=parse_sbatch_extra(sbatch_extra),
+                        shards=_positive("shards", shards), backend=backend)
+
+
+# --------------------------------------------------------------------------- planning and sharding
+
+def target_device(device: str, opts: SlurmOptions) -> str:
+    """The nodes' device: explicit, or ``auto`` -> cuda when GPUs are requested, else cpu."""
+    if device in ("cpu", "cuda"):
+        return device
+    return "cuda" if opts.gpus_per_task else "cpu"
+
+
+@contextlib.contextmanager
+def _plan_for_target(device: str) -> Iterator[None]:
+    """Plan on the submitting host for ``device`` without probing it (no GPU on a login node).
+
+    The memory budget is left unset (``None``) unless the user gave one: each node applies its own
+    budget when it re-plans. (A ``make_plan`` parameter would be cleaner than this scoped patch.)
+    """
+    import profiler.plan as plan_mod
+
+    saved = plan_mod.resolve_device, plan_mod.default_memory_budget
+    plan_mod.resolve_device = lambda _d: device  # type: ignore[assignment]
+    plan_mod.default_memory_budget = lambda _dev, _idx=0: (None, "decided on each node")  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        plan_mod.resolve_device, plan_mod.default_memory_budget = saved
+
+
+def cluster_plan(sweep: Any, opts: SlurmOptions):
+    """``make_plan`` for the nodes' device, made on this (submitting) host."""
+    from profiler.plan import make_plan
+
+    device = target_device(sweep.device, opts)
+    sweep = replace(sweep, device=device)
+    with _plan_for_target(device):
+        return make_plan(sweep, cuda_available_flag=(device == "cuda"))
+
+
+def make_shards(specs: Sequence[PointSpec], n: int | None = None) -> list[list[PointSpec]]:
+    """Whole series per shard, balanced by estimated cost (greedy: largest series to the lightest shard).
+
+    ``n`` defaults to one shard per series (at most ``DEFAULT_MAX_SHARDS``); shards never exceed the
+    number of series. Inside a shard, series and points keep their plan order (short to long).
+    """
+    from profiler.runner.multi import point_cost
+
+    series: dict[tuple, list[PointSpec]] = {}
+    for s in specs:
+        series.setdefault(s.series_key, []).append(s)
+    if not series:
+        return []
+    k = min(n or min(len(series), DEFAULT_MAX_SHARDS), len(series))
+    order = {key: i for i, key in enumerate(series)}
+    cost = {key: sum(point_cost(p) for p in pts) for key, pts in series.items()}
+    loads = [0.0] * k
+    members: list[list[tuple]] = [[] for _ in range(k)]
+    for key in sorted(series, key=lambda key: (-cost[key], order[key])):
+        i = min(range(k), key=lambda j: (loads[j], j))
+        loads[i] += cost[key]
+        members[i].append(key)
+    return [[p for key in sorted(keys, key=order.__getitem__) for p in series[key]] for keys in members]
+
+
+def shard_file(shard: int) -> str:
+    return f"points-{shard:03d}.jsonl"
+
+
+# --------------------------------------------------------------------------- job script
+
+def sbatch_parameters(opts: SlurmOptions, job_name: str) -> dict[str, Any]:
+    """Parameters for ``submitit.SlurmExecutor.update_parameters`` (and the dry-run script)."""
+    params: dict[str, Any] = {"job_name": opts.job_name or job_name}
+    if opts.partition:
+        params["partition"] = opts.partition
+    if opts.account:
+        params["account"] = opts.account
+    if opts.time_limit_min:
+        params["time"] = opts.time_limit_min
+    if opts.gpus_per_task:
+        params["gpus_per_task"] = opts.gpus_per_task
+    if opts.cpus_per_task:
+        params["cpus_per_task"] = opts.cpus_per_task
+    if opts.array_parallelism:
+        params["array_parallelism"] = opts.array_parallelism
+    if opts.sbatch_extra:
+        params["additional_parameters"] = {k: v for k, v in opts.sbatch_extra}
+    return params
+
+
+def submitit_folder(run_dir: Path) -> Path:
+    return Path(run_dir).absolute() / SUBMITIT_DIR / "%j"
+
+
+def render_job_script(opts: SlurmOptions, run_dir: str | Path, n_jobs: int, job_name: str = "serprof") -> str:
+    """The ``sbatch`` script ``submit`` would hand to SLURM for ``n_jobs`` shards (submitit's generator)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    folder = submitit_folder(Path(run_dir))
+    python = opts.python or shlex.quote(sys.executable)
+    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(command=command, folder=folder, map_count=n_jobs if n_jobs > 1 else None,
+                               **sbatch_parameters(opts, job_name))
+
+
+# --------------------------------------------------------------------------- run folder state
+
+def read_shards(run_dir: str | Path) -> dict[str, Any]:
+    p = Path(run_dir) / SHARDS_FILE
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{Path(run_dir)} has no {SHARDS_FILE}: not a SLURM run") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{p}: cannot read the shard table ({exc})") from None
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def shard_state_path(run_dir: str | Path, shard: int) -> Path:
+    return Path(run_dir) / SHARD_STATE_DIR / f"shard-{shard:03d}.json"
+
+
+def is_slurm_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / SHARDS_FILE).is_file()
+
+
+# --------------------------------------------------------------------------- submitting
+
+@dataclass
+class SubmitResult:
+    run_dir: Path
+    shards: list[dict[str, Any]]                   # {"shard", "points", "ids"} of this submission
+    job_ids: list[str] = field(default_factory=list)
+    jobs: list[Any] = field(default_factory=list)  # submitit Job objects (wait with job.result())
+    script: str | None = None                      # the sbatch script (slurm backend / dry run)
+    resumed: bool = False
+    dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
+    planned: int = 0
+    missing: int = 0                               # points without a record before this submission
+
+
+def _manifest_for(plan: Any, run_id: str, opts: SlurmOptions, n_shards: int) -> Manifest:
+    from profiler import __version__
+    from profiler.env import fingerprint
+    from profiler.store import utc_now
+
+    env = dict(fingerprint(device=None, with_torch=False))
+    env["device"] = plan.sweep.device
+    env["submit_host"] = True
+    env["note"] = ("environment of the submitting host; each shard's node is in shards/shard-<n>.json and "
+                   "in every record's worker info (host, device_name): group by worker.device_name")
+    return Manifest(
+        run_id=run_id, created_at=utc_now(), scenario=plan.sweep.to_dict(), environment=env,
+        settings=plan.sweep.settings, serprof_version=__version__,
+        notes={"dropped": [{"what": d.what, "reason": d.reason} for d in plan.dropped],
+               "memory_budget_bytes": plan.memory_budget_bytes,
+               "memory_budget_source": "per node" if plan.memory_budget_bytes is None else "--memory-budget",
+               "planned_points": len(plan.points),
+               "execution": {"executor": "slurm", "shards": n_shards, "options": opts.to_dict(),
+                             "sharding": "whole series per shard, balanced by estimated cost",
+                             "records": "points-<shard>.jsonl per shard"},
+               "sessions": []})
+
+
+def plan_shards(sweep: Any, opts: SlurmOptions) -> tuple[Any, list[list[PointSpec]]]:
+    """``(plan, shards)`` for a new SLURM run (nothing is written)."""
+    plan = cluster_plan(sweep, opts)
+    return plan, make_shards([p.spec for p in plan.points], opts.shards)
+
+
+def submit(sweep: Any = None, *, opts: SlurmOptions, out: str | Path | None = None,
+           resume: str | Path | None = None, dry_run: bool = False, calibrate: bool = True) -> SubmitResult:
+    """Create (or continue) a SLURM run folder and submit its shards; see the module docstring."""
+    from profiler.runner.sweep import default_out
+    from profiler.store import RunDir, utc_now
+
+    if resume is not None:
+        run = RunDir.open(resume)
+        table = read_shards(run.path)
+        done = run.done_ids()
+        todo: list[dict[str, Any]] = []
+        for sh in table["shards"]:
+            missing = [s for s in sh["specs"] if _spec(s).id not in done]
+            if missing:
+                todo.append({"shard": sh["shard"], "specs": missing})
+        stored = table.get("options") or {}
+        opts = _merge_options(stored, opts)
+        warnings = _running_warnings(run.path, [t["shard"] for t in todo])
+        planned = sum(len(sh["specs"]) for sh in table["shards"])
+        job_name = table.get("job_name", "serprof")
+        run_dir = run.path
+    else:
+        if sweep is None:
+            raise ValueError("submit needs a sweep or resume")
+        plan, shards = plan_shards(sweep, opts)
+        run_dir = Path(out) if out is not None else default_out(plan.sweep)
+        job_name = f"serprof-{plan.sweep.name}"[:60]
+        todo = [{"shard": i, "specs": [to_dict(s) for s in specs]} for i, specs in enumerate(shards)]
+        planned = len(plan.points)
+        warnings = []
+        if not dry_run:
+            run = RunDir.create(run_dir, _manifest_for(plan, run_dir.name, opts, len(shards)))
+            run_dir = run.path
+            _write_json(run_dir / SHARDS_FILE, {"schema_version": 1, "job_name": job_name,
+                                                 "options": opts.to_dict(), "shards": todo, "submissions": []})
+    script = render_job_script(opts, run_dir, len(todo), job_name) if todo else None
+    result = SubmitResult(run_dir=Path(run_dir), shards=[{"shard": t["shard"], "points": len(t["specs"]),
+                                                          "ids": [_spec(s).id for s in t["specs"]]}
+                                                         for t in todo],
+                          script=script, resumed=resume is not None, dry_run=dry_run, warnings=warnings,
+                          planned=planned, missing=sum(len(t["specs"]) for t in todo))
+    if dry_run or not todo:
+        return result
+    ex = _submitit_executor(opts, Path(run_dir), job_name)
+    jobs = ex.map_array(run_shard, [str(Path(run_dir).absolute())] * len(todo), [t["shard"] for t in todo],
+                        [t["specs"] for t in todo], [calibrate] * len(todo))
+    result.jobs = list(jobs)
+    result.job_ids = [str(j.job_id) for j in jobs]
+    table = read_shards(run_dir)
+    table.setdefault("submissions", []).append({"at": utc_now(), "backend": opts.backend,
+                                                "shards": [t["shard"] for t in todo], "job_ids": result.job_ids,
+                                                "points": result.missing, "resume": resume is not None})
+    _write_json(Path(run_dir) / SHARDS_FILE, table)
+    return result
+
+
+def _spec(d: Mapping[str, Any]) -> PointSpec:
+    return from_dict(PointSpec, d, "shards.json spec")
+
+
+def _merge_options(stored: Mapping[str, Any], given: SlurmOptions) -> SlurmOptions:
+    """Options of a resumed run: the stored ones, overridden by any given explicitly."""
+    base = dict(stored)
+    base["sbatch_extra"] = tuple((k, v) for k, v in (stored.get("sbatch_extra") or {}).items())
+    known = set(SlurmOptions.__dataclass_fields__)
+    merged = SlurmOptions(**{k: v for k, v in base.items() if k in known})
+    default = SlurmOptions()
+    changes = {k: getattr(given, k) for k in known if getattr(given, k) != getattr(default, k)}
+    return replace(merged, **changes)
+
+
+def _running_warnings(run_dir: Path, shards: Sequence[int]) -> list[str]:
+    out = []
+    for sh in shards:
+        p = shard_state_path(run_dir, sh)
+        try:
+            state = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if state.get("state") == "running":
+            out.append(f"shard {sh} is marked running (host {state.get('host')}, started {state.get('started_at')}); "
+                       "if its job is still alive, cancel it (scancel) first or its points may be measured twice "
+                       "(the later record wins)")
+    return out
+
+
+def _submitit_executor(opts: SlurmOptions, run_dir: Path, job_name: str):
+    try:
+        import submitit
+    except ImportError:
+        raise UnavailableError("--executor slurm needs submitit: pip install 'serprof[slurm]'") from None
+    folder = submitit_folder(run_dir)
+    if opts.backend == "slurm":
+        try:
+            ex = submitit.SlurmExecutor(folder=folder, python=opts.python)
+        except RuntimeError as exc:
+            raise UnavailableError(f"--executor slurm: {exc} (srun/sbatch not found); "
+                                   "use --dry-run to see the job script") from None
+        ex.update_parameters(**sbatch_parameters(opts, job_name))
+        return ex
+    if opts.backend == "local":
+        ex = submitit.LocalExecutor(folder=folder, python=opts.python)
+        ex.update_parameters(timeout_min=opts.time_limit_min or 60)
+        return ex
+    return submitit.DebugExecutor(folder=folder)
+
+
+# --------------------------------------------------------------------------- on the node
+
+def _job_id() -> str | None:
+    e = os.environ
+    if e.get("SLURM_ARRAY_JOB_ID"):
+        return f"{e['SLURM_ARRAY_JOB_ID']}_{e.get('SLURM_ARRAY_TASK_ID', '0')}"
+    return e.get("SLURM_JOB_ID") or e.get("SUBMITIT_LOCAL_JOB_ID")
+
+
+def shard_executor(device: str):
+    """All GPUs this job got (one pinned worker each), or the single-worker local executor."""
+    from profiler.runner.local import LocalExecutor
+
+    if device == "cuda":
+        from profiler.runner.multi import MultiExecutor, _cuda_count
+
+        n = _cuda_count()
+        if n > 1:
+            return MultiExecutor.for_cuda(range(n))
+    return LocalExecutor()
+
+
+def run_shard(run_dir: str, shard: int, specs: Sequence[Mapping[str, Any]], calibrate: bool = True) -> dict[str, Any]:
+    """Measure one shard's points on this node, appending to ``points-<shard>.jsonl`` (the job's function)."""
+    from profiler.env import fingerprint
+    from profiler.plan import make_plan
+    from profiler.runner.base import PointQueue, RunEvents
+    from profiler.scenario import spec_from_dict
+    from profiler.store import RunDir, utc_now
+
+    run = RunDir.open(run_dir, points_file=shard_file(shard))
+    manifest = run.read_manifest()
+    sweep = spec_from_dict(manifest.scenario, f"{run.path}/manifest.json: scenario")
+    plan = make_plan(sweep)
+    wanted = {_spec(s).id: _spec(s) for s in specs}
+    done = run.done_ids()
+    job_id = _job_id()
+    state_path = shard_state_path(run.path, shard)
+    try:
+        previous = json.loads(state_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        previous = {}
+    state: dict[str, Any] = {"shard": shard, "state": "running", "host": socket.gethostname(), "pid": os.getpid(),
+                             "job_id": job_id, "started_at": utc_now(), "points": len(wanted),
+                             "attempts": int(previous.get("attempts", 0)) + 1,
+                             "environment": fingerprint(device=plan.sweep.device)}
+    _write_json(state_path, state)
+    tag = {"shard": shard, "job_id": job_id}
+    written = 0
+
+    def sink(rec: PointRecord) -> None:
+        nonlocal written
+        if rec.id in done or rec.id not in wanted:
+            return
+        run.append(replace(rec, worker={**dict(rec.worker or {}), "host": (rec.worker or {}).get("host") or socket.gethostname(), **tag}))
+        done.add(rec.id)
+        written += 1
+
+    planned = {p.spec.id: p for p in plan.points}
+    for pid, spec in wanted.items():
+        if pid in done:
+            continue
+        if pid not in planned:
+            why = "; ".join(f"{d.what}: {d.reason}" for d in plan.dropped[:3]) or "not in the node's plan"
+            sink(PointRecord(spec=spec, status="unavailable", reason=f"cannot run on {socket.gethostname()}: {why}"))
+        elif not planned[pid].runnable:
+            sink(PointRecord(spec=spec, status="skipped", reason=planned[pid].skip_reason,
+                             extra={"est_bytes": planned[pid].est_bytes}))
+    todo = [planned[pid].spec for pid in wanted if pid in planned and pid not in done and planned[pid].runnable]
+    executor = shard_executor(plan.sweep.device)
+    executor.log_dir = run.path / "workers" / f"shard-{shard:03d}"  # type: ignore[attr-defined]
+    try:
+        if todo and calibrate:
+            state["calibration"] = executor.calibrate(plan.sweep.device)
+        state["execution"] = executor.describe()
+        if todo:
+            executor.run(PointQueue(todo), plan.sweep.settings, RunEvents(on_record=sink))
+    finally:
+        executor.close()
+    state.update({"state": "finished", "finished_at": utc_now(), "written": written})
+    _write_json(state_path, state)
+    return {"shard": shard, "written": written, "host": state["host"]}

@@ -1,0 +1,150 @@
+"""GSA kernel: torch backend vs fla naive_recurrent_gsa, strong gates, gradients of q, k, v, s, g, models."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+
+import pytest
+import torch
+
+from profiler.kernels import gsa as mod
+from profiler.kernels.base import Shape
+
+TS = (1, 63, 64, 100, 512, 1000)
+# every T with a rotation of (B, H, D) so each listed value appears (the reference is a token loop)
+COMBOS = list(itertools.product((1, 3), (1, 4), (32, 64, 128)))
+GRID = [(T, *COMBOS[(n * 5 + m) % len(COMBOS)]) for n, T in enumerate(TS) for m in range(3)]
+
+
+def rel(a, b, floor: float = 0.0):
+    """max|a - b| / max|b| (the denominator floored: a gradient that is exactly zero in theory, e.g. of k
+    at T=1 in LightNet, is rounding noise in the reference)."""
+    return ((a.float() - b.float()).abs().max() / max(b.float().abs().max().item(), floor)).item()
+
+
+@pytest.mark.parametrize("T,B,H,D", GRID, ids=lambda x: str(x))
+def test_forward_matches_fla_reference(T, B, H, D):
+    inp = mod.make_inputs(Shape(B, T, H, D), torch.float32, "cpu", seed=T + D)
+    out = mod.run_torch(inp, True)
+    assert out.shape == (B, T, H, D) and out.dtype == torch.float32
+    assert rel(out, mod.reference(inp, True)) <= 1e-5
+
+
+def test_custom_scale_is_applied():
+    inp = mod.make_inputs(Shape(2, 150, 3, 32), torch.float32, "cpu", seed=1)
+    scaled = dict(inp, scale=1.0)
+    assert rel(mod.run_torch(scaled, True), mod.reference(scaled, True)) <= 1e-5
+    assert rel(mod.run_torch(scaled, True), mod.run_torch(inp, True)) > 1e-3  # the scale matters
+
+
+@pytest.mark.parametrize("divisor", [0.05, 0.01])
+def test_exact_and_finite_for_strong_gates(divisor):
+    """Gates far stronger than the layer's (logsigmoid/0.05: chunks decay by e^-100s): the over-span
+    chunks take the exact pairwise path; output matches the token loop and gradients stay finite."""
+    import torch.nn.functional as F
+
+    inp = mod.make_inputs(Shape(1, 150, 2, 32), torch.float32, "cpu", seed=2)
+    g = F.logsigmoid(torch.randn(1, 150, 2, 32, generator=torch.Generator().manual_seed(9))) / divisor
+    inp = dict(inp, g=g, s=1 - g.exp())
+    x = {n: t.clone().requires_grad_() for n, t in inp.items()}
+    out = mod.run_torch(x, True)
+    assert rel(out, mod.reference(inp, True)) <= 1e-5
+    out.sum().backward()
+    assert all(torch.isfinite(x[n].grad).all() for n in mod.KERNEL.grad_inputs)
+
+
+@pytest.mark.parametrize("T,B,H,D", [(100, 2, 3, 32), (64, 1, 4, 64), (1, 3, 1, 128)])
+def test_gradients_match_reference(T, B, H, D):
+    inp = mod.make_inputs(Shape(B, T, H, D), torch.float32, "cpu", seed=7)
+    grad = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for fn in (mod.run_torch, mod.reference):
+        x = {n: t.clone().requires_grad_() for n, t in inp.items()}
+        (fn(x, True) * grad).sum().backward()
+        grads.append({n: x[n].grad for n in mod.KERNEL.grad_inputs})
+    for n in mod.KERNEL.grad_inputs:
+        assert rel(grads[0][n], grads[1][n], floor=1.0) <= 1e-5, n
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_returns_input_dtype(dtype):
+    inp = mod.make_inputs(Shape(1, 130, 2, 64), dtype, "cpu", seed=0)
+    out = mod.run_torch(inp, True)
+    assert out.dtype == dtype
+    assert rel(out, mod.reference(inp, True)) <= 1e-2
+
+
+def test_inputs_are_deterministic_and_in_layer_ranges():
+    a = mod.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=5)
+    b = mod.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=5)
+    c = mod.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=6)
+    assert set(a) == {"q", "k", "v", "s", "g"}
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not torch.equal(a["q"], c["q"])
+    assert all(a[n].min() >= -0.2785 for n in "qkv")           # silu(randn)
+    assert a["g"].max() <= 0 and a["g"].min() > -2              # logsigmoid(randn) / 8
+    assert torch.allclose(a["s"], 1 - a["g"].exp()) and a["s"].shape == a["g"].shape
+
+
+def test_non_causal_is_a_usage_error():
+    from profiler.errors import UsageError
+
+    inp = mod.make_inputs(Shape(1, 8, 1, 8), torch.float32, "cpu", seed=0)
+    with pytest.raises(UsageError):
+        mod.run_torch(inp, False)
+
+
+def test_fla_backends_registered_and_unavailable_on_cpu():
+    names = set(mod.KERNEL.backends)
+    assert {"torch", "fla", "fla-recurrent"} == names
+    for n in names - {"torch"}:
+        ok, why = mod.KERNEL.backends[n].availability("cpu")
+        assert not ok and "cuda" in why
+        assert mod.KERNEL.backends[n].interpretable
+    assert mod.KERNEL.backends["torch"].availability("cpu") == (True, "ok")
+
+
+def _peak_bytes(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    path = tempfile.mktemp(suffix=".json")
+    prof.export_chrome_trace(path)
+    with open(path) as f:
+        events = json.load(f)["traceEvents"]
+    os.remove(path)
+    cur = peak = 0
+    for e in sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"]):
+        cur += e["args"]["Bytes"]
+        peak = max(peak, cur)
+    return peak
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+def test_memory_model_matches_measured_peak(mode):
+    shape = Shape(1, 2048, 4, 64)
+    inp = mod.make_inputs(shape, torch.float32, "cpu", seed=0)
+    if mode == "fwd":
+        def call():
+            with torch.no_grad():
+                mod.run_torch(inp, True)
+    else:
+        x = {n: t.clone().requires_grad_() for n, t in inp.items()}
+        grad = torch.randn(1, 2048, 4, 64)
+
+        def call():
+            mod.run_torch(x, True).backward(grad)
+    measured = _peak_bytes(call)
+    model = mod.memory_bytes(shape, 4, "torch", True, mode)
+    assert 0.9 <= model / measured <= 1.1, (model, measured)
+
+
+def test_analytic_models_scale_linearly():
+    s1, s2 = Shape(1, 4096, 4, 64), Shape(1, 8192, 4, 64)
+    assert mod.flops(s2, True) == pytest.approx(2 * mod.flops(s1, True))
+    assert mod.bytes_moved(s1, 4, True) == 6 * 4096 * 4 * 64 * 4
+    assert mod.memory_bytes(s2, 4, "torch", True, "fwd") == 2 * mod.memory_bytes(s1, 4, "torch", True, "fwd")
