@@ -368,8 +368,9 @@ def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True,
     * fwdbwd: autograd keeps every intermediate above plus the diagonal-block and off-diagonal
       factors (about c/2 + (C/c)/2 extra chunk-sized tensors), and the backward allocates their
       gradients and the input gradients. Modelled as ``37.5a + 6s + 5.5St``: the structure follows
-      the live set; the coefficients are fitted to measured peaks (D = 32..256, within 2 %; bf16
-      inputs within 3 %, since their gradients pass through fp32 too).
+      the live set; the coefficients are fitted to measured peaks (D = 32..256, two or more chunks:
+      within 2 %; bf16/fp16 inputs within 3 %, since their gradients pass through fp32 too). A single
+      chunk (T <= 64) is over-predicted by up to ~40 % (fewer sub-blocks, no state loop).
 
     ``fla`` (chunk_kda, C = 64, from fla 0.6.0's buffer list): fp32 gate cumsum (BTHD*4), Aqk and Akk
     (2*BTH*64*itemsize), Akk diagonal blocks (BTH*16*4), w, u, kg, v_new, o (5*BTHD*itemsize), chunk

@@ -88,6 +88,7 @@ class WorkerProcess:
         self._buf = b""
         self.info: dict[str, Any] = {}
         self.import_s: float | None = None
+        self.env: dict[str, Any] | None = None   # torch's view of the devices, from the worker
 
     @property
     def pid(self) -> int:
@@ -102,6 +103,7 @@ class WorkerProcess:
             raise WorkerDied(f"unexpected first message from worker: {msg.get('type')!r}")
         self.info = dict(msg.get("worker") or {})
         self.import_s = msg.get("import_s")
+        self.env = msg.get("env")
         return msg
 
     def send(self, msg: dict[str, Any]) -> None:
@@ -209,6 +211,7 @@ class LocalExecutor(Executor):
         self.stats = ExecutorStats()
         self._worker: WorkerProcess | None = None
         self._worker_key: tuple | None = None
+        self.worker_env: dict[str, Any] | None = None   # first worker's torch/device info (for the manifest)
         self._events = RunEvents()
 
     # ---------------------------------------------------------------- workers
@@ -232,6 +235,8 @@ class LocalExecutor(Executor):
             self.stats.worker_start_s += time.perf_counter() - t0
             if msg.get("import_s") is not None:
                 self.stats.import_s.append(float(msg["import_s"]))
+            if self.worker_env is None and w.env:
+                self.worker_env = dict(w.env)
             self._events.on_worker_ready(w.info)
             self._worker, self._worker_key = w, key
         return self._worker

@@ -78,7 +78,7 @@ def _manifest(plan: Plan, run_id: str, executor: Executor) -> Manifest:
         run_id=run_id,
         created_at=utc_now(),
         scenario=plan.sweep.to_dict(),
-        environment=fingerprint(device=plan.sweep.device),
+        environment=fingerprint(device=plan.sweep.device, with_torch=False),  # torch details: see _merge_torch_env
         settings=plan.sweep.settings,
         serprof_version=__version__,
         notes={
@@ -149,7 +149,8 @@ def run_sweep(sweep: SweepSpec | None = None, *, out: str | Path | None = None, 
     manifest = run.read_manifest()
     cal_s = 0.0
     try:
-        if todo and calibrate and (manifest.calibration is None or "error" in manifest.calibration):
+        needs_cal = any(not s.interpret for s in todo)   # interpreted timings are never performance
+        if needs_cal and calibrate and (manifest.calibration is None or "error" in manifest.calibration):
             t0 = time.perf_counter()
             cal = executor.calibrate(plan.sweep.device, budget_s=calibration_budget_s)
             cal_s = time.perf_counter() - t0
@@ -182,7 +183,7 @@ def run_sweep(sweep: SweepSpec | None = None, *, out: str | Path | None = None, 
         "worker_start_s": getattr(stats, "worker_start_s", None),
         "worker_import_s": list(getattr(stats, "import_s", []) or []),
     })
-    manifest = run.read_manifest()
+    manifest = _merge_torch_env(run.read_manifest(), executor)
     notes = dict(manifest.notes)
     notes["sessions"] = list(notes.get("sessions", [])) + [session]
     all_records, load_warnings = _load_records(run)
@@ -195,6 +196,25 @@ def run_sweep(sweep: SweepSpec | None = None, *, out: str | Path | None = None, 
     return SweepResult(run_dir=run.path, plan=plan, records=written, counts=counts, wall_s=wall,
                        in_call_s=in_call, interrupted=interrupted, resumed=resume is not None,
                        warnings=warnings + [w for w in load_warnings if w not in warnings], session=session)
+
+
+def _merge_torch_env(manifest: Manifest, executor: Executor) -> Manifest:
+    """Add torch's device details to the environment: from a worker when one reported them, else here."""
+    env = dict(manifest.environment)
+    if "torch_threads" in env:
+        return manifest
+    info = getattr(executor, "worker_env", None)
+    if not info:
+        from profiler.env import torch_info
+
+        info = torch_info()
+    env.update(info)
+    device = env.get("device")
+    if device == "cuda" and env.get("cuda_devices"):
+        env["device_name"] = env["cuda_devices"][0]["name"]
+    elif device in (None, "cpu"):
+        env["device_name"] = env.get("cpu_model")
+    return replace(manifest, environment=env)
 
 
 def _on_ready(info: Mapping[str, Any], obs: SweepObserver, session: dict[str, Any]) -> None:

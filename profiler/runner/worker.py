@@ -168,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     if pin.get("pinned_threads"):
         pinning.apply_threads(pin["pinned_threads"])
     info = {**worker_info(args.device, args.device_index), **pin}
-    out.write(encode({"type": "ready", "pid": os.getpid(), "import_s": import_s, "worker": info}))
+    ready: dict[str, Any] = {"type": "ready", "pid": os.getpid(), "import_s": import_s, "worker": info}
+    if not os.environ.get(MEASURE_ENV):   # torch details for the manifest, so the sweep process needn't import torch
+        from profiler.env import torch_info
+
+        ready["env"] = torch_info(args.device_index)
+    out.write(encode(ready))
 
     for line in sys.stdin.buffer:
         if not line.strip():

@@ -194,3 +194,19 @@ def test_ctrl_c_stops_cleanly_keeps_points_and_says_how_to_resume(tmp_path):
     assert [r.spec.T for r in recs] == [128]
     m = RunDir.open(out).read_manifest()
     assert m.finished_at is None and m.notes["sessions"][-1]["interrupted"] is True
+
+
+@pytest.mark.interpret
+def test_interpret_runs_the_real_fla_kernel_on_cpu_through_the_workers(tmp_path):
+    out = tmp_path / "run"
+    p = serprof("sweep", "--interpret", "--kernels", "retnet", "--backend", "fla", "--lengths", "64",
+                "--heads", "2", "--head-dim", "32", "--json", "--out", out, *TINY)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    (rec,) = RunDir.open(out).load().records
+    assert rec.status == "ok" and rec.spec.interpret and rec.id.endswith("/interpret")
+    assert rec.timing.timer == "interpreted"
+    assert rec.correctness is not None and rec.correctness.passed
+    (summary,) = res["records"]
+    assert summary["median_s"] is None and summary["interpreted_s"] > 0   # never shown as performance
+    assert RunDir.open(out).read_manifest().calibration is None            # nothing to calibrate for
