@@ -134,13 +134,14 @@ def _pid_gone(pid: int, timeout: float = 10) -> bool:
 
 def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     out = tmp_path / "run"
-    args = ["sweep", "--kernels", "retnet,softmax", "--backend", "torch,sdpa", "--lengths", "128,256,512",
+    # softmax only: its reference needs no fla import, which keeps this test short
+    args = ["sweep", "--kernels", "softmax", "--backend", "naive,sdpa", "--lengths", "128,256,512",
             "--causal", "--out", str(out), *TINY]
-    env = dict(os.environ, SERPROF_TEST_FAULT="sleep=30@retnet/torch/cpu/float32/fwd/B1/T512/")
+    env = dict(os.environ, SERPROF_TEST_FAULT="sleep=30@softmax/naive/cpu/float32/fwd/B1/T256/")
     proc = subprocess.Popen([sys.executable, "-m", "profiler", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_lines(out / "points.jsonl", 2, proc)
+        _wait_lines(out / "points.jsonl", 4, proc)
         time.sleep(0.5)           # the worker is now sleeping inside T=512
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -148,11 +149,11 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
         if proc.poll() is None:
             proc.kill()
     before = RunDir.open(out).load().records
-    assert 2 <= len(before) < 6
+    assert len(before) == 4
     worker_pid = before[0].worker["pid"]
     assert _pid_gone(worker_pid), "the worker outlived the killed sweep"
     with open(out / "points.jsonl", "a") as fh:   # what a kill during a write leaves behind
-        fh.write('{"spec": {"kernel": "ret')
+        fh.write('{"spec": {"kernel": "soft')
     p = serprof("sweep", "--resume", out, "--json", "--no-report")
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
@@ -177,7 +178,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
 def test_ctrl_c_stops_cleanly_keeps_points_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, SERPROF_TEST_FAULT="sleep=30@/T256/")
-    proc = subprocess.Popen([sys.executable, "-m", "profiler", "sweep", "--kernels", "retnet", "--backend", "torch",
+    proc = subprocess.Popen([sys.executable, "-m", "profiler", "sweep", "--kernels", "softmax", "--backend", "sdpa",
                              "--lengths", "128,256,512", "--out", str(out), *TINY], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
