@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from profiler.errors import UnavailableError, UsageError, did_you_mean
-from profiler.records import MeasureSettings, PointRecord, PointSpec
+from profiler.records import PointRecord, PointSpec
 from profiler.scenario import SweepSpec
 
 DEFAULT_BUDGET_FRACTION = 0.7
@@ -283,4 +283,4 @@ def _fmt_bytes(n: float) -> str:
 fmt_bytes = _fmt_bytes
 
 __all__ = ["Plan", "PlannedPoint", "Dropped", "make_plan", "resolve_device", "default_memory_budget",
-           "estimate_bytes", "host_memory_available", "fmt_bytes", "MeasureSettings"]
+           "estimate_bytes", "host_memory_available", "fmt_bytes"]

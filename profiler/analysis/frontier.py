@@ -2,8 +2,9 @@
 
 For every series: the longest T that ran, the first T that did not (OOM, skipped by the memory
 budget, timeout, crash) with its reason, and the predicted largest T from the memory cost model
-(``fits.fit_cost`` on inputs + measured peak bytes) and the device memory recorded in the manifest's
-environment. The prediction extrapolates a fit: it ignores allocator rounding, fragmentation, the
+(``fits.fit_cost`` on inputs + measured peak bytes) and the memory of the device that measured the
+series (``analysis.devices``: per device model in multi-device and SLURM runs, else the manifest's
+environment; on CPU ``environment['host_memory_bytes']`` when the fingerprint has it). The prediction extrapolates a fit: it ignores allocator rounding, fragmentation, the
 CUDA context and other tenants, so it is an upper bound; the report says so.
 """
 
@@ -58,7 +59,8 @@ def device_memory_bytes(environment: Mapping[str, Any], device: str) -> float | 
     """Total memory of the device type a series ran on, as recorded in the manifest (bytes).
 
     CUDA: ``device_memory_bytes`` / ``gpu_memory_bytes`` at the top level, else a memory key inside
-    a ``cuda`` / ``gpu`` / ``device`` entry. CPU: host memory keys outside any CUDA/GPU entry.
+    a ``cuda`` / ``gpu`` / ``device`` entry. CPU: ``host_memory_bytes`` at the top level (the
+    fingerprint's field), else host memory keys outside any CUDA/GPU entry.
     """
     if device == "cuda":
         for k in ("device_memory_bytes", "gpu_memory_bytes", "cuda_memory_bytes"):
@@ -66,6 +68,9 @@ def device_memory_bytes(environment: Mapping[str, Any], device: str) -> float | 
             if isinstance(v, (int, float)) and v > 0:
                 return float(v)
         return _find_number(environment, _CUDA_KEYS, within=("cuda", "gpu", "device"))
+    v = environment.get("host_memory_bytes")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+        return float(v)
     return _find_number(environment, _HOST_KEYS, exclude=("cuda", "gpu"))
 
 
@@ -112,10 +117,20 @@ class Frontier:
         return f"~{self.predicted_max_T:,.0f}"
 
 
+_NO_MEMORY = object()
+
+
 def series_frontier(key: SeriesKey, series: Series | None, records: Iterable[PointRecord],
-                    environment: Mapping[str, Any]) -> Frontier:
-    """Frontier of one series (``records``: all records of the run; filtered to this series)."""
-    mine = [r for r in records if SeriesKey.of(r.spec) == key and not r.spec.interpret]
+                    environment: Mapping[str, Any], models: Mapping[str, str] | None = None,
+                    memory_bytes: Any = _NO_MEMORY, memory_note: str = "") -> Frontier:
+    """Frontier of one series (``records``: all records of the run; filtered to this series).
+
+    ``models``: point id -> device model (``analysis.devices``); ``memory_bytes``: the device's memory
+    when the caller knows it per device model (None: unknown, with ``memory_note`` saying why);
+    default: looked up in ``environment``.
+    """
+    models = models or {}
+    mine = [r for r in records if SeriesKey.of(r.spec, models.get(r.id, "")) == key and not r.spec.interpret]
     ok_T = [r.spec.T for r in mine if r.status == "ok"]
     failed = sorted((r for r in mine if r.status in FAILED), key=lambda r: r.spec.T)
     # the first failure above the longest success, else the first failure at all
@@ -127,12 +142,12 @@ def series_frontier(key: SeriesKey, series: Series | None, records: Iterable[Poi
                for p in series.points if p.peak_bytes]
         if len(pts) >= 2:
             model = fit_cost([t for t, _ in pts], [m for _, m in pts])
-    mem = device_memory_bytes(environment, key.device)
+    mem = device_memory_bytes(environment, key.device) if memory_bytes is _NO_MEMORY else memory_bytes
     pred: float | None = None
     if model is None:
         note = "no memory fit (fewer than two points with peak memory)"
     elif mem is None:
-        note = "device memory not recorded in the manifest"
+        note = f"device memory {memory_note or 'not recorded in the manifest'}"
     else:
         pred = model.solve(mem)
         note = (f"inputs + measured peak fitted over T={model.T_min}..{model.T_max}, "
@@ -142,12 +157,27 @@ def series_frontier(key: SeriesKey, series: Series | None, records: Iterable[Poi
                     first.reason if first else None, model, mem, pred, note)
 
 
-def frontiers(series: Sequence[Series], records: Sequence[PointRecord], environment: Mapping[str, Any]) -> list[Frontier]:
-    """One frontier per series key seen in the records (series without any ok point included)."""
+def frontiers(series: Sequence[Series], records: Sequence[PointRecord], environment: Mapping[str, Any],
+              devices=None) -> list[Frontier]:
+    """One frontier per series key seen in the records (series without any ok point included).
+
+    ``devices`` (``analysis.devices.RunDevices``): per-record device models and per-model memory;
+    without it, the manifest's environment describes the one device.
+    """
+    models = devices.models if devices is not None else {}
     by_key = {s.key: s for s in series}
     keys: list[SeriesKey] = list(by_key)
     for r in records:
-        k = SeriesKey.of(r.spec)
+        k = SeriesKey.of(r.spec, models.get(r.id, ""))
         if not r.spec.interpret and k not in by_key and k not in keys:
             keys.append(k)
-    return [series_frontier(k, by_key.get(k), records, environment) for k in keys]
+    out = []
+    for k in keys:
+        if devices is None:
+            out.append(series_frontier(k, by_key.get(k), records, environment))
+            continue
+        info = devices.info(k.device_model)
+        out.append(series_frontier(k, by_key.get(k), records, environment, models,
+                                   memory_bytes=info.memory_bytes if info else None,
+                                   memory_note=info.memory_source if info else "not recorded for this device"))
+    return out

@@ -104,12 +104,34 @@ def roofline_point(series_label: str, variant: str, p: PointStats, peaks: Sequen
     return RooflinePoint(series_label, variant, p.T, fl, bw, ai, ff, fb, bound)
 
 
+def series_peaks(key, calibration: Mapping[str, Any] | None, environment: Mapping[str, Any],
+                 devices=None) -> list[Peaks]:
+    """Peaks for one series: its own device model's calibration and spec sheet.
+
+    With ``devices`` (``analysis.devices.RunDevices``) the model and calibration come from the device
+    that measured the series (per-record worker ``device_name``; a SLURM manifest describes the
+    submitting host, so its environment is never used for the name). Without it, the manifest's.
+    """
+    from profiler.analysis.frontier import device_name
+
+    if devices is None:
+        return peaks_for(calibration, key.device, key.dtype, device_name(environment, key.device))
+    info = devices.info(key.device_model)
+    name = info.model if info is not None and info.model != "(not recorded)" else None
+    if name is None and not devices.submit_host:
+        name = device_name(environment, key.device)
+    return peaks_for(info.calibration if info is not None else None, key.device, key.dtype, name)
+
+
 def roofline(series: Sequence[Series], calibration: Mapping[str, Any] | None,
-             environment: Mapping[str, Any], device_name_of) -> list[RooflinePoint]:
-    """Roofline points of every series (``device_name_of(device) -> str | None``)."""
+             environment: Mapping[str, Any], device_name_of=None, devices=None) -> list[RooflinePoint]:
+    """Roofline points of every series (peaks per series: ``series_peaks``)."""
     out = []
     for s in series:
-        pk = peaks_for(calibration, s.key.device, s.key.dtype, device_name_of(s.key.device))
+        if devices is None and device_name_of is not None:
+            pk = peaks_for(calibration, s.key.device, s.key.dtype, device_name_of(s.key.device))
+        else:
+            pk = series_peaks(s.key, calibration, environment, devices)
         for p in s.points:
             rp = roofline_point(s.key.label, s.key.variant, p, pk)
             if rp.flops_per_s is not None or rp.bytes_per_s is not None:

@@ -6,7 +6,9 @@ samples themselves (for bootstrap fits), peak/analytic memory, energy per call a
 
 A *series* is the set of points that differ only in the sequence length T: kernel x backend x
 dtype x mode x B x causal x device (plus level, H, D and options, which a sweep usually holds
-fixed). Scaling fits, crossovers and figures work per series.
+fixed). Scaling fits, crossovers and figures work per series. In a run whose records were measured
+on more than one device model (``analysis.devices``), the model is part of the series too: points
+from two GPU models are never fitted, compared or averaged together, and labels name the model.
 
 Only ``status == "ok"`` points that were not interpreted are performance points. Interpreted points
 (``spec.interpret``: fla kernels run under Triton's CPU interpreter) are correctness evidence only:
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,30 +47,37 @@ class SeriesKey:
     D: int
     causal: bool
     options: tuple[tuple[str, str], ...] = ()
+    device_model: str = ""     # set only in runs measured on several device models
 
     @classmethod
-    def of(cls, spec: PointSpec) -> "SeriesKey":
+    def of(cls, spec: PointSpec, device_model: str = "") -> "SeriesKey":
         return cls(spec.level, spec.kernel, spec.backend, spec.device, spec.dtype, spec.mode,
-                   spec.B, spec.H, spec.D, spec.causal, tuple(spec.options))
+                   spec.B, spec.H, spec.D, spec.causal, tuple(spec.options), device_model)
 
     @property
     def variant(self) -> str:
-        """``kernel/backend/causal|full`` (the mechanism as drawn in figures and tables)."""
+        """``kernel/backend/causal|full`` (the mechanism as drawn in figures and tables), ``@ model`` when split."""
         v = f"{self.kernel}/{self.backend}/{'causal' if self.causal else 'full'}"
         if self.level != "kernel":
             v = f"{self.level}:{v}"
         if self.options:
             v += " " + ",".join(f"{k}={val}" for k, val in self.options)
+        if self.device_model:
+            v += f" @ {self.device_model}"
         return v
 
     @property
+    def device_label(self) -> str:
+        return f"{self.device} · {self.device_model}" if self.device_model else self.device
+
+    @property
     def facet(self) -> tuple[str, str, str, int]:
-        """What figures facet by: device, dtype, mode, batch."""
-        return (self.device, self.dtype, self.mode, self.B)
+        """What figures facet by: device (and model, when split), dtype, mode, batch."""
+        return (self.device_label, self.dtype, self.mode, self.B)
 
     @property
     def facet_label(self) -> str:
-        return f"{self.device} {self.dtype} {self.mode} B={self.B}"
+        return f"{self.device_label} {self.dtype} {self.mode} B={self.B}"
 
     @property
     def label(self) -> str:
@@ -77,7 +86,7 @@ class SeriesKey:
     @property
     def match_key(self) -> tuple:
         """What must agree for two series to be compared (all but the mechanism)."""
-        return (self.level, self.device, self.dtype, self.mode, self.B, self.H, self.D)
+        return (self.level, self.device, self.device_model, self.dtype, self.mode, self.B, self.H, self.D)
 
     @property
     def is_softmax(self) -> bool:
@@ -167,8 +176,16 @@ def is_performance(rec: PointRecord) -> bool:
     return rec.status == "ok" and not rec.spec.interpret and rec.timing is not None and bool(rec.timing.samples_s)
 
 
-def build_series(records: Iterable[PointRecord]) -> list[Series]:
-    """Group performance points into series (sorted by kernel, backend, ... ; points by T)."""
+def build_series(records: Iterable[PointRecord], models: Mapping[str, str] | None = None) -> list[Series]:
+    """Group performance points into series (sorted by kernel, backend, ... ; points by T).
+
+    ``models``: point id -> device model (``analysis.devices.assign_models``); default: computed here.
+    """
+    records = list(records)
+    if models is None:
+        from profiler.analysis.devices import assign_models
+
+        models = assign_models(records)
     groups: dict[SeriesKey, Series] = {}
     for rec in records:
         if not is_performance(rec):
@@ -176,7 +193,7 @@ def build_series(records: Iterable[PointRecord]) -> list[Series]:
         ps = point_stats(rec)
         if ps is None:
             continue
-        key = SeriesKey.of(rec.spec)
+        key = SeriesKey.of(rec.spec, models.get(rec.id, ""))
         groups.setdefault(key, Series(key)).points.append(ps)
     out = []
     for key in sorted(groups, key=_sort_key):
@@ -188,7 +205,7 @@ def build_series(records: Iterable[PointRecord]) -> list[Series]:
 
 def _sort_key(k: SeriesKey) -> tuple:
     # softmax first so that baselines lead tables and legends
-    return (k.level, 0 if k.is_softmax else 1, k.kernel, k.backend, not k.causal, k.device,
+    return (k.level, 0 if k.is_softmax else 1, k.kernel, k.backend, not k.causal, k.device, k.device_model,
             k.dtype, k.mode, k.B, k.H, k.D, k.options)
 
 

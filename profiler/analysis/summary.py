@@ -2,7 +2,8 @@
 
 It gathers the per-series fits (``fits``), the comparisons with the softmax baseline
 (``crossover``), the OOM frontier (``frontier``), the roofline (``roofline``), failures,
-correctness errors, interpreted points and noise flags. Everything is derived from the stored
+correctness errors, interpreted points and noise flags. Runs measured on several device models are
+split by model (``devices``): nothing is fitted, compared or averaged across two models. Everything is derived from the stored
 records; nothing is measured, and torch is never imported, so a report rebuilds anywhere.
 """
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from profiler.analysis.devices import RunDevices, run_devices
 from profiler.analysis.crossover import Comparison, Variant, choose_baseline, compare_all
 from profiler.analysis.fits import CostModel, SlopeFit, fit_latency, fit_memory, fit_memory_slope
-from profiler.analysis.frontier import Frontier, device_name, frontiers
+from profiler.analysis.frontier import Frontier, frontiers
 from profiler.analysis.roofline import RooflinePoint, roofline
 from profiler.analysis.series import Series, SeriesKey, build_series, interpreted_records
 from profiler.records import PointRecord
@@ -47,6 +49,7 @@ class RunAnalysis:
     flagged: list[tuple[str, tuple[str, ...]]]       # (point id, flags)
     energy_note: str | None                          # why there is no energy, when none exists
     status_counts: dict[str, int] = field(default_factory=dict)
+    devices: RunDevices | None = None
 
     @property
     def manifest(self):
@@ -79,16 +82,17 @@ def _energy_note(records: list[PointRecord]) -> str | None:
 def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
     """Analyse a loaded run. ``baseline``: ``KERNEL[/BACKEND[/causal|full]]`` (UsageError if absent)."""
     records = run.records
-    series = build_series(records)
+    env: Mapping[str, Any] = run.manifest.environment or {}
+    devices = run_devices(records, env, run.manifest.calibration, run.path)
+    series = build_series(records, devices.models)
     fits = {}
     for s in series:
         slope, cost = fit_latency(s)
         fits[s.key] = SeriesFit(s.key, slope, cost, fit_memory_slope(s), fit_memory(s))
     base = choose_baseline(series, baseline)
     comparisons = compare_all(series, base)
-    env: Mapping[str, Any] = run.manifest.environment or {}
-    fr = frontiers(series, records, env)
-    roof = roofline(series, run.manifest.calibration, env, lambda dev: device_name(env, dev))
+    fr = frontiers(series, records, env, devices)
+    roof = roofline(series, run.manifest.calibration, env, devices=devices)
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -101,5 +105,5 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
         wrong=sorted((r for r in records if r.status == "wrong"), key=order),
         correctness=sorted((r for r in records if r.correctness is not None), key=order),
         interpreted=sorted(interpreted_records(records), key=order),
-        flagged=flagged, energy_note=_energy_note(records), status_counts=counts,
+        flagged=flagged, energy_note=_energy_note(records), status_counts=counts, devices=devices,
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -161,11 +160,13 @@ def _print_dry_run(console, plan) -> None:
     console.print(f"[bold]plan[/] {s.name}: device {s.device}, {len(plan.points)} point(s), "
                   f"memory budget {_fmt_bytes(plan.memory_budget_bytes)} ({plan.budget_source})")
     t = Table(show_edge=False)
-    for col in ("#", "point id", "est. memory", "plan"):
-        t.add_column(col)
+    t.add_column("#", justify="right")
+    t.add_column("point id", overflow="fold", min_width=min(60, max((len(p.spec.id) for p in plan.points), default=8)))
+    t.add_column("est. memory", justify="right", no_wrap=True)
+    t.add_column("plan", overflow="fold")
     for i, p in enumerate(plan.points, 1):
         t.add_row(str(i), p.spec.id, _fmt_bytes(p.est_bytes),
-                  "run" if p.runnable else f"[dim]skipped: {p.skip_reason}[/]")
+                  "run" if p.runnable else "[dim]skipped: over the memory budget[/]")
     console.print(t)
     if plan.dropped:
         console.print(f"[bold]dropped[/] ({len(plan.dropped)}):")
@@ -200,7 +201,7 @@ def sweep(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder."),
     warmup: Optional[float] = typer.Option(None, "--warmup", help="Warm-up time budget per point, s."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Timed repetitions budget per point, s."),
-    target_ci: Optional[float] = typer.Option(None, "--target-ci", help="Stop when the 95%% CI of the median is within this relative width (0.02 = ±2%%)."),
+    target_ci: Optional[float] = typer.Option(None, "--target-ci", help="Stop when the 95% CI of the median is within this relative width (0.02 = ±2%)."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="e.g. 8GiB (default: 0.7 x free memory)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-point timeout, s."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the correctness check."),

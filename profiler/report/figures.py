@@ -202,16 +202,22 @@ def _roofline_plot(plt, st, analyses, out_dir) -> Figure | None:
     x = np.logspace(math.log10(ai.min() / 4), math.log10(ai.max() * 4), 50)
     roofs = []
     for a in analyses:
-        cal = a.manifest.calibration or {}
-        f = cal.get("matmul_flops_per_s")
-        b = cal.get("bandwidth_bytes_per_s")
-        f = f.get("float32") if isinstance(f, dict) else f
-        b = b.get("float32") if isinstance(b, dict) else b
-        if isinstance(f, (int, float)) and isinstance(b, (int, float)) and (f, b) not in roofs:
-            roofs.append((f, b))
-            ax.plot(x, np.minimum(f, b * x), color="black", linewidth=1.0,
-                    linestyle=":" if roofs.index((f, b)) else "-",
-                    label=f"roof (calibration{'' if len(analyses) == 1 else ': ' + a.label})")
+        # one roof per device model's own calibration (multi-device runs), never a shared one
+        if a.devices is not None:
+            cals = [(i.calibration or {}, i.model if a.devices.multi else "") for i in a.devices.infos]
+        else:
+            cals = [(a.manifest.calibration or {}, "")]
+        for cal, model in cals:
+            f = cal.get("matmul_flops_per_s")
+            b = cal.get("bandwidth_bytes_per_s")
+            f = f.get("float32") if isinstance(f, dict) else f
+            b = b.get("float32") if isinstance(b, dict) else b
+            if isinstance(f, (int, float)) and isinstance(b, (int, float)) and (f, b) not in roofs:
+                roofs.append((f, b))
+                who = ": ".join(x for x in ((a.label if len(analyses) > 1 else ""), model) if x)
+                ax.plot(x, np.minimum(f, b * x), color="black", linewidth=1.0,
+                        linestyle=(":", "--", "-.")[(len(roofs) - 2) % 3] if len(roofs) > 1 else "-",
+                        label=f"roof (calibration{': ' + who if who else ''})")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / byte, analytic)")

@@ -14,8 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from profiler.analysis.roofline import fmt_rate, peaks_for
-from profiler.analysis.frontier import device_name
+from profiler.analysis.roofline import fmt_rate, series_peaks
 from profiler.analysis.summary import RunAnalysis, analyze
 from profiler.errors import UsageError
 from profiler.report.text import fmt_bytes, fmt_ratio, fmt_s, fmt_slope, fmt_T, sentences, summary_rows
@@ -47,7 +46,7 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
         fit = a.fits[s.key]
         c = a.comparison_for(s.key)
         rows_by_T = {r.T: r for r in c.rows} if c else {}
-        peaks = peaks_for(a.manifest.calibration, s.key.device, s.key.dtype, device_name(env, s.key.device))
+        peaks = series_peaks(s.key, a.manifest.calibration, env, a.devices)
         fit_text = [f"latency exponent {fmt_slope(fit.slope)} on {fit.slope.range_text}" if fit.slope else
                     "latency exponent: fewer than two lengths"]
         if fit.cost:
@@ -122,6 +121,14 @@ def run_context(a: RunAnalysis) -> dict:
         "interpreted": [{"id": r.id, "status": r.status,
                          "rel": _e(r.correctness.max_rel_err) if r.correctness else "–"} for r in a.interpreted],
         "environment": env,
+        "devices": [{
+            "model": i.model, "device": i.device, "points": i.points, "hosts": ", ".join(i.hosts) or "–",
+            "memory": fmt_bytes(i.memory_bytes), "memory_source": i.memory_source,
+            "calibration": i.calibration_source,
+        } for i in (a.devices.infos if a.devices else [])],
+        "devices_note": ("several device models: series are split by model, never averaged" if a.devices and a.devices.multi
+                         else ("the environment above describes the submitting host, not the measuring nodes"
+                               if a.devices and a.devices.submit_host else "")),
     }
 
 

@@ -103,9 +103,27 @@ def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
     return rows
 
 
+def device_sentence(a: RunAnalysis) -> str | None:
+    """Which device models measured the run, when that is more than one (or not the manifest's host)."""
+    d = a.devices
+    if d is None:
+        return None
+    if d.multi:
+        parts = [f"{i.model} ({i.points} points{', on ' + ', '.join(i.hosts) if i.hosts else ''})" for i in d.infos]
+        return (f"Measured on {len([i for i in d.infos if i.key])} device models: " + "; ".join(parts)
+                + ". Every series, fit and comparison is per device model; nothing is averaged across models.")
+    if d.submit_host:
+        return ("The manifest's environment describes the host that submitted the SLURM jobs; device names, "
+                "memory and calibration come from each record's worker and each shard's fingerprint.")
+    return None
+
+
 def sentences(a: RunAnalysis) -> list[str]:
     """The report's answers, one sentence each."""
     out: list[str] = []
+    dev = device_sentence(a)
+    if dev:
+        out.append(dev)
     multi_facet = len({s.key.facet for s in a.series}) > 1
     name = (lambda k: k.label) if multi_facet else (lambda k: k.variant)
     if not a.series:

@@ -193,8 +193,16 @@ class WorkerProcess:
             pass
         self._rfd = -1
         try:
+            name = getattr(self._log, "name", None)
+            empty = isinstance(name, str) and self._log.tell() == 0 and os.path.getsize(name) == 0
             self._log.close()
-        except OSError:
+            if empty:   # keep only logs that say something (a crash's stderr)
+                os.unlink(name)
+                try:
+                    os.rmdir(os.path.dirname(name))   # only succeeds when no other log is left
+                except OSError:
+                    pass
+        except (OSError, ValueError):
             pass
 
 

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from profiler.errors import UsageError
 from profiler.plan import Plan, make_plan
@@ -245,5 +245,3 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
         "dropped": [{"what": d.what, "reason": d.reason} for d in plan.dropped],
     }
 
-
-Callback = Callable[..., None]

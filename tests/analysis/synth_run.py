@@ -78,3 +78,55 @@ def make_run(path: Path, *, name: str = "synthetic", noise: float = 0.02, n_samp
                            timing=Timing((0.3, 0.31, 0.29), "interpreted"),
                            correctness=Correctness("fla naive_retention", 1e-7, 3.7e-7, 1e-4, True, 128)))
     return path
+
+
+# --------------------------------------------------------------------------- a run on two device models
+
+A100, H100 = "NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3"
+#: which model measured each T (a shared queue split the series), and how fast it is relative to the curve
+DEVICE_OF_T = {512: A100, 1024: A100, 2048: A100, 4096: H100, 8192: H100, 16384: H100}
+SPEED = {A100: 1.0, H100: 0.25}
+MEMORY = {A100: 80 * 10**9, H100: 85 * 10**9}
+
+
+def make_multi_device_run(path: Path, *, name: str = "two-gpus", seed: int = 3) -> Path:
+    """A SLURM-like run whose records came from two GPU models (see ``DEVICE_OF_T``).
+
+    The manifest's environment is the submitting login node (``submit_host``, no GPU, 1 TB host
+    memory that must never be used as device memory); each shard's fingerprint names its GPU, its
+    memory and its calibration. Latency on the H100 is a quarter of the A100's at every T.
+    """
+    import json
+
+    rng = np.random.default_rng(seed)
+    env = {"device": "cuda", "cpu_model": "Login node CPU", "hostname": "login1", "submit_host": True,
+           "host_memory_bytes": 10**12, "device_name": "Login node CPU"}
+    manifest = Manifest(run_id=name, created_at="2026-01-01T00:00:00+00:00",
+                        scenario={"name": name, "device": "cuda"}, environment=env,
+                        finished_at="2026-01-01T01:00:00+00:00", serprof_version="0.1.0")
+    run = RunDir.create(path, manifest)
+    for shard, (model, host) in enumerate(((A100, "node-a"), (H100, "node-h"))):
+        state = {"shard": shard, "state": "finished", "host": host,
+                 "environment": {"hostname": host, "device_name": model, "cpu_model": "Node CPU",
+                                 "cuda_devices": [{"index": 0, "name": model, "total_memory_bytes": MEMORY[model]}]},
+                 "calibration": {"matmul_flops_per_s": 5e13 * (1 if model == A100 else 4),
+                                 "bandwidth_bytes_per_s": 1.5e12 * (1 if model == A100 else 2)}}
+        (path / "shards").mkdir(exist_ok=True)
+        (path / "shards" / f"shard-{shard:03d}.json").write_text(json.dumps(state))
+    for (kernel, backend, causal) in (("softmax", "sdpa", False), ("retnet", "torch", True)):
+        lat, mem = CURVES[(kernel, backend, causal)]
+        for T in TS:
+            model = DEVICE_OF_T[T]
+            spec = PointSpec(kernel=kernel, backend=backend, device="cuda", T=T, H=H, D=D, causal=causal)
+            samples = tuple(float(SPEED[model] * lat(T) * np.exp(rng.normal(0.0, 0.01))) for _ in range(9))
+            run.append(PointRecord(
+                spec, "ok", timing=Timing(samples, "cuda_event", stop_reason="ci_target"),
+                memory=Memory(int(mem(T)), "cuda_allocator", input_bytes=3 * T * H * D * 4),
+                energy=Energy(None, reason="nvml: no energy counter"),
+                flops=flops(kernel, T), bytes_moved=4.0 * T * H * D * 4,
+                worker={"host": "node-a" if model == A100 else "node-h", "device_name": model, "device_index": 0}))
+    # a point the node's planner skipped (no worker device name): inherits the series' model? no: the
+    # series ran on two models, so it stays unattributed
+    run.append(PointRecord(PointSpec(kernel="retnet", backend="torch", device="cuda", T=65536, H=H, D=D),
+                           "skipped", reason="predicted to exceed the memory budget"))
+    return path

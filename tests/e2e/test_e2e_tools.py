@@ -101,3 +101,21 @@ def test_doctor_runs_here_and_says_cuda_and_nvml_are_unavailable(tmp_path, monke
 def test_doctor_with_cuda_requested_exits_3_here():
     p = _serprof("doctor", "--device", "cuda")
     assert p.returncode == 3 and "CUDA" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_sweep_process_plans_without_importing_torch_fla_or_triton(tmp_path):
+    """The CLI process plans and dispatches; torch, fla and triton load only in workers."""
+    code = ("import sys; from profiler.cli import app\n"
+            "try:\n"
+            "    app(args=['sweep', '--scenario', sys.argv[1], '--dry-run', '--json'], standalone_mode=False)\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print([m for m in ('torch', 'fla', 'triton') if m in sys.modules], file=sys.stderr)\n")
+    from pathlib import Path
+
+    quick = Path(__file__).resolve().parents[2] / "scenarios" / "quick.toml"
+    p = subprocess.run([sys.executable, "-c", code, str(quick)], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["points"], "the plan is empty"
+    assert p.stderr.strip().splitlines()[-1] == "[]"
