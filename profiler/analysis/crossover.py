@@ -3,7 +3,9 @@
 Baseline. One mechanism (``kernel/backend/causal|full``) is the reference; each other series is
 compared with the baseline series that agrees on everything else (level, device, dtype, mode, B, H,
 D). Default: softmax SDPA non-causal if the run has it, else naive softmax, else SDPA causal. Users
-pick another with ``KERNEL[/BACKEND[/causal|full]]``.
+pick another with ``KERNEL[/BACKEND[/causal|full]]``. Layer- and model-level series whose match
+group lacks the chosen baseline are compared with the study's own baseline layer there
+(``softmax/torch/full``, else ``softmax/torch/causal``), so a run with kernels and layers compares both.
 
 Ratios, at every T both series measured: speedup = t_baseline / t_variant (medians; interval from
 the two medians' 95% CIs, pessimistic over optimistic ends), memory saving = peak_baseline /
@@ -29,7 +31,7 @@ from profiler.errors import UsageError
 
 #: Default baseline preference: (kernel, backend, causal); first one present wins.
 DEFAULT_BASELINES = (("softmax", "sdpa", False), ("softmax", "naive", False), ("softmax", "naive", True),
-                     ("softmax", "sdpa", True))
+                     ("softmax", "sdpa", True), ("softmax", "torch", False), ("softmax", "torch", True))
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ class Variant:
 
     def __str__(self) -> str:
         return f"{self.kernel}/{self.backend}/{'causal' if self.causal else 'full'}"
+
+
+#: The study's softmax layer (SER levels): the baseline of layer/model groups without the chosen one.
+LAYER_BASELINES = (("softmax", "torch", False), ("softmax", "torch", True))
 
 
 def choose_baseline(series: Sequence[Series], requested: str | None = None) -> Variant | None:
@@ -236,9 +242,14 @@ def compare_all(series: Sequence[Series], baseline: Variant | None) -> list[Comp
     if baseline is None:
         return []
     bases = {s.key.match_key: s for s in series if Variant.of(s.key) == baseline}
+    for pref in LAYER_BASELINES:
+        for s in series:
+            if s.key.level != "kernel" and s.key.match_key not in bases and Variant.of(s.key) == Variant(*pref):
+                bases[s.key.match_key] = s
+    base_keys = {b.key for b in bases.values()}
     out = []
     for s in series:
-        if Variant.of(s.key) == baseline:
+        if s.key in base_keys:
             continue
         b = bases.get(s.key.match_key)
         if b is not None:

@@ -10,7 +10,9 @@ fixed). Scaling fits, crossovers and figures work per series. In a run whose rec
 on more than one device model (``analysis.devices``), the model is part of the series too: points
 from two GPU models are never fitted, compared or averaged together, and labels name the model.
 
-Only ``status == "ok"`` points that were not interpreted are performance points. Interpreted points
+Only ``status == "ok"`` points that were not interpreted are performance points. Utterance-replay
+points (option ``replay=N``: one call per utterance of varying length) are not fixed-T points: they are
+summarised by ``analysis.ser``, never fitted. Interpreted points
 (``spec.interpret``: fla kernels run under Triton's CPU interpreter) are correctness evidence only:
 they are listed, never fitted and never shown as performance. Pure numpy; no torch.
 """
@@ -30,6 +32,10 @@ from profiler.stats import summarize
 WIDE_CI = 0.05
 #: Fewer timed samples than this is flagged.
 FEW_SAMPLES = 5
+
+
+#: Options that only record how T was derived (audio rates): part of the key, not of the label.
+_HIDDEN_OPTIONS = ("frame_rate", "text_rate")
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,9 @@ class SeriesKey:
         v = f"{self.kernel}/{self.backend}/{'causal' if self.causal else 'full'}"
         if self.level != "kernel":
             v = f"{self.level}:{v}"
-        if self.options:
-            v += " " + ",".join(f"{k}={val}" for k, val in self.options)
+        shown = [(k, val) for k, val in self.options if k not in _HIDDEN_OPTIONS]
+        if shown:
+            v += " " + ",".join(f"{k}={val}" for k, val in shown)
         if self.device_model:
             v += f" @ {self.device_model}"
         return v
@@ -173,7 +180,8 @@ def point_stats(rec: PointRecord) -> PointStats | None:
 
 def is_performance(rec: PointRecord) -> bool:
     """A point whose numbers may be shown as performance: ran, verified, not interpreted."""
-    return rec.status == "ok" and not rec.spec.interpret and rec.timing is not None and bool(rec.timing.samples_s)
+    return (rec.status == "ok" and not rec.spec.interpret and rec.timing is not None and bool(rec.timing.samples_s)
+            and rec.spec.option("replay") is None)
 
 
 def build_series(records: Iterable[PointRecord], models: Mapping[str, str] | None = None) -> list[Series]:

@@ -17,6 +17,7 @@ from profiler.analysis.crossover import Comparison, Variant, choose_baseline, co
 from profiler.analysis.fits import CostModel, SlopeFit, fit_latency, fit_memory, fit_memory_slope
 from profiler.analysis.frontier import Frontier, frontiers
 from profiler.analysis.roofline import RooflinePoint, roofline
+from profiler.analysis.ser import SerAnalysis, ser_analysis
 from profiler.analysis.series import Series, SeriesKey, build_series, interpreted_records
 from profiler.records import PointRecord
 from profiler.store import LoadedRun
@@ -50,6 +51,7 @@ class RunAnalysis:
     energy_note: str | None                          # why there is no energy, when none exists
     status_counts: dict[str, int] = field(default_factory=dict)
     devices: RunDevices | None = None
+    ser: SerAnalysis | None = None                   # layer/model-level (SER) view, when the run has such points
 
     @property
     def manifest(self):
@@ -106,4 +108,5 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
         correctness=sorted((r for r in records if r.correctness is not None), key=order),
         interpreted=sorted(interpreted_records(records), key=order),
         flagged=flagged, energy_note=_energy_note(records), status_counts=counts, devices=devices,
+        ser=ser_analysis(records, comparisons, series),
     )

@@ -228,6 +228,42 @@ def _roofline_plot(plt, st, analyses, out_dir) -> Figure | None:
                  "and bandwidth calibration (fp32). Larger markers: longer T.")
 
 
+def _per_minute_plot(plt, st, analyses, out_dir) -> Figure | None:
+    """Latency (and energy) per minute of audio against audio duration, SER layers only."""
+    lines = [(ri, a, s, pts) for ri, a in enumerate(analyses) if a.ser for s, pts in a.ser.per_minute]
+    if not lines:
+        return None
+    has_energy = any(p.energy_per_min_j is not None for *_, pts in lines for p in pts)
+    fig, axes = plt.subplots(1, 2 if has_energy else 1, figsize=(12.0 if has_energy else 7.4, 4.2), squeeze=False)
+    axes = list(axes.flat)
+    facets = {s.key.facet for *_, s, _ in lines}
+    for ri, a, s, pts in lines:
+        kw = st.kw(ri, s.key)
+        lab = st.label(a, s.key) + (f" [{s.key.facet_label}]" if len(facets) > 1 else "")
+        x = [p.audio_s / 60.0 for p in pts]
+        axes[0].plot(x, [p.latency_per_min_s for p in pts], label=lab, **kw)
+        if has_energy:
+            e = [(p.audio_s / 60.0, p.energy_per_min_j) for p in pts if p.energy_per_min_j is not None]
+            if e:
+                axes[1].plot([t for t, _ in e], [v for _, v in e], label=lab, **kw)
+    titles = ("Latency per minute of audio", "Energy per minute of audio")
+    ylabels = ("seconds of compute per minute of audio", "joules per minute of audio")
+    from matplotlib.ticker import FuncFormatter
+
+    for ax, title, yl in zip(axes, titles, ylabels):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_title(title)
+        ax.set_xlabel("audio duration (minutes)")
+        ax.set_ylabel(yl)
+    _legend(fig, axes)
+    return _save(plt, fig, out_dir, "per_minute", "Cost per minute of audio",
+                 "Median latency (and energy) of one call divided by the minutes of audio it covers, against the "
+                 "audio duration (T = speech frames + text tokens at the stored rates). Flat: cost linear in the "
+                 "duration; rising: super-linear (softmax's T² term). Softmax dashed.")
+
+
 def render_figures(analyses: Sequence[RunAnalysis], out_dir: Path) -> tuple[list[Figure], dict[str, str]]:
     """Draw every figure into ``out_dir``; return the figures and notes for figures that cannot exist."""
     plt, sns = _setup()
@@ -268,4 +304,7 @@ def render_figures(analyses: Sequence[RunAnalysis], out_dir: Path) -> tuple[list
         "throughput", "no successful points")
     add(_speedup_plot(plt, st, analyses, out_dir), "speedup", "no baseline series to compare with")
     add(_roofline_plot(plt, st, analyses, out_dir), "roofline", "no point carries analytic FLOP and byte counts")
+    if any(a.ser for a in analyses):
+        add(_per_minute_plot(plt, st, analyses, out_dir), "per minute of audio",
+            "no fixed-length layer points whose T came from an audio duration (--audio)")
     return figs, notes

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from profiler.analysis.roofline import fmt_rate, series_peaks
+from profiler.analysis.ser import audio_seconds
 from profiler.analysis.summary import RunAnalysis, analyze
 from profiler.errors import UsageError
-from profiler.report.text import fmt_bytes, fmt_ratio, fmt_s, fmt_slope, fmt_T, sentences, summary_rows
+from profiler.report.text import (fmt_audio, fmt_bytes, fmt_ratio, fmt_s, fmt_slope, fmt_T, sentences,
+                                  ser_sentences, summary_rows)
 from profiler.store import RunDir
 
 REPORT_NAME = "report.html"
@@ -62,8 +64,9 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
             r = rows_by_T.get(p.T)
             fl = p.record.flops / p.median_s if p.record.flops else None
             frac = fl / peaks[0].flops_per_s if fl and peaks and peaks[0].flops_per_s else None
+            audio = audio_seconds(p.record)
             rows.append({
-                "T": fmt_T(p.T), "median": fmt_s(p.median_s),
+                "T": fmt_T(p.T), "audio": fmt_audio(audio), "median": fmt_s(p.median_s),
                 "ci": f"{fmt_s(p.ci_low_s)} – {fmt_s(p.ci_high_s)} (±{p.rel_ci * 100:.1f}%)" if math.isfinite(p.rel_ci) else "–",
                 "n": p.samples_s.size, "peak": fmt_bytes(p.peak_bytes), "analytic": fmt_bytes(p.analytic_bytes),
                 "energy": f"{p.energy_j:.3g} J" if p.energy_j is not None else "–",
@@ -73,7 +76,8 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
                 "flags": "; ".join(p.flags),
             })
         tables.append({"title": f"{s.key.variant} · {s.key.facet_label} · H={s.key.H} D={s.key.D}",
-                       "fit_text": "; ".join(fit_text) + ".", "rows": rows})
+                       "fit_text": "; ".join(fit_text) + ".", "rows": rows,
+                       "has_audio": any(r["audio"] != "–" for r in rows)})
     return tables
 
 
@@ -86,12 +90,15 @@ def run_context(a: RunAnalysis) -> dict:
     _flatten("calibration", m.calibration or {}, env)
     _flatten("settings", asdict(m.settings), env)
     env += [("serprof_version", m.serprof_version), ("created_at", m.created_at), ("finished_at", str(m.finished_at))]
+    payoff_text = {p.variant + p.facet: p.text for p in (a.ser.payoffs if a.ser else [])}
     crossovers = []
     for c in a.comparisons:
         ms, mm, me = c.max_speedup, c.max_memory_saving, c.max_energy_saving
         crossovers.append({
             "variant": c.series.key.variant, "facet": c.series.key.facet_label,
-            "latency": c.latency.text("faster"), "memory": c.memory.text("smaller"),
+            "latency": c.latency.text("faster") + (f"; in audio: {payoff_text[c.series.key.variant + c.series.key.facet_label]}"
+                                                    if c.series.key.variant + c.series.key.facet_label in payoff_text else ""),
+            "memory": c.memory.text("smaller"),
             "energy": c.energy.text("lower") if c.energy.kind != "n/a" else "no energy",
             "max_speedup": f"{fmt_ratio(ms[0])} at T={fmt_T(ms[1])}" if ms else "–",
             "max_mem": f"{fmt_ratio(mm[0])} at T={fmt_T(mm[1])}" if mm else "–",
@@ -121,6 +128,7 @@ def run_context(a: RunAnalysis) -> dict:
         "interpreted": [{"id": r.id, "status": r.status,
                          "rel": _e(r.correctness.max_rel_err) if r.correctness else "–"} for r in a.interpreted],
         "environment": env,
+        "ser": ser_context(a),
         "devices": [{
             "model": i.model, "device": i.device, "points": i.points, "hosts": ", ".join(i.hosts) or "–",
             "memory": fmt_bytes(i.memory_bytes), "memory_source": i.memory_source,
@@ -130,6 +138,44 @@ def run_context(a: RunAnalysis) -> dict:
                          else ("the environment above describes the submitting host, not the measuring nodes"
                                if a.devices and a.devices.submit_host else "")),
     }
+
+
+def _with_ci(x: float | None, ci: tuple[float, float] | None) -> str:
+    if x is None:
+        return "–"
+    return fmt_s(x) + (f" [{fmt_s(ci[0])}, {fmt_s(ci[1])}]" if ci else "")
+
+
+def ser_context(a: RunAnalysis) -> dict | None:
+    """The SER section: study comparison, payoff durations, utterance replays (None without layer points)."""
+    ser = a.ser
+    if ser is None:
+        return None
+    payoff = {(p.layer, p.series): p for p in ser.payoffs}
+    study = []
+    for r in ser.study.rows:
+        p = payoff.get((r.layer, r.series))
+        study.append({
+            "layer": r.layer, "series": r.series, "mean": fmt_s(r.replay_mean_s), "p95": fmt_s(r.replay_p95_s),
+            "ups": f"{r.utterances_per_s:,.1f}" if r.utterances_per_s is not None else "–",
+            "peak": fmt_bytes(r.replay_peak_bytes), "speedup": fmt_ratio(r.speedup_vs_softmax),
+            "memory": fmt_ratio(r.memory_ratio_vs_softmax),
+            "first": (fmt_audio(r.pays_off_from_audio_s) + (f" ({r.note})" if r.note else ""))
+            if r.pays_off_from_audio_s is not None else "–",
+            "interpolated": p.text if p else ("baseline" if r.layer == "softmax" else "–"),
+            "longest": fmt_audio(r.longest_audio_s),
+        })
+    replays = [{
+        "layer": r.layer, "series": r.series, "config": f"{r.backend} · {r.device} {r.dtype} · batch {r.batch}",
+        "n": r.n, "mean": _with_ci(r.mean_s, r.mean_ci), "p50": _with_ci(r.p50_s, r.p50_ci),
+        "p95": _with_ci(r.p95_s, r.p95_ci), "max": fmt_s(r.max_s), "total": fmt_s(r.total_s),
+        "ups": f"{r.utterances_per_s:,.1f}" if r.utterances_per_s is not None else "–",
+        "peak": fmt_bytes(r.peak_bytes), "audio": fmt_audio(r.audio_s),
+        "rtf": f"{r.real_time_factor:.3g}" if r.real_time_factor is not None else "–",
+        "distribution": r.distribution,
+    } for r in ser.replays]
+    return {"sentences": ser_sentences(a), "study": study, "replays": replays,
+            "rates": "; ".join(ser.rates) or "no audio rates stored (T given directly)"}
 
 
 def _e(x: float | None) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from profiler.analysis.summary import RunAnalysis
-from profiler.report.text import sentences, summary_rows
+from profiler.report.text import fmt_bytes, fmt_s, sentences, ser_sentences, summary_rows
 
 
 def _cell(s: str) -> str:
@@ -33,12 +33,41 @@ def run_markdown(a: RunAnalysis) -> str:
             mech = f"**{_cell(r.variant)}** (baseline)" if r.is_baseline else _cell(r.variant)
             lines.append("| " + " | ".join([mech] + [_cell(x) for x in (r.facet, r.slope, r.crossover, r.max_speedup,
                                                                 r.max_memory_saving, r.longest_T)]) + " |")
+    lines += ser_markdown(a)
     failed = a.failures + a.wrong
     if failed:
         lines += ["", f"<details><summary>{len(failed)} failed or wrong point(s)</summary>", ""]
         lines += [f"- `{_cell(r.id)}`: {_cell(r.status)}, {_cell(r.reason or '')}" for r in failed]
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _ci(x, ci) -> str:
+    return fmt_s(x) + (f" [{fmt_s(ci[0])}, {fmt_s(ci[1])}]" if ci else "")
+
+
+def ser_markdown(a: RunAnalysis) -> list[str]:
+    """The SER part: the study comparison (``layers.study.to_markdown``), payoffs, utterance replays."""
+    if a.ser is None:
+        return []
+    from profiler.layers.study import to_markdown
+
+    lines = ["", "#### Speech emotion recognition: the study's layers", ""]
+    if a.ser.rates:
+        lines.append(f"Audio duration to T: {_cell('; '.join(a.ser.rates))}.")
+        lines.append("")
+    for ln in to_markdown(a.ser.study).rstrip("\n").split("\n"):   # its table, then its sentences
+        lines.append(f"- {_cell(ln[2:])}" if ln.startswith("- ") else ln)
+    lines += [f"- {_cell(s)}" for s in ser_sentences(a)[len(a.ser.study.sentences):]]
+    if a.ser.replays:
+        lines += ["", "| layer | series | config | utterances | mean [95% CI] | p50 [95% CI] | p95 [95% CI] | max | "
+                      "total | utterances/s | peak memory |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in a.ser.replays:
+            lines.append("| " + " | ".join(_cell(x) for x in (
+                r.layer, r.series, f"{r.backend} {r.device} {r.dtype} B={r.batch}", str(r.n), _ci(r.mean_s, r.mean_ci),
+                _ci(r.p50_s, r.p50_ci), _ci(r.p95_s, r.p95_ci), fmt_s(r.max_s), fmt_s(r.total_s),
+                f"{r.utterances_per_s:,.1f}" if r.utterances_per_s is not None else "–", fmt_bytes(r.peak_bytes))) + " |")
+    return lines
 
 
 def markdown_summary(run_dirs: Sequence[Path | str], *, baseline: str | None = None) -> str:

@@ -41,6 +41,15 @@ def fmt_T(T: float | None) -> str:
     return f"{T:,.0f}"
 
 
+def fmt_audio(seconds: float | None) -> str:
+    """Seconds of audio for display (``5.5 s``, ``3.15 min``); ``–`` when T did not come from audio."""
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    from profiler.audio import human_duration
+
+    return human_duration(seconds)
+
+
 def fmt_ratio(x: float | None) -> str:
     if x is None or not math.isfinite(x):
         return "–"
@@ -83,13 +92,18 @@ def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
         fit = a.fits[s.key]
         c = a.comparison_for(s.key)
         fr = a.frontier_for(s.key)
-        is_base = a.baseline is not None and (s.key.kernel, s.key.backend, s.key.causal) == (
-            a.baseline.kernel, a.baseline.backend, a.baseline.causal)
+        is_base = (a.baseline is not None and (s.key.kernel, s.key.backend, s.key.causal) == (
+            a.baseline.kernel, a.baseline.backend, a.baseline.causal)) or any(
+            x.baseline.key == s.key for x in a.comparisons)
         ms = c.max_speedup if c else None
         mm = c.max_memory_saving if c else None
-        longest = fmt_T(fr.longest_ok_T) if fr else "–"
+        from profiler.analysis.ser import audio_rate_of_series
+
+        rate = audio_rate_of_series(s)
+        in_audio = (lambda T: f" ({fmt_audio(T / rate)})" if rate and T else "")  # noqa: E731
+        longest = fmt_T(fr.longest_ok_T) + in_audio(fr.longest_ok_T) if fr else "–"
         if fr and fr.first_failed_T is not None:
-            longest += f" ({fr.failed_status} at {fmt_T(fr.first_failed_T)})"
+            longest += f" ({fr.failed_status} at {fmt_T(fr.first_failed_T)}{in_audio(fr.first_failed_T)})"
         rows.append(SummaryRow(
             variant=s.key.variant, facet=s.key.facet_label, is_baseline=is_base,
             slope=fmt_slope(fit.slope) + (" (noisy)" if noisy_fit(s, fit.slope) else ""), slope_range=fit.slope.range_text if fit.slope else "–",
@@ -186,4 +200,15 @@ def sentences(a: RunAnalysis) -> list[str]:
         trust.append(f"{len(a.run.warnings)} warning(s) while loading the run folder")
     if trust:
         out.append("Trust: " + "; ".join(trust) + ".")
+    return out
+
+
+def ser_sentences(a: RunAnalysis) -> list[str]:
+    """The SER section's statements: the study comparison's, then interpolated payoff durations."""
+    if a.ser is None:
+        return []
+    out = list(a.ser.study.sentences)
+    for p in a.ser.payoffs:
+        out.append(f"Interpolated: {p.layer} ({p.series}, {p.facet}) is faster than the study's softmax layer "
+                   f"{p.text}.")
     return out

@@ -130,3 +130,66 @@ def make_multi_device_run(path: Path, *, name: str = "two-gpus", seed: int = 3) 
     run.append(PointRecord(PointSpec(kernel="retnet", backend="torch", device="cuda", T=65536, H=H, D=D),
                            "skipped", reason="predicted to exceed the memory budget"))
     return path
+
+
+# --------------------------------------------------------------------------- a layer-level (SER) run
+
+#: minutes of audio of the fixed-length points; T = 50 frames/s + 3 tokens/s = 3,180 per minute
+AUDIO_MIN = (1, 2, 4, 8, 16, 20)
+LAYER_RATES = (("frame_rate", "50"), ("text_rate", "3"))
+#: per-call latency (s) of each study layer at T: softmax quadratic, the linear layers linear in T.
+#: Crossovers with softmax: retnet at T* = 10,000 (188.7 s of audio), gsa at 50,000 (943.4 s).
+LAYER_CURVES = {
+    ("softmax", False): lambda T: 1e-8 * T**2,
+    ("retnet", True): lambda T: 1e-4 * T,
+    ("gsa", True): lambda T: 5e-4 * T,
+}
+POWER_W = 30.0
+REPLAY_N = 50
+
+
+def make_layer_run(path: Path, *, name: str = "paper-like", seed: int = 5) -> Path:
+    """Layer-level points as ``--level layer --audio 1min..20min --utterances 50`` would store them.
+
+    Softmax's 20-minute point is skipped (memory budget). Replay summaries are built with the real
+    ``profiler.utterances.replay`` over a fake clock (latency = the layer's curve at each utterance's T).
+    """
+    from profiler.audio import AudioRates
+    from profiler.utterances import MSP_PODCAST_LIKE, replay
+
+    rng = np.random.default_rng(seed)
+    rates = AudioRates(50.0, 3.0)
+    env = {"device": "cpu", "cpu_model": "Synthetic CPU @ 2 GHz", "host_memory_bytes": 24 * 2**30}
+    manifest = Manifest(run_id=name, created_at="2026-01-01T00:00:00+00:00",
+                        scenario={"name": name, "level": "layer", "audio": "1min..20min", "utterances": REPLAY_N},
+                        environment=env, finished_at="2026-01-01T00:09:00+00:00", serprof_version="0.1.0")
+    run = RunDir.create(path, manifest)
+    worker = {"host": "synthetic", "device_name": "Synthetic CPU @ 2 GHz"}
+    for (layer, causal), curve in LAYER_CURVES.items():
+        for minutes in AUDIO_MIN:
+            T = rates.to_T(60.0 * minutes)
+            spec = PointSpec(kernel=layer, backend="torch", level="layer", T=T, H=4, D=1024, causal=causal,
+                             options=LAYER_RATES)
+            if layer == "softmax" and minutes == 20:
+                run.append(PointRecord(spec, "skipped", reason="predicted to exceed the memory budget"))
+                continue
+            samples = tuple(float(curve(T) * np.exp(rng.normal(0.0, 0.01))) for _ in range(7))
+            peak = int(4 * 4 * T * T) if layer == "softmax" else int(40 * 1024 * T)
+            run.append(PointRecord(
+                spec, "ok", timing=Timing(samples, "perf_counter_ns", stop_reason="ci_target"),
+                memory=Memory(peak, "torch_profiler", analytic_bytes=peak, input_bytes=T * 1024 * 4),
+                energy=Energy(POWER_W * float(np.median(samples)), meter="rapl", window_s=1.0, calls=3),
+                worker=worker, extra={"audio_s": T / 53.0, "params": 4_000_000}))
+        durations = MSP_PODCAST_LIKE.sample(REPLAY_N, 0)
+        res = replay(durations, rates.to_T, lambda lengths: (lambda: max(lengths)), batch_size=1,
+                     time_call=lambda call: curve(call()),
+                     peak_bytes=lambda call: int(16 * call() ** 2 if layer == "softmax" else 40 * 1024 * call()),
+                     distribution=MSP_PODCAST_LIKE.to_dict(), seed=0)
+        opts = tuple(sorted(LAYER_RATES + (("distribution", MSP_PODCAST_LIKE.name), ("replay", str(REPLAY_N)))))
+        spec = PointSpec(kernel=layer, backend="torch", level="layer", T=rates.to_T(MSP_PODCAST_LIKE.max_s), H=4,
+                         D=1024, causal=causal, options=opts)
+        run.append(PointRecord(spec, "ok", timing=Timing(res.latency_s, "perf_counter_ns", stop_reason="replay"),
+                               memory=Memory(res.peak_bytes, "torch_profiler"),
+                               energy=Energy(None, reason="utterance replay: energy is measured at fixed-T points"),
+                               worker=worker, extra={"replay": res.to_extra(), "params": 4_000_000}))
+    return path
