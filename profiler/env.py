@@ -139,6 +139,14 @@ def torch_info(device_index: int = 0) -> dict[str, Any]:
     return info
 
 
+def host_memory_bytes() -> int | None:
+    """Physical memory of this host, bytes (the CPU "device memory" for OOM frontiers)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def fingerprint(device: str | None = None, *, with_torch: bool = True) -> dict[str, Any]:
     """The environment fingerprint stored in every manifest."""
     try:
@@ -152,6 +160,7 @@ def fingerprint(device: str | None = None, *, with_torch: bool = True) -> dict[s
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity_count": affinity,
+        "host_memory_bytes": host_memory_bytes(),
         "packages": package_versions(),
         "git": git_sha(),
         "nvml": nvml_status(),

@@ -2,11 +2,11 @@
 
 Methodology
 -----------
-*fla backends* ("dry" interpretation, FLA.md section 5b): in a child process with
-``TRITON_INTERPRET=1``, every ``@triton.jit`` kernel body is skipped
-(``InterpretedFunction.run`` returns at once; autotuners keep one config so nothing is benchmarked),
-so fla's host code runs on the CPU and allocates exactly the buffers it would allocate on CUDA, in
-the same order. One forward (or forward+backward) call runs under torch.profiler, and the peak of the
+*fla backends* ("dry" interpretation, FLA.md section 5b): in a fresh interpreted child process
+(``profiler.fla_interpret.run_isolated``) inside ``profiler.fla_interpret.dry()``, every
+``@triton.jit`` kernel body is skipped (autotuners keep one config so nothing is benchmarked), so
+fla's host code runs on the CPU and allocates exactly the buffers it would allocate on CUDA, in the
+same order. One forward (or forward+backward) call runs under torch.profiler, and the peak of the
 running sum of allocation events (``profiler.measure.memory.ProfilerMemoryMeter``) is the call's
 tensor-allocation peak. This is measured at a few lengths (default 1k..8k), added to the input bytes,
 and fitted with ``a + b*T + c*T^2`` (``analysis.fits.fit_cost``); the fit's largest residual is
@@ -23,12 +23,8 @@ would read uninitialised memory in dry mode; fla's chunk kernels do not.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 
 from profiler.errors import UnavailableError, UsageError
@@ -87,20 +83,6 @@ class FrontierResult:
 
 # --------------------------------------------------------------------------- child process side
 
-def _dry_interpretation() -> None:
-    """Skip every interpreted kernel body; keep one autotune config (no benchmarking)."""
-    from triton.runtime import autotuner, interpreter
-
-    interpreter.InterpretedFunction.run = lambda self, *a, **k: None
-    orig = autotuner.Autotuner.run
-
-    def run_one_config(self, *args, **kwargs):
-        self.configs = self.configs[:1]
-        return orig(self, *args, **kwargs)
-
-    autotuner.Autotuner.run = run_one_config
-
-
 def _call(spec, backend, inputs, mode: str):
     import torch
 
@@ -144,14 +126,24 @@ def _probe_fla(spec, dtype, B, H, D, mode, Ts) -> list[tuple[int, int]]:
     return out
 
 
+def probe_child(**args) -> list[dict]:
+    """Runs in the interpreted child (``run_isolated``): everything inside ``fla_interpret.dry()``."""
+    import warnings
+
+    from profiler.fla_interpret import dry
+
+    warnings.filterwarnings("ignore")
+    with dry():
+        return _child(args)
+
+
 def _child(args: dict) -> list[dict]:
-    """Runs in the child (TRITON_INTERPRET=1): measure fla backends dry, model the others."""
+    """Measure fla backends dry, model the others (call inside ``dry()`` in an interpreted process)."""
     import importlib
 
     from profiler.analysis.fits import fit_cost
     from profiler.kernels import MECHANISMS
 
-    _dry_interpretation()
     names = args["kernels"] or list(MECHANISMS)
     unknown = [n for n in names if n not in MECHANISMS]
     if unknown:
@@ -233,7 +225,8 @@ def _bisect(total, mem: float, hi_limit: int = 1 << 34) -> float:
 def probe_frontier(device_memory_bytes: int, *, kernels: list[str] | None = None, dtype: str = "bfloat16",
                    B: int = 1, H: int = 4, D: int = 64, mode: str = "fwd",
                    Ts: tuple[int, ...] = PROBE_TS, timeout_s: float = 900.0) -> list[FrontierResult]:
-    """Run the probe in a child process (Triton's interpreter must be set before triton loads)."""
+    """Run the probe in a fresh interpreted child process (``fla_interpret.run_isolated``: Triton's
+    interpreter must be on before fla decorates its kernels); UnavailableError if the child fails."""
     if dtype not in ("float32", "float16", "bfloat16"):
         raise UsageError(f"--dtype {dtype!r}: valid: bfloat16, float16, float32")
     if mode not in ("fwd", "fwdbwd"):
@@ -242,13 +235,13 @@ def probe_frontier(device_memory_bytes: int, *, kernels: list[str] | None = None
         raise UsageError("--batch, --heads and --head-dim must be >= 1")
     args = {"mem": device_memory_bytes, "kernels": kernels, "dtype": dtype, "B": B, "H": H, "D": D,
             "mode": mode, "Ts": list(Ts)}
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run([sys.executable, "-m", "profiler.frontier_probe", json.dumps(args)], env=env,
-                          capture_output=True, text=True, timeout=timeout_s)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UnavailableError(f"frontier probe failed (exit {proc.returncode}): {tail}")
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    from profiler.fla_interpret import InterpretError, run_isolated
+
+    try:
+        rows = run_isolated("profiler.frontier_probe:probe_child", args, timeout_s=timeout_s)
+    except InterpretError as exc:
+        tail = (str(exc).strip().splitlines() or ["no output"])[-1]
+        raise UnavailableError(f"frontier probe failed: {tail}") from None
     if rows and "error" in rows[0]:
         raise UsageError(rows[0]["error"])
     out = []
@@ -259,10 +252,3 @@ def probe_frontier(device_memory_bytes: int, *, kernels: list[str] | None = None
         out.append(FrontierResult(**r))
     return out
 
-
-if __name__ == "__main__":
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    result = _child(json.loads(sys.argv[1]))
-    sys.stdout.write("\n" + json.dumps(result) + "\n")

@@ -88,7 +88,8 @@ class SeriesKey:
 
     @property
     def label(self) -> str:
-        return f"{self.variant} [{self.facet_label}]"
+        # the variant already names the device model when there is one
+        return f"{self.variant} [{self.device} {self.dtype} {self.mode} B={self.B}]"
 
     @property
     def match_key(self) -> tuple:

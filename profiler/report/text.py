@@ -102,8 +102,10 @@ def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
         rate = audio_rate_of_series(s)
         in_audio = (lambda T: f" ({fmt_audio(T / rate)})" if rate and T else "")  # noqa: E731
         longest = fmt_T(fr.longest_ok_T) + in_audio(fr.longest_ok_T) if fr else "–"
-        if fr and fr.first_failed_T is not None:
-            longest += f" ({fr.failed_status} at {fmt_T(fr.first_failed_T)}{in_audio(fr.first_failed_T)})"
+        if fr and fr.first_failed_T is not None and rate:
+            longest += f"; {fr.failed_status} at {fmt_T(fr.first_failed_T)}{in_audio(fr.first_failed_T)}"
+        elif fr and fr.first_failed_T is not None:
+            longest += f" ({fr.failed_status} at {fmt_T(fr.first_failed_T)})"
         rows.append(SummaryRow(
             variant=s.key.variant, facet=s.key.facet_label, is_baseline=is_base,
             slope=fmt_slope(fit.slope) + (" (noisy)" if noisy_fit(s, fit.slope) else ""), slope_range=fit.slope.range_text if fit.slope else "–",
@@ -123,8 +125,11 @@ def device_sentence(a: RunAnalysis) -> str | None:
     if d is None:
         return None
     if d.multi:
-        parts = [f"{i.model} ({i.points} points{', on ' + ', '.join(i.hosts) if i.hosts else ''})" for i in d.infos]
-        return (f"Measured on {len([i for i in d.infos if i.key])} device models: " + "; ".join(parts)
+        named = [i for i in d.infos if i.key]
+        parts = [f"{i.model} ({i.points} points{', on ' + ', '.join(i.hosts) if i.hosts else ''})" for i in named]
+        loose = sum(i.points for i in d.infos if not i.key)
+        return (f"Measured on {len(named)} device models: " + "; ".join(parts)
+                + (f" ({loose} point(s) without a device, e.g. skipped before running)" if loose else "")
                 + ". Every series, fit and comparison is per device model; nothing is averaged across models.")
     if d.submit_host:
         return ("The manifest's environment describes the host that submitted the SLURM jobs; device names, "

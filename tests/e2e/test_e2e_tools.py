@@ -28,6 +28,8 @@ def test_env_json_says_what_is_missing_and_why():
     assert info["nvml"]["available"] is False and "NVML" in info["nvml"]["reason"]
     assert info["rapl"]["available"] is False and info["rapl"]["reason"]
     assert info["cpu_count"] >= 1
+    meminfo_kib = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal:")).split()[1])
+    assert abs(info["host_memory_bytes"] - meminfo_kib * 1024) < 0.05 * meminfo_kib * 1024
     human = _serprof("env")
     assert human.returncode == 0 and "nvml" in human.stdout and "unavailable" in human.stdout
 

@@ -20,3 +20,9 @@ def synth_module():
 @pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory) -> Path:
     return synth.make_run(tmp_path_factory.mktemp("report") / "synthetic")
+
+
+@pytest.fixture(scope="session")
+def layer_run(tmp_path_factory) -> Path:
+    """A layer-level (SER) run: audio-derived lengths, utterance replays (``synth.make_layer_run``)."""
+    return synth.make_layer_run(tmp_path_factory.mktemp("ser") / "paper-like")

@@ -27,7 +27,9 @@ def _chromium() -> str:
 
 
 @pytest.mark.browser
-def test_report_renders_in_chromium(synthetic_run, tmp_path):
+@pytest.mark.parametrize("run_fixture", ["synthetic_run", "layer_run"])
+def test_report_renders_in_chromium(run_fixture, request, tmp_path):
+    synthetic_run = request.getfixturevalue(run_fixture)
     exe = _chromium()
     try:
         from playwright.sync_api import sync_playwright
@@ -53,6 +55,10 @@ def test_report_renders_in_chromium(synthetic_run, tmp_path):
                 assert box is not None and box["width"] > 200 and box["height"] > 150, box
                 assert fig.is_visible()
             assert "Summary" in page.inner_text("#summary h2")
+            if run_fixture == "layer_run":        # the SER section is laid out and readable
+                box = page.locator("#ser").bounding_box()
+                assert box is not None and box["height"] > 300
+                assert "Utterance replay" in page.inner_text("#ser")
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
