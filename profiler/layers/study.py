@@ -47,6 +47,11 @@ class StudySection:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
+
+def _ratio(x: float) -> str:
+    """``12.3x``, ``1.5x``, ``0.031x``: two significant digits below 10 so small ratios never read 0.0x."""
+    return f"{x:.1f}x" if x >= 10 else f"{x:.2g}x"
+
 def _series(spec) -> str:
     if dict(spec.options).get("bidirectional") == "1":
         return "bidirectional"
@@ -124,7 +129,7 @@ def study_section(records: Iterable) -> StudySection:
             "partly agrees with" if best.speedup_vs_softmax > 1 else "differs from")
         sentences.append(
             f"At utterance lengths (replay), the largest latency reduction against the softmax baseline is "
-            f"{best.speedup_vs_softmax:.1f}x ({best.layer}, {best.series}); this {verdict} the study's "
+            f"{_ratio(best.speedup_vs_softmax)} ({best.layer}, {best.series}); this {verdict} the study's "
             f"'up to an order of magnitude'.")
         slower = [r.layer for r in eff if r.speedup_vs_softmax < 1]
         if slower:
@@ -132,7 +137,7 @@ def study_section(records: Iterable) -> StudySection:
         mems = [r for r in eff if r.memory_ratio_vs_softmax is not None]
         if mems:
             bm = max(mems, key=lambda r: r.memory_ratio_vs_softmax)
-            sentences.append(f"Peak memory at utterance lengths: up to {bm.memory_ratio_vs_softmax:.1f}x lower "
+            sentences.append(f"Peak memory at utterance lengths: up to {_ratio(bm.memory_ratio_vs_softmax)} lower "
                              f"than the baseline ({bm.layer}).")
     pay = [r for r in rows if r.pays_off_from_audio_s is not None and r.layer != BASELINE]
     for r in pay:
@@ -153,7 +158,7 @@ def to_markdown(section: StudySection) -> str:
         return "-" if x is None else f"{x * 1e3:.1f}"
 
     def ratio(x):
-        return "-" if x is None else f"{x:.1f}x"
+        return "-" if x is None else _ratio(x)
 
     lines = ["| layer | series | replay mean ms | p95 ms | utt/s | peak MiB | speed-up vs softmax | memory vs softmax "
              "| pays off from | longest audio |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -20,7 +20,7 @@ Algorithm (``measure_timing``)::
         samples.append(timer.sample(fn, k))        # seconds per call
         if len(samples) >= max_reps:                        stop "max_reps"
         if len(samples) >= min_reps:
-            if rel_halfwidth(CI95(median(samples))) <= target: stop "ci_target"
+            if n >= 6 and rel_halfwidth(CI95(median(samples))) <= target: stop "ci_target"
             if clock() - t1 >= time_budget_s:                 stop "time_budget"
 
     The CI is the distribution-free order-statistic interval of ``profiler.stats.median_ci``; it
@@ -57,6 +57,10 @@ Call = Callable[[], Any]
 ClockNs = Callable[[], int]
 
 STOP_CI = "ci_target"
+#: Fewest samples for which a distribution-free 95% CI of the median exists (with fewer,
+#: ``median_ci`` returns the sample range, which says nothing about coverage: three samples
+#: quantized by the scheduler can agree to 0.01% and still be 3x off).
+MIN_CI_SAMPLES = 6
 STOP_BUDGET = "time_budget"
 STOP_MAX = "max_reps"
 STOP_INTERPRETED = "interpreted"
@@ -186,7 +190,7 @@ def measure_timing(fn: Call, settings: MeasureSettings, timer: SampleTimer, *, s
             break
         if n < settings.min_reps:
             continue
-        if _check_due(n, last_checked):
+        if n >= MIN_CI_SAMPLES and _check_due(n, last_checked):
             last_checked = n
             if rel_ci_halfwidth(samples) <= settings.target_rel_ci:
                 stop = STOP_CI

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.errors import UsageError
+from profiler.analysis.ser import audio_seconds
 from profiler.records import PointRecord
 from profiler.stats import summarize
 from profiler.store import RunDir
@@ -22,7 +23,8 @@ COLUMNS = ("id", "level", "kernel", "backend", "device", "dtype", "mode", "B", "
            "options", "status", "reason", "n_samples", "median_s", "ci_low_s", "ci_high_s", "mean_s", "min_s",
            "max_s", "rel_ci", "timer", "peak_bytes", "reserved_bytes", "analytic_bytes", "input_bytes", "memory_method",
            "energy_j", "energy_meter", "energy_reason", "mean_power_w", "throttled", "correct", "max_abs_err",
-           "max_rel_err", "tolerance", "flops", "bytes_moved", "flops_per_s", "tokens_per_s", "started_at", "wall_s")
+           "max_rel_err", "tolerance", "flops", "bytes_moved", "flops_per_s", "tokens_per_s", "started_at", "wall_s",
+           "device_name", "host", "audio_s")
 
 
 def flatten(rec: PointRecord) -> dict[str, Any]:
@@ -31,7 +33,9 @@ def flatten(rec: PointRecord) -> dict[str, Any]:
     row.update(id=rec.id, level=s.level, kernel=s.kernel, backend=s.backend, device=s.device, dtype=s.dtype,
                mode=s.mode, B=s.B, T=s.T, H=s.H, D=s.D, causal=s.causal, interpret=s.interpret,
                options=json.dumps(dict(s.options)) if s.options else "", status=rec.status, reason=rec.reason,
-               flops=rec.flops, bytes_moved=rec.bytes_moved, started_at=rec.started_at, wall_s=rec.wall_s)
+               flops=rec.flops, bytes_moved=rec.bytes_moved, started_at=rec.started_at, wall_s=rec.wall_s,
+               device_name=(rec.worker or {}).get("device_name"), host=(rec.worker or {}).get("host"),
+               audio_s=audio_seconds(rec))
     if rec.timing is not None and rec.timing.samples_s:
         st = summarize(rec.timing.samples_s)
         row.update(n_samples=st.n, median_s=st.median, ci_low_s=st.ci_low, ci_high_s=st.ci_high, mean_s=st.mean,

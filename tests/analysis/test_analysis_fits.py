@@ -138,12 +138,15 @@ def test_noise_flags(tmp_path, synth_module):
     assert any(f.startswith("wide CI") for f in flags)
 
 
-def test_analysis_and_report_never_import_torch(synthetic_run, tmp_path):
-    """Rebuild the report from a copy of the run folder in a fresh interpreter; torch stays unloaded."""
+def test_analysis_and_report_never_import_torch(synthetic_run, tmp_path, synth_module):
+    """Rebuild the report from a copy of the run folder in a fresh interpreter; torch stays unloaded
+    (also for a layer-level SER run and a run measured on two device models)."""
     import shutil
 
     copy = tmp_path / "copied-run"
     shutil.copytree(synthetic_run, copy, ignore=shutil.ignore_patterns("report.html", "figures"))
+    layer = synth_module.make_layer_run(tmp_path / "layer-run")
+    multi = synth_module.make_multi_device_run(tmp_path / "multi-run")
     code = (
         "import sys, pathlib\n"
         "import profiler.analysis.summary, profiler.analysis.fits, profiler.analysis.crossover\n"
@@ -151,6 +154,8 @@ def test_analysis_and_report_never_import_torch(synthetic_run, tmp_path):
         "from profiler.report import render_run, markdown_summary, export_run\n"
         f"p = render_run(pathlib.Path({str(copy)!r}))\n"
         f"markdown_summary([{str(copy)!r}]); export_run({str(copy)!r}, 'csv')\n"
+        f"render_run(pathlib.Path({str(layer)!r})); render_run(pathlib.Path({str(multi)!r}))\n"
+        f"markdown_summary([{str(layer)!r}, {str(multi)!r}])\n"
         "bad = [m for m in ('torch', 'triton', 'fla') if m in sys.modules]\n"
         "print('LOADED', bad, p.exists())\n"
     )

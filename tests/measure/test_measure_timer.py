@@ -78,10 +78,21 @@ def test_ci_target_reached_on_quiet_workload_and_warmup_excluded():
     assert t.timer == "cuda_event"
     assert t.warmup_calls == 2                  # 1 s already exceeds warmup_s, but min_warmup_calls=2
     assert t.warmup_s == pytest.approx(1.010)
-    assert len(t.samples_s) == 5                # zero spread: the CI is tight at min_reps
+    assert len(t.samples_s) == 6                # zero spread: tight as soon as a 95% CI exists (n = 6)
     assert all(s == pytest.approx(0.010) for s in t.samples_s)
     assert t.calls_per_sample == 1
-    assert len(fn.calls) == 2 + 5
+    assert len(fn.calls) == 2 + 6
+
+
+def test_three_agreeing_samples_are_not_a_confidence_interval():
+    """Scheduler-quantized samples (3 x 216 ms, then the true 6 ms) must not stop at min_reps=3."""
+    clock = FakeClock()
+    fn = workload(clock, itertools.chain([0.216] * 5, itertools.repeat(0.006)))
+    t = measure_timing(fn, settings(min_reps=3, min_warmup_calls=2, warmup_s=0.0), cuda_timer(clock),
+                       clock_ns=clock)
+    assert t.stop_reason == "ci_target"
+    assert len(t.samples_s) >= 6
+    assert float(np.median(t.samples_s)) == pytest.approx(0.006)
 
 
 def test_warmup_runs_for_its_time_budget():

@@ -90,3 +90,14 @@ def test_multi_device_report_labels_each_model(tmp_path, synth_module):
     assert f"cuda · {a100} float32 fwd B=1" in md and f"cuda · {h100} float32 fwd B=1" in md
     svg = (run / "figures" / "latency.svg").read_text()
     assert svg.count("<g id=\"axes_") >= 2                # one panel per device model
+
+
+def test_export_names_device_and_audio(tmp_path, layer_run, synth_module):
+    import csv
+
+    from profiler.report import export_run
+
+    rows = list(csv.DictReader(export_run(layer_run, "csv", tmp_path / "p.csv").open()))
+    one_min = [r for r in rows if r["T"] == "3180" and r["kernel"] == "retnet"]
+    assert len(one_min) == 1 and float(one_min[0]["audio_s"]) == pytest.approx(60.0)
+    assert one_min[0]["device_name"] == "Synthetic CPU @ 2 GHz"
