@@ -434,7 +434,7 @@ def method_text(result: GateResult) -> str:
     return (f"Latency: ratio of {stat} with a {result.confidence:.0%} bootstrap interval "
             f"({result.n_boot} resamples, seed {result.seed}, run-to-run noise floor {result.noise_floor:.1%}); a regression needs Holm-adjusted one-sided "
             f"p < {result.alpha:g} against the rule's threshold, so the whole interval lies beyond it. "
-            f"Memory exact with a byte tolerance; energy as a ratio; slope = log-log exponent (bootstrap CI). "
+            f"Memory exact with a byte tolerance; energy as a ratio; slope = log-log exponent (CI: sample bootstrap widened by the residual t-interval). "
             f"Normalization: {result.normalize}.")
 
 

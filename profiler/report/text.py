@@ -152,7 +152,7 @@ def sentences(a: RunAnalysis) -> list[str]:
                 + (" (noisy points in range)" if noisy_fit(s, a.fits[s.key].slope) else "")
                 for s in a.series if a.fits[s.key].slope]
         if fits:
-            out.append("Latency grows as T^k with k (95% bootstrap CI, fitted on the upper part of each sweep): "
+            out.append("Latency grows as T^k with k (95% CI covering sampling noise and point-to-point scatter, fitted on the upper part of each sweep): "
                        + "; ".join(fits) + ".")
     if a.baseline is None:
         if a.series:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from profiler.records import MeasureSettings, PointRecord, PointSpec, from_dict, to_dict
+from profiler.runner import allocator
 from profiler.runner.base import Executor, ExecutorStats, PointQueue, RunEvents
 from profiler.runner.protocol import decode, encode
 
@@ -68,7 +69,7 @@ class WorkerProcess:
                  log_dir: Path | None = None, env: Mapping[str, str] | None = None):
         self.device, self.device_index, self.interpret = device, device_index, interpret
         r, w = os.pipe()
-        child_env = dict(os.environ if env is None else env)
+        child_env = allocator.worker_environment(device, os.environ if env is None else env)
         if interpret:
             child_env["TRITON_INTERPRET"] = "1"
         child_env.setdefault("PYTHONFAULTHANDLER", "1")  # a segfault prints a Python traceback to stderr

@@ -101,6 +101,10 @@ def worker_info(device: str, device_index: int) -> dict[str, Any]:
         from profiler.env import cpu_model
 
         info["device_name"] = cpu_model()
+    if device == "cpu":
+        from profiler.runner.allocator import describe
+
+        info["cpu_malloc"] = describe()["regime"]
     return info
 
 

@@ -192,3 +192,20 @@ def test_frontier_probe_dry_fla_retnet():
     assert b0 >= 3 * 256 * 4 * 64 * 4                               # at least q, k, v
     assert 0 < r.max_T and r.bytes_at_max_T <= mem
     assert r.bytes_at_max_T + (b1 - b0) / (t1 - t0) * 64 > mem      # the next chunk would not fit
+
+
+def test_slope_ci_includes_point_to_point_scatter_not_only_sampling_noise():
+    """Tight samples around medians that wobble off a power law must not give a tight exponent CI."""
+    import numpy as np
+
+    from profiler.analysis.fits import fit_slope
+
+    Ts = [512, 1024, 2048, 4096]
+    wobble = [1.0, 1.6, 0.7, 1.5]                     # machine-state changes between points
+    rng = np.random.default_rng(0)
+    samples = [list(1e-6 * T * w * (1 + 0.001 * rng.standard_normal(50))) for T, w in zip(Ts, wobble)]
+    fit = fit_slope(Ts, samples, use_tail=False)
+    assert fit.ci_high - fit.ci_low > 0.3             # bootstrap alone gives ~0.003 here
+    assert fit.ci_low <= 1.0 <= fit.ci_high
+    exact = fit_slope(Ts, [[1e-6 * T] * 5 for T in Ts], use_tail=False)
+    assert abs(exact.slope - 1.0) < 1e-9 and exact.ci_high - exact.ci_low < 1e-6
