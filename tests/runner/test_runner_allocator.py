@@ -25,13 +25,13 @@ from profiler.kernels import get_kernel
 from profiler.kernels.base import Shape
 torch.set_num_threads(1)
 kern = get_kernel("lightnet")
-inputs = kern.make_inputs(Shape(1, 4096, 4, 64), torch.float32, "cpu", 0)
+inputs = kern.make_inputs(Shape(1, 32768, 4, 64), torch.float32, "cpu", 0)
 run = kern.backends["torch"].run
 with torch.no_grad():
     for _ in range(3): run(inputs, True)
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10): run(inputs, True)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 10)
+    for _ in range(5): run(inputs, True)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 5)
 """
 
 
@@ -47,7 +47,8 @@ def test_steady_regime_removes_first_touch_page_faults():
     base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     system = _faults_per_call(allocator.worker_environment("cpu", {**base, allocator.ENV_SWITCH: "system"}))
     steady = _faults_per_call(allocator.worker_environment("cpu", base))
-    # LightNet at T=4096 re-faults ~40 MiB of intermediates per call under glibc defaults
-    # (~10k pages), almost none once memory is reused.
-    assert system > 2000
-    assert steady < system / 20
+    # LightNet at T=32768 has intermediates above glibc's 32 MiB dynamic mmap-threshold cap, so under
+    # glibc defaults they are mmapped and first-touched again on every call (~130k pages measured);
+    # in the steady regime freed memory is reused (~3-7k faults).
+    assert system > 30_000
+    assert steady < system / 10
