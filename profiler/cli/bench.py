@@ -146,6 +146,18 @@ def timer_cmd(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Timing fidelity: serprof's median vs torch.utils.benchmark adaptive_autorange, same op, same process."""
+    import os
+    import subprocess
+    import sys
+
+    from profiler.runner import allocator
+
+    env = allocator.worker_environment("cpu", os.environ)
+    if env != dict(os.environ):
+        # glibc reads MALLOC_* at start-up only: compare both timers in a process with the workers'
+        # allocator regime, or process history (not the timers) decides which one sees page faults.
+        args = ["bench", "timer", "--rounds", str(rounds)] + (["--ops", ops] if ops else []) + (["--json"] if json_out else [])
+        raise typer.Exit(subprocess.run([sys.executable, "-m", "profiler", *args], env=env).returncode)
     from profiler.measure import bench
 
     op_list = [o.strip() for o in ops.split(",") if o.strip()] if ops else list(bench.DEFAULT_FIDELITY_OPS)
