@@ -4,4 +4,9 @@ Layers point forward only: scenario -> plan -> runner -> measure -> store -> ana
 ``analysis`` and ``report`` never import torch, so a report can be rebuilt from a run folder alone.
 """
 
+import warnings
+
 __version__ = "0.1.0"
+
+# fla warns on import when no GPU driver exists; serprof already reports that (`serprof list`, `env`).
+warnings.filterwarnings("ignore", message="Triton is not supported on current platform")

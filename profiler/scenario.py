@@ -28,6 +28,7 @@ Scenario file format (every key optional)::
     text_rate = 3.0                        # text tokens per second of audio
     bidirectional = "off"                  # off | on (adds forward+reversed series) | only
     utterances = 0                         # > 0: utterance replay of N (layer/model levels)
+    packing = "padded"                     # replay batches: padded | packed (fla layers, cu_seqlens) | both
 
     [settings]                             # any MeasureSettings field, plus:
     memory_budget = "8GiB"                 # same as memory_budget_bytes
@@ -80,6 +81,7 @@ class SweepSpec:
     text_rate: float = 3.0
     bidirectional: str = "off"         # "off" | "on" | "only"
     utterances: int = 0                # utterance replay of N (layer/model levels); 0: none
+    packing: tuple[str, ...] = ("padded",)   # replay batches: "padded" and/or "packed" (profiler.layers.packed)
 
     def causal_modes(self, supported: tuple[bool, ...]) -> tuple[bool, ...]:
         """Causal flags to measure for a backend supporting ``supported``."""
@@ -97,7 +99,7 @@ class SweepSpec:
 _SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(MeasureSettings)}
 _KEYS = ("name", "description", "kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads",
          "head_dim", "causal", "device", "interpret", "level", "settings", "audio", "frame_rate", "text_rate",
-         "bidirectional", "utterances", "execution")
+         "bidirectional", "utterances", "packing", "execution")
 _ALIASES = {"backend": "backends", "dtype": "dtypes", "mode": "modes", "head_dims": "head_dim",
             "kernel": "kernels"}
 
@@ -232,6 +234,14 @@ def _parse_ints(raw: Any, where: str) -> tuple[int, ...]:
     return _positive_unique(_wrap(where, _units().parse_int_list, _as_text(raw)), where)
 
 
+def _parse_count(raw: Any, where: str) -> int:
+    """One whole number >= 0 (0 turns the feature off)."""
+    text = str(raw).strip()
+    if isinstance(raw, bool) or not text.isdigit():
+        raise UsageError(f"{where}: expected a whole number >= 0 (0: none), got {raw!r}")
+    return int(text)
+
+
 def _positive_unique(values, where: str) -> tuple[int, ...]:
     values = list(dict.fromkeys(int(v) for v in values))
     if not values:
@@ -315,7 +325,7 @@ _PARSERS = {
     "text_rate": lambda raw, where: _rate(raw, where, 0.0),
     "bidirectional": lambda raw, where: {True: "on", False: "off"}.get(raw, None) if isinstance(raw, bool)
     else _choice(("off", "on", "only"))(raw, where),
-    "utterances": lambda raw, where: _parse_ints(raw, where)[0],
+    "utterances": lambda raw, where: _parse_count(raw, where),
 }
 
 

@@ -42,13 +42,36 @@ def _register_all() -> None:
 _register_all()
 
 
+def _click_errors() -> tuple[type, type]:
+    """``(UsageError, ClickException)`` of the click that typer uses (typer >= 0.2x vendors its own)."""
+    mro = typer.BadParameter.__mro__
+    return (next(c for c in mro if c.__name__ == "UsageError"),
+            next(c for c in mro if c.__name__ == "ClickException"))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app, turning serprof errors into one line and an exit code."""
+    """Console entry point: run the app, turning every user error into one line and an exit code.
+
+    Click's own parse errors (unknown option or command, a value of the wrong type) become
+    ``serprof: error: <message> (see '<command> --help')`` with exit code 2, like serprof's
+    ``UsageError``; a bare ``serprof`` prints the help (exit 2, as click does).
+    """
+    click_usage, click_exception = _click_errors()
     try:
-        app(args=argv, standalone_mode=True)
+        rv = app(args=argv, standalone_mode=False)
+    except click_usage as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":   # typer has printed the help already
+            sys.exit(2)
+        where = exc.ctx.command_path if exc.ctx is not None else "serprof"
+        typer.echo(f"serprof: error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(2)
+    except click_exception as exc:
+        typer.echo(f"serprof: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
     except SerprofError as exc:
         typer.echo(f"serprof: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("serprof: interrupted", err=True)
         sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -108,3 +108,12 @@ def test_quick_scenario_shape():
     assert min(s.lengths) == 256 and max(s.lengths) == 4096
     assert build_spec(SCENARIOS / "training.toml").modes == ("fwdbwd",)
     assert max(build_spec(SCENARIOS / "long-form.toml").lengths) == 65536
+
+
+def test_utterances_zero_turns_the_replay_off_and_negative_is_refused():
+    paper = Path(__file__).resolve().parents[2] / "scenarios" / "paper.toml"
+    assert build_spec(paper).utterances == 1000
+    assert build_spec(paper, {"utterances": "0"}).utterances == 0
+    for bad in ("-3", "x", "1.5"):
+        with pytest.raises(UsageError, match="whole number >= 0"):
+            build_spec(paper, {"utterances": bad})
