@@ -6,7 +6,10 @@ Rules:
   (its ``id`` is stable: it keys storage, resume and baselines). Duplicates collapse.
 * Combinations that cannot run are *dropped* with a reason, never silently: an fla backend on CPU
   without ``--interpret``, non-causal on a causal-only backend, a head dim over the kernel's limit,
-  a dtype the backend does not support, fwdbwd on a forward-only backend, a missing package.
+  a dtype the backend does not support, fwdbwd on a forward-only backend, a missing package, a
+  packed utterance replay (``packing``) on a backend without a varlen path or at batch 1.
+  A ``packing`` that can yield no packed point at all is a ``UsageError``
+  (``profiler.layers.planning.check_packing``).
 * Order: series after series (a series is ``PointSpec.series_key``: everything but B and T), each
   from short to long by B*T, so an OOM at some size can skip the longer points of its series.
 * Memory: ``est_bytes = kernel.memory_bytes(...) + input bytes`` (analytic). Points above the memory
@@ -177,6 +180,7 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
     for b in sweep.backends:
         if b not in all_backends:
             raise UsageError(f"unknown backend {b!r}; {did_you_mean(b, all_backends)}")
+    axes.check_packing(sweep, reg)
 
     dropped: list[Dropped] = []
     series: dict[tuple, list[PlannedPoint]] = {}
@@ -217,10 +221,15 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                     dropped.append(Dropped(what, why_shape))
                     continue
                 for causal, vopts in axes.causal_variants(sweep, kernel, causals):
-                    for B, (T, lopts) in itertools.product(sweep.batch, axes.lengths_with_options(sweep)):
+                    for B, (T, lopts), (popts, why_pack) in _replay_product(sweep, axes, bname, vopts):
                         spec = PointSpec(kernel=kname, backend=bname, device=device, dtype=dtype, mode=mode,
                                          B=B, T=T, H=H, D=D, causal=causal, level=sweep.level,
-                                         interpret=interpret, options=tuple(sorted(vopts + lopts)))
+                                         interpret=interpret, options=tuple(sorted(vopts + lopts + popts)))
+                        if why_pack:   # one line per layer/backend (and batch), not per point
+                            d = Dropped(f"{kname}/{bname} packing=packed", why_pack)
+                            if d not in dropped:
+                                dropped.append(d)
+                            continue
                         why_pt = kernel.check_shape(Shape(B, T, H, D))
                         if why_pt:
                             dropped.append(Dropped(spec.id, why_pt))
@@ -241,6 +250,13 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                 seen.add(p.spec.id)
                 points.append(p)
     return Plan(sweep=sweep, points=points, dropped=dropped, budget_source=budget_source)
+
+
+def _replay_product(sweep: SweepSpec, axes: Any, backend: str, vopts):
+    """``(B, (T, length options), (packing options, drop reason))`` of one series."""
+    for B, (T, lopts) in itertools.product(sweep.batch, axes.lengths_with_options(sweep)):
+        for packing in axes.packing_variants(sweep, backend, B, vopts + lopts):
+            yield B, (T, lopts), packing
 
 
 def _backend_head_dim(kernel: Any, backend: str, D: int) -> str | None:

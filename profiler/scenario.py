@@ -326,7 +326,11 @@ _PARSERS = {
     "bidirectional": lambda raw, where: {True: "on", False: "off"}.get(raw, None) if isinstance(raw, bool)
     else _choice(("off", "on", "only"))(raw, where),
     "utterances": lambda raw, where: _parse_count(raw, where),
+    "packing": lambda raw, where: _PACKINGS[_choice(tuple(_PACKINGS))(raw, where)],
 }
+
+#: ``packing`` values -> the replay packings they plan (``profiler.layers.packed``)
+_PACKINGS = {"padded": ("padded",), "packed": ("packed",), "both": ("padded", "packed")}
 
 
 def _audio():

@@ -15,14 +15,18 @@ Replay (``replay``)
     * inputs for every batch are built before the timed region (``prepare``), the call alone is timed
       with ``perf_counter_ns`` (or an injected timer; on CUDA the device's event timer);
     * ``warmup_calls`` untimed calls on the longest batch first (allocator and first-call costs);
-    * batch size b > 1: utterances are taken in sampled order, b at a time, zero-padded to the
-      longest in the batch; each utterance's latency is its batch's latency (what a caller waits);
+    * batch size b > 1: utterances are taken in sampled order, b at a time, either zero-padded to
+      the longest in the batch (``packing="padded"``) or, for the fla layers, packed into one
+      variable-length sequence with ``cu_seqlens`` (``packing="packed"``,
+      ``profiler.layers.packed``); each utterance's latency is its batch's latency (what a caller
+      waits); the record keeps the tokens computed (padding included) against the real tokens;
     * per-utterance latency is summarised by mean, p50, p95 and max, each (except max) with a 95 %
       bootstrap interval over utterances (seeded, 1000 resamples); total time of the set and
       utterances per second = N / total; peak memory is the largest per-call peak a meter reports.
 
 What it does not capture: feature extraction (WavLM/BERT), data loading, or the cost of padding
-masks (padded positions are computed like real ones, as a padded batch without masks is).
+masks (padded positions are computed like real ones, as a padded batch without masks is; building
+a packed batch and its ``cu_seqlens`` happens outside the timed region).
 All values are SI: seconds, bytes.
 """
 
@@ -95,6 +99,21 @@ def batches(n: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
+PACKINGS = ("padded", "packed")
+
+
+def token_counts(lengths: Sequence[int], batch_size: int, packing: str = "padded") -> tuple[int, int]:
+    """``(computed_tokens, real_tokens)`` of a replay taking utterances ``batch_size`` at a time.
+
+    Padded: each batch computes ``len(batch) * max T`` tokens; packed (and batch 1): only real ones.
+    """
+    real = int(sum(lengths))
+    if packing == "packed" or batch_size == 1:
+        return real, real
+    computed = sum(len(g) * max(lengths[i] for i in g) for g in batches(len(lengths), batch_size))
+    return int(computed), real
+
+
 @dataclass(frozen=True)
 class ReplayResult:
     """Per-utterance latencies of one replay, with the summary the report shows."""
@@ -108,6 +127,7 @@ class ReplayResult:
     warmup_calls: int
     distribution: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
+    packing: str = "padded"             # "padded" | "packed" (see ``PACKINGS``)
 
     @property
     def total_s(self) -> float:
@@ -148,8 +168,18 @@ class ReplayResult:
         return out
 
     def to_extra(self) -> dict:
-        """JSON-ready dict for ``PointRecord.extra['replay']`` (summary plus raw samples)."""
+        """JSON-ready dict for ``PointRecord.extra['replay']`` (summary plus raw samples).
+
+        ``padded_tokens``: tokens computed over the set (padding included); ``real_tokens``: the
+        utterances' own; ``padding_overhead`` = padded / real - 1 (0 for batch 1 and packed).
+        """
+        computed, real = token_counts(self.lengths, self.batch_size, self.packing)
         return {
+            "packing": self.packing,
+            "batch_size": self.batch_size,
+            "padded_tokens": computed,
+            "real_tokens": real,
+            "padding_overhead": computed / real - 1 if real else 0.0,
             "summary": self.summary(),
             "distribution": dict(self.distribution),
             "seed": self.seed,
@@ -177,6 +207,7 @@ def replay(
     peak_bytes: Callable[[Callable[[], Any]], int | None] | None = None,
     distribution: Mapping[str, Any] | None = None,
     seed: int = 0,
+    packing: str = "padded",
 ) -> ReplayResult:
     """Time one call per batch of utterances.
 
@@ -185,10 +216,17 @@ def replay(
 (default: ``perf_counter_ns`` around the call; CUDA callers pass their event timer). ``peak_bytes(call)``,
     if given, runs the call once more under a memory meter and returns its peak above entry (bytes);
     it is applied to the longest batch only (the peak of the set), never inside the timed loop.
+    ``packing`` is recorded; it also picks the "longest" batch: the longest utterance when padded,
+    the most tokens when packed (``prepare`` builds the batch accordingly).
     """
+    if packing not in PACKINGS:
+        raise UsageError(f"unknown packing {packing!r}; valid: {', '.join(PACKINGS)}")
     lengths = [int(to_T(d)) for d in durations_s]
     groups = batches(len(lengths), batch_size)
-    longest = max(groups, key=lambda g: max(lengths[i] for i in g))
+    if packing == "packed":
+        longest = max(groups, key=lambda g: sum(lengths[i] for i in g))
+    else:
+        longest = max(groups, key=lambda g: max(lengths[i] for i in g))
     warm = prepare([lengths[i] for i in longest])
     for _ in range(max(0, warmup_calls)):
         warm()
@@ -205,5 +243,5 @@ def replay(
     return ReplayResult(
         durations_s=tuple(float(d) for d in durations_s), lengths=tuple(lengths), latency_s=tuple(per_utt),
         batch_size=batch_size, batch_latency_s=tuple(per_batch), peak_bytes=peak, warmup_calls=warmup_calls,
-        distribution=dict(distribution or {}), seed=seed,
+        distribution=dict(distribution or {}), seed=seed, packing=packing,
     )

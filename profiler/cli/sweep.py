@@ -212,6 +212,7 @@ def sweep(
     text_rate: Optional[float] = typer.Option(None, "--text-rate", help="Text tokens per second of audio (default 3; speech: 50 frames/s)."),
     bidirectional: Optional[str] = typer.Option(None, "--bidirectional", help="off | on (adds forward+reversed series of the linear layers) | only"),
     utterances: Optional[int] = typer.Option(None, "--utterances", help="Utterance replay of N MSP-Podcast-like durations (layer/model levels)."),
+    packing: Optional[str] = typer.Option(None, "--packing", help="Replay batches (--batch B > 1): padded (default) | packed (fla layers, cu_seqlens; CUDA or --interpret) | both."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, memory estimates and dropped combinations."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable results."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not render the HTML report."),
@@ -238,7 +239,7 @@ def sweep(
         "causal": None if causal is None else ("causal" if causal else "non-causal"),
         "interpret": True if interpret else None,
         "level": level, "audio": audio, "text_rate": text_rate, "bidirectional": bidirectional,
-        "utterances": utterances,
+        "utterances": utterances, "packing": packing,
     }
     overrides.update(_settings_overrides(warmup, time_budget, target_ci, memory_budget, timeout, no_verify, no_energy))
     console = Console(stderr=as_json)

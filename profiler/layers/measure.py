@@ -15,7 +15,11 @@
    ``settings.seed``, converted to T with the point's rates, timed one call per batch of ``B``
    (``profiler.utterances.replay``). ``Timing.samples_s`` holds the per-utterance latencies and
    ``PointRecord.extra['replay']`` the summary (mean/p50/p95 with intervals, max, total, utt/s,
-   peak memory) and the raw per-batch times.
+   peak memory), the raw per-batch times, the ``packing`` and the tokens computed against the real
+   ones. Option ``packing=packed`` (fla layers, layer level): each batch is one packed sequence with
+   ``cu_seqlens`` (``profiler.layers.packed``) instead of a zero-padded [B, max T, D] tensor; its
+   correctness check runs three utterances of different lengths packed through the fla layer
+   against the fp32 torch port on each utterance alone (``verify_packed``).
 """
 
 from __future__ import annotations
@@ -74,10 +78,41 @@ def verify(spec: PointSpec, torch_device: str, seed: int, max_T: int = VERIFY_T)
                        passed=bool(rel <= tol), checked_T=Tc)
 
 
+def verify_packed(spec: PointSpec, torch_device: str, seed: int, max_T: int = VERIFY_T) -> Correctness:
+    """Packed fla call on three utterances (T/3, T/2, T tokens, T = ``min(spec.T, max_T)``) against the
+    fp32 torch port (fla weights loaded) on each utterance alone at batch 1."""
+    import dataclasses
+
+    import torch
+
+    from profiler.layers.packed import packed_fn, packed_inputs, split_packed
+    from profiler.layers.workload import build_module, make_inputs
+
+    Tc = max(6, min(spec.T, max_T))
+    lengths = [Tc // 3, Tc // 2, Tc]
+    small = dataclasses.replace(spec, T=Tc, B=3, options=())
+    module = build_module(small, device=torch_device, seed=seed)
+    ref_module = build_module(dataclasses.replace(small, backend="torch", dtype="float32", device="cpu"), seed=seed)
+    ref_module.load_state_dict({k: v.float().cpu() for k, v in module.state_dict().items()}, strict=True)
+    full = make_inputs(small, device=torch_device, seed=seed)["x"]
+    abs_err, ref_max = 0.0, 0.0
+    with torch.no_grad():
+        outs = split_packed(packed_fn(module)(packed_inputs(lengths, full)), lengths)
+        for i, (t, o) in enumerate(zip(lengths, outs)):
+            ref = ref_module(full[i:i + 1, :t].float().cpu())[0].float()
+            abs_err = max(abs_err, (o.float().cpu() - ref).abs().max().item())
+            ref_max = max(ref_max, ref.abs().max().item())
+    rel = abs_err / max(ref_max, 1e-30)
+    tol = TOLERANCE.get(spec.dtype, 1e-3)
+    return Correctness(reference="fp32 torch port with the fla weights, each utterance alone (packed call)",
+                       max_abs_err=abs_err, max_rel_err=rel, tolerance=tol, passed=bool(rel <= tol), checked_T=Tc)
+
+
 def _replay(spec: PointSpec, settings: MeasureSettings, dev, meter):
     import torch
 
     from profiler.audio import rates_from_options
+    from profiler.layers.packed import packed_fn, packed_inputs
     from profiler.layers.workload import padded_inputs, workload_for
     from profiler.utterances import get_distribution, replay
 
@@ -88,13 +123,19 @@ def _replay(spec: PointSpec, settings: MeasureSettings, dev, meter):
     work = workload_for(spec, dev.torch_device, getattr(torch, spec.dtype), settings.seed)
     full = work.inputs
     timer = dev.sample_timer()
+    packing = spec.option("packing", "padded")
+    if packing == "packed" and (spec.backend != "fla" or spec.level != "layer"):
+        from profiler.errors import UsageError
+
+        raise UsageError(f"packed replay runs the fla layers at level layer only (got {spec.backend}, level {spec.level})")
+    fn = packed_fn(work.module) if packing == "packed" else work.fn
 
     def prepare(lengths):
-        inputs = padded_inputs(spec, lengths, full)
+        inputs = packed_inputs(lengths, full["x"]) if packing == "packed" else padded_inputs(spec, lengths, full)
 
         def call() -> None:
             with torch.no_grad():
-                work.fn(inputs)
+                fn(inputs)
             dev.synchronize()
 
         return call
@@ -105,7 +146,7 @@ def _replay(spec: PointSpec, settings: MeasureSettings, dev, meter):
             return meter.measure(call).peak_bytes
     res = replay(durations, rates.to_T, prepare, batch_size=spec.B, warmup_calls=max(1, settings.min_warmup_calls),
                  time_call=lambda call: timer.sample(call, 1), peak_bytes=peak, distribution=dist.to_dict(),
-                 seed=settings.seed)
+                 seed=settings.seed, packing=packing)
     return res, timer.name, meter.method
 
 
@@ -136,7 +177,8 @@ def measure_layer_point(spec: PointSpec, settings: MeasureSettings, *, device_in
 
     correctness = None
     if settings.verify:
-        correctness = verify(spec, dev.torch_device, settings.seed, min(VERIFY_T, settings.verify_max_T))
+        check = verify_packed if spec.option("packing") == "packed" else verify
+        correctness = check(spec, dev.torch_device, settings.seed, min(VERIFY_T, settings.verify_max_T))
         if not correctness.passed:
             return PointRecord(spec=spec, status="wrong", correctness=correctness, flops=flops, bytes_moved=moved,
                                reason=f"output differs from {correctness.reference}: max rel err "

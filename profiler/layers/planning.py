@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
+from profiler.errors import UsageError
 from profiler.kernels.base import Backend, KernelSpec, Shape
 from profiler.layers import STUDY_HEADS, LayerSpec, build_port, get_layer, layer_registry
 
@@ -175,4 +176,47 @@ def causal_variants(sweep, kernel, causals) -> list[tuple[bool, tuple[tuple[str,
     out = [] if (mode == "only" and has_bi) else [(c, ()) for c in causals]
     if mode in ("on", "only") and has_bi:
         out.append((False, (("bidirectional", "1"),)))
+    return out
+
+
+def check_packing(sweep, reg) -> None:
+    """Refuse (``UsageError``, exit 2) a ``packing`` that cannot yield a single packed replay point."""
+    if "packed" not in tuple(getattr(sweep, "packing", ("padded",))):
+        return
+    hint = "packed replay batches run the fla layers with cu_seqlens"
+    if not int(getattr(sweep, "utterances", 0) or 0):
+        raise UsageError(f"--packing packed applies to the utterance replay: add --utterances N ({hint})")
+    if sweep.level != "layer":
+        raise UsageError(f"--packing packed is for --level layer only, not {sweep.level!r} ({hint})")
+    if max(sweep.batch) < 2:
+        raise UsageError("--packing packed needs a batch size > 1 (e.g. --batch 8): a packed batch of one "
+                         "utterance is the batch-1 replay")
+    if sweep.backends and "fla" not in sweep.backends:
+        raise UsageError(f"--packing packed needs --backend fla ({hint}; the torch ports are padded only)")
+    names = sweep.kernels or tuple(reg)
+    if not any("fla" in reg[n].backends for n in names if n in reg):
+        fla = ", ".join(n for n, k in reg.items() if "fla" in k.backends)
+        raise UsageError(f"--packing packed needs an fla layer; valid: {fla}")
+
+
+def packing_variants(sweep, backend: str, B: int, options) -> list[tuple[tuple[tuple[str, str], ...], str | None]]:
+    """``(extra options, drop reason or None)`` per packing of one point. Only replay points vary:
+    ``padded`` adds no option (ids of padded replays are unchanged), ``packed`` adds ``packing=packed``
+    and is dropped for the torch ports, batch 1 and the bidirectional variants."""
+    opts = dict(options)
+    packings = tuple(getattr(sweep, "packing", ("padded",)))
+    if "replay" not in opts:
+        return [((), None)]
+    out: list[tuple[tuple[tuple[str, str], ...], str | None]] = []
+    if "padded" in packings:
+        out.append(((), None))
+    if "packed" in packings:
+        why = None
+        if backend != "fla":
+            why = f"packed replay: the {backend} backend has no varlen (cu_seqlens) path; it runs padded or batch 1"
+        elif B < 2:
+            why = "packed replay at batch 1 is the batch-1 replay"
+        elif opts.get("bidirectional") == "1":
+            why = "packed replay: the fla layers are causal only (no bidirectional variant)"
+        out.append(((("packing", "packed"),), why))
     return out
