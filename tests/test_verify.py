@@ -4,7 +4,6 @@ import math
 import warnings
 
 import pytest
-import torch
 
 from profiler.errors import UnavailableError, UsageError
 from profiler.kernels import softmax

@@ -113,6 +113,14 @@ class KernelSpec:
         return None
 
 
+def require_causal(causal: bool, what: str) -> None:
+    """Raise a ``UsageError`` for a causal-only backend asked for non-causal attention."""
+    if not causal:
+        from profiler.errors import UsageError
+
+        raise UsageError(f"{what} is causal only (valid: causal=True)")
+
+
 def forward_backward_flops(fwd: float) -> float:
     """Conventional fwd+bwd cost: the backward pass costs about twice the forward."""
     return 3.0 * fwd

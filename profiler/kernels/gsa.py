@@ -25,7 +25,7 @@ Reference: ``fla.ops.gsa.naive.naive_recurrent_gsa`` (two token loops), fp32.
 from __future__ import annotations
 
 from profiler.kernels import chunked as ck
-from profiler.kernels.base import Backend, KernelSpec, Shape
+from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
 
 #: Two token loops at ~60-130 us per token each: 2048 tokens stay under ~2 s with autograd.
 REFERENCE_MAX_T = 2048
@@ -48,17 +48,10 @@ def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> d
     return {n: x.to(device=device, dtype=dt) for n, x in out.items()}
 
 
-def _need_causal(causal: bool, what: str) -> None:
-    if not causal:
-        from profiler.errors import UsageError
-
-        raise UsageError(f"{what} is causal only (valid: causal=True)")
-
-
 # ----------------------------------------------------------------------------- backends
 
 def run_torch(inputs, causal: bool = True):
-    _need_causal(causal, "gsa/torch")
+    require_causal(causal, "gsa/torch")
     q = inputs["q"]
     B, T, H, D = q.shape
     C = ck.CHUNK
@@ -75,7 +68,7 @@ def run_torch(inputs, causal: bool = True):
 
 def _fla(fn_name: str):
     def run(inputs, causal: bool = True):
-        _need_causal(causal, f"gsa/{fn_name}")
+        require_causal(causal, f"gsa/{fn_name}")
         import fla.ops.gsa as gsa
 
         q = inputs["q"]
@@ -89,7 +82,7 @@ def _fla(fn_name: str):
 
 def reference(inputs, causal: bool = True):
     """fp32 ``naive_recurrent_gsa`` (fla's token-loop reference)."""
-    _need_causal(causal, "gsa reference")
+    require_causal(causal, "gsa reference")
     from fla.ops.gsa.naive import naive_recurrent_gsa
 
     q, k, v, s, g = (inputs[n].float() for n in ("q", "k", "v", "s", "g"))

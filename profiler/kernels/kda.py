@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from profiler.kernels.base import Backend, KernelSpec, Shape
+from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
 
 if TYPE_CHECKING:
     import torch
@@ -278,23 +278,16 @@ def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: i
 _NAMES = ("q", "k", "v", "g", "beta")
 
 
-def _need_causal(causal: bool, what: str) -> None:
-    if not causal:
-        from profiler.errors import UsageError
-
-        raise UsageError(f"{what} is causal only (valid: causal=True)")
-
-
 def run_torch(inputs, causal: bool = True):
     """Chunkwise pure-PyTorch KDA (``kda_chunkwise``), any device."""
-    _need_causal(causal, "kda/torch")
+    require_causal(causal, "kda/torch")
     q, k, v, g, beta = (inputs[n] for n in _NAMES)
     return kda_chunkwise(q, k, v, g, beta, _scale(inputs, q.shape[-1]))
 
 
 def run_fla(inputs, causal: bool = True):
     """``fla.ops.kda.chunk_kda`` with the pre-computed gate (the inputs are already normalised)."""
-    _need_causal(causal, "kda/fla")
+    require_causal(causal, "kda/fla")
     from fla.ops.kda import chunk_kda
 
     q, k, v, g, beta = (inputs[n] for n in _NAMES)
@@ -305,7 +298,7 @@ def run_fla(inputs, causal: bool = True):
 
 def run_fla_recurrent(inputs, causal: bool = True):
     """``fla.ops.kda.fused_recurrent_kda`` (token-sequential Triton kernel; no backward)."""
-    _need_causal(causal, "kda/fla-recurrent")
+    require_causal(causal, "kda/fla-recurrent")
     from fla.ops.kda import fused_recurrent_kda
 
     q, k, v, g, beta = (inputs[n] for n in _NAMES)
@@ -316,7 +309,7 @@ def run_fla_recurrent(inputs, causal: bool = True):
 
 def reference(inputs, causal: bool = True):
     """fp32 ``fla.ops.kda.naive.naive_recurrent_kda`` (token loop); differentiable."""
-    _need_causal(causal, "kda reference")
+    require_causal(causal, "kda reference")
     from fla.ops.kda.naive import naive_recurrent_kda
 
     q, k, v, g, beta = (inputs[n].float() for n in _NAMES)

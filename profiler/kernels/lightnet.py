@@ -29,7 +29,7 @@ is undone by pre-scaling q), fp32.
 from __future__ import annotations
 
 from profiler.kernels import chunked as ck
-from profiler.kernels.base import Backend, KernelSpec, Shape
+from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
 
 #: The token loop costs ~60-130 us per token here; 2048 tokens stay well under 2 s with autograd.
 REFERENCE_MAX_T = 2048
@@ -48,13 +48,6 @@ def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> d
     return {n: x.to(device=device, dtype=dt) for n, x in (("q", q), ("k", k), ("v", v))}
 
 
-def _need_causal(causal: bool, what: str) -> None:
-    if not causal:
-        from profiler.errors import UsageError
-
-        raise UsageError(f"{what} is causal only (valid: causal=True)")
-
-
 def gate(k) -> tuple:
     """``(k', z)``: ``z = logcumsumexp_t k`` and ``k' = exp(k - z)`` in fp32, layout (B, T, H, K)."""
     import torch
@@ -67,7 +60,7 @@ def gate(k) -> tuple:
 
 def run_torch(inputs, causal: bool = True):
     """Chunkwise LightNet without a full-length logcumsumexp (see the module docstring)."""
-    _need_causal(causal, "lightnet/torch")
+    require_causal(causal, "lightnet/torch")
     import torch
 
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
@@ -117,7 +110,7 @@ def _exact_chunks(o, S, q, kc, vc, z_ref, idx, scale):
 
 def _fla(fn_name: str):
     def run(inputs, causal: bool = True):
-        _need_causal(causal, f"lightnet/{fn_name}")
+        require_causal(causal, f"lightnet/{fn_name}")
         import fla.ops.lightnet as ln
 
         q = inputs["q"]
@@ -130,7 +123,7 @@ def _fla(fn_name: str):
 
 def reference(inputs, causal: bool = True):
     """Token-by-token fp32: logcumsumexp gate, then ``naive_recurrent_gla`` (independent of ``torch``)."""
-    _need_causal(causal, "lightnet reference")
+    require_causal(causal, "lightnet reference")
     import torch
     from fla.ops.gla.naive import naive_recurrent_gla
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from profiler.kernels import chunked as ck
-from profiler.kernels.base import Backend, KernelSpec, Shape
+from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
 
 if TYPE_CHECKING:
     import torch
@@ -47,17 +47,10 @@ def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> d
     return {n: ck.randn(dims, gen).to(device=device, dtype=dt) for n in ("q", "k", "v")}
 
 
-def _need_causal(causal: bool, what: str) -> None:
-    if not causal:
-        from profiler.errors import UsageError
-
-        raise UsageError(f"{what} is causal only (valid: causal=True)")
-
-
 # ----------------------------------------------------------------------------- backends
 
 def run_torch(inputs, causal: bool = True):
-    _need_causal(causal, "retnet/torch")
+    require_causal(causal, "retnet/torch")
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
     B, T, H, D = q.shape
     C = ck.CHUNK
@@ -68,7 +61,7 @@ def run_torch(inputs, causal: bool = True):
 
 def _fla(fn_name: str):
     def run(inputs, causal: bool = True):
-        _need_causal(causal, f"retnet/{fn_name}")
+        require_causal(causal, f"retnet/{fn_name}")
         import fla.ops.retention as ret
 
         q = inputs["q"]
@@ -81,7 +74,7 @@ def _fla(fn_name: str):
 
 def reference(inputs, causal: bool = True):
     """fp32 ``naive_chunk_simple_gla`` with ``g = log gamma`` (fla's own RetNet-equivalent form)."""
-    _need_causal(causal, "retnet reference")
+    require_causal(causal, "retnet reference")
     from fla.ops.simple_gla.naive import naive_chunk_simple_gla
 
     q, k, v = (inputs[n].float() for n in ("q", "k", "v"))

@@ -24,7 +24,6 @@ long non-causal point on a prefix of query rows against all keys.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from profiler.kernels.base import Backend, KernelSpec, Shape

@@ -73,7 +73,7 @@ def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", 
     one()  # warm-up outside the profile (first-call and autotuning costs)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
     with profile(activities=activities, record_shapes=True, profile_memory=True,
-                 on_trace_ready=tensorboard_trace_handler(str(tb_dir), worker_name=spec.kernel)) as prof:
+                 on_trace_ready=tensorboard_trace_handler(str(tb_dir), worker_name=spec.kernel)):
         for i in range(steps):
             with record_function(f"serprof:{spec.kernel}/{spec.backend} call {i}"):
                 one()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import tempfile
 
 import pytest
 import torch
@@ -78,64 +75,3 @@ def test_inputs_are_deterministic_and_normal():
 def test_fixed_decay_is_fla_s():
     g = retnet.log_gamma(4)
     assert torch.allclose(g.exp(), torch.tensor([1 - 2 ** -5, 1 - 2 ** -6, 1 - 2 ** -7, 1 - 2 ** -8]))
-
-
-def test_non_causal_is_a_usage_error():
-    from profiler.errors import UsageError
-
-    inp = retnet.make_inputs(Shape(1, 8, 1, 8), torch.float32, "cpu", seed=0)
-    with pytest.raises(UsageError):
-        retnet.run_torch(inp, False)
-
-
-def test_fla_backends_registered_and_unavailable_on_cpu():
-    names = set(retnet.KERNEL.backends)
-    assert {"torch", "fla", "fla-recurrent", "fla-parallel", "fla-fused-chunk"} <= names
-    for n in names - {"torch"}:
-        ok, why = retnet.KERNEL.backends[n].availability("cpu")
-        assert not ok and "cuda" in why
-        assert retnet.KERNEL.backends[n].interpretable
-    assert retnet.KERNEL.backends["torch"].availability("cpu") == (True, "ok")
-
-
-def _peak_bytes(fn) -> int:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    path = tempfile.mktemp(suffix=".json")
-    prof.export_chrome_trace(path)
-    with open(path) as f:
-        events = json.load(f)["traceEvents"]
-    os.remove(path)
-    cur = peak = 0
-    for e in sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"]):
-        cur += e["args"]["Bytes"]
-        peak = max(peak, cur)
-    return peak
-
-
-@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
-def test_memory_model_matches_measured_peak(mode):
-    shape = Shape(1, 2048, 4, 64)
-    inp = retnet.make_inputs(shape, torch.float32, "cpu", seed=0)
-    if mode == "fwd":
-        def call():
-            with torch.no_grad():
-                retnet.run_torch(inp, True)
-    else:
-        x = {n: t.clone().requires_grad_() for n, t in inp.items()}
-        grad = torch.randn(1, 2048, 4, 64)
-
-        def call():
-            retnet.run_torch(x, True).backward(grad)
-    measured = _peak_bytes(call)
-    model = retnet.memory_bytes(shape, 4, "torch", True, mode)
-    assert 0.9 <= model / measured <= 1.1, (model, measured)
-
-
-def test_analytic_models_scale_linearly():
-    s1, s2 = Shape(1, 4096, 4, 64), Shape(1, 8192, 4, 64)
-    assert retnet.flops(s2, True) == pytest.approx(2 * retnet.flops(s1, True))
-    assert retnet.bytes_moved(s1, 4, True) == 4 * 4096 * 4 * 64 * 4
-    assert retnet.memory_bytes(s2, 4, "torch", True, "fwd") == 2 * retnet.memory_bytes(s1, 4, "torch", True, "fwd")

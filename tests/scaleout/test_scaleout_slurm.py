@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from profiler.records import PointSpec
 from profiler.runner import slurm
 from profiler.runner.status import run_status
 from profiler.scenario import build_spec

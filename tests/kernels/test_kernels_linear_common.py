@@ -1,0 +1,74 @@
+"""Checks shared by the chunkwise linear kernels RetNet, LightNet and GSA (one parametrized copy).
+
+The memory model is compared with the product's own CPU meter (``ProfilerMemoryMeter``), so a wrong
+model and a wrong meter cannot hide each other behind a second, test-only implementation.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from profiler.errors import UsageError
+from profiler.kernels.base import Shape
+from profiler.measure.memory import ProfilerMemoryMeter
+
+#: kernel -> (its fla backends, number of (B, T, H, D)-sized tensors read or written: inputs + output)
+KERNELS = {
+    "retnet": ({"fla", "fla-recurrent", "fla-parallel", "fla-fused-chunk"}, 4),
+    "lightnet": ({"fla", "fla-recurrent"}, 4),
+    "gsa": ({"fla", "fla-recurrent"}, 6),
+}
+
+
+@pytest.fixture(params=sorted(KERNELS))
+def kernel(request):
+    return request.param, importlib.import_module(f"profiler.kernels.{request.param}")
+
+
+def test_non_causal_is_a_usage_error(kernel):
+    _, mod = kernel
+    inp = mod.make_inputs(Shape(1, 8, 1, 8), torch.float32, "cpu", seed=0)
+    with pytest.raises(UsageError, match="causal only"):
+        mod.run_torch(inp, False)
+
+
+def test_fla_backends_registered_and_unavailable_on_cpu(kernel):
+    name, mod = kernel
+    names = set(mod.KERNEL.backends)
+    assert names == {"torch"} | KERNELS[name][0]
+    for n in names - {"torch"}:
+        ok, why = mod.KERNEL.backends[n].availability("cpu")
+        assert not ok and "cuda" in why
+        assert mod.KERNEL.backends[n].interpretable
+    assert mod.KERNEL.backends["torch"].availability("cpu") == (True, "ok")
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+def test_memory_model_matches_measured_peak(kernel, mode):
+    _, mod = kernel
+    shape = Shape(1, 2048, 4, 64)
+    inp = mod.make_inputs(shape, torch.float32, "cpu", seed=0)
+    if mode == "fwd":
+        def call():
+            with torch.no_grad():
+                mod.run_torch(inp, True)
+    else:
+        x = {n: t.clone().requires_grad_() for n, t in inp.items()}
+        grad = torch.randn(1, 2048, 4, 64)
+
+        def call():
+            mod.run_torch(x, True).backward(grad)
+    measured = ProfilerMemoryMeter().measure(call).peak_bytes
+    model = mod.memory_bytes(shape, 4, "torch", True, mode)
+    assert 0.9 <= model / measured <= 1.1, (model, measured)
+
+
+def test_analytic_models_scale_linearly(kernel):
+    name, mod = kernel
+    s1, s2 = Shape(1, 4096, 4, 64), Shape(1, 8192, 4, 64)
+    assert mod.flops(s2, True) == pytest.approx(2 * mod.flops(s1, True))
+    assert mod.bytes_moved(s1, 4, True) == KERNELS[name][1] * 4096 * 4 * 64 * 4
+    assert mod.memory_bytes(s2, 4, "torch", True, "fwd") == 2 * mod.memory_bytes(s1, 4, "torch", True, "fwd")
