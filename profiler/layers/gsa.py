@@ -4,8 +4,10 @@ Forward, as in fla: ``q, k = swish(q_proj x), swish(k_proj x)`` (``SwishFeatureM
 ``v = silu(v_proj x)``; slot gate ``f = logsigmoid(f_proj x) / gate_logit_normalizer`` and slot
 inputs ``s = 1 - exp(f)`` ([B, T, H, M], M = num_slots = key head dim by default); the ``gsa``
 kernel with ``scale = 1`` (the layer's default); then ``o_proj(rms_norm(silu(o)))`` with one RMSNorm
-over the whole hidden vector (eps 1e-5, fla ``rms_norm_linear``'s default). Bidirectional: forward
-plus time-flipped scan of the whole two-pass kernel, summed.
+over the whole hidden vector (eps 1e-5, fla ``rms_norm_linear``'s default). Bidirectional: the
+kernel's non-causal form (FLA.md: "fwd + reversed scan for both passes"): each pass is the forward
+plus the reversed scan with the diagonal once, and the slot softmax acts on the combined pass-1
+scores (``profiler.kernels.gsa``), not a sum of two whole causal GSA calls.
 """
 
 from __future__ import annotations
@@ -52,6 +54,6 @@ class GatedSlotAttention(nn.Module):
         inputs = {"q": q, "k": k, "v": v, "s": s, "g": f}
         if self.scale is not None:
             inputs["scale"] = float(self.scale)
-        o = attend("gsa", inputs, bidirectional=self.bidirectional)
+        o = attend("gsa", inputs, causal=not self.bidirectional)
         o = rms_norm(F.silu(o.reshape(B, T, self.value_dim)), self.g_norm.weight, FUSED_NORM_EPS)
         return self.o_proj(o)
