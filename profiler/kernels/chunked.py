@@ -81,6 +81,26 @@ def scale_of(inputs, D: int) -> float:
     return float(s) if s is not None else D ** -0.5
 
 
+def fla_op(kernel: str, module: str, fn_name: str, names: tuple[str, ...] = ("q", "k", "v")):
+    """An fla backend's ``run(inputs, causal)``: ``<module>.<fn_name>(*inputs[names], scale=...)``.
+
+    Causal only (every fla op is); fla is imported on the first call, never at registry import.
+    The op's output tensor is returned (its final state, if any, is dropped).
+    """
+    from profiler.kernels.base import require_causal
+
+    def run(inputs, causal: bool = True):
+        require_causal(causal, f"{kernel}/{fn_name}")
+        import importlib
+
+        op = getattr(importlib.import_module(module), fn_name)
+        out = op(*(inputs[n] for n in names), scale=scale_of(inputs, inputs["q"].shape[-1]))
+        return out[0] if isinstance(out, tuple) else out
+
+    run.__name__ = f"run_{fn_name}"
+    return run
+
+
 # ----------------------------------------------------------------------------- layout
 
 def num_chunks(T: int, C: int) -> int:

@@ -44,7 +44,7 @@ are then the first positions).
 from __future__ import annotations
 
 from profiler.kernels import chunked as ck
-from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
+from profiler.kernels.base import Backend, KernelSpec, Shape
 
 #: Two token loops at ~60-130 us per token each: 2048 tokens stay under ~2 s with autograd.
 REFERENCE_MAX_T = 2048
@@ -115,17 +115,7 @@ def _run_torch_noncausal(inputs, scale: float):
 
 
 def _fla(fn_name: str):
-    def run(inputs, causal: bool = True):
-        require_causal(causal, f"gsa/{fn_name}")
-        import fla.ops.gsa as gsa
-
-        q = inputs["q"]
-        o, _ = getattr(gsa, fn_name)(q, inputs["k"], inputs["v"], inputs["s"], inputs["g"],
-                                     scale=ck.scale_of(inputs, q.shape[-1]))
-        return o
-
-    run.__name__ = f"run_{fn_name}"
-    return run
+    return ck.fla_op("gsa", "fla.ops.gsa", fn_name, ("q", "k", "v", "s", "g"))
 
 
 def reference(inputs, causal: bool = True):

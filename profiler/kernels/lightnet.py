@@ -109,16 +109,7 @@ def _exact_chunks(o, S, q, kc, vc, z_ref, idx, scale):
 
 
 def _fla(fn_name: str):
-    def run(inputs, causal: bool = True):
-        require_causal(causal, f"lightnet/{fn_name}")
-        import fla.ops.lightnet as ln
-
-        q = inputs["q"]
-        o, _ = getattr(ln, fn_name)(q, inputs["k"], inputs["v"], scale=ck.scale_of(inputs, q.shape[-1]))
-        return o
-
-    run.__name__ = f"run_{fn_name}"
-    return run
+    return ck.fla_op("lightnet", "fla.ops.lightnet", fn_name, ("q", "k", "v"))
 
 
 def reference(inputs, causal: bool = True):

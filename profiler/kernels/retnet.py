@@ -60,16 +60,7 @@ def run_torch(inputs, causal: bool = True):
 
 
 def _fla(fn_name: str):
-    def run(inputs, causal: bool = True):
-        require_causal(causal, f"retnet/{fn_name}")
-        import fla.ops.retention as ret
-
-        q = inputs["q"]
-        o, _ = getattr(ret, fn_name)(q, inputs["k"], inputs["v"], scale=ck.scale_of(inputs, q.shape[-1]))
-        return o
-
-    run.__name__ = f"run_{fn_name}"
-    return run
+    return ck.fla_op("retnet", "fla.ops.retention", fn_name, ("q", "k", "v"))
 
 
 def reference(inputs, causal: bool = True):
