@@ -285,14 +285,17 @@ def run_torch(inputs, causal: bool = True):
     return kda_chunkwise(q, k, v, g, beta, _scale(inputs, q.shape[-1]))
 
 
+#: Our inputs are already l2-normalised, gated and sigmoid-ed: fla must not apply these again.
+_PRECOMPUTED = dict(use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False, use_beta_sigmoid_in_kernel=False)
+
+
 def run_fla(inputs, causal: bool = True):
     """``fla.ops.kda.chunk_kda`` with the pre-computed gate (the inputs are already normalised)."""
     require_causal(causal, "kda/fla")
     from fla.ops.kda import chunk_kda
 
     q, k, v, g, beta = (inputs[n] for n in _NAMES)
-    o, _ = chunk_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), use_qk_l2norm_in_kernel=False,
-                     use_gate_in_kernel=False, use_beta_sigmoid_in_kernel=False)
+    o, _ = chunk_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED)
     return o
 
 
@@ -302,8 +305,7 @@ def run_fla_recurrent(inputs, causal: bool = True):
     from fla.ops.kda import fused_recurrent_kda
 
     q, k, v, g, beta = (inputs[n] for n in _NAMES)
-    o, _ = fused_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), use_qk_l2norm_in_kernel=False,
-                               use_gate_in_kernel=False, use_beta_sigmoid_in_kernel=False)
+    o, _ = fused_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED)
     return o
 
 

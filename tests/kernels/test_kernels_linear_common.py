@@ -23,6 +23,12 @@ KERNELS = {
 }
 
 
+def rel(a, b, floor: float = 0.0):
+    """max|a - b| / max|b| (the denominator floored: a gradient that is exactly zero in theory, e.g. of k
+    at T=1 in LightNet, is rounding noise in the reference)."""
+    return ((a.float() - b.float()).abs().max() / max(b.float().abs().max().item(), floor)).item()
+
+
 @pytest.fixture(params=sorted(KERNELS))
 def kernel(request):
     return request.param, importlib.import_module(f"profiler.kernels.{request.param}")
@@ -36,6 +42,29 @@ def test_non_causal_is_a_usage_error(kernel):
     inp = mod.make_inputs(Shape(1, 8, 1, 8), torch.float32, "cpu", seed=0)
     with pytest.raises(UsageError, match="causal only"):
         mod.run_torch(inp, False)
+
+
+@pytest.mark.parametrize("T,B,H,D", [(100, 2, 3, 32), (64, 1, 4, 64), (1, 3, 1, 128)])
+def test_gradients_match_reference(kernel, T, B, H, D):
+    _, mod = kernel
+    inp = mod.make_inputs(Shape(B, T, H, D), torch.float32, "cpu", seed=7)
+    grad = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for fn in (mod.run_torch, mod.reference):
+        x = {n: t.clone().requires_grad_() for n, t in inp.items()}
+        (fn(x, True) * grad).sum().backward()
+        grads.append({n: x[n].grad for n in mod.KERNEL.grad_inputs})
+    for n in mod.KERNEL.grad_inputs:
+        assert rel(grads[0][n], grads[1][n], floor=1.0) <= 1e-5, n
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_runs_in_fp32_and_returns_input_dtype(kernel, dtype):
+    _, mod = kernel
+    inp = mod.make_inputs(Shape(1, 130, 2, 64), dtype, "cpu", seed=0)
+    out = mod.run_torch(inp, True)
+    assert out.dtype == dtype
+    assert rel(out, mod.reference(inp, True)) <= 1e-2
 
 
 def test_fla_backends_registered_and_unavailable_on_cpu(kernel):

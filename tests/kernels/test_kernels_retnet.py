@@ -41,27 +41,6 @@ def test_independent_quadratic_form_and_scale():
     assert rel(retnet.run_torch(scaled, True), retnet.run_torch(inp, True) * 32 ** 0.5) <= 1e-5
 
 
-@pytest.mark.parametrize("T,B,H,D", [(100, 2, 3, 32), (64, 1, 4, 64), (1, 3, 1, 128)])
-def test_gradients_match_reference(T, B, H, D):
-    inp = retnet.make_inputs(Shape(B, T, H, D), torch.float32, "cpu", seed=7)
-    grad = torch.randn(B, T, H, D, generator=torch.Generator().manual_seed(3))
-    grads = []
-    for fn in (retnet.run_torch, retnet.reference):
-        x = {n: t.clone().requires_grad_() for n, t in inp.items()}
-        (fn(x, True) * grad).sum().backward()
-        grads.append({n: x[n].grad for n in retnet.KERNEL.grad_inputs})
-    for n in retnet.KERNEL.grad_inputs:
-        assert rel(grads[0][n], grads[1][n], floor=1.0) <= 1e-5, n
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision_runs_in_fp32_and_returns_input_dtype(dtype):
-    inp = retnet.make_inputs(Shape(1, 130, 2, 64), dtype, "cpu", seed=0)
-    out = retnet.run_torch(inp, True)
-    assert out.dtype == dtype
-    assert rel(out, retnet.reference(inp, True)) <= 1e-2
-
-
 def test_inputs_are_deterministic_and_normal():
     a = retnet.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=5)
     b = retnet.make_inputs(Shape(2, 50, 2, 16), torch.float32, "cpu", seed=5)
