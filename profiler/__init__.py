@@ -6,7 +6,7 @@ Layers point forward only: scenario -> plan -> runner -> measure -> store -> ana
 
 import warnings
 
-__version__ = "0.1.0"
+from profiler.core.version import __version__
 
 # fla warns on import when no GPU driver exists; serprof already reports that (`serprof list`, `env`).
 warnings.filterwarnings("ignore", message="Triton is not supported on current platform")

@@ -2,11 +2,19 @@
 
 * ``gpu``-marked tests skip cleanly when torch sees no CUDA device.
 * Torch runs with 2 threads, like the machines this suite is meant for.
+* The repository root is on ``PYTHONPATH`` so that worker processes can load the test fakes
+  (``SERPROF_MEASURE_FN=tests.fakes.workers:...``).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
 
 
 def pytest_collection_modifyitems(config, items):

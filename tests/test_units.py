@@ -1,9 +1,9 @@
-"""profiler.units: length / int-list / dtype / byte-size syntax."""
+"""profiler.core.units: length / int-list / dtype / byte-size syntax."""
 
 import pytest
 
-from profiler.errors import UsageError
-from profiler.units import MAX_VALUES, parse_bytes, parse_dtypes, parse_int_list, parse_lengths
+from profiler.core.errors import UsageError
+from profiler.core.units import MAX_VALUES, parse_bytes, parse_dtypes, parse_int_list, parse_lengths
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -1,14 +1,14 @@
-"""profiler.verify: check_point semantics (errors, gradients, prefixes, tolerances) and verify_many."""
+"""profiler.measure.verify: check_point semantics (errors, gradients, prefixes, tolerances) and verify_many."""
 
 import math
 import warnings
 
 import pytest
 
-from profiler.errors import UnavailableError, UsageError
+from profiler.core.errors import UnavailableError, UsageError
 from profiler.kernels import softmax
 from profiler.kernels.base import Backend, Shape
-from profiler.verify import (
+from profiler.measure.verify import (
     TF32_TOLERANCE,
     TOLERANCES,
     VerifyResult,
@@ -91,7 +91,7 @@ def test_fp16_uses_the_fp16_tolerance():
 
 
 def test_against_another_backend():
-    from profiler.verify import check_against
+    from profiler.measure.verify import check_against
 
     ref, other = check_against("softmax", "naive", Shape(1, 50, 2, 32), "float32", "cpu", True, "fwdbwd",
                                oracles=(None, "sdpa"))

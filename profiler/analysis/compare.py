@@ -11,7 +11,7 @@ Methodology
   a ``UsageError`` naming the differences, unless ``allow_env_mismatch`` (then the differences are
   carried in the result and shown in every output).
 * **Latency.** Per point, the ratio of medians ``median(candidate) / median(baseline)`` of the raw
-  samples (seconds per call) with a seeded bootstrap interval (``profiler.stats.ratio_of_quantiles``:
+  samples (seconds per call) with a seeded bootstrap interval (``profiler.core.stats.ratio_of_quantiles``:
   normal interval on the log scale from the bootstrap standard error, widened in quadrature by a
   ``noise_floor`` of 1% for the run-to-run variation that samples within one run cannot show).
   ``statistic="q10"`` compares the 10% quantiles instead: on a shared CPU whose samples are
@@ -51,11 +51,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from profiler.analysis.gates import RuleSet
-from profiler.errors import UsageError, did_you_mean
-from profiler.records import PointRecord, PointSpec
+from profiler.core.errors import UsageError, did_you_mean
+from profiler.core.records import PointRecord, PointSpec
 from profiler.analysis.fits import fit_slope
-from profiler.stats import holm_adjust, one_sided_p, ratio_of_quantiles
-from profiler.store import LoadedRun
+from profiler.core.stats import holm_adjust, one_sided_p, ratio_of_quantiles
+from profiler.store.runs import LoadedRun
 
 NORMALIZATIONS = {"none": None, "calibration": "matmul_flops_per_s", "matmul": "matmul_flops_per_s",
                   "bandwidth": "bandwidth_bytes_per_s"}

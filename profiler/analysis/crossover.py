@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from profiler.analysis.series import Series, SeriesKey
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 
 #: Default baseline preference: (kernel, backend, causal); first one present wins.
 DEFAULT_BASELINES = (("softmax", "sdpa", False), ("softmax", "naive", False), ("softmax", "naive", True),

@@ -3,7 +3,7 @@
 A run may land on several device models: ``--devices 0,1`` on a node with two GPU kinds, or SLURM
 shards on different nodes. Numbers from different models are never averaged or fitted together:
 
-* every record's model is ``profiler.runner.status.device_key(record.worker)`` (the worker's
+* every record's model is ``profiler.core.records.device_key(record.worker)`` (the worker's
   ``device_name``, recorded by the process that measured it);
 * when a run's records name more than one model, each record is tagged with its model and analysis
   groups series by it (``SeriesKey.device_model``). Records without a worker device name (points the
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from profiler.records import PointRecord
+from profiler.core.records import PointRecord
 
 
 def record_model(rec: PointRecord) -> str | None:
@@ -34,7 +34,7 @@ def record_model(rec: PointRecord) -> str | None:
     w = rec.worker or {}
     if not w.get("device_name"):
         return None
-    from profiler.runner.status import device_key
+    from profiler.core.records import device_key
 
     return device_key(w)
 
@@ -134,7 +134,7 @@ def _usable_calibration(cal: Any) -> Mapping[str, Any] | None:
 def run_devices(records: Sequence[PointRecord], environment: Mapping[str, Any],
                 calibration: Mapping[str, Any] | None, run_path: Path | str | None = None) -> RunDevices:
     """Models, per-record assignment, memory and calibration of each model (see the module doc)."""
-    from profiler.analysis.frontier import device_memory_bytes
+    from profiler.analysis.environment import device_memory_bytes
 
     models = assign_models(records)
     submit_host = bool(environment.get("submit_host"))

@@ -33,8 +33,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from profiler.errors import UsageError, did_you_mean
-from profiler.records import PointSpec
+from profiler.core.errors import UsageError, did_you_mean
+from profiler.core.records import PointSpec
 
 METRICS = ("latency", "peak_memory", "energy", "slope")
 STRING_KEYS = ("kernel", "backend", "device", "dtype", "mode", "level", "causal")

@@ -112,7 +112,7 @@ def series_peaks(key, calibration: Mapping[str, Any] | None, environment: Mappin
     that measured the series (per-record worker ``device_name``; a SLURM manifest describes the
     submitting host, so its environment is never used for the name). Without it, the manifest's.
     """
-    from profiler.analysis.frontier import device_name
+    from profiler.analysis.environment import device_name
 
     if devices is None:
         return peaks_for(calibration, key.device, key.dtype, device_name(environment, key.device))

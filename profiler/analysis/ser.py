@@ -14,7 +14,7 @@ Pure functions over stored records (no torch):
 * ``payoffs(comparisons)``: the interpolated latency crossover T* of each layer against the study's
   softmax baseline (``analysis.crossover``), converted to seconds of audio with the series' rates.
 * ``ser_analysis(records, comparisons, series)``: all of the above plus the study comparison
-  (``profiler.layers.study.study_section``); None when the run has no layer/model-level points.
+  (``profiler.analysis.study.study_section``); None when the run has no layer/model-level points.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from profiler.records import PointRecord, PointSpec
+from profiler.core.records import PointRecord, PointSpec
 
 SER_LEVELS = ("layer", "model")
 
@@ -172,7 +172,7 @@ class Payoff:
 
 def payoffs(comparisons) -> list[Payoff]:
     """Latency crossovers of layer/model-level comparisons, in seconds of audio."""
-    from profiler.audio import human_duration
+    from profiler.core.audio import human_duration
 
     out = []
     for c in comparisons:
@@ -213,7 +213,7 @@ def audio_rate_of_series(series) -> float | None:
 class SerAnalysis:
     """The SER section of a report (values; the report formats them)."""
 
-    study: Any                                    # profiler.layers.study.StudySection
+    study: Any                                    # profiler.analysis.study.StudySection
     replays: list[ReplayRow]
     payoffs: list[Payoff]
     per_minute: list[tuple[Any, list[PerMinute]]]  # (series, points) of series with audio-derived T
@@ -222,7 +222,7 @@ class SerAnalysis:
 
 def ser_analysis(records: Sequence[PointRecord], comparisons, series) -> SerAnalysis | None:
     """SER view of a run; None when it has no layer- or model-level points."""
-    from profiler.layers.study import study_section
+    from profiler.analysis.study import study_section
 
     recs = [r for r in records if r.spec.level in SER_LEVELS]
     if not recs:

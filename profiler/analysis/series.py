@@ -1,7 +1,7 @@
 """Points and series: the per-point summaries every other analysis consumes.
 
 A *point* summary (``PointStats``) is one stored ``PointRecord`` reduced to what analysis needs:
-the median latency and its 95% CI (order statistics of the raw samples, ``profiler.stats``), the
+the median latency and its 95% CI (order statistics of the raw samples, ``profiler.core.stats``), the
 samples themselves (for bootstrap fits), peak/analytic memory, energy per call and noise flags.
 
 A *series* is the set of points that differ only in the sequence length T: kernel x backend x
@@ -25,8 +25,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from profiler.records import PointRecord, PointSpec
-from profiler.stats import summarize
+from profiler.core.records import PointRecord, PointSpec
+from profiler.core.stats import summarize
 
 #: A point's median CI wider than this (half-width relative to the median) is flagged.
 WIDE_CI = 0.05

@@ -19,8 +19,8 @@ from profiler.analysis.frontier import Frontier, frontiers
 from profiler.analysis.roofline import RooflinePoint, roofline
 from profiler.analysis.ser import SerAnalysis, ser_analysis
 from profiler.analysis.series import Series, SeriesKey, build_series, interpreted_records
-from profiler.records import PointRecord
-from profiler.store import LoadedRun
+from profiler.core.records import PointRecord
+from profiler.store.runs import LoadedRun
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from profiler.errors import SerprofError
+from profiler.core.errors import SerprofError
 
 app = typer.Typer(
     name="serprof",
@@ -27,7 +27,7 @@ app = typer.Typer(
 @app.command()
 def version() -> None:
     """Print serprof's version."""
-    from profiler import __version__
+    from profiler.core.version import __version__
 
     typer.echo(__version__)
 

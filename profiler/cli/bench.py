@@ -4,7 +4,7 @@
 * ``serprof bench timer``: serprof's timer vs ``torch.utils.benchmark.Timer.adaptive_autorange``;
 * ``serprof bench memory``: naive softmax peak memory vs its analytic model.
 
-Thin commands over ``profiler.measure.bench``. The ``bench`` sub-app is module-level (``bench_app``)
+Thin commands over ``profiler.tools.bench``. The ``bench`` sub-app is module-level (``bench_app``)
 so other command modules can add commands to it (e.g. ``bench gate``) with ``@bench_app.command()``.
 torch is imported only inside the commands.
 """
@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 
 bench_app = typer.Typer(help="Benchmarks of the kernels and of the measurement engine (print numbers).",
                         no_args_is_help=True)
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
 
 def _parse_lengths(text: str) -> list[int]:
     """The sweep's length syntax (``512..16k``, ``1k,2k``, ``1k..8k:+1k``)."""
-    from profiler.units import parse_lengths
+    from profiler.core.units import parse_lengths
 
     try:
         Ts = sorted(set(int(x) for x in parse_lengths(text)))
@@ -73,8 +73,8 @@ def kernels_cmd(
     json_out: bool = typer.Option(False, "--json", help="print machine-readable results"),
 ) -> None:
     """Time the torch backends on CPU (B=1, H=4, D=64, fp32, fwd) against SDPA; one worker process per series."""
-    from profiler.measure import bench
-    from profiler.records import to_dict
+    from profiler.tools import bench
+    from profiler.core.records import to_dict
 
     Ts = _parse_lengths(lengths)
     series = bench.parse_series(kernels.split(",")) if kernels else bench.default_series()
@@ -104,7 +104,7 @@ def kernels_cmd(
 def _render_kernels(console, summary, Ts, records) -> None:
     from rich.table import Table
 
-    from profiler.measure.bench import FIT_RANGE
+    from profiler.tools.bench import FIT_RANGE
 
     threads = next((r.worker.get("threads") for r in records if r.worker), None)
     lo, hi = FIT_RANGE
@@ -158,7 +158,7 @@ def timer_cmd(
         # allocator regime, or process history (not the timers) decides which one sees page faults.
         args = ["bench", "timer", "--rounds", str(rounds)] + (["--ops", ops] if ops else []) + (["--json"] if json_out else [])
         raise typer.Exit(subprocess.run([sys.executable, "-m", "profiler", *args], env=env).returncode)
-    from profiler.measure import bench
+    from profiler.tools import bench
 
     op_list = [o.strip() for o in ops.split(",") if o.strip()] if ops else list(bench.DEFAULT_FIDELITY_OPS)
     rows = bench.timer_fidelity(op_list, rounds=rounds)
@@ -189,7 +189,7 @@ def memory_cmd(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Naive softmax (B=1, H=4, fp32, fwd): CPU peak memory measured vs the kernel's analytic model."""
-    from profiler.measure import bench
+    from profiler.tools import bench
 
     rows = bench.memory_check(length)
     if json_out:

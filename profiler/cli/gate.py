@@ -1,7 +1,7 @@
 """serprof CLI: ``gate`` (regression gate), ``baseline save`` (compact baseline), ``gate-eval``.
 
-Thin commands over ``profiler.analysis.compare`` / ``profiler.baseline`` / ``profiler.interleave``
-/ ``profiler.gate_eval``: parse, call one library function, render, exit code (0 pass, 1
+Thin commands over ``profiler.analysis.compare`` / ``profiler.store.baseline`` / ``profiler.tools.interleave``
+/ ``profiler.tools.gate_eval``: parse, call one library function, render, exit code (0 pass, 1
 regression, 2 usage error). Nothing heavy is imported at module level.
 """
 
@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 
 baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --baseline`.", no_args_is_help=True)
 
@@ -108,7 +108,7 @@ def gate(
             raise UsageError("--interleave measures --ref-a/--ref-b itself; drop --baseline/--candidate")
         if not ref_a or not ref_b:
             raise UsageError("--interleave needs --ref-a REF and --ref-b REF (git refs, e.g. origin/main and HEAD)")
-        from profiler.interleave import InterleavePlan, run_interleaved
+        from profiler.tools.interleave import InterleavePlan, run_interleaved
 
         plan = InterleavePlan.from_cli(_split_csv(kernels), backend, _split_csv(lengths), batch, heads, head_dim,
                                        rounds=rounds, reps=reps)
@@ -120,7 +120,7 @@ def gate(
     else:
         if baseline is None or candidate is None:
             raise UsageError("gate needs --baseline RUN|FILE and --candidate RUN (or --interleave --ref-a --ref-b)")
-        from profiler.baseline import load_side
+        from profiler.store.baseline import load_side
 
         result = compare_runs(load_side(baseline), load_side(candidate), rules, alpha=alpha, normalize=normalize,
                               allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (), n_boot=n_boot,
@@ -137,7 +137,7 @@ def baseline_save(
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Thin each point to this many quantile samples."),
 ) -> None:
     """Write a compact baseline (spec ids, samples, memory, energy, environment, calibration)."""
-    from profiler.baseline import save_baseline
+    from profiler.store.baseline import save_baseline
 
     path = save_baseline(run, out, max_samples)
     typer.echo(f"baseline written: {path} ({path.stat().st_size} bytes)")
@@ -157,7 +157,7 @@ def gate_eval(
     from rich.console import Console
     from rich.table import Table
 
-    from profiler.gate_eval import EvalSettings, run_gate_eval
+    from profiler.tools.gate_eval import EvalSettings, run_gate_eval
 
     try:
         levels = [float(x) for x in slowdowns.split(",") if x.strip()]

@@ -1,6 +1,6 @@
 """serprof CLI command group: kernels (``serprof list``, ``serprof verify``).
 
-Thin commands over ``profiler.kernels`` and ``profiler.verify``: parse flags, call one library
+Thin commands over ``profiler.kernels`` and ``profiler.measure.verify``: parse flags, call one library
 function, render a table or JSON, choose the exit code (1: a check failed; 2 and 3 come from
 ``UsageError`` / ``UnavailableError`` through ``profiler.cli.main``). torch is imported only inside
 the commands; ``list`` never imports fla.
@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from profiler.errors import UnavailableError, UsageError, did_you_mean
+from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 
 DEVICES = ("cpu", "cuda")
 
@@ -92,7 +92,7 @@ def verify_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Check backends against their fp32 references; exit 1 if any error exceeds its tolerance."""
-    from profiler.units import parse_dtypes, parse_int_list, parse_lengths
+    from profiler.core.units import parse_dtypes, parse_int_list, parse_lengths
 
     dev_type = device.split(":")[0]
     if dev_type not in DEVICES:
@@ -109,7 +109,7 @@ def verify_cmd(
     if heads < 1 or head_dim < 1:
         raise UsageError("--heads and --head-dim must be >= 1")
     if interpret:
-        from profiler.fla_interpret import BF16_REASON, enable
+        from profiler.measure.interpret import BF16_REASON, enable
 
         if "bfloat16" in dtypes:
             raise UsageError(BF16_REASON)
@@ -117,7 +117,7 @@ def verify_cmd(
     if dev_type == "cuda" and not _cuda_available():
         raise UnavailableError("--device cuda requested but no CUDA device is visible to torch")
     from profiler.kernels import MECHANISMS, get_kernel
-    from profiler.verify import verify_many
+    from profiler.measure.verify import verify_many
 
     kernel_list = _split(kernels) or list(MECHANISMS)
     for k in kernel_list:

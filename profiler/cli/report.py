@@ -1,6 +1,6 @@
 """serprof CLI command group: report, export, frontier.
 
-Thin commands over ``profiler.report`` and ``profiler.frontier_probe``; heavy imports (numpy,
+Thin commands over ``profiler.report`` and ``profiler.tools.frontier_probe``; heavy imports (numpy,
 matplotlib, torch for the frontier probe) happen inside the commands.
 """
 
@@ -76,7 +76,7 @@ def frontier(
     """
     import json
 
-    from profiler.frontier_probe import UNSEEN_TERMS, parse_bytes, probe_frontier
+    from profiler.tools.frontier_probe import UNSEEN_TERMS, parse_bytes, probe_frontier
 
     mem = parse_bytes(device_memory)
     names = [k.strip() for k in kernels.split(",") if k.strip()] if kernels else None

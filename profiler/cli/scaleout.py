@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 
 EXECUTORS = ("local", "slurm")
 SLURM_FLAGS = ("partition", "account", "time_limit", "gpus_per_task", "array_parallelism", "sbatch_extra", "shards")
@@ -69,8 +69,8 @@ def execution_table(scenario: Path | None) -> dict[str, Any]:
     """
     if scenario is None:
         return {}
-    from profiler.errors import did_you_mean
-    from profiler.scenario import load_scenario
+    from profiler.core.errors import did_you_mean
+    from profiler.spec.scenario import load_scenario
 
     table = load_scenario(scenario).get("execution") or {}
     if not isinstance(table, dict):
@@ -97,7 +97,7 @@ def choose_for_sweep(flags: dict[str, Any], *, scenario: Path | None, spec: Any,
     device = spec.device if spec is not None else "auto"
     if resume is not None:
         from profiler.runner.slurm import is_slurm_run
-        from profiler.store import RunDir
+        from profiler.store.runs import RunDir
 
         device = str(RunDir.open(resume).read_manifest().scenario.get("device") or "auto")
         if is_slurm_run(resume) and values.get("executor") is None:
@@ -181,7 +181,7 @@ def bench_scaleout_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable results."),
 ) -> None:
     """1 pinned 1-core worker vs N: wall time ratio (target <= 0.65 for N=2) and per-point median agreement."""
-    from profiler.runner.scaleout_bench import bench_scaleout
+    from profiler.tools.scaleout_bench import bench_scaleout
 
     res = bench_scaleout(workers=workers, out_dir=out)
     if json_out:

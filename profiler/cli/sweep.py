@@ -1,6 +1,6 @@
 """serprof CLI command group: ``sweep``, ``env``, ``trace``, ``doctor``.
 
-Thin commands over ``profiler.runner.run_sweep`` and ``profiler.env``: parse flags, call the library,
+Thin commands over ``profiler.runner.run_sweep`` and ``profiler.runner.env``: parse flags, call the library,
 render with rich. torch, fla and triton are never imported at module level here.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 
 SCENARIO_FLAGS = ("kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads", "head_dim", "causal",
                   "device", "interpret", "name")
@@ -34,7 +34,7 @@ def _fmt_s(s: float | None) -> str:
 def _fmt_bytes(n: float | None) -> str:
     if n is None:
         return "-"
-    from profiler.plan import fmt_bytes
+    from profiler.spec.plan import fmt_bytes
 
     return fmt_bytes(n)
 
@@ -231,7 +231,7 @@ def sweep(
     """Sweep length x batch x dtype over attention kernels; every point in a worker process."""
     from rich.console import Console
 
-    from profiler.scenario import build_spec
+    from profiler.spec.scenario import build_spec
 
     overrides: dict[str, Any] = {
         "kernels": kernels, "backends": backend, "lengths": lengths, "batch": batch, "dtypes": dtype,
@@ -335,7 +335,7 @@ def _record_summary(rec) -> dict[str, Any]:
 
 def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """What serprof sees: devices, versions, NVML and RAPL availability (and why not)."""
-    from profiler.env import fingerprint
+    from profiler.runner.env import fingerprint
 
     info = fingerprint(device=None)
     if as_json:
@@ -384,7 +384,7 @@ def trace(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default reports/trace-<run-id>)."),
 ) -> None:
     """Profile one point under torch.profiler: a Chrome/Perfetto trace and a TensorBoard log dir."""
-    from profiler.runner.trace import trace_point
+    from profiler.tools.trace import trace_point
 
     res = trace_point(kernel=kernel, backend=backend, length=length, batch=batch, heads=heads, head_dim=head_dim,
                       dtype=dtype, mode=mode, causal=causal, device=device, steps=steps, out=out)
@@ -406,7 +406,7 @@ def doctor(
     are reported as unavailable, not as failures); 1 = a check failed (verification or a tiny-sweep
     point did not succeed); 3 = --device cuda was requested but no CUDA device is visible.
     """
-    from profiler.runner.doctor import run_doctor
+    from profiler.tools.doctor import run_doctor
 
     report = run_doctor(device=device, out=out)
     if as_json:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-from profiler.errors import UnavailableError, UsageError, did_you_mean
+from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.kernels.base import Backend, KernelSpec, Shape
 
 #: Registration order is display order: the quadratic baseline first.

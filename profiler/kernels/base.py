@@ -45,7 +45,7 @@ class Backend:
 
     ``devices``: device types it runs on. ``requires``: importable modules it needs (checked with
     ``importlib.util.find_spec``, i.e. without importing them). ``interpretable``: an fla Triton
-    backend that can also run on CPU under Triton's interpreter (``profiler.fla_interpret``), for
+    backend that can also run on CPU under Triton's interpreter (``profiler.measure.interpret``), for
     correctness only.
     """
 
@@ -116,7 +116,7 @@ class KernelSpec:
 def require_causal(causal: bool, what: str) -> None:
     """Raise a ``UsageError`` for a causal-only backend asked for non-causal attention."""
     if not causal:
-        from profiler.errors import UsageError
+        from profiler.core.errors import UsageError
 
         raise UsageError(f"{what} is causal only (valid: causal=True)")
 

@@ -131,7 +131,7 @@ def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0, *, g
     import torch.nn.functional as F
 
     if gate not in ("default", "bounded"):
-        from profiler.errors import UsageError
+        from profiler.core.errors import UsageError
 
         raise UsageError(f"unknown KDA gate {gate!r}; valid: bounded, default")
     B, T, H, D = shape.B, shape.T, shape.H, shape.D

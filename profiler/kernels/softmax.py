@@ -18,7 +18,7 @@ Every backend reads an optional python float ``inputs["scale"]`` (default ``D **
 Reference: exact attention computed per block of queries (``blocked_attention``) from the fp32 values
 of the inputs, accumulated in fp64, so a non-causal reference at long T needs O(T * block) memory,
 never ``T x T``. It also accepts fewer
-queries than keys (queries are positions ``0..Tq-1``), which ``profiler.verify`` uses to check a
+queries than keys (queries are positions ``0..Tq-1``), which ``profiler.measure.verify`` uses to check a
 long non-causal point on a prefix of query rows against all keys.
 """
 

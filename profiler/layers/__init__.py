@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
-from profiler.errors import UsageError, did_you_mean
+from profiler.core.errors import UsageError, did_you_mean
 
 LEVELS_HERE = ("layer", "model")
 STUDY_HIDDEN = 1024

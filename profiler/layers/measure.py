@@ -13,7 +13,7 @@
 3. **Utterance replay** instead of fixed-T timing when the point has option ``replay=N``: N
    utterance durations drawn from the ``distribution`` option (default ``msp-podcast-like``) with
    ``settings.seed``, converted to T with the point's rates, timed one call per batch of ``B``
-   (``profiler.utterances.replay``). ``Timing.samples_s`` holds the per-utterance latencies and
+   (``profiler.layers.utterances.replay``). ``Timing.samples_s`` holds the per-utterance latencies and
    ``PointRecord.extra['replay']`` the summary (mean/p50/p95 with intervals, max, total, utt/s,
    peak memory), the raw per-batch times, the ``packing`` and the tokens computed against the real
    ones. Option ``packing=packed`` (fla layers, layer level): each batch is one packed sequence with
@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from profiler.records import Correctness, Energy, MeasureSettings, Memory, PointRecord, PointSpec, Timing
+from profiler.core.records import Correctness, Energy, MeasureSettings, Memory, PointRecord, PointSpec, Timing
 
 VERIFY_T = 256
 TOLERANCE = {"float32": 1e-3, "float16": 3e-2, "bfloat16": 6e-2}
@@ -111,10 +111,10 @@ def verify_packed(spec: PointSpec, torch_device: str, seed: int, max_T: int = VE
 def _replay(spec: PointSpec, settings: MeasureSettings, dev, meter):
     import torch
 
-    from profiler.audio import rates_from_options
+    from profiler.core.audio import rates_from_options
     from profiler.layers.packed import packed_fn, packed_inputs
     from profiler.layers.workload import padded_inputs, workload_for
-    from profiler.utterances import get_distribution, replay
+    from profiler.layers.utterances import get_distribution, replay
 
     n = int(spec.option("replay", "1000"))
     dist = get_distribution(spec.option("distribution", "msp-podcast-like"))
@@ -125,7 +125,7 @@ def _replay(spec: PointSpec, settings: MeasureSettings, dev, meter):
     timer = dev.sample_timer()
     packing = spec.option("packing", "padded")
     if packing == "packed" and (spec.backend != "fla" or spec.level != "layer"):
-        from profiler.errors import UsageError
+        from profiler.core.errors import UsageError
 
         raise UsageError(f"packed replay runs the fla layers at level layer only (got {spec.backend}, level {spec.level})")
     fn = packed_fn(work.module) if packing == "packed" else work.fn
@@ -192,7 +192,7 @@ def measure_layer_point(spec: PointSpec, settings: MeasureSettings, *, device_in
     if spec.option("audio_s") is not None:
         extra["audio_s"] = float(spec.option("audio_s"))
     elif spec.option("frame_rate") is not None and spec.option("replay") is None:
-        from profiler.audio import rates_from_options
+        from profiler.core.audio import rates_from_options
 
         r = rates_from_options(spec.options)   # the duration this T stands for (up to rounding)
         extra["audio_s"] = spec.T / (r.frame_rate_hz + r.text_rate_hz)

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from profiler.utterances import PACKINGS
+from profiler.layers.utterances import PACKINGS
 
 
 def cu_seqlens(lengths: Sequence[int], device: str | torch.device = "cpu") -> torch.Tensor:

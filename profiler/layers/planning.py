@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 from profiler.kernels.base import Backend, KernelSpec, Shape
 from profiler.layers import STUDY_HEADS, LayerSpec, build_port, get_layer, layer_registry
 
@@ -120,14 +120,14 @@ def entry(name: str, level: str = "layer") -> KernelSpec:
 
 
 def registry(level: str = "layer") -> dict[str, KernelSpec]:
-    """Layer entries by name for the planner (``profiler.plan.registry_for``)."""
+    """Layer entries by name for the planner (``profiler.spec.plan.registry_for``)."""
     return {name: _entry(spec, level) for name, spec in layer_registry().items()}
 
 
 __all__ = ["registry", "entry", "head_shape", "STUDY_HEADS"]
 
 
-# --------------------------------------------------------------------------- sweep axes (used by profiler.plan)
+# --------------------------------------------------------------------------- sweep axes (used by profiler.spec.plan)
 
 def layer_dims(sweep) -> tuple[int, ...]:
     """D axis of a sweep: at layer/model levels D is the model width; the kernel default 64 means 1024."""
@@ -139,7 +139,7 @@ def layer_dims(sweep) -> tuple[int, ...]:
 
 
 def _rate_options(sweep) -> tuple[tuple[str, str], ...]:
-    from profiler.audio import AudioRates
+    from profiler.core.audio import AudioRates
 
     rates = AudioRates(getattr(sweep, "frame_rate", 50.0), getattr(sweep, "text_rate", 3.0))
     return tuple((k, v) for k, v in rates.options(1.0) if k != "audio_s")
@@ -150,8 +150,8 @@ def lengths_with_options(sweep) -> list[tuple[int, tuple[tuple[str, str], ...]]]
     options; the duration is ``T / (frame_rate + text_rate)`` up to rounding and is stored in the
     record's ``extra['audio_s']``) or plain ``--lengths``. Utterance-replay points follow, with
     T = the longest possible utterance and options ``replay=N`` and ``distribution``."""
-    from profiler.audio import AudioRates
-    from profiler.utterances import MSP_PODCAST_LIKE
+    from profiler.core.audio import AudioRates
+    from profiler.layers.utterances import MSP_PODCAST_LIKE
 
     out: list[tuple[int, tuple[tuple[str, str], ...]]] = []
     audio = tuple(getattr(sweep, "audio", ()) or ())

@@ -24,10 +24,10 @@ from typing import Any, Callable
 
 import torch
 
-from profiler.audio import rates_from_options
-from profiler.errors import UnavailableError, UsageError
+from profiler.core.audio import rates_from_options
+from profiler.core.errors import UnavailableError, UsageError
 from profiler.layers import build_fla, build_port, get_layer
-from profiler.records import PointSpec
+from profiler.core.records import PointSpec
 
 
 @dataclass

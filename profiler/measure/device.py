@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
-from profiler.errors import UnavailableError, UsageError
+from profiler.core.errors import UnavailableError, UsageError
 from profiler.measure.energy import RAPL_ROOT, EnergyMeter, NvmlEnergyMeter, RaplEnergyMeter
 from profiler.measure.memory import CudaAllocatorMeter, MemoryMeter, ProfilerMemoryMeter
 from profiler.measure.timer import CudaEventTimer, PerfCounterTimer, SampleTimer

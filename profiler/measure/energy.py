@@ -38,7 +38,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from profiler.records import Energy
+from profiler.core.records import Energy
 
 Call = Callable[[], Any]
 Clock = Callable[[], float]

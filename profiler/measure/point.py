@@ -3,7 +3,7 @@
 ``measure_point(spec, settings, device_index=0) -> PointRecord`` is the one entry point the runner
 calls. Per point, in this order:
 
-1. **Correctness** (``settings.verify``): ``profiler.verify.check_point`` compares the backend with
+1. **Correctness** (``settings.verify``): ``profiler.measure.verify.check_point`` compares the backend with
    the kernel's fp32 reference on the same inputs (a T-prefix beyond ``verify_max_T``). A failure
    returns status ``wrong`` with the error and nothing else is measured.
 2. **Inputs** from the registry (``kernel.make_inputs``), built outside every timed region. In
@@ -34,7 +34,7 @@ from profiler.kernels import get_backend, get_kernel
 from profiler.kernels.base import KernelSpec, Shape, forward_backward_flops
 from profiler.measure.device import Device, get_device
 from profiler.measure.timer import interpreted_timing, measure_timing
-from profiler.records import Correctness, Energy, MeasureSettings, Memory, PointRecord, PointSpec
+from profiler.core.records import Correctness, Energy, MeasureSettings, Memory, PointRecord, PointSpec
 
 
 def _utc_now() -> str:
@@ -93,7 +93,7 @@ def build_call(kernel: KernelSpec, run: Callable, inputs: dict, spec: PointSpec,
 
 
 def _check(spec: PointSpec, shape: Shape, settings: MeasureSettings, torch_device: str) -> Correctness:
-    from profiler.verify import check_point
+    from profiler.measure.verify import check_point
 
     return check_point(spec.kernel, spec.backend, shape, spec.dtype, torch_device, spec.causal, spec.mode,
                        settings.seed, settings.verify_max_T, interpret=spec.interpret)

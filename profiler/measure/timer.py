@@ -23,7 +23,7 @@ Algorithm (``measure_timing``)::
             if n >= 6 and rel_halfwidth(CI95(median(samples))) <= target: stop "ci_target"
             if clock() - t1 >= time_budget_s:                 stop "time_budget"
 
-    The CI is the distribution-free order-statistic interval of ``profiler.stats.median_ci``; it
+    The CI is the distribution-free order-statistic interval of ``profiler.core.stats.median_ci``; it
     is re-evaluated on every sample up to 30 samples, then every ~5% more samples (it costs
     ~0.1 ms, which would otherwise dominate very short calls).
 
@@ -50,8 +50,8 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
-from profiler.records import MeasureSettings, Timing
-from profiler.stats import rel_ci_halfwidth
+from profiler.core.records import MeasureSettings, Timing
+from profiler.core.stats import rel_ci_halfwidth
 
 Call = Callable[[], Any]
 ClockNs = Callable[[], int]

@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 from profiler.analysis.ser import audio_seconds
-from profiler.records import PointRecord
-from profiler.stats import summarize
-from profiler.store import RunDir
+from profiler.core.records import PointRecord
+from profiler.core.stats import summarize
+from profiler.store.runs import RunDir
 
 FORMATS = ("csv", "parquet")
 

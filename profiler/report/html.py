@@ -17,10 +17,10 @@ from typing import Any, Mapping, Sequence
 from profiler.analysis.roofline import fmt_rate, series_peaks
 from profiler.analysis.ser import audio_seconds
 from profiler.analysis.summary import RunAnalysis, analyze
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 from profiler.report.text import (fmt_audio, fmt_bytes, fmt_ratio, fmt_s, fmt_slope, fmt_T, sentences,
                                   ser_sentences, summary_rows)
-from profiler.store import RunDir
+from profiler.store.runs import RunDir
 
 REPORT_NAME = "report.html"
 
@@ -193,7 +193,7 @@ def render_html(analyses: Sequence[RunAnalysis], out: Path) -> Path:
     """Draw figures into ``out.parent / 'figures'`` and write the HTML report to ``out``."""
     from markupsafe import Markup
 
-    from profiler import __version__
+    from profiler.core.version import __version__
     from profiler.report.figures import render_figures
 
     out = Path(out)

@@ -50,7 +50,7 @@ def ser_markdown(a: RunAnalysis) -> list[str]:
     """The SER part: the study comparison (``layers.study.to_markdown``), payoffs, utterance replays."""
     if a.ser is None:
         return []
-    from profiler.layers.study import to_markdown
+    from profiler.analysis.study import to_markdown
 
     lines = ["", "#### Speech emotion recognition: the study's layers", ""]
     if a.ser.rates:

@@ -45,7 +45,7 @@ def fmt_audio(seconds: float | None) -> str:
     """Seconds of audio for display (``5.5 s``, ``3.15 min``); ``–`` when T did not come from audio."""
     if seconds is None or not math.isfinite(seconds):
         return "–"
-    from profiler.audio import human_duration
+    from profiler.core.audio import human_duration
 
     return human_duration(seconds)
 

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from profiler.records import MeasureSettings, PointRecord, PointSpec
+from profiler.core.records import MeasureSettings, PointRecord, PointSpec
 
 
 @dataclass

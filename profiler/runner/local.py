@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from profiler.records import MeasureSettings, PointRecord, PointSpec, from_dict, to_dict
+from profiler.core.records import MeasureSettings, PointRecord, PointSpec, from_dict, to_dict
 from profiler.runner import allocator
 from profiler.runner.base import Executor, ExecutorStats, PointQueue, RunEvents
 from profiler.runner.protocol import decode, encode

@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from profiler.records import MeasureSettings, PointRecord, PointSpec
+from profiler.core.records import MeasureSettings, PointRecord, PointSpec
 from profiler.runner.base import Executor, ExecutorStats, PointQueue, RunEvents
 from profiler.runner.local import LocalExecutor
 from profiler.runner.pinning import Slot, cpu_slots, cuda_slots
@@ -225,7 +225,7 @@ def local_executor(device: str, devices: Sequence[int] = (), workers: int | None
     the usable cores; ``--workers`` > 1 on CUDA without ``--devices`` (two timing workers would share
     one GPU); ``--workers`` different from the number of ``--devices``.
     """
-    from profiler.errors import UsageError
+    from profiler.core.errors import UsageError
     from profiler.runner.pinning import check_cuda_devices
 
     if devices:

@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 
 PIN_CORES_ENV = "SERPROF_PIN_CORES"
 PIN_THREADS_ENV = "SERPROF_PIN_THREADS"
@@ -226,26 +226,3 @@ def _parse_cpu_list(text: str) -> list[int]:
         elif part:
             cores.append(int(part))
     return cores
-
-
-def probe_measure(spec, settings, *, device_index: int = 0):
-    """Test/benchmark seam (``SERPROF_MEASURE_FN=profiler.runner.pinning:probe_measure``).
-
-    Busy-waits ``SERPROF_FAKE_POINT_S`` seconds (default 0.05) like ``faults.fake_measure`` and
-    records, at measurement time, the cores every thread of the worker may run on
-    (``extra.thread_cores``): a pinned worker must never be able to leave its set.
-    """
-    import time
-
-    from profiler.records import PointRecord, Timing
-
-    dur = float(os.environ.get("SERPROF_FAKE_POINT_S", "0.05"))
-    reps = 3
-    t0 = time.perf_counter()
-    end = t0 + dur
-    while time.perf_counter() < end:
-        pass
-    per = (time.perf_counter() - t0) / reps
-    cores = sorted({c for cs in thread_affinities().values() for c in cs})
-    return PointRecord(spec=spec, status="ok", timing=Timing(samples_s=(per,) * reps, timer="fake"),
-                       extra={"thread_cores": cores, "pid": os.getpid()})

@@ -14,7 +14,7 @@ Flow (``submit``):
 Each job runs ``run_shard`` on its node: it re-plans from the stored scenario (the node's device and
 memory budget), measures its points with the local executor (all GPUs the job got, one worker each),
 and appends every record to its own ``points-<shard>.jsonl`` in the shared run folder
-(``profiler.store`` merges ``points*.jsonl`` on load). Every record's ``worker`` carries ``host``,
+(``profiler.store.runs`` merges ``points*.jsonl`` on load). Every record's ``worker`` carries ``host``,
 ``device_name``, ``shard`` and the SLURM job id; ``shards/shard-<n>.json`` holds the shard's full
 environment fingerprint, state and calibration. A run that landed on two GPU models is therefore
 reported per device model (group records by ``worker.device_name``), never averaged.
@@ -41,8 +41,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from profiler.errors import UnavailableError, UsageError
-from profiler.records import Manifest, PointRecord, PointSpec, from_dict, to_dict
+from profiler.core.errors import UnavailableError, UsageError
+from profiler.core.records import Manifest, PointRecord, PointSpec, from_dict, to_dict
 
 SHARDS_FILE = "shards.json"
 SHARD_STATE_DIR = "shards"
@@ -177,7 +177,7 @@ def _plan_for_target(device: str) -> Iterator[None]:
     The memory budget is left unset (``None``) unless the user gave one: each node applies its own
     budget when it re-plans. (A ``make_plan`` parameter would be cleaner than this scoped patch.)
     """
-    import profiler.plan as plan_mod
+    import profiler.spec.plan as plan_mod
 
     saved = plan_mod.resolve_device, plan_mod.default_memory_budget
     plan_mod.resolve_device = lambda _d: device  # type: ignore[assignment]
@@ -190,7 +190,7 @@ def _plan_for_target(device: str) -> Iterator[None]:
 
 def cluster_plan(sweep: Any, opts: SlurmOptions):
     """``make_plan`` for the nodes' device, made on this (submitting) host."""
-    from profiler.plan import make_plan
+    from profiler.spec.plan import make_plan
 
     device = target_device(sweep.device, opts)
     sweep = replace(sweep, device=device)
@@ -312,9 +312,9 @@ class SubmitResult:
 
 
 def _manifest_for(plan: Any, run_id: str, opts: SlurmOptions, n_shards: int) -> Manifest:
-    from profiler import __version__
-    from profiler.env import fingerprint
-    from profiler.store import utc_now
+    from profiler.core.version import __version__
+    from profiler.runner.env import fingerprint
+    from profiler.store.runs import utc_now
 
     env = dict(fingerprint(device=None, with_torch=False))
     env["device"] = plan.sweep.device
@@ -344,7 +344,7 @@ def submit(sweep: Any = None, *, opts: SlurmOptions, out: str | Path | None = No
            resume: str | Path | None = None, dry_run: bool = False, calibrate: bool = True) -> SubmitResult:
     """Create (or continue) a SLURM run folder and submit its shards; see the module docstring."""
     from profiler.runner.sweep import default_out
-    from profiler.store import RunDir, utc_now
+    from profiler.store.runs import RunDir, utc_now
 
     if resume is not None:
         run = RunDir.open(resume)
@@ -471,11 +471,11 @@ def shard_executor(device: str):
 
 def run_shard(run_dir: str, shard: int, specs: Sequence[Mapping[str, Any]], calibrate: bool = True) -> dict[str, Any]:
     """Measure one shard's points on this node, appending to ``points-<shard>.jsonl`` (the job's function)."""
-    from profiler.env import fingerprint
-    from profiler.plan import make_plan
+    from profiler.runner.env import fingerprint
+    from profiler.spec.plan import make_plan
     from profiler.runner.base import PointQueue, RunEvents
-    from profiler.scenario import spec_from_dict
-    from profiler.store import RunDir, utc_now
+    from profiler.spec.scenario import spec_from_dict
+    from profiler.store.runs import RunDir, utc_now
 
     run = RunDir.open(run_dir, points_file=shard_file(shard))
     manifest = run.read_manifest()

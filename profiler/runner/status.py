@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from profiler.core.records import device_key
+
 
 @dataclass
 class Progress:
@@ -60,16 +62,10 @@ class RunStatus:
         return d
 
 
-def device_key(worker: Any) -> str:
-    """The device model a record was measured on: what multi-device analysis groups by."""
-    w = dict(worker or {})
-    return str(w.get("device_name") or "unknown device")
-
-
 def run_status(run_dir: str | Path) -> RunStatus:
     from profiler.runner.slurm import SHARDS_FILE, read_shards, shard_file, shard_state_path
-    from profiler.records import PointSpec, from_dict
-    from profiler.store import RunDir
+    from profiler.core.records import PointSpec, from_dict
+    from profiler.store.runs import RunDir
 
     run = RunDir.open(run_dir)
     loaded = run.load()

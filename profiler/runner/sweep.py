@@ -22,12 +22,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from profiler.errors import UsageError
-from profiler.plan import Plan, make_plan
-from profiler.records import Manifest, PointRecord, PointSpec, to_dict
+from profiler.core.errors import UsageError
+from profiler.spec.plan import Plan, make_plan
+from profiler.core.records import Manifest, PointRecord, PointSpec, to_dict
 from profiler.runner.base import Executor, PointQueue, RunEvents
-from profiler.scenario import SweepSpec, spec_from_dict
-from profiler.store import RunDir, new_run_id, utc_now
+from profiler.spec.scenario import SweepSpec, spec_from_dict
+from profiler.store.runs import RunDir, new_run_id, utc_now
 
 
 class SweepObserver:
@@ -71,8 +71,8 @@ def default_out(sweep: SweepSpec) -> Path:
 
 
 def _manifest(plan: Plan, run_id: str, executor: Executor) -> Manifest:
-    from profiler import __version__
-    from profiler.env import fingerprint
+    from profiler.core.version import __version__
+    from profiler.runner.env import fingerprint
 
     return Manifest(
         run_id=run_id,
@@ -205,7 +205,7 @@ def _merge_torch_env(manifest: Manifest, executor: Executor) -> Manifest:
         return manifest
     info = getattr(executor, "worker_env", None)
     if not info:
-        from profiler.env import torch_info
+        from profiler.runner.env import torch_info
 
         info = torch_info()
     env.update(info)
@@ -223,7 +223,7 @@ def _on_ready(info: Mapping[str, Any], obs: SweepObserver, session: dict[str, An
 
 
 def _load_records(run: RunDir) -> tuple[list[PointRecord], list[str]]:
-    from profiler.store import read_records
+    from profiler.store.runs import read_records
 
     return read_records(run.record_files())
 

@@ -28,11 +28,10 @@ import time
 import traceback
 from typing import Any, Callable
 
-from profiler.records import MeasureSettings, PointRecord, PointSpec, from_dict, to_dict
-from profiler.runner import faults
+from profiler.core.records import MeasureSettings, PointRecord, PointSpec, from_dict, to_dict
 from profiler.runner.protocol import decode, encode
 
-MEASURE_ENV = "SERPROF_MEASURE_FN"   # test-only seam: "module:function" replacing measure_point
+MEASURE_ENV = "SERPROF_MEASURE_FN"   # test seam: "module:function" replacing measure_point (tests/fakes)
 OOM_TEXTS = ("can't allocate memory", "out of memory", "cannot allocate memory", "failed to allocate")
 
 
@@ -98,7 +97,7 @@ def worker_info(device: str, device_index: int) -> dict[str, Any]:
         if device == "cuda" and torch.cuda.is_available():
             info["device_name"] = torch.cuda.get_device_name(device_index)
     if "device_name" not in info:
-        from profiler.env import cpu_model
+        from profiler.runner.env import cpu_model
 
         info["device_name"] = cpu_model()
     if device == "cpu":
@@ -111,12 +110,11 @@ def worker_info(device: str, device_index: int) -> dict[str, Any]:
 def run_point(measure: Callable[..., PointRecord], spec: PointSpec, settings: MeasureSettings,
               device_index: int, info: dict[str, Any]) -> PointRecord:
     """Measure one point; exceptions become ``oom`` / ``crashed`` records."""
-    from profiler.store import utc_now
+    from profiler.store.runs import utc_now
 
     started = utc_now()
     t0 = time.perf_counter()
     try:
-        faults.inject(spec.id)
         rec = measure(spec, settings, device_index=device_index)
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -143,7 +141,7 @@ def _release_memory(device: str) -> None:
 
 def _activate_interpreter() -> None:
     """Patch Triton's interpreter for fla (TRITON_INTERPRET=1 is already set by the parent)."""
-    mod = importlib.import_module("profiler.fla_interpret")
+    mod = importlib.import_module("profiler.measure.interpret")
     for name in ("enable", "activate", "install", "patch"):
         fn = getattr(mod, name, None)
         if callable(fn):
@@ -174,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {**worker_info(args.device, args.device_index), **pin}
     ready: dict[str, Any] = {"type": "ready", "pid": os.getpid(), "import_s": import_s, "worker": info}
     if not os.environ.get(MEASURE_ENV):   # torch details for the manifest, so the sweep process needn't import torch
-        from profiler.env import torch_info
+        from profiler.runner.env import torch_info
 
         ready["env"] = torch_info(args.device_index)
     out.write(encode(ready))
@@ -192,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             rec = run_point(measure, spec, settings, int(msg.get("device_index", args.device_index)), info)
             out.write(encode({"type": "record", "record": to_dict(rec)}))
         elif cmd == "calibrate":
-            from profiler.calibrate import calibrate
+            from profiler.measure.calibrate import calibrate
 
             try:
                 cal = calibrate(msg.get("device", args.device), budget_s=float(msg.get("budget_s", 1.0)),

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from profiler.records import (Correctness, Energy, Manifest, Memory, PointRecord, PointSpec, Timing)
-from profiler.store import RunDir
+from profiler.core.records import (Correctness, Energy, Manifest, Memory, PointRecord, PointSpec, Timing)
+from profiler.store.runs import RunDir
 
 TS = [512, 1024, 2048, 4096, 8192, 16384]
 H, D = 4, 64
@@ -152,10 +152,10 @@ def make_layer_run(path: Path, *, name: str = "paper-like", seed: int = 5) -> Pa
     """Layer-level points as ``--level layer --audio 1min..20min --utterances 50`` would store them.
 
     Softmax's 20-minute point is skipped (memory budget). Replay summaries are built with the real
-    ``profiler.utterances.replay`` over a fake clock (latency = the layer's curve at each utterance's T).
+    ``profiler.layers.utterances.replay`` over a fake clock (latency = the layer's curve at each utterance's T).
     """
-    from profiler.audio import AudioRates
-    from profiler.utterances import MSP_PODCAST_LIKE, replay
+    from profiler.core.audio import AudioRates
+    from profiler.layers.utterances import MSP_PODCAST_LIKE, replay
 
     rng = np.random.default_rng(seed)
     rates = AudioRates(50.0, 3.0)

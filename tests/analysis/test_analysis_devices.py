@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from profiler.analysis.devices import assign_models
-from profiler.analysis.frontier import device_memory_bytes
+from profiler.analysis.environment import device_memory_bytes
 from profiler.analysis.summary import analyze
-from profiler.records import PointRecord, PointSpec, Timing
-from profiler.store import RunDir
+from profiler.core.records import PointRecord, PointSpec, Timing
+from profiler.store.runs import RunDir
 
 
 @pytest.fixture(scope="module")

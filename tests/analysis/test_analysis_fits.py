@@ -11,11 +11,11 @@ import pytest
 
 from profiler.analysis.crossover import Variant, choose_baseline, crossover
 from profiler.analysis.fits import fit_cost, fit_slope
-from profiler.analysis.frontier import device_memory_bytes
+from profiler.analysis.environment import device_memory_bytes
 from profiler.analysis.roofline import spec_peaks
 from profiler.analysis.summary import analyze
-from profiler.errors import UsageError
-from profiler.store import RunDir
+from profiler.core.errors import UsageError
+from profiler.store.runs import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_analysis_and_report_never_import_torch(synthetic_run, tmp_path, synth_m
 
 
 def test_parse_bytes():
-    from profiler.frontier_probe import parse_bytes
+    from profiler.tools.frontier_probe import parse_bytes
 
     assert parse_bytes("80GiB") == 80 * 2**30
     assert parse_bytes("24GB") == 24 * 10**9
@@ -180,7 +180,7 @@ def test_parse_bytes():
 @pytest.mark.interpret
 def test_frontier_probe_dry_fla_retnet():
     """fla's chunk_retention host code, run dry on CPU: allocations linear in T, answer fits the size."""
-    from profiler.frontier_probe import probe_frontier
+    from profiler.tools.frontier_probe import probe_frontier
 
     mem = 2**30
     res = probe_frontier(mem, kernels=["retnet"], dtype="float32", Ts=(256, 512, 1024))

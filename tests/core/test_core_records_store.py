@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from profiler.errors import UsageError
-from profiler.records import (
+from profiler.core.errors import UsageError
+from profiler.core.records import (
     Correctness, Energy, Manifest, Memory, PointRecord, PointSpec, RecordError, Timing, from_dict, to_dict,
 )
-from profiler.store import RunDir, new_run_id, read_records
+from profiler.store.runs import RunDir, new_run_id, read_records
 
 
 def _record(T=1024, status="ok", **kw) -> PointRecord:

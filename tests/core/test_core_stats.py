@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from profiler.stats import median_ci, rel_ci_halfwidth, summarize
+from profiler.core.stats import median_ci, rel_ci_halfwidth, summarize
 
 
 def test_median_ci_brackets_median_and_narrows_with_n():

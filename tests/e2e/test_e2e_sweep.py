@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from profiler.store import RunDir
+from profiler.store.runs import RunDir
 
 pytestmark = pytest.mark.slow
 
+FAULTY = "tests.fakes.workers:faulty_measure"   # the real measurement after an injected fault
 TINY = ["--time-budget", "0.05", "--warmup", "0.01", "--device", "cpu", "--no-report"]
 
 
@@ -137,7 +138,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     # softmax only: its reference needs no fla import, which keeps this test short
     args = ["sweep", "--kernels", "softmax", "--backend", "naive,sdpa", "--lengths", "128,256,512",
             "--causal", "--out", str(out), *TINY]
-    env = dict(os.environ, SERPROF_TEST_FAULT="sleep=30@softmax/naive/cpu/float32/fwd/B1/T256/")
+    env = dict(os.environ, SERPROF_MEASURE_FN=FAULTY, SERPROF_TEST_FAULT="sleep=30@softmax/naive/cpu/float32/fwd/B1/T256/")
     proc = subprocess.Popen([sys.executable, "-m", "profiler", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -177,7 +178,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
 
 def test_ctrl_c_stops_cleanly_keeps_points_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
-    env = dict(os.environ, SERPROF_TEST_FAULT="sleep=30@/T256/")
+    env = dict(os.environ, SERPROF_MEASURE_FN=FAULTY, SERPROF_TEST_FAULT="sleep=30@/T256/")
     proc = subprocess.Popen([sys.executable, "-m", "profiler", "sweep", "--kernels", "softmax", "--backend", "sdpa",
                              "--lengths", "128,256,512", "--out", str(out), *TINY], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from profiler import env as envmod
+from profiler.runner import env as envmod
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def test_rapl_probe_on_fake_trees(tmp_path):
 
 
 def test_fingerprint_never_imports_fla():
-    code = ("import sys; from profiler.env import fingerprint; f = fingerprint('cpu'); "
+    code = ("import sys; from profiler.runner.env import fingerprint; f = fingerprint('cpu'); "
             "print(int('fla' in sys.modules), int('triton' in sys.modules), f['packages']['fla-core'])")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
@@ -56,7 +56,7 @@ def test_fingerprint_never_imports_fla():
 
 
 def test_calibration_numbers_are_positive_and_described():
-    from profiler.calibrate import calibrate
+    from profiler.measure.calibrate import calibrate
 
     cal = calibrate("cpu", budget_s=0.1)
     assert cal["matmul_flops_per_s"] > 1e8 and cal["bandwidth_bytes_per_s"] > 1e8
@@ -83,7 +83,7 @@ def test_trace_bad_input_exit_codes(tmp_path):
 
 
 def test_doctor_runs_here_and_says_cuda_and_nvml_are_unavailable(tmp_path, monkeypatch):
-    from profiler.runner import doctor
+    from profiler.tools import doctor
 
     # `serprof verify` is covered by its own tests; here only its outcome's handling matters.
     monkeypatch.setattr(doctor, "_verify_check", lambda: doctor._check("verify (backends vs references)", "ok", "stub"))

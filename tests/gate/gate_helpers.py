@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from profiler.records import Energy, Manifest, Memory, PointRecord, PointSpec, Timing
-from profiler.store import RunDir
+from profiler.core.records import Energy, Manifest, Memory, PointRecord, PointSpec, Timing
+from profiler.store.runs import RunDir
 
 ENV = {"device_name": "cpu", "cpu_model": "AMD EPYC test", "torch_version": "2.13.0", "fla_version": "0.6.0",
        "git_sha": "abc123", "hostname": "box1"}

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from gate_helpers import lognormal, record, spec
 from profiler.analysis.compare import compare_runs, to_markdown
 from profiler.analysis.gates import RuleSet
-from profiler.baseline import load_side
+from profiler.store.baseline import load_side
 from profiler.cli import app, main
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "gate" / "summary.md"

@@ -10,9 +10,9 @@ import pytest
 from gate_helpers import ENV, lognormal, record, spec
 from profiler.analysis.compare import compare_runs
 from profiler.analysis.gates import RuleSet
-from profiler.baseline import load_side, save_baseline
-from profiler.errors import UsageError
-from profiler.stats import holm_adjust
+from profiler.store.baseline import load_side, save_baseline
+from profiler.core.errors import UsageError
+from profiler.core.stats import holm_adjust
 
 
 def _verdict(res, metric="latency"):

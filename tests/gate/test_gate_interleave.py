@@ -8,8 +8,8 @@ import pytest
 
 from profiler.analysis.compare import compare_runs
 from profiler.analysis.gates import RuleSet
-from profiler.errors import UsageError
-from profiler.interleave import InterleavePlan, run_interleaved
+from profiler.core.errors import UsageError
+from profiler.tools.interleave import InterleavePlan, run_interleaved
 
 REPO = Path(__file__).resolve().parents[2]
 

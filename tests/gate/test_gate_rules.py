@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from profiler.analysis.gates import DEFAULT_MEMORY_TOLERANCE_BYTES, RuleSet, parse_rule
-from profiler.errors import UsageError
-from profiler.records import PointSpec
+from profiler.core.errors import UsageError
+from profiler.core.records import PointSpec
 
 
 @pytest.mark.parametrize("text, metric, rel, abs_bytes, delta", [

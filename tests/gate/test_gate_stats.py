@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from profiler.stats import (clopper_pearson_interval, holm_adjust, one_sided_p, ratio_of_medians,
+from profiler.core.stats import (clopper_pearson_interval, holm_adjust, one_sided_p, ratio_of_medians,
                             ratio_of_quantiles, wilson_interval)
 
 

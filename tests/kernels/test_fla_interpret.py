@@ -1,8 +1,8 @@
-"""fla's real Triton kernels on CPU under Triton's interpreter (profiler.fla_interpret).
+"""fla's real Triton kernels on CPU under Triton's interpreter (profiler.measure.interpret).
 
 Isolation: interpret mode must be entered before fla is imported, and the rest of the suite imports
 fla normally (naive references), so every interpreted run happens in a fresh subprocess through
-``profiler.fla_interpret.run_isolated``: nothing here changes this pytest process (no env var, no
+``profiler.measure.interpret.run_isolated``: nothing here changes this pytest process (no env var, no
 patch). One module-scoped subprocess runs every fla backend (all six mechanisms) at small shapes;
 the tests then assert on its results. Interpreted timings are meaningless and are not asserted.
 """
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from profiler.fla_interpret import InterpretError, run_isolated
+from profiler.measure.interpret import InterpretError, run_isolated
 
 pytestmark = pytest.mark.interpret
 
@@ -22,7 +22,7 @@ SHAPE = dict(lengths=[64], batches=[1], heads=2, head_dim=32, interpret=True, ba
 
 def _child_suite(runs: list, dry_T: int) -> dict:
     """Runs in the interpreted child (one fla import for everything)."""
-    from profiler.verify import verify_many_json
+    from profiler.measure.verify import verify_many_json
 
     return {"verify": verify_many_json(runs=runs), "dry": _dry_probe(dry_T)}
 
@@ -73,7 +73,7 @@ def _dry_probe(T: int) -> dict:
     """Runs in the interpreted child: fla forward of softmax and FoX with kernel bodies skipped."""
     import torch
 
-    from profiler import fla_interpret
+    from profiler.measure import interpret as fla_interpret
     from profiler.kernels import fox, softmax
     from profiler.kernels.base import Shape
     from profiler.measure.memory import ProfilerMemoryMeter
@@ -110,7 +110,7 @@ def test_enable_refuses_after_compiled_fla_import_and_leaves_env_alone():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import fla.ops.utils.op  # noqa: F401 - compiled-decorated here, as in any test session
-    from profiler import fla_interpret
+    from profiler.measure import interpret as fla_interpret
 
     with pytest.raises(InterpretError, match="run_isolated"):
         fla_interpret.enable()
@@ -119,7 +119,7 @@ def test_enable_refuses_after_compiled_fla_import_and_leaves_env_alone():
 
 def test_run_isolated_reports_child_failure():
     with pytest.raises(InterpretError, match="failed"):
-        run_isolated("profiler.units:parse_lengths", {"text": "nonsense"}, timeout_s=120)
+        run_isolated("profiler.core.units:parse_lengths", {"text": "nonsense"}, timeout_s=120)
 
 
 def test_this_process_is_not_interpreting():

@@ -146,7 +146,7 @@ def test_noncausal_gradients_finite_and_match_dense(divisor):
 
 
 def test_noncausal_registered_and_fla_backends_stay_causal_only():
-    from profiler.errors import UsageError
+    from profiler.core.errors import UsageError
 
     assert mod.KERNEL.backends["torch"].causal == (True, False)
     inp = mod.make_inputs(Shape(1, 8, 1, 8), torch.float32, "cpu", seed=0)

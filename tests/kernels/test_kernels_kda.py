@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 from profiler.kernels import kda
 from profiler.kernels.base import Shape
 

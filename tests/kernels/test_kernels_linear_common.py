@@ -11,7 +11,7 @@ import importlib
 import pytest
 import torch
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 from profiler.kernels.base import Shape
 from profiler.measure.memory import ProfilerMemoryMeter
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.audio import AudioRates, audio_to_T, format_seconds, parse_audio, parse_duration, rates_from_options
-from profiler.errors import UsageError
+from profiler.core.audio import AudioRates, audio_to_T, format_seconds, parse_audio, parse_duration, rates_from_options
+from profiler.core.errors import UsageError
 
 
 @pytest.mark.parametrize("text,seconds", [("5.5s", 5.5), ("750ms", 0.75), ("2min", 120.0), ("1h", 3600.0),

@@ -1,7 +1,7 @@
 """Packed variable-length utterance replay (``packing=packed``): fla numerics under Triton's
 interpreter, replay bookkeeping, and what the planner / CLI accept, drop and refuse.
 
-The interpreted part runs in one fresh process (``profiler.fla_interpret.run_isolated``: fla must be
+The interpreted part runs in one fresh process (``profiler.measure.interpret.run_isolated``: fla must be
 imported after interpret mode is on), at hidden 64, 2 heads.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from profiler.errors import UsageError
-from profiler.utterances import replay, token_counts
+from profiler.core.errors import UsageError
+from profiler.layers.utterances import replay, token_counts
 
 TOL = 2e-5   # fp32; measured ~5e-7 (packed vs alone), see _interpreted_checks
 
@@ -29,7 +29,7 @@ def _interpreted_checks() -> dict:
     from profiler.layers import build_fla
     from profiler.layers.measure import measure_layer_point
     from profiler.layers.packed import packed_vs_single
-    from profiler.records import MeasureSettings, PointSpec
+    from profiler.core.records import MeasureSettings, PointSpec
 
     def utterances(lengths, hidden=64):
         g = torch.Generator().manual_seed(1)
@@ -71,7 +71,7 @@ def _interpreted_checks() -> dict:
 @pytest.fixture(scope="module")
 def interpreted() -> dict:
     pytest.importorskip("fla")
-    from profiler.fla_interpret import run_isolated
+    from profiler.measure.interpret import run_isolated
 
     return run_isolated(f"{Path(__file__).resolve()}:_interpreted_checks", {}, timeout_s=300)
 
@@ -152,8 +152,8 @@ def test_layers_packed_inputs_cut_rows_and_offsets():
 # --------------------------------------------------------------------------- planner and CLI
 
 def _plan(**overrides):
-    from profiler.plan import make_plan
-    from profiler.scenario import build_spec
+    from profiler.spec.plan import make_plan
+    from profiler.spec.scenario import build_spec
 
     base = dict(level="layer", device="cpu", utterances=4, batch="1,4", lengths="64", kernels="retnet,mha")
     return make_plan(build_spec(None, {**base, **overrides}))

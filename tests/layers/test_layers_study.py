@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from profiler.layers.study import study_section, to_markdown
-from profiler.records import Memory, PointRecord, PointSpec, Timing
+from profiler.analysis.study import study_section, to_markdown
+from profiler.core.records import Memory, PointRecord, PointSpec, Timing
 
 RATES = (("frame_rate", "50"), ("text_rate", "3"))
 

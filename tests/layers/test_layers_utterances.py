@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from profiler.errors import UsageError
-from profiler.utterances import MSP_PODCAST_LIKE, batches, get_distribution, replay, sample_durations
+from profiler.core.errors import UsageError
+from profiler.layers.utterances import MSP_PODCAST_LIKE, batches, get_distribution, replay, sample_durations
 
 
 def test_layers_sampler_is_seeded_and_bounded():

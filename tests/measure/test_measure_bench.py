@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 import profiler.kernels as kernels
 from profiler.cli import app
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 from profiler.kernels import softmax
-from profiler.measure import bench
-from profiler.records import Memory, PointRecord, Timing
+from profiler.tools import bench
+from profiler.core.records import Memory, PointRecord, Timing
 
 
 @pytest.fixture

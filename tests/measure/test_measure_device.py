@@ -9,7 +9,7 @@ import pynvml
 import pytest
 import torch
 
-from profiler.errors import UnavailableError, UsageError
+from profiler.core.errors import UnavailableError, UsageError
 from profiler.measure import device as devmod
 from profiler.measure.energy import NullEnergyMeter, NvmlEnergyMeter
 from profiler.measure.memory import CudaAllocatorMeter, ProfilerMemoryMeter
@@ -72,7 +72,7 @@ def test_get_device_errors(monkeypatch):
 def test_real_cuda_point():
     """On a GPU machine: a real SDPA point with CUDA events, allocator peak and NVML energy."""
     from profiler.measure.point import measure_point
-    from profiler.records import MeasureSettings, PointSpec
+    from profiler.core.records import MeasureSettings, PointSpec
 
     s = MeasureSettings(warmup_s=0.05, min_reps=5, time_budget_s=0.5, energy_window_s=0.5, verify=True)
     rec = measure_point(PointSpec("softmax", "sdpa", device="cuda", dtype="float16", T=1024), s)

@@ -9,8 +9,8 @@ import pytest
 
 from profiler.measure.timer import (CudaEventTimer, PerfCounterTimer, calls_per_sample, measure_timing,
                                     warm_up)
-from profiler.records import MeasureSettings
-from profiler.stats import rel_ci_halfwidth
+from profiler.core.records import MeasureSettings
+from profiler.core.stats import rel_ci_halfwidth
 
 
 class FakeClock:

@@ -11,7 +11,7 @@ import pytest
 from profiler.analysis.ser import audio_seconds, per_minute
 from profiler.analysis.summary import analyze
 from profiler.report import markdown_summary, render_run
-from profiler.store import RunDir
+from profiler.store.runs import RunDir
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "report"
 

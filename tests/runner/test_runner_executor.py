@@ -11,11 +11,11 @@ import os
 
 import pytest
 
-from profiler.records import MeasureSettings, PointSpec
+from profiler.core.records import MeasureSettings, PointSpec
 from profiler.runner.base import PointQueue, RunEvents
 from profiler.runner.local import LocalExecutor
 
-FAKE = "profiler.runner.faults:fake_measure"
+FAKE = "tests.fakes.workers:fake_measure"
 
 
 def _points(lengths=(256, 512, 1024, 2048), kernel="retnet"):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.errors import UsageError
-from profiler.plan import make_plan
-from profiler.records import MeasureSettings
-from profiler.scenario import SweepSpec
+from profiler.core.errors import UsageError
+from profiler.spec.plan import make_plan
+from profiler.core.records import MeasureSettings
+from profiler.spec.scenario import SweepSpec
 
 
 def _sweep(**kw) -> SweepSpec:

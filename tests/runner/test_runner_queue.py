@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from profiler.records import PointRecord, PointSpec
+from profiler.core.records import PointRecord, PointSpec
 from profiler.runner.base import PointQueue
 
 

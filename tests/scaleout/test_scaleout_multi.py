@@ -10,13 +10,13 @@ import os
 
 import pytest
 
-from profiler.records import MeasureSettings, PointSpec
+from profiler.core.records import MeasureSettings, PointSpec
 from profiler.runner.base import PointQueue, RunEvents
 from profiler.runner.multi import MultiExecutor
 from profiler.runner.pinning import usable_cores
-from profiler.store import RunDir
+from profiler.store.runs import RunDir
 
-PROBE = "profiler.runner.pinning:probe_measure"
+PROBE = "tests.fakes.workers:probe_measure"
 
 needs_two_cores = pytest.mark.skipif(len(usable_cores()) < 2, reason="needs 2 usable cores to pin 2 workers apart")
 
@@ -76,6 +76,6 @@ def test_a_crashing_worker_is_replaced_and_the_other_slot_goes_on():
 
 
 def _manifest():
-    from profiler.records import Manifest
+    from profiler.core.records import Manifest
 
     return Manifest(run_id="t", created_at="2024-01-01T00:00:00+00:00", scenario={}, environment={})

@@ -15,8 +15,8 @@ import pytest
 
 from profiler.runner import slurm
 from profiler.runner.status import run_status
-from profiler.scenario import build_spec
-from profiler.store import RunDir
+from profiler.spec.scenario import build_spec
+from profiler.store.runs import RunDir
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "scaleout" / "job_script.sh"
 REGEN = os.environ.get("SERPROF_REGEN_GOLDEN") == "1"
@@ -70,7 +70,7 @@ def _count(path: Path) -> int:
 
 @pytest.mark.slow
 def test_killed_shard_is_resumed_and_shards_merge_into_one_run(tmp_path, monkeypatch):
-    monkeypatch.setenv("SERPROF_MEASURE_FN", "profiler.runner.pinning:probe_measure")
+    monkeypatch.setenv("SERPROF_MEASURE_FN", "tests.fakes.workers:probe_measure")
     monkeypatch.setenv("SERPROF_FAKE_POINT_S", "0.02")
     sweep = build_spec(None, {"kernels": "retnet,softmax", "backends": "torch,sdpa", "lengths": "256,512,1k",
                               "causal": "causal", "device": "cpu", "name": "scaleout"})

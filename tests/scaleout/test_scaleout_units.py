@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.errors import UsageError
-from profiler.records import PointSpec
+from profiler.core.errors import UsageError
+from profiler.core.records import PointSpec
 from profiler.runner import pinning
 from profiler.runner.multi import order_points
 from profiler.runner.slurm import make_shards, parse_sbatch_extra, parse_time_limit
@@ -100,7 +100,7 @@ def test_sbatch_extra_parses_long_flags_and_refuses_ones_serprof_sets():
 def test_scenario_execution_table_is_validated_and_flags_override_it(tmp_path):
     from profiler.cli.scaleout import choose_for_sweep, execution_table
     from profiler.runner.multi import MultiExecutor
-    from profiler.scenario import build_spec
+    from profiler.spec.scenario import build_spec
 
     scen = tmp_path / "s.toml"
     scen.write_text('kernels = ["retnet"]\ndevice = "cpu"\n[execution]\nworkers = 2\ncores_per_worker = 1\n')

@@ -3,7 +3,7 @@
 Methodology
 -----------
 *fla backends* ("dry" interpretation, FLA.md section 5b): in a fresh interpreted child process
-(``profiler.fla_interpret.run_isolated``) inside ``profiler.fla_interpret.dry()``, every
+(``profiler.measure.interpret.run_isolated``) inside ``profiler.measure.interpret.dry()``, every
 ``@triton.jit`` kernel body is skipped (autotuners keep one config so nothing is benchmarked), so
 fla's host code runs on the CPU and allocates exactly the buffers it would allocate on CUDA, in the
 same order. One forward (or forward+backward) call runs under torch.profiler, and the peak of the
@@ -27,7 +27,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
-from profiler.errors import UnavailableError, UsageError
+from profiler.core.errors import UnavailableError, UsageError
 
 UNSEEN_TERMS = (
     "CUDA caching-allocator block rounding (512 B) and fragmentation",
@@ -130,7 +130,7 @@ def probe_child(**args) -> list[dict]:
     """Runs in the interpreted child (``run_isolated``): everything inside ``fla_interpret.dry()``."""
     import warnings
 
-    from profiler.fla_interpret import dry
+    from profiler.measure.interpret import dry
 
     warnings.filterwarnings("ignore")
     with dry():
@@ -235,10 +235,10 @@ def probe_frontier(device_memory_bytes: int, *, kernels: list[str] | None = None
         raise UsageError("--batch, --heads and --head-dim must be >= 1")
     args = {"mem": device_memory_bytes, "kernels": kernels, "dtype": dtype, "B": B, "H": H, "D": D,
             "mode": mode, "Ts": list(Ts)}
-    from profiler.fla_interpret import InterpretError, run_isolated
+    from profiler.measure.interpret import InterpretError, run_isolated
 
     try:
-        rows = run_isolated("profiler.frontier_probe:probe_child", args, timeout_s=timeout_s)
+        rows = run_isolated("profiler.tools.frontier_probe:probe_child", args, timeout_s=timeout_s)
     except InterpretError as exc:
         tail = (str(exc).strip().splitlines() or ["no output"])[-1]
         raise UnavailableError(f"frontier probe failed: {tail}") from None

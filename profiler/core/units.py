@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 
 #: Most values one list may expand to (guards against '1..1000000:+1').
 MAX_VALUES = 4096

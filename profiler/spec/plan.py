@@ -24,9 +24,9 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from profiler.errors import UnavailableError, UsageError, did_you_mean
-from profiler.records import PointRecord, PointSpec
-from profiler.scenario import SweepSpec
+from profiler.core.errors import UnavailableError, UsageError, did_you_mean
+from profiler.core.records import PointRecord, PointSpec
+from profiler.spec.scenario import SweepSpec
 
 DEFAULT_BUDGET_FRACTION = 0.7
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}

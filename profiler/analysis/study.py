@@ -147,7 +147,7 @@ def study_section(records: Iterable) -> StudySection:
 
 
 def _human(seconds: float) -> str:
-    from profiler.audio import human_duration
+    from profiler.core.audio import human_duration
 
     return human_duration(seconds)
 

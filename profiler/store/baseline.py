@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from profiler.errors import UsageError
-from profiler.records import (Energy, Manifest, Memory, PointRecord, PointSpec, RecordError, Timing,
+from profiler.core.errors import UsageError
+from profiler.core.records import (Energy, Manifest, Memory, PointRecord, PointSpec, RecordError, Timing,
                               from_dict, to_dict)
-from profiler.store import LoadedRun, RunDir, utc_now
+from profiler.store.runs import LoadedRun, RunDir, utc_now
 
 FORMAT = "serprof-baseline"
 BASELINE_SCHEMA_VERSION = 1

@@ -26,8 +26,8 @@ def _check(name: str, state: str, detail: str) -> dict[str, str]:
 
 
 def run_doctor(device: str = "auto", out: Path | None = None) -> dict[str, Any]:
-    from profiler.env import fingerprint
-    from profiler.plan import resolve_device
+    from profiler.runner.env import fingerprint
+    from profiler.spec.plan import resolve_device
 
     dev = resolve_device(device)          # --device cuda without CUDA: exit 3 here
     env = fingerprint(device=dev)
@@ -83,9 +83,9 @@ def _verify_check() -> dict[str, str]:
 
 
 def _tiny_sweep_checks(dev: str, out: Path | None) -> list[dict[str, str]]:
-    from profiler.records import MeasureSettings
+    from profiler.core.records import MeasureSettings
     from profiler.runner.sweep import run_sweep
-    from profiler.scenario import SweepSpec
+    from profiler.spec.scenario import SweepSpec
 
     settings = MeasureSettings(warmup_s=0.05, min_reps=3, max_reps=20, time_budget_s=0.2, target_rel_ci=0.05,
                                measure_energy=True, energy_window_s=0.5 if dev == "cuda" else 0.2,

@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from profiler.errors import UsageError
-from profiler.records import Manifest, PointRecord, RecordError, from_dict, to_dict
+from profiler.core.errors import UsageError
+from profiler.core.records import Manifest, PointRecord, RecordError, from_dict, to_dict
 
 MANIFEST = "manifest.json"
 POINTS = "points.jsonl"

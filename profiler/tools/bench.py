@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
-from profiler.errors import UsageError
-from profiler.records import MeasureSettings, PointRecord, PointSpec
+from profiler.core.errors import UsageError
+from profiler.core.records import MeasureSettings, PointRecord, PointSpec
 
 #: Settings of ``bench kernels``: enough repetitions for a median, bounded wall time per point.
 KERNEL_BENCH_SETTINGS = MeasureSettings(warmup_s=0.2, min_warmup_calls=1, min_reps=3, max_reps=50,
@@ -78,7 +78,7 @@ def parse_series(tokens: Iterable[str]) -> list[Series]:
 
     A bare kernel name means its torch backend (softmax: sdpa), causal.
     """
-    from profiler.errors import did_you_mean
+    from profiler.core.errors import did_you_mean
     from profiler.kernels import get_backend, get_kernel
 
     chosen: list[Series] = [SDPA_CAUSAL, SDPA_FULL]

@@ -27,7 +27,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 
 DEFAULT_FRAME_RATE_HZ = 50.0
 DEFAULT_TEXT_RATE_HZ = 3.0

@@ -30,9 +30,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from profiler.errors import UnavailableError, UsageError, did_you_mean
+from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.kernels.base import Shape
-from profiler.records import DTYPES, MODES, Correctness
+from profiler.core.records import DTYPES, MODES, Correctness
 
 if TYPE_CHECKING:
     import torch
@@ -103,7 +103,7 @@ def _validate(kernel: str, backend: str, shape: Shape, dtype: str, device: str, 
     if mode == "fwdbwd" and not b.backward:
         raise UsageError(f"{kernel}/{backend} has no backward pass; use --mode fwd")
     if interpret:
-        from profiler.fla_interpret import BF16_REASON, INTERPRETABLE_DTYPES
+        from profiler.measure.interpret import BF16_REASON, INTERPRETABLE_DTYPES
 
         if dtype not in INTERPRETABLE_DTYPES:
             raise UsageError(BF16_REASON)
@@ -119,7 +119,7 @@ def check_point(kernel: str, backend: str, shape: Shape, dtype: str, device: str
     """Compare one backend with the kernel's reference (or backend ``against``) on the same inputs.
 
     ``device`` may carry an index (``cuda:1``). ``interpret``: run on CPU under Triton's interpreter
-    (enters interpret mode; see ``profiler.fla_interpret``). Raises ``UsageError`` for an invalid
+    (enters interpret mode; see ``profiler.measure.interpret``). Raises ``UsageError`` for an invalid
     combination and ``UnavailableError`` when the backend cannot run here; a backend that fails
     raises its own exception, one that disagrees yields ``passed=False``.
     """
@@ -134,7 +134,7 @@ def check_against(kernel: str, backend: str, shape: Shape, dtype: str, device: s
     fp32), running the backend under test only once. One ``Correctness`` per oracle, in order."""
     spec, b = _validate(kernel, backend, shape, dtype, device, causal, mode, interpret)
     if interpret:
-        from profiler import fla_interpret
+        from profiler.measure import interpret as fla_interpret
 
         fla_interpret.enable()
     import torch
@@ -237,7 +237,7 @@ class VerifyResult:
         return self.error is None and self.correctness is not None and self.correctness.passed
 
     def to_dict(self) -> dict:
-        from profiler.records import to_dict
+        from profiler.core.records import to_dict
 
         d = to_dict(self)
         d["passed"] = self.passed
@@ -338,7 +338,7 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
 
 
 def verify_many_json(runs: Sequence[dict] | None = None, **kwargs) -> list[dict]:
-    """``verify_many`` with JSON in and out (for ``profiler.fla_interpret.run_isolated``); ``runs``:
+    """``verify_many`` with JSON in and out (for ``profiler.measure.interpret.run_isolated``); ``runs``:
     several keyword sets run one after the other in the same process (results concatenated)."""
     out: list[dict] = []
     for kw in (runs or [kwargs]):

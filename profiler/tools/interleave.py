@@ -31,9 +31,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiler.errors import UsageError
-from profiler.records import Manifest, PointRecord, PointSpec, Timing
-from profiler.store import LoadedRun
+from profiler.core.errors import UsageError
+from profiler.core.records import Manifest, PointRecord, PointSpec, Timing
+from profiler.store.runs import LoadedRun
 
 WORKER = r'''
 import json, sys, time
@@ -46,7 +46,10 @@ import torch
 torch.set_num_threads(req["threads"])
 try:
     from profiler.measure.timer import PerfCounterTimer, warm_up, calls_per_sample
-    from profiler.records import MeasureSettings
+    try:
+        from profiler.core.records import MeasureSettings
+    except ImportError:  # a ref from before the core/ layout
+        from profiler.records import MeasureSettings
     timer = PerfCounterTimer(); timer_name = "profiler.measure.timer"
 except Exception:
     timer = None; timer_name = "perf_counter_ns loop"

@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from profiler.errors import UsageError
+from profiler.core.errors import UsageError
 
 DEFAULT_N = 1000
 
@@ -80,7 +80,7 @@ DISTRIBUTIONS = {MSP_PODCAST_LIKE.name: MSP_PODCAST_LIKE}
 
 
 def get_distribution(name: str) -> DurationDistribution:
-    from profiler.errors import did_you_mean
+    from profiler.core.errors import did_you_mean
 
     if name not in DISTRIBUTIONS:
         raise UsageError(f"unknown utterance distribution {name!r}; {did_you_mean(name, DISTRIBUTIONS)}")

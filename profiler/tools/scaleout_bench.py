@@ -6,7 +6,7 @@ calibration: once with 1 worker pinned to 1 core with 1 thread, once with N work
 its own single core with 1 thread (``MultiExecutor.for_cpu(n, cores_per_worker=1)``). Reported: the
 wall time of each whole sweep (planning, run folder, worker start-up included), their ratio (target
 on a 2-core machine: <= 0.65), the same for the run phase alone (plan made -> last record), and per point the ratio of medians (N workers / 1
-worker) with a bootstrap 95% interval (``profiler.stats.ratio_of_medians``) plus a noise floor; a
+worker) with a bootstrap 95% interval (``profiler.core.stats.ratio_of_medians``) plus a noise floor; a
 point "agrees" when its interval contains 1.
 
 On a shared machine both numbers are indicative only: other processes steal the pinned cores.
@@ -28,7 +28,7 @@ DEFAULT_SWEEP = {"kernels": "retnet,lightnet,fox,softmax", "backends": "torch,sd
 def run_once(workers: int, overrides: Mapping[str, Any], out: Path) -> dict[str, Any]:
     from profiler.runner.multi import MultiExecutor
     from profiler.runner.sweep import SweepObserver, run_sweep
-    from profiler.scenario import build_spec
+    from profiler.spec.scenario import build_spec
 
     class Clock(SweepObserver):
         """Start of the run phase (plan made, run folder created) and the last record."""
@@ -57,7 +57,7 @@ def run_once(workers: int, overrides: Mapping[str, Any], out: Path) -> dict[str,
 def bench_scaleout(workers: int = 2, overrides: Mapping[str, Any] | None = None, out_dir: Path | None = None,
                    noise_floor: float = 0.03) -> dict[str, Any]:
     """Run the sweep with 1 and ``workers`` pinned single-core workers; see the module docstring."""
-    from profiler.stats import ratio_of_medians
+    from profiler.core.stats import ratio_of_medians
 
     ov = dict(DEFAULT_SWEEP if overrides is None else overrides)
     root = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="serprof-scaleout-"))

@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from profiler.stats import clopper_pearson_interval
+from profiler.core.stats import clopper_pearson_interval
 
 TARGETS = {0.0: ("<=", 0.01), 10.0: (">=", 0.95), 20.0: (">=", 0.99)}
 
@@ -50,7 +50,7 @@ class EvalSettings:
 
     @classmethod
     def preset(cls, quick: bool, *, comparisons: int | None = None, samples: int | None = None, **kw) -> "EvalSettings":
-        from profiler.errors import UsageError
+        from profiler.core.errors import UsageError
 
         base = cls(comparisons=40, samples=30) if quick else cls()
         s = cls(**{**asdict(base), **kw, "comparisons": comparisons or base.comparisons,
@@ -123,7 +123,7 @@ def _measurer(settings: EvalSettings) -> tuple[Callable[[Callable[[], object]], 
     """Time a callable like serprof's timer does; falls back to a perf_counter_ns loop."""
     try:
         from profiler.measure.timer import PerfCounterTimer, measure_timing
-        from profiler.records import MeasureSettings
+        from profiler.core.records import MeasureSettings
     except ImportError:  # pragma: no cover - the timer module ships with serprof
         def fallback(fn):
             for _ in range(3):
@@ -147,8 +147,8 @@ def _measurer(settings: EvalSettings) -> tuple[Callable[[Callable[[], object]], 
 
 
 def _loaded(samples: tuple[float, ...], name: str):
-    from profiler.records import Manifest, Memory, PointRecord, PointSpec, Timing
-    from profiler.store import LoadedRun
+    from profiler.core.records import Manifest, Memory, PointRecord, PointSpec, Timing
+    from profiler.store.runs import LoadedRun
 
     spec = PointSpec(kernel="dial", backend="torch", T=1024)
     rec = PointRecord(spec, "ok", timing=Timing(samples, "perf_counter_ns"), memory=Memory(None, "none"))

@@ -21,13 +21,13 @@ from typing import Any
 def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", batch: int = 1, heads: int = 4,
                 head_dim: int = 64, dtype: str = "float32", mode: str = "fwd", causal: bool = True,
                 device: str = "auto", steps: int = 3, out: Path | None = None) -> dict[str, Any]:
-    from profiler.errors import UsageError
+    from profiler.core.errors import UsageError
     from profiler.kernels import get_kernel, require_available
     from profiler.kernels.base import Shape
-    from profiler.plan import resolve_device
-    from profiler.records import MODES, PointSpec
-    from profiler.scenario import _parse_dtypes, _parse_lengths
-    from profiler.store import new_run_id
+    from profiler.spec.plan import resolve_device
+    from profiler.core.records import MODES, PointSpec
+    from profiler.spec.scenario import _parse_dtypes, _parse_lengths
+    from profiler.store.runs import new_run_id
 
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device {device!r} is not allowed; valid: auto, cpu, cuda")

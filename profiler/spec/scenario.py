@@ -23,7 +23,7 @@ Scenario file format (every key optional)::
     device = "auto"                        # auto | cpu | cuda
     interpret = false                      # fla backends on CPU under Triton's interpreter
     level = "kernel"                       # kernel | layer | model (profiler.layers)
-    audio = "1min..20min"                  # instead of lengths: durations -> T (profiler.audio)
+    audio = "1min..20min"                  # instead of lengths: durations -> T (profiler.core.audio)
     frame_rate = 50.0                      # speech frames per second of audio
     text_rate = 3.0                        # text tokens per second of audio
     bidirectional = "off"                  # off | on (adds forward+reversed series) | only
@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from profiler.errors import UsageError, did_you_mean
-from profiler.records import DTYPES, LEVELS, MODES, MeasureSettings
+from profiler.core.errors import UsageError, did_you_mean
+from profiler.core.records import DTYPES, LEVELS, MODES, MeasureSettings
 
 DEVICES = ("auto", "cpu", "cuda")
 CAUSAL_CHOICES = ("both", "causal", "non-causal")
@@ -76,7 +76,7 @@ class SweepSpec:
     level: str = "kernel"
     settings: MeasureSettings = field(default_factory=MeasureSettings)
     source: str | None = None          # scenario file it came from, if any
-    audio: tuple[float, ...] = ()      # seconds; when set, lengths come from these (profiler.audio)
+    audio: tuple[float, ...] = ()      # seconds; when set, lengths come from these (profiler.core.audio)
     frame_rate: float = 50.0
     text_rate: float = 3.0
     bidirectional: str = "off"         # "off" | "on" | "only"
@@ -89,7 +89,7 @@ class SweepSpec:
         return tuple(c for c in wanted if c in supported)
 
     def to_dict(self) -> dict[str, Any]:
-        from profiler.records import to_dict
+        from profiler.core.records import to_dict
 
         return to_dict(self)
 
@@ -170,7 +170,7 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
 
 def spec_from_dict(data: Mapping[str, Any], where: str = "manifest") -> SweepSpec:
     """Rebuild a ``SweepSpec`` stored in a manifest (``to_dict`` output)."""
-    from profiler.records import RecordError, from_dict
+    from profiler.core.records import RecordError, from_dict
 
     try:
         return from_dict(SweepSpec, data, where)
@@ -185,7 +185,7 @@ def _spec_field(key: str) -> str:
 # --------------------------------------------------------------------------- value parsers
 
 def _units():
-    import profiler.units as units  # the shared length / list / dtype / byte parser
+    import profiler.core.units as units  # the shared length / list / dtype / byte parser
 
     return units
 
@@ -334,7 +334,7 @@ _PACKINGS = {"padded": ("padded",), "packed": ("packed",), "both": ("padded", "p
 
 
 def _audio():
-    import profiler.audio as audio
+    import profiler.core.audio as audio
 
     return audio
 

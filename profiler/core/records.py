@@ -198,6 +198,12 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
 
 
+def device_key(worker: Any) -> str:
+    """The device model a record was measured on: what multi-device analysis groups by."""
+    w = dict(worker or {})
+    return str(w.get("device_name") or "unknown device")
+
+
 # --------------------------------------------------------------------------- (de)serialization
 
 def to_dict(obj: Any) -> Any:

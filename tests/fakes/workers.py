@@ -1,4 +1,9 @@
-"""Test-only fault injection for workers (never active unless ``SERPROF_TEST_FAULT`` is set).
+"""Test fakes for worker processes: fault injection and stand-ins for ``measure_point``.
+
+Workers load them through the runner's one seam, ``SERPROF_MEASURE_FN="tests.fakes.workers:NAME"``
+(the tests put the repository root on ``PYTHONPATH``); the product ships none of this.
+
+Fault injection (``SERPROF_TEST_FAULT``, read by every measure function here)
 
 ``SERPROF_TEST_FAULT="kind@pattern[;kind@pattern...]"``: before measuring a point whose id contains
 ``pattern``, the worker suffers ``kind``:
@@ -11,7 +16,8 @@
 * ``raise``  - an ordinary exception inside the point
 * ``sleep=S`` - sleeps S seconds, then measures normally (gives tests a window to kill the sweep)
 
-This is a seam for the runner's failure tests; the user-visible kernel list is untouched.
+``faulty_measure`` injects, then runs the real ``measure_point``; ``fake_measure`` and ``probe_measure``
+inject, then busy-wait instead of measuring (no torch import, so workers start fast).
 """
 
 from __future__ import annotations
@@ -66,13 +72,14 @@ def _apply(kind: str) -> None:
 
 
 def fake_measure(spec, settings, *, device_index: int = 0):
-    """Test-only stand-in for ``measure_point`` (``SERPROF_MEASURE_FN=profiler.runner.faults:fake_measure``).
+    """Test-only stand-in for ``measure_point`` (``SERPROF_MEASURE_FN=tests.fakes.workers:fake_measure``).
 
     Busy-waits ``SERPROF_FAKE_POINT_S`` seconds (default 0.01) as its "timed calls" and returns an
     ``ok`` record with those samples; it imports no torch, so runner tests start workers quickly.
     """
-    from profiler.records import PointRecord, Timing
+    from profiler.core.records import PointRecord, Timing
 
+    inject(spec.id)
     dur = float(os.environ.get("SERPROF_FAKE_POINT_S", "0.01"))
     reps = 3
     t0 = time.perf_counter()
@@ -82,3 +89,36 @@ def fake_measure(spec, settings, *, device_index: int = 0):
     per = (time.perf_counter() - t0) / reps
     return PointRecord(spec=spec, status="ok", timing=Timing(samples_s=(per,) * reps, timer="fake"),
                        worker={"device_index": device_index})
+
+
+def probe_measure(spec, settings, *, device_index: int = 0):
+    """Test/benchmark seam (``SERPROF_MEASURE_FN=tests.fakes.workers:probe_measure``).
+
+    Busy-waits ``SERPROF_FAKE_POINT_S`` seconds (default 0.05) like ``faults.fake_measure`` and
+    records, at measurement time, the cores every thread of the worker may run on
+    (``extra.thread_cores``): a pinned worker must never be able to leave its set.
+    """
+    import time
+
+    from profiler.core.records import PointRecord, Timing
+    from profiler.runner.pinning import thread_affinities
+
+    inject(spec.id)
+    dur = float(os.environ.get("SERPROF_FAKE_POINT_S", "0.05"))
+    reps = 3
+    t0 = time.perf_counter()
+    end = t0 + dur
+    while time.perf_counter() < end:
+        pass
+    per = (time.perf_counter() - t0) / reps
+    cores = sorted({c for cs in thread_affinities().values() for c in cs})
+    return PointRecord(spec=spec, status="ok", timing=Timing(samples_s=(per,) * reps, timer="fake"),
+                       extra={"thread_cores": cores, "pid": os.getpid()})
+
+
+def faulty_measure(spec, settings, *, device_index: int = 0):
+    """The real ``measure_point`` after the fault (if any) that ``SERPROF_TEST_FAULT`` names for this point."""
+    from profiler.measure.point import measure_point
+
+    inject(spec.id)
+    return measure_point(spec, settings, device_index=device_index)

@@ -1,0 +1,1 @@
+"""Values at the bottom: records, errors, units and formatting, statistics, the audio axis."""

@@ -1,0 +1,1 @@
+"""Run folders (manifest + points.jsonl) and compact baseline files: JSON in, values out."""

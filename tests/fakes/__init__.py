@@ -1,0 +1,1 @@
+"""Test fakes (worker measure functions, fault injection); never imported by the product."""
