@@ -109,7 +109,7 @@ def verify_cmd(
     if heads < 1 or head_dim < 1:
         raise UsageError("--heads and --head-dim must be >= 1")
     if interpret:
-        from profiler.measure.interpret import BF16_REASON, enable
+        from profiler.kernels.interpret import BF16_REASON, enable
 
         if "bfloat16" in dtypes:
             raise UsageError(BF16_REASON)

@@ -1,4 +1,14 @@
-"""What a kernel is: one declarative entry per attention mechanism.
+"""What is measured: the measurable-entry protocol, and a kernel as one declarative entry.
+
+**The protocol.** Kernels, the study's seq2seq layers and the SER head are all *entries*
+(``Entry``): a planning side (``backends`` and where they run, ``check_shape`` constraints,
+``analytic`` FLOP / byte / memory models, ``input_bytes``, ``reference_name``) and a measuring side
+(``build(point, device, seed) -> Workload``: the call, an optional reset, its inputs;
+``verify(point, device, seed, max_T) -> [Correctness]``). ``profiler.spec.registry`` finds the entry
+of a point's level; ``profiler.measure.point.measure_point`` is the one pipeline that turns any
+point into a record, so a new meter or timing is added there once.
+
+**A kernel** (``KernelSpec``) is one entry per mechanism.
 
 A ``KernelSpec`` says how to build deterministic inputs in the value ranges the real fla layers
 produce, which backends can compute the mechanism (and where), what fp32 reference checks them, and
@@ -18,10 +28,12 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:  # keep import of this module cheap
     import torch
+
+    from profiler.core.records import Correctness, PointSpec
 
 Inputs = Mapping[str, "torch.Tensor"]
 RunFn = Callable[[Inputs, bool], "torch.Tensor"]
@@ -45,12 +57,12 @@ class Backend:
 
     ``devices``: device types it runs on. ``requires``: importable modules it needs (checked with
     ``importlib.util.find_spec``, i.e. without importing them). ``interpretable``: an fla Triton
-    backend that can also run on CPU under Triton's interpreter (``profiler.measure.interpret``), for
+    backend that can also run on CPU under Triton's interpreter (``profiler.kernels.interpret``), for
     correctness only.
     """
 
     name: str
-    run: RunFn
+    run: RunFn | None = None                     # None for entries whose ``build`` makes the call (layers)
     devices: tuple[str, ...] = ("cpu", "cuda")
     requires: tuple[str, ...] = ()
     causal: tuple[bool, ...] = (True,)
@@ -82,6 +94,72 @@ class Backend:
         return True, "ok"
 
 
+@dataclass
+class Workload:
+    """What one point measures, built outside every timed region.
+
+    ``call()`` runs the measured thing once (forward under ``no_grad``, or forward + backward);
+    ``reset()`` (or None) runs between calls, outside timing (fwd+bwd: clears gradients);
+    ``inputs`` are the tensors the call reads (their bytes are stored with the memory reading);
+    ``extra`` goes to ``PointRecord.extra``. ``replay`` (or None) replaces fixed-shape timing for
+    points that time a sequence of differently sized calls (the SER utterance replay):
+    ``replay(device, settings, memory_meter) -> (Timing, peak bytes or None, extra)``.
+    """
+
+    call: Callable[[], Any]
+    reset: Callable[[], None] | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    replay: Callable[..., tuple] | None = None
+
+    def call_with_reset(self) -> None:
+        if self.reset is not None:
+            self.reset()
+        self.call()
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of the tensors among ``inputs`` (non-tensor parameters ignored)."""
+        total = 0
+        for v in self.inputs.values():
+            nbytes = getattr(v, "nbytes", None)
+            if isinstance(nbytes, int) and hasattr(v, "dtype"):
+                total += nbytes
+        return total
+
+
+@dataclass(frozen=True)
+class Analytic:
+    """Analytic models of one point: FLOPs and minimum DRAM bytes per call, working bytes above inputs."""
+
+    flops: float | None
+    bytes_moved: float | None
+    memory_bytes: int | None
+
+
+class Entry(Protocol):
+    """A measurable entry (see module doc); ``KernelSpec`` and ``profiler.layers.entry.LayerEntry``."""
+
+    name: str
+    title: str
+    family: str
+    level: str
+    backends: Mapping[str, Backend]
+    default_backend: str
+    reference_name: str
+    description: str
+    bidirectional: bool
+
+    def check_shape(self, shape: Shape) -> str | None: ...
+    def backend_limit(self, backend: str, shape: Shape) -> str | None: ...
+    def memory_bytes(self, shape: Shape, itemsize: int, backend: str, causal: bool, mode: str) -> int: ...
+    def input_bytes(self, shape: Shape, itemsize: int, mode: str) -> int: ...
+    def analytic(self, point: PointSpec, itemsize: int) -> Analytic: ...
+    def build(self, point: PointSpec, device: str, seed: int) -> Workload: ...
+    def verify(self, point: PointSpec, device: str, seed: int, max_T: int | None,
+               oracles: Sequence[str | None] = (None,)) -> list[Correctness]: ...
+
+
 @dataclass(frozen=True)
 class KernelSpec:
     """A mechanism: inputs, backends, reference, analytic models and constraints."""
@@ -102,7 +180,11 @@ class KernelSpec:
     reference_causal_prefix: bool = True         # causal: compare a T-prefix when T > reference_max_T
     description: str = ""
     default_backend: str = "torch"
-    extras: Mapping[str, object] = field(default_factory=dict)
+    backend_max_head_dim: Mapping[str, int] = field(default_factory=dict)   # per-backend head-dim limits
+    notes: Mapping[str, str] = field(default_factory=dict)                # documentation only
+
+    level = "kernel"
+    bidirectional = False
 
     def check_shape(self, shape: Shape) -> str | None:
         """Return why this shape is invalid for the mechanism, or None."""
@@ -111,6 +193,75 @@ class KernelSpec:
         if self.max_head_dim is not None and shape.D > self.max_head_dim:
             return f"{self.name}: head dim {shape.D} exceeds the limit of {self.max_head_dim}"
         return None
+
+    def backend_limit(self, backend: str, shape: Shape) -> str | None:
+        """Why ``backend`` cannot run ``shape`` although the mechanism can, or None."""
+        limit = self.backend_max_head_dim.get(backend)
+        if limit is not None and shape.D > limit:
+            return f"{self.name}/{backend}: head dim {shape.D} exceeds the backend's limit of {limit}"
+        return None
+
+    def input_bytes(self, shape: Shape, itemsize: int, mode: str) -> int:
+        """Bytes of q, k, v and the output (and their gradients in fwd+bwd)."""
+        n = shape.B * shape.T * shape.H * shape.D * itemsize
+        return 4 * n * (2 if mode == "fwdbwd" else 1)
+
+    def analytic(self, point: PointSpec, itemsize: int) -> Analytic:
+        """Forward FLOPs (x3 for fwd+bwd), forward bytes (none modelled for fwd+bwd), working memory."""
+        shape = Shape(point.B, point.T, point.H, point.D)
+        flops = float(self.flops(shape, point.causal))
+        moved: float | None = float(self.bytes_moved(shape, itemsize, point.causal))
+        if point.mode == "fwdbwd":
+            flops, moved = forward_backward_flops(flops), None
+        mem = int(self.memory_bytes(shape, itemsize, point.backend, point.causal, point.mode))
+        return Analytic(flops, moved, mem)
+
+    def build(self, point: PointSpec, device: str, seed: int) -> Workload:
+        """Inputs from ``make_inputs`` and the point's call (``fwd``: under ``no_grad``; ``fwdbwd``: the
+        tensors in ``grad_inputs`` become leaves requiring grad, the output gradient is drawn once,
+        on the first call, from a generator seeded with ``seed + 1``; ``reset`` clears the gradients)."""
+        import torch
+
+        inputs = self.make_inputs(Shape(point.B, point.T, point.H, point.D), getattr(torch, point.dtype), device, seed)
+        run = self.backends[point.backend].run
+        causal = point.causal
+        if point.mode == "fwd":
+            def call_fwd() -> None:
+                with torch.no_grad():
+                    run(inputs, causal)
+
+            return Workload(call_fwd, None, inputs)
+        leaves = []
+        for name in self.grad_inputs:
+            t = inputs[name]
+            if t.is_floating_point():
+                t.requires_grad_(True)
+                leaves.append(t)
+        state: dict[str, Any] = {}
+
+        def call_fwdbwd() -> None:
+            out = run(inputs, causal)
+            g = state.get("grad")
+            if g is None:
+                gen = torch.Generator(device="cpu").manual_seed(int(seed) + 1)
+                g = torch.randn(out.shape, generator=gen, dtype=torch.float32).to(device=out.device, dtype=out.dtype)
+                state["grad"] = g
+            out.backward(g)
+
+        def reset() -> None:
+            for t in leaves:
+                t.grad = None
+
+        return Workload(call_fwdbwd, reset, inputs)
+
+    def verify(self, point: PointSpec, device: str, seed: int, max_T: int | None,
+               oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
+        """The backend against the reference (and other backends in ``oracles``): ``kernels.check``."""
+        from profiler.kernels.check import check_against
+
+        return check_against(self, point.backend, Shape(point.B, point.T, point.H, point.D), point.dtype,
+                             device, point.causal, point.mode, seed, max_T, interpret=point.interpret,
+                             oracles=oracles)
 
 
 def require_causal(causal: bool, what: str) -> None:

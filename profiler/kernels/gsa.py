@@ -239,5 +239,5 @@ KERNEL = KernelSpec(
     max_head_dim=None,
     reference_max_T=REFERENCE_MAX_T,
     description="Gated slot attention (M = D slots, slot-axis forget gate): two O(T) chunkwise GLA passes.",
-    extras={"slots": "M = D"},
+    notes={"slots": "M = D"},
 )

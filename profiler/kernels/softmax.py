@@ -247,5 +247,5 @@ KERNEL = KernelSpec(
     reference_max_T=REFERENCE_MAX_T,
     description="Scaled dot-product softmax attention, causal and non-causal: O(T^2) time.",
     default_backend="sdpa",
-    extras={"backend_max_head_dim": {"fla": 256}},
+    backend_max_head_dim={"fla": 256},
 )

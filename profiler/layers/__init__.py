@@ -149,20 +149,5 @@ def param_count(name: str, hidden: int = STUDY_HIDDEN, heads: int = STUDY_HEADS)
         return sum(p.numel() for p in build_port(name, hidden, heads).parameters())
 
 
-def registry(level: str = "layer") -> dict:
-    """Layers as kernel-registry entries for the sweep planner (``profiler.layers.planning``)."""
-    from profiler.layers.planning import registry as _registry
-
-    return _registry(level)
-
-
-def __getattr__(name: str):  # lazy re-exports that import torch
-    if name in ("workload_for", "Workload"):
-        from profiler.layers import workload
-
-        return getattr(workload, name)
-    raise AttributeError(name)
-
-
 __all__ = ["LayerSpec", "LAYERS", "STUDY_LAYERS", "layer_registry", "get_layer", "build_port", "build_fla",
-           "param_count", "registry"]
+           "param_count"]

@@ -6,7 +6,7 @@
 For every fla layer of the study: build the fla class at the given size (seeded), build the port,
 load the fla state_dict into it with ``strict=True``, run both on the same input ``x`` [B, T, hidden]
 (fp32, ``no_grad``) and report ``max|port - fla| / max|fla|``. On CPU the fla layer runs under
-Triton's interpreter (``profiler.measure.interpret``; ``TRITON_INTERPRET=1`` is set here before triton
+Triton's interpreter (``profiler.kernels.interpret``; ``TRITON_INTERPRET=1`` is set here before triton
 is imported, so run this as its own process). Note that fla layers pick their recurrent kernels at
 T <= 64 and the chunked ones above. Prints one JSON object: ``{"<layer>@T<T>": {"rel_err", "seconds", "finite"}}``.
 On a GPU machine the same command checks the whole chain on CUDA.
@@ -44,7 +44,7 @@ def _activate_interpreter() -> None:
     os.environ.setdefault("TRITON_INTERPRET", "1")
     import importlib
 
-    mod = importlib.import_module("profiler.measure.interpret")
+    mod = importlib.import_module("profiler.kernels.interpret")
     for fn_name in ("enable", "activate", "install", "patch"):
         fn = getattr(mod, fn_name, None)
         if callable(fn):

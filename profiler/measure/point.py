@@ -1,21 +1,23 @@
-"""Measure one point inside a worker process: verify, then time, then peak memory, then energy.
+"""The one measurement pipeline: a point of any level (kernel, layer, model) -> its record.
 
-``measure_point(spec, settings, device_index=0) -> PointRecord`` is the one entry point the runner
-calls. Per point, in this order:
+``measure_point(spec, settings, device_index=0) -> PointRecord`` is what the runner's workers call.
+The point's entry (``profiler.spec.registry.get_entry``: a kernel, a layer or the SER head) supplies
+the shape constraints, the analytic models, the verification and the workload; everything below is
+written once for every level. Per point, in this order:
 
-1. **Correctness** (``settings.verify``): ``profiler.measure.verify.check_point`` compares the backend with
-   the kernel's fp32 reference on the same inputs (a T-prefix beyond ``verify_max_T``). A failure
-   returns status ``wrong`` with the error and nothing else is measured.
-2. **Inputs** from the registry (``kernel.make_inputs``), built outside every timed region. In
-   ``fwdbwd`` mode the tensors in ``kernel.grad_inputs`` require grad; the measured call is the
-   forward plus ``out.backward(g)`` with a fixed random ``g`` (seeded), and the gradients are set
-   to None between repetitions, outside the timing. In ``fwd`` mode the call runs under
-   ``torch.no_grad()``.
-3. **Timing** (``profiler.measure.timer``): warm-up by time budget, then repetitions until the CI
-   target or the time budget; CUDA events with optional L2 flush, perf_counter_ns on CPU.
-4. **Memory** (``profiler.measure.memory``): one further call under the device's memory meter, plus
-   the kernel's analytic model and the bytes of the inputs.
-5. **Energy** (``profiler.measure.energy``): a window of repeated calls on the device's meter, or a
+1. **Shape**: an impossible shape is a ``skipped`` record with the entry's reason.
+2. **Correctness** (``settings.verify``): ``profiler.measure.verify.verify_point`` (the same function
+   ``serprof verify`` runs) compares the backend with the entry's fp32 reference on the same inputs.
+   A failure returns status ``wrong`` with the error and nothing else is measured.
+3. **Workload** (``entry.build``): inputs and the call, built outside every timed region. ``fwd``
+   calls run under ``torch.no_grad()``; ``fwdbwd`` calls run forward plus backward of a fixed
+   random output gradient, and ``reset`` clears gradients between repetitions, outside timing.
+4. **Timing** (``profiler.measure.timer``): warm-up by time budget, then repetitions until the CI
+   target or the time budget. A workload with a ``replay`` (the SER utterance replay) times its own
+   sequence of calls instead.
+5. **Memory** (``profiler.measure.memory``): one further call under the device's memory meter, plus
+   the entry's analytic model and the bytes of the inputs.
+6. **Energy** (``profiler.measure.energy``): a window of repeated calls on the device's meter, or a
    record saying why there is none.
 
 Exceptions (out of memory and others) propagate: the runner turns them into statuses.
@@ -27,76 +29,16 @@ get one call, timed with ``perf_counter_ns`` and measured for memory at once, st
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
 
-from profiler.kernels import get_backend, get_kernel
-from profiler.kernels.base import KernelSpec, Shape, forward_backward_flops
+from profiler.core.records import Correctness, Energy, MeasureSettings, Memory, PointRecord, PointSpec
+from profiler.kernels.base import Shape
 from profiler.measure.device import Device, get_device
 from profiler.measure.timer import interpreted_timing, measure_timing
-from profiler.core.records import Correctness, Energy, MeasureSettings, Memory, PointRecord, PointSpec
+from profiler.measure.verify import verify_point
+from profiler.spec.registry import get_entry
+from profiler.store.runs import utc_now
 
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def input_bytes(inputs: dict) -> int:
-    """Bytes of the tensors among ``inputs`` (non-tensor parameters ignored)."""
-    total = 0
-    for v in inputs.values():
-        nbytes = getattr(v, "nbytes", None)
-        if isinstance(nbytes, int) and hasattr(v, "dtype"):
-            total += nbytes
-    return total
-
-
-def build_call(kernel: KernelSpec, run: Callable, inputs: dict, spec: PointSpec,
-               seed: int = 0) -> tuple[Callable[[], Any], Callable[[], None] | None]:
-    """``(call, reset)`` for the point's mode; ``reset`` is None in ``fwd`` mode.
-
-    fwdbwd: the inputs named in ``kernel.grad_inputs`` are made leaves requiring grad (in place);
-    the output gradient is drawn once, on the first call, from a generator seeded with ``seed``.
-    """
-    import torch
-
-    causal = spec.causal
-    if spec.mode == "fwd":
-        def call_fwd() -> None:
-            with torch.no_grad():
-                run(inputs, causal)
-
-        return call_fwd, None
-
-    leaves = []
-    for name in kernel.grad_inputs:
-        t = inputs[name]
-        if t.is_floating_point():
-            t.requires_grad_(True)
-            leaves.append(t)
-    state: dict[str, Any] = {}
-
-    def call_fwdbwd() -> None:
-        out = run(inputs, causal)
-        g = state.get("grad")
-        if g is None:
-            gen = torch.Generator(device="cpu").manual_seed(int(seed) + 1)
-            g = torch.randn(out.shape, generator=gen, dtype=torch.float32).to(device=out.device, dtype=out.dtype)
-            state["grad"] = g
-        out.backward(g)
-
-    def reset() -> None:
-        for t in leaves:
-            t.grad = None
-
-    return call_fwdbwd, reset
-
-
-def _check(spec: PointSpec, shape: Shape, settings: MeasureSettings, torch_device: str) -> Correctness:
-    from profiler.measure.verify import check_point
-
-    return check_point(spec.kernel, spec.backend, shape, spec.dtype, torch_device, spec.causal, spec.mode,
-                       settings.seed, settings.verify_max_T, interpret=spec.interpret)
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def wrong_reason(c: Correctness) -> str:
@@ -114,15 +56,8 @@ def wrong_reason(c: Correctness) -> str:
     return f"differs from {c.reference}: {'; '.join(parts)} (tolerance {tol:.3g})"
 
 
-def _analytic(kernel: KernelSpec, spec: PointSpec, shape: Shape, itemsize: int) -> tuple[float | None, float | None, int | None]:
-    flops = float(kernel.flops(shape, spec.causal))
-    if spec.mode == "fwdbwd":
-        flops = forward_backward_flops(flops)
-        moved = None  # the kernels carry a forward byte model only
-    else:
-        moved = float(kernel.bytes_moved(shape, itemsize, spec.causal))
-    mem = int(kernel.memory_bytes(shape, itemsize, spec.backend, spec.causal, spec.mode))
-    return flops, moved, mem
+def _no_energy(reason: str) -> Energy:
+    return Energy(energy_j=None, reason=reason)
 
 
 def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: int = 0,
@@ -131,81 +66,73 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
 
     ``device`` overrides the device built from ``spec.device`` (a seam for tests).
     """
-    if spec.level != "kernel":  # whole layers and the SER head (profiler.layers)
-        from profiler.layers.measure import measure_layer_point
-
-        return measure_layer_point(spec, settings, device_index=device_index, device=device)
-    import torch
-
     t0 = time.perf_counter()
-    started = _utc_now()
-    kernel = get_kernel(spec.kernel)
-    backend = get_backend(spec.kernel, spec.backend)
+    started = utc_now()
+    entry = get_entry(spec.level, spec.kernel)
     dev = device if device is not None else get_device(spec.device, device_index)
-    shape = Shape(spec.B, spec.T, spec.H, spec.D)
-    bad = kernel.check_shape(shape)
-    if bad:
-        return PointRecord(spec=spec, status="skipped", reason=bad, worker=dev.info(), started_at=started,
-                           wall_s=time.perf_counter() - t0)
-    dtype = getattr(torch, spec.dtype)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    flops, moved, analytic_mem = _analytic(kernel, spec, shape, itemsize)
     worker = dev.info()
+
+    def record(status: str, **fields) -> PointRecord:
+        return PointRecord(spec=spec, status=status, worker=worker, started_at=started,
+                           wall_s=time.perf_counter() - t0, **fields)
+
+    bad = entry.check_shape(Shape(spec.B, spec.T, spec.H, spec.D))
+    if bad:
+        return record("skipped", reason=bad)
+    model = entry.analytic(spec, ITEMSIZE[spec.dtype])
 
     correctness = None
     if settings.verify:
-        correctness = _check(spec, shape, settings, dev.torch_device)
+        correctness = verify_point(spec, dev.torch_device, settings.seed, settings.verify_max_T)[0]
         if not correctness.passed:
-            return PointRecord(spec=spec, status="wrong", reason=wrong_reason(correctness), correctness=correctness, flops=flops,
-                               bytes_moved=moved, worker=worker, started_at=started, wall_s=time.perf_counter() - t0)
+            return record("wrong", reason=wrong_reason(correctness), correctness=correctness,
+                          flops=model.flops, bytes_moved=model.bytes_moved)
 
-    inputs = kernel.make_inputs(shape, dtype, dev.torch_device, settings.seed)
-    in_bytes = input_bytes(inputs)
-    call, reset = build_call(kernel, backend.run, inputs, spec, settings.seed)
+    work = entry.build(spec, dev.torch_device, settings.seed)
     meter = dev.memory_meter()
-
-    def call_with_reset() -> None:
-        if reset is not None:
-            reset()
-        call()
-
+    in_bytes: int | None = work.input_bytes
+    reading = None
+    if work.replay is not None:
+        timing, peak, extra = work.replay(dev, settings, meter)
+        work.extra.update(extra)
+        memory = Memory(peak_bytes=peak, method=meter.method if peak is not None else "none",
+                        analytic_bytes=model.memory_bytes)
+        return record("ok", timing=timing, memory=memory, correctness=correctness, flops=model.flops,
+                      bytes_moved=model.bytes_moved, extra=work.extra,
+                      energy=_no_energy("utterance replay: energy is measured at fixed-T points"))
     if spec.interpret:
-        if reset is not None:
-            reset()
         took: list[float] = []
 
         def timed_call() -> None:
             c0 = time.perf_counter_ns()
-            call()
+            work.call_with_reset()
             took.append((time.perf_counter_ns() - c0) / 1e9)
 
-        reading = None
         if settings.measure_memory:
             reading = meter.measure(timed_call)  # the one call is timed and measured at once
         else:
             timed_call()
         timing = interpreted_timing(took[0])
-        energy = Energy(energy_j=None, reason="interpreted point (Triton interpreter on CPU): no energy")
+        energy = _no_energy("interpreted point (Triton interpreter on CPU): no energy")
     else:
         flush = dev.l2_flusher() if settings.l2_flush else None
-        timing = measure_timing(call, settings, dev.sample_timer(), sync=dev.synchronize, reset=reset, flush=flush)
-        reading = None
+        timing = measure_timing(work.call, settings, dev.sample_timer(), sync=dev.synchronize, reset=work.reset,
+                                flush=flush)
         if settings.measure_memory:
-            if reset is not None:
-                reset()  # frees last repetition's gradients outside the measured call
-            reading = meter.measure(call)
+            if work.reset is not None:
+                work.reset()  # frees the last repetition's gradients outside the measured call
+            reading = meter.measure(work.call)
         if settings.measure_energy:
-            energy = dev.energy_meter().measure(call_with_reset, window_s=settings.energy_window_s,
+            energy = dev.energy_meter().measure(work.call_with_reset, window_s=settings.energy_window_s,
                                                 sync=dev.synchronize)
         else:
-            energy = Energy(energy_j=None, reason="energy not measured (measure_energy is off)")
+            energy = _no_energy("energy not measured (measure_energy is off)")
 
     memory = Memory(
         peak_bytes=reading.peak_bytes if reading is not None else None,
         method=meter.method if reading is not None else "none",
         reserved_bytes=reading.reserved_bytes if reading is not None else None,
-        analytic_bytes=analytic_mem, input_bytes=in_bytes,
+        analytic_bytes=model.memory_bytes, input_bytes=in_bytes,
     )
-    return PointRecord(spec=spec, status="ok", timing=timing, memory=memory, energy=energy,
-                       correctness=correctness, flops=flops, bytes_moved=moved, worker=worker,
-                       started_at=started, wall_s=time.perf_counter() - t0)
+    return record("ok", timing=timing, memory=memory, energy=energy, correctness=correctness, flops=model.flops,
+                  bytes_moved=model.bytes_moved, extra=work.extra)

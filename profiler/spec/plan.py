@@ -9,7 +9,7 @@ Rules:
   a dtype the backend does not support, fwdbwd on a forward-only backend, a missing package, a
   packed utterance replay (``packing``) on a backend without a varlen path or at batch 1.
   A ``packing`` that can yield no packed point at all is a ``UsageError``
-  (``profiler.layers.planning.check_packing``).
+  (``profiler.spec.axes.check_packing``).
 * Order: series after series (a series is ``PointSpec.series_key``: everything but B and T), each
   from short to long by B*T, so an OOM at some size can skip the longer points of its series.
 * Memory: ``est_bytes = kernel.memory_bytes(...) + input bytes`` (analytic). Points above the memory
@@ -26,6 +26,7 @@ from typing import Any
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.core.records import PointRecord, PointSpec
+from profiler.spec.registry import registry
 from profiler.spec.scenario import SweepSpec
 
 DEFAULT_BUDGET_FRACTION = 0.7
@@ -121,37 +122,8 @@ def default_memory_budget(device: str, device_index: int = 0) -> tuple[int | Non
 # --------------------------------------------------------------------------- registry access
 
 def registry_for(level: str) -> dict[str, Any]:
-    """Kernels (or layers, for ``--level layer|model``) by name."""
-    if level == "kernel":
-        from profiler.kernels import registry
-
-        return registry()
-    import importlib
-
-    try:
-        mod = importlib.import_module("profiler.layers")
-        reg = getattr(mod, "registry")
-    except (ImportError, AttributeError):
-        raise UsageError(f"level {level!r} is not available in this serprof; valid: kernel") from None
-    return reg(level) if _takes_arg(reg) else reg()
-
-
-def _takes_arg(fn) -> bool:
-    import inspect
-
-    try:
-        return len(inspect.signature(fn).parameters) > 0
-    except (TypeError, ValueError):
-        return False
-
-
-def input_bytes(kernel: Any, shape: Any, itemsize: int, mode: str) -> int:
-    """Bytes of the inputs (and output): the kernel's own model if it has one, else q, k, v, o."""
-    fn = getattr(kernel, "extras", {}).get("input_bytes") if hasattr(kernel, "extras") else None
-    if callable(fn):
-        return int(fn(shape, itemsize, mode))
-    n = shape.B * shape.T * shape.H * shape.D * itemsize
-    return 4 * n * (2 if mode == "fwdbwd" else 1)
+    """Kernels (or layers, for ``--level layer|model``) by name (``profiler.spec.registry``)."""
+    return registry(level)
 
 
 # --------------------------------------------------------------------------- expansion
@@ -171,7 +143,7 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
     sweep = replace(sweep, device=device, settings=settings)
 
     reg = registry_for(sweep.level)
-    from profiler.layers import planning as axes  # audio lengths, bidirectional variants, utterance replay
+    from profiler.spec import axes  # audio lengths, bidirectional variants, utterance replay
     names = sweep.kernels or tuple(reg)
     for n in names:
         if n not in reg:
@@ -260,10 +232,9 @@ def _replay_product(sweep: SweepSpec, axes: Any, backend: str, vopts):
 
 
 def _backend_head_dim(kernel: Any, backend: str, D: int) -> str | None:
-    limit = (getattr(kernel, "extras", {}) or {}).get("backend_max_head_dim", {}).get(backend)
-    if limit is not None and D > limit:
-        return f"{kernel.name}/{backend}: head dim {D} exceeds the backend's limit of {limit}"
-    return None
+    from profiler.kernels.base import Shape
+
+    return kernel.backend_limit(backend, Shape(1, 1, 1, D))
 
 
 def estimate_bytes(kernel: Any, spec: PointSpec) -> int | None:
@@ -276,7 +247,7 @@ def estimate_bytes(kernel: Any, spec: PointSpec) -> int | None:
         work = int(kernel.memory_bytes(shape, itemsize, spec.backend, spec.causal, spec.mode))
     except Exception:  # a model that cannot estimate this case: no estimate, never a guess
         return None
-    return work + input_bytes(kernel, shape, itemsize, spec.mode)
+    return work + int(kernel.input_bytes(shape, itemsize, spec.mode))
 
 
 def _causal_text(flags) -> str:

@@ -3,7 +3,7 @@
 Methodology
 -----------
 *fla backends* ("dry" interpretation, FLA.md section 5b): in a fresh interpreted child process
-(``profiler.measure.interpret.run_isolated``) inside ``profiler.measure.interpret.dry()``, every
+(``profiler.kernels.interpret.run_isolated``) inside ``profiler.kernels.interpret.dry()``, every
 ``@triton.jit`` kernel body is skipped (autotuners keep one config so nothing is benchmarked), so
 fla's host code runs on the CPU and allocates exactly the buffers it would allocate on CUDA, in the
 same order. One forward (or forward+backward) call runs under torch.profiler, and the peak of the
@@ -130,7 +130,7 @@ def probe_child(**args) -> list[dict]:
     """Runs in the interpreted child (``run_isolated``): everything inside ``fla_interpret.dry()``."""
     import warnings
 
-    from profiler.measure.interpret import dry
+    from profiler.kernels.interpret import dry
 
     warnings.filterwarnings("ignore")
     with dry():
@@ -235,7 +235,7 @@ def probe_frontier(device_memory_bytes: int, *, kernels: list[str] | None = None
         raise UsageError("--batch, --heads and --head-dim must be >= 1")
     args = {"mem": device_memory_bytes, "kernels": kernels, "dtype": dtype, "B": B, "H": H, "D": D,
             "mode": mode, "Ts": list(Ts)}
-    from profiler.measure.interpret import InterpretError, run_isolated
+    from profiler.kernels.interpret import InterpretError, run_isolated
 
     try:
         rows = run_isolated("profiler.tools.frontier_probe:probe_child", args, timeout_s=timeout_s)

@@ -1,6 +1,6 @@
 """``serprof trace``: one point under ``torch.profiler``, for looking inside a kernel.
 
-Builds the point's inputs exactly as a sweep does (``kernel.make_inputs``, ``measure.point.build_call``),
+Builds the point's inputs exactly as a sweep does (``kernel.make_inputs``, ``KernelSpec.build``),
 makes one warm-up call outside the profiler, then profiles ``steps`` calls with CPU (and CUDA)
 activities, shapes and memory events. Writes:
 
@@ -55,13 +55,11 @@ def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", 
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function, tensorboard_trace_handler
 
-    from profiler.measure.point import build_call
-
     out_dir = Path(out) if out is not None else Path("reports") / new_run_id(f"trace-{kernel}-{bname}")
     out_dir.mkdir(parents=True, exist_ok=True)
     tb_dir = out_dir / "tb"
-    inputs = spec_k.make_inputs(shape, getattr(torch, dt), dev, 0)
-    call, reset = build_call(spec_k, b.run, inputs, spec, 0)
+    work = spec_k.build(spec, dev, 0)   # the inputs and call exactly as a sweep builds them
+    call, reset = work.call, work.reset
 
     def one() -> None:
         if reset is not None:

@@ -1,8 +1,8 @@
-"""fla's real Triton kernels on CPU under Triton's interpreter (profiler.measure.interpret).
+"""fla's real Triton kernels on CPU under Triton's interpreter (profiler.kernels.interpret).
 
 Isolation: interpret mode must be entered before fla is imported, and the rest of the suite imports
 fla normally (naive references), so every interpreted run happens in a fresh subprocess through
-``profiler.measure.interpret.run_isolated``: nothing here changes this pytest process (no env var, no
+``profiler.kernels.interpret.run_isolated``: nothing here changes this pytest process (no env var, no
 patch). One module-scoped subprocess runs every fla backend (all six mechanisms) at small shapes;
 the tests then assert on its results. Interpreted timings are meaningless and are not asserted.
 """
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from profiler.measure.interpret import InterpretError, run_isolated
+from profiler.kernels.interpret import InterpretError, run_isolated
 
 pytestmark = pytest.mark.interpret
 
@@ -73,7 +73,7 @@ def _dry_probe(T: int) -> dict:
     """Runs in the interpreted child: fla forward of softmax and FoX with kernel bodies skipped."""
     import torch
 
-    from profiler.measure import interpret as fla_interpret
+    from profiler.kernels import interpret as fla_interpret
     from profiler.kernels import fox, softmax
     from profiler.kernels.base import Shape
     from profiler.measure.memory import ProfilerMemoryMeter
@@ -110,7 +110,7 @@ def test_enable_refuses_after_compiled_fla_import_and_leaves_env_alone():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import fla.ops.utils.op  # noqa: F401 - compiled-decorated here, as in any test session
-    from profiler.measure import interpret as fla_interpret
+    from profiler.kernels import interpret as fla_interpret
 
     with pytest.raises(InterpretError, match="run_isolated"):
         fla_interpret.enable()

@@ -1,7 +1,7 @@
 """Packed variable-length utterance replay (``packing=packed``): fla numerics under Triton's
 interpreter, replay bookkeeping, and what the planner / CLI accept, drop and refuse.
 
-The interpreted part runs in one fresh process (``profiler.measure.interpret.run_isolated``: fla must be
+The interpreted part runs in one fresh process (``profiler.kernels.interpret.run_isolated``: fla must be
 imported after interpret mode is on), at hidden 64, 2 heads.
 """
 
@@ -27,7 +27,7 @@ def _interpreted_checks() -> dict:
     import torch
 
     from profiler.layers import build_fla
-    from profiler.layers.measure import measure_layer_point
+    from profiler.measure.point import measure_point
     from profiler.layers.packed import packed_vs_single
     from profiler.core.records import MeasureSettings, PointSpec
 
@@ -60,7 +60,7 @@ def _interpreted_checks() -> dict:
         o = opts + ((("packing", "packed"),) if packing == "packed" else ())
         spec = PointSpec(kernel="retnet", backend="fla", device="cpu", dtype="float32", mode="fwd", B=3, T=22,
                          H=2, D=64, causal=True, level="layer", interpret=True, options=tuple(sorted(o)))
-        rec = measure_layer_point(spec, settings)
+        rec = measure_point(spec, settings)
         out["points"][packing] = {"status": rec.status, "reason": rec.reason,
                                   "reference": rec.correctness.reference, "rel_err": rec.correctness.max_rel_err,
                                   "replay": {k: v for k, v in rec.extra["replay"].items() if k != "summary"},
@@ -71,7 +71,7 @@ def _interpreted_checks() -> dict:
 @pytest.fixture(scope="module")
 def interpreted() -> dict:
     pytest.importorskip("fla")
-    from profiler.measure.interpret import run_isolated
+    from profiler.kernels.interpret import run_isolated
 
     return run_isolated(f"{Path(__file__).resolve()}:_interpreted_checks", {}, timeout_s=300)
 

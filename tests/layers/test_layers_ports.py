@@ -91,11 +91,11 @@ def _settings(**kw):
 
 
 def test_layers_point_is_verified_timed_and_measured():
-    from profiler.layers.measure import measure_layer_point
+    from profiler.measure.point import measure_point
 
     spec = PointSpec(kernel="retnet", backend="torch", level="layer", B=1, T=48, H=2, D=64,
                      causal=False, options=(("bidirectional", "1"),))
-    rec = measure_layer_point(spec, _settings())
+    rec = measure_point(spec, _settings())
     assert rec.status == "ok", rec.reason
     assert rec.correctness.passed and rec.correctness.max_rel_err < 1e-4 and rec.correctness.checked_T == 48
     assert len(rec.timing.samples_s) >= 2 and all(s > 0 for s in rec.timing.samples_s)
@@ -104,12 +104,12 @@ def test_layers_point_is_verified_timed_and_measured():
 
 
 def test_layers_replay_point_stores_the_utterance_summary():
-    from profiler.layers.measure import measure_layer_point
+    from profiler.measure.point import measure_point
 
     spec = PointSpec(kernel="mha", backend="torch", level="layer", B=2, T=583, H=2, D=64, causal=False,
                      options=(("distribution", "msp-podcast-like"), ("frame_rate", "50"), ("replay", "5"),
                               ("text_rate", "3")))
-    rec = measure_layer_point(spec, _settings(verify=False))
+    rec = measure_point(spec, _settings(verify=False))
     assert rec.status == "ok", rec.reason
     rep = rec.extra["replay"]
     assert len(rep["durations_s"]) == 5 and len(rec.timing.samples_s) == 5

@@ -45,13 +45,13 @@ def checks(monkeypatch):
     calls = []
     result = {"passed": True}
 
-    def fake_check(spec, shape, settings, device):
-        calls.append((spec, shape, device))
+    def fake_verify(spec, device, seed, max_T, oracles=(None,)):
+        calls.append((spec, Shape(spec.B, spec.T, spec.H, spec.D), device))
         ok = result["passed"]
-        return Correctness(reference="exact fp32 attention", max_abs_err=1e-7 if ok else 0.5,
-                           max_rel_err=2e-7 if ok else 0.3, tolerance=1e-5, passed=ok, checked_T=spec.T)
+        return [Correctness(reference="exact fp32 attention", max_abs_err=1e-7 if ok else 0.5,
+                            max_rel_err=2e-7 if ok else 0.3, tolerance=1e-5, passed=ok, checked_T=spec.T)]
 
-    monkeypatch.setattr(point, "_check", fake_check)
+    monkeypatch.setattr(point, "verify_point", fake_verify)
     return calls, result
 
 
@@ -105,9 +105,9 @@ def test_fwdbwd_counts_the_gradients_and_resets_them(registry, checks, tmp_path)
 
 
 def test_fwdbwd_call_builder_resets_grads():
-    inputs = softmax.make_qkv(Shape(1, 16, 1, 8))
     spec = PointSpec("softmax", "naive", T=16, H=1, D=8, mode="fwdbwd")
-    call, reset = point.build_call(softmax.KERNEL, softmax.run_naive, inputs, spec)
+    work = softmax.KERNEL.build(spec, "cpu", 0)
+    inputs, call, reset = work.inputs, work.call, work.reset
     call()
     g1 = inputs["q"].grad.clone()
     call()

@@ -101,7 +101,7 @@ def enable() -> None:
         raise InterpretError(
             "fla was imported in this process before Triton's interpreter was enabled, so its "
             "kernels are compiled JIT functions; enable interpret mode before importing fla, or use "
-            "profiler.measure.interpret.run_isolated() to run interpreted work in a fresh process")
+            "profiler.kernels.interpret.run_isolated() to run interpreted work in a fresh process")
     os.environ["TRITON_INTERPRET"] = "1"
     import triton
 
@@ -185,7 +185,7 @@ def dry() -> Iterator[DryStats]:
     Requires interpret mode (``enable()``). See the module docstring for the caveats.
     """
     if not _installed:
-        raise InterpretError("dry() needs interpret mode: call profiler.measure.interpret.enable() first")
+        raise InterpretError("dry() needs interpret mode: call profiler.kernels.interpret.enable() first")
     from triton.runtime.interpreter import InterpretedFunction
 
     stats = DryStats()
@@ -213,7 +213,7 @@ def run_isolated(target: str, kwargs: dict | None = None, *, timeout_s: float = 
     normally (tests, sweep workers). Raises ``InterpretError`` with the child's stderr tail on failure.
     """
     env = dict(os.environ, TRITON_INTERPRET="1")
-    cmd = [sys.executable, "-m", "profiler.measure.interpret", target, json.dumps(kwargs or {})]
+    cmd = [sys.executable, "-m", "profiler.kernels.interpret", target, json.dumps(kwargs or {})]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
@@ -247,7 +247,7 @@ def _child_main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     # run through the canonical module object, not this ``__main__`` copy, so that library code
-    # calling ``profiler.measure.interpret.enable()`` sees the patches as installed
-    from profiler.measure.interpret import _child_main as _main
+    # calling ``profiler.kernels.interpret.enable()`` sees the patches as installed
+    from profiler.kernels.interpret import _child_main as _main
 
     sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,187 @@
+"""A layer (level ``layer``) or the SER head around it (level ``model``) as a measurable entry.
+
+``LayerEntry`` implements ``profiler.kernels.base.Entry`` for the study's seq2seq layers: the sweep
+planner reads its backends, constraints and analytic models; ``measure_point`` calls ``build`` and
+``verify`` exactly as for kernels.
+
+Analytic models (per forward call, ``D`` = model width):
+
+* FLOPs: ``2 * B * T * (weights in the projections)`` plus the mechanism kernel's own FLOP model at
+  the layer's head shape (softmax/FoX quadratic, the rest linear in T);
+* memory above inputs: ``B * T * (floats per token of the projections and gates) * itemsize`` plus the
+  mechanism kernel's memory model at the layer's head shape (the study's softmax: its ``naive``
+  backend's ``B * H * T^2`` scores);
+* bytes: weights once plus activations in and out of every projection.
+
+Measuring side: ``build`` gives the ``profiler.layers.workload`` call of the point, or, for points
+with option ``replay=N``, a ``Workload.replay`` that times N utterances (``profiler.layers.replay``);
+utterance-replay points carry no FLOP or byte model (their T varies per call).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Mapping, Sequence
+
+from profiler.core.records import Correctness, PointSpec
+from profiler.kernels.base import Analytic, Backend, KernelSpec, Shape, Workload
+from profiler.layers import LayerSpec, build_port, get_layer, layer_registry
+
+#: kernel backend each layer's port runs on (for the kernel's memory and FLOP models)
+_KERNEL_BACKEND = {"softmax": "naive", "mha": "sdpa"}
+
+
+@lru_cache(maxsize=64)
+def head_shape(name: str, hidden: int, heads: int) -> tuple[int, int, int, int]:
+    """``(H, Dk, params, floats_per_token)`` of the layer's attention core at this size (meta device)."""
+    import torch
+
+    with torch.device("meta"):
+        m = build_port(name, hidden, heads)
+    params = sum(p.numel() for p in m.parameters())
+    H = getattr(m, "num_heads")
+    Dk = next(getattr(m, a) for a in ("head_dim", "head_k_dim", "head_f_dim") if hasattr(m, a))
+    per_token = sum(mod.out_features for mod in m.modules() if isinstance(mod, torch.nn.Linear))
+    return H, Dk, params, per_token
+
+
+def _kernel(mechanism: str) -> KernelSpec:
+    return importlib.import_module(f"profiler.kernels.{mechanism}").KERNEL
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One layer at one level (``layer`` | ``model``); see module doc."""
+
+    spec: LayerSpec
+    level: str = "layer"
+
+    # -- planning side
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def title(self) -> str:
+        return self.spec.title
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+    @property
+    def description(self) -> str:
+        return self.spec.description
+
+    @property
+    def mechanism(self) -> str:
+        return self.spec.mechanism
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.spec.bidirectional
+
+    default_backend = "torch"
+    reference_name = "fla layer (tests) / fp32 port"
+
+    @property
+    def backends(self) -> Mapping[str, Backend]:
+        causal = (False, True) if self.spec.mechanism == "softmax" else (True,)
+        out = {"torch": Backend("torch", causal=causal, description="pure-PyTorch port on the kernels' torch backends")}
+        if self.spec.fla_class:
+            out["fla"] = Backend("fla", devices=("cuda",), requires=("fla", "triton"), interpretable=True,
+                                 description=f"{self.spec.fla_class} (Triton)")
+        return out
+
+    def check_shape(self, shape: Shape) -> str | None:
+        if min(shape.B, shape.T, shape.H, shape.D) < 1:
+            return f"B, T, H and D must be >= 1 (got B={shape.B}, T={shape.T}, H={shape.H}, D={shape.D})"
+        try:
+            head_shape(self.name, shape.D, shape.H)
+        except Exception as exc:  # noqa: BLE001 - the constructor's complaint is the reason
+            return f"layer {self.name} cannot be built with hidden {shape.D} and {shape.H} heads: {exc}"
+        return None
+
+    def backend_limit(self, backend: str, shape: Shape) -> str | None:
+        return None
+
+    def flops(self, shape: Shape, causal: bool) -> float:
+        H, Dk, params, _ = head_shape(self.name, shape.D, shape.H)
+        core = 0.0
+        try:
+            core = float(_kernel(self.mechanism).flops(Shape(shape.B, shape.T, H, Dk), causal))
+        except Exception:  # noqa: BLE001 - a mechanism without a model adds nothing, never a guess
+            pass
+        return 2.0 * shape.B * shape.T * params + core
+
+    def bytes_moved(self, shape: Shape, itemsize: int, causal: bool) -> float:
+        _, _, params, per_token = head_shape(self.name, shape.D, shape.H)
+        return float(itemsize * (params + 2 * shape.B * shape.T * (shape.D + per_token)))
+
+    def memory_bytes(self, shape: Shape, itemsize: int, backend: str, causal: bool, mode: str) -> int:
+        H, Dk, _, per_token = head_shape(self.name, shape.D, shape.H)
+        total = shape.B * shape.T * per_token * itemsize * (3 if mode == "fwdbwd" else 1)
+        kb = _KERNEL_BACKEND.get(self.name, "torch")
+        total += int(_kernel(self.mechanism).memory_bytes(Shape(shape.B, shape.T, H, Dk), itemsize, kb, causal, mode))
+        return total
+
+    def input_bytes(self, shape: Shape, itemsize: int, mode: str) -> int:
+        """The layer's input and output activations, [B, T, D] each."""
+        return 2 * shape.B * shape.T * shape.D * itemsize
+
+    def analytic(self, point: PointSpec, itemsize: int) -> Analytic:
+        shape = Shape(point.B, point.T, point.H, point.D)
+        mem = int(self.memory_bytes(shape, itemsize, point.backend, point.causal, point.mode))
+        if point.option("replay") is not None:
+            return Analytic(None, None, mem)
+        return Analytic(float(self.flops(shape, point.causal)), float(self.bytes_moved(shape, itemsize, point.causal)), mem)
+
+    # -- measuring side
+    def _extra(self, point: PointSpec) -> dict[str, Any]:
+        extra: dict[str, Any] = {"params": head_shape(self.name, point.D, point.H)[2]}
+        if point.option("audio_s") is not None:
+            extra["audio_s"] = float(point.option("audio_s"))
+        elif point.option("frame_rate") is not None and point.option("replay") is None:
+            from profiler.core.audio import rates_from_options
+
+            r = rates_from_options(point.options)   # the duration this T stands for (up to rounding)
+            extra["audio_s"] = point.T / (r.frame_rate_hz + r.text_rate_hz)
+        return extra
+
+    def build(self, point: PointSpec, device: str, seed: int) -> Workload:
+        import torch
+
+        from profiler.layers.workload import workload_for
+
+        work = workload_for(point, device, getattr(torch, point.dtype), seed)
+        reset = work.reset if point.mode == "fwdbwd" else None
+        replay = None
+        if point.option("replay") is not None:
+            from profiler.layers.replay import replay_point
+
+            def replay(dev, settings, meter, _work=work):
+                return replay_point(point, settings, dev, meter, _work)
+
+        return Workload(work.call, reset, work.inputs, self._extra(point), replay)
+
+    def verify(self, point: PointSpec, device: str, seed: int, max_T: int | None,
+               oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
+        from profiler.core.errors import UsageError
+        from profiler.layers.check import VERIFY_T, verify, verify_packed
+
+        if any(o is not None for o in oracles):
+            raise UsageError("layers are checked against their fp32 oracle only (no backend-vs-backend check)")
+        check = verify_packed if point.option("packing") == "packed" else verify
+        return [check(point, device, seed, min(VERIFY_T, max_T or VERIFY_T))]
+
+
+def entry(name: str, level: str = "layer") -> LayerEntry:
+    """One layer's entry (imports only its mechanism's kernel module when a model is evaluated)."""
+    return LayerEntry(get_layer(name), level)
+
+
+def registry(level: str = "layer") -> dict[str, LayerEntry]:
+    """Layer entries by name, in the study's display order."""
+    return {name: LayerEntry(spec, level) for name, spec in layer_registry().items()}

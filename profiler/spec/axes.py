@@ -1,0 +1,99 @@
+"""Sweep axes beyond kernels x backends x B x T x H x D: audio durations, bidirectional variants,
+utterance replay and packing (used by ``profiler.spec.plan``).
+"""
+
+from __future__ import annotations
+
+from profiler.core.errors import UsageError
+
+def layer_dims(sweep) -> tuple[int, ...]:
+    """D axis of a sweep: at layer/model levels D is the model width; the kernel default 64 means 1024."""
+    if sweep.level != "kernel" and tuple(sweep.head_dims) == (64,):
+        from profiler.layers import STUDY_HIDDEN
+
+        return (STUDY_HIDDEN,)
+    return tuple(sweep.head_dims)
+
+
+def _rate_options(sweep) -> tuple[tuple[str, str], ...]:
+    from profiler.core.audio import AudioRates
+
+    rates = AudioRates(getattr(sweep, "frame_rate", 50.0), getattr(sweep, "text_rate", 3.0))
+    return tuple((k, v) for k, v in rates.options(1.0) if k != "audio_s")
+
+
+def lengths_with_options(sweep) -> list[tuple[int, tuple[tuple[str, str], ...]]]:
+    """``(T, options)`` per length: from ``--audio`` durations (T = frames + tokens, the rates stored as
+    options; the duration is ``T / (frame_rate + text_rate)`` up to rounding and is stored in the
+    record's ``extra['audio_s']``) or plain ``--lengths``. Utterance-replay points follow, with
+    T = the longest possible utterance and options ``replay=N`` and ``distribution``."""
+    from profiler.core.audio import AudioRates
+    from profiler.layers.utterances import MSP_PODCAST_LIKE
+
+    out: list[tuple[int, tuple[tuple[str, str], ...]]] = []
+    audio = tuple(getattr(sweep, "audio", ()) or ())
+    rates = AudioRates(getattr(sweep, "frame_rate", 50.0), getattr(sweep, "text_rate", 3.0))
+    if audio:
+        out += [(rates.to_T(s), _rate_options(sweep)) for s in audio]
+    else:
+        out += [(T, ()) for T in sweep.lengths]
+    n = int(getattr(sweep, "utterances", 0) or 0)
+    if n > 0 and sweep.level != "kernel":
+        opts = _rate_options(sweep) + (("distribution", MSP_PODCAST_LIKE.name), ("replay", str(n)))
+        out.append((rates.to_T(MSP_PODCAST_LIKE.max_s), tuple(sorted(opts))))
+    return out
+
+
+def causal_variants(sweep, kernel, causals) -> list[tuple[bool, tuple[tuple[str, str], ...]]]:
+    """``(causal, options)`` variants: the backend's causal flags, plus (``--bidirectional on``) or instead
+    of them (``only``) the forward+reversed variant (causal False, option ``bidirectional=1``) for
+    layers that have one."""
+    mode = getattr(sweep, "bidirectional", "off")
+    has_bi = bool(kernel.bidirectional) and sweep.level != "kernel"
+    out = [] if (mode == "only" and has_bi) else [(c, ()) for c in causals]
+    if mode in ("on", "only") and has_bi:
+        out.append((False, (("bidirectional", "1"),)))
+    return out
+
+
+def check_packing(sweep, reg) -> None:
+    """Refuse (``UsageError``, exit 2) a ``packing`` that cannot yield a single packed replay point."""
+    if "packed" not in tuple(getattr(sweep, "packing", ("padded",))):
+        return
+    hint = "packed replay batches run the fla layers with cu_seqlens"
+    if not int(getattr(sweep, "utterances", 0) or 0):
+        raise UsageError(f"--packing packed applies to the utterance replay: add --utterances N ({hint})")
+    if sweep.level != "layer":
+        raise UsageError(f"--packing packed is for --level layer only, not {sweep.level!r} ({hint})")
+    if max(sweep.batch) < 2:
+        raise UsageError("--packing packed needs a batch size > 1 (e.g. --batch 8): a packed batch of one "
+                         "utterance is the batch-1 replay")
+    if sweep.backends and "fla" not in sweep.backends:
+        raise UsageError(f"--packing packed needs --backend fla ({hint}; the torch ports are padded only)")
+    names = sweep.kernels or tuple(reg)
+    if not any("fla" in reg[n].backends for n in names if n in reg):
+        fla = ", ".join(n for n, k in reg.items() if "fla" in k.backends)
+        raise UsageError(f"--packing packed needs an fla layer; valid: {fla}")
+
+
+def packing_variants(sweep, backend: str, B: int, options) -> list[tuple[tuple[tuple[str, str], ...], str | None]]:
+    """``(extra options, drop reason or None)`` per packing of one point. Only replay points vary:
+    ``padded`` adds no option (ids of padded replays are unchanged), ``packed`` adds ``packing=packed``
+    and is dropped for the torch ports, batch 1 and the bidirectional variants."""
+    opts = dict(options)
+    packings = tuple(getattr(sweep, "packing", ("padded",)))
+    if "replay" not in opts:
+        return [((), None)]
+    out: list[tuple[tuple[tuple[str, str], ...], str | None]] = []
+    if "padded" in packings:
+        out.append(((), None))
+    if "packed" in packings:
+        why = None
+        if backend != "fla":
+            why = f"packed replay: the {backend} backend has no varlen (cu_seqlens) path; it runs padded or batch 1"
+        elif B < 2:
+            why = "packed replay at batch 1 is the batch-1 replay"
+        elif opts.get("bidirectional") == "1":
+            why = "packed replay: the fla layers are causal only (no bidirectional variant)"
+        out.append(((("packing", "packed"),), why))
+    return out
