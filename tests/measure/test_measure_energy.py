@@ -27,8 +27,9 @@ class FakeGpu:
     """
 
     def __init__(self, idle_w: float = 70.0, period_s: float = 0.1, phase_s: float = 0.037,
-                 start_mj: int = 5_000_000) -> None:
+                 start_mj: int = 5_000_000, lag_s: float = 0.0) -> None:
         self.t = 0.0
+        self.lag_s = lag_s       # an update carries the energy up to ``lag_s`` before it
         self.idle_w = idle_w
         self.period_s = period_s
         self.phase_s = phase_s
@@ -56,7 +57,7 @@ class FakeGpu:
 
     def counter_mj(self) -> int:
         tick = self.phase_s + self.period_s * math.floor((self.t - self.phase_s) / self.period_s)
-        return self.start_mj + math.floor(self.energy_at(tick) * 1e3)
+        return self.start_mj + math.floor(self.energy_at(tick - self.lag_s) * 1e3)
 
     def power_mw(self) -> int:
         return int((self.energy_at(self.t) - self.energy_at(self.t - 1.0)) * 1e3)
@@ -169,15 +170,17 @@ def test_nvml_window_spans_20_counter_periods_and_a_second(period_s, least_s):
     assert e.calls == pytest.approx(least_s / 0.01, abs=1)
 
 
-def test_nvml_large_op_is_exact_to_the_counter_resolution():
-    gpu = FakeGpu(idle_w=70.0, period_s=0.1)
+@pytest.mark.parametrize("lag_s, call_s", [(0.0, 0.01), (0.095, 0.01), (0.095, 0.0123), (0.095, 0.104)])
+def test_nvml_large_op_is_exact_to_the_counter_resolution(lag_s, call_s):
+    """Exact to one counter step per window, also when an update carries energy up to a period old."""
+    gpu = FakeGpu(idle_w=70.0, period_s=0.1, lag_s=lag_s)
     busy_prelude(gpu)
-    e = nvml_meter(fake_nvml(gpu), gpu).measure(kernel(gpu, 0.01, 300.0), window_s=1.0)
-    truth = 300.0 * 0.01                                   # 3 J per call above idle
+    e = nvml_meter(fake_nvml(gpu), gpu).measure(kernel(gpu, call_s, 300.0), window_s=1.0)
+    truth = 300.0 * call_s                                 # 300 W above idle while a call runs
     assert not e.below_resolution and e.reason is None
     assert abs(e.energy_j - truth) <= e.counter_step_j / e.calls
     assert e.energy_ci_j[0] <= truth <= e.energy_ci_j[1]
-    assert e.gross_energy_j == pytest.approx(370.0 * 0.01, abs=e.counter_step_j / e.calls)
+    assert e.gross_energy_j == pytest.approx(370.0 * call_s, abs=e.counter_step_j / e.calls)
     assert e.idle_power_w == pytest.approx(70.0, abs=0.5)  # from the counter, not the 1-s power average
     assert e.idle_power_before_w == pytest.approx(70.0, abs=0.5)
     assert e.idle_power_after_w == pytest.approx(70.0, abs=0.5)
