@@ -94,7 +94,7 @@ class MeasureSettings:
     verify_max_T: int = 2048          # longest T the reference runs at (prefix for causal kernels)
     measure_memory: bool = True
     measure_energy: bool = True
-    energy_window_s: float = 1.0      # NVML counter window (many counter updates)
+    energy_window_s: float = 1.0      # energy window; the meter widens it to >= 20 counter periods and 1 s
     l2_flush: bool = False            # CUDA only: flush L2 between repetitions
     seed: int = 0
     point_timeout_s: float = 300.0    # a point taking longer is killed -> status "timeout"
