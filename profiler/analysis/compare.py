@@ -52,7 +52,7 @@ import numpy as np
 
 from profiler.analysis.gates import RuleSet
 from profiler.core.errors import UsageError, did_you_mean
-from profiler.core.records import PointRecord, PointSpec
+from profiler.core.records import PointRecord, PointSpec, energy_per_call
 from profiler.analysis.fits import fit_slope
 from profiler.core.stats import holm_adjust, one_sided_p, ratio_of_quantiles
 from profiler.store.runs import LoadedRun
@@ -309,8 +309,8 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
 
         # energy: where both sides have a meter reading
         rule = rules.for_point("energy", spec)
-        eb = b.energy.energy_j if b.energy else None
-        ec = c.energy.energy_j if c.energy else None
+        eb = energy_per_call(b.energy)[0]
+        ec = energy_per_call(c.energy)[0]
         if rule is not None and eb and ec and eb > 0 and ec > 0:
             msg = rule.fails(ec, eb)
             verdict = "regression" if msg else ("faster" if ec / eb < 1.0 / rule.threshold_ratio else "pass")

@@ -25,7 +25,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from profiler.core.records import PointRecord, PointSpec
+from profiler.core.records import PointRecord, PointSpec, energy_per_call
 from profiler.core.stats import summarize
 
 #: A point's median CI wider than this (half-width relative to the median) is flagged.
@@ -171,7 +171,7 @@ def point_stats(rec: PointRecord) -> PointStats | None:
     x = np.asarray(rec.timing.samples_s, dtype=float)
     s = summarize(x)
     mem = rec.memory
-    energy = rec.energy.energy_j if rec.energy is not None else None
+    energy = energy_per_call(rec.energy)[0]   # None when below resolution (never negative)
     return PointStats(
         record=rec, T=rec.spec.T, samples_s=x, median_s=s.median, ci_low_s=s.ci_low, ci_high_s=s.ci_high,
         peak_bytes=mem.peak_bytes if mem else None, analytic_bytes=mem.analytic_bytes if mem else None,

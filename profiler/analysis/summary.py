@@ -19,7 +19,7 @@ from profiler.analysis.frontier import Frontier, frontiers
 from profiler.analysis.roofline import RooflinePoint, roofline
 from profiler.analysis.ser import SerAnalysis, ser_analysis
 from profiler.analysis.series import Series, SeriesKey, build_series, interpreted_records
-from profiler.core.records import PointRecord
+from profiler.core.records import PointRecord, energy_per_call
 from profiler.store.runs import LoadedRun
 
 
@@ -73,8 +73,9 @@ class RunAnalysis:
 
 
 def _energy_note(records: list[PointRecord]) -> str | None:
-    reasons = [r.energy.reason for r in records if r.energy is not None and r.energy.energy_j is None and r.energy.reason]
-    if any(r.energy is not None and r.energy.energy_j is not None for r in records):
+    reasons = [r.energy.reason for r in records
+               if r.energy is not None and energy_per_call(r.energy)[0] is None and r.energy.reason]
+    if any(energy_per_call(r.energy)[0] is not None for r in records):
         return None
     if reasons:
         return max(set(reasons), key=reasons.count)

@@ -94,7 +94,7 @@ class MeasureSettings:
     verify_max_T: int = 2048          # longest T the reference runs at (prefix for causal kernels)
     measure_memory: bool = True
     measure_energy: bool = True
-    energy_window_s: float = 1.0      # NVML counter window (many counter updates)
+    energy_window_s: float = 1.0      # energy window; the meter widens it to >= 20 counter periods and 1 s
     l2_flush: bool = False            # CUDA only: flush L2 between repetitions
     seed: int = 0
     point_timeout_s: float = 300.0    # a point taking longer is killed -> status "timeout"
@@ -127,18 +127,52 @@ class Memory:
 
 @dataclass(frozen=True)
 class Energy:
-    """Energy per call, net of idle power. ``energy_j`` is None with a ``reason`` when no meter exists."""
+    """Energy per call, net of idle, from an energy counter (``profiler.measure.energy`` says how).
+
+    ``energy_j`` is None with a ``reason`` when no meter exists, and when the net energy is below the
+    counter's resolution (``below_resolution``; ``energy_ci_j`` then includes zero). Records written
+    before the counter-based idle baseline lack the fields after ``samples`` and may hold a negative
+    ``energy_j``: read energy through ``energy_per_call``.
+    """
 
     energy_j: float | None
     meter: str | None = None          # "nvml" | "rapl" | None
     reason: str | None = None         # why energy_j is None
     window_s: float | None = None
     calls: int | None = None
-    idle_power_w: float | None = None
+    idle_power_w: float | None = None  # from the counter: mean of the idle windows before and after
     mean_power_w: float | None = None
     throttled: bool | None = None
     throttle_reasons: tuple[str, ...] = ()
     samples: tuple[Mapping[str, Any], ...] = ()   # {"t_s", "power_w", "sm_clock_mhz", "temp_c", "throttle"}
+    gross_energy_j: float | None = None            # J per call, idle included (what Zeus reports)
+    energy_ci_j: tuple[float, float] | None = None  # (low, high) J per call, net
+    idle_power_before_w: float | None = None
+    idle_power_after_w: float | None = None
+    counter_period_s: float | None = None          # measured update period of the counter
+    counter_step_j: float | None = None            # smallest counter change seen (its resolution)
+    below_resolution: bool = False
+
+
+#: States of ``energy_per_call``.
+ENERGY_STATES = ("ok", "below_resolution", "none")
+
+
+def energy_per_call(energy: Energy | None) -> tuple[float | None, str]:
+    """Net J per call fit to plot or print, and its state: ``ok``, ``below_resolution`` or ``none``.
+
+    A stored non-positive ``energy_j`` (written by the old power-reading idle baseline) is below
+    resolution, never a number.
+    """
+    if energy is None:
+        return None, "none"
+    if energy.below_resolution:
+        return None, "below_resolution"
+    if energy.energy_j is None:
+        return None, "none"
+    if energy.energy_j <= 0:
+        return None, "below_resolution"
+    return energy.energy_j, "ok"
 
 
 @dataclass(frozen=True)

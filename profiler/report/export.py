@@ -13,7 +13,7 @@ from typing import Any
 
 from profiler.core.errors import UsageError
 from profiler.analysis.ser import audio_seconds
-from profiler.core.records import PointRecord
+from profiler.core.records import PointRecord, energy_per_call
 from profiler.core.stats import summarize
 from profiler.store.runs import RunDir
 
@@ -22,7 +22,7 @@ FORMATS = ("csv", "parquet")
 COLUMNS = ("id", "level", "kernel", "backend", "device", "dtype", "mode", "B", "T", "H", "D", "causal", "interpret",
            "options", "status", "reason", "n_samples", "median_s", "ci_low_s", "ci_high_s", "mean_s", "min_s",
            "max_s", "rel_ci", "timer", "peak_bytes", "reserved_bytes", "analytic_bytes", "input_bytes", "memory_method",
-           "energy_j", "energy_meter", "energy_reason", "mean_power_w", "throttled", "correct", "max_abs_err",
+           "energy_j", "gross_energy_j", "energy_meter", "energy_reason", "mean_power_w", "throttled", "correct", "max_abs_err",
            "max_rel_err", "tolerance", "flops", "bytes_moved", "flops_per_s", "tokens_per_s", "started_at", "wall_s",
            "device_name", "host", "audio_s")
 
@@ -49,7 +49,8 @@ def flatten(rec: PointRecord) -> dict[str, Any]:
                    analytic_bytes=rec.memory.analytic_bytes, input_bytes=rec.memory.input_bytes,
                    memory_method=rec.memory.method)
     if rec.energy is not None:
-        row.update(energy_j=rec.energy.energy_j, energy_meter=rec.energy.meter, energy_reason=rec.energy.reason,
+        row.update(energy_j=energy_per_call(rec.energy)[0], gross_energy_j=rec.energy.gross_energy_j,
+                   energy_meter=rec.energy.meter, energy_reason=rec.energy.reason,
                    mean_power_w=rec.energy.mean_power_w, throttled=rec.energy.throttled)
     if rec.correctness is not None:
         c = rec.correctness
@@ -85,7 +86,7 @@ def export_run(run_dir: Path | str, fmt: str = "csv", out: Path | str | None = N
 def _schema(pa):
     ints = {"B", "T", "H", "D", "n_samples", "peak_bytes", "reserved_bytes", "analytic_bytes", "input_bytes"}
     bools = {"causal", "interpret", "throttled", "correct"}
-    floats = {"median_s", "ci_low_s", "ci_high_s", "mean_s", "min_s", "max_s", "rel_ci", "energy_j", "mean_power_w",
+    floats = {"median_s", "ci_low_s", "ci_high_s", "mean_s", "min_s", "max_s", "rel_ci", "energy_j", "gross_energy_j", "mean_power_w",
               "max_abs_err", "max_rel_err", "tolerance", "flops", "bytes_moved", "flops_per_s", "tokens_per_s", "wall_s"}
     return pa.schema([(c, pa.int64() if c in ints else pa.bool_() if c in bools else pa.float64() if c in floats
                        else pa.string()) for c in COLUMNS])

@@ -294,7 +294,8 @@ def render_figures(analyses: Sequence[RunAnalysis], out_dir: Path) -> tuple[list
         "memory", "no point recorded peak memory")
     if any(a.has_energy for a in analyses):
         add(_series_plot(plt, st, analyses, out_dir, "energy", "Energy per call vs sequence length",
-                         "Energy per call net of idle power (J).", "energy per call (J)", lambda p: p.energy_j),
+                         "Energy per call net of idle (J); points below the counter's resolution are left out.",
+                         "energy per call (J)", lambda p: p.energy_j),
             "energy", "no energy")
     else:
         why = "; ".join(sorted({a.energy_note for a in analyses if a.energy_note})) or "none recorded"

@@ -20,6 +20,7 @@ from profiler.analysis.summary import RunAnalysis, analyze
 from profiler.core.errors import UsageError
 from profiler.report.text import (fmt_audio, fmt_bytes, fmt_ratio, fmt_s, fmt_slope, fmt_T, sentences,
                                   ser_sentences, summary_rows)
+from profiler.core.records import Energy, energy_per_call
 from profiler.store.runs import RunDir
 
 REPORT_NAME = "report.html"
@@ -39,6 +40,15 @@ def _flatten(prefix: str, obj: Any, out: list[tuple[str, str]]) -> None:
             _flatten(f"{prefix}[{i}]", x, out)
     else:
         out.append((prefix, obj if isinstance(obj, str) else json.dumps(obj, default=str)))
+
+
+def _energy_cell(e: Energy | None) -> str:
+    """Net J per call, gross in brackets; "below resolution" rather than a negative or noise number."""
+    value, state = energy_per_call(e)
+    gross = f" (gross {e.gross_energy_j:.3g} J)" if e is not None and e.gross_energy_j is not None else ""
+    if state == "ok":
+        return f"{value:.3g} J{gross}"
+    return f"below resolution{gross}" if state == "below_resolution" else "–"
 
 
 def _series_tables(a: RunAnalysis) -> list[dict]:
@@ -69,7 +79,7 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
                 "T": fmt_T(p.T), "audio": fmt_audio(audio), "median": fmt_s(p.median_s),
                 "ci": f"{fmt_s(p.ci_low_s)} – {fmt_s(p.ci_high_s)} (±{p.rel_ci * 100:.1f}%)" if math.isfinite(p.rel_ci) else "–",
                 "n": p.samples_s.size, "peak": fmt_bytes(p.peak_bytes), "analytic": fmt_bytes(p.analytic_bytes),
-                "energy": f"{p.energy_j:.3g} J" if p.energy_j is not None else "–",
+                "energy": _energy_cell(p.record.energy),
                 "tps": f"{p.tokens_per_s:,.0f}", "speedup": f"{fmt_ratio(r.speedup)}" if r else "–",
                 "mem_saving": fmt_ratio(r.memory_saving) if r else "–",
                 "flops": fmt_rate(fl, "FLOP/s"), "frac": f"{frac * 100:.1f}%" if frac else "–",
