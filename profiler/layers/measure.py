@@ -158,7 +158,7 @@ def measure_layer_point(spec: PointSpec, settings: MeasureSettings, *, device_in
     from profiler.layers.planning import entry as layer_entry
     from profiler.kernels.base import Shape
     from profiler.measure.device import get_device
-    from profiler.measure.timer import interpreted_timing, measure_timing
+    from profiler.measure.timer import interpreted_timing
 
     t0 = time.perf_counter()
     started = _now()
@@ -219,6 +219,7 @@ def measure_layer_point(spec: PointSpec, settings: MeasureSettings, *, device_in
             reset()
         work.call()
 
+    timed = None
     if spec.interpret:
         c0 = time.perf_counter_ns()
         reading = meter.measure(call_with_reset) if settings.measure_memory else (call_with_reset() or None)
@@ -226,7 +227,9 @@ def measure_layer_point(spec: PointSpec, settings: MeasureSettings, *, device_in
         energy = Energy(energy_j=None, reason="interpreted point (Triton interpreter on CPU): no energy")
     else:
         flush = dev.l2_flusher() if settings.l2_flush else None
-        timing = measure_timing(work.call, settings, dev.sample_timer(), sync=dev.synchronize, reset=reset, flush=flush)
+        timed = dev.time_call(work.call, settings, reset=reset, flush=flush)  # CUDA: device time + call latency
+        timing = timed.timing
+        extra.update(timed.extra)
         reading = meter.measure(call_with_reset) if settings.measure_memory else None
         if settings.measure_energy:
             energy = dev.energy_meter().measure(call_with_reset, window_s=settings.energy_window_s, sync=dev.synchronize)
@@ -238,5 +241,6 @@ def measure_layer_point(spec: PointSpec, settings: MeasureSettings, *, device_in
                     analytic_bytes=analytic, input_bytes=in_bytes)
     return PointRecord(spec=spec, status="ok", timing=timing, memory=memory, energy=energy, correctness=correctness,
                        flops=flops, bytes_moved=moved, worker=worker, started_at=started,
-                       wall_s=time.perf_counter() - t0, extra=extra)
+                       wall_s=time.perf_counter() - t0, extra=extra,
+                       **(timed.record_fields(extra=False) if timed is not None else {}))
 

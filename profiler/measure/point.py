@@ -33,7 +33,7 @@ from typing import Any, Callable
 from profiler.kernels import get_backend, get_kernel
 from profiler.kernels.base import KernelSpec, Shape, forward_backward_flops
 from profiler.measure.device import Device, get_device
-from profiler.measure.timer import interpreted_timing, measure_timing
+from profiler.measure.timer import interpreted_timing
 from profiler.records import Correctness, Energy, MeasureSettings, Memory, PointRecord, PointSpec
 
 
@@ -169,6 +169,7 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
             reset()
         call()
 
+    timed = None
     if spec.interpret:
         if reset is not None:
             reset()
@@ -188,7 +189,8 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
         energy = Energy(energy_j=None, reason="interpreted point (Triton interpreter on CPU): no energy")
     else:
         flush = dev.l2_flusher() if settings.l2_flush else None
-        timing = measure_timing(call, settings, dev.sample_timer(), sync=dev.synchronize, reset=reset, flush=flush)
+        timed = dev.time_call(call, settings, reset=reset, flush=flush)  # CUDA: device time + call latency
+        timing = timed.timing
         reading = None
         if settings.measure_memory:
             if reset is not None:
@@ -208,4 +210,5 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
     )
     return PointRecord(spec=spec, status="ok", timing=timing, memory=memory, energy=energy,
                        correctness=correctness, flops=flops, bytes_moved=moved, worker=worker,
-                       started_at=started, wall_s=time.perf_counter() - t0)
+                       started_at=started, wall_s=time.perf_counter() - t0,
+                       **(timed.record_fields() if timed is not None else {}))
