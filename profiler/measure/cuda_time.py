@@ -24,10 +24,13 @@ time when the host is. serprof therefore measures, per CUDA point:
      ["device_span_s"]`` (gaps between kernels on the device count there, not in the sum).
   3. ``spin_events``: when the profiler fails or sees no kernels: per sample::
 
-         synchronize(); spin(spin_s); start.record(); fn() x k; end.record(); end.synchronize()
+         synchronize(); spin(spin_s); start.record(); fn(); end.record(); end.synchronize()
 
-     with ``spin_s`` long enough (1.5 x k x the measured call latency) that the host enqueues all
-     k calls while the device spins, so the events see device work only.
+     with ``spin_s`` = 1.5 x the measured call latency (+ ``SPIN_S``, at most ``MAX_SPIN_S``) so
+     the host enqueues the call while the device spins and the events see device work only. One
+     call per sample: an op that synchronises inside (the usual reason capture failed) would let
+     the device idle between calls. For such an op the end event is enqueued after the host
+     returns, so the event's own enqueue cost (~1 us) is counted.
 
   ``Timing.method`` names the method used and ``Timing.method_reason`` the failures of the
   earlier ones (``"cuda_graph: RuntimeError: ..."``).
@@ -44,8 +47,8 @@ Order per point: first call alone (``FirstCall``), warm-up (``warm_up``), call l
 L2 flush (``MeasureSettings.l2_flush``, off by default; ``Timing.l2_flush`` records it): the flush
 kernel runs before each sample, outside the event pair. With a graph that can only make the first
 replay of a sample cold, so with flush on the graph method uses ``unroll = 1`` and ``n = 1``: one
-replay per event pair, each after a flush (cold L2 per call). ``kineto`` flushes before each
-profiled call; ``spin_events`` before each sample with ``k = 1``. Call latency is never flushed.
+replay per event pair, each after a flush (cold L2 per call). ``kineto`` and ``spin_events``
+flush before each (one-call) sample. Call latency is never flushed.
 
 What is not captured: for ``kineto``, overlap between kernels on several streams (durations are
 summed) and device idle gaps inside the call (see the span); for graphs, the host work of the call
@@ -75,7 +78,8 @@ MAX_REPLAYS = 10_000
 #: spin enqueued before the start event of a graph sample
 SPIN_S = 1e-4
 MAX_SPIN_S = 0.05
-MAX_SPIN_CALLS = 100
+#: spin_events: the spin lasts this many times the measured call latency (plus SPIN_S)
+SPIN_FACTOR = 1.5
 PILOT_REPLAYS = 3
 METHODS = ("cuda_graph", "kineto", "spin_events")
 
@@ -248,45 +252,29 @@ def _kineto(fn: Call, settings: MeasureSettings, api: CudaApi, reset: Call | Non
     sample()                    # the first profiled call pays the profiler's start-up; not kept
     spans.clear()
     samples, stop = sample_until(sample, settings, before=before, clock_ns=api.clock_ns, budget_s=budget_s)
-    extra["device_span_s"] = tuple(spans)
+    extra["device_span_s"] = list(spans)
     return samples, stop, 1, 1
 
 
 def _spin_events(fn: Call, settings: MeasureSettings, api: CudaApi, reset: Call | None, flush: Call | None,
                  budget_s: float | None, extra: dict, latency_s: float) -> tuple[list[float], str, int, int]:
-    def one(k: int, spin_s: float) -> float:
-        api.synchronize()
-
-        def body() -> None:
-            for i in range(k):
-                if reset is not None and i:
-                    reset()
-                fn()
-
-        return _events_elapsed_s(api, body, spin_s) / k
-
-    def spin_for(k: int) -> float:
-        return min(MAX_SPIN_S, 1.5 * k * latency_s + SPIN_S)
-
-    if reset is not None:
-        reset()
-    pilot = one(1, spin_for(1))
-    k = 1
-    if flush is None and reset is None:
-        k = int(min(MAX_SPIN_CALLS, max(1, math.ceil(MIN_SAMPLE_S / max(pilot, 1e-9)))))
-        k = max(1, min(k, int(MAX_SPIN_S / max(1.5 * latency_s, 1e-9))))
-    spin_s = spin_for(k)
+    # One call per sample: ops that reach this method often synchronise inside (that is why capture
+    # failed), and a second call would then start after the device went idle, counting host time.
+    spin_s = min(MAX_SPIN_S, SPIN_FACTOR * latency_s + SPIN_S)
 
     def before() -> None:
         if reset is not None:
             reset()
         if flush is not None:
             flush()
+        api.synchronize()
 
-    samples, stop = sample_until(lambda: one(k, spin_s), settings, before=before, clock_ns=api.clock_ns,
-                                 budget_s=budget_s)
+    def sample() -> float:
+        return _events_elapsed_s(api, fn, spin_s)
+
+    samples, stop = sample_until(sample, settings, before=before, clock_ns=api.clock_ns, budget_s=budget_s)
     extra["spin_s"] = spin_s
-    return samples, stop, k, 1
+    return samples, stop, 1, 1
 
 
 def measure_device_time(fn: Call, settings: MeasureSettings, api: CudaApi, *, reset: Call | None = None,
