@@ -147,7 +147,7 @@ class TorchCudaApi:
         from torch.profiler import ProfilerActivity, profile
 
         self.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             fn()
             self.synchronize()
         out = []
@@ -173,9 +173,24 @@ class TorchCudaApi:
         return cycles / (ms / 1e3) if ms > 0 else 1.5e9
 
 
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+
+
 def _why(method: str, exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{method}: {type(exc).__name__}: {first[:300]}"
+    """``method: Type: message``; a root cause hidden behind a clean-up error is named too.
+
+    (A failed capture often surfaces as the graph context's ``capture_end`` error; the op's own
+    error, e.g. "operation not permitted when stream is capturing", is its ``__context__``.)
+    """
+    text = f"{method}: {_first_line(exc)}"
+    root = exc.__cause__ or exc.__context__
+    seen = 0
+    while root is not None and (root.__cause__ or root.__context__) is not None and seen < 5:
+        root, seen = root.__cause__ or root.__context__, seen + 1
+    if root is not None:
+        text += f" (after {_first_line(root)})"
+    return text
 
 
 def _events_elapsed_s(api: CudaApi, body: Call, spin_s: float | None) -> float:

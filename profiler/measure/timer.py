@@ -3,9 +3,17 @@
 What is measured
     The time of a call ``fn()`` (one kernel forward, or forward + backward), in seconds per call,
     as a list of raw samples. On CPU each sample is ``time.perf_counter_ns`` around
-    ``calls_per_sample`` back-to-back calls, divided by that number. On CUDA each sample is one CUDA
-    event pair (``start.record(); fn() x k; end.record(); end.synchronize()``), i.e. device time of
-    the stream between the two events.
+    ``calls_per_sample`` back-to-back calls, divided by that number: the call latency (host time is
+    the work), stored with ``quantity="call_latency"``, ``method="perf_counter_ns"``.
+    ``CudaEventTimer`` (one event pair around k calls) is kept for single-call timing such as the
+    utterance replay; a CUDA *point* is timed by ``profiler.measure.cuda_time`` instead (device time
+    by CUDA graph replay and call latency sync to sync), because on a host-bound GPU kernel an event
+    pair around back-to-back calls measures host time.
+
+Per point (``Device.time_call``; CPU: ``time_host_call``)::
+
+    first_call_s = time_first_call(fn)     # sync; t0; fn(); sync; t1 -- compile/autotune/lazy init
+    measure_timing(fn, ...)                # below; CUDA: cuda_time.time_cuda_call
 
 Algorithm (``measure_timing``)::
 
@@ -38,8 +46,8 @@ Trade-offs
 
 What is not captured
     Cold-cache behaviour (calls run back to back, warm caches; on CUDA ``flush`` can empty L2
-    between repetitions), first-call costs (by design), and on CUDA the host-side launch overhead
-    that overlaps earlier work. On a shared machine samples include interference from other
+    between repetitions) and first-call costs (timed once on their own, ``PointRecord.first_call``,
+    never in the samples). On a shared machine samples include interference from other
     processes; the raw samples are kept so that it can be seen.
 """
 

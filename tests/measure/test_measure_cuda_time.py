@@ -121,6 +121,23 @@ def test_capture_failure_falls_back_to_kineto_with_the_reason():
     assert med(res.call_latency) == pytest.approx(h + d / 2, rel=0.01)
 
 
+def test_reason_names_the_root_cause_behind_a_cleanup_error():
+    gpu = FakeGpu()
+    inner = gpu.capture
+
+    def capture(fn, calls):
+        try:
+            return inner(fn, calls)
+        finally:
+            raise RuntimeError("operation failed due to a previous error during capture")   # like capture_end
+
+    gpu.capture = capture
+    t = measure_device_time(gpu.op(*HOST_BOUND, host_sync=True), settings(), gpu, latency_s=1e-3)
+    assert t.method == "kineto"
+    assert t.method_reason == ("cuda_graph: RuntimeError: operation failed due to a previous error during capture "
+                               f"(after RuntimeError: {CAPTURE_ERROR})")
+
+
 def test_replay_failure_also_falls_back():
     gpu = FakeGpu(replay_fails=True)
     res = time_cuda_call(gpu.op(*DEVICE_BOUND), settings(), gpu)
