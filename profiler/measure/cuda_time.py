@@ -65,9 +65,9 @@ import math
 import time
 from typing import Any, Callable, Protocol
 
-from profiler.records import MeasureSettings, Timing
 from profiler.measure.timer import (Call, TimedCall, first_call_record, sample_until, time_first_call,
                                     warm_up)
+from profiler.records import MeasureSettings, Timing
 
 #: a call shorter than this is unrolled in the captured graph (replay gaps would show)
 UNROLL_BELOW_S = 50e-6
