@@ -294,3 +294,14 @@ def test_new_record_round_trips():
                       **res.record_fields())
     back = from_dict(PointRecord, to_dict(rec))
     assert back == rec and len(back.extra["device_span_s"]) == len(rec.timing.samples_s)
+
+
+def test_cpu_point_records_first_call_and_call_latency():
+    from profiler.measure.point import measure_point
+
+    s = MeasureSettings(warmup_s=0.01, min_reps=3, max_reps=10, time_budget_s=0.1, verify=False,
+                        measure_memory=False, measure_energy=False)
+    rec = measure_point(PointSpec("softmax", "sdpa", T=64), s)
+    assert rec.status == "ok" and rec.timing.quantity == "call_latency" and rec.timing.method == "perf_counter_ns"
+    assert rec.call_latency is None and rec.launch_bound is None
+    assert rec.first_call is not None and rec.first_call.wall_s > 0
