@@ -2,6 +2,8 @@
 
 * ``serprof bench kernels``: torch backends on CPU vs SDPA (time, peak memory, speedup, slopes);
 * ``serprof bench timer``: serprof's timer vs ``torch.utils.benchmark.Timer.adaptive_autorange``;
+  ``--device cuda``: serprof's device time and call latency vs triton ``do_bench``,
+  ``do_bench_cudagraph`` and the Timer (exit 3 without CUDA);
 * ``serprof bench memory``: naive softmax peak memory vs its analytic model.
 
 Thin commands over ``profiler.tools.bench``. The ``bench`` sub-app is module-level (``bench_app``)
@@ -141,14 +143,24 @@ def _render_kernels(console, summary, Ts, records) -> None:
 
 @bench_app.command("timer")
 def timer_cmd(
-    ops: Optional[str] = typer.Option(None, "--ops", help="comma list of kernel:backend:T (default: softmax:sdpa:1024,softmax:sdpa:4096,retnet:torch:4096)"),
-    rounds: int = typer.Option(2, "--rounds", min=1, help="alternating rounds per op"),
+    ops: Optional[str] = typer.Option(None, "--ops", help="comma list of kernel:backend:T (default: CPU softmax:sdpa:1024,softmax:sdpa:4096,retnet:torch:4096; CUDA softmax:sdpa:4096,retnet:fla:4096)"),
+    rounds: int = typer.Option(2, "--rounds", min=1, help="alternating rounds per op (CPU)"),
     json_out: bool = typer.Option(False, "--json"),
+    device: str = typer.Option("cpu", "--device", help="cpu: vs torch Timer; cuda: device time and call latency vs triton do_bench, do_bench_cudagraph and torch Timer"),
+    json_path: Optional[str] = typer.Option(None, "--json-out", help="also write the results as JSON to this file"),
 ) -> None:
-    """Timing fidelity: serprof's median vs torch.utils.benchmark adaptive_autorange, same op, same process."""
+    """Timing fidelity: serprof vs the field's timers on the same op, in the same process."""
     import os
     import subprocess
     import sys
+
+    if device == "cuda":
+        _timer_cuda(ops, json_out, json_path)
+        return
+    if device != "cpu":
+        from profiler.core.errors import did_you_mean
+
+        raise UsageError(f"--device {device!r}: {did_you_mean(device, ('cpu', 'cuda'))}")
 
     from profiler.runner import allocator
 
@@ -156,14 +168,18 @@ def timer_cmd(
     if env != dict(os.environ):
         # glibc reads MALLOC_* at start-up only: compare both timers in a process with the workers'
         # allocator regime, or process history (not the timers) decides which one sees page faults.
-        args = ["bench", "timer", "--rounds", str(rounds)] + (["--ops", ops] if ops else []) + (["--json"] if json_out else [])
+        args = (["bench", "timer", "--rounds", str(rounds)] + (["--ops", ops] if ops else []) + (["--json"] if json_out else [])
+                + (["--json-out", json_path] if json_path else []))
         raise typer.Exit(subprocess.run([sys.executable, "-m", "profiler", *args], env=env).returncode)
     from profiler.tools import bench
 
     op_list = [o.strip() for o in ops.split(",") if o.strip()] if ops else list(bench.DEFAULT_FIDELITY_OPS)
     rows = bench.timer_fidelity(op_list, rounds=rounds)
+    data = [{**r.__dict__, "ratio": r.ratio, "matched_ratio": r.matched_ratio} for r in rows]
+    if json_path:
+        _write_json(json_path, data)
     if json_out:
-        typer.echo(json.dumps([{**r.__dict__, "ratio": r.ratio, "matched_ratio": r.matched_ratio} for r in rows]))
+        typer.echo(json.dumps(data))
         return
     from rich.table import Table
 
@@ -179,6 +195,69 @@ def timer_cmd(
     console.print(t)
     console.print("serprof = default MeasureSettings; matched = serprof given the Timer's wall time as its total "
                   "budget. Shared machine: indicative only.", highlight=False)
+
+
+def _write_json(path: str, data) -> None:
+    from pathlib import Path
+
+    try:
+        Path(path).write_text(json.dumps(data, indent=1) + "\n")
+    except OSError as exc:
+        raise UsageError(f"--json-out {path}: {exc.strerror or exc}") from None
+
+
+def _timer_cuda(ops: Optional[str], json_out: bool, json_path: Optional[str], *, device=None, tools=None,
+                make_call=None, console=None) -> None:
+    """``bench timer --device cuda`` (the seams let tests run it with a simulated device)."""
+    from profiler.tools import bench
+
+    if device is None:
+        from profiler.measure.device import get_device
+
+        device = get_device("cuda")   # UnavailableError without CUDA: one line, exit 3
+    op_list = [o.strip() for o in ops.split(",") if o.strip()] if ops else list(bench.DEFAULT_CUDA_OPS)
+    rows = bench.cuda_timer_comparison(op_list, device=device, tools=tools, make_call=make_call)
+    data = {"device": device.name(), "settings": _settings_dict(bench.CUDA_TIMER_SETTINGS),
+            "tools": bench.CUDA_TOOL_NOTES, "rows": [r.to_dict() for r in rows]}
+    if json_path:
+        _write_json(json_path, data)
+    if json_out:
+        typer.echo(json.dumps(data))
+        return
+    render_cuda_timers(rows, device.name(), console or _console())
+
+
+def _settings_dict(s) -> dict:
+    from profiler.core.records import to_dict
+
+    return to_dict(s)
+
+
+def render_cuda_timers(rows, device_name: str, console) -> None:
+    """The side-by-side table of ``bench timer --device cuda`` (ms per call, ratios to serprof)."""
+    from rich.table import Table
+
+    from profiler.tools.bench import CUDA_TOOL_NOTES
+
+    tools = list(rows[0].tools_s) if rows else list(CUDA_TOOL_NOTES)
+    t = Table(title=f"CUDA timers, ms per call ({device_name}; bf16 B=1 H=4 D=64 fwd)")
+    for c in ["op", "serprof device", "method", "serprof latency", "launch-bound", *tools,
+              *[f"device/{x}" for x in tools]]:
+        t.add_column(c, justify="left" if c in ("op", "method") else "right", no_wrap=c == "op")
+    for r in rows:
+        lb = "-" if r.launch_bound is None else ("yes" if r.launch_bound else "no")
+        t.add_row(r.op, _fmt_ms(r.serprof_device_s), r.serprof_method or "-", _fmt_ms(r.serprof_latency_s), lb,
+                  *[_fmt_ms(r.tools_s.get(x)) for x in tools], *[_fmt_x(r.ratio(x), "{:.3f}") for x in tools])
+    console.print(t)
+    for name, note in CUDA_TOOL_NOTES.items():
+        console.print(f"{name}: {note}", highlight=False)
+    console.print("serprof device: device time (method shown); serprof latency: sync-to-sync, one isolated call.",
+                  highlight=False)
+    for r in rows:
+        if r.serprof_method_reason:
+            console.print(f"{r.op}: fallback because {r.serprof_method_reason}", highlight=False)
+        for who, err in r.errors.items():
+            console.print(f"{r.op}: {who} failed: {err}", highlight=False)
 
 
 # --------------------------------------------------------------------------- bench memory

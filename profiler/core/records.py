@@ -11,6 +11,8 @@ report from a run folder on any machine.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import statistics
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ STATUSES = ("ok", "wrong", "oom", "timeout", "crashed", "skipped", "unavailable"
 MODES = ("fwd", "fwdbwd")
 DTYPES = ("float32", "float16", "bfloat16")
 LEVELS = ("kernel", "layer", "model")
+#: A point whose device time is under this fraction of its call latency is launch-bound.
+LAUNCH_BOUND_FRACTION = 0.5
 
 
 class RecordError(ValueError):
@@ -101,17 +105,54 @@ class MeasureSettings:
     memory_budget_bytes: int | None = None  # analytic memory above this -> "skipped"
 
 
+#: ``Timing.quantity`` values: what a sample is the time of.
+QUANTITIES = ("device_time", "call_latency")
+#: ``Timing.method`` values: how the samples were taken (see ``profiler.measure.cuda_time``).
+TIMING_METHODS = ("cuda_graph", "kineto", "spin_events", "sync_wall", "perf_counter_ns", "interpreted")
+
+
 @dataclass(frozen=True)
 class Timing:
-    """Raw latency samples of one point (seconds per call) and how they were taken."""
+    """Raw latency samples of one point (seconds per call) and how they were taken.
+
+    ``quantity`` says what was timed: ``device_time`` (what the GPU spends on the call, launch
+    overhead hidden) or ``call_latency`` (one isolated call, host included; on CPU the only one).
+    ``method`` is how, and ``method_reason`` why an earlier method of the fallback chain was not
+    used (its failure message). Records written before these fields existed load with
+    ``quantity == ""`` and ``method == ""``.
+    """
 
     samples_s: tuple[float, ...]
-    timer: str                        # "perf_counter_ns" | "cuda_event" | "interpreted"
+    timer: str                        # "perf_counter_ns" | "cuda_event" | "kineto" | "wall_ns" | "interpreted"
     warmup_s: float = 0.0
     warmup_calls: int = 0
     calls_per_sample: int = 1
     stop_reason: str = ""             # "ci_target" | "time_budget" | "max_reps"
     target_rel_ci: float | None = None
+    quantity: str = ""                # "device_time" | "call_latency" ("" in old records)
+    method: str = ""                  # one of TIMING_METHODS ("" in old records)
+    method_reason: str | None = None  # why the earlier methods of the chain were not used
+    unroll: int = 1                   # calls per captured CUDA graph (cuda_graph only)
+    l2_flush: bool = False            # L2 flushed before each sample (outside the timed region)
+
+    @functools.cached_property
+    def median_s(self) -> float | None:
+        """Median of the samples (None without samples)."""
+        return float(statistics.median(self.samples_s)) if self.samples_s else None
+
+
+@dataclass(frozen=True)
+class FirstCall:
+    """The first call of a point, timed on its own (compile, autotune, lazy init), synchronised after.
+
+    ``cache_dir`` is the Triton cache directory in force and ``cache_warm`` whether it existed and
+    was non-empty when the worker started (None where unknown).
+    """
+
+    wall_s: float
+    cache_dir: str | None = None
+    cache_warm: bool | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +247,10 @@ class PointRecord:
     wall_s: float | None = None       # whole point, set-up and verification included
     extra: Mapping[str, Any] = field(default_factory=dict)   # level-specific results (e.g. utterance replay)
     schema_version: int = SCHEMA_VERSION
+    # CUDA: sync-to-sync latency of one isolated call (``timing`` is then the device time). None on
+    # CPU, where ``timing`` itself is the call latency (quantity "call_latency"), and in old records.
+    call_latency: Timing | None = None
+    first_call: FirstCall | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -214,6 +259,24 @@ class PointRecord:
     @property
     def id(self) -> str:
         return self.spec.id
+
+    @property
+    def host_overhead_s(self) -> float | None:
+        """Median call latency minus median device time (None unless both were measured)."""
+        if self.call_latency is None or self.timing is None or self.timing.quantity != "device_time":
+            return None
+        lat, dev = self.call_latency.median_s, self.timing.median_s
+        if lat is None or dev is None:
+            return None
+        return lat - dev
+
+    @property
+    def launch_bound(self) -> bool | None:
+        """True when the device time is under ``LAUNCH_BOUND_FRACTION`` of the call latency (None if unknown)."""
+        if self.host_overhead_s is None:
+            return None
+        lat, dev = self.call_latency.median_s, self.timing.median_s
+        return bool(dev < LAUNCH_BOUND_FRACTION * lat)
 
 
 @dataclass(frozen=True)

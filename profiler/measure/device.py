@@ -1,10 +1,12 @@
 """Device abstraction: everything device-specific the measurement needs, behind one small interface.
 
-A ``Device`` gives ``synchronize``, a ``SampleTimer`` (perf_counter_ns on CPU, CUDA events on
-CUDA), a memory meter, an energy meter (or a null one that says why), an optional L2 flush and a
+A ``Device`` gives ``synchronize``, ``time_call`` (the point's timings from one session: on CPU
+perf_counter_ns call latency, on CUDA device time and call latency, see
+``profiler.measure.cuda_time``), a ``SampleTimer`` (perf_counter_ns on CPU, CUDA events on CUDA,
+for callers that time single calls), a memory meter, an energy meter (or a null one that says why), an optional L2 flush and a
 description for the point's ``worker`` info. ``profiler.measure.point`` is written once against this
-interface; the hardware seams (clock, event factory, ``torch.cuda`` module, NVML module, RAPL root)
-are constructor arguments so tests run without a GPU.
+interface; the hardware seams (clock, event factory, ``torch.cuda`` module, the ``CudaApi`` of
+``cuda_time``, NVML module, RAPL root) are constructor arguments so tests run without a GPU.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any, Callable
 from profiler.core.errors import UnavailableError, UsageError
 from profiler.measure.energy import RAPL_ROOT, EnergyMeter, NvmlEnergyMeter, RaplEnergyMeter
 from profiler.measure.memory import CudaAllocatorMeter, MemoryMeter, ProfilerMemoryMeter
-from profiler.measure.timer import CudaEventTimer, PerfCounterTimer, SampleTimer
+from profiler.measure.timer import CudaEventTimer, PerfCounterTimer, SampleTimer, TimedCall, time_host_call
+from profiler.core.records import MeasureSettings
 
 
 class Device(ABC):
@@ -43,6 +46,15 @@ class Device(ABC):
 
     @abstractmethod
     def sample_timer(self) -> SampleTimer: ...
+
+    @abstractmethod
+    def time_call(self, fn: Callable[[], Any], settings: MeasureSettings, *, reset: Callable[[], None] | None = None,
+                  flush: Callable[[], None] | None = None) -> TimedCall:
+        """Time a point's call: first call, warm-up, samples (``TimedCall``: timing, call_latency, first_call, extra).
+
+        ``reset`` runs before every call outside the timed region (fwd+bwd gradient reset),
+        ``flush`` before every sample (L2 flush; CUDA only).
+        """
 
     @abstractmethod
     def memory_meter(self) -> MemoryMeter: ...
@@ -108,6 +120,11 @@ class CpuDevice(Device):
     def sample_timer(self) -> SampleTimer:
         return PerfCounterTimer(self._clock_ns)
 
+    def time_call(self, fn: Callable[[], Any], settings: MeasureSettings, *, reset: Callable[[], None] | None = None,
+                  flush: Callable[[], None] | None = None) -> TimedCall:
+        """perf_counter_ns samples, as always on CPU; they are the call latency (``call_latency`` is None)."""
+        return time_host_call(fn, settings, reset=reset, flush=flush, clock_ns=self._clock_ns)
+
     def memory_meter(self) -> MemoryMeter:
         return ProfilerMemoryMeter()
 
@@ -119,13 +136,15 @@ class CpuDevice(Device):
 
 
 class CudaDevice(Device):
-    """``cuda`` is the ``torch.cuda`` module, ``event_factory`` makes timing events, ``nvml`` the pynvml module."""
+    """``cuda`` is the ``torch.cuda`` module, ``event_factory`` makes timing events, ``nvml`` the pynvml
+    module, ``api`` the ``profiler.measure.cuda_time.CudaApi`` (``TorchCudaApi`` by default)."""
 
     type = "cuda"
 
     def __init__(self, index: int = 0, *, cuda: Any = None, event_factory: Callable[[], Any] | None = None,
-                 nvml: Any = None) -> None:
+                 nvml: Any = None, api: Any = None) -> None:
         super().__init__(index)
+        self._api = api
         if cuda is None:
             import torch
 
@@ -147,6 +166,20 @@ class CudaDevice(Device):
 
     def sample_timer(self) -> SampleTimer:
         return CudaEventTimer(self._event_factory)
+
+    def cuda_api(self) -> Any:
+        if self._api is None:
+            from profiler.measure.cuda_time import TorchCudaApi
+
+            self._api = TorchCudaApi(self.index)
+        return self._api
+
+    def time_call(self, fn: Callable[[], Any], settings: MeasureSettings, *, reset: Callable[[], None] | None = None,
+                  flush: Callable[[], None] | None = None) -> TimedCall:
+        """Device time (``timing``) and call latency from one session (``profiler.measure.cuda_time``)."""
+        from profiler.measure.cuda_time import time_cuda_call
+
+        return time_cuda_call(fn, settings, self.cuda_api(), reset=reset, flush=flush)
 
     def memory_meter(self) -> MemoryMeter:
         return CudaAllocatorMeter(self.index, self._cuda)

@@ -12,9 +12,13 @@ written once for every level. Per point, in this order:
 3. **Workload** (``entry.build``): inputs and the call, built outside every timed region. ``fwd``
    calls run under ``torch.no_grad()``; ``fwdbwd`` calls run forward plus backward of a fixed
    random output gradient, and ``reset`` clears gradients between repetitions, outside timing.
-4. **Timing** (``profiler.measure.timer``): warm-up by time budget, then repetitions until the CI
-   target or the time budget. A workload with a ``replay`` (the SER utterance replay) times its own
-   sequence of calls instead.
+4. **Timing** (``Device.time_call``): the first call timed alone (compile, autotune, lazy init:
+   ``PointRecord.first_call``), warm-up by time budget, then repetitions until the CI target or the
+   time budget. CPU: ``perf_counter_ns`` around the calls, which is the call latency. CUDA: two
+   timings from one session (``profiler.measure.cuda_time``): device time (CUDA-graph replay, else
+   kineto kernel durations, else events after an enqueued spin; ``PointRecord.timing``) and call
+   latency (sync, one call, sync; ``PointRecord.call_latency``). A workload with a ``replay`` (the
+   SER utterance replay) times its own sequence of calls instead.
 5. **Memory** (``profiler.measure.memory``): one further call under the device's memory meter, plus
    the entry's analytic model and the bytes of the inputs.
 6. **Energy** (``profiler.measure.energy``): a window of repeated calls on the device's meter, or a
@@ -33,7 +37,7 @@ import time
 from profiler.core.records import Correctness, Energy, MeasureSettings, Memory, PointRecord, PointSpec
 from profiler.kernels.base import Shape
 from profiler.measure.device import Device, get_device
-from profiler.measure.timer import interpreted_timing, measure_timing
+from profiler.measure.timer import interpreted_timing
 from profiler.measure.verify import verify_point
 from profiler.spec.registry import get_entry
 from profiler.store.runs import utc_now
@@ -100,6 +104,7 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
         return record("ok", timing=timing, memory=memory, correctness=correctness, flops=model.flops,
                       bytes_moved=model.bytes_moved, extra=work.extra,
                       energy=_no_energy("utterance replay: energy is measured at fixed-T points"))
+    timed = None
     if spec.interpret:
         took: list[float] = []
 
@@ -116,8 +121,9 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
         energy = _no_energy("interpreted point (Triton interpreter on CPU): no energy")
     else:
         flush = dev.l2_flusher() if settings.l2_flush else None
-        timing = measure_timing(work.call, settings, dev.sample_timer(), sync=dev.synchronize, reset=work.reset,
-                                flush=flush)
+        timed = dev.time_call(work.call, settings, reset=work.reset, flush=flush)  # CUDA: device time + call latency
+        timing = timed.timing
+        work.extra.update(timed.extra)
         if settings.measure_memory:
             if work.reset is not None:
                 work.reset()  # frees the last repetition's gradients outside the measured call
@@ -135,4 +141,5 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
         analytic_bytes=model.memory_bytes, input_bytes=in_bytes,
     )
     return record("ok", timing=timing, memory=memory, energy=energy, correctness=correctness, flops=model.flops,
-                  bytes_moved=model.bytes_moved, extra=work.extra)
+                  bytes_moved=model.bytes_moved, extra=work.extra,
+                  **(timed.record_fields(extra=False) if timed is not None else {}))

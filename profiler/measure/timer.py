@@ -3,9 +3,17 @@
 What is measured
     The time of a call ``fn()`` (one kernel forward, or forward + backward), in seconds per call,
     as a list of raw samples. On CPU each sample is ``time.perf_counter_ns`` around
-    ``calls_per_sample`` back-to-back calls, divided by that number. On CUDA each sample is one CUDA
-    event pair (``start.record(); fn() x k; end.record(); end.synchronize()``), i.e. device time of
-    the stream between the two events.
+    ``calls_per_sample`` back-to-back calls, divided by that number: the call latency (host time is
+    the work), stored with ``quantity="call_latency"``, ``method="perf_counter_ns"``.
+    ``CudaEventTimer`` (one event pair around k calls) is kept for single-call timing such as the
+    utterance replay; a CUDA *point* is timed by ``profiler.measure.cuda_time`` instead (device time
+    by CUDA graph replay and call latency sync to sync), because on a host-bound GPU kernel an event
+    pair around back-to-back calls measures host time.
+
+Per point (``Device.time_call``; CPU: ``time_host_call``)::
+
+    first_call_s = time_first_call(fn)     # sync; t0; fn(); sync; t1 -- compile/autotune/lazy init
+    measure_timing(fn, ...)                # below; CUDA: cuda_time.time_cuda_call
 
 Algorithm (``measure_timing``)::
 
@@ -38,8 +46,8 @@ Trade-offs
 
 What is not captured
     Cold-cache behaviour (calls run back to back, warm caches; on CUDA ``flush`` can empty L2
-    between repetitions), first-call costs (by design), and on CUDA the host-side launch overhead
-    that overlaps earlier work. On a shared machine samples include interference from other
+    between repetitions) and first-call costs (timed once on their own, ``PointRecord.first_call``,
+    never in the samples). On a shared machine samples include interference from other
     processes; the raw samples are kept so that it can be seen.
 """
 
@@ -48,9 +56,10 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Any, Callable, NamedTuple
 
-from profiler.core.records import MeasureSettings, Timing
+from profiler.core.records import FirstCall, MeasureSettings, Timing
 from profiler.core.stats import rel_ci_halfwidth
 
 Call = Callable[[], Any]
@@ -164,6 +173,37 @@ def _check_due(n: int, last_checked: int) -> bool:
     return n <= 30 or n - last_checked >= max(1, n // 20)
 
 
+def sample_until(sample: Callable[[], float], settings: MeasureSettings, *, before: Call | None = None,
+                 clock_ns: ClockNs = time.perf_counter_ns,
+                 budget_s: float | None = None) -> tuple[list[float], str]:
+    """The stopping rule: ``before(); samples.append(sample())`` until the CI target, the budget or max_reps.
+
+    ``before`` runs outside the sample (reset, flush). ``budget_s`` overrides
+    ``settings.time_budget_s``. Returns ``(samples, stop_reason)``.
+    """
+    if settings.min_reps < 1 or settings.max_reps < settings.min_reps:
+        raise ValueError(f"need 1 <= min_reps <= max_reps (got {settings.min_reps}, {settings.max_reps})")
+    samples: list[float] = []
+    budget_ns = (settings.time_budget_s if budget_s is None else budget_s) * 1e9
+    last_checked = 0
+    t1 = clock_ns()
+    while True:
+        if before is not None:
+            before()
+        samples.append(sample())
+        n = len(samples)
+        if n >= settings.max_reps:
+            return samples, STOP_MAX
+        if n < settings.min_reps:
+            continue
+        if n >= MIN_CI_SAMPLES and _check_due(n, last_checked):
+            last_checked = n
+            if rel_ci_halfwidth(samples) <= settings.target_rel_ci:
+                return samples, STOP_CI
+        if clock_ns() - t1 >= budget_ns:
+            return samples, STOP_BUDGET
+
+
 def measure_timing(fn: Call, settings: MeasureSettings, timer: SampleTimer, *, sync: Call = _noop,
                    reset: Call | None = None, flush: Call | None = None,
                    clock_ns: ClockNs = time.perf_counter_ns, batching: bool = True) -> Timing:
@@ -173,35 +213,74 @@ def measure_timing(fn: Call, settings: MeasureSettings, timer: SampleTimer, *, s
     warm_calls, warm_s, est = warm_up(fn, settings, sync=sync, reset=reset, clock_ns=clock_ns)
     k = calls_per_sample(est, timer, batching=batching and reset is None)
 
-    samples: list[float] = []
-    budget_ns = settings.time_budget_s * 1e9
-    last_checked = 0
-    stop = ""
-    t1 = clock_ns()
-    while True:
+    def before() -> None:
         if reset is not None:
             reset()
         if flush is not None:
             flush()
-        samples.append(timer.sample(fn, k))
-        n = len(samples)
-        if n >= settings.max_reps:
-            stop = STOP_MAX
-            break
-        if n < settings.min_reps:
-            continue
-        if n >= MIN_CI_SAMPLES and _check_due(n, last_checked):
-            last_checked = n
-            if rel_ci_halfwidth(samples) <= settings.target_rel_ci:
-                stop = STOP_CI
-                break
-        if clock_ns() - t1 >= budget_ns:
-            stop = STOP_BUDGET
-            break
+
+    samples, stop = sample_until(lambda: timer.sample(fn, k), settings, before=before, clock_ns=clock_ns)
     return Timing(samples_s=tuple(samples), timer=timer.name, warmup_s=warm_s, warmup_calls=warm_calls,
                   calls_per_sample=k, stop_reason=stop, target_rel_ci=settings.target_rel_ci)
 
 
 def interpreted_timing(seconds: float) -> Timing:
     """The one call of an interpreted point (Triton's interpreter on CPU): recorded, never performance."""
-    return Timing(samples_s=(float(seconds),), timer="interpreted", stop_reason=STOP_INTERPRETED)
+    return Timing(samples_s=(float(seconds),), timer="interpreted", stop_reason=STOP_INTERPRETED,
+                  quantity="call_latency", method="interpreted")
+
+
+# --------------------------------------------------------------------------- one point's timings
+
+class TimedCall(NamedTuple):
+    """What ``Device.time_call`` returns: the point's timings, from one measurement session.
+
+    ``timing`` is the primary metric (CUDA: device time; CPU: call latency), ``call_latency`` the
+    sync-to-sync latency on CUDA (None on CPU, where ``timing`` is that), ``first_call`` the first
+    call timed on its own, ``extra`` method-specific values for ``PointRecord.extra`` (may be empty).
+    """
+
+    timing: Timing
+    call_latency: Timing | None
+    first_call: FirstCall | None
+    extra: dict[str, Any]
+
+    def record_fields(self, extra: bool = True) -> dict[str, Any]:
+        """Keyword arguments for ``PointRecord`` besides ``timing`` (``extra`` only when non-empty)."""
+        out: dict[str, Any] = {"call_latency": self.call_latency, "first_call": self.first_call}
+        if extra and self.extra:
+            out["extra"] = dict(self.extra)
+        return out
+
+
+def time_first_call(fn: Call, *, sync: Call = _noop, reset: Call | None = None,
+                    clock_ns: ClockNs = time.perf_counter_ns) -> float:
+    """Wall seconds of one call, synchronised before and after (compile, autotune, lazy init included)."""
+    if reset is not None:
+        reset()
+    sync()
+    t0 = clock_ns()
+    fn()
+    sync()
+    return (clock_ns() - t0) / 1e9
+
+
+def first_call_record(wall_s: float) -> FirstCall:
+    """``FirstCall`` with the Triton cache state of this worker (``profiler.measure.compile_cache``)."""
+    from profiler.measure.compile_cache import cache_state
+
+    state = cache_state()
+    return FirstCall(wall_s=wall_s, cache_dir=state.cache_dir, cache_warm=state.warm, note=state.note)
+
+
+def time_host_call(fn: Call, settings: MeasureSettings, *, reset: Call | None = None,
+                   flush: Call | None = None, clock_ns: ClockNs = time.perf_counter_ns) -> TimedCall:
+    """CPU: the first call on its own, then ``measure_timing`` with ``PerfCounterTimer`` as before.
+
+    The samples are the call latency (host time is the work on CPU); the record says so with
+    ``quantity="call_latency"`` and ``method="perf_counter_ns"``.
+    """
+    first = first_call_record(time_first_call(fn, reset=reset, clock_ns=clock_ns))
+    t = measure_timing(fn, settings, PerfCounterTimer(clock_ns), reset=reset, flush=flush, clock_ns=clock_ns)
+    t = replace(t, quantity="call_latency", method="perf_counter_ns", l2_flush=flush is not None)
+    return TimedCall(t, None, first, {})

@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     pin = pinning.apply_from_env()
     out = os.fdopen(args.result_fd, "wb", buffering=0)
 
+    from profiler.measure.compile_cache import apply_cache_env
+
+    apply_cache_env()   # before torch/Triton are imported: compiled kernels and autotune results persist
     t0 = time.perf_counter()
     if args.interpret:
         _activate_interpreter()

@@ -12,6 +12,10 @@
   with both wall times. serprof runs twice: with its default settings, and with a total budget equal
   to the wall time the Timer just spent ("matched"). Rounds alternate the order (Timer first, then
   serprof first) to spread drift of a shared machine over both.
+* ``cuda_timer_comparison`` (``bench timer --device cuda``): on CUDA, per op (bf16), serprof's device
+  time and call latency (``Device.time_call``) beside triton's ``do_bench`` and
+  ``do_bench_cudagraph`` and ``torch.utils.benchmark.Timer``, with ratios. Expect device time ~
+  ``do_bench_cudagraph``; for host-bound ops ``do_bench`` and the Timer sit near the call latency.
 * ``memory_check``: the naive softmax at T=4096 (B=1, H=4, fp32, forward) measured by the CPU memory
   meter against the kernel's analytic memory model (target within +-15%).
 
@@ -24,7 +28,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from profiler.core.errors import UsageError
 from profiler.core.records import MeasureSettings, PointRecord, PointSpec
@@ -226,8 +230,8 @@ class FidelityRow:
 DEFAULT_FIDELITY_OPS = ("softmax:sdpa:1024", "softmax:sdpa:4096", "retnet:torch:4096")
 
 
-def _op_call(token: str) -> tuple[str, Callable[[], None]]:
-    """``kernel:backend:T`` -> a forward call on CPU inputs (B=1, H=4, D=64, fp32, causal)."""
+def _op_call(token: str, device: str = "cpu", dtype: str = "float32") -> tuple[str, Callable[[], None]]:
+    """``kernel:backend:T`` -> a forward call (B=1, H=4, D=64, causal; CPU fp32 unless told)."""
     import torch
 
     from profiler.kernels import get_backend, get_kernel
@@ -238,7 +242,7 @@ def _op_call(token: str) -> tuple[str, Callable[[], None]]:
         raise UsageError(f"bad op {token!r}; expected kernel:backend:T, e.g. softmax:sdpa:1024")
     kernel = get_kernel(parts[0])
     backend = get_backend(kernel.name, parts[1])
-    inputs = kernel.make_inputs(Shape(T=int(parts[2]), **SHAPE), torch.float32, "cpu", 0)
+    inputs = kernel.make_inputs(Shape(T=int(parts[2]), **SHAPE), getattr(torch, dtype), device, 0)
 
     def call() -> None:
         with torch.no_grad():
@@ -296,6 +300,136 @@ def timer_fidelity(ops: Sequence[str] = DEFAULT_FIDELITY_OPS, rounds: int = 2,
             matched_median_s=_geo_mean(res["mm"]), matched_wall_s=statistics.mean(res["mw"]),
             rounds=rounds, serprof_reps=int(statistics.median(res["sn"])), matched_reps=int(statistics.median(res["mn"])),
         ))
+    return rows
+
+
+# --------------------------------------------------------------------------- CUDA timers side by side
+
+#: ``bench timer --device cuda``: a compute-bound op and a host-bound fla chunk kernel (bf16)
+DEFAULT_CUDA_OPS = ("softmax:sdpa:4096", "retnet:fla:4096")
+CUDA_TIMER_SETTINGS = MeasureSettings(warmup_s=0.2, min_warmup_calls=2, min_reps=10, max_reps=500,
+                                      target_rel_ci=0.01, time_budget_s=2.0, verify=False,
+                                      measure_memory=False, measure_energy=False)
+#: tool name -> what it measures, for the table's legend and the JSON
+CUDA_TOOL_NOTES = {
+    "do_bench": "triton.testing.do_bench median: event pair around back-to-back calls, L2 flushed",
+    "do_bench_cudagraph": "triton.testing.do_bench_cudagraph median: CUDA graph replay (device time)",
+    "torch_timer": "torch.utils.benchmark.Timer.blocked_autorange median: host clock, synchronised per block",
+}
+
+
+def default_cuda_tools() -> dict[str, Callable[[Callable[[], Any]], float]]:
+    """The field's timers, each ``fn -> seconds per call`` (imports triton and torch when called)."""
+    def do_bench(fn: Callable[[], Any]) -> float:
+        from triton.testing import do_bench as tdb
+
+        return float(tdb(fn, warmup=50, rep=200, return_mode="median")) / 1e3
+
+    def do_bench_cudagraph(fn: Callable[[], Any]) -> float:
+        from triton.testing import do_bench_cudagraph as tdbg   # captures on its own side stream
+
+        return float(tdbg(fn, rep=100, return_mode="median")) / 1e3
+
+    def torch_timer(fn: Callable[[], Any]) -> float:
+        import torch.utils.benchmark as tb
+
+        return float(tb.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=0.5).median)
+
+    return {"do_bench": do_bench, "do_bench_cudagraph": do_bench_cudagraph, "torch_timer": torch_timer}
+
+
+@dataclass(frozen=True)
+class CudaTimerRow:
+    """One op timed by serprof (device time and call latency) and by the field's tools, seconds per call."""
+
+    op: str
+    serprof_device_s: float | None
+    serprof_method: str | None
+    serprof_method_reason: str | None
+    serprof_latency_s: float | None
+    tools_s: Mapping[str, float | None]
+    errors: Mapping[str, str] = field(default_factory=dict)   # tool (or "serprof", "op") -> one-line error
+
+    def ratio(self, tool: str, quantity: str = "device") -> float | None:
+        """serprof's device time (or call latency) over ``tool``'s number."""
+        mine = self.serprof_device_s if quantity == "device" else self.serprof_latency_s
+        theirs = self.tools_s.get(tool)
+        return mine / theirs if (mine and theirs) else None
+
+    @property
+    def launch_bound(self) -> bool | None:
+        if not self.serprof_device_s or not self.serprof_latency_s:
+            return None
+        from profiler.core.records import LAUNCH_BOUND_FRACTION
+
+        return self.serprof_device_s < LAUNCH_BOUND_FRACTION * self.serprof_latency_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "serprof_device_s": self.serprof_device_s, "serprof_method": self.serprof_method,
+                "serprof_method_reason": self.serprof_method_reason, "serprof_latency_s": self.serprof_latency_s,
+                "launch_bound": self.launch_bound, "tools_s": dict(self.tools_s), "errors": dict(self.errors),
+                "device_ratio": {t: self.ratio(t) for t in self.tools_s},
+                "latency_ratio": {t: self.ratio(t, "latency") for t in self.tools_s}}
+
+
+def _one_line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
+def cuda_timer_comparison(ops: Sequence[str] = DEFAULT_CUDA_OPS, *, device: Any = None,
+                          tools: Mapping[str, Callable[[Callable[[], Any]], float]] | None = None,
+                          settings: MeasureSettings = CUDA_TIMER_SETTINGS,
+                          make_call: Callable[[str], tuple[str, Callable[[], Any]]] | None = None,
+                          dtype: str = "bfloat16") -> list[CudaTimerRow]:
+    """Each op timed by ``device.time_call`` and by every tool, in one process (see ``CUDA_TOOL_NOTES``).
+
+    ``device`` (a ``Device``; CUDA 0 by default), ``tools`` and ``make_call`` (``token -> (name, fn)``)
+    are seams for tests. A failing op or tool becomes an entry in ``errors``, never an exception.
+    """
+    if device is None:
+        from profiler.measure.device import get_device
+
+        device = get_device("cuda")
+    if tools is None:
+        tools = default_cuda_tools()
+    if make_call is None:
+        def make_call(token: str) -> tuple[str, Callable[[], Any]]:
+            import torch
+
+            name, call = _op_call(token, device.torch_device, dtype)
+            fn = call
+
+            def call_no_grad() -> None:
+                with torch.no_grad():
+                    fn()
+
+            return name, call_no_grad
+    rows = []
+    for token in ops:
+        errors: dict[str, str] = {}
+        try:
+            name, fn = make_call(token)
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an op that cannot run here is a row with its reason
+            rows.append(CudaTimerRow(token, None, None, None, None, {t: None for t in tools}, {"op": _one_line(exc)}))
+            continue
+        dev_s = lat_s = method = reason = None
+        try:
+            timed = device.time_call(fn, settings)
+            dev_s, method, reason = timed.timing.median_s, timed.timing.method, timed.timing.method_reason
+            lat_s = timed.call_latency.median_s if timed.call_latency is not None else None
+        except Exception as exc:  # noqa: BLE001
+            errors["serprof"] = _one_line(exc)
+        tool_s: dict[str, float | None] = {}
+        for tname, tool in tools.items():
+            try:
+                tool_s[tname] = float(tool(fn))
+            except Exception as exc:  # noqa: BLE001
+                tool_s[tname] = None
+                errors[tname] = _one_line(exc)
+        rows.append(CudaTimerRow(name, dev_s, method, reason, lat_s, tool_s, errors))
     return rows
 
 

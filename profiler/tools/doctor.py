@@ -1,9 +1,11 @@
 """``serprof doctor``: check the whole measurement chain on this machine and say what works.
 
 Checks, in order: the environment (torch, CUDA, NVML, RAPL), ``serprof verify`` (every available
-backend against its reference, run as a subprocess exactly as a user would), and a tiny sweep with
+backend against its reference, run as a subprocess exactly as a user would), a tiny sweep with
 energy on (softmax sdpa and RetNet's default backend at two short lengths, through the real workers
-and run folder). Each check ends as ``ok``, ``unavailable`` (this machine lacks the hardware or
+and run folder), and on CUDA a short ``bench timer --device cuda`` (SDPA, and RetNet's fla kernel
+when fla is installed): serprof's device time against triton's ``do_bench_cudagraph`` (ok within
+``TIMER_TOLERANCE``) with the call latency and launch-bound flag; on CPU that check says it is skipped. Each check ends as ``ok``, ``unavailable`` (this machine lacks the hardware or
 permission; not a failure) or ``failed``.
 
 Exit code: 0 when no check failed, 1 when one did; an explicitly requested ``--device cuda`` that is
@@ -19,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 VERIFY_TIMEOUT_S = 900
+TIMER_CHECK = "timer (device time vs triton do_bench_cudagraph)"
+#: serprof's graph device time may differ this much from do_bench_cudagraph's before doctor fails
+TIMER_TOLERANCE = 0.25
 
 
 def _check(name: str, state: str, detail: str) -> dict[str, str]:
@@ -55,6 +60,7 @@ def run_doctor(device: str = "auto", out: Path | None = None) -> dict[str, Any]:
 
     checks.append(_verify_check())
     checks.extend(_tiny_sweep_checks(dev, out))
+    checks.append(timer_check(dev, fla=bool(pk.get("fla-core"))))
 
     failed = [c for c in checks if c["state"] == "failed"]
     works = [c["name"] for c in checks if c["state"] == "ok"]
@@ -123,3 +129,37 @@ def _tiny_sweep_checks(dev: str, out: Path | None) -> list[dict[str, str]]:
         reason = next((e.reason for e in energies if e.reason), "no energy meter")
         checks.append(_check("energy per call", "unavailable", reason))
     return checks
+
+
+def timer_check(dev: str, *, fla: bool = False, compare: Any = None) -> dict[str, str]:
+    """Short CUDA timer comparison (``profiler.tools.bench.cuda_timer_comparison``; ``compare`` is a seam)."""
+    if dev != "cuda":
+        return _check(TIMER_CHECK, "unavailable",
+                      "skipped: it compares CUDA timers (graph replay, do_bench_cudagraph); this run is on CPU")
+    from dataclasses import replace
+
+    from profiler.tools import bench
+
+    if compare is None:
+        compare = bench.cuda_timer_comparison
+    ops = ["softmax:sdpa:4096"] + (["retnet:fla:4096"] if fla else [])
+    settings = replace(bench.CUDA_TIMER_SETTINGS, warmup_s=0.1, time_budget_s=0.5)
+    try:
+        rows = compare(ops, settings=settings)
+    except Exception as exc:  # noqa: BLE001 - doctor reports, it does not crash
+        return _check(TIMER_CHECK, "failed", f"{type(exc).__name__}: {exc}")
+    parts, bad = [], []
+    for r in rows:
+        ratio = r.ratio("do_bench_cudagraph")
+        lb = {True: ", launch-bound", False: "", None: ""}[r.launch_bound]
+        if ratio is None:
+            bad.append(r.op)
+            why = "; ".join(f"{k}: {v}" for k, v in r.errors.items()) or "no number"
+            parts.append(f"{r.op}: {why}")
+            continue
+        if abs(ratio - 1.0) > TIMER_TOLERANCE:
+            bad.append(r.op)
+        lat = r.serprof_latency_s
+        parts.append(f"{r.op}: device {r.serprof_device_s * 1e3:.4g} ms ({r.serprof_method}) = {ratio:.2f}x "
+                     f"do_bench_cudagraph; call latency {lat * 1e3 if lat else float('nan'):.4g} ms{lb}")
+    return _check(TIMER_CHECK, "failed" if bad or not rows else "ok", "; ".join(parts) or "no op ran")

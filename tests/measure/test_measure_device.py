@@ -77,5 +77,8 @@ def test_real_cuda_point():
     s = MeasureSettings(warmup_s=0.05, min_reps=5, time_budget_s=0.5, energy_window_s=0.5, verify=True)
     rec = measure_point(PointSpec("softmax", "sdpa", device="cuda", dtype="float16", T=1024), s)
     assert rec.status == "ok" and rec.timing.timer == "cuda_event"
+    assert rec.timing.quantity == "device_time" and rec.timing.method == "cuda_graph", rec.timing.method_reason
+    assert rec.call_latency is not None and rec.call_latency.quantity == "call_latency"
+    assert rec.first_call is not None and rec.first_call.wall_s > 0 and rec.launch_bound is not None
     assert rec.memory.method == "cuda_allocator" and rec.memory.peak_bytes >= 1 * 1024 * 4 * 64 * 2
     assert rec.energy.energy_j is not None or rec.energy.reason

@@ -1,0 +1,8 @@
+"""Measure tests: the simulated CUDA device lives in ``measure_fake_cuda`` (this folder is put on sys.path)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
