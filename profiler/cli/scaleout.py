@@ -87,6 +87,13 @@ def execution_table(scenario: Path | None) -> dict[str, Any]:
         if k in ("workers", "cores_per_worker", "gpus_per_task", "array_parallelism", "shards") and (
                 isinstance(value, bool) or not isinstance(value, int)):
             raise UsageError(f"{scenario}: key 'execution.{key}' must be an integer, got {value!r}")
+        if k in ("executor", "partition", "account", "time_limit", "sbatch_extra", "devices") and not (
+                isinstance(value, str) or (k == "time_limit" and isinstance(value, int) and not isinstance(value, bool))):
+            raise UsageError(f"{scenario}: key 'execution.{key}' must be a string, got {value!r}")
+        if k == "sbatch_extra":
+            from profiler.runner.slurm import parse_sbatch_extra
+
+            parse_sbatch_extra(value, key=f"{scenario}: key 'execution.{key}'")
         out[k] = value
     return out
 
