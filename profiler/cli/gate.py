@@ -15,7 +15,8 @@ import typer
 
 from profiler.core.errors import UsageError
 
-baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --baseline`.", no_args_is_help=True)
+baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --baseline`.", no_args_is_help=True,
+                           rich_markup_mode=None)
 
 
 def _render_table(result) -> None:
@@ -81,6 +82,7 @@ def gate(
     allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch", help="Compare runs whose environment fingerprints differ."),
     ignore_env: Optional[List[str]] = typer.Option(None, "--ignore-env", help="Environment key to leave out of the fingerprint (repeatable)."),
     fail_on_missing: bool = typer.Option(False, "--fail-on-missing", help="Exit 1 when baseline points are missing in the candidate."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass when nothing was compared (default: exit 2)."),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the JSON verdict here."),
     markdown_out: Optional[Path] = typer.Option(None, "--markdown-out", help="Write the Markdown summary here."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples per point."),
@@ -99,9 +101,13 @@ def gate(
     repo: Path = typer.Option(Path("."), "--repo", help="--interleave: the git repository holding the refs."),
 ) -> None:
     """Compare a candidate run with a baseline; exit 1 on a regression (see docs/ci-gate.md)."""
-    from profiler.analysis.compare import compare_runs
+    from profiler.analysis.compare import check_compared, compare_runs
     from profiler.analysis.gates import RuleSet
+    from profiler.core.paths import check_output_file
 
+    for flag, path in (("--json-out", json_out), ("--markdown-out", markdown_out)):
+        if path is not None:
+            check_output_file(path, flag, create_parents=True)
     rules = RuleSet.parse(rule or [], defaults=not no_default_rules)
     if interleave:
         if baseline is not None or candidate is not None:
@@ -125,8 +131,9 @@ def gate(
         result = compare_runs(load_side(baseline), load_side(candidate), rules, alpha=alpha, normalize=normalize,
                               allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (), n_boot=n_boot,
                               seed=seed, fail_on_missing=fail_on_missing, statistic=statistic, noise_floor=noise_floor)
-    _render_table(result)
     _write_outputs(result, json_out, markdown_out)
+    _render_table(result)
+    check_compared(result, allow_empty)
     raise typer.Exit(result.exit_code)
 
 
@@ -137,8 +144,10 @@ def baseline_save(
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Thin each point to this many quantile samples."),
 ) -> None:
     """Write a compact baseline (spec ids, samples, memory, energy, environment, calibration)."""
+    from profiler.core.paths import check_output_file
     from profiler.store.baseline import save_baseline
 
+    check_output_file(out, "--out", create_parents=True)
     path = save_baseline(run, out, max_samples)
     typer.echo(f"baseline written: {path} ({path.stat().st_size} bytes)")
 
@@ -157,7 +166,11 @@ def gate_eval(
     from rich.console import Console
     from rich.table import Table
 
+    from profiler.core.paths import check_output_file
     from profiler.tools.gate_eval import EvalSettings, run_gate_eval
+
+    if json_out is not None:
+        check_output_file(json_out, "--json-out", create_parents=True)
 
     try:
         levels = [float(x) for x in slowdowns.split(",") if x.strip()]

@@ -28,14 +28,21 @@ def _writable_dir(d: Path) -> bool:
     return d.is_dir() and os.access(d, os.W_OK | os.X_OK)
 
 
-def check_output_file(path: str | os.PathLike, flag: str) -> Path:
-    """Validate a file to be written; returns it as a ``Path``."""
+def check_output_file(path: str | os.PathLike, flag: str, *, create_parents: bool = False) -> Path:
+    """Validate a file to be written; returns it as a ``Path``.
+
+    ``create_parents``: a missing parent folder is fine when it can be created (the command creates
+    it); otherwise the parent must exist.
+    """
     p = Path(path)
     _bad_chars(p, flag)
     if p.is_dir():
         raise UsageError(f"{flag}: {p} is a folder; give a file name")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.exists():
+        if create_parents:
+            check_output_dir(parent, flag)
+            return p
         raise UsageError(f"{flag}: folder {parent} does not exist")
     if not parent.is_dir():
         raise UsageError(f"{flag}: {parent} is not a folder")

@@ -143,6 +143,11 @@ class RunDir:
         return {r.id for r in records}
 
 
+def load_warnings(path: str | os.PathLike) -> list[str]:
+    """What loading a run folder would warn about (skipped lines, duplicates), for commands to print."""
+    return RunDir.open(path).load().warnings
+
+
 def _last_byte(p: Path) -> bytes:
     with open(p, "rb") as fh:
         fh.seek(-1, os.SEEK_END)
