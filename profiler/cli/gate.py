@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 
+from profiler.core.console import esc
 from profiler.core.errors import UsageError
 
 baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --baseline`.", no_args_is_help=True,
@@ -22,6 +23,7 @@ baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --base
 def _render_table(result) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from profiler.analysis.compare import fmt_ci, fmt_ratio, fmt_value, summary_line
 
@@ -31,22 +33,22 @@ def _render_table(result) -> None:
     for col in ("verdict", "metric", "point", "baseline", "candidate", "ratio", f"{result.confidence:.0%} CI"):
         table.add_column(col, overflow="fold")
     for c in result.sorted_checks():
-        table.add_row(f"[{colours[c.verdict]}]{c.verdict}[/]" if colours[c.verdict] else c.verdict, c.metric,
-                      c.subject, fmt_value(c, "baseline"), fmt_value(c, "candidate"), fmt_ratio(c), fmt_ci(c))
+        table.add_row(Text(c.verdict, style=colours[c.verdict]), *(Text(str(x)) for x in (
+            c.metric, c.subject, fmt_value(c, "baseline"), fmt_value(c, "candidate"), fmt_ratio(c), fmt_ci(c))))
     console.print(table)
     for i in result.missing_in_candidate:
-        console.print(f"[yellow]missing in candidate:[/] {i}")
+        console.print(f"[yellow]missing in candidate:[/] {esc(i)}")
     for i in result.missing_in_baseline:
-        console.print(f"missing in baseline (new): {i}")
+        console.print(f"missing in baseline (new): {i}", markup=False)
     for n in result.not_compared:
-        console.print(f"not compared: {n.subject}: {n.reason}")
+        console.print(f"not compared: {n.subject}: {n.reason}", markup=False)
     for k, a, b in result.env_differences:
-        console.print(f"[yellow]environment differs:[/] {k}: {a!r} vs {b!r}")
+        console.print(f"[yellow]environment differs:[/] {esc(k)}: {esc(repr(a))} vs {esc(repr(b))}")
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"[yellow]warning:[/] {esc(w)}")
     for c in result.regressions:
-        console.print(f"[bold red]REGRESSION[/] {c.subject}: {c.message}")
-    console.print(("[bold green]" if result.passed else "[bold red]") + summary_line(result) + "[/]")
+        console.print(f"[bold red]REGRESSION[/] {esc(c.subject)}: {esc(c.message)}")
+    console.print(summary_line(result), style="bold green" if result.passed else "bold red", markup=False)
 
 
 def _write_outputs(result, json_out: Optional[Path], markdown_out: Optional[Path]) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 
+from profiler.core.console import esc
 from profiler.core.errors import UsageError
 
 EXECUTORS = ("local", "slurm")
@@ -127,7 +128,7 @@ def submit_slurm(console, spec, opts, *, out: Path | None, resume: Path | None, 
                                "job_ids": res.job_ids, "script": res.script, "warnings": res.warnings}, indent=2))
         return
     for w in res.warnings:
-        console.print(f"[yellow]warning:[/] {w}", markup=True)
+        console.print(f"[yellow]warning:[/] {esc(w)}", markup=True)
     if not res.shards:
         console.print(f"nothing to submit: every planned point of {res.run_dir} has a record", markup=False)
         return
@@ -161,23 +162,24 @@ def status(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     c = Console()
-    c.print(f"[bold]{st.run_dir}[/] ({st.executor}): {st.done}/{st.total} points have a record"
+    c.print(f"[bold]{esc(st.run_dir)}[/] ({esc(st.executor)}): {st.done}/{st.total} points have a record"
             + ("" if st.complete else f", {st.total - st.done} missing"))
     t = Table(show_edge=False)
     for col in ("part", "done/total", "statuses", "state", "hosts", "devices"):
         t.add_column(col, overflow="fold")
     for r in st.rows:
         stat = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items())) or "-"
-        t.add_row(r.name, f"{r.done}/{r.total}", stat, r.state or "-", ", ".join(r.hosts) or "-",
-                  ", ".join(r.devices) or "-")
+        t.add_row(*(Text(x) for x in (r.name, f"{r.done}/{r.total}", stat, r.state or "-", ", ".join(r.hosts) or "-",
+                                      ", ".join(r.devices) or "-")))
     c.print(t)
     if len(st.devices) > 1:
         c.print("measured on " + "; ".join(f"{d}: {sum(v.values())} point(s)" for d, v in sorted(st.devices.items()))
-                + " (reported per device model, never averaged)")
+                + " (reported per device model, never averaged)", markup=False)
     for w in st.warnings:
-        c.print(f"[yellow]warning:[/] {w}")
+        c.print(f"[yellow]warning:[/] {esc(w)}")
 
 
 # --------------------------------------------------------------------------- serprof bench scaleout
