@@ -442,7 +442,8 @@ def _parse_settings(raw: Mapping[str, tuple[Any, str]]) -> MeasureSettings:
         kw[key] = _coerce_setting(f, value, where)
     settings = MeasureSettings(**kw)
     if settings.max_reps < settings.min_reps:
-        raise UsageError(f"settings: max_reps ({settings.max_reps}) is below min_reps ({settings.min_reps})")
+        where = (raw.get("max_reps") or raw.get("min_reps") or (None, "settings"))[1]
+        raise UsageError(f"{where}: max_reps ({settings.max_reps}) is below min_reps ({settings.min_reps})")
     return settings
 
 
