@@ -189,6 +189,11 @@ class GateResult:
     def exit_code(self) -> int:
         return 0 if self.passed else 1
 
+    @property
+    def nothing_compared(self) -> bool:
+        """No check ran: an empty candidate or baseline, or no point in common."""
+        return not self.checks
+
     def sorted_checks(self) -> list[Check]:
         return sorted(self.checks, key=lambda c: (VERDICT_ORDER.index(c.verdict), c.metric, c.subject))
 
@@ -235,6 +240,10 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
         raise UsageError(f"--noise-floor must be in [0, 1) (a relative run-to-run variation), got {noise_floor}")
     if not 0.0 < alpha < 0.5:
         raise UsageError(f"--alpha must be in (0, 0.5), got {alpha}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 100 <= n_boot <= 1_000_000:
+        raise UsageError(f"--n-boot must be a whole number from 100 to 1000000 (bootstrap resamples), got {n_boot!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise UsageError(f"--seed must be a whole number from 0 to 2**32 - 1, got {seed!r}")
     diffs = env_differences(baseline.manifest.environment, candidate.manifest.environment, ignore_env)
     if diffs and not allow_env_mismatch:
         shown = "; ".join(f"{k}: {a!r} vs {b!r}" for k, a, b in diffs[:4])
@@ -496,3 +505,20 @@ def to_json(result: GateResult) -> dict[str, Any]:
         "env_differences": [{"key": k, "baseline": a, "candidate": b} for k, a, b in result.env_differences],
         "warnings": result.warnings,
     }
+
+
+def check_compared(result: GateResult, allow_empty: bool = False) -> None:
+    """A gate that compared nothing must not pass silently: ``UsageError`` (exit 2) unless ``allow_empty``."""
+    if allow_empty or not result.nothing_compared:
+        return
+    why = []
+    if not result.missing_in_candidate and not result.missing_in_baseline:
+        why.append("both sides have no comparable point")
+    if result.missing_in_candidate:
+        why.append(f"{len(result.missing_in_candidate)} baseline point(s) missing in the candidate")
+    if result.missing_in_baseline:
+        why.append(f"{len(result.missing_in_baseline)} candidate point(s) not in the baseline")
+    if result.not_compared:
+        why.append(f"{len(result.not_compared)} not comparable")
+    raise UsageError(f"nothing was compared ({'; '.join(why)}): {result.baseline_label} vs "
+                     f"{result.candidate_label}; pass --allow-empty to accept an empty gate")

@@ -21,6 +21,7 @@ import typer
 from profiler.core.errors import UsageError
 
 bench_app = typer.Typer(help="Benchmarks of the kernels and of the measurement engine (print numbers).",
+                        rich_markup_mode=None,
                         no_args_is_help=True)
 
 

@@ -13,14 +13,17 @@ from typing import List, Optional
 
 import typer
 
+from profiler.core.console import esc
 from profiler.core.errors import UsageError
 
-baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --baseline`.", no_args_is_help=True)
+baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --baseline`.", no_args_is_help=True,
+                           rich_markup_mode=None)
 
 
 def _render_table(result) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from profiler.analysis.compare import fmt_ci, fmt_ratio, fmt_value, summary_line
 
@@ -30,22 +33,22 @@ def _render_table(result) -> None:
     for col in ("verdict", "metric", "point", "baseline", "candidate", "ratio", f"{result.confidence:.0%} CI"):
         table.add_column(col, overflow="fold")
     for c in result.sorted_checks():
-        table.add_row(f"[{colours[c.verdict]}]{c.verdict}[/]" if colours[c.verdict] else c.verdict, c.metric,
-                      c.subject, fmt_value(c, "baseline"), fmt_value(c, "candidate"), fmt_ratio(c), fmt_ci(c))
+        table.add_row(Text(c.verdict, style=colours[c.verdict]), *(Text(str(x)) for x in (
+            c.metric, c.subject, fmt_value(c, "baseline"), fmt_value(c, "candidate"), fmt_ratio(c), fmt_ci(c))))
     console.print(table)
     for i in result.missing_in_candidate:
-        console.print(f"[yellow]missing in candidate:[/] {i}")
+        console.print(f"[yellow]missing in candidate:[/] {esc(i)}")
     for i in result.missing_in_baseline:
-        console.print(f"missing in baseline (new): {i}")
+        console.print(f"missing in baseline (new): {i}", markup=False)
     for n in result.not_compared:
-        console.print(f"not compared: {n.subject}: {n.reason}")
+        console.print(f"not compared: {n.subject}: {n.reason}", markup=False)
     for k, a, b in result.env_differences:
-        console.print(f"[yellow]environment differs:[/] {k}: {a!r} vs {b!r}")
+        console.print(f"[yellow]environment differs:[/] {esc(k)}: {esc(repr(a))} vs {esc(repr(b))}")
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"[yellow]warning:[/] {esc(w)}")
     for c in result.regressions:
-        console.print(f"[bold red]REGRESSION[/] {c.subject}: {c.message}")
-    console.print(("[bold green]" if result.passed else "[bold red]") + summary_line(result) + "[/]")
+        console.print(f"[bold red]REGRESSION[/] {esc(c.subject)}: {esc(c.message)}")
+    console.print(summary_line(result), style="bold green" if result.passed else "bold red", markup=False)
 
 
 def _write_outputs(result, json_out: Optional[Path], markdown_out: Optional[Path]) -> None:
@@ -81,6 +84,7 @@ def gate(
     allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch", help="Compare runs whose environment fingerprints differ."),
     ignore_env: Optional[List[str]] = typer.Option(None, "--ignore-env", help="Environment key to leave out of the fingerprint (repeatable)."),
     fail_on_missing: bool = typer.Option(False, "--fail-on-missing", help="Exit 1 when baseline points are missing in the candidate."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass when nothing was compared (default: exit 2)."),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the JSON verdict here."),
     markdown_out: Optional[Path] = typer.Option(None, "--markdown-out", help="Write the Markdown summary here."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples per point."),
@@ -99,9 +103,13 @@ def gate(
     repo: Path = typer.Option(Path("."), "--repo", help="--interleave: the git repository holding the refs."),
 ) -> None:
     """Compare a candidate run with a baseline; exit 1 on a regression (see docs/ci-gate.md)."""
-    from profiler.analysis.compare import compare_runs
+    from profiler.analysis.compare import check_compared, compare_runs
     from profiler.analysis.gates import RuleSet
+    from profiler.core.paths import check_output_file
 
+    for flag, path in (("--json-out", json_out), ("--markdown-out", markdown_out)):
+        if path is not None:
+            check_output_file(path, flag, create_parents=True)
     rules = RuleSet.parse(rule or [], defaults=not no_default_rules)
     if interleave:
         if baseline is not None or candidate is not None:
@@ -125,8 +133,9 @@ def gate(
         result = compare_runs(load_side(baseline), load_side(candidate), rules, alpha=alpha, normalize=normalize,
                               allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (), n_boot=n_boot,
                               seed=seed, fail_on_missing=fail_on_missing, statistic=statistic, noise_floor=noise_floor)
-    _render_table(result)
     _write_outputs(result, json_out, markdown_out)
+    _render_table(result)
+    check_compared(result, allow_empty)
     raise typer.Exit(result.exit_code)
 
 
@@ -137,8 +146,10 @@ def baseline_save(
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Thin each point to this many quantile samples."),
 ) -> None:
     """Write a compact baseline (spec ids, samples, memory, energy, environment, calibration)."""
+    from profiler.core.paths import check_output_file
     from profiler.store.baseline import save_baseline
 
+    check_output_file(out, "--out", create_parents=True)
     path = save_baseline(run, out, max_samples)
     typer.echo(f"baseline written: {path} ({path.stat().st_size} bytes)")
 
@@ -157,7 +168,11 @@ def gate_eval(
     from rich.console import Console
     from rich.table import Table
 
+    from profiler.core.paths import check_output_file
     from profiler.tools.gate_eval import EvalSettings, run_gate_eval
+
+    if json_out is not None:
+        check_output_file(json_out, "--json-out", create_parents=True)
 
     try:
         levels = [float(x) for x in slowdowns.split(",") if x.strip()]

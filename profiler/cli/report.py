@@ -21,15 +21,22 @@ def register(app: typer.Typer) -> None:
 
 def report(
     runs: List[Path] = typer.Argument(..., help="Run folder(s); several are overlaid with a legend per run."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Reference: KERNEL[/BACKEND[/causal|full]] "
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Reference: KERNEL, KERNEL/BACKEND or "
+                                           "KERNEL/BACKEND/causal|full "
                                            "(default: softmax/sdpa/full, else softmax/naive, else softmax/sdpa/causal)."),
     markdown: Optional[str] = typer.Option(None, "--markdown", help="Also write a short Markdown summary to FILE ('-': stdout)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default: RUN/report.html; for overlays "
                                        "reports/overlay-<time>/report.html)."),
 ) -> None:
     """Render the HTML report (figures, fits, crossovers, frontier) from stored run folder(s)."""
+    from profiler.core.paths import check_output_file
     from profiler.report import markdown_summary, render_run, render_runs
 
+    if out is not None:
+        check_output_file(out, "--out", create_parents=True)
+    if markdown is not None and markdown != "-":
+        check_output_file(markdown, "--markdown")
+    _print_load_warnings(runs)
     if len(runs) == 1:
         path = render_run(runs[0], baseline=baseline, out=out)
     else:
@@ -55,7 +62,18 @@ def export(
     """Flatten a run's records to one row per point (median/CI, memory, energy, correctness)."""
     from profiler.report.export import export_run
 
-    typer.echo(str(export_run(run, fmt, output)))
+    path = export_run(run, fmt, output)
+    _print_load_warnings([run])
+    typer.echo(str(path))
+
+
+def _print_load_warnings(runs) -> None:
+    """Skipped or duplicate records of the run folders, one line each on stderr (plain text)."""
+    from profiler.store.runs import load_warnings
+
+    for run in runs:
+        for w in load_warnings(run):
+            typer.echo(f"serprof: warning: {w}", err=True)
 
 
 def frontier(

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 
+from profiler.core.console import esc
 from profiler.core.errors import UsageError
 
 EXECUTORS = ("local", "slurm")
@@ -87,6 +88,13 @@ def execution_table(scenario: Path | None) -> dict[str, Any]:
         if k in ("workers", "cores_per_worker", "gpus_per_task", "array_parallelism", "shards") and (
                 isinstance(value, bool) or not isinstance(value, int)):
             raise UsageError(f"{scenario}: key 'execution.{key}' must be an integer, got {value!r}")
+        if k in ("executor", "partition", "account", "time_limit", "sbatch_extra", "devices") and not (
+                isinstance(value, str) or (k == "time_limit" and isinstance(value, int) and not isinstance(value, bool))):
+            raise UsageError(f"{scenario}: key 'execution.{key}' must be a string, got {value!r}")
+        if k == "sbatch_extra":
+            from profiler.runner.slurm import parse_sbatch_extra
+
+            parse_sbatch_extra(value, key=f"{scenario}: key 'execution.{key}'")
         out[k] = value
     return out
 
@@ -120,7 +128,7 @@ def submit_slurm(console, spec, opts, *, out: Path | None, resume: Path | None, 
                                "job_ids": res.job_ids, "script": res.script, "warnings": res.warnings}, indent=2))
         return
     for w in res.warnings:
-        console.print(f"[yellow]warning:[/] {w}", markup=True)
+        console.print(f"[yellow]warning:[/] {esc(w)}", markup=True)
     if not res.shards:
         console.print(f"nothing to submit: every planned point of {res.run_dir} has a record", markup=False)
         return
@@ -154,23 +162,24 @@ def status(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     c = Console()
-    c.print(f"[bold]{st.run_dir}[/] ({st.executor}): {st.done}/{st.total} points have a record"
+    c.print(f"[bold]{esc(st.run_dir)}[/] ({esc(st.executor)}): {st.done}/{st.total} points have a record"
             + ("" if st.complete else f", {st.total - st.done} missing"))
     t = Table(show_edge=False)
     for col in ("part", "done/total", "statuses", "state", "hosts", "devices"):
         t.add_column(col, overflow="fold")
     for r in st.rows:
         stat = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items())) or "-"
-        t.add_row(r.name, f"{r.done}/{r.total}", stat, r.state or "-", ", ".join(r.hosts) or "-",
-                  ", ".join(r.devices) or "-")
+        t.add_row(*(Text(x) for x in (r.name, f"{r.done}/{r.total}", stat, r.state or "-", ", ".join(r.hosts) or "-",
+                                      ", ".join(r.devices) or "-")))
     c.print(t)
     if len(st.devices) > 1:
         c.print("measured on " + "; ".join(f"{d}: {sum(v.values())} point(s)" for d, v in sorted(st.devices.items()))
-                + " (reported per device model, never averaged)")
+                + " (reported per device model, never averaged)", markup=False)
     for w in st.warnings:
-        c.print(f"[yellow]warning:[/] {w}")
+        c.print(f"[yellow]warning:[/] {esc(w)}")
 
 
 # --------------------------------------------------------------------------- serprof bench scaleout

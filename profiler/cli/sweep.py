@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import typer
 
+from profiler.core.console import esc
 from profiler.core.errors import UsageError
 
 SCENARIO_FLAGS = ("kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads", "head_dim", "causal",
@@ -76,8 +77,8 @@ class _RichObserver:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         verb = "resuming" if resumed else "run folder"
-        self.console.print(f"[bold]serprof sweep[/] '{plan.sweep.name}': {len(todo)} point(s) to run, "
-                           f"{len(plan.dropped)} dropped combination(s); {verb}: {run_dir}")
+        self.console.print(f"[bold]serprof sweep[/] '{esc(plan.sweep.name)}': {len(todo)} point(s) to run, "
+                           f"{len(plan.dropped)} dropped combination(s); {verb}: {esc(run_dir)}")
         self.todo_ids = {s.id for s in todo}
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -97,7 +98,7 @@ class _RichObserver:
 
     def on_point_start(self, spec) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, description=_short_id(spec))
+            self.progress.update(self.task, description=esc(_short_id(spec)))
 
     def on_record(self, rec) -> None:
         self.finished.append(rec)
@@ -109,6 +110,7 @@ class _RichObserver:
     def _render(self):
         from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         t = Table(title=None, expand=False, show_edge=False)
         t.add_column("point", no_wrap=True)
@@ -121,8 +123,8 @@ class _RichObserver:
             med_text = "interpreted" if rec.spec.interpret and med is not None else _fmt_s(med)
             peak = rec.memory.peak_bytes if rec.memory is not None else None
             style = _STATUS_STYLE.get(rec.status, "")
-            note = (rec.reason or "")[:70]
-            t.add_row(_short_id(rec.spec), f"[{style}]{rec.status}[/]", med_text, _fmt_bytes(peak), note)
+            note = Text((rec.reason or "")[:70])   # plain text: an OOM reason '[enforce fail ...]' stays visible
+            t.add_row(Text(_short_id(rec.spec)), Text(rec.status, style=style), med_text, _fmt_bytes(peak), note)
         return Group(t, self.progress) if self.progress is not None else t
 
     def close(self) -> None:
@@ -157,7 +159,7 @@ def _print_dry_run(console, plan) -> None:
     from rich.table import Table
 
     s = plan.sweep
-    console.print(f"[bold]plan[/] {s.name}: device {s.device}, {len(plan.points)} point(s), "
+    console.print(f"[bold]plan[/] {esc(s.name)}: device {s.device}, {len(plan.points)} point(s), "
                   f"memory budget {_fmt_bytes(plan.memory_budget_bytes)} ({plan.budget_source})")
     t = Table(show_edge=False)
     t.add_column("#", justify="right")
@@ -165,13 +167,13 @@ def _print_dry_run(console, plan) -> None:
     t.add_column("est. memory", justify="right", no_wrap=True)
     t.add_column("plan", overflow="fold")
     for i, p in enumerate(plan.points, 1):
-        t.add_row(str(i), p.spec.id, _fmt_bytes(p.est_bytes),
+        t.add_row(str(i), esc(p.spec.id), _fmt_bytes(p.est_bytes),
                   "run" if p.runnable else "[dim]skipped: over the memory budget[/]")
     console.print(t)
     if plan.dropped:
         console.print(f"[bold]dropped[/] ({len(plan.dropped)}):")
         for d in plan.dropped:
-            console.print(f"  {d.what}: {d.reason}")
+            console.print(f"  {d.what}: {d.reason}", markup=False)
 
 
 def _render_report(run_dir: Path) -> Path | None:
@@ -303,21 +305,22 @@ def sweep(
         }, indent=2))
     else:
         for w in result.warnings:
-            console.print(f"[yellow]warning:[/] {w}")
+            console.print(f"[yellow]warning:[/] {esc(w)}")
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items())) or "no points"
         console.print(f"[bold]done[/] in {result.wall_s:.1f} s: {counts}")
         share = result.in_call_share
         if share is not None:
             console.print(f"time inside warm-up and timed calls: {result.in_call_s:.1f} s "
                           f"({share:.0%} of the sweep's wall time)")
-        console.print(f"run folder: {result.run_dir}")
+        console.print(f"run folder: {result.run_dir}", markup=False)
         if report_path:
-            console.print(f"report: {report_path}")
+            console.print(f"report: {report_path}", markup=False)
         elif report_error:
-            console.print(f"[red]report failed:[/] {report_error}")
+            console.print(f"[red]report failed:[/] {esc(report_error)}")
     if result.interrupted:
-        typer.echo(f"serprof: interrupted; finished points are kept in {result.run_dir}; "
-                   f"resume with: serprof sweep --resume {result.run_dir}", err=True)
+        from profiler.runner.sweep import resume_hint
+
+        typer.echo(f"serprof: interrupted; {resume_hint(result.run_dir)}", err=True)
         raise typer.Exit(130)
     if report_error:
         raise typer.Exit(1)
@@ -417,8 +420,8 @@ def doctor(
         c = Console()
         mark = {"ok": "[green]works      [/]", "unavailable": "[yellow]unavailable[/]", "failed": "[red]FAILED     [/]"}
         for check in report["checks"]:
-            c.print(f"{mark[check['state']]}  [bold]{check['name']}[/]: {check['detail']}")
-        c.print(report["summary"])
+            c.print(f"{mark[check['state']]}  [bold]{esc(check['name'])}[/]: {esc(check['detail'])}")
+        c.print(report["summary"], markup=False)
     raise typer.Exit(report["exit_code"])
 
 

@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 
 from profiler.core.errors import UsageError
+from profiler.core.limits import MAX_AUDIO_S, MIN_AUDIO_S
+from profiler.core.units import MAX_VALUES
 
 DEFAULT_FRAME_RATE_HZ = 50.0
 DEFAULT_TEXT_RATE_HZ = 3.0
@@ -51,6 +53,8 @@ def parse_duration(text: str) -> float:
     seconds = value * _UNITS[unit]
     if not seconds > 0 or not math.isfinite(seconds):
         raise UsageError(f"audio duration {raw!r} must be a finite duration > 0")
+    if not MIN_AUDIO_S <= seconds <= MAX_AUDIO_S:
+        raise UsageError(f"audio duration {raw!r} is out of range; durations are 1ms .. 24h")
     return seconds
 
 
@@ -65,6 +69,8 @@ def parse_audio(text: str) -> list[float]:
             out += _parse_range(item)
         else:
             out.append(parse_duration(item))
+        if len(out) > MAX_VALUES:
+            raise UsageError(f"--audio value expands to more than {MAX_VALUES} durations")
     return sorted({round(s, 6) for s in out})
 
 
@@ -76,11 +82,15 @@ def _parse_range(item: str) -> list[float]:
         raise UsageError(f"audio range {item!r} goes backwards; write it as low..high")
     if colon:
         try:
+            if not n_txt.strip().isascii() or len(n_txt.strip()) > 12:
+                raise ValueError
             n = int(n_txt)
         except ValueError:
             raise UsageError(f"bad point count {n_txt!r} in {item!r}; write A..B:N with an integer N >= 1") from None
         if n < 1:
             raise UsageError(f"bad point count {n} in {item!r}; N must be >= 1")
+        if n > MAX_VALUES:
+            raise UsageError(f"point count {n} in {item!r} is above {MAX_VALUES}")
         if n == 1 or hi == lo:
             return [lo]
         step = math.log(hi / lo) / (n - 1)

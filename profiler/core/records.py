@@ -323,7 +323,15 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
+def _bad(where: str, what: str, value: Any) -> RecordError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return RecordError(f"{where}: expected {what}, got {shown}")
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against the field type ``tp`` (the schema check) and build nested values."""
     if value is None:
         return None
     tp = _strip_optional(tp)
@@ -333,10 +341,28 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise RecordError(f"{where}: expected a list, got {type(value).__name__}")
+            raise _bad(where, "a list", value)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, where) for v in value)
-        return tuple(_convert(a, v, where) for a, v in zip(args, value))
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise _bad(where, f"a list of {len(args)}", value)
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _bad(where, "true or false", value)
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(where, "an integer", value)
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _bad(where, "a number", value)
+        return float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise _bad(where, "a string", value)
+    elif origin is not None and isinstance(origin, type) and issubclass(origin, Mapping):
+        if not isinstance(value, Mapping):
+            raise _bad(where, "an object", value)
     return value
 
 
@@ -352,7 +378,9 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
             kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}{'.' if where else ''}{f.name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise RecordError(f"{where or name}: missing key {f.name!r}")
-    version = data.get("schema_version") if "schema_version" in {f.name for f in dataclasses.fields(cls)} else None
+    version = kwargs.get("schema_version")
+    if version is not None and version < 1:
+        raise RecordError(f"{where or name}: schema_version {version} is not a version (>= 1)")
     if version is not None and version > SCHEMA_VERSION:
         raise RecordError(f"{where or name}: schema_version {version} is newer than this serprof ({SCHEMA_VERSION})")
     try:

@@ -22,6 +22,10 @@ from profiler.core.errors import UsageError
 
 #: Most values one list may expand to (guards against '1..1000000:+1').
 MAX_VALUES = 4096
+#: Largest single value (a length, batch size, head count): see ``profiler.core.limits``.
+MAX_INT = 2 ** 31 - 1
+#: Largest size ``parse_bytes`` accepts (1 EiB).
+MAX_BYTES = 2 ** 60
 
 _SUFFIX = {"": 1, "k": 1024, "m": 1024 ** 2}
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
@@ -46,11 +50,15 @@ def _number(text: str, what: str, full: str) -> int:
     m = _NUMBER.match(text)
     if not m:
         raise UsageError(f"bad {what} {text.strip()!r} in {full!r}; {LENGTH_SYNTAX}")
+    if len(m.group(1)) > 30:
+        raise UsageError(f"{what} {text.strip()!r} in {full!r} is too large (at most {MAX_INT})")
     value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
     if value != int(value):
         raise UsageError(f"{what} {text.strip()!r} in {full!r} is not a whole number")
     if value < 1:
         raise UsageError(f"{what} {text.strip()!r} in {full!r} must be >= 1")
+    if value > MAX_INT:
+        raise UsageError(f"{what} {text.strip()!r} in {full!r} is too large (at most {MAX_INT})")
     return int(value)
 
 
@@ -71,7 +79,7 @@ def _range(item: str, full: str, what: str) -> list[int]:
                 factor = float(step_text[1:])
             except ValueError:
                 raise UsageError(f"bad factor {step_text!r} in {full!r}; e.g. ':x2' or ':x1.5'") from None
-            if not factor > 1 or math.isinf(factor):
+            if not factor > 1 or not math.isfinite(factor):
                 raise UsageError(f"factor {step_text!r} in {full!r} must be > 1")
         value = float(lo)
         while round(value) <= hi:
@@ -127,7 +135,11 @@ def parse_bytes(text: str) -> int:
     unit = m.group(2).lower() if m else None
     if not m or unit not in _BYTE_UNITS:
         raise UsageError(f"bad size {text!r}; e.g. '80GiB', '512MiB', '8GB' (KB = 1000 bytes, KiB = 1024)")
+    if len(m.group(1)) > 30:
+        raise UsageError(f"size {text!r} is too large (at most 2**60 bytes = 1 EiB)")
     value = float(m.group(1)) * _BYTE_UNITS[unit]
     if value < 1:
         raise UsageError(f"size {text!r} must be at least one byte (e.g. 512MiB, 8GB, 80GiB)")
+    if not value <= MAX_BYTES:
+        raise UsageError(f"size {text!r} is too large (at most 2**60 bytes = 1 EiB)")
     return int(value)

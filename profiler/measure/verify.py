@@ -130,6 +130,8 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
     """
     from profiler.kernels import MECHANISMS, get_kernel
 
+    if max_T is not None and (isinstance(max_T, bool) or not isinstance(max_T, int) or max_T < 1):
+        raise UsageError(f"--max-t must be a whole number >= 1 (the longest T compared in full), got {max_T!r}")
     kernels = list(kernels or MECHANISMS)
     pairs = resolve_backends(kernels, backends, device, interpret)
     if against_torch is None:

@@ -62,11 +62,13 @@ def export_run(run_dir: Path | str, fmt: str = "csv", out: Path | str | None = N
     """Write ``points.<fmt>`` (or ``out``) from a run folder; return the path."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
+    from profiler.core.paths import check_output_file
+
+    path = check_output_file(Path(out) if out else Path(run_dir) / f"points.{fmt}", "-o/--output")
     run = RunDir.open(run_dir).load()
     records = sorted(run.records, key=lambda r: (r.spec.level, r.spec.kernel, r.spec.backend, r.spec.device,
                                                  r.spec.dtype, r.spec.mode, r.spec.B, r.spec.causal, r.spec.T))
     rows = [flatten(r) for r in records]
-    path = Path(out) if out else Path(run_dir) / f"points.{fmt}"
     if fmt == "csv":
         with open(path, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(COLUMNS))

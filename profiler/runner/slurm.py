@@ -110,17 +110,79 @@ def parse_time_limit(text: str | int | None) -> int | None:
     return int(minutes)
 
 
-def parse_sbatch_extra(text: str | Sequence[str] | None) -> tuple[tuple[str, Any], ...]:
-    """``"--constraint=a100 --qos high --exclusive"`` -> ``(("constraint", "a100"), ("qos", "high"), ("exclusive", True))``."""
+_SHELL_META = set(";&|<>()`$\\!*?{}~#")
+_FLAG_NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
+#: characters a value reaching an ``#SBATCH`` line may hold (no quotes, no shell syntax, no whitespace)
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:=+@%/\-\[\]]*$")
+
+
+def _refuse_unsafe(key: str, text: str) -> None:
+    """Newlines / control characters anywhere, or shell metacharacters outside quotes -> ``UsageError``."""
+    bad = next((c for c in text if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise UsageError(f"{key}: control character {bad!r} (newline?) is not allowed in {text!r}; "
+                         "sbatch options are data, never shell")
+    quote = None
+    for c in text:
+        if quote:
+            if c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c in _SHELL_META:
+            raise UsageError(f"{key}: shell metacharacter {c!r} outside quotes in {text!r}; "
+                             "give plain --flag=value tokens")
+
+
+def check_script_value(key: str, value: Any) -> Any:
+    """A value that reaches the job script: plain characters only (``UsageError`` naming ``key``)."""
+    if value is None or value is True:
+        return value
+    text = str(value)
+    _refuse_unsafe(key, text)
+    if not _SAFE_VALUE.fullmatch(text):
+        bad = next(c for c in text if not _SAFE_VALUE.fullmatch(c))
+        raise UsageError(f"{key}: character {bad!r} is not allowed in {text!r} "
+                         "(letters, digits and _ . , : = + @ % / - [ ] only)")
+    return value
+
+
+def safe_job_name(name: str) -> str:
+    """A SLURM job name made of safe characters (a scenario name may hold anything)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "-" for c in name)[:60] or "serprof"
+
+
+def check_script_path(run_dir: str | Path) -> None:
+    """The run folder's path is written into ``#SBATCH --output=...`` lines: no control characters."""
+    text = str(Path(run_dir).absolute())
+    bad = next((c for c in text if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise UsageError(f"--out: control character {bad!r} in {text!r} cannot go into a job script")
+
+
+def parse_sbatch_extra(text: str | Sequence[str] | None, key: str = "--sbatch-extra") -> tuple[tuple[str, Any], ...]:
+    """``"--constraint=a100 --qos high --exclusive"`` -> ``(("constraint", "a100"), ("qos", "high"), ("exclusive", True))``.
+
+    The text is data: it is split with ``shlex`` and every token must be ``--flag[=value]`` (or a
+    flag followed by its value); newlines, control characters, and shell metacharacters outside
+    quotes are refused with a ``UsageError`` naming ``key`` (the flag or the scenario key).
+    """
     if not text:
         return ()
-    tokens = shlex.split(text) if isinstance(text, str) else [t for part in text for t in shlex.split(part)]
+    parts = [text] if isinstance(text, str) else [str(t) for t in text]
+    tokens: list[str] = []
+    for part in parts:
+        _refuse_unsafe(key, part)
+        try:
+            tokens += shlex.split(part)
+        except ValueError as exc:
+            raise UsageError(f"{key}: cannot split {part!r} ({exc})") from None
     out: list[tuple[str, Any]] = []
     i = 0
     while i < len(tokens):
         tok = tokens[i]
         if not tok.startswith("-") or tok in ("-", "--"):
-            raise UsageError(f"--sbatch-extra: expected sbatch flags like --constraint=a100, got {tok!r}")
+            raise UsageError(f"{key}: expected sbatch flags like --constraint=a100, got {tok!r}")
         name = tok.lstrip("-")
         if "=" in name:
             name, value = name.split("=", 1)
@@ -130,10 +192,14 @@ def parse_sbatch_extra(text: str | Sequence[str] | None) -> tuple[tuple[str, Any
         else:
             value, i = True, i + 1
         if len(tok) - len(tok.lstrip("-")) == 1 or len(name) < 2:
-            raise UsageError(f"--sbatch-extra: use sbatch's long flag names (--{name}=...), got {tok!r}")
+            raise UsageError(f"{key}: use sbatch's long flag names (--{name}=...), got {tok!r}")
+        name = name.replace("_", "-")
+        if not _FLAG_NAME.fullmatch(name):
+            raise UsageError(f"{key}: {tok!r} is not an sbatch flag name (letters, digits and -)")
         if name in ("array", "output", "error", "wrap"):
-            raise UsageError(f"--sbatch-extra: --{name} is set by serprof/submitit itself")
-        out.append((name.replace("_", "-"), value))
+            raise UsageError(f"{key}: --{name} is set by serprof/submitit itself")
+        check_script_value(f"{key} (--{name})", value)
+        out.append((name, value))
     return tuple(out)
 
 
@@ -152,6 +218,8 @@ def options_from_flags(partition: str | None = None, account: str | None = None,
         raise UsageError(f"slurm backend {backend!r} is not allowed; valid: {', '.join(BACKENDS)}")
     if gpus_per_task is not None and gpus_per_task < 0:
         raise UsageError(f"--gpus-per-task must be >= 0 (got {gpus_per_task})")
+    check_script_value("--partition", partition or None)
+    check_script_value("--account", account or None)
     return SlurmOptions(partition=partition or None, account=account or None,
                         time_limit_min=parse_time_limit(time_limit),
                         gpus_per_task=gpus_per_task or None,
@@ -246,6 +314,17 @@ def sbatch_parameters(opts: SlurmOptions, job_name: str) -> dict[str, Any]:
         params["array_parallelism"] = opts.array_parallelism
     if opts.sbatch_extra:
         params["additional_parameters"] = {k: v for k, v in opts.sbatch_extra}
+    # every string that reaches the job script, wherever it came from (flags, scenario, shards.json)
+    for k, v in params.items():
+        if k == "additional_parameters":
+            for name, value in v.items():
+                if not _FLAG_NAME.fullmatch(str(name)):
+                    raise UsageError(f"sbatch_extra: {name!r} is not an sbatch flag name")
+                check_script_value(f"sbatch_extra (--{name})", value)
+        elif isinstance(v, str):
+            check_script_value(k, v)
+    if opts.python is not None and any(ord(c) < 32 or ord(c) == 127 for c in opts.python):
+        raise UsageError(f"python: control characters are not allowed in {opts.python!r}")
     return params
 
 
@@ -342,8 +421,28 @@ def plan_shards(sweep: Any, opts: SlurmOptions) -> tuple[Any, list[list[PointSpe
 
 def submit(sweep: Any = None, *, opts: SlurmOptions, out: str | Path | None = None,
            resume: str | Path | None = None, dry_run: bool = False, calibrate: bool = True) -> SubmitResult:
-    """Create (or continue) a SLURM run folder and submit its shards; see the module docstring."""
-    from profiler.runner.sweep import default_out
+    """Create (or continue) a SLURM run folder and submit its shards; see the module docstring.
+
+    The submission holds the run folder's writer lock (``profiler.store.lock``): two submissions of
+    one folder at once are refused (exit 2) instead of sending its missing points twice.
+    """
+    from profiler.store.lock import RunLock
+    from profiler.store.runs import RunDir
+
+    if dry_run and resume is None:
+        return _submit(sweep, opts=opts, out=out, resume=None, dry_run=True, calibrate=calibrate, lock=None)
+    if resume is not None:
+        RunDir.open(resume)
+        with RunLock(resume) as lock:
+            return _submit(sweep, opts=opts, out=out, resume=resume, dry_run=dry_run, calibrate=calibrate, lock=lock)
+    return _submit(sweep, opts=opts, out=out, resume=None, dry_run=dry_run, calibrate=calibrate, lock=None)
+
+
+def _submit(sweep: Any, *, opts: SlurmOptions, out: str | Path | None, resume: str | Path | None, dry_run: bool,
+            calibrate: bool, lock: Any) -> SubmitResult:
+    from profiler.core.paths import check_output_dir
+    from profiler.runner.sweep import check_plan_not_empty, default_out
+    from profiler.store.lock import RunLock, stale_warning
     from profiler.store.runs import RunDir, utc_now
 
     if resume is not None:
@@ -359,22 +458,43 @@ def submit(sweep: Any = None, *, opts: SlurmOptions, out: str | Path | None = No
         opts = _merge_options(stored, opts)
         warnings = _running_warnings(run.path, [t["shard"] for t in todo])
         planned = sum(len(sh["specs"]) for sh in table["shards"])
-        job_name = table.get("job_name", "serprof")
+        job_name = safe_job_name(str(table.get("job_name") or "serprof"))
         run_dir = run.path
     else:
         if sweep is None:
             raise ValueError("submit needs a sweep or resume")
         plan, shards = plan_shards(sweep, opts)
+        check_plan_not_empty(plan)
         run_dir = Path(out) if out is not None else default_out(plan.sweep)
-        job_name = f"serprof-{plan.sweep.name}"[:60]
+        check_script_path(run_dir)
+        job_name = safe_job_name(f"serprof-{plan.sweep.name}")
         todo = [{"shard": i, "specs": [to_dict(s) for s in specs]} for i, specs in enumerate(shards)]
         planned = len(plan.points)
         warnings = []
         if not dry_run:
-            run = RunDir.create(run_dir, _manifest_for(plan, run_dir.name, opts, len(shards)))
-            run_dir = run.path
-            _write_json(run_dir / SHARDS_FILE, {"schema_version": 1, "job_name": job_name,
-                                                 "options": opts.to_dict(), "shards": todo, "submissions": []})
+            check_output_dir(run_dir, "--out")
+            if (run_dir / "manifest.json").exists():
+                raise UsageError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = RunLock(run_dir).acquire()
+            try:
+                run = RunDir.create(run_dir, _manifest_for(plan, run_dir.name, opts, len(shards)))
+                run_dir = run.path
+                _write_json(run_dir / SHARDS_FILE, {"schema_version": 1, "job_name": job_name,
+                                                     "options": opts.to_dict(), "shards": todo, "submissions": []})
+                return _submit_todo(opts, run_dir, todo, job_name, resume, dry_run, calibrate, planned, warnings)
+            finally:
+                lock.release()
+    if lock is not None and stale_warning(lock):
+        warnings = [stale_warning(lock)] + list(warnings)
+    return _submit_todo(opts, Path(run_dir), todo, job_name, resume, dry_run, calibrate, planned, warnings)
+
+
+def _submit_todo(opts: SlurmOptions, run_dir: Path, todo: list[dict[str, Any]], job_name: str, resume: Any,
+                 dry_run: bool, calibrate: bool, planned: int, warnings: list[str]) -> SubmitResult:
+    from profiler.store.runs import utc_now
+
+    check_script_path(run_dir)
     script = render_job_script(opts, run_dir, len(todo), job_name) if todo else None
     result = SubmitResult(run_dir=Path(run_dir), shards=[{"shard": t["shard"], "points": len(t["specs"]),
                                                           "ids": [_spec(s).id for s in t["specs"]]}

@@ -27,7 +27,8 @@ from profiler.spec.plan import Plan, make_plan
 from profiler.core.records import Manifest, PointRecord, PointSpec, to_dict
 from profiler.runner.base import Executor, PointQueue, RunEvents
 from profiler.spec.scenario import SweepSpec, spec_from_dict
-from profiler.store.runs import RunDir, new_run_id, utc_now
+from profiler.store.lock import RunLock, stale_warning
+from profiler.store.runs import POINTS, RunDir, new_run_id, utc_now
 
 
 class SweepObserver:
@@ -103,10 +104,69 @@ def open_for_resume(path: str | Path) -> tuple[RunDir, SweepSpec, list[str]]:
     return run, sweep, loaded.warnings
 
 
+class StoreFailed(Exception):
+    """Appending a finished point to the run folder failed: the sweep stops (nothing more is measured)."""
+
+
+def resume_hint(run_dir: Path) -> str:
+    from profiler.core.console import shell_quote
+
+    return f"finished points are kept in {run_dir}; resume with: serprof sweep --resume {shell_quote(str(run_dir))}"
+
+
+def check_plan_not_empty(plan: Plan) -> None:
+    """An empty plan is a usage error (exit 2) that says why every combination was dropped."""
+    if plan.points:
+        return
+    why = "; ".join(f"{d.what}: {d.reason}" for d in plan.dropped[:5])
+    more = f" (+{len(plan.dropped) - 5} more)" if len(plan.dropped) > 5 else ""
+    if not why:
+        why = _selection_reason(plan.sweep)
+    raise UsageError("the sweep plans no point: " + why + more)
+
+
+def _selection_reason(sweep: SweepSpec) -> str:
+    """Why a selection without dropped combinations is empty (kernels and backends that do not meet)."""
+    try:
+        from profiler.spec.plan import registry_for
+
+        reg = registry_for(sweep.level)
+        names = sweep.kernels or tuple(reg)
+        parts = [f"{n} has backends {', '.join(reg[n].backends)}" for n in names if n in reg]
+    except Exception:  # noqa: BLE001 - only a message
+        parts = []
+    if sweep.backends and parts:
+        return f"no selected kernel has backend {', '.join(sweep.backends)} ({'; '.join(parts)})"
+    return "nothing matches the selection"
+
+
 def run_sweep(sweep: SweepSpec | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
               observer: SweepObserver | None = None, executor: Executor | None = None,
-              calibrate: bool = True, calibration_budget_s: float = 1.0) -> SweepResult:
-    """Plan and run a sweep (or continue one with ``resume``); see the module docstring."""
+              calibrate: bool = True, calibration_budget_s: float = 1.0,
+              rerun: tuple[str, ...] = ()) -> SweepResult:
+    """Plan and run a sweep (or continue one with ``resume``); see the module docstring.
+
+    The run folder's writer lock (``profiler.store.lock``) is held from before the done points are
+    read until the manifest's last write: a second writer fails with ``UsageError`` (exit 2).
+    ``rerun`` (with ``resume``): point ids containing any of these substrings are measured again even
+    though they have a record; their new records carry ``extra.rerun = true`` and then replace the
+    old ones on load (``profiler.store.runs.read_records``).
+    """
+    if resume is not None:
+        RunDir.open(resume)   # the usual "not a run folder" errors before any lock file is made
+        lock = RunLock(resume)
+        with lock:
+            return _run_sweep_locked(sweep, out=out, resume=resume, observer=observer, executor=executor,
+                                     calibrate=calibrate, calibration_budget_s=calibration_budget_s,
+                                     rerun=rerun, lock=lock)
+    if rerun:
+        raise UsageError("--rerun re-measures points of an existing run: use it with --resume")
+    return _run_sweep_locked(sweep, out=out, resume=None, observer=observer, executor=executor,
+                             calibrate=calibrate, calibration_budget_s=calibration_budget_s, rerun=(), lock=None)
+
+
+def _run_sweep_locked(sweep, *, out, resume, observer, executor, calibrate, calibration_budget_s, rerun,
+                      lock: RunLock | None) -> SweepResult:
     obs = observer or SweepObserver()
     t_start = time.perf_counter()
     warnings: list[str] = []
@@ -115,18 +175,54 @@ def run_sweep(sweep: SweepSpec | None = None, *, out: str | Path | None = None, 
     elif sweep is None:
         raise ValueError("run_sweep needs a sweep or resume")
     plan = make_plan(sweep)
+    check_plan_not_empty(plan)
 
     if executor is None:
         from profiler.runner.local import LocalExecutor
 
         executor = LocalExecutor()
     if resume is None:
+        from profiler.core.paths import check_output_dir
+
         path = Path(out) if out is not None else default_out(plan.sweep)
-        run = RunDir.create(path, _manifest(plan, path.name, executor))
+        check_output_dir(path, "--out")
+        if (path / "manifest.json").exists():
+            raise UsageError(f"{path} already holds a run; use --resume {path} or another --out")
+        path.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(path).acquire()
+        try:
+            run = RunDir.create(path, _manifest(plan, path.name, executor))
+        except BaseException:
+            lock.release()
+            raise
+    assert lock is not None
+    try:
+        return _run_locked_body(plan, run, obs, executor, calibrate, calibration_budget_s, rerun, resume,
+                                warnings, t_start, lock)
+    finally:
+        if resume is None:
+            lock.release()
+
+
+def _run_locked_body(plan, run, obs, executor, calibrate, calibration_budget_s, rerun, resume, warnings,
+                     t_start, lock) -> SweepResult:
+    from profiler.core.paths import check_appendable
+
+    stale = stale_warning(lock)
+    if stale:
+        warnings = [stale] + list(warnings)
+    check_appendable(run.path / POINTS, resume_hint(run.path))
     if getattr(executor, "log_dir", "n/a") is None:
         executor.log_dir = run.path / "workers"  # type: ignore[attr-defined]
 
     done = run.done_ids()
+    if rerun:
+        again = {p.spec.id for p in plan.points if any(pat in p.spec.id for pat in rerun)}
+        if not again:
+            raise UsageError(f"--rerun {', '.join(rerun)}: no planned point id contains it")
+        done -= again
+    else:
+        again = set()
     pre_skipped = [r for r in plan.skipped_records() if r.id not in done]
     todo = [s for s in plan.runnable() if s.id not in done]
     obs.on_plan(plan, todo, run.path, resume is not None)
@@ -137,18 +233,24 @@ def run_sweep(sweep: SweepSpec | None = None, *, out: str | Path | None = None, 
     def sink(rec: PointRecord) -> None:
         if rec.id in done:   # never duplicate a point (defensive: the plan already excludes them)
             return
-        run.append(rec)
+        if rec.id in again:
+            rec = replace(rec, extra={**dict(rec.extra or {}), "rerun": True})
+        try:
+            run.append(rec)
+        except OSError as exc:
+            raise StoreFailed(f"cannot append to {run.path / run.points_file} ({exc.strerror or exc}); "
+                              f"the sweep stopped; {resume_hint(run.path)}") from None
         done.add(rec.id)
         written.append(rec)
         obs.on_record(rec)
 
-    for rec in pre_skipped:
-        sink(rec)
-
     interrupted = False
+    store_failed: str | None = None
     manifest = run.read_manifest()
     cal_s = 0.0
     try:
+        for rec in pre_skipped:
+            sink(rec)
         needs_cal = any(not s.interpret for s in todo)   # interpreted timings are never performance
         if needs_cal and calibrate and (manifest.calibration is None or "error" in manifest.calibration):
             t0 = time.perf_counter()
@@ -164,8 +266,12 @@ def run_sweep(sweep: SweepSpec | None = None, *, out: str | Path | None = None, 
             executor.run(PointQueue(todo), plan.sweep.settings, events)
     except KeyboardInterrupt:
         interrupted = True
+    except StoreFailed as exc:
+        store_failed = str(exc)
     finally:
         executor.close()
+    if store_failed is not None:
+        raise UsageError(store_failed)
 
     wall = time.perf_counter() - t_start
     in_call = sum(in_call_seconds(r) for r in written)
@@ -229,8 +335,10 @@ def _load_records(run: RunDir) -> tuple[list[PointRecord], list[str]]:
 
 
 def dry_run(sweep: SweepSpec) -> Plan:
-    """The plan only: nothing is created, nothing runs."""
-    return make_plan(sweep)
+    """The plan only: nothing is created, nothing runs (an empty plan is a ``UsageError``)."""
+    plan = make_plan(sweep)
+    check_plan_not_empty(plan)
+    return plan
 
 
 def plan_as_dict(plan: Plan) -> dict[str, Any]:

@@ -84,7 +84,12 @@ def cuda_available() -> bool:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``. Explicit ``cuda`` without one: exit 3."""
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``. Explicit ``cuda`` without one: exit 3.
+
+    Anything but ``auto``, ``cpu`` and ``cuda`` is a ``UsageError`` (``--device tpu`` never runs as auto).
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device {device!r} is not allowed; {did_you_mean(str(device), ('auto', 'cpu', 'cuda'))}")
     if device == "cpu":
         return "cpu"
     has_cuda = cuda_available()

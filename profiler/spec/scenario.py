@@ -41,6 +41,7 @@ Scenario file format (every key optional)::
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,12 @@ _SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(MeasureSettings)}
 _KEYS = ("name", "description", "kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads",
          "head_dim", "causal", "device", "interpret", "level", "settings", "audio", "frame_rate", "text_rate",
          "bidirectional", "utterances", "packing", "execution")
+#: override key -> the ``serprof sweep`` flag that sets it (for messages)
+_FLAGS = {"settings.point_timeout_s": "--timeout", "settings.warmup_s": "--warmup",
+          "settings.time_budget_s": "--time-budget", "settings.target_rel_ci": "--target-ci",
+          "settings.memory_budget": "--memory-budget", "settings.verify": "--no-verify",
+          "settings.measure_energy": "--no-energy", "backends": "--backend", "dtypes": "--dtype",
+          "modes": "--mode"}
 _ALIASES = {"backend": "backends", "dtype": "dtypes", "mode": "modes", "head_dims": "head_dim",
             "kernel": "kernels"}
 
@@ -151,7 +158,7 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        flag = "--" + key.split(".")[-1].replace("_", "-")
+        flag = _FLAGS.get(key) or "--" + key.split(".")[-1].replace("_", "-")
         if key.startswith("settings."):
             settings_raw[key.split(".", 1)[1]] = (value, flag)
         else:
@@ -173,9 +180,32 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "manifest") -> SweepSpe
     from profiler.core.records import RecordError, from_dict
 
     try:
-        return from_dict(SweepSpec, data, where)
+        spec = from_dict(SweepSpec, data, where)
     except RecordError as exc:
         raise UsageError(str(exc)) from None
+    return validate_spec(spec, where)
+
+
+def validate_spec(spec: SweepSpec, where: str) -> SweepSpec:
+    """The limits of ``profiler.core.limits`` on a stored spec (a manifest edited by hand, NaN ...)."""
+    limits = _limits()
+    for name, values in (("lengths", spec.lengths), ("batch", spec.batch), ("heads", spec.heads),
+                         ("head_dims", spec.head_dims)):
+        if len(values) > _units().MAX_VALUES:
+            raise UsageError(f"{where}.{name}: more than {_units().MAX_VALUES} values")
+        for v in values:
+            limits.check_number("size", v, f"{where}.{name}")
+    for v in spec.audio:
+        limits.check_number("audio_s", v, f"{where}.audio")
+    limits.check_number("frame_rate", spec.frame_rate, f"{where}.frame_rate")
+    limits.check_number("text_rate", spec.text_rate, f"{where}.text_rate")
+    limits.check_number("utterances", spec.utterances, f"{where}.utterances")
+    limits.check_settings(spec.settings, f"{where}.settings")
+    for key, allowed, value in (("device", DEVICES, spec.device), ("level", LEVELS, spec.level),
+                                ("causal", CAUSAL_CHOICES, spec.causal)):
+        if value not in allowed:
+            raise UsageError(f"{where}.{key}: {value!r} is not allowed; valid: {', '.join(allowed)}")
+    return spec
 
 
 def _spec_field(key: str) -> str:
@@ -197,6 +227,12 @@ def _as_text(raw: Any) -> str:
 
 
 def _parse_names(raw: Any, where: str) -> tuple[str, ...]:
+    if isinstance(raw, (list, tuple)):
+        bad = [x for x in raw if not isinstance(x, str)]
+        if bad:
+            raise UsageError(f"{where}: expected names (strings), got {bad[0]!r}")
+    elif not isinstance(raw, str):
+        raise UsageError(f"{where}: expected a name, a comma list or a list of names, got {raw!r}")
     items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
     names = tuple(dict.fromkeys(str(x).strip() for x in items if str(x).strip()))
     if not names:
@@ -218,9 +254,17 @@ def _wrap(where: str, fn, raw: Any):
 def _parse_lengths(raw: Any, where: str) -> tuple[int, ...]:
     units = _units()
     if isinstance(raw, (list, tuple)):
+        if len(raw) > units.MAX_VALUES:
+            raise UsageError(f"{where}: {len(raw)} lengths; at most {units.MAX_VALUES}")
         out: list[int] = []
         for item in raw:
+            if isinstance(item, bool) or not isinstance(item, (int, str)):
+                raise UsageError(f"{where}: expected lengths (numbers or strings like '4k'), got {item!r}")
             out += _wrap(where, units.parse_lengths, str(item))
+            if len(set(out)) > units.MAX_VALUES:
+                raise UsageError(f"{where}: expands to more than {units.MAX_VALUES} lengths")
+    elif isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise UsageError(f"{where}: expected lengths like '1k..8k' or a list, got {raw!r}")
     else:
         out = _wrap(where, units.parse_lengths, str(raw))
     return _positive_unique(out, where)
@@ -231,15 +275,25 @@ def _parse_ints(raw: Any, where: str) -> tuple[int, ...]:
         raise UsageError(f"{where}: expected positive integers, got {raw!r}")
     if isinstance(raw, int):
         raw = [raw]
+    if isinstance(raw, (list, tuple)):
+        if len(raw) > _units().MAX_VALUES:
+            raise UsageError(f"{where}: {len(raw)} values; at most {_units().MAX_VALUES}")
+        bad = [x for x in raw if isinstance(x, bool) or not isinstance(x, (int, str))]
+        if bad:
+            raise UsageError(f"{where}: expected positive integers, got {bad[0]!r}")
+    elif not isinstance(raw, str):
+        raise UsageError(f"{where}: expected positive integers, got {raw!r}")
     return _positive_unique(_wrap(where, _units().parse_int_list, _as_text(raw)), where)
 
 
 def _parse_count(raw: Any, where: str) -> int:
     """One whole number >= 0 (0 turns the feature off)."""
     text = str(raw).strip()
-    if isinstance(raw, bool) or not text.isdigit():
+    if isinstance(raw, bool) or not (isinstance(raw, (int, str))) or not text.isascii() or not text.isdigit():
         raise UsageError(f"{where}: expected a whole number >= 0 (0: none), got {raw!r}")
-    return int(text)
+    if len(text) > 12:
+        raise UsageError(f"{where}: {text[:20]}... is out of range; must be {_limits().describe('utterances')}")
+    return _limits().check_number("utterances", int(text), where)
 
 
 def _positive_unique(values, where: str) -> tuple[int, ...]:
@@ -249,6 +303,8 @@ def _positive_unique(values, where: str) -> tuple[int, ...]:
     bad = [v for v in values if v < 1]
     if bad:
         raise UsageError(f"{where}: values must be >= 1 (got {bad[0]})")
+    for v in values:
+        _limits().check_number("size", v, where)
     return tuple(values)
 
 
@@ -320,9 +376,9 @@ _PARSERS = {
     "device": _choice(DEVICES),
     "interpret": _parse_bool,
     "level": _choice(LEVELS),
-    "audio": lambda raw, where: _wrap(where, lambda r: tuple(_audio().parse_audio(_as_text(r))), raw),
-    "frame_rate": lambda raw, where: _rate(raw, where, 1e-9),
-    "text_rate": lambda raw, where: _rate(raw, where, 0.0),
+    "audio": lambda raw, where: _wrap(where, lambda r: tuple(_audio().parse_audio(_as_text(_audio_raw(r, where)))), raw),
+    "frame_rate": lambda raw, where: _rate(raw, where, "frame_rate"),
+    "text_rate": lambda raw, where: _rate(raw, where, "text_rate"),
     "bidirectional": lambda raw, where: {True: "on", False: "off"}.get(raw, None) if isinstance(raw, bool)
     else _choice(("off", "on", "only"))(raw, where),
     "utterances": lambda raw, where: _parse_count(raw, where),
@@ -339,14 +395,30 @@ def _audio():
     return audio
 
 
-def _rate(raw: Any, where: str, minimum: float) -> float:
+def _limits():
+    import profiler.core.limits as limits
+
+    return limits
+
+
+def _audio_raw(raw: Any, where: str) -> Any:
+    items = raw if isinstance(raw, (list, tuple)) else [raw]
+    if len(items) > _units().MAX_VALUES:
+        raise UsageError(f"at most {_units().MAX_VALUES} durations")
+    bad = [x for x in items if isinstance(x, bool) or not isinstance(x, (int, float, str))]
+    if bad:
+        raise UsageError(f"expected durations like '5.5s' or '1min..20min', got {bad[0]!r}")
+    return raw
+
+
+def _rate(raw: Any, where: str, name: str) -> float:
+    if isinstance(raw, bool):
+        raise UsageError(f"{where}: expected a rate (a number), got {raw!r}")
     try:
         value = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(f"{where}: expected a rate (a number), got {raw!r}") from None
-    if not value >= minimum:
-        raise UsageError(f"{where}: rate must be {'> 0' if minimum else '>= 0'} (got {raw!r})")
-    return value
+    return float(_limits().check_number(name, value, where))
 
 
 def _parse_settings(raw: Mapping[str, tuple[Any, str]]) -> MeasureSettings:
@@ -356,16 +428,23 @@ def _parse_settings(raw: Mapping[str, tuple[Any, str]]) -> MeasureSettings:
             if value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "")):
                 kw["memory_budget_bytes"] = None
             elif isinstance(value, int) and not isinstance(value, bool):
-                kw["memory_budget_bytes"] = _check_positive(value, where)
+                kw["memory_budget_bytes"] = _limits().check_number("memory_budget_bytes", value, where)
+            elif isinstance(value, str):
+                kw["memory_budget_bytes"] = _limits().check_number(
+                    "memory_budget_bytes", _wrap(where, _units().parse_bytes, value), where)
             else:
-                kw["memory_budget_bytes"] = _check_positive(_wrap(where, _units().parse_bytes, str(value)), where)
+                raise UsageError(f"{where}: expected a size such as '8GiB' or a number of bytes, got {value!r}")
             continue
         f = _SETTINGS_FIELDS.get(key)
         if f is None:
             allowed = list(_SETTINGS_FIELDS) + ["memory_budget"]
             raise UsageError(f"{where}: unknown setting; {did_you_mean(key, allowed)}")
         kw[key] = _coerce_setting(f, value, where)
-    return MeasureSettings(**kw)
+    settings = MeasureSettings(**kw)
+    if settings.max_reps < settings.min_reps:
+        where = (raw.get("max_reps") or raw.get("min_reps") or (None, "settings"))[1]
+        raise UsageError(f"{where}: max_reps ({settings.max_reps}) is below min_reps ({settings.min_reps})")
+    return settings
 
 
 def _check_positive(v, where: str):
@@ -379,16 +458,19 @@ def _coerce_setting(f: dataclasses.Field, value: Any, where: str) -> Any:
     if "bool" in kind:
         return _parse_bool(value, where)
     try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
         if "int" in kind and "float" not in kind:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
                 raise ValueError
-            out: Any = int(value)
+            out: Any = int(number)
         else:
-            if isinstance(value, bool):
-                raise ValueError
             out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(f"{where}: expected a number, got {value!r}") from None
-    if out < 0 or (f.name in ("point_timeout_s", "time_budget_s", "target_rel_ci") and out <= 0):
-        raise UsageError(f"{where}: must be > 0 (got {value!r})")
+    if f.name in _limits().RANGES:
+        return _limits().check_number(f.name, out, where)
+    if not math.isfinite(out) or out < 0:
+        raise UsageError(f"{where}: must be a finite number >= 0 (got {value!r})")
     return out

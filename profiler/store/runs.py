@@ -6,9 +6,12 @@ Layout of ``reports/<run-id>/``::
     points.jsonl      one PointRecord per line, appended and fsync'ed as each point ends
     points-*.jsonl    further record files (shards of a scale-out run); merged on load
 
-A line cut short by a kill is detected on load, ignored and reported as a warning. If the same
-point id appears twice (a re-submitted shard) the later one wins — by ``started_at`` when both
-records have it, else by reading order (``points.jsonl`` first, then shards by name) — with a warning. JSON only; never pickle.
+A line cut short by a kill, a line that is not UTF-8 or not JSON, and a record that does not fit the
+schema (wrong field type, unknown ``schema_version``) are skipped on load with a warning naming the
+file and line. If the same point id appears twice (a re-submitted shard, a re-run) ``pick_record``
+decides, deterministically: ``ok`` wins over a failure unless the failure is newer and a deliberate
+re-run; else the newer by ``started_at``, else the later in reading order (``points.jsonl`` first,
+then shards by name). JSON only; never pickle.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from profiler.core.errors import UsageError
 from profiler.core.records import Manifest, PointRecord, RecordError, from_dict, to_dict
@@ -84,13 +87,21 @@ class RunDir:
     def read_manifest(self) -> Manifest:
         p = self.path / MANIFEST
         try:
-            data = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(p.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{p}: cannot read run manifest (not UTF-8 at byte {exc.start})") from None
+        except (OSError, ValueError, RecursionError) as exc:
             raise UsageError(f"{p}: cannot read run manifest ({exc})") from None
         try:
-            return from_dict(Manifest, data, str(p))
+            manifest = from_dict(Manifest, data, str(p))
         except RecordError as exc:
             raise UsageError(str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{p}: invalid run manifest ({exc})") from None
+        from profiler.core.limits import check_settings
+
+        check_settings(manifest.settings, f"{p}: settings")
+        return manifest
 
     def write_manifest(self, manifest: Manifest) -> None:
         """Atomic replace: a kill never leaves a half-written manifest."""
@@ -132,25 +143,77 @@ class RunDir:
         return {r.id for r in records}
 
 
+def load_warnings(path: str | os.PathLike) -> list[str]:
+    """What loading a run folder would warn about (skipped lines, duplicates), for commands to print."""
+    return RunDir.open(path).load().warnings
+
+
 def _last_byte(p: Path) -> bytes:
     with open(p, "rb") as fh:
         fh.seek(-1, os.SEEK_END)
         return fh.read(1)
 
 
+def _is_ok(rec: PointRecord) -> bool:
+    return rec.status == "ok"
+
+
+def _is_rerun(rec: PointRecord) -> bool:
+    return bool((rec.extra or {}).get("rerun") is True)
+
+
+def _newer(a: PointRecord, b: PointRecord) -> bool:
+    """``a`` started after ``b`` (both timestamps known); ISO 8601 UTC strings compare as text."""
+    return bool(a.started_at and b.started_at and a.started_at > b.started_at)
+
+
+def pick_record(old: PointRecord, new: PointRecord) -> PointRecord:
+    """Which of two records of one point counts (``new`` was read after ``old``). Deterministic:
+
+    * an ``ok`` record wins over a failure, whichever came later - unless the failure is newer
+      (``started_at``) *and* marked as a deliberate re-run (``extra.rerun``, written by
+      ``serprof sweep --resume RUN --rerun PATTERN``);
+    * otherwise (both ok, or both failures) the newer one by ``started_at`` wins; without both
+      timestamps, the one read later (``points.jsonl`` first, then shards by name).
+    """
+    if _is_ok(old) != _is_ok(new):
+        ok, failed = (old, new) if _is_ok(old) else (new, old)
+        if _is_rerun(failed) and _newer(failed, ok):
+            return failed
+        return ok
+    if old.started_at and new.started_at and old.started_at > new.started_at:
+        return old
+    return new
+
+
 def read_records(files: Iterable[Path]) -> tuple[list[PointRecord], list[str]]:
-    """Read JSON-lines record files; skip (and warn about) torn or invalid lines."""
+    """Read JSON-lines record files; skip (and warn about) torn, undecodable or invalid lines.
+
+    Every warning names the file and line. A line that is not UTF-8, not JSON, not an object, of an
+    unknown ``schema_version`` or with a field of the wrong type is skipped; duplicates resolve by
+    ``pick_record``.
+    """
     by_id: dict[str, PointRecord] = {}
     warnings: list[str] = []
     for path in files:
-        lines = path.read_text().split("\n")
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            warnings.append(f"{path}: cannot read ({exc.strerror or exc}); file ignored")
+            continue
+        lines = raw.split(b"\n")
+        for lineno, bline in enumerate(lines, 1):
+            if not bline.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
+                line = bline.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                warnings.append(f"{where}: not UTF-8 (byte {bline[exc.start]:#04x} at column {exc.start + 1}); line ignored")
+                continue
+            try:
                 data = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 last = lineno == len(lines) or all(not x.strip() for x in lines[lineno:])
                 what = "half-written last line (interrupted run)" if last else "unreadable line"
                 warnings.append(f"{where}: {what} ignored")
@@ -160,10 +223,15 @@ def read_records(files: Iterable[Path]) -> tuple[list[PointRecord], list[str]]:
             except RecordError as exc:
                 warnings.append(f"{exc}; line ignored")
                 continue
+            except (TypeError, ValueError, RecursionError) as exc:   # anything else the schema did not foresee
+                warnings.append(f"{where}: invalid record ({type(exc).__name__}: {exc}); line ignored")
+                continue
             old = by_id.get(rec.id)
             if old is not None:
-                warnings.append(f"{where}: duplicate record for {rec.id}; keeping the later one")
-                if old.started_at and rec.started_at and old.started_at > rec.started_at:
-                    continue
+                keep = pick_record(old, rec)
+                which = ("the later one" if keep is rec else "the earlier one") + (
+                    f" ({keep.status})" if old.status != rec.status else "")
+                warnings.append(f"{where}: duplicate record for {rec.id}; keeping {which}")
+                rec = keep
             by_id[rec.id] = rec
     return list(by_id.values()), warnings

@@ -47,8 +47,10 @@ def parse_bytes(text: str) -> int:
         raise UsageError(f"--device-memory {text!r}: expected a size like 80GiB, 24GB or 16e9 "
                          f"(units: {', '.join(u for u in _UNITS if u)})")
     value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if value <= 0:
-        raise UsageError(f"--device-memory {text!r} must be positive")
+    if not value >= 1:
+        raise UsageError(f"--device-memory {text!r} must be at least one byte")
+    if not value <= 2 ** 60:   # also catches inf (1e999)
+        raise UsageError(f"--device-memory {text!r} is too large (at most 2**60 bytes = 1 EiB)")
     return int(value)
 
 

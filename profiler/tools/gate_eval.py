@@ -53,10 +53,19 @@ class EvalSettings:
         from profiler.core.errors import UsageError
 
         base = cls(comparisons=40, samples=30) if quick else cls()
-        s = cls(**{**asdict(base), **kw, "comparisons": comparisons or base.comparisons,
-                   "samples": samples or base.samples})
-        if s.comparisons < 1 or s.samples < 5:
-            raise UsageError("--comparisons must be >= 1 and --samples >= 5")
+        s = cls(**{**asdict(base), **kw,
+                   "comparisons": base.comparisons if comparisons is None else comparisons,
+                   "samples": base.samples if samples is None else samples})
+        if not 1 <= s.comparisons <= 100_000:
+            raise UsageError(f"--comparisons must be from 1 to 100000 (got {s.comparisons})")
+        if not 5 <= s.samples <= 1_000_000:
+            raise UsageError(f"--samples must be from 5 to 1000000 (got {s.samples})")
+        import math
+
+        if not s.slowdowns_pct or any(not (math.isfinite(x) and 0 <= x <= 10_000) for x in s.slowdowns_pct):
+            raise UsageError("--slowdowns takes finite percentages from 0 to 10000 like 0,5,10,20")
+        if not (math.isfinite(s.threshold_pct) and 0 < s.threshold_pct <= 1000):
+            raise UsageError(f"--threshold must be a finite percentage > 0 and <= 1000 (got {s.threshold_pct})")
         if any(x < 0 for x in s.slowdowns_pct) or not s.slowdowns_pct:
             raise UsageError("--slowdowns takes non-negative percentages like 0,5,10,20")
         if s.threads < 1:

@@ -1,0 +1,23 @@
+"""The console output boundary: text from users, systems or run folders is printed, never interpreted.
+
+rich reads ``[...]`` as markup. Anything that was not written by serprof's own code (a scenario
+name, a path, a stored reason, an environment value, an exception message) goes through ``esc``
+before it is put into a rich markup string, or is printed with ``markup=False``.
+``shell_quote`` makes a path safe to paste into a shell in hints such as "resume with: ...".
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+
+def esc(value: Any) -> str:
+    """``str(value)`` with rich markup escaped (``[b]`` prints as ``[b]``)."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
+def shell_quote(text: str) -> str:
+    return shlex.quote(text)
