@@ -186,9 +186,10 @@ def _toml_value(v):
 def _toml(data) -> str:
     import json as _json
 
-    lines = [f"{_json.dumps(k)} = {_toml_value(v)}" for k, v in data.items() if k != "settings"]
-    if "settings" in data:
-        lines += ["[settings]"] + [f"{_json.dumps(k)} = {_toml_value(v)}" for k, v in data["settings"].items()]
+    table = data.get("settings") if isinstance(data.get("settings"), dict) else None
+    lines = [f"{_json.dumps(k)} = {_toml_value(v)}" for k, v in data.items() if not (k == "settings" and table is not None)]
+    if table is not None:   # a [settings] table; a scalar `settings = ...` stays a bad key the loader must refuse
+        lines += ["[settings]"] + [f"{_json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -144,4 +144,4 @@ def test_registry_entry_is_consistent():
     assert not ok and "--interpret" in why
     for name in ("sdpa-flash", "sdpa-efficient", "sdpa-math"):
         assert k.backends[name].devices == ("cuda",)
-    assert k.extras["backend_max_head_dim"]["fla"] == 256
+    assert k.backend_max_head_dim["fla"] == 256
