@@ -28,18 +28,10 @@ def report(
                                        "reports/overlay-<time>/report.html)."),
 ) -> None:
     """Render the HTML report (figures, fits, crossovers, frontier) from stored run folder(s)."""
-    from profiler.report import markdown_summary, render_run, render_runs
+    from profiler import api
 
-    if len(runs) == 1:
-        path = render_run(runs[0], baseline=baseline, out=out)
-    else:
-        if out is None:
-            from datetime import datetime, timezone
-
-            out = Path("reports") / f"overlay-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}" / "report.html"
-        path = render_runs(runs, out=out, baseline=baseline)
+    path, text = api.report(runs, baseline=baseline, out=out, markdown=markdown is not None)
     if markdown is not None:
-        text = markdown_summary(runs, baseline=baseline)
         if markdown == "-":
             typer.echo(text, nl=False)
         else:
@@ -53,9 +45,9 @@ def export(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: RUN/points.<format>)."),
 ) -> None:
     """Flatten a run's records to one row per point (median/CI, memory, energy, correctness)."""
-    from profiler.report.export import export_run
+    from profiler import api
 
-    typer.echo(str(export_run(run, fmt, output)))
+    typer.echo(str(api.export(run, fmt, output)))
 
 
 def frontier(
