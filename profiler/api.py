@@ -19,9 +19,10 @@ scenario file and key the value came from.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 
@@ -79,6 +80,32 @@ def resolve_sweep(scenario: str | Path | None = None, overrides: Mapping[str, An
     return spec, choice
 
 
+#: plan-time messages (``profiler.spec.plan``) that name a value without saying where it came from
+_PLAN_MESSAGES = {"unknown kernel ": "kernels", "unknown backend ": "backends"}
+
+
+@contextmanager
+def _named_plan_errors(scenario: str | Path | None, overrides: Mapping[str, Any] | None) -> Iterator[None]:
+    """Prefix the plan's "unknown kernel/backend" messages with the flag or scenario key the names came from."""
+    try:
+        yield
+    except UsageError as exc:
+        msg = str(exc)
+        key = next((k for prefix, k in _PLAN_MESSAGES.items() if msg.startswith(prefix)), None)
+        if key is None:
+            raise
+        from profiler.spec import names
+
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        if key in given:
+            where = names.flag(key)
+        elif scenario is not None:
+            where = names.toml_where(scenario, key)
+        else:
+            raise
+        raise UsageError(f"{where}: {msg}") from None
+
+
 def sweep(scenario: str | Path | None = None, overrides: Mapping[str, Any] | None = None, *,
           execution: Mapping[str, Any] | None = None, out: str | Path | None = None,
           resume: str | Path | None = None, dry_run: bool = False, observer: Any = None,
@@ -95,15 +122,18 @@ def sweep(scenario: str | Path | None = None, overrides: Mapping[str, Any] | Non
     if choice.kind == "slurm":
         from profiler.runner.slurm import submit
 
-        res = submit(spec, opts=choice.slurm, out=out, resume=resume, dry_run=dry_run)
+        with _named_plan_errors(scenario, overrides):
+            res = submit(spec, opts=choice.slurm, out=out, resume=resume, dry_run=dry_run)
         return SweepOutcome(run_dir=Path(res.run_dir), slurm=res, warnings=list(res.warnings))
     if dry_run:
         from profiler.runner.sweep import dry_run as make_dry_run
 
-        return SweepOutcome(plan=make_dry_run(spec))
+        with _named_plan_errors(scenario, overrides):
+            return SweepOutcome(plan=make_dry_run(spec))
     from profiler.runner.sweep import run_sweep
 
-    result = run_sweep(spec, out=out, resume=resume, observer=observer, executor=choice.executor)
+    with _named_plan_errors(scenario, overrides):
+        result = run_sweep(spec, out=out, resume=resume, observer=observer, executor=choice.executor)
     outcome = SweepOutcome(run_dir=result.run_dir, result=result, warnings=list(result.warnings))
     if render_report and not result.interrupted:
         try:
@@ -118,7 +148,8 @@ def plan(scenario: str | Path | None = None, overrides: Mapping[str, Any] | None
     from profiler.runner.sweep import dry_run as make_dry_run
     from profiler.spec.scenario import build_spec
 
-    return make_dry_run(build_spec(scenario, overrides))
+    with _named_plan_errors(scenario, overrides):
+        return make_dry_run(build_spec(scenario, overrides))
 
 
 def _render_report(run_dir: Path) -> Path | None:
@@ -231,11 +262,12 @@ def gate(baseline: str | Path, candidate: str | Path, *, rules: Sequence[str] = 
          allow_env_mismatch: bool = False, ignore_env: Sequence[str] = (), fail_on_missing: bool = False,
          n_boot: int = 1000, seed: int = 0):
     """Compare a candidate run (folder) with a baseline (folder or baseline .json): a ``GateResult``."""
-    from profiler.analysis.compare import compare_runs
+    from profiler.analysis.compare import check_options, compare_runs
     from profiler.analysis.gates import RuleSet
     from profiler.store.baseline import load_side
 
     ruleset = RuleSet.parse(list(rules), defaults=default_rules)
+    check_options(alpha=alpha, normalize=normalize, statistic=statistic, noise_floor=noise_floor, n_boot=n_boot)
     return compare_runs(load_side(Path(baseline)), load_side(Path(candidate)), ruleset, alpha=alpha,
                         normalize=normalize, allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (),
                         n_boot=n_boot, seed=seed, fail_on_missing=fail_on_missing, statistic=statistic,
@@ -249,11 +281,12 @@ def gate_interleave(ref_a: str, ref_b: str, *, repo: str | Path = ".", kernels: 
                     noise_floor: float = 0.01, allow_env_mismatch: bool = False, ignore_env: Sequence[str] = (),
                     fail_on_missing: bool = False, n_boot: int = 1000, seed: int = 0):
     """Measure two git refs alternately in this job (ABBA rounds) and gate B against A: a ``GateResult``."""
-    from profiler.analysis.compare import compare_runs
+    from profiler.analysis.compare import check_options, compare_runs
     from profiler.analysis.gates import RuleSet
     from profiler.tools.interleave import InterleavePlan, run_interleaved
 
     ruleset = RuleSet.parse(list(rules), defaults=default_rules)
+    check_options(alpha=alpha, statistic=statistic, noise_floor=noise_floor, n_boot=n_boot)
     if not ref_a or not ref_b:
         raise UsageError("gate-interleave needs --ref-a REF and --ref-b REF (git refs, e.g. origin/main and HEAD)")
     iplan = InterleavePlan.from_cli(_split(kernels), backend, _split(lengths), batch, heads, head_dim,

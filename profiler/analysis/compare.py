@@ -220,6 +220,21 @@ def _series_label(spec: PointSpec) -> str:
     return spec.id.replace("/T0/", "/T*/")
 
 
+def check_options(*, alpha: float = 0.025, normalize: str = "none", statistic: str = "median",
+                  noise_floor: float = DEFAULT_NOISE_FLOOR, n_boot: int = 1000) -> float:
+    """Validate the gate's options before any run is read (``UsageError`` naming the flag); the quantile compared."""
+    if normalize not in NORMALIZATIONS:
+        raise UsageError(f"unknown --normalize {normalize!r}; {did_you_mean(normalize, NORMALIZATIONS)}")
+    q = parse_statistic(statistic)
+    if not 0.0 <= noise_floor < 1.0:
+        raise UsageError(f"--noise-floor must be in [0, 1) (a relative run-to-run variation), got {noise_floor}")
+    if not 0.0 < alpha < 0.5:
+        raise UsageError(f"--alpha must be in (0, 0.5), got {alpha}")
+    if n_boot < 1:
+        raise UsageError(f"--n-boot must be >= 1 (got {n_boot})")
+    return q
+
+
 def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | None = None, *,
                  alpha: float = 0.025, normalize: str = "none", allow_env_mismatch: bool = False,
                  ignore_env: Sequence[str] = (), n_boot: int = 1000, seed: int = 0,
@@ -228,13 +243,7 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
                  baseline_label: str | None = None, candidate_label: str | None = None) -> GateResult:
     """Gate ``candidate`` against ``baseline`` (methodology in the module docstring)."""
     rules = rules if rules is not None else RuleSet.parse()
-    if normalize not in NORMALIZATIONS:
-        raise UsageError(f"unknown --normalize {normalize!r}; {did_you_mean(normalize, NORMALIZATIONS)}")
-    q = parse_statistic(statistic)
-    if not 0.0 <= noise_floor < 1.0:
-        raise UsageError(f"--noise-floor must be in [0, 1) (a relative run-to-run variation), got {noise_floor}")
-    if not 0.0 < alpha < 0.5:
-        raise UsageError(f"--alpha must be in (0, 0.5), got {alpha}")
+    q = check_options(alpha=alpha, normalize=normalize, statistic=statistic, noise_floor=noise_floor, n_boot=n_boot)
     diffs = env_differences(baseline.manifest.environment, candidate.manifest.environment, ignore_env)
     if diffs and not allow_env_mismatch:
         shown = "; ".join(f"{k}: {a!r} vs {b!r}" for k, a, b in diffs[:4])

@@ -74,7 +74,8 @@ def choose_executor(executor: str | None, device: str, *, devices: str | None = 
     if kind == "local":
         if given:
             flags = ", ".join(name(k) for k in given)
-            hint = "--executor slurm" if where.get("executor", "--executor") == "--executor" else 'executor = "slurm"'
+            from_file = all(name(k) != names.flag(k) for k in given)
+            hint = "executor = \"slurm\" to [execution] (or --executor slurm)" if from_file else "--executor slurm"
             raise UsageError(f"{flags} {'is a SLURM option' if len(given) == 1 else 'are SLURM options'}; add {hint}")
         from profiler.runner.multi import local_executor
         from profiler.runner.pinning import parse_devices

@@ -390,6 +390,7 @@ def _coerce_setting(f: dataclasses.Field, value: Any, where: str) -> Any:
             out = float(value)
     except (TypeError, ValueError):
         raise UsageError(f"{where}: expected a number, got {value!r}") from None
-    if out < 0 or (f.name in ("point_timeout_s", "time_budget_s", "target_rel_ci") and out <= 0):
-        raise UsageError(f"{where}: must be > 0 (got {value!r})")
+    strict = f.name in ("point_timeout_s", "time_budget_s", "target_rel_ci")
+    if out < 0 or (strict and out <= 0):
+        raise UsageError(f"{where}: must be {'> 0' if strict else '>= 0'} (got {value!r})")
     return out
