@@ -164,22 +164,13 @@ def _render_report(run_dir: Path) -> Path | None:
 
 def report(runs: str | Path | Sequence[str | Path], *, baseline: str | None = None, out: str | Path | None = None,
            markdown: bool = False) -> tuple[Path, str | None]:
-    """Render the HTML report of one run folder (or an overlay of several); ``(html path, markdown or None)``."""
-    from profiler.report import markdown_summary, render_run, render_runs
+    """Render the HTML report of one run folder (or an overlay of several); ``(html path, markdown or None)``.
 
-    run_list = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
-    if not run_list:
-        raise UsageError("report needs at least one run folder")
-    if len(run_list) == 1:
-        path = render_run(run_list[0], baseline=baseline, out=Path(out) if out is not None else None)
-    else:
-        if out is None:
-            from datetime import datetime, timezone
+    ``profiler.report`` is also the package of that name: once it is imported, calling it does the same.
+    """
+    from profiler.report import report_runs
 
-            out = Path("reports") / f"overlay-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}" / "report.html"
-        path = render_runs(run_list, out=Path(out), baseline=baseline)
-    text = markdown_summary(run_list, baseline=baseline) if markdown else None
-    return path, text
+    return report_runs(runs, baseline=baseline, out=out, markdown=markdown)
 
 
 def export(run: str | Path, fmt: str = "csv", output: str | Path | None = None) -> Path:

@@ -7,7 +7,6 @@ render with rich. torch, fla and triton are never imported at module level here.
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any, Optional
 
@@ -39,9 +38,7 @@ def _fmt_bytes(n: float | None) -> str:
 
 
 def _median(rec) -> float | None:
-    if rec.timing is None or not rec.timing.samples_s:
-        return None
-    return statistics.median(rec.timing.samples_s)
+    return rec.timing.median_s if rec.timing is not None else None
 
 
 def _short_id(spec) -> str:

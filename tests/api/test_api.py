@@ -59,3 +59,12 @@ def test_flag_and_toml_names_come_from_one_mapping():
     assert names.toml_where("s.toml", "execution.workers") == "s.toml: key 'execution.workers'"
     assert names.retarget("--workers must be >= 1 (got 0)", "workers", "s.toml: key 'execution.workers'") == \
         "s.toml: key 'execution.workers': must be >= 1 (got 0)"
+
+
+def test_profiler_report_is_callable_before_and_after_the_report_package_loads():
+    code = ("import profiler; f = profiler.report; import profiler.report.html; g = profiler.report; "
+            "assert callable(f) and callable(g); print(type(g).__name__)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    with pytest.raises(UsageError, match="at least one run folder"):
+        profiler.report([])
