@@ -50,6 +50,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from profiler.core import fmt
 from profiler.analysis.gates import RuleSet
 from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.records import PointRecord, PointSpec
@@ -375,27 +376,15 @@ def _label(run: LoadedRun) -> str:
 # --------------------------------------------------------------------------- rendering (values, no printing)
 
 def fmt_seconds(s: float) -> str:
-    if s is None or not math.isfinite(s):
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if s >= scale:
-            return f"{s / scale:.3g} {unit}"
-    return f"{s / 1e-9:.3g} ns"
+    return fmt.seconds(s, missing=fmt.HYPHEN)
 
 
 def fmt_bytes(n: float) -> str:
-    if n is None or not math.isfinite(n):
-        return "-"
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:.4g} {unit}"
-    return f"{int(n)} B"
+    return fmt.bytes_iec(n, sig=4, missing=fmt.HYPHEN, largest="GiB", truncate=True)
 
 
 def fmt_joules(j: float) -> str:
-    if j is None or not math.isfinite(j):
-        return "-"
-    return f"{j:.4g} J" if j >= 1 else f"{j * 1e3:.4g} mJ"
+    return fmt.joules(j)
 
 
 def fmt_value(check: Check, which: str) -> str:

@@ -73,7 +73,9 @@ def list_cmd(
 
 
 def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2e}"
+    from profiler.core.fmt import sci
+
+    return sci(x)
 
 
 def verify_cmd(

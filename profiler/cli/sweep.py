@@ -20,21 +20,15 @@ SCENARIO_FLAGS = ("kernels", "backends", "lengths", "batch", "dtypes", "modes", 
 # --------------------------------------------------------------------------- rendering helpers
 
 def _fmt_s(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 1e-3:
-        return f"{s * 1e6:.1f} µs"
-    if s < 1:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s:.2f} s"
+    from profiler.core.fmt import seconds_fixed
+
+    return seconds_fixed(s)
 
 
 def _fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    from profiler.spec.plan import fmt_bytes
+    from profiler.core.fmt import bytes_fixed
 
-    return fmt_bytes(n)
+    return bytes_fixed(n)
 
 
 def _median(rec) -> float | None:
