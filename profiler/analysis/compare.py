@@ -50,6 +50,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from profiler.core import fmt
 from profiler.analysis.gates import RuleSet
 from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.records import PointRecord, PointSpec, energy_per_call
@@ -225,14 +226,9 @@ def _series_label(spec: PointSpec) -> str:
     return spec.id.replace("/T0/", "/T*/")
 
 
-def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | None = None, *,
-                 alpha: float = 0.025, normalize: str = "none", allow_env_mismatch: bool = False,
-                 ignore_env: Sequence[str] = (), n_boot: int = 1000, seed: int = 0,
-                 statistic: str = "median", noise_floor: float = DEFAULT_NOISE_FLOOR,
-                 min_samples: int = MIN_SAMPLES, fail_on_missing: bool = False,
-                 baseline_label: str | None = None, candidate_label: str | None = None) -> GateResult:
-    """Gate ``candidate`` against ``baseline`` (methodology in the module docstring)."""
-    rules = rules if rules is not None else RuleSet.parse()
+def check_options(*, alpha: float = 0.025, normalize: str = "none", statistic: str = "median",
+                  noise_floor: float = DEFAULT_NOISE_FLOOR, n_boot: int = 1000, seed: int = 0) -> float:
+    """Validate the gate's options before any run is read (``UsageError`` naming the flag); the quantile compared."""
     if normalize not in NORMALIZATIONS:
         raise UsageError(f"unknown --normalize {normalize!r}; {did_you_mean(normalize, NORMALIZATIONS)}")
     q = parse_statistic(statistic)
@@ -244,6 +240,19 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
         raise UsageError(f"--n-boot must be a whole number from 100 to 1000000 (bootstrap resamples), got {n_boot!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
         raise UsageError(f"--seed must be a whole number from 0 to 2**32 - 1, got {seed!r}")
+    return q
+
+
+def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | None = None, *,
+                 alpha: float = 0.025, normalize: str = "none", allow_env_mismatch: bool = False,
+                 ignore_env: Sequence[str] = (), n_boot: int = 1000, seed: int = 0,
+                 statistic: str = "median", noise_floor: float = DEFAULT_NOISE_FLOOR,
+                 min_samples: int = MIN_SAMPLES, fail_on_missing: bool = False,
+                 baseline_label: str | None = None, candidate_label: str | None = None) -> GateResult:
+    """Gate ``candidate`` against ``baseline`` (methodology in the module docstring)."""
+    rules = rules if rules is not None else RuleSet.parse()
+    q = check_options(alpha=alpha, normalize=normalize, statistic=statistic, noise_floor=noise_floor, n_boot=n_boot,
+                      seed=seed)
     diffs = env_differences(baseline.manifest.environment, candidate.manifest.environment, ignore_env)
     if diffs and not allow_env_mismatch:
         shown = "; ".join(f"{k}: {a!r} vs {b!r}" for k, a, b in diffs[:4])
@@ -375,27 +384,15 @@ def _label(run: LoadedRun) -> str:
 # --------------------------------------------------------------------------- rendering (values, no printing)
 
 def fmt_seconds(s: float) -> str:
-    if s is None or not math.isfinite(s):
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if s >= scale:
-            return f"{s / scale:.3g} {unit}"
-    return f"{s / 1e-9:.3g} ns"
+    return fmt.seconds(s, missing=fmt.HYPHEN)
 
 
 def fmt_bytes(n: float) -> str:
-    if n is None or not math.isfinite(n):
-        return "-"
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:.4g} {unit}"
-    return f"{int(n)} B"
+    return fmt.bytes_iec(n, sig=4, missing=fmt.HYPHEN, largest="GiB", truncate=True)
 
 
 def fmt_joules(j: float) -> str:
-    if j is None or not math.isfinite(j):
-        return "-"
-    return f"{j:.4g} J" if j >= 1 else f"{j * 1e3:.4g} mJ"
+    return fmt.joules(j)
 
 
 def fmt_value(check: Check, which: str) -> str:

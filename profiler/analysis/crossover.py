@@ -113,9 +113,9 @@ class Crossover:
 
 
 def _fmt_T(T: float | None) -> str:
-    if T is None or not math.isfinite(T):
-        return "?"
-    return f"{T:,.0f}"
+    from profiler.core.fmt import count
+
+    return count(T, missing="?", infinite=None)
 
 
 def _cross_T(T: np.ndarray, r: np.ndarray) -> tuple[str, float | None]:

@@ -156,10 +156,9 @@ class Rule:
 
 
 def _fmt_bytes(n: int) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n and n % size == 0:
-            return f"{n // size}{unit}"
-    return f"{n}B"
+    from profiler.core.fmt import bytes_exact
+
+    return bytes_exact(n)
 
 
 def _size(num: str, unit: str) -> int:

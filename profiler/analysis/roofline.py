@@ -12,7 +12,6 @@ rarely exceed ~70-80% of them).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -140,9 +139,6 @@ def roofline(series: Sequence[Series], calibration: Mapping[str, Any] | None,
 
 
 def fmt_rate(x: float | None, unit: str) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g} {prefix}{unit}"
-    return f"{x:.3g} {unit}"
+    from profiler.core.fmt import rate
+
+    return rate(x, unit)

@@ -25,13 +25,12 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from profiler.core.records import PointRecord, PointSpec, energy_per_call
-from profiler.core.stats import summarize
+from profiler.core.records import PointRecord, PointSpec, Timing, energy_per_call
 
-#: A point's median CI wider than this (half-width relative to the median) is flagged.
-WIDE_CI = 0.05
+#: A point's median CI wider than this (half-width relative to the median) is flagged (the timing's own flag).
+WIDE_CI = Timing.WIDE_CI
 #: Fewer timed samples than this is flagged.
-FEW_SAMPLES = 5
+FEW_SAMPLES = Timing.FEW_SAMPLES
 
 
 #: Options that only record how T was derived (audio rates): part of the key, not of the label.
@@ -149,15 +148,13 @@ class Series:
         return None
 
 
-def point_flags(rec: PointRecord, rel_ci: float, n: int) -> tuple[str, ...]:
-    """Noise flags of one point: why its number deserves less trust."""
+def point_flags(rec: PointRecord) -> tuple[str, ...]:
+    """Noise flags of one point: why its number deserves less trust (the timing's own flags, and more)."""
     flags = []
     if rec.spec.interpret:
         flags.append("interpreted")
-    if n < FEW_SAMPLES:
-        flags.append(f"few samples ({n})")
-    if n >= 2 and rel_ci > WIDE_CI:
-        flags.append(f"wide CI (±{rel_ci * 100:.0f}%)")
+    if rec.timing is not None:
+        flags.extend(rec.timing.noise_flags)
     if rec.energy is not None and rec.energy.throttled:
         why = ", ".join(rec.energy.throttle_reasons) or "throttled"
         flags.append(f"throttled energy window ({why})")
@@ -169,13 +166,13 @@ def point_stats(rec: PointRecord) -> PointStats | None:
     if rec.timing is None or not rec.timing.samples_s:
         return None
     x = np.asarray(rec.timing.samples_s, dtype=float)
-    s = summarize(x)
+    s = rec.timing.summary
     mem = rec.memory
     energy = energy_per_call(rec.energy)[0]   # None when below resolution (never negative)
     return PointStats(
         record=rec, T=rec.spec.T, samples_s=x, median_s=s.median, ci_low_s=s.ci_low, ci_high_s=s.ci_high,
         peak_bytes=mem.peak_bytes if mem else None, analytic_bytes=mem.analytic_bytes if mem else None,
-        energy_j=energy, flags=point_flags(rec, s.rel_ci, s.n),
+        energy_j=energy, flags=point_flags(rec),
     )
 
 

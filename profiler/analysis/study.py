@@ -17,7 +17,6 @@ and memory "by up to an order of magnitude". Compared here:
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -64,9 +63,7 @@ def _rate(spec) -> float:
 
 
 def _median(rec) -> float | None:
-    if rec.timing is None or not rec.timing.samples_s:
-        return None
-    return statistics.median(rec.timing.samples_s)
+    return rec.timing.median_s if rec.timing is not None else None
 
 
 def study_section(records: Iterable) -> StudySection:

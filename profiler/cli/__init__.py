@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=argv, standalone_mode=False)
     except click_usage as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":   # typer has printed the help already
+        if type(exc).__name__ == "NoArgsIsHelpError":   # a bare group: its help (plain text, markup off)
+            typer.echo(exc.format_message())
             sys.exit(2)
         where = exc.ctx.command_path if exc.ctx is not None else "serprof"
         typer.echo(f"serprof: error: {exc.format_message()} (see '{where} --help')", err=True)

@@ -49,11 +49,15 @@ def _parse_lengths(text: str) -> list[int]:
 
 
 def _fmt_ms(s: float | None) -> str:
-    return "-" if s is None else (f"{s * 1e3:.3g}" if s < 1 else f"{s * 1e3:.0f}")
+    from profiler.core.fmt import ms
+
+    return ms(s)
 
 
 def _fmt_mib(b: float | None) -> str:
-    return "-" if b is None else f"{b / 2**20:.1f}"
+    from profiler.core.fmt import mib
+
+    return mib(b)
 
 
 def _fmt_x(v: float | None, fmt: str = "{:.2f}") -> str:

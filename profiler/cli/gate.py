@@ -1,4 +1,4 @@
-"""serprof CLI: ``gate`` (regression gate), ``baseline save`` (compact baseline), ``gate-eval``.
+"""serprof CLI: ``gate`` (regression gate), ``gate-interleave`` (A/B of two git refs), ``baseline save``, ``gate-eval``.
 
 Thin commands over ``profiler.analysis.compare`` / ``profiler.store.baseline`` / ``profiler.tools.interleave``
 / ``profiler.tools.gate_eval``: parse, call one library function, render, exit code (0 pass, 1
@@ -62,21 +62,21 @@ def _write_outputs(result, json_out: Optional[Path], markdown_out: Optional[Path
         markdown_out.write_text(to_markdown(result) + "\n")
 
 
-def _split_csv(values: Optional[List[str]]) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out += [x.strip() for x in v.split(",") if x.strip()]
-    return out
+_RULE_HELP = ("METRIC:LIMIT[@FILTERS], repeatable; later rules win. Metrics latency, peak_memory, energy, slope; "
+              "e.g. 'latency:+3%@kernel=retnet,T>=4096', 'peak_memory:+0%+1MiB', 'energy:off'.")
+_DEFAULTS_HELP = "Start from no rules (defaults: latency:+5%, peak_memory:+0% (+4KiB), energy:+10%, slope:+0.1)."
+
+#: ``gate``'s options that only apply to the interleaved A/B measurement (now ``gate-interleave``):
+#: still accepted after ``gate --interleave``, hidden from ``gate --help``.
+_INTERLEAVE_ONLY = ("ref_a", "ref_b", "kernels", "backend", "lengths", "batch", "heads", "head_dim", "rounds",
+                    "reps", "repo")
 
 
 def gate(
     baseline: Optional[Path] = typer.Option(None, "--baseline", "-b", help="Baseline run folder or baseline .json."),
     candidate: Optional[Path] = typer.Option(None, "--candidate", "-c", help="Candidate run folder (or baseline .json)."),
-    rule: Optional[List[str]] = typer.Option(None, "--rule", "-r", help=(
-        "METRIC:LIMIT[@FILTERS], repeatable; later rules win. Metrics latency, peak_memory, energy, slope; "
-        "e.g. 'latency:+3%@kernel=retnet,T>=4096', 'peak_memory:+0%+1MiB', 'energy:off'.")),
-    no_default_rules: bool = typer.Option(False, "--no-default-rules", help=(
-        "Start from no rules (defaults: latency:+5%, peak_memory:+0% (+4KiB), energy:+10%, slope:+0.1).")),
+    rule: Optional[List[str]] = typer.Option(None, "--rule", "-r", help=_RULE_HELP),
+    no_default_rules: bool = typer.Option(False, "--no-default-rules", help=_DEFAULTS_HELP),
     alpha: float = typer.Option(0.025, help="Family-wise error rate of the latency tests (one-sided, Holm)."),
     normalize: str = typer.Option("none", help="Drift normalization: none, calibration (= matmul), bandwidth."),
     statistic: str = typer.Option("median", help="Latency statistic compared: median, or a quantile such as q10 (shared CPU runners)."),
@@ -89,50 +89,103 @@ def gate(
     markdown_out: Optional[Path] = typer.Option(None, "--markdown-out", help="Write the Markdown summary here."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples per point."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
-    interleave: bool = typer.Option(False, "--interleave", help="Measure two git refs alternately in this job instead of reading runs."),
-    ref_a: Optional[str] = typer.Option(None, "--ref-a", help="--interleave: baseline git ref."),
-    ref_b: Optional[str] = typer.Option(None, "--ref-b", help="--interleave: candidate git ref."),
-    kernels: Optional[List[str]] = typer.Option(None, "--kernels", "-k", help="--interleave: kernels (comma-separated or repeated)."),
-    backend: str = typer.Option("", "--backend", help="--interleave: backend (default: each kernel's default backend)."),
-    lengths: Optional[List[str]] = typer.Option(None, "--lengths", "-T", help="--interleave: sequence lengths, e.g. 1024,2048."),
-    batch: int = typer.Option(1, "--batch", "-B", help="--interleave: batch size."),
-    heads: int = typer.Option(4, "--heads", "-H", help="--interleave: heads."),
-    head_dim: int = typer.Option(64, "--head-dim", "-D", help="--interleave: head dim."),
-    rounds: int = typer.Option(10, "--rounds", help="--interleave: alternations (ABBA order)."),
-    reps: int = typer.Option(5, "--reps", help="--interleave: samples per point per round and side."),
-    repo: Path = typer.Option(Path("."), "--repo", help="--interleave: the git repository holding the refs."),
+    interleave: bool = typer.Option(False, "--interleave", help="Old spelling of `serprof gate-interleave` (measure two git refs alternately)."),
+    ref_a: Optional[str] = typer.Option(None, "--ref-a", hidden=True),
+    ref_b: Optional[str] = typer.Option(None, "--ref-b", hidden=True),
+    kernels: Optional[List[str]] = typer.Option(None, "--kernels", "-k", hidden=True),
+    backend: Optional[str] = typer.Option(None, "--backend", hidden=True),
+    lengths: Optional[List[str]] = typer.Option(None, "--lengths", "-T", hidden=True),
+    batch: Optional[int] = typer.Option(None, "--batch", "-B", hidden=True),
+    heads: Optional[int] = typer.Option(None, "--heads", "-H", hidden=True),
+    head_dim: Optional[int] = typer.Option(None, "--head-dim", "-D", hidden=True),
+    rounds: Optional[int] = typer.Option(None, "--rounds", hidden=True),
+    reps: Optional[int] = typer.Option(None, "--reps", hidden=True),
+    repo: Optional[Path] = typer.Option(None, "--repo", hidden=True),
 ) -> None:
     """Compare a candidate run with a baseline; exit 1 on a regression (see docs/ci-gate.md)."""
-    from profiler.analysis.compare import check_compared, compare_runs
-    from profiler.analysis.gates import RuleSet
+    from profiler import api
+
+    shared = dict(rule=rule, no_default_rules=no_default_rules, alpha=alpha, statistic=statistic,
+                  noise_floor=noise_floor, allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env,
+                  fail_on_missing=fail_on_missing, allow_empty=allow_empty, json_out=json_out,
+                  markdown_out=markdown_out, n_boot=n_boot, seed=seed)
+    only = {"ref_a": ref_a, "ref_b": ref_b, "kernels": kernels, "backend": backend, "lengths": lengths,
+            "batch": batch, "heads": heads, "head_dim": head_dim, "rounds": rounds, "reps": reps, "repo": repo}
+    if interleave:
+        if baseline is not None or candidate is not None:
+            raise UsageError("--interleave measures --ref-a/--ref-b itself; drop --baseline/--candidate")
+        typer.echo("serprof: note: `serprof gate --interleave` is now `serprof gate-interleave` "
+                   "(same flags, without --interleave); running it", err=True)
+        defaults = {"kernels": None, "backend": "", "lengths": None, "batch": 1, "heads": 4, "head_dim": 64,
+                    "rounds": 10, "reps": 5, "repo": Path(".")}
+        return gate_interleave(**shared, **{k: defaults.get(k) if v is None else v for k, v in only.items()})
+    given = [k for k, v in only.items() if v is not None]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"{flags} only {'applies' if len(given) == 1 else 'apply'} to the interleaved A/B "
+                         "measurement: use serprof gate-interleave")
+    if baseline is None or candidate is None:
+        raise UsageError("gate needs --baseline RUN|FILE and --candidate RUN (or serprof gate-interleave --ref-a --ref-b)")
+    _check_outputs(json_out, markdown_out)
+    result = api.gate(baseline, candidate, rules=rule or [], default_rules=not no_default_rules, alpha=alpha,
+                      normalize=normalize, statistic=statistic, noise_floor=noise_floor,
+                      allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (),
+                      fail_on_missing=fail_on_missing, n_boot=n_boot, seed=seed)
+    _finish(result, json_out, markdown_out, allow_empty)
+
+
+def gate_interleave(
+    ref_a: Optional[str] = typer.Option(None, "--ref-a", help="Baseline git ref (e.g. origin/main)."),
+    ref_b: Optional[str] = typer.Option(None, "--ref-b", help="Candidate git ref (e.g. HEAD)."),
+    kernels: Optional[List[str]] = typer.Option(None, "--kernels", "-k", help="Kernels (comma-separated or repeated)."),
+    backend: str = typer.Option("", "--backend", help="Backend (default: each kernel's default backend)."),
+    lengths: Optional[List[str]] = typer.Option(None, "--lengths", "-T", help="Sequence lengths, e.g. 1024,2048."),
+    batch: int = typer.Option(1, "--batch", "-B", help="Batch size."),
+    heads: int = typer.Option(4, "--heads", "-H", help="Heads."),
+    head_dim: int = typer.Option(64, "--head-dim", "-D", help="Head dim."),
+    rounds: int = typer.Option(10, "--rounds", help="Alternations (ABBA order)."),
+    reps: int = typer.Option(5, "--reps", help="Samples per point per round and side."),
+    repo: Path = typer.Option(Path("."), "--repo", help="The git repository holding the refs."),
+    rule: Optional[List[str]] = typer.Option(None, "--rule", "-r", help=_RULE_HELP),
+    no_default_rules: bool = typer.Option(False, "--no-default-rules", help=_DEFAULTS_HELP),
+    alpha: float = typer.Option(0.025, help="Family-wise error rate of the latency tests (one-sided, Holm)."),
+    statistic: str = typer.Option("median", help="Latency statistic compared: median, or a quantile such as q10 (shared CPU runners)."),
+    noise_floor: float = typer.Option(0.01, "--noise-floor", help="Relative run-to-run noise added to each interval (0.01 = 1%)."),
+    allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch", help="Compare runs whose environment fingerprints differ."),
+    ignore_env: Optional[List[str]] = typer.Option(None, "--ignore-env", help="Environment key to leave out of the fingerprint (repeatable)."),
+    fail_on_missing: bool = typer.Option(False, "--fail-on-missing", help="Exit 1 when baseline points are missing in the candidate."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass when nothing was compared (default: exit 2)."),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the JSON verdict here."),
+    markdown_out: Optional[Path] = typer.Option(None, "--markdown-out", help="Write the Markdown summary here."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples per point."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+) -> None:
+    """Measure two git refs alternately in this job (ABBA) and gate B against A; exit 1 on a regression."""
+    from profiler import api
+
+    _check_outputs(json_out, markdown_out)
+    result = api.gate_interleave(ref_a, ref_b, repo=repo, kernels=kernels or (), backend=backend,
+                                 lengths=lengths or (), batch=batch, heads=heads, head_dim=head_dim, rounds=rounds,
+                                 reps=reps, rules=rule or [], default_rules=not no_default_rules, alpha=alpha,
+                                 statistic=statistic, noise_floor=noise_floor, allow_env_mismatch=allow_env_mismatch,
+                                 ignore_env=ignore_env or (), fail_on_missing=fail_on_missing, n_boot=n_boot,
+                                 seed=seed)
+    _finish(result, json_out, markdown_out, allow_empty)
+
+
+def _check_outputs(json_out: Optional[Path], markdown_out: Optional[Path]) -> None:
+    """Output paths are checked before any run is read or measured (one line, exit 2)."""
     from profiler.core.paths import check_output_file
 
     for flag, path in (("--json-out", json_out), ("--markdown-out", markdown_out)):
         if path is not None:
             check_output_file(path, flag, create_parents=True)
-    rules = RuleSet.parse(rule or [], defaults=not no_default_rules)
-    if interleave:
-        if baseline is not None or candidate is not None:
-            raise UsageError("--interleave measures --ref-a/--ref-b itself; drop --baseline/--candidate")
-        if not ref_a or not ref_b:
-            raise UsageError("--interleave needs --ref-a REF and --ref-b REF (git refs, e.g. origin/main and HEAD)")
-        from profiler.tools.interleave import InterleavePlan, run_interleaved
 
-        plan = InterleavePlan.from_cli(_split_csv(kernels), backend, _split_csv(lengths), batch, heads, head_dim,
-                                       rounds=rounds, reps=reps)
-        base_run, cand_run = run_interleaved(repo, ref_a, ref_b, plan)
-        result = compare_runs(base_run, cand_run, rules, alpha=alpha, normalize="none",
-                              allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (), n_boot=n_boot,
-                              seed=seed, fail_on_missing=fail_on_missing, statistic=statistic, noise_floor=noise_floor,
-                              baseline_label=f"{ref_a} (interleaved)", candidate_label=f"{ref_b} (interleaved)")
-    else:
-        if baseline is None or candidate is None:
-            raise UsageError("gate needs --baseline RUN|FILE and --candidate RUN (or --interleave --ref-a --ref-b)")
-        from profiler.store.baseline import load_side
 
-        result = compare_runs(load_side(baseline), load_side(candidate), rules, alpha=alpha, normalize=normalize,
-                              allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (), n_boot=n_boot,
-                              seed=seed, fail_on_missing=fail_on_missing, statistic=statistic, noise_floor=noise_floor)
+def _finish(result, json_out: Optional[Path], markdown_out: Optional[Path], allow_empty: bool) -> None:
+    """Write the outputs, render the table, then the exit code (2 when nothing was compared)."""
+    from profiler.analysis.compare import check_compared
+
     _write_outputs(result, json_out, markdown_out)
     _render_table(result)
     check_compared(result, allow_empty)
@@ -201,5 +254,6 @@ def gate_eval(
 def register(app: typer.Typer) -> None:
     """Add ``gate``, ``baseline save`` and ``gate-eval`` to the app."""
     app.command("gate")(gate)
+    app.command("gate-interleave")(gate_interleave)
     app.command("gate-eval")(gate_eval)
     app.add_typer(baseline_app, name="baseline")

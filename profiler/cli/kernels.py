@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from profiler.core.errors import UnavailableError, UsageError, did_you_mean
+from profiler.core.errors import UsageError
 
 DEVICES = ("cpu", "cuda")
 
@@ -73,7 +73,9 @@ def list_cmd(
 
 
 def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2e}"
+    from profiler.core.fmt import sci
+
+    return sci(x)
 
 
 def verify_cmd(
@@ -92,42 +94,10 @@ def verify_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Check backends against their fp32 references; exit 1 if any error exceeds its tolerance."""
-    from profiler.core.units import parse_dtypes, parse_int_list, parse_lengths
+    from profiler import api
 
-    dev_type = device.split(":")[0]
-    if dev_type not in DEVICES:
-        raise UsageError(f"unknown device {device!r}; {did_you_mean(device, DEVICES)}")
-    if interpret and dev_type != "cpu":
-        raise UsageError("--interpret runs on the CPU; drop --device cuda")
-    modes = _split(mode)
-    for m in modes or [""]:
-        if m not in ("fwd", "fwdbwd"):
-            raise UsageError(f"unknown mode {m!r}; valid: fwd, fwdbwd")
-    length_list = parse_lengths(lengths or ("64" if interpret else "1,100"))
-    batch_list = parse_int_list(batch or ("1" if interpret else "2"), "batch size")
-    dtypes = parse_dtypes(dtype or ("fp32,fp16" if interpret else "fp32"))
-    if heads < 1 or head_dim < 1:
-        raise UsageError("--heads and --head-dim must be >= 1")
-    if interpret:
-        from profiler.kernels.interpret import BF16_REASON, enable
-
-        if "bfloat16" in dtypes:
-            raise UsageError(BF16_REASON)
-        enable()  # before anything imports fla
-    if dev_type == "cuda" and not _cuda_available():
-        raise UnavailableError("--device cuda requested but no CUDA device is visible to torch")
-    from profiler.kernels import MECHANISMS, get_kernel
-    from profiler.measure.verify import verify_many
-
-    kernel_list = _split(kernels) or list(MECHANISMS)
-    for k in kernel_list:
-        get_kernel(k)  # unknown name -> UsageError naming the valid ones
-    results = verify_many(kernel_list, _split(backend) or None, lengths=length_list, batches=batch_list,
-                          heads=heads, head_dim=head_dim, dtypes=dtypes, modes=modes, device=device,
-                          interpret=interpret, seed=seed, max_T=max_t)
-    if not results:
-        raise UsageError("nothing to verify: no available backend matches the selection "
-                         "(see `serprof list`; fla backends need --device cuda or --interpret)")
+    results = api.verify(kernels, backend, lengths=lengths, batch=batch, heads=heads, head_dim=head_dim,
+                         dtypes=dtype, modes=mode, device=device, interpret=interpret, max_t=max_t, seed=seed)
     failed = [r for r in results if not r.passed]
     if json_out:
         typer.echo(json.dumps({"passed": not failed, "results": [r.to_dict() for r in results]}, indent=2))

@@ -29,24 +29,16 @@ def report(
                                        "reports/overlay-<time>/report.html)."),
 ) -> None:
     """Render the HTML report (figures, fits, crossovers, frontier) from stored run folder(s)."""
+    from profiler import api
     from profiler.core.paths import check_output_file
-    from profiler.report import markdown_summary, render_run, render_runs
 
     if out is not None:
         check_output_file(out, "--out", create_parents=True)
     if markdown is not None and markdown != "-":
         check_output_file(markdown, "--markdown")
     _print_load_warnings(runs)
-    if len(runs) == 1:
-        path = render_run(runs[0], baseline=baseline, out=out)
-    else:
-        if out is None:
-            from datetime import datetime, timezone
-
-            out = Path("reports") / f"overlay-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}" / "report.html"
-        path = render_runs(runs, out=out, baseline=baseline)
+    path, text = api.report(runs, baseline=baseline, out=out, markdown=markdown is not None)
     if markdown is not None:
-        text = markdown_summary(runs, baseline=baseline)
         if markdown == "-":
             typer.echo(text, nl=False)
         else:
@@ -60,9 +52,9 @@ def export(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: RUN/points.<format>)."),
 ) -> None:
     """Flatten a run's records to one row per point (median/CI, memory, energy, correctness)."""
-    from profiler.report.export import export_run
+    from profiler import api
 
-    path = export_run(run, fmt, output)
+    path = api.export(run, fmt, output)
     _print_load_warnings([run])
     typer.echo(str(path))
 

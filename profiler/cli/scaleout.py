@@ -1,118 +1,31 @@
-"""Scale-out pieces of the CLI: executor flags of ``serprof sweep``, ``serprof status``, ``serprof bench scaleout``.
+"""Scale-out pieces of the CLI: SLURM submission output, ``serprof status``, ``serprof bench scaleout``.
 
-``serprof sweep`` (``profiler.cli.sweep``) calls ``choose_executor`` with its ``--executor``,
-``--devices``, ``--workers`` and SLURM flags, then either passes the local executor to ``run_sweep``
-or hands the sweep to ``submit_slurm``. Nothing heavy is imported at module level.
+The executor choice (``--executor``, ``--devices``, ``--workers``, SLURM flags and the scenario's
+``[execution]`` table) lives in ``profiler.runner.execution``; ``profiler.api.sweep`` uses it and this
+module only renders. Nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from profiler.core.console import esc
-from profiler.core.errors import UsageError
 
-EXECUTORS = ("local", "slurm")
-SLURM_FLAGS = ("partition", "account", "time_limit", "gpus_per_task", "array_parallelism", "sbatch_extra", "shards")
-
-
-@dataclass
-class ExecutorChoice:
-    kind: str                   # "local" | "slurm"
-    executor: Any = None        # local: an Executor, or None for the default single worker
-    slurm: Any = None           # slurm: SlurmOptions
+_MOVED = ("EXECUTION_KEYS", "EXECUTORS", "SLURM_FLAGS", "ExecutorChoice", "choose_executor", "choose_for_sweep",
+          "execution_table")
 
 
-def choose_executor(executor: str | None, device: str, *, devices: str | None = None, workers: int | None = None,
-                    cores_per_worker: int | None = None, slurm: dict[str, Any] | None = None,
-                    slurm_backend: str = "slurm") -> ExecutorChoice:
-    """Validate the executor flags (``UsageError``: one line, exit 2) and build the executor."""
-    kind = (executor or "local").strip().lower()
-    if kind not in EXECUTORS:
-        raise UsageError(f"--executor {executor!r} is not allowed; valid: {', '.join(EXECUTORS)}")
-    given = {k: v for k, v in (slurm or {}).items() if v not in (None, "", ())}
-    if kind == "local":
-        if given:
-            flags = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise UsageError(f"{flags} {'is a SLURM option' if len(given) == 1 else 'are SLURM options'}; "
-                             "add --executor slurm")
-        from profiler.runner.multi import local_executor
-        from profiler.runner.pinning import parse_devices
+def __getattr__(name: str):
+    """The executor choice and the ``[execution]`` table moved to ``profiler.runner.execution`` (kept importable)."""
+    if name in _MOVED:
+        import profiler.runner.execution as execution
 
-        ex = local_executor(device, parse_devices(devices) if devices else (), workers, cores_per_worker)
-        return ExecutorChoice("local", executor=ex)
-    if devices or workers is not None or cores_per_worker is not None:
-        raise UsageError("--devices/--workers/--cores-per-worker choose local workers; with --executor slurm "
-                         "each shard uses the GPUs of its job: use --gpus-per-task")
-    from profiler.runner.slurm import options_from_flags
-
-    return ExecutorChoice("slurm", slurm=options_from_flags(**given, backend=slurm_backend))
-
-
-EXECUTION_KEYS = ("executor", "devices", "workers", "cores_per_worker") + SLURM_FLAGS
-
-
-def execution_table(scenario: Path | None) -> dict[str, Any]:
-    """The scenario file's ``[execution]`` table (validated keys; values as the flags take them)::
-
-        [execution]
-        executor = "slurm"          # local | slurm
-        devices = [0, 1]            # or "0,1"; CUDA, one worker per device (local)
-        workers = 2                 # CPU workers, each on its own cores (local)
-        cores_per_worker = 1
-        partition = "gpu"           # SLURM: partition, account, time_limit, gpus_per_task,
-        time_limit = "2:00:00"      #        array_parallelism, sbatch_extra, shards
-    """
-    if scenario is None:
-        return {}
-    from profiler.core.errors import did_you_mean
-    from profiler.spec.scenario import load_scenario
-
-    table = load_scenario(scenario).get("execution") or {}
-    if not isinstance(table, dict):
-        raise UsageError(f"{scenario}: key 'execution' must be a table ([execution])")
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        k = key.replace("-", "_")
-        if k not in EXECUTION_KEYS:
-            raise UsageError(f"{scenario}: unknown key 'execution.{key}'; {did_you_mean(k, EXECUTION_KEYS)}")
-        if k == "devices" and isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        if k == "sbatch_extra" and isinstance(value, list):
-            value = " ".join(str(v) for v in value)
-        if k in ("workers", "cores_per_worker", "gpus_per_task", "array_parallelism", "shards") and (
-                isinstance(value, bool) or not isinstance(value, int)):
-            raise UsageError(f"{scenario}: key 'execution.{key}' must be an integer, got {value!r}")
-        if k in ("executor", "partition", "account", "time_limit", "sbatch_extra", "devices") and not (
-                isinstance(value, str) or (k == "time_limit" and isinstance(value, int) and not isinstance(value, bool))):
-            raise UsageError(f"{scenario}: key 'execution.{key}' must be a string, got {value!r}")
-        if k == "sbatch_extra":
-            from profiler.runner.slurm import parse_sbatch_extra
-
-            parse_sbatch_extra(value, key=f"{scenario}: key 'execution.{key}'")
-        out[k] = value
-    return out
-
-
-def choose_for_sweep(flags: dict[str, Any], *, scenario: Path | None, spec: Any, resume: Path | None) -> ExecutorChoice:
-    """``serprof sweep``'s executor: flags over the scenario's ``[execution]`` table; a resumed SLURM run stays SLURM."""
-    values = {**execution_table(scenario), **{k: v for k, v in flags.items() if v is not None}}
-    device = spec.device if spec is not None else "auto"
-    if resume is not None:
-        from profiler.runner.slurm import is_slurm_run
-        from profiler.store.runs import RunDir
-
-        device = str(RunDir.open(resume).read_manifest().scenario.get("device") or "auto")
-        if is_slurm_run(resume) and values.get("executor") is None:
-            values["executor"] = "slurm"
-    return choose_executor(values.pop("executor", None), device, devices=values.pop("devices", None),
-                           workers=values.pop("workers", None), cores_per_worker=values.pop("cores_per_worker", None),
-                           slurm={k: values.get(k) for k in SLURM_FLAGS})
+        return getattr(execution, name)
+    raise AttributeError(name)
 
 
 # --------------------------------------------------------------------------- slurm submission
@@ -121,7 +34,11 @@ def submit_slurm(console, spec, opts, *, out: Path | None, resume: Path | None, 
     """Submit (or dry-run, or resume) a SLURM sweep and render what happened."""
     from profiler.runner.slurm import submit
 
-    res = submit(spec, opts=opts, out=out, resume=resume, dry_run=dry_run)
+    render_slurm(console, submit(spec, opts=opts, out=out, resume=resume, dry_run=dry_run), as_json=as_json)
+
+
+def render_slurm(console, res, *, as_json: bool) -> None:
+    """Render a SLURM submission (``profiler.runner.slurm.submit``'s result)."""
     if as_json:
         typer.echo(json.dumps({"run_dir": str(res.run_dir), "dry_run": res.dry_run, "resumed": res.resumed,
                                "planned": res.planned, "missing": res.missing, "shards": res.shards,
@@ -154,9 +71,9 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Progress of a run: per shard (SLURM runs) or per worker (local runs), and per device model."""
-    from profiler.runner.status import run_status
+    from profiler import api
 
-    st = run_status(run)
+    st = api.status(run)
     if as_json:
         typer.echo(json.dumps(st.to_dict(), indent=2, default=str))
         return

@@ -7,7 +7,6 @@ render with rich. torch, fla and triton are never imported at module level here.
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,27 +22,19 @@ SCENARIO_FLAGS = ("kernels", "backends", "lengths", "batch", "dtypes", "modes", 
 # --------------------------------------------------------------------------- rendering helpers
 
 def _fmt_s(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 1e-3:
-        return f"{s * 1e6:.1f} µs"
-    if s < 1:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s:.2f} s"
+    from profiler.core.fmt import seconds_fixed
+
+    return seconds_fixed(s)
 
 
 def _fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    from profiler.spec.plan import fmt_bytes
+    from profiler.core.fmt import bytes_fixed
 
-    return fmt_bytes(n)
+    return bytes_fixed(n)
 
 
 def _median(rec) -> float | None:
-    if rec.timing is None or not rec.timing.samples_s:
-        return None
-    return statistics.median(rec.timing.samples_s)
+    return rec.timing.median_s if rec.timing is not None else None
 
 
 def _short_id(spec) -> str:
@@ -136,25 +127,6 @@ class _RichObserver:
                 self.console.print()   # a file/pipe gets the last frame without its newline
 
 
-def _settings_overrides(warmup, time_budget, target_ci, memory_budget, timeout, no_verify, no_energy) -> dict:
-    out: dict[str, Any] = {}
-    if warmup is not None:
-        out["settings.warmup_s"] = warmup
-    if time_budget is not None:
-        out["settings.time_budget_s"] = time_budget
-    if target_ci is not None:
-        out["settings.target_rel_ci"] = target_ci
-    if memory_budget is not None:
-        out["settings.memory_budget"] = memory_budget
-    if timeout is not None:
-        out["settings.point_timeout_s"] = timeout
-    if no_verify:
-        out["settings.verify"] = False
-    if no_energy:
-        out["settings.measure_energy"] = False
-    return out
-
-
 def _print_dry_run(console, plan) -> None:
     from rich.table import Table
 
@@ -174,14 +146,6 @@ def _print_dry_run(console, plan) -> None:
         console.print(f"[bold]dropped[/] ({len(plan.dropped)}):")
         for d in plan.dropped:
             console.print(f"  {d.what}: {d.reason}", markup=False)
-
-
-def _render_report(run_dir: Path) -> Path | None:
-    try:
-        from profiler.report import render_run
-    except ImportError:
-        return None
-    return render_run(run_dir)
 
 
 # --------------------------------------------------------------------------- commands
@@ -233,7 +197,7 @@ def sweep(
     """Sweep length x batch x dtype over attention kernels; every point in a worker process."""
     from rich.console import Console
 
-    from profiler.spec.scenario import build_spec
+    from profiler import api
 
     overrides: dict[str, Any] = {
         "kernels": kernels, "backends": backend, "lengths": lengths, "batch": batch, "dtypes": dtype,
@@ -242,59 +206,48 @@ def sweep(
         "interpret": True if interpret else None,
         "level": level, "audio": audio, "text_rate": text_rate, "bidirectional": bidirectional,
         "utterances": utterances, "packing": packing,
+        "settings.warmup_s": warmup, "settings.time_budget_s": time_budget, "settings.target_rel_ci": target_ci,
+        "settings.memory_budget": memory_budget, "settings.point_timeout_s": timeout,
+        "settings.verify": False if no_verify else None, "settings.measure_energy": False if no_energy else None,
     }
-    overrides.update(_settings_overrides(warmup, time_budget, target_ci, memory_budget, timeout, no_verify, no_energy))
+    execution = {"executor": executor, "devices": devices, "workers": workers, "cores_per_worker": cores_per_worker,
+                 "partition": partition, "account": account, "time_limit": time_limit,
+                 "gpus_per_task": gpus_per_task, "array_parallelism": array_parallelism,
+                 "sbatch_extra": sbatch_extra, "shards": shards}
     console = Console(stderr=as_json)
-
-    if resume is not None:
-        given = [("--" + k.split(".")[-1].replace("_", "-")) for k, v in overrides.items() if v is not None]
-        if scenario is not None:
-            given.append("--scenario")
-        if given:
-            raise UsageError(f"--resume continues a run with its stored scenario and settings; drop {', '.join(given)}")
-        if dry_run:
-            raise UsageError("--resume and --dry-run cannot be combined")
-        spec = None
-    else:
-        spec = build_spec(scenario, overrides)
-
-    from profiler.cli.scaleout import choose_for_sweep, submit_slurm
-
-    choice = choose_for_sweep({"executor": executor, "devices": devices, "workers": workers,
-                               "cores_per_worker": cores_per_worker, "partition": partition, "account": account,
-                               "time_limit": time_limit, "gpus_per_task": gpus_per_task,
-                               "array_parallelism": array_parallelism, "sbatch_extra": sbatch_extra,
-                               "shards": shards}, scenario=scenario, spec=spec, resume=resume)
-    if choice.kind == "slurm":
-        submit_slurm(console, spec, choice.slurm, out=out, resume=resume, dry_run=dry_run, as_json=as_json)
-        return
-
-    if dry_run:
-        from profiler.runner.sweep import dry_run as make_dry_run, plan_as_dict
-
-        plan = make_dry_run(spec)
-        if as_json:
-            typer.echo(json.dumps(plan_as_dict(plan), indent=2))
-        else:
-            _print_dry_run(console, plan)
-        return
-
-    from profiler.runner.sweep import run_sweep
-
     obs = _RichObserver(console, quiet=as_json)
     try:
-        result = run_sweep(spec, out=out, resume=resume, observer=obs, executor=choice.executor)
+        outcome = api.sweep(scenario, overrides, execution=execution, out=out, resume=resume, dry_run=dry_run,
+                            observer=obs, render_report=not no_report)
     finally:
         obs.close()
+    if outcome.slurm is not None:
+        from profiler.cli.scaleout import render_slurm
 
-    report_path = None
-    report_error = None
-    if not no_report and not result.interrupted:
-        try:
-            report_path = _render_report(result.run_dir)
-        except Exception as exc:  # noqa: BLE001 - the sweep's records are safe; say the report failed
-            report_error = f"{type(exc).__name__}: {exc}"
+        render_slurm(console, outcome.slurm, as_json=as_json)
+    elif outcome.plan is not None:
+        _render_plan(console, outcome.plan, as_json)
+    else:
+        _render_result(console, outcome, as_json)
+    if outcome.interrupted:
+        from profiler.runner.sweep import resume_hint
 
+        typer.echo(f"serprof: interrupted; {resume_hint(outcome.run_dir)}", err=True)
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
+
+
+def _render_plan(console, plan, as_json: bool) -> None:
+    if as_json:
+        from profiler.runner.sweep import plan_as_dict
+
+        typer.echo(json.dumps(plan_as_dict(plan), indent=2))
+    else:
+        _print_dry_run(console, plan)
+
+
+def _render_result(console, outcome, as_json: bool) -> None:
+    result, report_path, report_error = outcome.result, outcome.report, outcome.report_error
     if as_json:
         typer.echo(json.dumps({
             "run_dir": str(result.run_dir), "interrupted": result.interrupted, "resumed": result.resumed,
@@ -303,27 +256,20 @@ def sweep(
             "in_call_share": result.in_call_share, "warnings": result.warnings,
             "records": [_record_summary(r) for r in result.records],
         }, indent=2))
-    else:
-        for w in result.warnings:
-            console.print(f"[yellow]warning:[/] {esc(w)}")
-        counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items())) or "no points"
-        console.print(f"[bold]done[/] in {result.wall_s:.1f} s: {counts}")
-        share = result.in_call_share
-        if share is not None:
-            console.print(f"time inside warm-up and timed calls: {result.in_call_s:.1f} s "
-                          f"({share:.0%} of the sweep's wall time)")
-        console.print(f"run folder: {result.run_dir}", markup=False)
-        if report_path:
-            console.print(f"report: {report_path}", markup=False)
-        elif report_error:
-            console.print(f"[red]report failed:[/] {esc(report_error)}")
-    if result.interrupted:
-        from profiler.runner.sweep import resume_hint
-
-        typer.echo(f"serprof: interrupted; {resume_hint(result.run_dir)}", err=True)
-        raise typer.Exit(130)
-    if report_error:
-        raise typer.Exit(1)
+        return
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {esc(w)}")
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items())) or "no points"
+    console.print(f"[bold]done[/] in {result.wall_s:.1f} s: {counts}")
+    share = result.in_call_share
+    if share is not None:
+        console.print(f"time inside warm-up and timed calls: {result.in_call_s:.1f} s "
+                      f"({share:.0%} of the sweep's wall time)")
+    console.print(f"run folder: {result.run_dir}", markup=False)
+    if report_path:
+        console.print(f"report: {report_path}", markup=False)
+    elif report_error:
+        console.print(f"[red]report failed:[/] {esc(report_error)}")
 
 
 def _record_summary(rec) -> dict[str, Any]:

@@ -135,10 +135,59 @@ class Timing:
     unroll: int = 1                   # calls per captured CUDA graph (cuda_graph only)
     l2_flush: bool = False            # L2 flushed before each sample (outside the timed region)
 
+    # ---- statistics, computed once per value and cached (as torch.utils.benchmark's Measurement does);
+    # derived, never stored: ``to_dict`` writes fields only. numpy/scipy load on first use, not on import.
+    WIDE_CI: typing.ClassVar[float] = 0.05     # relative half-width of the median's 95% CI flagged as wide
+    FEW_SAMPLES: typing.ClassVar[int] = 5      # fewer samples than this are flagged
+
+    @property
+    def n(self) -> int:
+        return len(self.samples_s)
+
     @functools.cached_property
     def median_s(self) -> float | None:
         """Median of the samples (None without samples)."""
-        return float(statistics.median(self.samples_s)) if self.samples_s else None
+        return statistics.median(self.samples_s) if self.samples_s else None
+
+    @functools.cached_property
+    def summary(self):
+        """``profiler.core.stats.Summary`` of the samples: median, 95% CI of the median, mean, spread."""
+        from profiler.core.stats import summarize
+
+        return summarize(self.samples_s)
+
+    @property
+    def ci_s(self) -> tuple[float, float] | None:
+        """Distribution-free 95% CI of the median (order statistics; the full range below 6 samples)."""
+        return (self.summary.ci_low, self.summary.ci_high) if self.samples_s else None
+
+    @property
+    def rel_ci(self) -> float:
+        """Half-width of the median's 95% CI relative to the median (inf when undefined)."""
+        return self.summary.rel_ci
+
+    @property
+    def few_samples(self) -> bool:
+        return self.n < self.FEW_SAMPLES
+
+    @property
+    def wide_ci(self) -> bool:
+        return self.n >= 2 and self.rel_ci > self.WIDE_CI
+
+    @property
+    def noisy(self) -> bool:
+        """The median deserves less trust: few samples or a wide CI."""
+        return self.few_samples or self.wide_ci
+
+    @property
+    def noise_flags(self) -> tuple[str, ...]:
+        """Why the median deserves less trust, in words (``few samples (3)``, ``wide CI (±7%)``)."""
+        flags = []
+        if self.few_samples:
+            flags.append(f"few samples ({self.n})")
+        if self.wide_ci:
+            flags.append(f"wide CI (±{self.rel_ci * 100:.0f}%)")
+        return tuple(flags)
 
 
 @dataclass(frozen=True)

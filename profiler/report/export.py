@@ -14,7 +14,6 @@ from typing import Any
 from profiler.core.errors import UsageError
 from profiler.analysis.ser import audio_seconds
 from profiler.core.records import PointRecord, energy_per_call
-from profiler.core.stats import summarize
 from profiler.store.runs import RunDir
 
 FORMATS = ("csv", "parquet")
@@ -37,7 +36,7 @@ def flatten(rec: PointRecord) -> dict[str, Any]:
                device_name=(rec.worker or {}).get("device_name"), host=(rec.worker or {}).get("host"),
                audio_s=audio_seconds(rec))
     if rec.timing is not None and rec.timing.samples_s:
-        st = summarize(rec.timing.samples_s)
+        st = rec.timing.summary
         row.update(n_samples=st.n, median_s=st.median, ci_low_s=st.ci_low, ci_high_s=st.ci_high, mean_s=st.mean,
                    min_s=st.min, max_s=st.max, rel_ci=st.rel_ci, timer=rec.timing.timer)
         if rec.flops and st.median > 0:

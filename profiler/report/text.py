@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from profiler.core import fmt
 from profiler.analysis.fits import SlopeFit
 from profiler.analysis.summary import RunAnalysis
 
@@ -16,29 +17,15 @@ ORDER_OF_MAGNITUDE = 10.0
 
 
 def fmt_s(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g} {unit}"
-    return f"{x / 1e-9:.3g} ns"
+    return fmt.seconds(x)
 
 
 def fmt_bytes(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    for scale, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g} {unit}"
-    return f"{x:.0f} B"
+    return fmt.bytes_iec(x)
 
 
 def fmt_T(T: float | None) -> str:
-    if T is None:
-        return "–"
-    if math.isinf(T):
-        return "∞"
-    return f"{T:,.0f}"
+    return fmt.count(T)
 
 
 def fmt_audio(seconds: float | None) -> str:
@@ -51,9 +38,7 @@ def fmt_audio(seconds: float | None) -> str:
 
 
 def fmt_ratio(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    return f"{x:.3g}×"
+    return fmt.ratio(x)
 
 
 def noisy_fit(series, fit: SlopeFit | None) -> bool:

@@ -265,11 +265,9 @@ def _causal_text(flags) -> str:
 
 
 def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n}"
+    from profiler.core.fmt import bytes_fixed
+
+    return bytes_fixed(n)
 
 
 fmt_bytes = _fmt_bytes

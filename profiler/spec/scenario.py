@@ -33,7 +33,7 @@ Scenario file format (every key optional)::
     [settings]                             # any MeasureSettings field, plus:
     memory_budget = "8GiB"                 # same as memory_budget_bytes
 
-    [execution]                            # how to run it, not what: see profiler.cli.scaleout
+    [execution]                            # how to run it, not what: see profiler.runner.execution
     executor = "local"                     # local | slurm; devices, workers, cores_per_worker,
                                            # partition, account, time_limit, gpus_per_task, ...
 """
@@ -49,6 +49,7 @@ from typing import Any, Mapping
 
 from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.records import DTYPES, LEVELS, MODES, MeasureSettings
+from profiler.spec import names
 
 DEVICES = ("auto", "cpu", "cuda")
 CAUSAL_CHOICES = ("both", "causal", "non-causal")
@@ -146,7 +147,7 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
         source = str(scenario)
         data = load_scenario(scenario)
         for key, value in data.items():
-            if key == "execution":   # executor options: profiler.cli.scaleout.execution_table
+            if key == "execution":   # executor options: profiler.runner.execution.execution_table
                 continue
             if key == "settings":
                 if not isinstance(value, Mapping):
@@ -158,7 +159,7 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        flag = _FLAGS.get(key) or "--" + key.split(".")[-1].replace("_", "-")
+        flag = names.flag(key, value)   # the spelling the user wrote (--target-ci, --no-verify)
         if key.startswith("settings."):
             settings_raw[key.split(".", 1)[1]] = (value, flag)
         else:

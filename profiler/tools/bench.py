@@ -147,7 +147,7 @@ def bench_kernels(series: Sequence[Series], lengths: Sequence[int],
 def median_s(rec: PointRecord) -> float | None:
     if rec.status != "ok" or rec.timing is None or not rec.timing.samples_s:
         return None
-    return float(statistics.median(rec.timing.samples_s))
+    return float(rec.timing.median_s)
 
 
 def loglog_slope(Ts: Sequence[float], ys: Sequence[float | None], lo: int, hi: int) -> float | None:
@@ -281,7 +281,7 @@ def timer_fidelity(ops: Sequence[str] = DEFAULT_FIDELITY_OPS, rounds: int = 2,
                 t0 = time.perf_counter()
                 t = measure_timing(call, s, PerfCounterTimer())
                 res[wk].append(time.perf_counter() - t0)
-                res[mk].append(statistics.median(t.samples_s))
+                res[mk].append(t.median_s)
                 res[nk].append(len(t.samples_s))
 
             if r % 2 == 0:

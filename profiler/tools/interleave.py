@@ -110,15 +110,18 @@ class InterleavePlan:
     def from_cli(cls, kernels: list[str], backend: str, lengths: list[str], B: int, H: int, D: int, *,
                  rounds: int, reps: int) -> "InterleavePlan":
         if not kernels:
-            raise UsageError("--interleave needs --kernels, e.g. --kernels retnet,softmax (or 'dial' as a control)")
+            raise UsageError("--kernels: gate-interleave needs kernels, e.g. --kernels retnet,softmax "
+                             "(or 'dial' as a control)")
         if not lengths:
-            raise UsageError("--interleave needs --lengths, e.g. --lengths 1024,2048")
+            raise UsageError("--lengths: gate-interleave needs lengths, e.g. --lengths 1024,2048")
         try:
             Ts = [int(x) for x in lengths]
         except ValueError:
             raise UsageError(f"--lengths takes integers like 1024,2048 (got {','.join(lengths)})") from None
-        if min(Ts + [B, H, D]) < 1 or rounds < 1 or reps < 1:
-            raise UsageError("--lengths, --batch, --heads, --head-dim, --rounds and --reps must be >= 1")
+        for flag, value in (("--lengths", min(Ts)), ("--batch", B), ("--heads", H), ("--head-dim", D),
+                            ("--rounds", rounds), ("--reps", reps)):
+            if value < 1:
+                raise UsageError(f"{flag} must be >= 1 (got {value})")
         specs = tuple(PointSpec(kernel=k, backend=backend or "default", B=B, T=T, H=H, D=D)
                       for k in kernels for T in Ts)
         return cls(specs, rounds=rounds, reps=reps)
