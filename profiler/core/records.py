@@ -112,6 +112,11 @@ class Timing:
     calls_per_sample: int = 1
     stop_reason: str = ""             # "ci_target" | "time_budget" | "max_reps"
     target_rel_ci: float | None = None
+    quantity: str = ""                # "device_time" | "call_latency"; "" in old records
+    method: str = ""                  # "cuda_graph" | "kineto" | "spin_events" | "sync_wall" | "perf_counter_ns" | "interpreted"
+    method_reason: str | None = None
+    unroll: int = 1
+    l2_flush: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,16 @@ class Correctness:
 
 
 @dataclass(frozen=True)
+class FirstCall:
+    """The first call of a point, timed on its own (compile, autotune, lazy init), before warm-up."""
+
+    wall_s: float
+    cache_dir: str | None = None
+    cache_warm: bool | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
 class PointRecord:
     """The stored result of one point: a status, and measurements when it ran."""
 
@@ -206,6 +221,8 @@ class PointRecord:
     wall_s: float | None = None       # whole point, set-up and verification included
     extra: Mapping[str, Any] = field(default_factory=dict)   # level-specific results (e.g. utterance replay)
     schema_version: int = SCHEMA_VERSION
+    call_latency: Timing | None = None   # CUDA only: sync-to-sync samples; on CPU ``timing`` is the call latency
+    first_call: FirstCall | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
