@@ -151,7 +151,14 @@ def sentences(a: RunAnalysis) -> list[str]:
         fits = [f"{name(s.key)} {fmt_slope(a.fits[s.key].slope)}"
                 + (" (noisy points in range)" if noisy_fit(s, a.fits[s.key].slope) else "")
                 for s in a.series if a.fits[s.key].slope]
-        if fits:
+        if fits and a.two_timings:
+            out.append("Device time grows as T^k with k (95% CI, fitted on the upper part of each sweep): "
+                       + "; ".join(fits) + ".")
+            cfits = [f"{name(s.key)} {fmt_slope(a.call_fits[s.key].slope)}" for s in a.call_series
+                     if a.call_fits[s.key].slope]
+            if cfits:
+                out.append("Call latency (one isolated call, host included) grows as T^k with k: " + "; ".join(cfits) + ".")
+        elif fits:
             out.append("Latency grows as T^k with k (95% CI covering sampling noise and point-to-point scatter, fitted on the upper part of each sweep): "
                        + "; ".join(fits) + ".")
     if a.baseline is None:
@@ -162,7 +169,18 @@ def sentences(a: RunAnalysis) -> list[str]:
                    f"{'' if a.baseline.kernel == 'softmax' else ' replaced by the user'}); ratios above 1 favour the variant.")
         # the headline is about the efficient variants; softmax variants only when nothing else ran
         cmps = [c for c in a.comparisons if c.series.key.kernel != "softmax"] or a.comparisons
-        if cmps:
+        if cmps and a.two_timings:
+            out.append("Faster than the baseline in device time: " + "; ".join(
+                f"{name(c.series.key)} {c.latency.text('faster')}" for c in cmps) + ".")
+            ccmps = [x for x in (a.call_comparison_for(c.series.key) for c in cmps) if x is not None]
+            if ccmps:
+                out.append("Faster than the baseline in call latency: " + "; ".join(
+                    f"{name(c.series.key)} {c.latency.text('faster')}" for c in ccmps) + ".")
+            bound = [x for x in a.launch if x.any]
+            if bound:
+                out.append("Launch-bound (device time under half the call latency): " + "; ".join(
+                    f"{name(x.key)} {x.text()}" for x in bound) + ".")
+        elif cmps:
             out.append("Faster than the baseline: " + "; ".join(
                 f"{name(c.series.key)} {c.latency.text('faster')}" for c in cmps) + ".")
             out.append("Smaller in memory: " + "; ".join(
