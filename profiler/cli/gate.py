@@ -70,8 +70,9 @@ def gate(
     baseline: Optional[Path] = typer.Option(None, "--baseline", "-b", help="Baseline run folder or baseline .json."),
     candidate: Optional[Path] = typer.Option(None, "--candidate", "-c", help="Candidate run folder (or baseline .json)."),
     rule: Optional[List[str]] = typer.Option(None, "--rule", "-r", help=(
-        "METRIC:LIMIT[@FILTERS], repeatable; later rules win. Metrics latency, peak_memory, energy, slope; "
-        "e.g. 'latency:+3%@kernel=retnet,T>=4096', 'peak_memory:+0%+1MiB', 'energy:off'.")),
+        "METRIC:LIMIT[@FILTERS], repeatable; later rules win. Metrics latency (on CUDA: device time), "
+        "call_latency (sync to sync, host included; off unless named), peak_memory, energy, slope; "
+        "e.g. 'latency:+3%@kernel=retnet,T>=4096', 'call_latency:+5%', 'peak_memory:+0%+1MiB', 'energy:off'.")),
     no_default_rules: bool = typer.Option(False, "--no-default-rules", help=(
         "Start from no rules (defaults: latency:+5%, peak_memory:+0% (+4KiB), energy:+10%, slope:+0.1).")),
     alpha: float = typer.Option(0.025, help="Family-wise error rate of the latency tests (one-sided, Holm)."),
