@@ -148,3 +148,16 @@ def test_gate_does_not_compare_across_quantities(synth_module, tmp_path):
     assert not any(c.metric == "latency" for c in res.checks)
     assert any("baseline measured latency (old single timing), candidate device time" in n.reason
                for n in res.not_compared)
+
+
+def test_export_carries_both_timings(cuda_run, tmp_path):
+    import csv
+
+    from profiler.report.export import export_run
+
+    rows = list(csv.DictReader(open(export_run(cuda_run, out=tmp_path / "p.csv"))))
+    r = next(x for x in rows if x["kernel"] == "retnet" and x["T"] == "1024")
+    assert r["quantity"] == "device_time" and r["timing_method"] == "cuda_graph"
+    assert float(r["call_median_s"]) == pytest.approx(0.6207e-3, rel=0.03)
+    assert float(r["host_overhead_s"]) == pytest.approx(0.6e-3, rel=0.05) and r["launch_bound"] == "True"
+    assert float(r["first_call_s"]) == 32.0 and r["cache_warm"] == "False"
