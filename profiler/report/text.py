@@ -86,6 +86,12 @@ class SummaryRow:
     longest_T: str
 
 
+def _call_short(a: RunAnalysis, key) -> str:
+    """`` (call latency: T*≈12,000)`` beside the device-time crossover in runs with two timings."""
+    cc = a.call_comparison_for(key) if a.two_timings else None
+    return f" (call latency: {cc.latency.short})" if cc is not None else ""
+
+
 def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
     rows = []
     for s in a.series:
@@ -110,7 +116,7 @@ def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
             variant=s.key.variant, facet=s.key.facet_label, is_baseline=is_base,
             slope=fmt_slope(fit.slope) + (" (noisy)" if noisy_fit(s, fit.slope) else ""), slope_range=fit.slope.range_text if fit.slope else "–",
             memory_slope=fmt_slope(fit.memory_slope, ci=False),
-            crossover="baseline" if is_base else (c.latency.short if c else "no baseline"),
+            crossover="baseline" if is_base else ((c.latency.short + _call_short(a, s.key)) if c else "no baseline"),
             memory_crossover="baseline" if is_base else (c.memory.short if c else "–"),
             max_speedup=f"{fmt_ratio(ms[0])} @ {fmt_T(ms[1])}" if ms else "–",
             max_memory_saving=f"{fmt_ratio(mm[0])} @ {fmt_T(mm[1])}" if mm else "–",
