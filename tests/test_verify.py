@@ -169,3 +169,26 @@ def test_T1_zero_gradients_are_not_judged_on_their_own_zero_scale():
     for kernel, backend in (("softmax", "sdpa"), ("fox", "torch")):
         c = check_point(kernel, backend, Shape(2, 1, 2, 32), "float32", "cpu", True, "fwdbwd")
         assert c.passed and c.grad_max_rel_err < 1e-5, (kernel, c)
+
+
+def test_verify_many_skips_a_dtype_the_backend_lacks_with_a_reason(monkeypatch):
+    """`serprof verify --dtype fp32,bf16` on CUDA stopped with exit 2 at softmax/sdpa-flash in fp32;
+    an unsupported (backend, dtype) is now a skipped result with the reason, the rest still runs."""
+    import dataclasses
+
+    b = softmax.KERNEL.backends["naive"]
+    monkeypatch.setitem(softmax.KERNEL.backends, "naive", dataclasses.replace(b, dtypes=("float32",)))
+    seen = []
+    res = verify_many(["softmax"], ["naive", "sdpa"], lengths=[8], batches=[1], heads=1, head_dim=32,
+                      dtypes=["float32", "bfloat16"], modes=["fwd"], causal=[True], progress=seen.append)
+    assert seen == res and len(res) == 4
+    skipped = [r for r in res if r.skipped]
+    assert [(r.backend, r.dtype) for r in skipped] == [("naive", "bfloat16")]
+    assert "does not support bfloat16; valid: float32" in skipped[0].skipped
+    assert not skipped[0].failed and not skipped[0].passed and skipped[0].correctness is None
+    assert all(r.passed and not r.failed for r in res if not r.skipped)
+    assert skipped[0].to_dict()["skipped"].startswith("softmax/naive")
+    # an unknown dtype is still an input error
+    with pytest.raises(UsageError, match="unknown dtype"):
+        verify_many(["softmax"], ["naive"], lengths=[8], batches=[1], heads=1, head_dim=32,
+                    dtypes=["fp33"], modes=["fwd"], causal=[True])

@@ -29,6 +29,11 @@ Methodology
   by ``matmul_flops_per_s(run) / matmul_flops_per_s(baseline)`` from the manifests' calibration
   (``bandwidth``: ``bandwidth_bytes_per_s``), i.e. latencies are expressed in baseline-machine
   seconds; a machine 10% slower in the calibration matmul then does not look 10% slower.
+* **Two timings (CUDA).** ``latency`` gates the primary timing, on new CUDA records the device
+  time; ``call_latency`` (only when a rule names it) gates the stored sync-to-sync call latency, on
+  CPU the same samples as ``latency``. Both join the one Holm family. A point whose two sides
+  measured different quantities (an old single-timing CUDA baseline against a device-time
+  candidate) is listed as not compared, never gated across quantities.
 * **Peak memory** is compared exactly: regression when ``cand > base * (1 + rel) + abs_bytes``.
 * **Energy** (per call, J; only where both sides have a meter reading) is compared as a ratio
   against the threshold; the stored value is a long-window average, no per-sample interval exists.
@@ -55,6 +60,7 @@ from profiler.analysis.gates import RuleSet
 from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.records import PointRecord, PointSpec, energy_per_call
 from profiler.analysis.fits import fit_slope
+from profiler.analysis.series import quantity_label
 from profiler.core.stats import holm_adjust, one_sided_p, ratio_of_quantiles
 from profiler.store.runs import LoadedRun
 
@@ -210,10 +216,23 @@ def _speed(run: LoadedRun, key: str, side: str) -> float:
     return float(v)
 
 
-def _samples(rec: PointRecord) -> np.ndarray | None:
-    if rec.timing is None or not rec.timing.samples_s:
+def _timing(rec: PointRecord, metric: str):
+    """The Timing a latency metric gates: ``latency`` the primary timing (device time on new CUDA
+    records), ``call_latency`` the stored call latency, or the primary timing where that *is* the
+    call latency (CPU)."""
+    if metric == "latency":
+        return rec.timing
+    if rec.call_latency is not None:
+        return rec.call_latency
+    if rec.timing is not None and quantity_label(rec) == "call latency":
+        return rec.timing
+    return None
+
+
+def _samples(timing) -> np.ndarray | None:
+    if timing is None or not timing.samples_s:
         return None
-    x = np.asarray(rec.timing.samples_s, dtype=float)
+    x = np.asarray(timing.samples_s, dtype=float)
     x = x[np.isfinite(x) & (x > 0)]
     return x if x.size else None
 
@@ -275,7 +294,7 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
     result.missing_in_candidate = sorted(i for i in base if i not in cand and not base[i].spec.interpret)
     result.missing_in_baseline = sorted(i for i in cand if i not in base and not cand[i].spec.interpret)
 
-    latency_pending: list[tuple[PointSpec, Any, Any, Any]] = []  # (spec, rule, estimate, medians)
+    latency_pending: list[tuple[str, PointSpec, Any, Any, Any]] = []  # (metric, spec, rule, estimate, medians)
     slope_points: dict[tuple, dict[int, tuple[float, float]]] = {}
     slope_rules: dict[tuple, Any] = {}
     for pid in sorted(set(base) & set(cand)):
@@ -296,20 +315,29 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
                 result.not_compared.append(NotCompared(pid, f"candidate status {c.status}" + (f": {c.reason}" if c.reason else "")))
             continue
 
-        # latency (statistics now, decisions after the family-wise correction)
-        rule = rules.for_point("latency", spec)
-        xb, xc = _samples(b), _samples(c)
-        if xb is None or xc is None or xb.size < min_samples or xc.size < min_samples:
-            nb = 0 if xb is None else xb.size
-            nc = 0 if xc is None else xc.size
-            result.not_compared.append(NotCompared(pid, f"latency: too few samples ({nb} vs {nc}; need {min_samples})"))
-        else:
+        # latency and call latency (statistics now, decisions after the family-wise correction)
+        for metric in ("latency", "call_latency"):
+            rule = rules.for_point(metric, spec)
+            if metric == "call_latency" and rule is None:
+                continue
+            tb, tc = _timing(b, metric), _timing(c, metric)
+            qb, qc = quantity_label(b, metric), quantity_label(c, metric)
+            if tb is not None and tc is not None and qb != qc:
+                result.not_compared.append(NotCompared(pid, f"{metric}: baseline measured {qb}, candidate {qc}"))
+                continue
+            xb, xc = _samples(tb), _samples(tc)
+            if xb is None or xc is None or xb.size < min_samples or xc.size < min_samples:
+                nb = 0 if xb is None else xb.size
+                nc = 0 if xc is None else xc.size
+                what = "latency" if metric == "latency" else "call latency"
+                result.not_compared.append(NotCompared(pid, f"{what}: too few samples ({nb} vs {nc}; need {min_samples})"))
+                continue
             xb, xc = xb * scale_b, xc * scale_c
             if rule is not None:
                 est = ratio_of_quantiles(xb, xc, q=q, confidence=1.0 - 2.0 * alpha, n_boot=n_boot, seed=seed,
                                          noise_floor=noise_floor)
-                latency_pending.append((spec, rule, est, (float(np.quantile(xb, q)), float(np.quantile(xc, q)))))
-            srule = rules.for_point("slope", spec)
+                latency_pending.append((metric, spec, rule, est, (float(np.quantile(xb, q)), float(np.quantile(xc, q)))))
+            srule = rules.for_point("slope", spec) if metric == "latency" else None
             if srule is not None:
                 k = (_series_key(spec), str(srule))
                 slope_rules[k] = srule
@@ -335,9 +363,9 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
             result.checks.append(Check("energy", pid, verdict, str(rule), float(eb), float(ec), ec / eb, message=msg))
 
     # Holm over the family of latency tests
-    pvals = [one_sided_p(est, rule.threshold_ratio) for _, rule, est, _ in latency_pending]
+    pvals = [one_sided_p(est, rule.threshold_ratio) for _, _, rule, est, _ in latency_pending]
     adjusted = holm_adjust(pvals)
-    for (spec, rule, est, (mb_s, mc_s)), p, padj in zip(latency_pending, pvals, adjusted):
+    for (metric, spec, rule, est, (mb_s, mc_s)), p, padj in zip(latency_pending, pvals, adjusted):
         significant = bool(padj < alpha)
         msg = rule.fails(est.ratio * mb_s, mb_s, interval=(est.ci_low, est.ci_high), significant=significant)
         if msg:
@@ -348,7 +376,7 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
             verdict = "faster"
         else:
             verdict = "pass"
-        result.checks.append(Check("latency", spec.id, verdict, str(rule), mb_s, mc_s, est.ratio, est.ci_low,
+        result.checks.append(Check(metric, spec.id, verdict, str(rule), mb_s, mc_s, est.ratio, est.ci_low,
                                    est.ci_high, p, float(padj), est.n_baseline, est.n_candidate, msg))
 
     # slope per series
@@ -397,7 +425,7 @@ def fmt_joules(j: float) -> str:
 
 def fmt_value(check: Check, which: str) -> str:
     v = getattr(check, which)
-    if check.metric == "latency":
+    if check.metric in ("latency", "call_latency"):
         return fmt_seconds(v)
     if check.metric == "peak_memory":
         return fmt_bytes(v)

@@ -3,9 +3,9 @@
 Grammar (one rule per ``--rule``; pytest-benchmark's ``--benchmark-compare-fail`` is the model)::
 
     RULE   := METRIC ":" LIMIT [ "@" FILTER { "," FILTER } ]
-    METRIC := latency | peak_memory | energy | slope
+    METRIC := latency | call_latency | peak_memory | energy | slope
     LIMIT  := off
-            | +P%             latency, energy, peak_memory: allowed relative increase
+            | +P%             latency, call_latency, energy, peak_memory: allowed relative increase
             | +SIZE | +P%+SIZE  peak_memory: allowed absolute (and relative) increase,
                                 SIZE = N(B|KB|MB|GB|KiB|MiB|GiB)
             | +X              slope: allowed increase of the fitted log-log exponent
@@ -15,6 +15,13 @@ Grammar (one rule per ``--rule``; pytest-benchmark's ``--benchmark-compare-fail`
 
 Examples: ``latency:+5%``, ``latency:+3%@kernel=retnet,T>=4096``, ``peak_memory:+0%+1MiB``,
 ``energy:off@kernel=softmax``, ``slope:+0.1@backend=torch``.
+
+``latency`` gates each point's primary timing: on CUDA records with two timings that is the
+*device time* (what the kernel costs the GPU; the default gate on CUDA), on CPU the call latency,
+on old CUDA records their single timing. ``call_latency`` gates the sync-to-sync latency of one
+isolated call (host overhead included) that CUDA records store beside it; it is off unless a rule
+names it (``call_latency:+5%``); on CPU records it reads the same samples as ``latency``. Both are
+tested the same way and belong to one Holm family.
 
 Precedence: rules are checked in order, defaults first, then each ``--rule``; for every point (or
 series) and metric the *last* matching rule applies, so a later scoped rule refines an earlier
@@ -36,7 +43,7 @@ from typing import Sequence
 from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.records import PointSpec
 
-METRICS = ("latency", "peak_memory", "energy", "slope")
+METRICS = ("latency", "call_latency", "peak_memory", "energy", "slope")
 STRING_KEYS = ("kernel", "backend", "device", "dtype", "mode", "level", "causal")
 INT_KEYS = ("B", "T", "H", "D")
 OPS = ("!=", ">=", "<=", "=", ">", "<")
@@ -115,13 +122,14 @@ class Rule:
         """
         if self.off:
             return None
-        if self.metric == "latency":
+        if self.metric in ("latency", "call_latency"):
             ratio = current / baseline
             lo = interval[0] if interval is not None else ratio
             sig = significant if significant is not None else lo > self.threshold_ratio
+            name = "call latency" if self.metric == "call_latency" else "latency"
             if sig and lo > self.threshold_ratio:
-                return (f"latency x{ratio:.3f} (CI {interval[0]:.3f}-{interval[1]:.3f}) exceeds +{self.rel:.1%}"
-                        if interval else f"latency x{ratio:.3f} exceeds +{self.rel:.1%}")
+                return (f"{name} x{ratio:.3f} (CI {interval[0]:.3f}-{interval[1]:.3f}) exceeds +{self.rel:.1%}"
+                        if interval else f"{name} x{ratio:.3f} exceeds +{self.rel:.1%}")
             return None
         if self.metric == "peak_memory":
             limit = self.memory_limit(int(baseline))

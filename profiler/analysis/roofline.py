@@ -5,9 +5,19 @@ analytic minimum DRAM/HBM traffic (``record.bytes_moved``) / median latency. Ana
 lower bounds on the work a kernel must do, so these are *useful* throughputs, not hardware counters.
 
 Peaks: the calibration the runner measured at the start of the run (``manifest.calibration``:
-``matmul_flops_per_s`` and ``bandwidth_bytes_per_s``; either a number or a mapping by dtype) and,
-for common GPUs, spec-sheet peaks (dense, no sparsity; labelled as spec-sheet values: real kernels
-rarely exceed ~70-80% of them).
+``matmul_flops_per_s_by_dtype``, a mapping by dtype, and ``bandwidth_bytes_per_s``; older manifests
+have only ``matmul_flops_per_s``, the fp32 rate, as a number or a mapping) and, for common GPUs,
+spec-sheet peaks (dense, no sparsity; labelled as spec-sheet values: real kernels rarely exceed
+~70-80% of them).
+
+One roof per dtype. Each point is placed against the compute ceiling of its *own* dtype: a bf16
+point under a bf16 matmul rate, never under the fp32 one (on an H200 bf16 SDPA reaches ~9x the fp32
+matmul rate, so an fp32 roof is no roof). Order of sources for a dtype: the calibration's rate for
+that dtype; else (an old manifest with an fp32 rate only, a reduced-precision point) the spec
+sheet's rate for that dtype with the calibrated bandwidth, noted; else the fp32 calibration, noted
+as not the point's dtype. The roof has two segments: the bandwidth slope ``bytes/s x intensity``
+and the compute ceiling; a point is memory- or compute-bound by which segment is lower at its
+intensity (the ridge is at ``flops / bandwidth`` FLOP per byte).
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ SPEC_PEAKS: dict[str, dict[str, float]] = {
     "A100 80GB": {"float32": 19.5e12, "tf32": 156e12, "float16": 312e12, "bfloat16": 312e12, "bandwidth": 2.039e12},
     "A100 40GB": {"float32": 19.5e12, "tf32": 156e12, "float16": 312e12, "bfloat16": 312e12, "bandwidth": 1.555e12},
     "L4": {"float32": 30.3e12, "tf32": 60e12, "float16": 121e12, "bfloat16": 121e12, "bandwidth": 300e9},
+    "H200 SXM": {"float32": 67e12, "tf32": 494.7e12, "float16": 989.4e12, "bfloat16": 989.4e12, "bandwidth": 4.8e12},
+    "H200 NVL": {"float32": 60e12, "tf32": 417.5e12, "float16": 835e12, "bfloat16": 835e12, "bandwidth": 4.8e12},
     "RTX 4090": {"float32": 82.6e12, "tf32": 82.6e12, "float16": 165.2e12, "bfloat16": 165.2e12, "bandwidth": 1.008e12},
 }
 
@@ -33,6 +45,8 @@ def spec_peaks(device_name: str | None) -> tuple[str, dict[str, float]] | None:
     if not device_name:
         return None
     n = device_name.upper()
+    if "H200" in n:
+        return ("H200 NVL", SPEC_PEAKS["H200 NVL"]) if "NVL" in n else ("H200 SXM", SPEC_PEAKS["H200 SXM"])
     if "H100" in n:
         return ("H100 PCIe", SPEC_PEAKS["H100 PCIe"]) if "PCIE" in n else ("H100 SXM", SPEC_PEAKS["H100 SXM"])
     if "A100" in n:
@@ -49,30 +63,60 @@ class Peaks:
     flops_per_s: float | None
     bytes_per_s: float | None
     source: str            # "calibration" | "spec sheet: H100 SXM" | "none"
+    dtype: str = ""        # the dtype whose compute rate ``flops_per_s`` is
+    note: str = ""         # why this is not the point's own calibrated dtype, when it is not
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}" + (f" ({self.note})" if self.note else "")
 
 
-def _pick(value: Any, dtype: str) -> float | None:
-    if isinstance(value, Mapping):
-        value = value.get(dtype, value.get("float32"))
+def _num(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return float(value)
     return None
 
 
+def _pick(value: Any, dtype: str) -> float | None:
+    if isinstance(value, Mapping):
+        value = value.get(dtype, value.get("float32"))
+    return _num(value)
+
+
+def calibrated_rate(cal: Mapping[str, Any], dtype: str) -> float | None:
+    """The calibration's matmul rate for exactly ``dtype`` (None when it was not measured)."""
+    for key in ("matmul_flops_per_s_by_dtype", "matmul_flops_per_s"):
+        v = cal.get(key)
+        if isinstance(v, Mapping) and _num(v.get(dtype)):
+            return _num(v.get(dtype))
+    if dtype == "float32":
+        return _pick(cal.get("matmul_flops_per_s"), "float32")
+    return None
+
+
 def peaks_for(calibration: Mapping[str, Any] | None, device: str, dtype: str,
               device_name: str | None) -> list[Peaks]:
-    """Measured calibration peaks first, then spec-sheet peaks (CUDA only) where known."""
+    """Peaks for points of ``dtype``, the one to use first (module docstring: calibration of the
+    dtype; else spec sheet of the dtype, noted; else the fp32 calibration, noted), then the spec sheet."""
     out = []
+    sp = spec_peaks(device_name) if device == "cuda" else None
     if calibration:
         cal = calibration.get(device, calibration) if isinstance(calibration.get(device), Mapping) else calibration
-        f = _pick(cal.get("matmul_flops_per_s"), dtype)
         b = _pick(cal.get("bandwidth_bytes_per_s"), dtype)
-        if f or b:
-            out.append(Peaks(f, b, "calibration"))
-    if device == "cuda":
-        sp = spec_peaks(device_name)
-        if sp:
-            out.append(Peaks(sp[1].get(dtype), sp[1]["bandwidth"], f"spec sheet: {sp[0]}"))
+        f = calibrated_rate(cal, dtype)
+        if f:
+            out.append(Peaks(f, b, "calibration", dtype))
+        else:
+            f32 = calibrated_rate(cal, "float32")
+            if sp and sp[1].get(dtype):
+                out.append(Peaks(sp[1][dtype], b or sp[1]["bandwidth"], f"spec sheet: {sp[0]}", dtype,
+                                 f"no {dtype} calibration in this run; bandwidth " +
+                                 ("calibrated" if b else "from the spec sheet")))
+            if f32 or b:
+                out.append(Peaks(f32, b, "calibration", "float32",
+                                 f"fp32 rate: no {dtype} calibration in this run" if f32 else ""))
+    if sp and not any(p.source == f"spec sheet: {sp[0]}" for p in out):
+        out.append(Peaks(sp[1].get(dtype), sp[1]["bandwidth"], f"spec sheet: {sp[0]}", dtype))
     return out
 
 

@@ -10,6 +10,16 @@ fixed). Scaling fits, crossovers and figures work per series. In a run whose rec
 on more than one device model (``analysis.devices``), the model is part of the series too: points
 from two GPU models are never fitted, compared or averaged together, and labels name the model.
 
+Two timings (CUDA records of the new schema). A CUDA point stores its *device time* in
+``record.timing`` (``quantity == "device_time"``: graph replay, kernel durations or events after a
+spin; launch overhead hidden) and its *call latency* (one isolated call, sync to sync, host
+included) in ``record.call_latency``. Series therefore carry a ``metric``: ``"latency"`` reads
+``record.timing`` (the primary number: device time on new CUDA records, call latency on CPU, and on
+old CUDA records the single mixed timing, labelled "latency (old single timing)"), ``"call_latency"``
+reads ``record.call_latency`` and exists only for records that have one. ``build_series(...,
+metric="call_latency")`` gives the parallel call-latency series; fits, crossovers and the roofline
+run unchanged on either list. ``quantity_label`` names what a series' numbers are.
+
 Only ``status == "ok"`` points that were not interpreted are performance points. Utterance-replay
 points (option ``replay=N``: one call per utterance of varying length) are not fixed-T points: they are
 summarised by ``analysis.ser``, never fitted. Interpreted points
@@ -126,12 +136,46 @@ class PointStats:
         return self.record.spec.B * self.T / self.median_s if self.median_s > 0 else math.nan
 
 
+#: Series metrics: which stored Timing a series reads.
+METRICS = ("latency", "call_latency")
+
+
+def timing_of(rec: PointRecord, metric: str = "latency"):
+    """The record's Timing for ``metric`` (``call_latency`` is None on CPU and on old records)."""
+    if metric == "latency":
+        return rec.timing
+    if metric == "call_latency":
+        return rec.call_latency
+    raise ValueError(f"unknown series metric {metric!r}; valid: {', '.join(METRICS)}")
+
+
+def quantity_label(rec: PointRecord, metric: str = "latency") -> str:
+    """What the numbers of ``metric`` are: device time, call latency, or the old single CUDA timing."""
+    if metric == "call_latency":
+        return "call latency"
+    t = rec.timing
+    q = t.quantity if t is not None else ""
+    if q == "device_time":
+        return "device time"
+    if q == "call_latency" or rec.spec.device == "cpu":
+        return "call latency"
+    if t is not None and t.timer == "interpreted":
+        return "interpreted"
+    return "latency (old single timing)"
+
+
 @dataclass
 class Series:
-    """The performance points of one series, sorted by T."""
+    """The performance points of one series, sorted by T; ``metric``: which timing they summarise."""
 
     key: SeriesKey
     points: list[PointStats] = field(default_factory=list)
+    metric: str = "latency"
+
+    @property
+    def quantity(self) -> str:
+        """``device time`` | ``call latency`` | ``latency (old single timing)`` (from the first point)."""
+        return quantity_label(self.points[0].record, self.metric) if self.points else ""
 
     @property
     def T(self) -> np.ndarray:
@@ -161,12 +205,13 @@ def point_flags(rec: PointRecord) -> tuple[str, ...]:
     return tuple(flags)
 
 
-def point_stats(rec: PointRecord) -> PointStats | None:
-    """Summarize one record; None if it has no timing samples."""
-    if rec.timing is None or not rec.timing.samples_s:
+def point_stats(rec: PointRecord, metric: str = "latency") -> PointStats | None:
+    """Summarize one record (its ``metric`` timing); None if it has no such samples."""
+    t = timing_of(rec, metric)
+    if t is None or not t.samples_s:
         return None
-    x = np.asarray(rec.timing.samples_s, dtype=float)
-    s = rec.timing.summary
+    x = np.asarray(t.samples_s, dtype=float)
+    s = t.summary
     mem = rec.memory
     energy = energy_per_call(rec.energy)[0]   # None when below resolution (never negative)
     return PointStats(
@@ -182,10 +227,12 @@ def is_performance(rec: PointRecord) -> bool:
             and rec.spec.option("replay") is None)
 
 
-def build_series(records: Iterable[PointRecord], models: Mapping[str, str] | None = None) -> list[Series]:
+def build_series(records: Iterable[PointRecord], models: Mapping[str, str] | None = None,
+                 metric: str = "latency") -> list[Series]:
     """Group performance points into series (sorted by kernel, backend, ... ; points by T).
 
     ``models``: point id -> device model (``analysis.devices.assign_models``); default: computed here.
+    ``metric``: ``latency`` (``record.timing``) or ``call_latency`` (only records that store one).
     """
     records = list(records)
     if models is None:
@@ -196,11 +243,11 @@ def build_series(records: Iterable[PointRecord], models: Mapping[str, str] | Non
     for rec in records:
         if not is_performance(rec):
             continue
-        ps = point_stats(rec)
+        ps = point_stats(rec, metric)
         if ps is None:
             continue
         key = SeriesKey.of(rec.spec, models.get(rec.id, ""))
-        groups.setdefault(key, Series(key)).points.append(ps)
+        groups.setdefault(key, Series(key, metric=metric)).points.append(ps)
     out = []
     for key in sorted(groups, key=_sort_key):
         s = groups[key]

@@ -2,7 +2,9 @@
 
 It gathers the per-series fits (``fits``), the comparisons with the softmax baseline
 (``crossover``), the OOM frontier (``frontier``), the roofline (``roofline``), failures,
-correctness errors, interpreted points and noise flags. Runs measured on several device models are
+correctness errors, interpreted points and noise flags. CUDA records with two timings also get
+the parallel call-latency series (``call_series``) with their own fits, comparisons and roofline,
+the launch-bound statements (``launch``) and, where recorded, first-call costs (``first_calls``). Runs measured on several device models are
 split by model (``devices``): nothing is fitted, compared or averaged across two models. Everything is derived from the stored
 records; nothing is measured, and torch is never imported, so a report rebuilds anywhere.
 """
@@ -16,6 +18,7 @@ from profiler.analysis.devices import RunDevices, run_devices
 from profiler.analysis.crossover import Comparison, Variant, choose_baseline, compare_all
 from profiler.analysis.fits import CostModel, SlopeFit, fit_latency, fit_memory, fit_memory_slope
 from profiler.analysis.frontier import Frontier, frontiers
+from profiler.analysis.launch import FirstCalls, LaunchBound, first_calls, launch_analysis
 from profiler.analysis.roofline import RooflinePoint, roofline
 from profiler.analysis.ser import SerAnalysis, ser_analysis
 from profiler.analysis.series import Series, SeriesKey, build_series, interpreted_records
@@ -52,6 +55,12 @@ class RunAnalysis:
     status_counts: dict[str, int] = field(default_factory=dict)
     devices: RunDevices | None = None
     ser: SerAnalysis | None = None                   # layer/model-level (SER) view, when the run has such points
+    call_series: list[Series] = field(default_factory=list)   # call latency, where records store it apart
+    call_fits: dict[SeriesKey, SeriesFit] = field(default_factory=dict)
+    call_comparisons: list[Comparison] = field(default_factory=list)
+    call_roofline: list[RooflinePoint] = field(default_factory=list)
+    launch: list[LaunchBound] = field(default_factory=list)
+    first_calls: list[FirstCalls] = field(default_factory=list)
 
     @property
     def manifest(self):
@@ -63,6 +72,23 @@ class RunAnalysis:
 
     def comparison_for(self, key: SeriesKey) -> Comparison | None:
         return next((c for c in self.comparisons if c.series.key == key), None)
+
+    def call_comparison_for(self, key: SeriesKey) -> Comparison | None:
+        return next((c for c in self.call_comparisons if c.series.key == key), None)
+
+    def call_series_for(self, key: SeriesKey) -> Series | None:
+        return next((s for s in self.call_series if s.key == key), None)
+
+    def launch_for(self, key: SeriesKey) -> LaunchBound | None:
+        return next((x for x in self.launch if x.key == key), None)
+
+    def first_calls_for(self, key: SeriesKey) -> FirstCalls | None:
+        return next((x for x in self.first_calls if x.key == key), None)
+
+    @property
+    def two_timings(self) -> bool:
+        """True when some records store device time and call latency apart (new CUDA schema)."""
+        return bool(self.call_series)
 
     def frontier_for(self, key: SeriesKey) -> Frontier | None:
         return next((f for f in self.frontiers if f.key == key), None)
@@ -88,14 +114,15 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
     env: Mapping[str, Any] = run.manifest.environment or {}
     devices = run_devices(records, env, run.manifest.calibration, run.path)
     series = build_series(records, devices.models)
-    fits = {}
-    for s in series:
-        slope, cost = fit_latency(s)
-        fits[s.key] = SeriesFit(s.key, slope, cost, fit_memory_slope(s), fit_memory(s))
+    call_series = build_series(records, devices.models, metric="call_latency")
+    fits = {s.key: _fit(s) for s in series}
+    call_fits = {s.key: _fit(s) for s in call_series}
     base = choose_baseline(series, baseline)
     comparisons = compare_all(series, base)
+    call_comparisons = compare_all(call_series, base)
     fr = frontiers(series, records, env, devices)
     roof = roofline(series, run.manifest.calibration, env, devices=devices)
+    call_roof = roofline(call_series, run.manifest.calibration, env, devices=devices)
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -110,4 +137,11 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
         interpreted=sorted(interpreted_records(records), key=order),
         flagged=flagged, energy_note=_energy_note(records), status_counts=counts, devices=devices,
         ser=ser_analysis(records, comparisons, series),
+        call_series=call_series, call_fits=call_fits, call_comparisons=call_comparisons, call_roofline=call_roof,
+        launch=launch_analysis(series, call_series), first_calls=first_calls(series),
     )
+
+
+def _fit(s: Series) -> SeriesFit:
+    slope, cost = fit_latency(s)
+    return SeriesFit(s.key, slope, cost, fit_memory_slope(s), fit_memory(s))

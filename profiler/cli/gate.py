@@ -62,8 +62,9 @@ def _write_outputs(result, json_out: Optional[Path], markdown_out: Optional[Path
         markdown_out.write_text(to_markdown(result) + "\n")
 
 
-_RULE_HELP = ("METRIC:LIMIT[@FILTERS], repeatable; later rules win. Metrics latency, peak_memory, energy, slope; "
-              "e.g. 'latency:+3%@kernel=retnet,T>=4096', 'peak_memory:+0%+1MiB', 'energy:off'.")
+_RULE_HELP = ("METRIC:LIMIT[@FILTERS], repeatable; later rules win. Metrics latency (on CUDA: device time), "
+              "call_latency (sync to sync, host included; off unless named), peak_memory, energy, slope; "
+              "e.g. 'latency:+3%@kernel=retnet,T>=4096', 'call_latency:+5%', 'peak_memory:+0%+1MiB', 'energy:off'.")
 _DEFAULTS_HELP = "Start from no rules (defaults: latency:+5%, peak_memory:+0% (+4KiB), energy:+10%, slope:+0.1)."
 
 #: ``gate``'s options that only apply to the interleaved A/B measurement (now ``gate-interleave``):

@@ -98,7 +98,7 @@ def verify_cmd(
 
     results = api.verify(kernels, backend, lengths=lengths, batch=batch, heads=heads, head_dim=head_dim,
                          dtypes=dtype, modes=mode, device=device, interpret=interpret, max_t=max_t, seed=seed)
-    failed = [r for r in results if not r.passed]
+    failed = [r for r in results if r.failed]
     if json_out:
         typer.echo(json.dumps({"passed": not failed, "results": [r.to_dict() for r in results]}, indent=2))
     else:
@@ -122,7 +122,8 @@ def _render(results, interpret: bool) -> None:
     for r in results:
         s = r.shape
         c = r.correctness
-        verdict = "[green]ok[/green]" if r.passed else ("[red]error[/red]" if r.error else "[red]FAIL[/red]")
+        verdict = ("[yellow]skipped[/yellow]" if r.skipped else "[green]ok[/green]" if r.passed
+                   else ("[red]error[/red]" if r.error else "[red]FAIL[/red]"))
         checked = "" if c is None or c.checked_T in (None, s.T) else f" (rows<{c.checked_T})"
         table.add_row(r.kernel, r.backend, _SHORT.get(r.dtype, r.dtype), r.mode, "causal" if r.causal else "full",
                       f"{s.B},{s.T},{s.H},{s.D}{checked}", r.against or "reference",
@@ -135,8 +136,14 @@ def _render(results, interpret: bool) -> None:
     for r in results:
         if r.error:
             console.print(f"[red]{r.kernel}/{r.backend} {r.dtype} {r.mode}: {r.error}[/red]")
-    n_bad = sum(not r.passed for r in results)
-    console.print(f"{len(results) - n_bad}/{len(results)} checks within tolerance")
+    skipped = sorted({f"{r.kernel}/{r.backend} {r.dtype}: {r.skipped}" for r in results if r.skipped})
+    for line in skipped:
+        console.print(f"[yellow]skipped {line}[/yellow]")
+    ran = [r for r in results if not r.skipped]
+    n_bad = sum(not r.passed for r in ran)
+    n_skip = len(results) - len(ran)
+    console.print(f"{len(ran) - n_bad}/{len(ran)} checks within tolerance"
+                  + (f"; {n_skip} combination{'s' if n_skip != 1 else ''} skipped (not supported)" if n_skip else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -168,7 +168,7 @@ def sweep(
     warmup: Optional[float] = typer.Option(None, "--warmup", help="Warm-up time budget per point, s."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Timed repetitions budget per point, s."),
     target_ci: Optional[float] = typer.Option(None, "--target-ci", help="Stop when the 95% CI of the median is within this relative width (0.02 = ±2%)."),
-    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="e.g. 8GiB (default: 0.7 x free memory)."),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="e.g. 8GiB (default: CUDA total minus a reserve of max(2 GiB, 5%); CPU 0.7 x MemAvailable)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-point timeout, s."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the correctness check."),
     no_energy: bool = typer.Option(False, "--no-energy", help="Skip energy measurement."),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
-from profiler.core.records import Correctness, PointSpec
+from profiler.core.records import DTYPES, Correctness, PointSpec
 from profiler.kernels.base import Shape
 from profiler.kernels import check
 from profiler.kernels.check import GRAD_SCALE_FLOOR, TF32_TOLERANCE, TOLERANCES, tolerance_for  # noqa: F401
@@ -67,10 +67,16 @@ class VerifyResult:
     against: str | None = None
     correctness: Correctness | None = None
     error: str | None = None
+    skipped: str | None = None        # why this combination was not run (e.g. the backend lacks the dtype)
 
     @property
     def passed(self) -> bool:
         return self.error is None and self.correctness is not None and self.correctness.passed
+
+    @property
+    def failed(self) -> bool:
+        """Ran and failed (an error or an error beyond tolerance); a skipped combination never fails."""
+        return self.skipped is None and not self.passed
 
     def to_dict(self) -> dict:
         from profiler.core.records import to_dict
@@ -124,7 +130,9 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
     """Check every (kernel, backend, dtype, mode, causal, B, T) combination; one result each.
 
     Input errors (unknown names, head dim over a limit, bf16 under the interpreter) raise before
-    anything runs. ``causal`` None: every mode the backend supports. ``against_torch`` (default: on
+    anything runs. A (backend, dtype) combination the backend does not support (``softmax/sdpa-flash``
+    in float32) is not an input error when several dtypes were asked for: it yields one result with
+    ``skipped`` set to the reason, as the sweep skips it. ``causal`` None: every mode the backend supports. ``against_torch`` (default: on
     under ``interpret``) adds a comparison with the kernel's ``torch`` backend (``sdpa`` for
     softmax). ``progress(result)`` is called after each check.
     """
@@ -151,6 +159,10 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                     for B in batches:
                         for T in lengths:
                             shape = Shape(B, T, heads, head_dim)
+                            if dt in DTYPES and dt not in b.dtypes:
+                                why = f"{k}/{n} does not support {dt}; valid: {', '.join(b.dtypes)}"
+                                plan.append((k, n, shape, dt, mode, c, why))
+                                continue
                             _validate(k, n, shape, dt, device, c, mode, interpret)
                             oracles = [None]
                             other = "torch" if "torch" in spec.backends else spec.default_backend
@@ -159,6 +171,12 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                             plan.append((k, n, shape, dt, mode, c, tuple(oracles)))
     results = []
     for k, n, shape, dt, mode, c, oracles in plan:
+        if isinstance(oracles, str):
+            res = VerifyResult(k, n, device, dt, mode, c, shape, interpret, skipped=oracles)
+            results.append(res)
+            if progress is not None:
+                progress(res)
+            continue
         try:
             point = PointSpec(k, n, device.split(":")[0], dt, mode, shape.B, shape.T, shape.H, shape.D, c,
                               interpret=interpret)

@@ -2,6 +2,10 @@
 
 One row per point (every status, interpreted points included and marked), with the median latency
 and its 95% CI (seconds), sample count, memory (bytes), energy (J), correctness and analytic counts.
+``median_s`` is the primary timing (``quantity``: device time on CUDA records with two timings, empty
+in old records); ``call_median_s`` the call latency CUDA records store beside it, ``host_overhead_s``
+their difference and ``launch_bound`` whether device time is under half the call latency;
+``first_call_s`` and ``cache_warm`` the first call's wall time and compile-cache state.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ COLUMNS = ("id", "level", "kernel", "backend", "device", "dtype", "mode", "B", "
            "max_s", "rel_ci", "timer", "peak_bytes", "reserved_bytes", "analytic_bytes", "input_bytes", "memory_method",
            "energy_j", "gross_energy_j", "energy_meter", "energy_reason", "mean_power_w", "throttled", "correct", "max_abs_err",
            "max_rel_err", "tolerance", "flops", "bytes_moved", "flops_per_s", "tokens_per_s", "started_at", "wall_s",
-           "device_name", "host", "audio_s")
+           "device_name", "host", "audio_s", "quantity", "timing_method", "call_median_s", "call_ci_low_s",
+           "call_ci_high_s", "host_overhead_s", "launch_bound", "first_call_s", "cache_warm")
 
 
 def flatten(rec: PointRecord) -> dict[str, Any]:
@@ -43,6 +48,13 @@ def flatten(rec: PointRecord) -> dict[str, Any]:
             row["flops_per_s"] = rec.flops / st.median
         if st.median > 0:
             row["tokens_per_s"] = s.B * s.T / st.median
+        row.update(quantity=rec.timing.quantity, timing_method=rec.timing.method)
+        if rec.call_latency is not None and rec.call_latency.samples_s:
+            ct = rec.call_latency.summary
+            row.update(call_median_s=ct.median, call_ci_low_s=ct.ci_low, call_ci_high_s=ct.ci_high,
+                       host_overhead_s=rec.host_overhead_s, launch_bound=rec.launch_bound)
+    if rec.first_call is not None:
+        row.update(first_call_s=rec.first_call.wall_s, cache_warm=rec.first_call.cache_warm)
     if rec.memory is not None:
         row.update(peak_bytes=rec.memory.peak_bytes, reserved_bytes=rec.memory.reserved_bytes,
                    analytic_bytes=rec.memory.analytic_bytes, input_bytes=rec.memory.input_bytes,

@@ -2,7 +2,9 @@
 
 Each figure is saved as SVG and PNG in ``<out>/figures/`` and returned with its SVG text for
 inlining. Faceting: one panel per (device, dtype, mode, batch). Softmax series are drawn dashed and
-thicker (the quadratic baseline family); in overlays of several runs, each run gets its own marker and
+thicker (the quadratic baseline family), except in the latency figure of runs with two timings per
+CUDA point: there device time is solid and call latency dashed (same colour), softmax marked by its
+square markers; in overlays of several runs, each run gets its own marker and
 the legend names it. Bands are the 95% CIs of the medians. Interpreted points never appear here.
 """
 
@@ -118,7 +120,8 @@ def _save(plt, fig, out_dir: Path, name: str, title: str, caption: str) -> Figur
 
 
 def _series_plot(plt, st, analyses, out_dir, name, title, caption, ylabel, getter, band=None,
-                 extra=None) -> Figure | None:
+                 extra=None, twin=None) -> Figure | None:
+    """``twin(analysis, series)``: a second series of the same key drawn dashed (call latency)."""
     facets = _facets(analyses)
     if not facets:
         return None
@@ -134,7 +137,15 @@ def _series_plot(plt, st, analyses, out_dir, name, title, caption, ylabel, gette
                 if not pts:
                     continue
                 kw = st.kw(ri, s.key)
-                ax.plot([t for t, _ in pts], [y for _, y in pts], label=st.label(a, s.key), **kw)
+                other = twin(a, s) if twin is not None else None
+                if other is not None:
+                    kw = {**kw, "linestyle": "-"}
+                    lab = st.label(a, s.key)
+                    ax.plot([t for t, _ in pts], [y for _, y in pts], label=f"{lab} (device time)", **kw)
+                    ax.plot([p.T for p in other.points], [getter(p) for p in other.points],
+                            label=f"{lab} (call latency)", **{**kw, "linestyle": "--", "alpha": 0.8})
+                else:
+                    ax.plot([t for t, _ in pts], [y for _, y in pts], label=st.label(a, s.key), **kw)
                 drawn = True
                 if band is not None:
                     lo = [band(p)[0] for p in s.points]
@@ -185,6 +196,8 @@ def _speedup_plot(plt, st, analyses, out_dir) -> Figure | None:
 def _roofline_plot(plt, st, analyses, out_dir) -> Figure | None:
     import numpy as np
 
+    from profiler.analysis.roofline import series_peaks
+
     pts = [(ri, a, s, p) for ri, a in enumerate(analyses) for s in a.series for p in s.points
            if p.record.flops and p.record.bytes_moved]
     if not pts:
@@ -198,34 +211,45 @@ def _roofline_plot(plt, st, analyses, out_dir) -> Figure | None:
                    marker=kw["marker"], s=18 + 6 * math.log2(max(p.T, 2) / 256) if p.T > 256 else 14,
                    label=None if lab in seen else lab, edgecolor="none", alpha=0.85)
         seen.add(lab)
-    ai = np.array([p.record.flops / p.record.bytes_moved for *_, p in pts])
-    x = np.logspace(math.log10(ai.min() / 4), math.log10(ai.max() * 4), 50)
-    roofs = []
+        cs = a.call_series_for(s.key) if a.two_timings else None
+        cp = cs.at(p.T) if cs is not None else None
+        if cp is not None and cp.median_s > 0:   # the same point on call latency: hollow marker
+            ax.scatter(p.record.flops / p.record.bytes_moved, p.record.flops / cp.median_s, facecolors="none",
+                       edgecolors=kw["color"], marker=kw["marker"], s=14, linewidths=0.8, alpha=0.8,
+                       label=None if "call" in seen else "(hollow: on call latency)")
+            seen.add("call")
+    # one roof per (device model, dtype): each point sits under the roof of its own dtype
+    roofs: list[tuple[float, float, str]] = []
     for a in analyses:
-        # one roof per device model's own calibration (multi-device runs), never a shared one
-        if a.devices is not None:
-            cals = [(i.calibration or {}, i.model if a.devices.multi else "") for i in a.devices.infos]
-        else:
-            cals = [(a.manifest.calibration or {}, "")]
-        for cal, model in cals:
-            f = cal.get("matmul_flops_per_s")
-            b = cal.get("bandwidth_bytes_per_s")
-            f = f.get("float32") if isinstance(f, dict) else f
-            b = b.get("float32") if isinstance(b, dict) else b
-            if isinstance(f, (int, float)) and isinstance(b, (int, float)) and (f, b) not in roofs:
-                roofs.append((f, b))
-                who = ": ".join(x for x in ((a.label if len(analyses) > 1 else ""), model) if x)
-                ax.plot(x, np.minimum(f, b * x), color="black", linewidth=1.0,
-                        linestyle=(":", "--", "-.")[(len(roofs) - 2) % 3] if len(roofs) > 1 else "-",
-                        label=f"roof (calibration{': ' + who if who else ''})")
+        env = a.manifest.environment or {}
+        for s in a.series:
+            pk = series_peaks(s.key, a.manifest.calibration, env, a.devices)
+            if not pk or not pk[0].flops_per_s or not pk[0].bytes_per_s:
+                continue
+            f, b = pk[0].flops_per_s, pk[0].bytes_per_s
+            who = ": ".join(x for x in ((a.label if len(analyses) > 1 else ""), s.key.device_model) if x)
+            label = (f"roof {s.key.dtype} ({pk[0].label}{'; ' + who if who else ''})")
+            if not any((f, b) == (r[0], r[1]) for r in roofs):
+                roofs.append((f, b, label))
+    ai = np.array([p.record.flops / p.record.bytes_moved for *_, p in pts])
+    ridges = [f / b for f, b, _ in roofs]
+    x_lo = min([ai.min()] + ridges) / 4
+    x_hi = max([ai.max()] + ridges) * 4
+    x = np.logspace(math.log10(x_lo), math.log10(x_hi), 80)
+    styles = ("-", "--", "-.", ":")
+    for i, (f, b, label) in enumerate(roofs):
+        ax.plot(x, np.minimum(f, b * x), color="black", linewidth=1.0, linestyle=styles[i % len(styles)], label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / byte, analytic)")
     ax.set_ylabel("achieved FLOP/s (analytic FLOPs / median time)")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     return _save(plt, fig, out_dir, "roofline", "Roofline",
-                 "Achieved throughput from the analytic FLOP and byte models; the roof is the run's own matmul "
-                 "and bandwidth calibration (fp32). Larger markers: longer T.")
+                 "Achieved throughput from the analytic FLOP and byte models against one roof per dtype: the "
+                 "bandwidth slope (calibrated copy bandwidth x intensity) up to the ridge, then the compute "
+                 "ceiling of that dtype's matmul (the run's calibration; for dtypes it did not calibrate, the "
+                 "spec sheet or the fp32 rate, as the legend says). Larger markers: longer T; hollow markers: "
+                 "the same point on call latency.")
 
 
 def _per_minute_plot(plt, st, analyses, out_dir) -> Figure | None:
@@ -277,9 +301,15 @@ def render_figures(analyses: Sequence[RunAnalysis], out_dir: Path) -> tuple[list
         else:
             notes[key] = why
 
+    two = any(a.two_timings for a in analyses)
     add(_series_plot(plt, st, analyses, out_dir, "latency", "Latency vs sequence length",
-                     "Median latency per call (log-log); bands: 95% CI of the median. Softmax dashed.",
-                     "latency per call (s)", lambda p: p.median_s, band=lambda p: (p.ci_low_s, p.ci_high_s)),
+                     ("Median per call (log-log); bands: 95% CI of the median. Device time solid (what the GPU "
+                      "spends), call latency dashed (one isolated call, sync to sync, host included); where the "
+                      "two differ by more than 2x the point is launch-bound." if two else
+                      "Median latency per call (log-log); bands: 95% CI of the median. Softmax dashed."),
+                     "time per call (s)" if two else "latency per call (s)", lambda p: p.median_s,
+                     band=lambda p: (p.ci_low_s, p.ci_high_s),
+                     twin=(lambda a, s: a.call_series_for(s.key)) if two else None),
         "latency", "no successful (ok, non-interpreted) points to plot")
 
     def analytic(ax, s, kw):

@@ -59,8 +59,20 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
         c = a.comparison_for(s.key)
         rows_by_T = {r.T: r for r in c.rows} if c else {}
         peaks = series_peaks(s.key, a.manifest.calibration, env, a.devices)
-        fit_text = [f"latency exponent {fmt_slope(fit.slope)} on {fit.slope.range_text}" if fit.slope else
-                    "latency exponent: fewer than two lengths"]
+        cs = a.call_series_for(s.key)
+        cfit = a.call_fits.get(s.key)
+        lb = a.launch_for(s.key)
+        fc = a.first_calls_for(s.key)
+        lat = "latency" if cs is None else s.quantity
+        fit_text = [f"{lat} exponent {fmt_slope(fit.slope)} on {fit.slope.range_text}" if fit.slope else
+                    f"{lat} exponent: fewer than two lengths"]
+        if cs is not None:
+            fit_text.append(f"call-latency exponent {fmt_slope(cfit.slope)} on {cfit.slope.range_text}"
+                            if cfit and cfit.slope else "call-latency exponent: fewer than two lengths")
+        if lb is not None:
+            fit_text.append(lb.text())
+        if fc is not None:
+            fit_text.append(f"first call up to {fmt_s(fc.max_s)} (T={fmt_T(fc.max_T)}; compile cache {fc.cache_text})")
         if fit.cost:
             m = fit.cost
             fit_text.append(f"cost model {m.a:.3g} s + {m.b:.3g} s·T + {m.c:.3g} s·T² on T={m.T_min}..{m.T_max} "
@@ -68,10 +80,15 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
         if fit.memory_slope:
             fit_text.append(f"memory exponent {fmt_slope(fit.memory_slope, ci=False)}")
         if peaks:
-            fit_text.append(f"peak used for 'of peak': {peaks[0].source} {fmt_rate(peaks[0].flops_per_s, 'FLOP/s')}")
+            fit_text.append(f"peak used for 'of peak': {peaks[0].label} {fmt_rate(peaks[0].flops_per_s, 'FLOP/s')}"
+                            + (f" ({peaks[0].dtype})" if peaks[0].dtype and peaks[0].dtype != "float32" else ""))
+        calls = {p.T: p for p in cs.points} if cs is not None else {}
+        launch = {p.T: p for p in lb.points} if lb is not None else {}
+        first = dict(fc.by_T) if fc is not None else {}
         rows = []
         for p in s.points:
             r = rows_by_T.get(p.T)
+            cp, lp = calls.get(p.T), launch.get(p.T)
             fl = p.record.flops / p.median_s if p.record.flops else None
             frac = fl / peaks[0].flops_per_s if fl and peaks and peaks[0].flops_per_s else None
             audio = audio_seconds(p.record)
@@ -84,10 +101,16 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
                 "mem_saving": fmt_ratio(r.memory_saving) if r else "–",
                 "flops": fmt_rate(fl, "FLOP/s"), "frac": f"{frac * 100:.1f}%" if frac else "–",
                 "flags": "; ".join(p.flags),
+                "call": fmt_s(cp.median_s) if cp else "–",
+                "overhead": fmt_s(lp.host_overhead_s) if lp else "–",
+                "launch_bound": ("yes" if lp.launch_bound else "no") if lp else "–",
+                "first": fmt_s(first[p.T]) if p.T in first else "–",
             })
         tables.append({"title": f"{s.key.variant} · {s.key.facet_label} · H={s.key.H} D={s.key.D}",
                        "fit_text": "; ".join(fit_text) + ".", "rows": rows,
-                       "has_audio": any(r["audio"] != "–" for r in rows)})
+                       "has_audio": any(r["audio"] != "–" for r in rows),
+                       "has_call": cs is not None, "has_first": fc is not None,
+                       "median_label": "device time" if cs is not None else "median"})
     return tables
 
 
@@ -104,9 +127,13 @@ def run_context(a: RunAnalysis) -> dict:
     crossovers = []
     for c in a.comparisons:
         ms, mm, me = c.max_speedup, c.max_memory_saving, c.max_energy_saving
+        cc = a.call_comparison_for(c.series.key)
+        both = (f"device time: {c.latency.text('faster')}; call latency: {cc.latency.text('faster')}"
+                + (f" (max call-latency speedup {fmt_ratio(cc.max_speedup[0])} at T={fmt_T(cc.max_speedup[1])})"
+                   if cc.max_speedup else "")) if cc is not None else None
         crossovers.append({
             "variant": c.series.key.variant, "facet": c.series.key.facet_label,
-            "latency": c.latency.text("faster") + (f"; in audio: {payoff_text[c.series.key.variant + c.series.key.facet_label]}"
+            "latency": (both or c.latency.text("faster")) + (f"; in audio: {payoff_text[c.series.key.variant + c.series.key.facet_label]}"
                                                     if c.series.key.variant + c.series.key.facet_label in payoff_text else ""),
             "memory": c.memory.text("smaller"),
             "energy": c.energy.text("lower") if c.energy.kind != "n/a" else "no energy",
@@ -132,6 +159,12 @@ def run_context(a: RunAnalysis) -> dict:
         "baseline": str(a.baseline) if a.baseline else "–",
         "no_crossover_reason": "no softmax baseline series in this run" if a.baseline is None
         else "no other series shares the baseline's device, dtype, mode and batch",
+        "two_timings": a.two_timings,
+        "launch": [{"variant": x.key.variant, "facet": x.key.facet_label, "text": x.text()} for x in a.launch],
+        "first_calls": [{"variant": f.key.variant, "facet": f.key.facet_label, "max": fmt_s(f.max_s),
+                         "at": fmt_T(f.max_T), "per_T": ", ".join(f"{fmt_T(T)}: {fmt_s(v)}" for T, v in f.by_T),
+                         "cache": f.cache_text + (f" ({f.cache_dir})" if f.cache_dir else ""),
+                         "notes": "; ".join(f.notes)} for f in a.first_calls],
         "frontiers": frontiers, "status_counts": dict(sorted(a.status_counts.items())),
         "failures": [{"id": r.id, "status": r.status, "reason": r.reason or ""} for r in a.failures + a.wrong],
         "flagged": [(pid, "; ".join(fl)) for pid, fl in a.flagged], "correctness": correctness,

@@ -71,6 +71,12 @@ class SummaryRow:
     longest_T: str
 
 
+def _call_short(a: RunAnalysis, key) -> str:
+    """`` (call latency: T*≈12,000)`` beside the device-time crossover in runs with two timings."""
+    cc = a.call_comparison_for(key) if a.two_timings else None
+    return f" (call latency: {cc.latency.short})" if cc is not None else ""
+
+
 def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
     rows = []
     for s in a.series:
@@ -95,7 +101,7 @@ def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
             variant=s.key.variant, facet=s.key.facet_label, is_baseline=is_base,
             slope=fmt_slope(fit.slope) + (" (noisy)" if noisy_fit(s, fit.slope) else ""), slope_range=fit.slope.range_text if fit.slope else "–",
             memory_slope=fmt_slope(fit.memory_slope, ci=False),
-            crossover="baseline" if is_base else (c.latency.short if c else "no baseline"),
+            crossover="baseline" if is_base else ((c.latency.short + _call_short(a, s.key)) if c else "no baseline"),
             memory_crossover="baseline" if is_base else (c.memory.short if c else "–"),
             max_speedup=f"{fmt_ratio(ms[0])} @ {fmt_T(ms[1])}" if ms else "–",
             max_memory_saving=f"{fmt_ratio(mm[0])} @ {fmt_T(mm[1])}" if mm else "–",
@@ -136,7 +142,14 @@ def sentences(a: RunAnalysis) -> list[str]:
         fits = [f"{name(s.key)} {fmt_slope(a.fits[s.key].slope)}"
                 + (" (noisy points in range)" if noisy_fit(s, a.fits[s.key].slope) else "")
                 for s in a.series if a.fits[s.key].slope]
-        if fits:
+        if fits and a.two_timings:
+            out.append("Device time grows as T^k with k (95% CI, fitted on the upper part of each sweep): "
+                       + "; ".join(fits) + ".")
+            cfits = [f"{name(s.key)} {fmt_slope(a.call_fits[s.key].slope)}" for s in a.call_series
+                     if a.call_fits[s.key].slope]
+            if cfits:
+                out.append("Call latency (one isolated call, host included) grows as T^k with k: " + "; ".join(cfits) + ".")
+        elif fits:
             out.append("Latency grows as T^k with k (95% CI covering sampling noise and point-to-point scatter, fitted on the upper part of each sweep): "
                        + "; ".join(fits) + ".")
     if a.baseline is None:
@@ -147,7 +160,18 @@ def sentences(a: RunAnalysis) -> list[str]:
                    f"{'' if a.baseline.kernel == 'softmax' else ' replaced by the user'}); ratios above 1 favour the variant.")
         # the headline is about the efficient variants; softmax variants only when nothing else ran
         cmps = [c for c in a.comparisons if c.series.key.kernel != "softmax"] or a.comparisons
-        if cmps:
+        if cmps and a.two_timings:
+            out.append("Faster than the baseline in device time: " + "; ".join(
+                f"{name(c.series.key)} {c.latency.text('faster')}" for c in cmps) + ".")
+            ccmps = [x for x in (a.call_comparison_for(c.series.key) for c in cmps) if x is not None]
+            if ccmps:
+                out.append("Faster than the baseline in call latency: " + "; ".join(
+                    f"{name(c.series.key)} {c.latency.text('faster')}" for c in ccmps) + ".")
+            bound = [x for x in a.launch if x.any]
+            if bound:
+                out.append("Launch-bound (device time under half the call latency): " + "; ".join(
+                    f"{name(x.key)} {x.text()}" for x in bound) + ".")
+        elif cmps:
             out.append("Faster than the baseline: " + "; ".join(
                 f"{name(c.series.key)} {c.latency.text('faster')}" for c in cmps) + ".")
             out.append("Smaller in memory: " + "; ".join(

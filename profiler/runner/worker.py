@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 cal = calibrate(msg.get("device", args.device), budget_s=float(msg.get("budget_s", 1.0)),
-                                device_index=args.device_index)
+                                device_index=args.device_index, dtypes=msg.get("dtypes"))
             except Exception as exc:  # noqa: BLE001 - a failed calibration is recorded, not fatal
                 cal = {"error": _short(exc)}
             out.write(encode({"type": "calibration", "calibration": cal}))

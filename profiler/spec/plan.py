@@ -30,6 +30,9 @@ from profiler.spec.registry import registry
 from profiler.spec.scenario import SweepSpec
 
 DEFAULT_BUDGET_FRACTION = 0.7
+#: CUDA budget reserve: max(CUDA_RESERVE_MIN_BYTES, CUDA_RESERVE_FRACTION x total device memory).
+CUDA_RESERVE_MIN_BYTES = 2 * 2**30
+CUDA_RESERVE_FRACTION = 0.05
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -111,13 +114,20 @@ def host_memory_available() -> int | None:
     return None
 
 
+def cuda_reserve_bytes(total: int) -> int:
+    """Memory kept out of the CUDA budget: the larger of 2 GiB and 5% of the device total."""
+    return max(CUDA_RESERVE_MIN_BYTES, int(total * CUDA_RESERVE_FRACTION))
+
+
 def default_memory_budget(device: str, device_index: int = 0) -> tuple[int | None, str]:
-    """``(bytes, how it was chosen)``: a safe fraction of what is free now."""
+    """``(bytes, how it was chosen)``: CUDA total minus a reserve; on CPU a fraction of what is free now."""
     if device == "cuda":
         import torch
 
-        free, _total = torch.cuda.mem_get_info(device_index)
-        return int(free * DEFAULT_BUDGET_FRACTION), f"{DEFAULT_BUDGET_FRACTION:g} x free CUDA memory"
+        _free, total = torch.cuda.mem_get_info(device_index)
+        reserve = cuda_reserve_bytes(int(total))
+        return (max(int(total) - reserve, 0),
+                f"CUDA device total {total / 2**30:.1f} GiB minus a {reserve / 2**30:.1f} GiB reserve")
     avail = host_memory_available()
     if avail is None:
         return None, "no budget: /proc/meminfo unreadable"

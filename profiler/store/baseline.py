@@ -46,6 +46,10 @@ def baseline_dict(run: LoadedRun, max_samples: int | None = None) -> dict[str, A
         if rec.timing is not None:
             p["samples_s"] = thin(rec.timing.samples_s, max_samples)
             p["timer"] = rec.timing.timer
+            if rec.timing.quantity:
+                p["quantity"] = rec.timing.quantity
+        if rec.call_latency is not None:   # CUDA: the sync-to-sync samples beside the device time
+            p["call_samples_s"] = thin(rec.call_latency.samples_s, max_samples)
         if rec.memory is not None:
             p["peak_bytes"] = rec.memory.peak_bytes
         if rec.energy is not None:
@@ -93,10 +97,15 @@ def load_baseline(path: str | os.PathLike) -> LoadedRun:
         try:
             spec = from_dict(PointSpec, pt["spec"], f"{where}.spec")
             samples = pt.get("samples_s")
-            timing = Timing(tuple(float(s) for s in samples), pt.get("timer", "")) if samples is not None else None
+            timing = (Timing(tuple(float(s) for s in samples), pt.get("timer", ""), quantity=pt.get("quantity", ""))
+                      if samples is not None else None)
+            calls = pt.get("call_samples_s")
+            call = (Timing(tuple(float(s) for s in calls), "sync_wall", quantity="call_latency", method="sync_wall")
+                    if calls is not None else None)
             memory = Memory(pt.get("peak_bytes"), "baseline") if "peak_bytes" in pt else None
             energy = Energy(pt.get("energy_j")) if "energy_j" in pt else None
-            records.append(PointRecord(spec, pt["status"], pt.get("reason"), timing, memory, energy))
+            records.append(PointRecord(spec, pt["status"], pt.get("reason"), timing, memory, energy,
+                                       call_latency=call))
         except KeyError as exc:
             raise UsageError(f"{where}: missing key {exc.args[0]!r}") from None
         except (RecordError, TypeError, ValueError) as exc:

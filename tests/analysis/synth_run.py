@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from profiler.core.records import (Correctness, Energy, Manifest, Memory, PointRecord, PointSpec, Timing)
+from profiler.core.records import (Correctness, Energy, FirstCall, Manifest, Memory, PointRecord, PointSpec,
+                                   Timing)
 from profiler.store.runs import RunDir
 
 TS = [512, 1024, 2048, 4096, 8192, 16384]
@@ -192,4 +193,72 @@ def make_layer_run(path: Path, *, name: str = "paper-like", seed: int = 5) -> Pa
                                memory=Memory(res.peak_bytes, "torch_profiler"),
                                energy=Energy(None, reason="utterance replay: energy is measured at fixed-T points"),
                                worker=worker, extra={"replay": res.to_extra(), "params": 4_000_000}))
+    return path
+
+
+# --------------------------------------------------------------------------- a CUDA run with two timings
+
+#: T of the H200-like run (bf16, B=1, H=4, D=64)
+CUDA_TS = [1024, 2048, 4096, 8192, 16384, 32768, 65536]
+H200 = "NVIDIA H200"
+MS = 1e-3
+#: device time (graph replay) and host overhead per call (s), modelled on the H200 table of issue 11:
+#: sdpa non-causal 0.013 ms at 1k .. 9.53 ms at 64k (host +0.045 ms); retnet fla 0.019 ms at 1k ..
+#: 0.389 ms at 64k with 0.6 ms of host overhead at 1k falling to 0.22 ms at 64k (launch-bound to ~41k).
+CUDA_DEVICE = {
+    ("softmax", "sdpa", False): lambda T: (0.013 + 9.52 * (T / 65536) ** 2) * MS,
+    ("retnet", "fla", True): lambda T: (0.015 + 0.0057 * T / 1024) * MS,
+}
+RETNET_HOST = {1024: 0.60, 2048: 0.45, 4096: 0.30, 8192: 0.28, 16384: 0.26, 32768: 0.24, 65536: 0.22}
+CUDA_HOST = {
+    ("softmax", "sdpa", False): lambda T: 0.045 * MS,
+    ("retnet", "fla", True): lambda T: RETNET_HOST[T] * MS,
+}
+#: first call of each point (s): Triton compile and autotune at the first retnet point, cache cold
+RETNET_FIRST_CALL_S = 32.0
+H200_CALIBRATION = {"matmul_flops_per_s": 5.08e13, "bandwidth_bytes_per_s": 4.15e12,
+                    "matmul_flops_per_s_by_dtype": {"float32": 5.08e13, "tf32": 3.4e14, "bfloat16": 7.1e14,
+                                                    "float16": 7.2e14}}
+
+
+def make_cuda_run(path: Path, *, name: str = "h200-two-timings", seed: int = 11, device_scale: float = 1.0,
+                  call_extra_s: float = 0.0, noise: float = 0.01, n_samples: int = 25,
+                  calibration: dict | None = H200_CALIBRATION) -> Path:
+    """New-schema CUDA records: ``timing`` is device time (cuda_graph), ``call_latency`` sync to sync.
+
+    ``device_scale`` multiplies every device time (and so every call latency); ``call_extra_s`` adds
+    host overhead to the call latency only (a slower Python wrapper): gate tests vary one at a time.
+    """
+    rng = np.random.default_rng(seed)
+    env = {"device": "cuda", "device_name": H200, "cpu_model": "Host CPU", "torch": "2.11.0+cu130",
+           "cuda_devices": [{"index": 0, "name": H200, "total_memory_bytes": 150_000_000_000}]}
+    manifest = Manifest(run_id=name, created_at="2026-12-01T00:00:00+00:00", scenario={"name": name},
+                        environment=env, calibration=calibration, finished_at="2026-12-01T00:10:00+00:00",
+                        serprof_version="0.1.0")
+    run = RunDir.create(path, manifest)
+    cache = "/home/u/.cache/serprof/triton"
+    for (kernel, backend, causal), dev in CUDA_DEVICE.items():
+        host = CUDA_HOST[(kernel, backend, causal)]
+        for i, T in enumerate(CUDA_TS):
+            spec = PointSpec(kernel=kernel, backend=backend, device="cuda", dtype="bfloat16", T=T, H=H, D=D,
+                             causal=causal)
+            d = dev(T) * device_scale
+            c = d + host(T) + call_extra_s
+            dev_s = tuple(float(d * np.exp(rng.normal(0.0, noise))) for _ in range(n_samples))
+            call_s = tuple(float(c * np.exp(rng.normal(0.0, noise))) for _ in range(n_samples))
+            fla = backend == "fla"
+            first = FirstCall(RETNET_FIRST_CALL_S if (fla and i == 0) else (0.8 if fla else 0.002),
+                              cache_dir=cache if fla else None, cache_warm=False if fla else None)
+            fl = (4.0 * H * T * T * D) if kernel == "softmax" else 4.0 * H * T * D * D
+            run.append(PointRecord(
+                spec, "ok",
+                timing=Timing(dev_s, "cuda_event", warmup_s=0.2, warmup_calls=20, stop_reason="ci_target",
+                              quantity="device_time", method="cuda_graph", unroll=8 if T <= 4096 else 1),
+                call_latency=Timing(call_s, "sync_wall", warmup_s=0.2, stop_reason="ci_target",
+                                    quantity="call_latency", method="sync_wall"),
+                first_call=first,
+                memory=Memory(int(4096 * T), "cuda_allocator", input_bytes=4 * T * H * D * 2),
+                energy=Energy(None, meter="nvml", reason="below the counter's resolution", below_resolution=True),
+                flops=fl, bytes_moved=4.0 * T * H * D * 2,
+                worker={"host": "gpu-node", "device_name": H200, "device_index": 0}))
     return path

@@ -133,3 +133,23 @@ def test_verify_interpret_runs_fla_in_a_fresh_process():
         (k, "fla", d) for k in ("softmax", "fox") for d in ("float32", "float16")}
     assert all(r["interpret"] and r["passed"] for r in rows)
     assert {r["against"] for r in rows} == {None, "sdpa", "torch"}
+
+
+def test_verify_cli_reports_unsupported_dtype_as_skipped_not_failed(capsys, monkeypatch):
+    import dataclasses
+
+    b = softmax.KERNEL.backends["naive"]
+    monkeypatch.setitem(softmax.KERNEL.backends, "naive", dataclasses.replace(b, dtypes=("float32",)))
+    argv = ["verify", "--kernels", "softmax", "--backend", "naive", "--lengths", "8", "--batch", "1",
+            "--mode", "fwd", "--dtype", "fp32,bf16"]
+    code, out, _ = run(argv, capsys)
+    assert code == 0, out
+    assert "skipped" in out and "does not support bfloat16" in out
+    assert "2/2 checks within tolerance; 2 combinations skipped" in out and "FAIL" not in out
+    code, out, _ = run(argv + ["--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["passed"] is True
+    assert [r["dtype"] for r in data["results"] if r["skipped"]] == ["bfloat16", "bfloat16"]
+    # unknown names still exit 2
+    code, _, err = run(["verify", "--kernels", "softmax", "--backend", "naivee", "--lengths", "8"], capsys)
+    assert code == 2

@@ -90,3 +90,26 @@ def test_unknown_names_are_usage_errors():
 def test_ids_are_stable():
     a = make_plan(_sweep(kernels=("retnet",), backends=("torch",), lengths=(512,))).runnable()
     assert [s.id for s in a] == ["kernel/retnet/torch/cpu/float32/fwd/B1/T512/H4/D64/causal"]
+
+
+def test_cuda_default_budget_is_device_total_minus_a_reserve(monkeypatch):
+    """0.7 x free skipped the study's 124 GiB softmax layer on a 141 GiB H200: the default is now the
+    device total minus max(2 GiB, 5%), whatever is free at planning time."""
+    import torch
+
+    from profiler.spec import plan as plan_mod
+
+    GiB = 2**30
+    calls = []
+
+    def fake_mem_get_info(index=0):
+        calls.append(index)
+        return 30 * GiB, 141 * GiB          # (free, total): another process holds most of it now
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", fake_mem_get_info)
+    budget, how = plan_mod.default_memory_budget("cuda", 1)
+    assert calls == [1]
+    assert budget == 141 * GiB - int(141 * GiB * 0.05)
+    assert budget > 124 * GiB and "total" in how and "reserve" in how
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index=0: (8 * GiB, 16 * GiB))
+    assert plan_mod.default_memory_budget("cuda")[0] == 14 * GiB     # the 2 GiB floor
