@@ -159,6 +159,11 @@ def timer_cmd(
     import subprocess
     import sys
 
+    if ops is not None:
+        from profiler.tools.bench import parse_op
+
+        for o in ops.split(","):
+            parse_op(o.strip())   # a bad op is exit 2 here, before any (re-)exec or CUDA check
     if device == "cuda":
         _timer_cuda(ops, json_out, json_path)
         return

@@ -230,6 +230,19 @@ class FidelityRow:
 DEFAULT_FIDELITY_OPS = ("softmax:sdpa:1024", "softmax:sdpa:4096", "retnet:torch:4096")
 
 
+def parse_op(token: str) -> tuple[str, str, int]:
+    """``kernel:backend:T`` -> its parts (``UsageError`` naming ``--ops`` for anything else)."""
+    from profiler.kernels import get_backend, get_kernel
+
+    parts = token.split(":")
+    if len(parts) != 3 or not parts[2].isascii() or not parts[2].isdigit() or not 1 <= int(parts[2]) <= 2 ** 20:
+        raise UsageError(f"--ops: bad op {token!r}; expected kernel:backend:T with 1 <= T <= 1048576, "
+                         "e.g. softmax:sdpa:1024")
+    kernel = get_kernel(parts[0])
+    get_backend(kernel.name, parts[1])
+    return kernel.name, parts[1], int(parts[2])
+
+
 def _op_call(token: str, device: str = "cpu", dtype: str = "float32") -> tuple[str, Callable[[], None]]:
     """``kernel:backend:T`` -> a forward call (B=1, H=4, D=64, causal; CPU fp32 unless told)."""
     import torch
@@ -237,12 +250,10 @@ def _op_call(token: str, device: str = "cpu", dtype: str = "float32") -> tuple[s
     from profiler.kernels import get_backend, get_kernel
     from profiler.kernels.base import Shape
 
-    parts = token.split(":")
-    if len(parts) != 3 or not parts[2].isdigit():
-        raise UsageError(f"bad op {token!r}; expected kernel:backend:T, e.g. softmax:sdpa:1024")
-    kernel = get_kernel(parts[0])
-    backend = get_backend(kernel.name, parts[1])
-    inputs = kernel.make_inputs(Shape(T=int(parts[2]), **SHAPE), getattr(torch, dtype), device, 0)
+    name, bname, T = parse_op(token)
+    kernel = get_kernel(name)
+    backend = get_backend(name, bname)
+    inputs = kernel.make_inputs(Shape(T=T, **SHAPE), getattr(torch, dtype), device, 0)
 
     def call() -> None:
         with torch.no_grad():

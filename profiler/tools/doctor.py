@@ -35,6 +35,10 @@ def run_doctor(device: str = "auto", out: Path | None = None) -> dict[str, Any]:
     from profiler.spec.plan import resolve_device
 
     dev = resolve_device(device)          # --device cuda without CUDA: exit 3 here
+    if out is not None:
+        from profiler.core.paths import check_output_dir
+
+        check_output_dir(out, "--out")    # before any check runs
     env = fingerprint(device=dev)
     checks: list[dict[str, str]] = []
     pk = env["packages"]

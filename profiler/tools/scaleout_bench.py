@@ -57,8 +57,14 @@ def run_once(workers: int, overrides: Mapping[str, Any], out: Path) -> dict[str,
 def bench_scaleout(workers: int = 2, overrides: Mapping[str, Any] | None = None, out_dir: Path | None = None,
                    noise_floor: float = 0.03) -> dict[str, Any]:
     """Run the sweep with 1 and ``workers`` pinned single-core workers; see the module docstring."""
+    from profiler.core.errors import UsageError
+    from profiler.core.paths import check_output_dir
     from profiler.core.stats import ratio_of_medians
 
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 2 <= workers <= 1024:
+        raise UsageError(f"--workers must be a whole number from 2 to 1024 (compared with 1 worker), got {workers!r}")
+    if out_dir is not None:
+        check_output_dir(out_dir, "--out")
     ov = dict(DEFAULT_SWEEP if overrides is None else overrides)
     root = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="serprof-scaleout-"))
     one = run_once(1, ov, root / "workers-1")
