@@ -109,16 +109,21 @@ def _named_plan_errors(scenario: str | Path | None, overrides: Mapping[str, Any]
 def sweep(scenario: str | Path | None = None, overrides: Mapping[str, Any] | None = None, *,
           execution: Mapping[str, Any] | None = None, out: str | Path | None = None,
           resume: str | Path | None = None, dry_run: bool = False, observer: Any = None,
-          render_report: bool = True) -> SweepOutcome:
+          render_report: bool = True, rerun: Sequence[str] = ()) -> SweepOutcome:
     """Plan and run a sweep (or submit it to SLURM, or only plan it with ``dry_run``).
 
     ``scenario``: a TOML file; ``overrides``: setting keys over it (``{"kernels": "retnet",
     "settings.target_rel_ci": 0.02}``); ``execution``: executor keys over its ``[execution]`` table;
-    ``resume``: continue a run folder with its stored scenario. ``observer`` gets progress callbacks
+    ``resume``: continue a run folder with its stored scenario; ``rerun`` (with ``resume``, local runs):
+    measure again the points whose id contains one of these substrings. ``observer`` gets progress callbacks
     (``profiler.runner.sweep.SweepObserver``). The HTML report is rendered after a local run unless
     ``render_report`` is false; a report failure is kept in ``report_error`` (records are safe).
     """
     spec, choice = resolve_sweep(scenario, overrides, execution=execution, resume=resume, dry_run=dry_run)
+    rerun = tuple(p for p in rerun if p)
+    if rerun and (resume is None or dry_run or choice.kind == "slurm"):
+        raise UsageError("--rerun re-measures points of an existing local run: use it with --resume RUN "
+                         "(not with --dry-run or --executor slurm)")
     if choice.kind == "slurm":
         from profiler.runner.slurm import submit
 
@@ -133,7 +138,7 @@ def sweep(scenario: str | Path | None = None, overrides: Mapping[str, Any] | Non
     from profiler.runner.sweep import run_sweep
 
     with _named_plan_errors(scenario, overrides):
-        result = run_sweep(spec, out=out, resume=resume, observer=observer, executor=choice.executor)
+        result = run_sweep(spec, out=out, resume=resume, observer=observer, executor=choice.executor, rerun=rerun)
     outcome = SweepOutcome(run_dir=result.run_dir, result=result, warnings=list(result.warnings))
     if render_report and not result.interrupted:
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -165,6 +165,7 @@ def sweep(
     scenario: Optional[Path] = typer.Option(None, "--scenario", help="TOML scenario file (flags override it)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default reports/<run-id>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder."),
+    rerun: Optional[List[str]] = typer.Option(None, "--rerun", help="With --resume: measure again the points whose id contains this text (repeatable); a re-run's record replaces the earlier one."),
     warmup: Optional[float] = typer.Option(None, "--warmup", help="Warm-up time budget per point, s."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Timed repetitions budget per point, s."),
     target_ci: Optional[float] = typer.Option(None, "--target-ci", help="Stop when the 95% CI of the median is within this relative width (0.02 = ±2%)."),
@@ -218,7 +219,7 @@ def sweep(
     obs = _RichObserver(console, quiet=as_json)
     try:
         outcome = api.sweep(scenario, overrides, execution=execution, out=out, resume=resume, dry_run=dry_run,
-                            observer=obs, render_report=not no_report)
+                            observer=obs, render_report=not no_report, rerun=tuple(rerun or ()))
     finally:
         obs.close()
     if outcome.slurm is not None:

@@ -78,6 +78,7 @@ def run_status(run_dir: str | Path) -> RunStatus:
             continue
         devices.setdefault(device_key(rec.worker), Counter())[rec.status] += 1
     rows: list[Progress] = []
+    extra_warnings: list[str] = []
     if (run.path / SHARDS_FILE).is_file():
         table = read_shards(run.path)
         all_ids: list[str] = []
@@ -99,8 +100,17 @@ def run_status(run_dir: str | Path) -> RunStatus:
         total = len(set(all_ids))
         done = len({i for i in all_ids if i in by_id})
     else:
-        total = int((manifest.notes or {}).get("planned_points") or len(by_id))
-        done = len(by_id)
+        planned = (manifest.notes or {}).get("planned_ids")
+        if isinstance(planned, list) and planned:
+            planned_set = {str(i) for i in planned}
+            total, done = len(planned_set), len(planned_set & set(by_id))
+        else:   # runs written before the manifest kept the planned ids
+            total = int((manifest.notes or {}).get("planned_points") or len(by_id))
+            done = min(len(by_id), total)
+            planned_set = None
+        foreign = len(set(by_id) - planned_set) if planned_set is not None else max(0, len(by_id) - total)
+        if foreign:
+            extra_warnings.append(f"{foreign} record(s) for points outside the run's plan (not counted as done)")
         slots: dict[str, list] = {}
         for rec in loaded.records:
             w = dict(rec.worker or {})
@@ -120,4 +130,4 @@ def run_status(run_dir: str | Path) -> RunStatus:
                                  devices=sorted({device_key(r.worker) for r in recs})))
     return RunStatus(run_dir=run.path, executor=str(execution.get("executor", "local")), rows=rows, total=total,
                      done=done, statuses=dict(Counter(r.status for r in loaded.records)),
-                     devices={k: dict(v) for k, v in devices.items()}, warnings=list(loaded.warnings))
+                     devices={k: dict(v) for k, v in devices.items()}, warnings=list(loaded.warnings) + extra_warnings)

@@ -87,6 +87,7 @@ def _manifest(plan: Plan, run_id: str, executor: Executor) -> Manifest:
             "memory_budget_bytes": plan.memory_budget_bytes,
             "memory_budget_source": plan.budget_source,
             "planned_points": len(plan.points),
+            "planned_ids": [p.spec.id for p in plan.points],   # what `serprof status` counts against
             "execution": executor.describe(),
             "sessions": [],
         },

@@ -11,7 +11,7 @@ from profiler.core.errors import UsageError
 from profiler.core.records import Manifest, PointRecord, PointSpec, RecordError, Timing, from_dict, to_dict
 from profiler.store.runs import RunDir, pick_record, read_records
 
-from hardening_helpers import assert_one_line_error, fake_run
+from hardening_helpers import assert_one_line_error, fake_run, raw_ids
 
 
 def _rec(T=64, status="ok", started="2026-01-01T00:00:00+00:00", rerun=False):
@@ -157,3 +157,46 @@ def test_commands_print_load_warnings_and_never_a_traceback(tmp_path, cli):
 
     rows = list(csv.DictReader(open(tmp_path / "x.csv")))
     assert len(rows) == 3
+
+
+def test_status_never_counts_records_outside_the_plan(tmp_path):
+    """A record for a point the run never planned (e.g. copied in from another run) is not progress:
+    no "11/10"; it is reported as a warning instead."""
+    import json
+
+    from profiler.runner.status import run_status
+
+    run = fake_run(tmp_path, lengths="64,128")
+    lines = (run / "points.jsonl").read_text().splitlines()
+    foreign = json.loads(lines[0])
+    foreign["spec"]["T"] = 999
+    (run / "points.jsonl").write_text("\n".join(lines + [json.dumps(foreign)]) + "\n")
+    st = run_status(run)
+    assert (st.done, st.total) == (2, 2) and st.complete
+    assert any("outside the run's plan" in w for w in st.warnings)
+    # a manifest from before the planned ids were stored: the count is capped, never above the plan
+    man = json.loads((run / "manifest.json").read_text())
+    del man["notes"]["planned_ids"]
+    (run / "manifest.json").write_text(json.dumps(man))
+    st = run_status(run)
+    assert st.done <= st.total == 2 and any("outside the run's plan" in w for w in st.warnings)
+
+
+def test_rerun_flag_replaces_a_point_and_marks_it(tmp_path):
+    """`serprof sweep --resume RUN --rerun T64` measures that point again; the new record carries
+    ``extra.rerun`` and is the one the run folder resolves to (the others are untouched)."""
+    from hardening_helpers import serprof
+
+    run = fake_run(tmp_path, lengths="64,128")
+    before = {r.id: r for r in RunDir(run).load().records}
+    p = serprof("sweep", "--resume", run, "--rerun", "/T64/", "--no-report")
+    assert p.returncode == 0, p.stderr
+    after = {r.id: r for r in RunDir(run).load().records}
+    assert set(after) == set(before) and len(raw_ids(run)) == 3
+    again = [i for i in after if "/T64/" in i]
+    assert len(again) == 1 and after[again[0]].extra.get("rerun") is True
+    assert after[again[0]].started_at >= before[again[0]].started_at
+    other = next(i for i in after if "/T128/" in i)
+    assert after[other] == before[other]
+    bad = serprof("sweep", "--rerun", "/T64/", "--kernels", "softmax", "--lengths", "64", "--device", "cpu", "--dry-run")
+    assert bad.returncode == 2 and "--rerun" in bad.stderr and "Traceback" not in bad.stderr
