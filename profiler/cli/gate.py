@@ -67,6 +67,22 @@ _RULE_HELP = ("METRIC:LIMIT[@FILTERS], repeatable; later rules win. Metrics late
               "e.g. 'latency:+3%@kernel=retnet,T>=4096', 'call_latency:+5%', 'peak_memory:+0%+1MiB', 'energy:off'.")
 _DEFAULTS_HELP = "Start from no rules (defaults: latency:+5%, peak_memory:+0% (+4KiB), energy:+10%, slope:+0.1)."
 
+
+#: options shared by ``gate`` and ``gate-interleave`` (one definition each)
+_RULE = typer.Option(None, "--rule", "-r", help=_RULE_HELP)
+_NO_DEFAULT_RULES = typer.Option(False, "--no-default-rules", help=_DEFAULTS_HELP)
+_ALPHA = typer.Option(0.025, help="Family-wise error rate of the latency tests (one-sided, Holm).")
+_STATISTIC = typer.Option("median", help="Latency statistic compared: median, or a quantile such as q10 (shared CPU runners).")
+_NOISE_FLOOR = typer.Option(0.01, "--noise-floor", help="Relative run-to-run noise added to each interval (0.01 = 1%).")
+_ALLOW_ENV_MISMATCH = typer.Option(False, "--allow-env-mismatch", help="Compare runs whose environment fingerprints differ.")
+_IGNORE_ENV = typer.Option(None, "--ignore-env", help="Environment key to leave out of the fingerprint (repeatable).")
+_FAIL_ON_MISSING = typer.Option(False, "--fail-on-missing", help="Exit 1 when baseline points are missing in the candidate.")
+_ALLOW_EMPTY = typer.Option(False, "--allow-empty", help="Pass when nothing was compared (default: exit 2).")
+_JSON_OUT = typer.Option(None, "--json-out", help="Write the JSON verdict here.")
+_MARKDOWN_OUT = typer.Option(None, "--markdown-out", help="Write the Markdown summary here.")
+_N_BOOT = typer.Option(1000, "--n-boot", help="Bootstrap resamples per point.")
+_SEED = typer.Option(0, help="Bootstrap seed.")
+
 #: ``gate``'s options that only apply to the interleaved A/B measurement (now ``gate-interleave``):
 #: still accepted after ``gate --interleave``, hidden from ``gate --help``.
 _INTERLEAVE_ONLY = ("ref_a", "ref_b", "kernels", "backend", "lengths", "batch", "heads", "head_dim", "rounds",
@@ -76,20 +92,20 @@ _INTERLEAVE_ONLY = ("ref_a", "ref_b", "kernels", "backend", "lengths", "batch", 
 def gate(
     baseline: Optional[Path] = typer.Option(None, "--baseline", "-b", help="Baseline run folder or baseline .json."),
     candidate: Optional[Path] = typer.Option(None, "--candidate", "-c", help="Candidate run folder (or baseline .json)."),
-    rule: Optional[List[str]] = typer.Option(None, "--rule", "-r", help=_RULE_HELP),
-    no_default_rules: bool = typer.Option(False, "--no-default-rules", help=_DEFAULTS_HELP),
-    alpha: float = typer.Option(0.025, help="Family-wise error rate of the latency tests (one-sided, Holm)."),
+    rule: Optional[List[str]] = _RULE,
+    no_default_rules: bool = _NO_DEFAULT_RULES,
+    alpha: float = _ALPHA,
     normalize: str = typer.Option("none", help="Drift normalization: none, calibration (= matmul), bandwidth."),
-    statistic: str = typer.Option("median", help="Latency statistic compared: median, or a quantile such as q10 (shared CPU runners)."),
-    noise_floor: float = typer.Option(0.01, "--noise-floor", help="Relative run-to-run noise added to each interval (0.01 = 1%)."),
-    allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch", help="Compare runs whose environment fingerprints differ."),
-    ignore_env: Optional[List[str]] = typer.Option(None, "--ignore-env", help="Environment key to leave out of the fingerprint (repeatable)."),
-    fail_on_missing: bool = typer.Option(False, "--fail-on-missing", help="Exit 1 when baseline points are missing in the candidate."),
-    allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass when nothing was compared (default: exit 2)."),
-    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the JSON verdict here."),
-    markdown_out: Optional[Path] = typer.Option(None, "--markdown-out", help="Write the Markdown summary here."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples per point."),
-    seed: int = typer.Option(0, help="Bootstrap seed."),
+    statistic: str = _STATISTIC,
+    noise_floor: float = _NOISE_FLOOR,
+    allow_env_mismatch: bool = _ALLOW_ENV_MISMATCH,
+    ignore_env: Optional[List[str]] = _IGNORE_ENV,
+    fail_on_missing: bool = _FAIL_ON_MISSING,
+    allow_empty: bool = _ALLOW_EMPTY,
+    json_out: Optional[Path] = _JSON_OUT,
+    markdown_out: Optional[Path] = _MARKDOWN_OUT,
+    n_boot: int = _N_BOOT,
+    seed: int = _SEED,
     interleave: bool = typer.Option(False, "--interleave", help="Old spelling of `serprof gate-interleave` (measure two git refs alternately)."),
     ref_a: Optional[str] = typer.Option(None, "--ref-a", hidden=True),
     ref_b: Optional[str] = typer.Option(None, "--ref-b", hidden=True),
@@ -147,19 +163,19 @@ def gate_interleave(
     rounds: int = typer.Option(10, "--rounds", help="Alternations (ABBA order)."),
     reps: int = typer.Option(5, "--reps", help="Samples per point per round and side."),
     repo: Path = typer.Option(Path("."), "--repo", help="The git repository holding the refs."),
-    rule: Optional[List[str]] = typer.Option(None, "--rule", "-r", help=_RULE_HELP),
-    no_default_rules: bool = typer.Option(False, "--no-default-rules", help=_DEFAULTS_HELP),
-    alpha: float = typer.Option(0.025, help="Family-wise error rate of the latency tests (one-sided, Holm)."),
-    statistic: str = typer.Option("median", help="Latency statistic compared: median, or a quantile such as q10 (shared CPU runners)."),
-    noise_floor: float = typer.Option(0.01, "--noise-floor", help="Relative run-to-run noise added to each interval (0.01 = 1%)."),
-    allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch", help="Compare runs whose environment fingerprints differ."),
-    ignore_env: Optional[List[str]] = typer.Option(None, "--ignore-env", help="Environment key to leave out of the fingerprint (repeatable)."),
-    fail_on_missing: bool = typer.Option(False, "--fail-on-missing", help="Exit 1 when baseline points are missing in the candidate."),
-    allow_empty: bool = typer.Option(False, "--allow-empty", help="Pass when nothing was compared (default: exit 2)."),
-    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the JSON verdict here."),
-    markdown_out: Optional[Path] = typer.Option(None, "--markdown-out", help="Write the Markdown summary here."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples per point."),
-    seed: int = typer.Option(0, help="Bootstrap seed."),
+    rule: Optional[List[str]] = _RULE,
+    no_default_rules: bool = _NO_DEFAULT_RULES,
+    alpha: float = _ALPHA,
+    statistic: str = _STATISTIC,
+    noise_floor: float = _NOISE_FLOOR,
+    allow_env_mismatch: bool = _ALLOW_ENV_MISMATCH,
+    ignore_env: Optional[List[str]] = _IGNORE_ENV,
+    fail_on_missing: bool = _FAIL_ON_MISSING,
+    allow_empty: bool = _ALLOW_EMPTY,
+    json_out: Optional[Path] = _JSON_OUT,
+    markdown_out: Optional[Path] = _MARKDOWN_OUT,
+    n_boot: int = _N_BOOT,
+    seed: int = _SEED,
 ) -> None:
     """Measure two git refs alternately in this job (ABBA) and gate B against A; exit 1 on a regression."""
     from profiler import api

@@ -58,31 +58,13 @@ class LayerEntry:
     spec: LayerSpec
     level: str = "layer"
 
-    # -- planning side
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def title(self) -> str:
-        return self.spec.title
-
-    @property
-    def family(self) -> str:
-        return self.spec.family
-
-    @property
-    def description(self) -> str:
-        return self.spec.description
-
-    @property
-    def mechanism(self) -> str:
-        return self.spec.mechanism
-
-    @property
-    def bidirectional(self) -> bool:
-        return self.spec.bidirectional
-
+    # -- planning side: the layer's own description
+    name = property(lambda self: self.spec.name)
+    title = property(lambda self: self.spec.title)
+    family = property(lambda self: self.spec.family)
+    description = property(lambda self: self.spec.description)
+    mechanism = property(lambda self: self.spec.mechanism)
+    bidirectional = property(lambda self: self.spec.bidirectional)
     default_backend = "torch"
     reference_name = "fla layer (tests) / fp32 port"
 

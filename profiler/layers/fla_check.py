@@ -42,14 +42,9 @@ def compare(name: str, hidden: int, heads: int, T: int, B: int, device: str, see
 
 def _activate_interpreter() -> None:
     os.environ.setdefault("TRITON_INTERPRET", "1")
-    import importlib
+    from profiler.kernels import interpret
 
-    mod = importlib.import_module("profiler.kernels.interpret")
-    for fn_name in ("enable", "activate", "install", "patch"):
-        fn = getattr(mod, fn_name, None)
-        if callable(fn):
-            fn()
-            return
+    interpret.enable()
 
 
 def main(argv: list[str] | None = None) -> int:

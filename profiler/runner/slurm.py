@@ -300,18 +300,11 @@ def shard_file(shard: int) -> str:
 def sbatch_parameters(opts: SlurmOptions, job_name: str) -> dict[str, Any]:
     """Parameters for ``submitit.SlurmExecutor.update_parameters`` (and the dry-run script)."""
     params: dict[str, Any] = {"job_name": opts.job_name or job_name}
-    if opts.partition:
-        params["partition"] = opts.partition
-    if opts.account:
-        params["account"] = opts.account
-    if opts.time_limit_min:
-        params["time"] = opts.time_limit_min
-    if opts.gpus_per_task:
-        params["gpus_per_task"] = opts.gpus_per_task
-    if opts.cpus_per_task:
-        params["cpus_per_task"] = opts.cpus_per_task
-    if opts.array_parallelism:
-        params["array_parallelism"] = opts.array_parallelism
+    for param, attr in (("partition", "partition"), ("account", "account"), ("time", "time_limit_min"),
+                        ("gpus_per_task", "gpus_per_task"), ("cpus_per_task", "cpus_per_task"),
+                        ("array_parallelism", "array_parallelism")):
+        if getattr(opts, attr):
+            params[param] = getattr(opts, attr)
     if opts.sbatch_extra:
         params["additional_parameters"] = {k: v for k, v in opts.sbatch_extra}
     # every string that reaches the job script, wherever it came from (flags, scenario, shards.json)
@@ -440,10 +433,9 @@ def submit(sweep: Any = None, *, opts: SlurmOptions, out: str | Path | None = No
 
 def _submit(sweep: Any, *, opts: SlurmOptions, out: str | Path | None, resume: str | Path | None, dry_run: bool,
             calibrate: bool, lock: Any) -> SubmitResult:
-    from profiler.core.paths import check_output_dir
     from profiler.runner.sweep import check_plan_not_empty, default_out
-    from profiler.store.lock import RunLock, stale_warning
-    from profiler.store.runs import RunDir, utc_now
+    from profiler.store.lock import create_locked, stale_warning
+    from profiler.store.runs import RunDir
 
     if resume is not None:
         run = RunDir.open(resume)
@@ -472,13 +464,8 @@ def _submit(sweep: Any, *, opts: SlurmOptions, out: str | Path | None, resume: s
         planned = len(plan.points)
         warnings = []
         if not dry_run:
-            check_output_dir(run_dir, "--out")
-            if (run_dir / "manifest.json").exists():
-                raise UsageError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-            run_dir.mkdir(parents=True, exist_ok=True)
-            lock = RunLock(run_dir).acquire()
+            run, lock = create_locked(run_dir, lambda name: _manifest_for(plan, name, opts, len(shards)))
             try:
-                run = RunDir.create(run_dir, _manifest_for(plan, run_dir.name, opts, len(shards)))
                 run_dir = run.path
                 _write_json(run_dir / SHARDS_FILE, {"schema_version": 1, "job_name": job_name,
                                                      "options": opts.to_dict(), "shards": todo, "submissions": []})

@@ -183,19 +183,10 @@ def _run_sweep_locked(sweep, *, out, resume, observer, executor, calibrate, cali
 
         executor = LocalExecutor()
     if resume is None:
-        from profiler.core.paths import check_output_dir
+        from profiler.store.lock import create_locked
 
         path = Path(out) if out is not None else default_out(plan.sweep)
-        check_output_dir(path, "--out")
-        if (path / "manifest.json").exists():
-            raise UsageError(f"{path} already holds a run; use --resume {path} or another --out")
-        path.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(path).acquire()
-        try:
-            run = RunDir.create(path, _manifest(plan, path.name, executor))
-        except BaseException:
-            lock.release()
-            raise
+        run, lock = create_locked(path, lambda name: _manifest(plan, name, executor))
     assert lock is not None
     try:
         return _run_locked_body(plan, run, obs, executor, calibrate, calibration_budget_s, rerun, resume,

@@ -141,12 +141,9 @@ def _release_memory(device: str) -> None:
 
 def _activate_interpreter() -> None:
     """Patch Triton's interpreter for fla (TRITON_INTERPRET=1 is already set by the parent)."""
-    mod = importlib.import_module("profiler.kernels.interpret")
-    for name in ("enable", "activate", "install", "patch"):
-        fn = getattr(mod, name, None)
-        if callable(fn):
-            fn()
-            return
+    from profiler.kernels import interpret
+
+    interpret.enable()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,3 +138,25 @@ def stale_warning(lock: RunLock) -> str | None:
         return None
     return (f"{lock.run_dir}: took over the writer lock of {describe_holder(lock.stale)}, "
             "which ended without releasing it (killed?)")
+
+
+def create_locked(path: str | os.PathLike, manifest_for: Any) -> tuple[Any, RunLock]:
+    """A new run folder at ``path`` (``--out``) held by this process: ``(RunDir, RunLock)``.
+
+    Checks the folder can be created and holds no run yet (``UsageError`` otherwise), creates it, takes
+    the writer lock, then writes ``manifest_for(folder_name)``; on any failure the lock is released.
+    """
+    from profiler.core.paths import check_output_dir
+    from profiler.store.runs import RunDir
+
+    p = Path(path)
+    check_output_dir(p, "--out")
+    if (p / "manifest.json").exists():
+        raise UsageError(f"{p} already holds a run; use --resume {p} or another --out")
+    p.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(p).acquire()
+    try:
+        return RunDir.create(p, manifest_for(p.name)), lock
+    except BaseException:
+        lock.release()
+        raise
