@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml
 run: setup
 	$(SERPROF) sweep --scenario scenarios/quick.toml
 
+# The suite runs on every core (pytest-xdist); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= auto
+
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # Headless Chromium for the report's browser test (Debian package; no browser download at run time).
 browser:

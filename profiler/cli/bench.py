@@ -65,9 +65,9 @@ def _fmt_x(v: float | None, fmt: str = "{:.2f}") -> str:
 
 
 def _console():
-    from rich.console import Console
+    from profiler.core.console import console
 
-    return Console()
+    return console()
 
 
 # --------------------------------------------------------------------------- bench kernels

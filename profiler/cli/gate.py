@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from profiler.core.console import esc
+from profiler.core.console import console as _console, esc
 from profiler.core.errors import UsageError
 
 baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --baseline`.", no_args_is_help=True,
@@ -21,13 +21,12 @@ baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --base
 
 
 def _render_table(result) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     from profiler.analysis.compare import fmt_ci, fmt_ratio, fmt_value, summary_line
 
-    console = Console()
+    console = _console()
     colours = {"regression": "bold red", "unclear": "yellow", "faster": "green", "pass": ""}
     table = Table(title="serprof gate", show_lines=False)
     for col in ("verdict", "metric", "point", "baseline", "candidate", "ratio", f"{result.confidence:.0%} CI"):
@@ -235,7 +234,6 @@ def gate_eval(
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the evaluation as JSON."),
 ) -> None:
     """Measure the gate itself: false alarms on A/A and detection per injected slowdown (real runs)."""
-    from rich.console import Console
     from rich.table import Table
 
     from profiler.core.paths import check_output_file
@@ -250,7 +248,7 @@ def gate_eval(
         raise UsageError(f"--slowdowns takes percentages like 0,5,10,20 (got {slowdowns!r})") from None
     settings = EvalSettings.preset(quick, comparisons=comparisons, samples=samples, slowdowns_pct=tuple(levels),
                                    threshold_pct=threshold, threads=threads, seed=seed)
-    console = Console()
+    console = _console()
     console.print(f"gate-eval: {settings.describe()}")
     report = run_gate_eval(settings, progress=lambda msg: console.print(msg, style="dim"))
     table = Table(title=f"gate evaluation (latency rule +{threshold:g}%, alpha {settings.alpha:g})")

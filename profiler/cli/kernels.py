@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from profiler.core.console import console as _console
 from profiler.core.errors import UsageError
 
 DEVICES = ("cpu", "cuda")
@@ -56,7 +57,6 @@ def list_cmd(
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="serprof kernels and backends")
@@ -66,7 +66,7 @@ def list_cmd(
         status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
         note = r["description"] if r["available"] else r["reason"]
         table.add_row(r["kernel"], r["family"], r["backend"], r["device"], status, note)
-    console = Console()
+    console = _console()
     if not console.is_terminal:
         console.width = 160
     console.print(table)
@@ -111,7 +111,6 @@ _SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
 def _render(results, interpret: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     title = "serprof verify" + (" (Triton interpreter on CPU: correctness only)" if interpret else "")
@@ -129,7 +128,7 @@ def _render(results, interpret: bool) -> None:
                       f"{s.B},{s.T},{s.H},{s.D}{checked}", r.against or "reference",
                       _fmt(c and c.max_abs_err), _fmt(c and c.max_rel_err), _fmt(c and c.grad_max_rel_err),
                       _fmt(c and c.tolerance), verdict)
-    console = Console()
+    console = _console()
     if not console.is_terminal:  # pipes and files: do not squeeze the table to 80 columns
         console.width = 180
     console.print(table)

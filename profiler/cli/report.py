@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import typer
 
+from profiler.core.console import console as _console
+
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the app."""
@@ -95,7 +97,6 @@ def frontier(
         typer.echo(json.dumps({"device_memory_bytes": mem, "unseen_terms": list(UNSEEN_TERMS),
                                "results": [r.to_dict() for r in results]}, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"Longest T that fits in {mem / 2**30:.1f} GiB ({dtype}, {mode}, B={batch}, H={heads}, D={head_dim})")
@@ -103,7 +104,7 @@ def frontier(
         t.add_column(col, justify="right" if col.startswith(("max", "memory")) else "left")
     for r in results:
         t.add_row(r.kernel, r.backend, r.method, r.max_T_text, r.bytes_text)
-    con = Console()
+    con = _console()
     con.print(t)
     con.print("fla-dry: fla's host code run on CPU with kernel bodies skipped; allocations measured exactly "
               "at a few T and fitted (a + bT + cT^2). analytic: the kernel's memory model + inputs.")

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from profiler.core.console import esc
+from profiler.core.console import console as _console, esc
 
 _MOVED = ("EXECUTION_KEYS", "EXECUTORS", "SLURM_FLAGS", "ExecutorChoice", "choose_executor", "choose_for_sweep",
           "execution_table")
@@ -77,11 +77,10 @@ def status(
     if as_json:
         typer.echo(json.dumps(st.to_dict(), indent=2, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    c = Console()
+    c = _console()
     c.print(f"[bold]{esc(st.run_dir)}[/] ({esc(st.executor)}): {st.done}/{st.total} points have a record"
             + ("" if st.complete else f", {st.total - st.done} missing"))
     t = Table(show_edge=False)

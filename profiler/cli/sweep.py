@@ -12,8 +12,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from profiler.core.console import esc
-from profiler.core.errors import UsageError
+from profiler.core.console import console as _console, esc
 
 SCENARIO_FLAGS = ("kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads", "head_dim", "causal",
                   "device", "interpret", "name")
@@ -196,7 +195,6 @@ def sweep(
     shards: Optional[int] = typer.Option(None, "--shards", help="SLURM: number of shards (default: one per series, at most 64)."),
 ) -> None:
     """Sweep length x batch x dtype over attention kernels; every point in a worker process."""
-    from rich.console import Console
 
     from profiler import api
 
@@ -215,7 +213,7 @@ def sweep(
                  "partition": partition, "account": account, "time_limit": time_limit,
                  "gpus_per_task": gpus_per_task, "array_parallelism": array_parallelism,
                  "sbatch_extra": sbatch_extra, "shards": shards}
-    console = Console(stderr=as_json)
+    console = _console(stderr=as_json)
     obs = _RichObserver(console, quiet=as_json)
     try:
         outcome = api.sweep(scenario, overrides, execution=execution, out=out, resume=resume, dry_run=dry_run,
@@ -291,10 +289,9 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console()
+    c = _console()
     t = Table(show_header=False, show_edge=False)
     t.add_column(style="bold")
     t.add_column()
@@ -362,9 +359,7 @@ def doctor(
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:
-        from rich.console import Console
-
-        c = Console()
+        c = _console()
         mark = {"ok": "[green]works      [/]", "unavailable": "[yellow]unavailable[/]", "failed": "[red]FAILED     [/]"}
         for check in report["checks"]:
             c.print(f"{mark[check['state']]}  [bold]{esc(check['name'])}[/]: {esc(check['detail'])}")

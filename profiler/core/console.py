@@ -21,3 +21,15 @@ def esc(value: Any) -> str:
 
 def shell_quote(text: str) -> str:
     return shlex.quote(text)
+
+
+def console(*, stderr: bool = False) -> Any:
+    """The rich console every command prints through. Off a terminal (a pipe, a file, CI logs) lines
+    are never wrapped, so a long path or id stays on one line for grep and copy-paste."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    return Console(stderr=stderr, soft_wrap=not tty)
