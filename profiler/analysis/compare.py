@@ -536,14 +536,11 @@ def check_compared(result: GateResult, allow_empty: bool = False) -> None:
     """A gate that compared nothing must not pass silently: ``UsageError`` (exit 2) unless ``allow_empty``."""
     if allow_empty or not result.nothing_compared:
         return
-    why = []
-    if not result.missing_in_candidate and not result.missing_in_baseline:
-        why.append("both sides have no comparable point")
-    if result.missing_in_candidate:
-        why.append(f"{len(result.missing_in_candidate)} baseline point(s) missing in the candidate")
-    if result.missing_in_baseline:
-        why.append(f"{len(result.missing_in_baseline)} candidate point(s) not in the baseline")
-    if result.not_compared:
-        why.append(f"{len(result.not_compared)} not comparable")
+    counts = ((len(result.missing_in_candidate), "baseline point(s) missing in the candidate"),
+              (len(result.missing_in_baseline), "candidate point(s) not in the baseline"),
+              (len(result.not_compared), "not comparable"))
+    why = [f"{n} {what}" for n, what in counts if n]
+    if not (result.missing_in_candidate or result.missing_in_baseline):
+        why.insert(0, "both sides have no comparable point")
     raise UsageError(f"nothing was compared ({'; '.join(why)}): {result.baseline_label} vs "
                      f"{result.candidate_label}; pass --allow-empty to accept an empty gate")

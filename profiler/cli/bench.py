@@ -141,7 +141,7 @@ def _render_kernels(console, summary, Ts, records) -> None:
     for s in summary:
         for T, status, reason in zip(s.lengths, s.statuses, s.reasons):
             if status != "ok":
-                console.print(f"{s.label} T={T}: {status}: {reason}", highlight=False)
+                console.print(f"{s.label} T={T}: {status}: {reason}", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- bench timer
@@ -260,14 +260,14 @@ def render_cuda_timers(rows, device_name: str, console) -> None:
                   *[_fmt_ms(r.tools_s.get(x)) for x in tools], *[_fmt_x(r.ratio(x), "{:.3f}") for x in tools])
     console.print(t)
     for name, note in CUDA_TOOL_NOTES.items():
-        console.print(f"{name}: {note}", highlight=False)
+        console.print(f"{name}: {note}", highlight=False, markup=False)
     console.print("serprof device: device time (method shown); serprof latency: sync-to-sync, one isolated call.",
                   highlight=False)
     for r in rows:
         if r.serprof_method_reason:
-            console.print(f"{r.op}: fallback because {r.serprof_method_reason}", highlight=False)
+            console.print(f"{r.op}: fallback because {r.serprof_method_reason}", highlight=False, markup=False)
         for who, err in r.errors.items():
-            console.print(f"{r.op}: {who} failed: {err}", highlight=False)
+            console.print(f"{r.op}: {who} failed: {err}", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- bench memory
@@ -299,4 +299,4 @@ def memory_cmd(
     console.print(t)
     for r in rows:
         if r.status != "ok":
-            console.print(f"{r.label}: {r.status}: {r.reason}", highlight=False)
+            console.print(f"{r.label}: {r.status}: {r.reason}", highlight=False, markup=False)

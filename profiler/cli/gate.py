@@ -250,7 +250,7 @@ def gate_eval(
                                    threshold_pct=threshold, threads=threads, seed=seed)
     console = _console()
     console.print(f"gate-eval: {settings.describe()}")
-    report = run_gate_eval(settings, progress=lambda msg: console.print(msg, style="dim"))
+    report = run_gate_eval(settings, progress=lambda msg: console.print(msg, style="dim", markup=False))
     table = Table(title=f"gate evaluation (latency rule +{threshold:g}%, alpha {settings.alpha:g})")
     for col in ("statistic", "injected", "comparisons", "flagged", "rate", "95% CI (Clopper-Pearson)", "median ratio", "target", "met"):
         table.add_column(col)

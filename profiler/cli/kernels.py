@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from profiler.core.console import console as _console
+from profiler.core.console import console as _console, esc
 from profiler.core.errors import UsageError
 
 DEVICES = ("cpu", "cuda")
@@ -65,7 +65,7 @@ def list_cmd(
     for r in rows:
         status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
         note = r["description"] if r["available"] else r["reason"]
-        table.add_row(r["kernel"], r["family"], r["backend"], r["device"], status, note)
+        table.add_row(esc(r["kernel"]), esc(r["family"]), esc(r["backend"]), esc(r["device"]), status, esc(note))
     console = _console()
     if not console.is_terminal:
         console.width = 160
@@ -134,10 +134,10 @@ def _render(results, interpret: bool) -> None:
     console.print(table)
     for r in results:
         if r.error:
-            console.print(f"[red]{r.kernel}/{r.backend} {r.dtype} {r.mode}: {r.error}[/red]")
+            console.print(f"[red]{esc(f'{r.kernel}/{r.backend} {r.dtype} {r.mode}: {r.error}')}[/red]")
     skipped = sorted({f"{r.kernel}/{r.backend} {r.dtype}: {r.skipped}" for r in results if r.skipped})
     for line in skipped:
-        console.print(f"[yellow]skipped {line}[/yellow]")
+        console.print(f"[yellow]skipped {esc(line)}[/yellow]")
     ran = [r for r in results if not r.skipped]
     n_bad = sum(not r.passed for r in ran)
     n_skip = len(results) - len(ran)

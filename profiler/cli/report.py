@@ -110,5 +110,5 @@ def frontier(
               "at a few T and fitted (a + bT + cT^2). analytic: the kernel's memory model + inputs.")
     for r in results:
         if r.method == "unavailable" or r.method == "fla-dry":
-            con.print(f"  {r.kernel}/{r.backend}: {r.note}")
+            con.print(f"  {r.kernel}/{r.backend}: {r.note}", markup=False)
     con.print("Not included (leave headroom for them): " + "; ".join(UNSEEN_TERMS))

@@ -295,24 +295,28 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
     t = Table(show_header=False, show_edge=False)
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("host", f"{info['hostname']} ({info['platform']})")
-    t.add_row("python", info["python"])
-    t.add_row("cpu", f"{info['cpu_model']}, {info['cpu_count']} cpus ({info['cpu_affinity_count']} usable), "
+
+    def row(key: str, value: object) -> None:   # system text (CPU names, reasons): printed, never parsed
+        t.add_row(esc(key), esc(value))
+
+    row("host", f"{info['hostname']} ({info['platform']})")
+    row("python", info["python"])
+    row("cpu", f"{info['cpu_model']}, {info['cpu_count']} cpus ({info['cpu_affinity_count']} usable), "
                      f"torch threads {info.get('torch_threads')}")
     if info.get("cuda_available"):
         devs = "; ".join(f"{d['index']}: {d['name']} (sm {d['capability']}, {_fmt_bytes(d['total_memory_bytes'])})"
                          for d in info.get("cuda_devices", []))
-        t.add_row("cuda", f"available, CUDA {info.get('cuda_build')}: {devs}")
+        row("cuda", f"available, CUDA {info.get('cuda_build')}: {devs}")
     else:
-        t.add_row("cuda", f"unavailable: {info.get('cuda_reason')}")
+        row("cuda", f"unavailable: {info.get('cuda_reason')}")
     nv = info["nvml"]
-    t.add_row("nvml", f"available, driver {nv.get('driver')}" if nv["available"] else f"unavailable: {nv['reason']}")
+    row("nvml", f"available, driver {nv.get('driver')}" if nv["available"] else f"unavailable: {nv['reason']}")
     ra = info["rapl"]
-    t.add_row("rapl", f"available: {', '.join(ra.get('zones', []))}" if ra["available"] else f"unavailable: {ra['reason']}")
+    row("rapl", f"available: {', '.join(ra.get('zones', []))}" if ra["available"] else f"unavailable: {ra['reason']}")
     for name, ver in info["packages"].items():
-        t.add_row(name, ver or "not installed")
+        row(name, ver or "not installed")
     g = info.get("git")
-    t.add_row("serprof git", f"{g['sha']}{' (dirty)' if g.get('dirty') else ''}" if g else "not a git checkout")
+    row("serprof git", f"{g['sha']}{' (dirty)' if g.get('dirty') else ''}" if g else "not a git checkout")
     c.print(t)
 
 

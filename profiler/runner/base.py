@@ -110,8 +110,10 @@ class Executor(abc.ABC):
         Returns when the queue is empty. ``KeyboardInterrupt`` propagates after workers are stopped.
         """
 
-    def calibrate(self, device: str, *, budget_s: float = 1.0) -> Mapping[str, Any] | None:
-        """Machine calibration (matmul FLOP/s, memory bandwidth) measured by a worker; None if unsupported."""
+    def calibrate(self, device: str, *, budget_s: float = 1.0,
+                  dtypes: tuple[str, ...] | None = None) -> Mapping[str, Any] | None:
+        """Machine calibration (matmul FLOP/s per dtype in ``dtypes``, memory bandwidth) measured by a
+        worker; None if unsupported."""
         return None
 
     def describe(self) -> dict[str, Any]:

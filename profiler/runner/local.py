@@ -295,10 +295,12 @@ class LocalExecutor(Executor):
             queue.report(rec)
             events.on_record(rec)
 
-    def calibrate(self, device: str, *, budget_s: float = 1.0) -> Mapping[str, Any] | None:
+    def calibrate(self, device: str, *, budget_s: float = 1.0,
+                  dtypes: tuple[str, ...] | None = None) -> Mapping[str, Any] | None:
         try:
             w = self._worker_for(device, False)
-            w.send({"cmd": "calibrate", "device": device, "budget_s": budget_s})
+            w.send({"cmd": "calibrate", "device": device, "budget_s": budget_s,
+                    "dtypes": list(dtypes) if dtypes else None})
             msg = w.receive(CALIBRATE_TIMEOUT_S)
         except (WorkerDied, WorkerTimeout) as exc:
             self._discard_worker()

@@ -182,9 +182,10 @@ class MultiExecutor(Executor):
         if errors:
             raise errors[0]
 
-    def calibrate(self, device: str, *, budget_s: float = 1.0) -> Mapping[str, Any] | None:
+    def calibrate(self, device: str, *, budget_s: float = 1.0,
+                  dtypes: tuple[str, ...] | None = None) -> Mapping[str, Any] | None:
         """Calibrate in slot 0 (pinned like every slot: the ceilings are one worker's)."""
-        cal = self._executors[0].calibrate(device, budget_s=budget_s)
+        cal = self._executors[0].calibrate(device, budget_s=budget_s, dtypes=dtypes)
         if cal is not None and "error" not in cal:
             cal = {**cal, "scope": f"one worker: {self.slots[0].describe()}"}
         return cal

@@ -627,7 +627,7 @@ def run_shard(run_dir: str, shard: int, specs: Sequence[Mapping[str, Any]], cali
     executor.log_dir = run.path / "workers" / f"shard-{shard:03d}"  # type: ignore[attr-defined]
     try:
         if todo and calibrate:
-            state["calibration"] = executor.calibrate(plan.sweep.device)
+            state["calibration"] = executor.calibrate(plan.sweep.device, dtypes=tuple(plan.sweep.dtypes))
         state["execution"] = executor.describe()
         if todo:
             executor.run(PointQueue(todo), plan.sweep.settings, RunEvents(on_record=sink))

@@ -246,7 +246,7 @@ def _run_locked_body(plan, run, obs, executor, calibrate, calibration_budget_s, 
         needs_cal = any(not s.interpret for s in todo)   # interpreted timings are never performance
         if needs_cal and calibrate and (manifest.calibration is None or "error" in manifest.calibration):
             t0 = time.perf_counter()
-            cal = executor.calibrate(plan.sweep.device, budget_s=calibration_budget_s)
+            cal = executor.calibrate(plan.sweep.device, budget_s=calibration_budget_s, dtypes=tuple(plan.sweep.dtypes))
             cal_s = time.perf_counter() - t0
             obs.on_calibration(cal)
             if cal is not None:

@@ -71,3 +71,23 @@ def test_gate_prints_stored_markup_and_still_writes_outputs(tmp_path, cli):
     assert code == 0, err
     assert "[/]" in out and "[/x]" in out
     assert (tmp_path / "v.json").exists() and (tmp_path / "v.md").exists()
+
+
+def test_env_prints_system_text_with_brackets_verbatim(cli, monkeypatch):
+    """A CPU model, a reason or a package version holding rich markup is printed as written."""
+    from profiler.runner import env as envmod
+
+    real = envmod.fingerprint
+
+    def fake(device=None, **kw):
+        info = real(device=device, **kw)
+        info["cpu_model"] = "Weird CPU [/] [bold]x"
+        info["cuda_reason"] = "driver said [enforce fail at alloc_cpu.cpp:127]"
+        info["cuda_available"] = False
+        return info
+
+    monkeypatch.setattr(envmod, "fingerprint", fake)
+    monkeypatch.setenv("COLUMNS", "300")   # one table row per line
+    code, out, err = cli("env")
+    assert code == 0, err
+    assert "Weird CPU [/] [bold]x" in out and "[enforce fail at alloc_cpu.cpp:127]" in out
