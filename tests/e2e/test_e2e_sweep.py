@@ -179,9 +179,12 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
 def test_ctrl_c_stops_cleanly_keeps_points_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, SERPROF_MEASURE_FN=FAULTY, SERPROF_TEST_FAULT="sleep=30@/T256/")
+    # As from a terminal: SIGINT at its default disposition. A suite started as a background job of a
+    # non-interactive shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-m", "profiler", "sweep", "--kernels", "softmax", "--backend", "sdpa",
                              "--lengths", "128,256,512", "--out", str(out), *TINY], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_lines(out / "points.jsonl", 1, proc)
         time.sleep(0.5)
