@@ -71,6 +71,18 @@ def _apply(kind: str) -> None:
         raise ValueError(f"{ENV}: unknown fault kind {kind!r}")
 
 
+def _busy_samples(spec, default_s: float) -> tuple[float, ...]:
+    """Inject the point's fault, then busy-wait ``SERPROF_FAKE_POINT_S`` (else ``default_s``) seconds
+    as the "timed calls": three equal samples of a third of it each."""
+    inject(spec.id)
+    dur = float(os.environ.get("SERPROF_FAKE_POINT_S", str(default_s)))
+    reps = 3
+    t0 = time.perf_counter()
+    while time.perf_counter() < t0 + dur:
+        pass
+    return ((time.perf_counter() - t0) / reps,) * reps
+
+
 def fake_measure(spec, settings, *, device_index: int = 0):
     """Test-only stand-in for ``measure_point`` (``SERPROF_MEASURE_FN=tests.fakes.workers:fake_measure``).
 
@@ -79,40 +91,23 @@ def fake_measure(spec, settings, *, device_index: int = 0):
     """
     from profiler.core.records import PointRecord, Timing
 
-    inject(spec.id)
-    dur = float(os.environ.get("SERPROF_FAKE_POINT_S", "0.01"))
-    reps = 3
-    t0 = time.perf_counter()
-    end = t0 + dur
-    while time.perf_counter() < end:
-        pass
-    per = (time.perf_counter() - t0) / reps
-    return PointRecord(spec=spec, status="ok", timing=Timing(samples_s=(per,) * reps, timer="fake"),
+    return PointRecord(spec=spec, status="ok", timing=Timing(samples_s=_busy_samples(spec, 0.01), timer="fake"),
                        worker={"device_index": device_index})
 
 
 def probe_measure(spec, settings, *, device_index: int = 0):
     """Test/benchmark seam (``SERPROF_MEASURE_FN=tests.fakes.workers:probe_measure``).
 
-    Busy-waits ``SERPROF_FAKE_POINT_S`` seconds (default 0.05) like ``faults.fake_measure`` and
-    records, at measurement time, the cores every thread of the worker may run on
-    (``extra.thread_cores``): a pinned worker must never be able to leave its set.
+    Busy-waits like ``fake_measure`` (default 0.05 s) and records, at measurement time, the cores every
+    thread of the worker may run on (``extra.thread_cores``): a pinned worker must never be able to
+    leave its set.
     """
-    import time
-
     from profiler.core.records import PointRecord, Timing
     from profiler.runner.pinning import thread_affinities
 
-    inject(spec.id)
-    dur = float(os.environ.get("SERPROF_FAKE_POINT_S", "0.05"))
-    reps = 3
-    t0 = time.perf_counter()
-    end = t0 + dur
-    while time.perf_counter() < end:
-        pass
-    per = (time.perf_counter() - t0) / reps
+    samples = _busy_samples(spec, 0.05)
     cores = sorted({c for cs in thread_affinities().values() for c in cs})
-    return PointRecord(spec=spec, status="ok", timing=Timing(samples_s=(per,) * reps, timer="fake"),
+    return PointRecord(spec=spec, status="ok", timing=Timing(samples_s=samples, timer="fake"),
                        extra={"thread_cores": cores, "pid": os.getpid()})
 
 
