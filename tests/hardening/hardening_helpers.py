@@ -49,12 +49,25 @@ def assert_one_line_error(code: int, err: str, expected_code: int = 2, needle: s
     return lines[0]
 
 
+_PRISTINE: dict[tuple, Path] = {}
+
+
 def fake_run(tmp_path: Path, name: str = "run", lengths: str = "64,128,256", extra=()) -> Path:
-    """A finished fake-measure run folder (3 points by default) made by the real CLI."""
+    """A finished fake-measure run folder (3 points by default) made by the real CLI.
+
+    Each distinct run is swept once per test process; every caller gets its own copy of it."""
+    import shutil
+    import tempfile
+
+    key = (name, lengths, tuple(map(str, extra)))
+    if key not in _PRISTINE:
+        src = Path(tempfile.mkdtemp(prefix="serprof-fake-run-")) / name
+        p = serprof("sweep", "--kernels", "softmax", "--backend", "sdpa", "--lengths", lengths, "--causal",
+                    "--out", src, "--json", *TINY, *extra)
+        assert p.returncode == 0, p.stderr
+        _PRISTINE[key] = src
     out = tmp_path / name
-    p = serprof("sweep", "--kernels", "softmax", "--backend", "sdpa", "--lengths", lengths, "--causal",
-                "--out", out, "--json", *TINY, *extra)
-    assert p.returncode == 0, p.stderr
+    shutil.copytree(_PRISTINE[key], out)
     return out
 
 
