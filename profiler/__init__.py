@@ -1,7 +1,10 @@
 """serprof: latency, peak-memory and energy profiling of attention kernels.
 
-Layers point forward only: scenario -> plan -> runner -> measure -> store -> analysis -> report.
-``analysis`` and ``report`` never import torch, so a report can be rebuilt from a run folder alone.
+The package reads as the data flow; each part imports only the parts before it:
+core -> store -> kernels -> layers -> spec -> measure -> runner -> analysis -> report -> tools -> api -> cli
+(``tests/layout/test_layout_imports.py``). ``analysis`` and ``report`` never import torch, so a report
+can be rebuilt from a run folder alone. ``profiler.sweep(...)``, ``profiler.report(...)`` ... are the
+public API (``profiler.api``).
 """
 
 import warnings
