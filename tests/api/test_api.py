@@ -42,7 +42,7 @@ def test_dry_run_sweep_from_python_with_execution_table(tmp_path):
 
 
 def test_api_errors_name_the_setting_where_it_came_from(tmp_path):
-    with pytest.raises(UsageError, match=r"--target-ci: .*must be .*> 0"):
+    with pytest.raises(UsageError, match=r"--target-ci: .* must be a finite number > 0"):
         profiler.sweep(overrides={"settings.target_rel_ci": -1}, dry_run=True)
     with pytest.raises(UsageError, match="drop --warmup, --no-verify"):
         profiler.sweep(overrides={"settings.warmup_s": 1, "settings.verify": False}, resume=tmp_path)

@@ -100,8 +100,8 @@ def test_issue_examples_name_the_written_flag(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("toml, fragments", [
-    ('[settings]\ntarget_rel_ci = -1\n', ["key 'settings.target_rel_ci'", "> 0"]),
-    ('[settings]\nwarmup_s = -1\n', ["key 'settings.warmup_s'", ">= 0"]),
+    ('[settings]\ntarget_rel_ci = -1\n', ["key 'settings.target_rel_ci'", "must be a finite number > 0"]),
+    ('[settings]\nwarmup_s = -1\n', ["key 'settings.warmup_s'", "must be a finite number >= 0"]),
     ('lengths = "1k..x"\n', ["key 'lengths'"]),
     ('kernels = ["nope"]\n', ["key 'kernels'", "unknown kernel 'nope'"]),
     ('[execution]\nworkers = 0\n', ["key 'execution.workers'", "must be >= 1"]),
