@@ -170,6 +170,7 @@ def sweep(
     target_ci: Optional[float] = typer.Option(None, "--target-ci", help="Stop when the 95% CI of the median is within this relative width (0.02 = ±2%)."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="e.g. 8GiB (default: CUDA total minus a reserve of max(2 GiB, 5%); CPU 0.7 x MemAvailable)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-point timeout, s."),
+    processes: Optional[int] = typer.Option(None, "--processes", help="Worker processes each point is measured in (replication for the CI gate; the time budget is split between them). Default 3."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the correctness check."),
     no_energy: bool = typer.Option(False, "--no-energy", help="Skip energy measurement."),
     interpret: bool = typer.Option(False, "--interpret", help="Run fla backends on CPU under Triton's interpreter (correctness only)."),
@@ -207,6 +208,7 @@ def sweep(
         "utterances": utterances, "packing": packing,
         "settings.warmup_s": warmup, "settings.time_budget_s": time_budget, "settings.target_rel_ci": target_ci,
         "settings.memory_budget": memory_budget, "settings.point_timeout_s": timeout,
+        "settings.processes": processes,
         "settings.verify": False if no_verify else None, "settings.measure_energy": False if no_energy else None,
     }
     execution = {"executor": executor, "devices": devices, "workers": workers, "cores_per_worker": cores_per_worker,

@@ -25,6 +25,7 @@ audio durations        1 ms .. 86400 s (1 day)     --audio
 frame_rate             > 0 .. 100000 /s            frame_rate
 text_rate              0 .. 100000 /s              --text-rate
 utterances             0 .. 1000000                --utterances
+processes              1 .. 64                     --processes, settings.processes
 =====================  ==========================  ==================================
 """
 
@@ -59,6 +60,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "frame_rate": (0.0, 100_000.0, False, False),
     "text_rate": (0.0, 100_000.0, True, False),
     "utterances": (0, 1_000_000, True, True),
+    "processes": (1, 64, True, True),
 }
 
 

@@ -103,6 +103,10 @@ class MeasureSettings:
     seed: int = 0
     point_timeout_s: float = 300.0    # a point taking longer is killed -> status "timeout"
     memory_budget_bytes: int | None = None  # analytic memory above this -> "skipped"
+    # Replication: each point is measured in this many independent worker processes (the unit of
+    # replication of the CI gate); the timing budget is split between them, verification, memory and
+    # energy come from the first. 1 = one process (runs written before this field load as 1).
+    processes: int = 3
 
 
 #: ``Timing.quantity`` values: what a sample is the time of.
@@ -134,6 +138,14 @@ class Timing:
     method_reason: str | None = None  # why the earlier methods of the chain were not used
     unroll: int = 1                   # calls per captured CUDA graph (cuda_graph only)
     l2_flush: bool = False            # L2 flushed before each sample (outside the timed region)
+    # ``samples_s`` concatenates the samples of ``len(process_counts)`` worker processes, in order, this
+    # many from each; empty: all samples come from one process (and in records before replication).
+    process_counts: tuple[int, ...] = ()
+    # CPU: the process's CPU seconds (all threads) and the wall seconds of the sampling phase, and the
+    # torch threads; ``cpu_share`` = cpu_s / (cpu_wall_s * threads). None on CUDA and in old records.
+    cpu_s: float | None = None
+    cpu_wall_s: float | None = None
+    threads: int | None = None
 
     # ---- statistics, computed once per value and cached (as torch.utils.benchmark's Measurement does);
     # derived, never stored: ``to_dict`` writes fields only. numpy/scipy load on first use, not on import.
@@ -143,6 +155,57 @@ class Timing:
     @property
     def n(self) -> int:
         return len(self.samples_s)
+
+    @property
+    def processes(self) -> int:
+        """How many worker processes the samples come from (1 for unreplicated and old records)."""
+        return len(self.process_counts) if self.process_counts else 1
+
+    @property
+    def cpu_share(self) -> float | None:
+        """Fraction of its threads' wall time the process spent on a CPU while sampling (None unknown).
+
+        Near 1 on an otherwise idle machine for a kernel that keeps its threads busy; well below 1 when
+        other processes competed for the cores (the samples are then slower for reasons outside the kernel).
+        """
+        if not self.cpu_s or not self.cpu_wall_s or not self.threads:
+            return None
+        return self.cpu_s / (self.cpu_wall_s * self.threads)
+
+    def process_groups(self) -> tuple[tuple[float, ...], ...]:
+        """The samples split by worker process (one group when ``process_counts`` does not add up)."""
+        counts = self.process_counts
+        if not counts or sum(counts) != len(self.samples_s) or any(c < 1 for c in counts):
+            return (tuple(self.samples_s),)
+        out, i = [], 0
+        for c in counts:
+            out.append(tuple(self.samples_s[i:i + c]))
+            i += c
+        return tuple(out)
+
+    @classmethod
+    def concat(cls, timings: "typing.Sequence[Timing]") -> "Timing":
+        """One Timing from the timings of one point measured in several processes (in order).
+
+        Samples are seconds per call, so processes with different ``calls_per_sample`` concatenate
+        as they are; ``calls_per_sample`` is the first process's, warm-up time and calls add up.
+        """
+        if not timings:
+            raise ValueError("Timing.concat needs at least one timing")
+        if len(timings) == 1:
+            return timings[0]
+        first = timings[0]
+        counts: list[int] = []
+        for t in timings:
+            counts.extend(t.process_counts or (t.n,))
+        reasons = sorted({t.stop_reason for t in timings if t.stop_reason})
+        return dataclasses.replace(
+            first, samples_s=tuple(x for t in timings for x in t.samples_s),
+            warmup_s=sum(t.warmup_s for t in timings), warmup_calls=sum(t.warmup_calls for t in timings),
+            stop_reason="+".join(reasons), process_counts=tuple(counts),
+            cpu_s=sum(t.cpu_s for t in timings) if all(t.cpu_s is not None for t in timings) else None,
+            cpu_wall_s=(sum(t.cpu_wall_s for t in timings) if all(t.cpu_wall_s is not None for t in timings)
+                        else None))
 
     @functools.cached_property
     def median_s(self) -> float | None:

@@ -50,6 +50,7 @@ _NAMES = (
     Name("settings.target_rel_ci", "--target-ci", "settings.target_rel_ci"),
     Name("settings.memory_budget", "--memory-budget", "settings.memory_budget"),
     Name("settings.point_timeout_s", "--timeout", "settings.point_timeout_s"),
+    Name("settings.processes", "--processes", "settings.processes"),
     Name("settings.verify", "--verify", "settings.verify", flag_false="--no-verify"),
     Name("settings.measure_energy", "--energy", "settings.measure_energy", flag_false="--no-energy"),
     # how to run it: the scenario's [execution] table (profiler.runner.execution)
