@@ -10,7 +10,7 @@ rest is derived from these declarations (``SETTINGS``):
 * the keys of a scenario file's ``[settings]`` table (``[settings] target_rel_ci = 0.02``),
 * Python keyword arguments (``profiler.sweep(overrides={"target_rel_ci": 0.02})``, ``from_values``),
 * validation (``parse``): a bad value raises ``UsageError`` with one line naming where it came
-  from (the flag, or ``<file>: key 'settings.<key>'``), the value and what is allowed,
+  from (the flag, or the scenario file and its ``[settings]`` key), the value and what is allowed,
 * the check of a loaded manifest (``check``) and the fuzz tests (``tests/hardening``).
 
 Adding a setting is one ``setting(...)`` field below plus the code that uses it.
@@ -157,7 +157,7 @@ def lookup(key: str) -> Setting | None:
 
 
 def toml_where(source: Any, key: str) -> str:
-    """``"<file>: key 'settings.<key>'"``, naming the key as the file spelt it."""
+    """``<file>: key '<TABLE>.<key>'``, naming the key as the file spelt it."""
     return f"{source}: key '{TABLE}.{key}'"
 
 
@@ -166,7 +166,7 @@ def toml_where(source: Any, key: str) -> str:
 def parse(s: Setting, raw: Any, where: str) -> Any:
     """``raw`` (a flag's text, a TOML value or a Python value) as setting ``s``'s type, within its range.
 
-    ``where`` names the source (``--target-ci``, ``s.toml: key 'settings.target_rel_ci'``) and starts
+    ``where`` names the source (the flag ``--target-ci``, or the file and key: ``toml_where``) and starts
     every ``UsageError`` message.
     """
     if s.kind == "bool":

@@ -30,8 +30,9 @@ Scenario file format (every key optional)::
     utterances = 0                         # > 0: utterance replay of N (layer/model levels)
     packing = "padded"                     # replay batches: padded | packed (fla layers, cu_seqlens) | both
 
-    [settings]                             # any MeasureSettings field, plus:
-    memory_budget = "8GiB"                 # same as memory_budget_bytes
+    [settings]                             # the measurement settings (profiler.core.settings), e.g.
+    target_rel_ci = 0.02
+    memory_budget = "8GiB"                 # or memory_budget_bytes = 8589934592
 
     [execution]                            # how to run it, not what: see profiler.runner.execution
     executor = "local"                     # local | slurm; devices, workers, cores_per_worker,
