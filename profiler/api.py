@@ -11,7 +11,8 @@ code. ``import profiler`` exposes these lazily (``profiler.sweep(...)``) without
     verdict = profiler.gate(baseline="reports/base", candidate=out.run_dir)
 
 Values use the library's setting keys (``profiler.spec.names``): scenario keys (``kernels``,
-``backends``, ``lengths``, ...), ``settings.<field>`` for measurement settings and the execution keys
+``backends``, ``lengths``, ...), the measurement settings' names (``target_rel_ci``, ``warmup_s``, ...:
+``profiler.core.settings``) and the execution keys
 (``executor``, ``devices``, ``workers``, SLURM options) of the scenario's ``[execution]`` table.
 Errors are ``profiler.core.errors`` exceptions whose one-line message names the flag or the
 scenario file and key the value came from.
@@ -114,7 +115,7 @@ def sweep(scenario: str | Path | None = None, overrides: Mapping[str, Any] | Non
     """Plan and run a sweep (or submit it to SLURM, or only plan it with ``dry_run``).
 
     ``scenario``: a TOML file; ``overrides``: setting keys over it (``{"kernels": "retnet",
-    "settings.target_rel_ci": 0.02}``); ``execution``: executor keys over its ``[execution]`` table;
+    "target_rel_ci": 0.02}``); ``execution``: executor keys over its ``[execution]`` table;
     ``resume``: continue a run folder with its stored scenario; ``rerun`` (with ``resume``, local runs):
     measure again the points whose id contains one of these substrings. ``observer`` gets progress callbacks
     (``profiler.runner.sweep.SweepObserver``). The HTML report is rendered after a local run unless

@@ -18,6 +18,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from profiler.core.settings import MeasureSettings  # the stored settings, declared with the settings model
+
 SCHEMA_VERSION = 1
 
 #: Terminal statuses of a point. A point with any record is never re-run by ``--resume``.
@@ -82,31 +84,6 @@ class PointSpec:
     @property
     def tokens(self) -> int:
         return self.B * self.T
-
-
-@dataclass(frozen=True)
-class MeasureSettings:
-    """How each point is measured. Stored in the manifest; defaults suit a quick CPU sweep."""
-
-    warmup_s: float = 0.25            # warm-up time budget (first calls / autotuning never timed)
-    min_warmup_calls: int = 2
-    min_reps: int = 5                 # at least this many timed repetitions
-    max_reps: int = 200
-    target_rel_ci: float = 0.02       # stop when the 95% CI of the median is within +-2%
-    time_budget_s: float = 2.0        # per point, timed repetitions only
-    verify: bool = True               # compare with the fp32 reference before timing
-    verify_max_T: int = 2048          # longest T the reference runs at (prefix for causal kernels)
-    measure_memory: bool = True
-    measure_energy: bool = True
-    energy_window_s: float = 1.0      # energy window; the meter widens it to >= 20 counter periods and 1 s
-    l2_flush: bool = False            # CUDA only: flush L2 between repetitions
-    seed: int = 0
-    point_timeout_s: float = 300.0    # a point taking longer is killed -> status "timeout"
-    memory_budget_bytes: int | None = None  # analytic memory above this -> "skipped"
-    # Replication: each point is measured in this many independent worker processes (the unit of
-    # replication of the CI gate); the timing budget is split between them, verification, memory and
-    # energy come from the first. 1 = one process (runs written before this field load as 1).
-    processes: int = 3
 
 
 #: ``Timing.quantity`` values: what a sample is the time of.

@@ -315,7 +315,7 @@ def eval_spec(overrides=None, processes: int | None = None):
 
     values = dict(overrides or EVAL_POINTS)
     if processes is not None:
-        values["settings.processes"] = processes
+        values["processes"] = processes
     return build_spec(None, values)
 
 
