@@ -249,3 +249,16 @@ def test_cli_calibrates_from_runs_and_the_gate_uses_the_profile(tmp_path, capsys
         main(["gate", "-b", paths[0], "-c", paths[1], "--noise-profile", str(tmp_path / "nope.json")])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "--noise-profile" in err[0]
+
+
+def test_baseline_file_keeps_the_process_groups_when_thinned(tmp_path):
+    from profiler.store.baseline import load_baseline, save_baseline
+
+    rng = np.random.default_rng(23)
+    run = write_run(tmp_path / "run", [PointRecord(spec(T=256), "ok", timing=_timing(_groups(rng, n=40)),
+                                                   memory=Memory(1000, "t"))])
+    out = save_baseline(run, tmp_path / "b.json", max_samples=30)
+    t = load_baseline(out).records[0].timing
+    assert t.process_counts == (10, 10, 10) and len(t.samples_s) == 30
+    full = load_baseline(save_baseline(run, tmp_path / "full.json")).records[0].timing
+    assert full.process_counts == (40, 40, 40)
