@@ -73,6 +73,24 @@ def test_trace_writes_chrome_trace_and_tensorboard_dir(tmp_path):
     tb = list((tmp_path / "tr" / "tb").glob("*.pt.trace.json"))
     assert tb, "no TensorBoard trace written"
     assert "ui.perfetto.dev" in p.stdout and "tensorboard --logdir" in p.stdout
+    out = p.stdout + p.stderr          # kineto's probe lines are dropped (issue 22)
+    assert "USDT" not in out and "profiler_start" not in out and "profiler_stop" not in out, out
+
+
+def test_trace_filter_drops_only_kineto_probe_lines(capfd):
+    """The C-level capture around the profiler drops kineto's ``USDT:`` lines and keeps every other line
+    (a real warning written to fd 2 inside the profiled region still reaches the user)."""
+    import os
+
+    from profiler.tools.trace import _without_kineto_noise
+
+    with _without_kineto_noise():
+        os.write(2, b"USDT:2026-12-04 09:32:40 9645:9645 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
+        os.write(2, b"a real warning\n")
+        os.write(1, b"USDT:2026-12-04 09:32:40 9645:9645 SyncActivityProfilerHandler.cpp:59] profiler_stop\n")
+        os.write(1, b"USDT: not kineto's shape, kept\n")
+    out, err = capfd.readouterr()
+    assert err == "a real warning\n" and out == "USDT: not kineto's shape, kept\n"
 
 
 def test_trace_bad_input_exit_codes(tmp_path):
