@@ -57,10 +57,14 @@ def test_list_bad_device(capsys):
 
 def test_list_never_imports_fla():
     code = ("import sys\nfrom profiler.cli import main\n"
-            "try:\n    main(['list', '--json'])\nexcept SystemExit:\n    pass\n"
-            "print('FLA', 'fla' in sys.modules, file=sys.stderr)\n")
+            "try:\n    main(['list', '--json'])\n    status = 0\nexcept SystemExit as exc:\n"
+            "    status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)\n"
+            "print('EXIT', status, 'FLA', 'fla' in sys.modules, file=sys.stderr)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "FLA False" in p.stderr, p.stderr[-2000:]
+    assert "EXIT 0 FLA False" in p.stderr, p.stderr[-2000:]
+    rows = json.loads(p.stdout)
+    assert {(r["kernel"], r["backend"], r["device"]) for r in rows} >= {("retnet", "fla", "cuda"),
+                                                                      ("retnet", "torch", "cpu")}
 
 
 def test_verify_small_json_passes(capsys):
