@@ -31,7 +31,7 @@ _KINETO_NOISE = re.compile(r"^USDT:.*\] profiler_\w+\s*$")
 def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", batch: int = 1, heads: int = 4,
                 head_dim: int = 64, dtype: str = "float32", mode: str = "fwd", causal: bool = True,
                 device: str = "auto", steps: int = 3, out: Path | None = None) -> dict[str, Any]:
-    from profiler.core.errors import UsageError
+    from profiler.core.errors import UsageError, did_you_mean
     from profiler.kernels import get_kernel, require_available
     from profiler.kernels.base import Shape
     from profiler.spec.plan import resolve_device
@@ -40,7 +40,7 @@ def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", 
     from profiler.store.runs import new_run_id
 
     if device not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"--device {device!r} is not allowed; valid: auto, cpu, cuda")
+        raise UsageError(f"--device {device!r} is not allowed; {did_you_mean(device, ('auto', 'cpu', 'cuda'))}")
     if mode not in MODES:
         raise UsageError(f"--mode {mode!r} is not allowed; valid: {', '.join(MODES)}")
     if steps < 1:

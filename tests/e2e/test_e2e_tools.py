@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +105,9 @@ def test_trace_writes_chrome_trace_and_tensorboard_dir(tmp_path):
     tb = list((tmp_path / "tr" / "tb").glob("*.pt.trace.json"))
     assert tb, "no TensorBoard trace written"
     assert "ui.perfetto.dev" in p.stdout and "tensorboard --logdir" in p.stdout
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    tb_install = re.search(r"pip install [^`]*\[tb\]'?", readme).group(0)
+    assert tb_install in p.stdout, (tb_install, p.stdout)     # README and trace's hint say the same
     out = p.stdout + p.stderr          # kineto's probe lines are dropped (issue 22)
     assert "USDT" not in out and "profiler_start" not in out and "profiler_stop" not in out, out
 
