@@ -130,6 +130,10 @@ BAD: list[list[str]] = [
 #: the case to be an error at all ("cuda": a CUDA device; None: unavailable everywhere it is asked).
 UNAVAILABLE: list[tuple[list[str], str | None]] = [
     (["bench", "timer", "--device", "cuda"], "cuda"),
+    ([*S, "--kernels", "retnet", "--backend", "fla"], None),      # fla needs CUDA (or --interpret)
+    ([*S, "--backend", "fla"], None),
+    ([*S, "--kernels", "softmax", "--backend", "sdpa-flash"], None),
+    (["verify", "--kernels", "retnet", "--backend", "fla"], None),
 ]
 
 #: (argv, expected exit code, what must be absent)
