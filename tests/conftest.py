@@ -4,8 +4,6 @@
 * Torch runs with 2 threads, like the machines this suite is meant for.
 * The repository root is on ``PYTHONPATH`` so that worker processes can load the test fakes
   (``SERPROF_MEASURE_FN=tests.fakes.workers:...``).
-* Hypothesis keeps its example database outside the checkout (``~/.cache/serprof/hypothesis``, or
-  ``SERPROF_HYPOTHESIS_DIR``), so no ``.hypothesis/`` folder appears in the working tree.
 """
 
 from __future__ import annotations
@@ -17,14 +15,6 @@ import pytest
 
 _ROOT = str(Path(__file__).resolve().parents[1])
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-
-try:
-    from hypothesis.configuration import set_hypothesis_home_dir
-except ImportError:        # hypothesis is a dev extra; tests that need it import it themselves
-    pass
-else:                      # its example database and caches (default: ./.hypothesis) live here instead
-    set_hypothesis_home_dir(os.environ.get("SERPROF_HYPOTHESIS_DIR")
-                            or str(Path.home() / ".cache" / "serprof" / "hypothesis"))
 
 
 def pytest_collection_modifyitems(config, items):
