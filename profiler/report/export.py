@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,9 @@ SCHEMA: tuple[tuple[str, str, str], ...] = (
     ("launch_bound", "bool", "device time under half the call latency"),
     ("first_call_s", "float", "first call's wall time (s)"),
     ("cache_warm", "bool", "compile cache warm at the first call"),
+    ("processes", "int", "worker processes the samples come from (replication)"),
+    ("process_spread", "float", "between-process SD of the log medians (relative; blank with one process)"),
+    ("cpu_share", "float", "CPU: the worker's CPU time / (wall x threads) while sampling (well below 1: busy machine)"),
 )
 
 COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in SCHEMA)
@@ -101,6 +105,15 @@ def _coerce(value: Any, typ: str) -> Any:
     if value is None or (isinstance(value, str) and value == ""):
         return None
     return _PY[typ](value)
+
+
+def process_spread(timing) -> float | None:
+    """SD of the log median of each worker process (None with fewer than two processes)."""
+    groups = [g for g in timing.process_groups() if g]
+    if len(groups) < 2:
+        return None
+    logs = [math.log(statistics.median(g)) for g in groups if statistics.median(g) > 0]
+    return statistics.stdev(logs) if len(logs) >= 2 else None
 
 
 def flatten(rec: PointRecord) -> dict[str, Any]:
@@ -121,7 +134,8 @@ def flatten(rec: PointRecord) -> dict[str, Any]:
             row["flops_per_s"] = rec.flops / st.median
         if st.median > 0:
             row["tokens_per_s"] = s.B * s.T / st.median
-        row.update(quantity=rec.timing.quantity, timing_method=rec.timing.method)
+        row.update(quantity=rec.timing.quantity, timing_method=rec.timing.method, processes=rec.timing.processes,
+                   cpu_share=rec.timing.cpu_share, process_spread=process_spread(rec.timing))
         if rec.call_latency is not None and rec.call_latency.samples_s:
             ct = rec.call_latency.summary
             row.update(call_median_s=ct.median, call_ci_low_s=ct.ci_low, call_ci_high_s=ct.ci_high,

@@ -30,7 +30,8 @@ def _full_record() -> PointRecord:
                      options=(("chunk", "64"),))
     return PointRecord(
         spec, "ok", reason="re-measured after a driver update",
-        timing=Timing((1e-4, 1.1e-4, 1.05e-4), "cuda_event", quantity="device_time", method="cuda_graph"),
+        timing=Timing((1e-4, 1.1e-4, 1.05e-4, 1.2e-4), "cuda_event", quantity="device_time", method="cuda_graph",
+                      process_counts=(2, 2), cpu_s=0.5, cpu_wall_s=1.0, threads=1),
         call_latency=Timing((3e-4, 3.2e-4, 3.1e-4), "perf_counter_ns", quantity="call_latency",
                             method="sync_wall"),
         first_call=FirstCall(2.5, cache_dir="/tmp/triton", cache_warm=False),
