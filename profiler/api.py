@@ -256,7 +256,7 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
 # --------------------------------------------------------------------------- gate
 
 def gate(baseline: str | Path | None, candidate: str | Path, *, rules: Sequence[str] = (), default_rules: bool = True,
-         alpha: float = 0.025, normalize: str = "none", statistic: str = "median", noise_floor: float = 0.01,
+         alpha: float = 0.025, normalize: str = "none", statistic: str = "auto", noise_floor: float = 0.01,
          allow_env_mismatch: bool = False, ignore_env: Sequence[str] = (), fail_on_missing: bool = False,
          n_boot: int = 1000, seed: int = 0, noise_profile: str | Path | None = None,
          history: str | Path | None = None, history_runs: int = 10):
@@ -333,7 +333,7 @@ def gate_calibrate(runs: Sequence[str | Path] = (), *, out: str | Path | None = 
 def gate_interleave(ref_a: str, ref_b: str, *, repo: str | Path = ".", kernels: str | Sequence[str] = (),
                     backend: str = "", lengths: str | Sequence[str] = (), batch: int = 1, heads: int = 4,
                     head_dim: int = 64, rounds: int = 10, reps: int = 5, rules: Sequence[str] = (),
-                    default_rules: bool = True, alpha: float = 0.025, statistic: str = "median",
+                    default_rules: bool = True, alpha: float = 0.025, statistic: str = "auto",
                     noise_floor: float = 0.01, allow_env_mismatch: bool = False, ignore_env: Sequence[str] = (),
                     fail_on_missing: bool = False, n_boot: int = 1000, seed: int = 0,
                     noise_profile: str | Path | None = None, env_b: Mapping[str, str] | None = None,

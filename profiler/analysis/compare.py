@@ -62,7 +62,7 @@ from profiler.core.records import PointRecord, PointSpec, energy_per_call
 from profiler.analysis.fits import fit_slope
 from profiler.analysis.series import quantity_label
 from profiler.core.noise import NoiseClass, NoiseProfile, fallback_class
-from profiler.core.stats import group_log_quantiles, history_ratio, holm_adjust, one_sided_p, replicated_ratio
+from profiler.core.stats import auto_quantile, group_log_quantiles, history_ratio, holm_adjust, one_sided_p, replicated_ratio
 from profiler.store.runs import LoadedRun
 
 NORMALIZATIONS = {"none": None, "calibration": "matmul_flops_per_s", "matmul": "matmul_flops_per_s",
@@ -73,15 +73,23 @@ MIN_SAMPLES = 5
 DEFAULT_NOISE_FLOOR = 0.01
 
 
-def parse_statistic(text: str) -> float:
-    """``median`` -> 0.5, ``q10`` -> 0.10 (the quantile of the samples that latency compares)."""
+def parse_statistic(text: str) -> float | None:
+    """``median`` -> 0.5, ``q10`` -> 0.10, ``auto`` -> None (per point: ``auto_quantile``)."""
     t = text.strip().lower()
+    if t == "auto":
+        return None
     if t == "median":
         return 0.5
     m = re.fullmatch(r"q(\d{1,2})", t)
     if m and 1 <= int(m.group(1)) <= 99:
         return int(m.group(1)) / 100.0
-    raise UsageError(f"unknown --statistic {text!r}; valid: median, or a quantile q1..q99 such as q10")
+    raise UsageError(f"unknown --statistic {text!r}; valid: auto, median, or a quantile q1..q99 such as q10")
+
+
+def statistic_name(q: float) -> str:
+    return "median" if q == 0.5 else f"q{round(q * 100)}"
+
+
 MIN_SLOPE_POINTS = 3
 
 #: Environment keys (last dotted component, lower case) that identify the machine and software stack.
@@ -159,6 +167,7 @@ class Check:
     spread_candidate: float | None = None
     df: float | None = None                  # degrees of freedom of the interval (None: normal)
     noise_sd: float | None = None            # expected SD of an A/A log ratio on this machine (the floor used)
+    statistic: str | None = None             # the quantile compared per process (median, q10, ...)
 
     @property
     def replication(self) -> str:
@@ -193,7 +202,7 @@ class GateResult:
     alpha: float = 0.025
     confidence: float = 0.95
     normalize: str = "none"
-    statistic: str = "median"
+    statistic: str = "auto"
     noise_floor: float = DEFAULT_NOISE_FLOOR
     n_boot: int = 1000
     seed: int = 0
@@ -322,7 +331,7 @@ def _series_label(spec: PointSpec) -> str:
     return spec.id.replace("/T0/", "/T*/")
 
 
-def check_options(*, alpha: float = 0.025, normalize: str = "none", statistic: str = "median",
+def check_options(*, alpha: float = 0.025, normalize: str = "none", statistic: str = "auto",
                   noise_floor: float = DEFAULT_NOISE_FLOOR, n_boot: int = 1000, seed: int = 0) -> float:
     """Validate the gate's options before any run is read (``UsageError`` naming the flag); the quantile compared."""
     if normalize not in NORMALIZATIONS:
@@ -342,7 +351,7 @@ def check_options(*, alpha: float = 0.025, normalize: str = "none", statistic: s
 def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | None = None, *,
                  alpha: float = 0.025, normalize: str = "none", allow_env_mismatch: bool = False,
                  ignore_env: Sequence[str] = (), n_boot: int = 1000, seed: int = 0,
-                 statistic: str = "median", noise_floor: float = DEFAULT_NOISE_FLOOR,
+                 statistic: str = "auto", noise_floor: float = DEFAULT_NOISE_FLOOR,
                  min_samples: int = MIN_SAMPLES, fail_on_missing: bool = False,
                  baseline_label: str | None = None, candidate_label: str | None = None,
                  noise: NoiseProfile | None = None, runs_apart: int = 2, design: str = "two runs",
@@ -424,19 +433,20 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
             gb, gc = [g * scale_b for g in gb], [g * scale_c for g in gc]
             xb, xc = np.concatenate(gb), np.concatenate(gc)
             if rule is not None:
-                qb, qc = float(np.quantile(xb, q)), float(np.quantile(xc, q))
+                qp = q if q is not None else auto_quantile(spec.device)
+                qb, qc = float(np.quantile(xb, qp)), float(np.quantile(xc, qp))
                 cls = noise_class(noise, noise_floor, qb)
-                centres = _history_centres(history, pid, metric, q, scale_b) if history else []
+                centres = _history_centres(history, pid, metric, qp, scale_b) if history else []
                 if len(centres) >= 2:
                     prior_sd = math.sqrt(cls.run_sd ** 2 + cls.process_sd ** 2 / max(1, len(gc)))
-                    est = history_ratio(centres, gc, q=q, confidence=1.0 - 2.0 * alpha, prior_sd=prior_sd,
+                    est = history_ratio(centres, gc, q=qp, confidence=1.0 - 2.0 * alpha, prior_sd=prior_sd,
                                         prior_df=min(cls.process_df, cls.run_df), n_baseline=nb)
                 else:
-                    est = replicated_ratio(gb, gc, q=q, confidence=1.0 - 2.0 * alpha, process_sd=cls.process_sd,
+                    est = replicated_ratio(gb, gc, q=qp, confidence=1.0 - 2.0 * alpha, process_sd=cls.process_sd,
                                            process_df=cls.process_df, run_sd=cls.run_sd, run_df=cls.run_df,
                                            runs=runs_apart, n_boot=n_boot, seed=seed)
                 expected = cls.ratio_sd(len(gb), len(gc), runs_apart > 0)
-                latency_pending.append((metric, spec, rule, est, (qb, qc), expected, busy_reason(tb, tc)))
+                latency_pending.append((metric, spec, rule, est, (qb, qc), expected, busy_reason(tb, tc), qp))
             srule = rules.for_point("slope", spec) if metric == "latency" else None
             if srule is not None:
                 k = (_series_key(spec), str(srule))
@@ -465,12 +475,12 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
     # Points whose calibrated A/A noise exceeds the rule's threshold cannot be judged: "unclear", out
     # of the family. Holm over the family of the others.
     judged = [item for item in latency_pending if not _too_noisy(item[2], item[5]) and item[6] is None]
-    pvals = [one_sided_p(est, rule.threshold_ratio) for _, _, rule, est, _, _, _ in judged]
+    pvals = [one_sided_p(est, rule.threshold_ratio) for _, _, rule, est, _, _, _, _ in judged]
     adjusted = dict(zip((id(item) for item in judged), holm_adjust(pvals)))
     raw = dict(zip((id(item) for item in judged), pvals))
     for item in latency_pending:
-        metric, spec, rule, est, (mb_s, mc_s), expected, busy = item
-        common = dict(processes_baseline=est.processes_baseline, processes_candidate=est.processes_candidate,
+        metric, spec, rule, est, (mb_s, mc_s), expected, busy, qp = item
+        common = dict(statistic=statistic_name(qp), processes_baseline=est.processes_baseline, processes_candidate=est.processes_candidate,
                       spread_baseline=est.spread_baseline, spread_candidate=est.spread_candidate,
                       df=est.df if math.isfinite(est.df) else None, noise_sd=expected)
         if busy is not None:
@@ -585,7 +595,8 @@ def summary_line(result: GateResult) -> str:
 
 
 def method_text(result: GateResult) -> str:
-    stat = "medians" if result.statistic == "median" else f"{result.statistic} quantiles"
+    stat = {"median": "medians", "auto": "q10 quantiles on CPU, medians on CUDA"}.get(result.statistic,
+                                                                                  f"{result.statistic} quantiles")
     return (f"Latency ({result.design}): ratio of per-process {stat} (geometric mean over worker processes) with a "
             f"{result.confidence:.0%} t interval from the between-process spread, moderated by and floored at the "
             f"machine's noise ({result.noise_source}); a point whose A/A noise exceeds the rule's threshold is "

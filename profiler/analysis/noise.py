@@ -2,7 +2,8 @@
 
 Method (per point, then pooled per size class of median latency, ``profiler.core.noise``):
 
-* every run ``r`` of the point has ``k_r`` worker processes; ``y_ri = log median`` of process ``i``,
+* every run ``r`` of the point has ``k_r`` worker processes; ``y_ri = log quantile`` of process ``i``
+  (the statistic the default gate compares: q10 on CPU, the median on CUDA),
   ``m_r`` the run's mean of its ``y_ri``;
 * **between processes**: the pooled sample variance of the ``y_ri`` around their run's ``m_r``
   (``sum (k_r - 1)`` degrees of freedom);
@@ -29,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from profiler.core.noise import NoiseClass, NoiseProfile, size_class
-from profiler.core.stats import group_log_quantiles
+from profiler.core.stats import auto_quantile, group_log_quantiles
 from profiler.store.runs import LoadedRun, utc_now
 
 #: Points of one run share its state: count at most this many as independent for the run term.
@@ -51,7 +52,8 @@ class PointNoise:
 
 
 def _run_estimates(records) -> tuple[list[float], list[np.ndarray]]:
-    """Per run: its mean log median over processes, and the per-process log medians."""
+    """Per run: its mean over processes of the log quantile the gate compares (``auto_quantile``:
+    q10 on CPU, the median on CUDA), and the per-process values."""
     means, ys = [], []
     for rec in records:
         groups = [np.asarray(g, dtype=float) for g in rec.timing.process_groups()]
@@ -59,7 +61,7 @@ def _run_estimates(records) -> tuple[list[float], list[np.ndarray]]:
         groups = [g for g in groups if g.size]
         if not groups:
             continue
-        y = group_log_quantiles(groups, 0.5)
+        y = group_log_quantiles(groups, auto_quantile(rec.spec.device))
         means.append(float(y.mean()))
         ys.append(y)
     return means, ys

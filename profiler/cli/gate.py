@@ -77,7 +77,7 @@ _DEFAULTS_HELP = "Start from no rules (defaults: latency:+5%, peak_memory:+0% (+
 _RULE = typer.Option(None, "--rule", "-r", help=_RULE_HELP)
 _NO_DEFAULT_RULES = typer.Option(False, "--no-default-rules", help=_DEFAULTS_HELP)
 _ALPHA = typer.Option(0.025, help="Family-wise error rate of the latency tests (one-sided, Holm).")
-_STATISTIC = typer.Option("median", help="Latency statistic compared: median, or a quantile such as q10 (shared CPU runners).")
+_STATISTIC = typer.Option("auto", help="Latency statistic compared per worker process: auto (q10 on CPU, where interference only adds time; median on CUDA), median, or a quantile such as q25.")
 _NOISE_FLOOR = typer.Option(0.01, "--noise-floor", help="Fallback relative run-to-run noise (0.01 = 1%) when no noise profile is found.")
 _ALLOW_ENV_MISMATCH = typer.Option(False, "--allow-env-mismatch", help="Compare runs whose environment fingerprints differ.")
 _IGNORE_ENV = typer.Option(None, "--ignore-env", help="Environment key to leave out of the fingerprint (repeatable).")
