@@ -24,7 +24,7 @@ def _render_table(result) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from profiler.analysis.compare import fmt_ci, fmt_noise, fmt_ratio, fmt_replication, fmt_value, summary_line
+    from profiler.report.gate import fmt_ci, fmt_noise, fmt_ratio, fmt_replication, fmt_value, summary_line
 
     console = _console()
     colours = {"regression": "bold red", "unclear": "yellow", "faster": "green", "pass": ""}
@@ -57,7 +57,7 @@ def _render_table(result) -> None:
 
 
 def _write_outputs(result, json_out: Optional[Path], markdown_out: Optional[Path]) -> None:
-    from profiler.analysis.compare import to_json, to_markdown
+    from profiler.report.gate import to_json, to_markdown
 
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

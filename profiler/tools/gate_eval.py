@@ -409,18 +409,19 @@ def run_real_eval(settings: RealEvalSettings, *, noise=None, repo=".", keep=None
                 for suffix in ("a", "b", "c"):
                     shutil.rmtree(root / f"p{i:03d}-{suffix}", ignore_errors=True)
     if "interleave" in settings.designs:
-        from profiler import api
+        from profiler.tools.interleave import InterleavePlan, run_interleaved
 
-        common = dict(repo=repo, kernels=list(settings.interleave_kernels), lengths=[str(t) for t in settings.interleave_lengths],
-                      rounds=settings.rounds, reps=settings.reps)
+        plan = InterleavePlan.from_cli(list(settings.interleave_kernels), "", [str(t) for t in settings.interleave_lengths],
+                                       1, 4, 64, rounds=settings.rounds, reps=settings.reps)
         n = max(settings.interleave_runs, settings.interleave_detect_runs)
         for i in range(n):
             for inj in ((0.0, settings.slowdown) if i < settings.interleave_detect_runs else (0.0,)):
                 if inj == 0.0 and i >= settings.interleave_runs:
                     continue
                 t0 = time.perf_counter()
-                res = api.gate_interleave("HEAD", "HEAD", **common, noise_profile=getattr(noise, "path", None),
-                                          env_b=slow_env if inj else None)
+                a, b = run_interleaved(Path(repo), "HEAD", "HEAD", plan, env_b=slow_env if inj else None)
+                res = compare_runs(a, b, RuleSet.parse(), noise=noise, runs_apart=0,
+                                   design=f"interleaved: {plan.rounds} fresh processes per side, ABBA")
                 out.append(_gate_run("interleave", inj, res, time.perf_counter() - t0, len(settings.interleave_lengths) * len(settings.interleave_kernels)))
                 say(f"  interleave {'A/A' if not inj else f'+{inj:.0%}'} {i + 1}: "
                     f"{'FAIL' if not res.passed else 'pass'} ({_ratios_text(res)})")

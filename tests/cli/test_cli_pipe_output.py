@@ -37,7 +37,7 @@ def test_gate_rows_keep_full_numbers_on_one_line(two_runs):
     p = _piped("gate", "--baseline", a, "--candidate", b)
     assert p.returncode == 0, p.stderr
     row = re.compile(r"^│ pass +│ latency +│ (kernel/\S+) +│ [\d.]+ [mµn]?s +│ [\d.]+ [mµn]?s +│ x\d\.\d{3} +"
-                     r"│ \[\d\.\d{3}, \d\.\d{3}\] +│$")
+                     r"│ \[\d\.\d{3}, \d\.\d{3}\] +│ \d+x\d+ vs \d+x\d+ \(spread [^)]*\) +│ ±[\d.]+% +│$")
     ids = [m.group(1) for m in map(row.match, p.stdout.splitlines()) if m]
     assert len(ids) == 35, p.stdout                     # every latency check, each on one line
     assert "kernel/gsa/torch/cpu/float32/fwd/B1/T16384/H4/D64/causal" in ids

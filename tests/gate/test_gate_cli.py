@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gate_helpers import lognormal, record, spec
-from profiler.analysis.compare import compare_runs, to_markdown
+from profiler.analysis.compare import compare_runs
+from profiler.report.gate import to_markdown
 from profiler.analysis.gates import RuleSet
 from profiler.store.baseline import load_side
 from profiler.cli import app, main

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from gate_helpers import ENV, spec, write_run
-from profiler.analysis.compare import compare_runs, to_json, to_markdown
+from profiler.analysis.compare import compare_runs
+from profiler.report.gate import to_json, to_markdown
 from profiler.analysis.gates import RuleSet
 from profiler.analysis.noise import estimate_profile
 from profiler.cli import main
