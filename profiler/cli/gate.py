@@ -52,13 +52,12 @@ def _render_table(result) -> None:
 
 def _write_outputs(result, json_out: Optional[Path], markdown_out: Optional[Path]) -> None:
     from profiler.analysis.compare import to_json, to_markdown
+    from profiler.core.paths import write_file
 
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(to_json(result), indent=2, sort_keys=True) + "\n")
+        write_file(json_out, json.dumps(to_json(result), indent=2, sort_keys=True) + "\n", "--json-out")
     if markdown_out is not None:
-        markdown_out.parent.mkdir(parents=True, exist_ok=True)
-        markdown_out.write_text(to_markdown(result) + "\n")
+        write_file(markdown_out, to_markdown(result) + "\n", "--markdown-out")
 
 
 _RULE_HELP = ("METRIC:LIMIT[@FILTERS], repeatable; later rules win. Metrics latency (on CUDA: device time), "
@@ -262,8 +261,9 @@ def gate_eval(
     console.print(f"gate time per comparison: {report.gate_ms_per_comparison:.1f} ms; measuring: {report.measure_s:.0f} s. "
                   "Shared machine: numbers are indicative.")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        from profiler.core.paths import write_file
+
+        write_file(json_out, json.dumps(report.to_dict(), indent=2) + "\n", "--json-out")
 
 
 def register(app: typer.Typer) -> None:

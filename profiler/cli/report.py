@@ -32,7 +32,7 @@ def report(
 ) -> None:
     """Render the HTML report (figures, fits, crossovers, frontier) from stored run folder(s)."""
     from profiler import api
-    from profiler.core.paths import check_output_file
+    from profiler.core.paths import check_output_file, write_file
 
     if out is not None:
         check_output_file(out, "--out", create_parents=True)
@@ -44,7 +44,7 @@ def report(
         if markdown == "-":
             typer.echo(text, nl=False)
         else:
-            Path(markdown).write_text(text)
+            write_file(markdown, text, "--markdown")
     typer.echo(f"report: {path}", err=markdown == "-")
 
 

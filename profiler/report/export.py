@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.core.errors import UsageError
+from profiler.core.paths import check_output_file, output_errors
 from profiler.analysis.ser import audio_seconds
 from profiler.core.records import PointRecord, energy_per_call
 from profiler.store.runs import RunDir
@@ -73,15 +74,13 @@ def export_run(run_dir: Path | str, fmt: str = "csv", out: Path | str | None = N
     """Write ``points.<fmt>`` (or ``out``) from a run folder; return the path."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
-    from profiler.core.paths import check_output_file
-
     path = check_output_file(Path(out) if out else Path(run_dir) / f"points.{fmt}", "-o/--output")
     run = RunDir.open(run_dir).load()
     records = sorted(run.records, key=lambda r: (r.spec.level, r.spec.kernel, r.spec.backend, r.spec.device,
                                                  r.spec.dtype, r.spec.mode, r.spec.B, r.spec.causal, r.spec.T))
     rows = [flatten(r) for r in records]
     if fmt == "csv":
-        with open(path, "w", newline="") as fh:
+        with output_errors(path, "-o/--output"), open(path, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
             w.writeheader()
             w.writerows(rows)
@@ -92,7 +91,8 @@ def export_run(run_dir: Path | str, fmt: str = "csv", out: Path | str | None = N
     except ImportError:
         raise UsageError("parquet export needs pyarrow: pip install 'serprof[parquet]' (or use --format csv)") from None
     table = pa.Table.from_pylist(rows, schema=_schema(pa))
-    pq.write_table(table, path)
+    with output_errors(path, "-o/--output"):
+        pq.write_table(table, path)
     return path
 
 

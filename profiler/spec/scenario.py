@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from profiler.core.errors import UsageError, did_you_mean
+from profiler.core.paths import read_text
 from profiler.core.records import DTYPES, LEVELS, MODES, MeasureSettings
 from profiler.spec import names
 
@@ -115,12 +116,7 @@ _ALIASES = {"backend": "backends", "dtype": "dtypes", "mode": "modes", "head_dim
 def load_scenario(path: str | Path) -> dict[str, Any]:
     """Read a TOML scenario file; unreadable or invalid TOML is a ``UsageError``."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise UsageError(f"scenario file {p} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"scenario file {p} cannot be read: {exc}") from None
+    text = read_text(p, "scenario file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -165,6 +161,7 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
         else:
             values[_ALIASES.get(key, key)] = (value, flag)
 
+    _exclusive(values, {k for k, v in (overrides or {}).items() if v is not None}, "audio", "lengths")
     kw: dict[str, Any] = {}
     for key, (raw, where) in values.items():
         kw[_spec_field(key)] = _PARSERS[key](raw, where)
@@ -475,3 +472,19 @@ def _coerce_setting(f: dataclasses.Field, value: Any, where: str) -> Any:
     if not math.isfinite(out) or out < 0:
         raise UsageError(f"{where}: must be a finite number >= 0 (got {value!r})")
     return out
+
+
+def _exclusive(values: dict[str, tuple[Any, str]], from_flags: set[str], a: str, b: str) -> None:
+    """Keys ``a`` and ``b`` replace each other: both from one source (two flags, or one file) is an error
+    naming both; a flag replaces the other key of the scenario file (it is dropped from ``values``)."""
+    if a not in values or b not in values:
+        return
+    flagged = {_ALIASES.get(k, k) for k in from_flags}
+    flag_a, flag_b = a in flagged, b in flagged
+    if flag_a == flag_b:
+        where_a, where_b = values[a][1], values[b][1]
+        if flag_a:
+            raise UsageError(f"{where_a} and {where_b} cannot be combined: {where_a} replaces {where_b}; give one")
+        source = where_a.split(": key ", 1)[0]
+        raise UsageError(f"{source}: keys {a!r} and {b!r} cannot be combined ({a} replaces {b}); keep one")
+    del values[b if flag_a else a]
