@@ -214,11 +214,11 @@ def baseline_save(
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Thin each point to this many quantile samples."),
 ) -> None:
     """Write a compact baseline (spec ids, samples, memory, energy, environment, calibration)."""
+    from profiler import api
     from profiler.core.paths import check_output_file
-    from profiler.store.baseline import save_baseline
 
     check_output_file(out, "--out", create_parents=True)
-    path = save_baseline(run, out, max_samples)
+    path = api.save_baseline(run, out, max_samples=max_samples)
     typer.echo(f"baseline written: {path} ({path.stat().st_size} bytes)")
 
 

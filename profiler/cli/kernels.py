@@ -23,37 +23,14 @@ def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def availability_rows(device: str = "all") -> list[dict]:
-    """Every kernel x backend x device with ``available`` and ``reason`` (what ``serprof list`` shows)."""
-    from profiler.kernels import registry
-
-    if device not in (*DEVICES, "all"):
-        raise UsageError(f"unknown device {device!r}; valid: cpu, cuda, all")
-    devices = DEVICES if device == "all" else (device,)
-    cuda = _cuda_available() if "cuda" in devices else False
-    rows = []
-    for spec in registry().values():
-        for name, b in spec.backends.items():
-            for dev in devices:
-                ok, why = b.availability(dev, cuda_available=cuda)
-                rows.append({"kernel": spec.name, "family": spec.family, "backend": name, "device": dev,
-                             "available": ok, "reason": why, "causal": list(b.causal),
-                             "interpretable": b.interpretable, "description": b.description})
-    return rows
-
-
 def list_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     device: str = typer.Option("all", "--device", help="cpu, cuda or all."),
 ) -> None:
     """List every kernel x backend x device: available or not, and why."""
-    rows = availability_rows(device)
+    from profiler import api
+
+    rows = api.list_kernels(device)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return

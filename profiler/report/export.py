@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from profiler.core.errors import UsageError
 from profiler.core.paths import check_output_file, output_errors
@@ -70,27 +70,31 @@ def flatten(rec: PointRecord) -> dict[str, Any]:
     return row
 
 
+def rows(records: Iterable[PointRecord]) -> list[dict[str, Any]]:
+    """``flatten`` of each record, in series order (level, kernel, backend, device, dtype, mode, B, causal, T)."""
+    ordered = sorted(records, key=lambda r: (r.spec.level, r.spec.kernel, r.spec.backend, r.spec.device,
+                                              r.spec.dtype, r.spec.mode, r.spec.B, r.spec.causal, r.spec.T))
+    return [flatten(r) for r in ordered]
+
+
 def export_run(run_dir: Path | str, fmt: str = "csv", out: Path | str | None = None) -> Path:
     """Write ``points.<fmt>`` (or ``out``) from a run folder; return the path."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     path = check_output_file(Path(out) if out else Path(run_dir) / f"points.{fmt}", "-o/--output")
-    run = RunDir.open(run_dir).load()
-    records = sorted(run.records, key=lambda r: (r.spec.level, r.spec.kernel, r.spec.backend, r.spec.device,
-                                                 r.spec.dtype, r.spec.mode, r.spec.B, r.spec.causal, r.spec.T))
-    rows = [flatten(r) for r in records]
+    table_rows = rows(RunDir.open(run_dir).load().records)
     if fmt == "csv":
         with output_errors(path, "-o/--output"), open(path, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
             w.writeheader()
-            w.writerows(rows)
+            w.writerows(table_rows)
         return path
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise UsageError("parquet export needs pyarrow: pip install 'serprof[parquet]' (or use --format csv)") from None
-    table = pa.Table.from_pylist(rows, schema=_schema(pa))
+    table = pa.Table.from_pylist(table_rows, schema=_schema(pa))
     with output_errors(path, "-o/--output"):
         pq.write_table(table, path)
     return path
