@@ -13,9 +13,10 @@ package ``profiler/report/`` renders). Python binds a subpackage as an attribute
 first time it is imported, which would replace the function. So both subpackages are imported here,
 first, and that attribute is removed: the names then resolve to the API functions (``__getattr__``),
 while the subpackages stay importable by their full names (``from profiler.report.html import
-render_run``, ``from profiler.measure import point``). The one form that does not work is
-``import profiler.measure.point as point`` (it reads ``profiler.measure`` as an attribute); write
-``from profiler.measure import point``. Both subpackages are cheap to import (no torch, no matplotlib).
+render_run``, ``from profiler.measure import point``). The forms that read ``profiler.report`` as an
+attribute get the function: ``import profiler.report as r`` and ``import profiler.measure.point as p``
+do not give the modules; write ``from profiler.measure import point``. Both subpackages are cheap
+to import (no torch, no matplotlib). Renaming the subpackages (issue 16, item 6) would end this.
 """
 
 import importlib

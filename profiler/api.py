@@ -309,6 +309,7 @@ def sweep(kernels: str | Sequence[str] | None = None, lengths: int | str | Seque
     given = dict(kernels=kernels, lengths=lengths, backends=backends, batch=batch, dtypes=dtypes, modes=modes,
                  heads=heads, head_dim=head_dim, device=device, causal=causal, interpret=interpret, level=level,
                  audio=audio)
+    given.update({k: settings.pop(k) for k in list(settings) if k in _SPEC_KEYWORDS})
     merged = {**dict(overrides or {}), **_overrides(given, settings)}
     outcome = sweep_outcome(scenario, merged, execution=execution, out=out, resume=resume, observer=observer,
                             render_report=render_report, rerun=rerun)
