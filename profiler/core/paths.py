@@ -150,7 +150,7 @@ def read_text(path: str | os.PathLike, what: str) -> str:
     except FileNotFoundError:
         raise UsageError(f"{what} {p} does not exist") from None
     except IsADirectoryError:
-        raise UsageError(f"{what} {p} is a folder, not a file") from None
+        raise UsageError(f"{what} {p} cannot be read: it is a folder, not a file") from None
     except OSError as exc:
         raise UsageError(f"{what} {p} cannot be read ({_why(exc)})") from None
     try:
