@@ -29,6 +29,7 @@ warnings.filterwarnings("ignore", message="Triton is not supported on current pl
 
 #: the public Python API (``profiler.api``), loaded on first use so that ``import profiler`` stays cheap
 _API = ("measure", "sweep", "load", "analyze", "report", "gate", "export", "plan", "verify", "gate_interleave",
+        "gate_calibrate",
         "status", "markdown_summary", "save_baseline", "list_kernels", "env", "frontier", "trace", "doctor",
         "Run", "Analysis", "SweepOutcome")
 

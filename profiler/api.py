@@ -14,9 +14,9 @@ code. ``import profiler`` exposes these lazily (``profiler.sweep(...)``) without
     verdict = profiler.gate(baseline=run, candidate=run)   # .passed, .regressions
 
 Arguments are typed values: ints, lists of ints, dtype names (``"float32"``, ``"fp16"``) or
-``torch.dtype``s. Measurement settings are keywords named as the fields of
-``profiler.core.records.MeasureSettings`` (``target_rel_ci=0.05``, ``time_budget_s=0.5``,
-``verify=False``) plus ``memory_budget`` (bytes or ``"8GiB"``). Errors are ``profiler.core.errors``
+``torch.dtype``s. Measurement settings are keywords named as the settings model
+declares them (``profiler.core.settings``: ``target_rel_ci=0.05``, ``time_budget_s=0.5``,
+``verify=False``, ``memory_budget="8GiB"``). Errors are ``profiler.core.errors``
 exceptions with a one-line message (``UsageError``: bad input; ``UnavailableError``: the device or
 backend does not exist here).
 
@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
-from profiler.core.records import Manifest, MeasureSettings, PointRecord, PointSpec
+from profiler.core.records import PointRecord
 from profiler.store.runs import LoadedRun
 
 __all__ = ["Run", "Analysis", "SweepOutcome", "measure", "sweep", "load", "analyze", "report", "markdown_summary",
-           "export", "plan", "verify", "gate", "gate_interleave", "status", "save_baseline", "list_kernels", "env",
+           "export", "plan", "verify", "gate", "gate_interleave", "gate_calibrate", "status", "save_baseline", "list_kernels", "env",
            "frontier", "trace", "doctor", "sweep_outcome", "resolve_sweep"]
 
 
@@ -208,7 +208,7 @@ def sweep_outcome(scenario: str | Path | None = None, overrides: Mapping[str, An
     """``serprof sweep``: plan and run a sweep (or submit it to SLURM, or only plan it with ``dry_run``).
 
     ``scenario``: a TOML file; ``overrides``: setting keys over it (``{"kernels": "retnet",
-    "settings.target_rel_ci": 0.02}``); ``execution``: executor keys over its ``[execution]`` table;
+    "target_rel_ci": 0.02}``); ``execution``: executor keys over its ``[execution]`` table;
     ``resume``: continue a run folder with its stored scenario; ``rerun`` (with ``resume``, local runs):
     measure again the points whose id contains one of these substrings. ``observer`` gets progress callbacks
     (``profiler.runner.sweep.SweepObserver``). The HTML report is rendered after a local run unless
@@ -271,19 +271,23 @@ def _typed(value: Any) -> Any:
 
 
 def _overrides(spec_kw: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments -> ``build_spec`` overrides; an unknown keyword is a ``UsageError`` naming it."""
-    import dataclasses
+    """Keyword arguments -> ``build_spec`` overrides; an unknown keyword is a ``UsageError`` naming it.
+
+    Measurement settings are looked up in the settings model (``profiler.core.settings``), which also
+    validates their values.
+    """
+    from profiler.core import settings as measure_settings
 
     out: dict[str, Any] = {}
     for k, v in spec_kw.items():
         if v is not None:
             out[_SPEC_KEYWORDS[k]] = _typed(v)
-    allowed = [f.name for f in dataclasses.fields(MeasureSettings)] + ["memory_budget"]
     for k, v in settings.items():
-        if k not in allowed:
+        if measure_settings.lookup(k) is None:
+            allowed = [sp for st in measure_settings.SETTINGS for sp in st.spellings]
             raise UsageError(f"unknown keyword argument {k!r}; {did_you_mean(k, [*allowed, *_SPEC_KEYWORDS])}")
         if v is not None:
-            out[f"settings.{k}"] = v
+            out[k] = v
     return out
 
 
@@ -560,25 +564,80 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
 def gate(baseline: Any, candidate: Any, *, rules: Sequence[str] = (), default_rules: bool = True,
          alpha: float = 0.025, normalize: str = "none", statistic: str = "median", noise_floor: float = 0.01,
          allow_env_mismatch: bool = False, ignore_env: Sequence[str] = (), fail_on_missing: bool = False,
-         n_boot: int = 1000, seed: int = 0):
+         n_boot: int = 1000, seed: int = 0, noise_profile: str | Path | None = None,
+         history: str | Path | None = None, history_runs: int = 10):
     """Compare a candidate run with a baseline: a ``GateResult`` (``.passed``, ``.regressions``, ``.checks``).
 
     Each side is a ``Run``, a run folder or (baseline) a compact baseline ``.json``. Per point the ratio
     of medians with a bootstrap interval, Holm-corrected across points; a regression only when the whole
     interval lies beyond the rule's threshold (``rules``: ``"latency:+5%"``, ...).
+    ``noise_profile``: the machine's noise (``gate_calibrate``); default: the first of
+    ``profiler.store.noise.default_path()``, else a fixed ``noise_floor`` with a warning.
+    ``history``: a folder of earlier baseline runs (run folders or baseline files) of the main branch;
+    the newest ``history_runs`` of them give the between-run spread and ``baseline`` defaults to the newest.
     """
     from profiler.analysis.compare import check_options, compare_runs
     from profiler.analysis.gates import RuleSet
     from profiler.store.baseline import load_side
+    from profiler.store.history import load_history
 
     ruleset = RuleSet.parse(list(rules), defaults=default_rules)
     check_options(alpha=alpha, normalize=normalize, statistic=statistic, noise_floor=noise_floor, n_boot=n_boot,
                   seed=seed)
-    sides = [x if isinstance(x, LoadedRun) else load_side(Path(x)) for x in (baseline, candidate)]
-    return compare_runs(sides[0], sides[1], ruleset, alpha=alpha,
+    noise = load_gate_noise(noise_profile)
+    past = load_history(history, history_runs) if history is not None else None
+    if baseline is None:
+        if not past:
+            raise UsageError("gate needs --baseline RUN|FILE or --history DIR")
+        base = past[-1]
+    else:
+        base = baseline if isinstance(baseline, LoadedRun) else load_side(Path(baseline))
+    design = f"history of {len(past)} runs" if past else "two runs"
+    cand = candidate if isinstance(candidate, LoadedRun) else load_side(Path(candidate))
+    return compare_runs(base, cand, ruleset, alpha=alpha,
                         normalize=normalize, allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (),
                         n_boot=n_boot, seed=seed, fail_on_missing=fail_on_missing, statistic=statistic,
-                        noise_floor=noise_floor)
+                        noise_floor=noise_floor, noise=noise, history=past, design=design)
+
+
+def load_gate_noise(noise_profile: str | Path | None):
+    """The noise profile a gate uses: the given file, else the default location's, else None (fallback)."""
+    from profiler.store.noise import default_path, load_noise_profile
+
+    if noise_profile is not None:
+        return load_noise_profile(noise_profile)
+    path = default_path()
+    return load_noise_profile(path, "noise profile (default location)") if path is not None else None
+
+
+def gate_calibrate(runs: Sequence[str | Path] = (), *, out: str | Path | None = None, repeats: int = 4,
+                   processes: int = 3, overrides: Mapping[str, Any] | None = None, keep: str | Path | None = None,
+                   progress: Any = None):
+    """Measure this machine's run-to-run noise and write the gate's noise profile: ``(profile, path)``.
+
+    With ``runs`` (A/A run folders of identical code) the profile is estimated from them; otherwise
+    ``repeats`` separate sweeps of the calibration points (``profiler.tools.gate_eval.CALIBRATION_POINTS``,
+    or ``overrides``), each in ``processes`` worker processes, are run first (kept under ``keep``).
+    """
+    from profiler.analysis.noise import estimate_profile
+    from profiler.store.baseline import load_side
+    from profiler.store.noise import save_noise_profile, user_path
+    from profiler.tools.gate_eval import calibration_sweeps
+
+    target = Path(out) if out is not None else user_path()
+    if runs:
+        loaded = [load_side(Path(r)) for r in runs]
+        source = "runs: " + ", ".join(str(r) for r in runs)
+    else:
+        loaded, source = calibration_sweeps(repeats=repeats, processes=processes, overrides=overrides, keep=keep,
+                                            progress=progress)
+    if len(loaded) < 2:
+        raise UsageError("gate-calibrate needs at least two A/A runs (give run folders or --repeats >= 2)")
+    try:
+        profile = estimate_profile(loaded, source=source)
+    except ValueError as exc:
+        raise UsageError(f"gate-calibrate: {exc}") from None
+    return profile, save_noise_profile(profile, target)
 
 
 def gate_interleave(ref_a: str, ref_b: str, *, repo: str | Path = ".", kernels: str | Sequence[str] = (),
@@ -586,8 +645,14 @@ def gate_interleave(ref_a: str, ref_b: str, *, repo: str | Path = ".", kernels: 
                     head_dim: int = 64, rounds: int = 10, reps: int = 5, rules: Sequence[str] = (),
                     default_rules: bool = True, alpha: float = 0.025, statistic: str = "median",
                     noise_floor: float = 0.01, allow_env_mismatch: bool = False, ignore_env: Sequence[str] = (),
-                    fail_on_missing: bool = False, n_boot: int = 1000, seed: int = 0):
-    """Measure two git refs alternately in this job (ABBA rounds) and gate B against A: a ``GateResult``."""
+                    fail_on_missing: bool = False, n_boot: int = 1000, seed: int = 0,
+                    noise_profile: str | Path | None = None, env_b: Mapping[str, str] | None = None,
+                    progress: Any = None):
+    """Measure two git refs in alternating fresh processes (ABBA rounds) and gate B against A: a ``GateResult``.
+
+    Each round is one new worker process per side, so ``rounds`` processes per side are the replication;
+    the interval comes from their spread (both sides are one job: no between-run variance).
+    """
     from profiler.analysis.compare import check_options, compare_runs
     from profiler.analysis.gates import RuleSet
     from profiler.tools.interleave import InterleavePlan, run_interleaved
@@ -598,8 +663,11 @@ def gate_interleave(ref_a: str, ref_b: str, *, repo: str | Path = ".", kernels: 
         raise UsageError("gate-interleave needs --ref-a REF and --ref-b REF (git refs, e.g. origin/main and HEAD)")
     iplan = InterleavePlan.from_cli(_split(kernels), backend, _split(lengths), batch, heads, head_dim,
                                     rounds=rounds, reps=reps)
-    base_run, cand_run = run_interleaved(Path(repo), ref_a, ref_b, iplan)
+    noise = load_gate_noise(noise_profile)
+    base_run, cand_run = run_interleaved(Path(repo), ref_a, ref_b, iplan, env_b=dict(env_b or {}), progress=progress)
     return compare_runs(base_run, cand_run, ruleset, alpha=alpha, normalize="none",
                         allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (), n_boot=n_boot,
                         seed=seed, fail_on_missing=fail_on_missing, statistic=statistic, noise_floor=noise_floor,
-                        baseline_label=f"{ref_a} (interleaved)", candidate_label=f"{ref_b} (interleaved)")
+                        baseline_label=f"{ref_a} (interleaved)", candidate_label=f"{ref_b} (interleaved)",
+                        noise=noise, runs_apart=0,
+                        design=f"interleaved: {iplan.rounds} fresh processes per side, ABBA")

@@ -61,7 +61,8 @@ from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.records import PointRecord, PointSpec, energy_per_call
 from profiler.analysis.fits import fit_slope
 from profiler.analysis.series import quantity_label
-from profiler.core.stats import holm_adjust, one_sided_p, ratio_of_quantiles
+from profiler.core.noise import NoiseClass, NoiseProfile, fallback_class
+from profiler.core.stats import group_log_quantiles, history_ratio, holm_adjust, one_sided_p, replicated_ratio
 from profiler.store.runs import LoadedRun
 
 NORMALIZATIONS = {"none": None, "calibration": "matmul_flops_per_s", "matmul": "matmul_flops_per_s",
@@ -152,6 +153,21 @@ class Check:
     n_baseline: int | None = None
     n_candidate: int | None = None
     message: str | None = None
+    processes_baseline: int | None = None    # worker processes (history: runs) behind each side
+    processes_candidate: int | None = None
+    spread_baseline: float | None = None     # observed between-process (history: between-run) SD, log scale
+    spread_candidate: float | None = None
+    df: float | None = None                  # degrees of freedom of the interval (None: normal)
+    noise_sd: float | None = None            # expected SD of an A/A log ratio on this machine (the floor used)
+
+    @property
+    def replication(self) -> str:
+        """``3x40 vs 3x38``: processes x samples per side (latency checks)."""
+        if self.processes_baseline is None or self.n_baseline is None:
+            return "-"
+        def side(k, n):
+            return f"{k}x{round(n / k) if k else n}"
+        return f"{side(self.processes_baseline, self.n_baseline)} vs {side(self.processes_candidate, self.n_candidate)}"
 
 
 @dataclass(frozen=True)
@@ -183,6 +199,8 @@ class GateResult:
     seed: int = 0
     rules: tuple[str, ...] = ()
     fail_on_missing: bool = False
+    noise_source: str = ""           # where the noise floor came from (a profile file, or the fixed fallback)
+    design: str = "two runs"         # two runs | interleaved | history of N runs
 
     @property
     def regressions(self) -> list[Check]:
@@ -238,12 +256,71 @@ def _timing(rec: PointRecord, metric: str):
     return None
 
 
-def _samples(timing) -> np.ndarray | None:
+def _groups(timing) -> list[np.ndarray]:
+    """The timing's positive, finite samples split by worker process (empty groups dropped)."""
     if timing is None or not timing.samples_s:
+        return []
+    out = []
+    for g in timing.process_groups():
+        x = np.asarray(g, dtype=float)
+        x = x[np.isfinite(x) & (x > 0)]
+        if x.size:
+            out.append(x)
+    return out
+
+
+def _history_centres(history: Sequence[LoadedRun], pid: str, metric: str, q: float, scale: float) -> list[float]:
+    """Each history run's estimate of the point: the mean over its processes of ``log quantile_q``."""
+    out = []
+    for run in history:
+        rec = run.by_id().get(pid)
+        if rec is None or rec.status != "ok":
+            continue
+        groups = _groups(_timing(rec, metric))
+        if groups:
+            out.append(float(group_log_quantiles([g * scale for g in groups], q).mean()))
+    return out
+
+
+#: Two sides whose CPU shares (``Timing.cpu_share``) differ by more than this factor were not measured
+#: under the same conditions: another process competed for the cores on one side.
+BUSY_SHARE_RATIO = 0.9
+
+
+def busy_reason(baseline, candidate) -> str | None:
+    """Why the two timings cannot be compared because the machine was busier on one side, else None."""
+    sb = baseline.cpu_share if baseline is not None else None
+    sc = candidate.cpu_share if candidate is not None else None
+    if sb is None or sc is None or sb <= 0 or sc <= 0:
         return None
-    x = np.asarray(timing.samples_s, dtype=float)
-    x = x[np.isfinite(x) & (x > 0)]
-    return x if x.size else None
+    if min(sb, sc) / max(sb, sc) >= BUSY_SHARE_RATIO:
+        return None
+    side = "candidate" if sc < sb else "baseline"
+    return (f"the machine was busy during the {side} run: its worker got {min(sb, sc):.0%} of its threads' time "
+            f"vs {max(sb, sc):.0%} on the other side (another process competed for the cores); measure again")
+
+
+#: z of the two-sided 95% A/A band that decides "too noisy to judge"
+NOISE_Z = 1.96
+
+
+def _too_noisy(rule, expected_sd: float) -> bool:
+    """The machine's 95% A/A band for this point is wider than the rule's threshold."""
+    return math.expm1(NOISE_Z * expected_sd) > rule.rel
+
+
+def noise_class(noise: NoiseProfile | None, noise_floor: float, median_s: float) -> NoiseClass:
+    """The noise class for a point of ``median_s`` seconds: from the profile, else the fixed fallback."""
+    cls = noise.for_latency(median_s) if noise is not None else None
+    return cls if cls is not None else fallback_class(noise_floor)
+
+
+def noise_source(noise: NoiseProfile | None, noise_floor: float) -> str:
+    """Where the noise floor came from, in words (stored in the verdict)."""
+    if noise is None:
+        return f"fixed {noise_floor:.1%} fallback (no noise profile)"
+    when = f", measured {noise.created_at}" if noise.created_at else ""
+    return f"noise profile {noise.path or '(in memory)'} ({noise.runs} runs x {noise.processes} processes{when})"
 
 
 def _series_key(spec: PointSpec) -> PointSpec:
@@ -276,8 +353,17 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
                  ignore_env: Sequence[str] = (), n_boot: int = 1000, seed: int = 0,
                  statistic: str = "median", noise_floor: float = DEFAULT_NOISE_FLOOR,
                  min_samples: int = MIN_SAMPLES, fail_on_missing: bool = False,
-                 baseline_label: str | None = None, candidate_label: str | None = None) -> GateResult:
-    """Gate ``candidate`` against ``baseline`` (methodology in the module docstring)."""
+                 baseline_label: str | None = None, candidate_label: str | None = None,
+                 noise: NoiseProfile | None = None, runs_apart: int = 2, design: str = "two runs",
+                 history: Sequence[LoadedRun] | None = None) -> GateResult:
+    """Gate ``candidate`` against ``baseline`` (methodology in the module docstring).
+
+    ``noise``: the machine's noise profile (None: the fixed ``noise_floor`` fallback, with a warning);
+    ``runs_apart``: how many of the two sides are separate runs, each adding the between-run variance
+    (2 for two sweeps, 0 for one interleaved job whose processes alternate); ``history``: earlier runs
+    of the baseline code (``baseline`` is usually the newest of them): latency is then judged against
+    their spread (``profiler.core.stats.history_ratio``) wherever at least two of them measured a point.
+    """
     rules = rules if rules is not None else RuleSet.parse()
     q = check_options(alpha=alpha, normalize=normalize, statistic=statistic, noise_floor=noise_floor, n_boot=n_boot,
                       seed=seed)
@@ -292,7 +378,11 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
         env_differences=diffs, alpha=alpha, confidence=1.0 - 2.0 * alpha, normalize=normalize,
         statistic=statistic, noise_floor=noise_floor, n_boot=n_boot, seed=seed, rules=tuple(str(r) for r in rules), fail_on_missing=fail_on_missing,
         warnings=[f"baseline: {w}" for w in baseline.warnings] + [f"candidate: {w}" for w in candidate.warnings],
+        noise_source=noise_source(noise, noise_floor), design=design,
     )
+    if noise is None:
+        result.warnings.append(f"no noise profile: using a fixed {noise_floor:.1%} run-to-run noise floor; "
+                               "measure this machine's with `serprof gate-calibrate`")
     scale_b = scale_c = 1.0
     key = NORMALIZATIONS[normalize]
     if key is not None:
@@ -334,18 +424,28 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
             if tb is not None and tc is not None and qb != qc:
                 result.not_compared.append(NotCompared(pid, f"{metric}: baseline measured {qb}, candidate {qc}"))
                 continue
-            xb, xc = _samples(tb), _samples(tc)
-            if xb is None or xc is None or xb.size < min_samples or xc.size < min_samples:
-                nb = 0 if xb is None else xb.size
-                nc = 0 if xc is None else xc.size
+            gb, gc = _groups(tb), _groups(tc)
+            nb, nc = sum(g.size for g in gb), sum(g.size for g in gc)
+            if nb < min_samples or nc < min_samples:
                 what = "latency" if metric == "latency" else "call latency"
                 result.not_compared.append(NotCompared(pid, f"{what}: too few samples ({nb} vs {nc}; need {min_samples})"))
                 continue
-            xb, xc = xb * scale_b, xc * scale_c
+            gb, gc = [g * scale_b for g in gb], [g * scale_c for g in gc]
+            xb, xc = np.concatenate(gb), np.concatenate(gc)
             if rule is not None:
-                est = ratio_of_quantiles(xb, xc, q=q, confidence=1.0 - 2.0 * alpha, n_boot=n_boot, seed=seed,
-                                         noise_floor=noise_floor)
-                latency_pending.append((metric, spec, rule, est, (float(np.quantile(xb, q)), float(np.quantile(xc, q)))))
+                qb, qc = float(np.quantile(xb, q)), float(np.quantile(xc, q))
+                cls = noise_class(noise, noise_floor, qb)
+                centres = _history_centres(history, pid, metric, q, scale_b) if history else []
+                if len(centres) >= 2:
+                    prior_sd = math.sqrt(cls.run_sd ** 2 + cls.process_sd ** 2 / max(1, len(gc)))
+                    est = history_ratio(centres, gc, q=q, confidence=1.0 - 2.0 * alpha, prior_sd=prior_sd,
+                                        prior_df=min(cls.process_df, cls.run_df), n_baseline=nb)
+                else:
+                    est = replicated_ratio(gb, gc, q=q, confidence=1.0 - 2.0 * alpha, process_sd=cls.process_sd,
+                                           process_df=cls.process_df, run_sd=cls.run_sd, run_df=cls.run_df,
+                                           runs=runs_apart, n_boot=n_boot, seed=seed)
+                expected = cls.ratio_sd(len(gb), len(gc), runs_apart > 0)
+                latency_pending.append((metric, spec, rule, est, (qb, qc), expected, busy_reason(tb, tc)))
             srule = rules.for_point("slope", spec) if metric == "latency" else None
             if srule is not None:
                 k = (_series_key(spec), str(srule))
@@ -371,22 +471,43 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
             verdict = "regression" if msg else ("faster" if ec / eb < 1.0 / rule.threshold_ratio else "pass")
             result.checks.append(Check("energy", pid, verdict, str(rule), float(eb), float(ec), ec / eb, message=msg))
 
-    # Holm over the family of latency tests
-    pvals = [one_sided_p(est, rule.threshold_ratio) for _, _, rule, est, _ in latency_pending]
-    adjusted = holm_adjust(pvals)
-    for (metric, spec, rule, est, (mb_s, mc_s)), p, padj in zip(latency_pending, pvals, adjusted):
+    # Points whose calibrated A/A noise exceeds the rule's threshold cannot be judged: "unclear", out
+    # of the family. Holm over the family of the others.
+    judged = [item for item in latency_pending if not _too_noisy(item[2], item[5]) and item[6] is None]
+    pvals = [one_sided_p(est, rule.threshold_ratio) for _, _, rule, est, _, _, _ in judged]
+    adjusted = dict(zip((id(item) for item in judged), holm_adjust(pvals)))
+    raw = dict(zip((id(item) for item in judged), pvals))
+    for item in latency_pending:
+        metric, spec, rule, est, (mb_s, mc_s), expected, busy = item
+        common = dict(processes_baseline=est.processes_baseline, processes_candidate=est.processes_candidate,
+                      spread_baseline=est.spread_baseline, spread_candidate=est.spread_candidate,
+                      df=est.df if math.isfinite(est.df) else None, noise_sd=expected)
+        if busy is not None:
+            result.checks.append(Check(metric, spec.id, "unclear", str(rule), mb_s, mc_s, est.ratio, est.ci_low,
+                                       est.ci_high, None, None, est.n_baseline, est.n_candidate, busy, **common))
+            continue
+        if id(item) not in adjusted:
+            msg = (f"noise on this machine (A/A ±{math.expm1(NOISE_Z * expected):.1%} at 95% for "
+                   f"{est.processes_baseline} vs {est.processes_candidate} processes) exceeds the rule's "
+                   f"+{rule.rel:.1%}: cannot tell a regression from noise (raise the threshold or --processes)")
+            result.checks.append(Check(metric, spec.id, "unclear", str(rule), mb_s, mc_s, est.ratio, est.ci_low,
+                                       est.ci_high, None, None, est.n_baseline, est.n_candidate, msg, **common))
+            continue
+        p, padj = raw[id(item)], float(adjusted[id(item)])
         significant = bool(padj < alpha)
         msg = rule.fails(est.ratio * mb_s, mb_s, interval=(est.ci_low, est.ci_high), significant=significant)
         if msg:
             verdict = "regression"
         elif est.ratio > rule.threshold_ratio:
             verdict = "unclear"
+            msg = (f"x{est.ratio:.3f} is beyond +{rule.rel:.1%} but not significant (Holm p {padj:.2g}; "
+                   f"interval {est.ci_low:.3f}-{est.ci_high:.3f})")
         elif est.ci_high < 1.0 / rule.threshold_ratio:
             verdict = "faster"
         else:
             verdict = "pass"
         result.checks.append(Check(metric, spec.id, verdict, str(rule), mb_s, mc_s, est.ratio, est.ci_low,
-                                   est.ci_high, p, float(padj), est.n_baseline, est.n_candidate, msg))
+                                   est.ci_high, p, padj, est.n_baseline, est.n_candidate, msg, **common))
 
     # slope per series
     for k, pts in sorted(slope_points.items(), key=lambda kv: kv[0][0].id + kv[0][1]):
@@ -474,19 +595,36 @@ def summary_line(result: GateResult) -> str:
 
 def method_text(result: GateResult) -> str:
     stat = "medians" if result.statistic == "median" else f"{result.statistic} quantiles"
-    return (f"Latency: ratio of {stat} with a {result.confidence:.0%} bootstrap interval "
-            f"({result.n_boot} resamples, seed {result.seed}, run-to-run noise floor {result.noise_floor:.1%}); a regression needs Holm-adjusted one-sided "
+    return (f"Latency ({result.design}): ratio of per-process {stat} (geometric mean over worker processes) with a "
+            f"{result.confidence:.0%} t interval from the between-process spread, moderated by and floored at the "
+            f"machine's noise ({result.noise_source}); a point whose A/A noise exceeds the rule's threshold is "
+            f"unclear; a regression needs Holm-adjusted one-sided "
             f"p < {result.alpha:g} against the rule's threshold, so the whole interval lies beyond it. "
             f"Memory exact with a byte tolerance; energy as a ratio; slope = log-log exponent (CI: sample bootstrap widened by the residual t-interval). "
             f"Normalization: {result.normalize}.")
 
 
+def fmt_replication(check: Check) -> str:
+    """``3x40 vs 3x38 (spread 1.2%/0.8%)``: processes x samples per side and the between-process spread."""
+    if check.processes_baseline is None:
+        return "-"
+    spreads = [s for s in (check.spread_baseline, check.spread_candidate)]
+    shown = "/".join("-" if s is None else f"{math.expm1(s):.1%}" for s in spreads)
+    return f"{check.replication} (spread {shown})"
+
+
+def fmt_noise(check: Check) -> str:
+    return "-" if check.noise_sd is None else f"±{math.expm1(NOISE_Z * check.noise_sd):.1%}"
+
+
 def _md_table(checks: Sequence[Check]) -> list[str]:
-    lines = ["| verdict | metric | point | baseline | candidate | ratio | CI | rule |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| verdict | metric | point | baseline | candidate | ratio | CI | processes x samples | A/A noise | rule | why |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in checks:
+        why = (c.message or "").replace("|", "\\|")
         lines.append(f"| {c.verdict} | {c.metric} | `{c.subject}` | {fmt_value(c, 'baseline')} | "
-                     f"{fmt_value(c, 'candidate')} | {fmt_ratio(c)} | {fmt_ci(c)} | `{c.rule}` |")
+                     f"{fmt_value(c, 'candidate')} | {fmt_ratio(c)} | {fmt_ci(c)} | {fmt_replication(c)} | "
+                     f"{fmt_noise(c)} | `{c.rule}` | {why} |")
     return lines
 
 
@@ -495,7 +633,8 @@ def to_markdown(result: GateResult) -> str:
     icon = "✅" if result.passed else "❌"
     out = [f"## {icon} serprof gate: {summary_line(result)}", "",
            f"- Baseline: `{result.baseline_label}`", f"- Candidate: `{result.candidate_label}`",
-           f"- Rules: {', '.join(f'`{r}`' for r in result.rules) or 'none'}", f"- {method_text(result)}", ""]
+           f"- Rules: {', '.join(f'`{r}`' for r in result.rules) or 'none'}",
+           f"- Noise floor: {result.noise_source}", f"- {method_text(result)}", ""]
     checks = result.sorted_checks()
     flagged = [c for c in checks if c.verdict in ("regression", "unclear")]
     if flagged:
@@ -530,9 +669,13 @@ def to_json(result: GateResult) -> dict[str, Any]:
         "method": {"alpha": result.alpha, "confidence": result.confidence, "correction": "holm",
                    "interval": "bootstrap-normal-log", "n_boot": result.n_boot, "seed": result.seed,
                    "statistic": result.statistic, "noise_floor": result.noise_floor,
+                   "noise_source": result.noise_source, "design": result.design,
+                   "interval_model": "two-level random effects (processes within runs), moderated t",
                    "normalize": result.normalize},
         "rules": list(result.rules),
-        "checks": [{k: num(v) for k, v in c.__dict__.items()} for c in result.sorted_checks()],
+        "checks": [{**{k: num(v) for k, v in c.__dict__.items()},
+                    "replication": c.replication if c.processes_baseline is not None else None}
+                   for c in result.sorted_checks()],
         "not_compared": [n.__dict__ for n in result.not_compared],
         "missing_in_candidate": result.missing_in_candidate,
         "missing_in_baseline": result.missing_in_baseline,

@@ -6,16 +6,56 @@ render with rich. torch, fla and triton are never imported at module level here.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import typing
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
+from profiler.core import settings as measure_settings
 from profiler.core.console import console as _console, esc
 
-SCENARIO_FLAGS = ("kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads", "head_dim", "causal",
-                  "device", "interpret", "name")
+
+# --------------------------------------------------------------------------- options from the settings model
+
+_METAVAR = {"float": "<float>", "int": "<int>", "bytes": "<size>"}
+
+
+def _setting_option(s: measure_settings.Setting) -> tuple[Any, Any]:
+    """``(annotation, typer.Option)`` of setting ``s``: its flag(s) and ``--help`` line, from its declaration.
+
+    Values arrive as text and are validated by the settings model (``measure_settings.parse``), so a
+    flag and a scenario key take the same values and fail with the same message.
+    """
+    if s.kind == "bool":
+        return Optional[bool], typer.Option(None, f"{s.flag}/{s.flag_false}", help=s.help_text())
+    return Optional[str], typer.Option(None, s.flag, help=s.help_text(), metavar=_METAVAR[s.kind])
+
+
+def with_setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with one option per declared measurement setting, passed to it as ``settings={name: value}``.
+
+    ``None`` is a setting not given on the command line (the scenario's value or the default applies).
+    """
+    hints = typing.get_type_hints(command)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in inspect.signature(command).parameters.values() if p.name != "settings"]
+    extra = []
+    for s in measure_settings.SETTINGS:
+        annotation, option = _setting_option(s)
+        extra.append(inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+
+    @functools.wraps(command)
+    def wrapper(**kw: Any) -> Any:
+        chosen = {s.name: kw.pop(s.name) for s in measure_settings.SETTINGS}
+        return command(**kw, settings=chosen)
+
+    wrapper.__signature__ = inspect.Signature(own + extra)   # what typer reads
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    return wrapper
 
 
 # --------------------------------------------------------------------------- rendering helpers
@@ -165,13 +205,6 @@ def sweep(
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default reports/<run-id>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder."),
     rerun: Optional[List[str]] = typer.Option(None, "--rerun", help="With --resume: measure again the points whose id contains this text (repeatable); a re-run's record replaces the earlier one."),
-    warmup: Optional[float] = typer.Option(None, "--warmup", help="Warm-up time budget per point, s."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Timed repetitions budget per point, s."),
-    target_ci: Optional[float] = typer.Option(None, "--target-ci", help="Stop when the 95% CI of the median is within this relative width (0.02 = ±2%)."),
-    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="e.g. 8GiB (default: CUDA total minus a reserve of max(2 GiB, 5%); CPU 0.7 x MemAvailable)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-point timeout, s."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the correctness check."),
-    no_energy: bool = typer.Option(False, "--no-energy", help="Skip energy measurement."),
     interpret: bool = typer.Option(False, "--interpret", help="Run fla backends on CPU under Triton's interpreter (correctness only)."),
     level: Optional[str] = typer.Option(None, "--level", help="kernel | layer (the study's seq2seq layers) | model (SER head)."),
     audio: Optional[str] = typer.Option(None, "--audio", help="Audio durations instead of --lengths: 2.75s..11s | 1min..20min[:N] | 5s,30s"),
@@ -193,8 +226,11 @@ def sweep(
     array_parallelism: Optional[int] = typer.Option(None, "--array-parallelism", help="SLURM: at most this many shards at once."),
     sbatch_extra: Optional[str] = typer.Option(None, "--sbatch-extra", help="Extra sbatch flags, e.g. '--constraint=a100 --qos=high'."),
     shards: Optional[int] = typer.Option(None, "--shards", help="SLURM: number of shards (default: one per series, at most 64)."),
+    settings: Optional[dict] = None,
 ) -> None:
     """Sweep length x batch x dtype over attention kernels; every point in a worker process."""
+    # ``settings``: the measurement settings' options (--warmup, --target-ci, ...), generated from their
+    # declarations (profiler.core.settings) by ``with_setting_options``.
 
     from profiler import api
 
@@ -204,10 +240,7 @@ def sweep(
         "causal": None if causal is None else ("causal" if causal else "non-causal"),
         "interpret": True if interpret else None,
         "level": level, "audio": audio, "text_rate": text_rate, "bidirectional": bidirectional,
-        "utterances": utterances, "packing": packing,
-        "settings.warmup_s": warmup, "settings.time_budget_s": time_budget, "settings.target_rel_ci": target_ci,
-        "settings.memory_budget": memory_budget, "settings.point_timeout_s": timeout,
-        "settings.verify": False if no_verify else None, "settings.measure_energy": False if no_energy else None,
+        "utterances": utterances, "packing": packing, **(settings or {}),
     }
     execution = {"executor": executor, "devices": devices, "workers": workers, "cores_per_worker": cores_per_worker,
                  "partition": partition, "account": account, "time_limit": time_limit,
@@ -373,7 +406,7 @@ def doctor(
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the app."""
-    app.command("sweep")(sweep)
+    app.command("sweep")(with_setting_options(sweep))
     app.command("env")(env)
     app.command("trace")(trace)
     app.command("doctor")(doctor)

@@ -1,23 +1,15 @@
-"""Documented ranges of every number serprof takes from a flag, a scenario file or a stored manifest.
+"""Documented ranges of the sweep's axes and rates, from a flag, a scenario file or a stored manifest.
 
-One table, one check: the same limits hold for ``--timeout`` and ``[settings] point_timeout_s``, and
-a manifest whose settings fall outside them (a hand-edited ``NaN``) is refused on ``--resume`` with
-exit 2. Every number must be finite. ``check_number`` raises ``UsageError`` naming where the value
-came from, the value as written and the allowed range.
+One table, one check: the same limits hold for ``--lengths`` and ``lengths = ...``, and a manifest
+whose values fall outside them (a hand-edited ``NaN``) is refused on ``--resume`` with exit 2. The
+measurement settings (``--timeout``, ``[settings] point_timeout_s``, ...) declare their ranges with
+their declarations in ``profiler.core.settings`` and are checked by ``check_range`` too. Every number
+must be finite. ``check_number`` raises ``UsageError`` naming where the value came from, the value as
+written and the allowed range.
 
 =====================  ==========================  ==================================
 setting / value        range                       flag / key
 =====================  ==========================  ==================================
-warmup_s               0 .. 3600 s                 --warmup, settings.warmup_s
-time_budget_s          > 0 .. 86400 s              --time-budget
-target_rel_ci          > 0 .. 1                    --target-ci
-point_timeout_s        > 0 .. 604800 s (7 days)    --timeout
-energy_window_s        > 0 .. 3600 s               settings.energy_window_s
-min_warmup_calls       0 .. 100000
-min_reps, max_reps     1 .. 1000000
-verify_max_T           1 .. 2**31 - 1
-seed                   0 .. 2**32 - 1
-memory_budget_bytes    1 B .. 2**60 B (1 EiB)      --memory-budget, settings.memory_budget
 lengths, batch, heads,
 head_dim (each value)  1 .. 2**31 - 1              --lengths, --batch, --heads, --head-dim
 values per list        at most 4096 (core.units.MAX_VALUES)
@@ -30,7 +22,6 @@ utterances             0 .. 1000000                --utterances
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -41,19 +32,10 @@ MAX_BYTES = 2 ** 60
 MAX_AUDIO_S = 86400.0
 MIN_AUDIO_S = 1e-3
 
-#: name -> (low, high, low_inclusive, integer)
-RANGES: dict[str, tuple[float, float, bool, bool]] = {
-    "warmup_s": (0.0, 3600.0, True, False),
-    "time_budget_s": (0.0, 86400.0, False, False),
-    "target_rel_ci": (0.0, 1.0, False, False),
-    "point_timeout_s": (0.0, 7 * 86400.0, False, False),
-    "energy_window_s": (0.0, 3600.0, False, False),
-    "min_warmup_calls": (0, 100_000, True, True),
-    "min_reps": (1, 1_000_000, True, True),
-    "max_reps": (1, 1_000_000, True, True),
-    "verify_max_T": (1, MAX_INT, True, True),
-    "seed": (0, 2 ** 32 - 1, True, True),
-    "memory_budget_bytes": (1, MAX_BYTES, True, True),
+Range = tuple[float, float, bool, bool]   # (low, high, low_inclusive, integer)
+
+#: name -> Range
+RANGES: dict[str, Range] = {
     "size": (1, MAX_INT, True, True),
     "audio_s": (MIN_AUDIO_S, MAX_AUDIO_S, True, False),
     "frame_rate": (0.0, 100_000.0, False, False),
@@ -63,35 +45,37 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
 
 
 def describe(name: str) -> str:
-    lo, hi, lo_incl, integer = RANGES[name]
+    return describe_range(RANGES[name])
+
+
+def describe_range(rng: Range) -> str:
+    """``a finite number > 0 and <= 1``: the range in words, as error messages and ``--help`` say it."""
+    lo, hi, lo_incl, integer = rng
     kind = "a whole number" if integer else "a finite number"
-    return f"{kind} {'>=' if lo_incl else '>'} {lo:g} and <= {hi:g}"
+    return f"{kind} {'>=' if lo_incl else '>'} {_number(lo)} and <= {_number(hi)}"
+
+
+def _number(x: float) -> str:
+    """Whole numbers in full up to 12 digits (2147483647, not 2.14748e+09); others as ``:g``."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e12 else f"{x:g}"
 
 
 def check_number(name: str, value: Any, where: str) -> Any:
     """``value`` if it is a finite number within ``RANGES[name]``; else ``UsageError`` naming ``where``."""
-    lo, hi, lo_incl, integer = RANGES[name]
+    return check_range(RANGES[name], value, where)
+
+
+def check_range(rng: Range, value: Any, where: str) -> Any:
+    """``value`` if it is a finite number within ``rng``; else ``UsageError`` naming ``where``."""
+    lo, hi, lo_incl, integer = rng
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{where}: expected {describe(name)}, got {value!r}")
+        raise UsageError(f"{where}: expected {describe_range(rng)}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
-        raise UsageError(f"{where}: {value!r} is not a finite number; must be {describe(name)}")
+        raise UsageError(f"{where}: {value!r} is not a finite number; must be {describe_range(rng)}")
     if integer and isinstance(value, float) and not value.is_integer():
         raise UsageError(f"{where}: expected a whole number, got {value!r}")
     below = value < lo if lo_incl else value <= lo
     if below or value > hi:
         shown = repr(value) if abs(value) < 1e18 else f"{value:.3g}"
-        raise UsageError(f"{where}: {shown} is out of range; must be {describe(name)}")
+        raise UsageError(f"{where}: {shown} is out of range; must be {describe_range(rng)}")
     return value
-
-
-def check_settings(settings: Any, where: str) -> Any:
-    """Every numeric ``MeasureSettings`` field within its range (a manifest's or a built one)."""
-    for f in dataclasses.fields(settings):
-        if f.name in RANGES:
-            value = getattr(settings, f.name)
-            if value is None and f.name == "memory_budget_bytes":
-                continue
-            check_number(f.name, value, f"{where}.{f.name}")
-    if settings.max_reps < settings.min_reps:
-        raise UsageError(f"{where}: max_reps ({settings.max_reps}) is below min_reps ({settings.min_reps})")
-    return settings

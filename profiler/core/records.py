@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from profiler.core import fmt
+from profiler.core.settings import MeasureSettings  # the stored settings, declared with the settings model
 
 SCHEMA_VERSION = 1
 
@@ -86,27 +87,6 @@ class PointSpec:
         return self.B * self.T
 
 
-@dataclass(frozen=True)
-class MeasureSettings:
-    """How each point is measured. Stored in the manifest; defaults suit a quick CPU sweep."""
-
-    warmup_s: float = 0.25            # warm-up time budget (first calls / autotuning never timed)
-    min_warmup_calls: int = 2
-    min_reps: int = 5                 # at least this many timed repetitions
-    max_reps: int = 200
-    target_rel_ci: float = 0.02       # stop when the 95% CI of the median is within +-2%
-    time_budget_s: float = 2.0        # per point, timed repetitions only
-    verify: bool = True               # compare with the fp32 reference before timing
-    verify_max_T: int = 2048          # longest T the reference runs at (prefix for causal kernels)
-    measure_memory: bool = True
-    measure_energy: bool = True
-    energy_window_s: float = 1.0      # energy window; the meter widens it to >= 20 counter periods and 1 s
-    l2_flush: bool = False            # CUDA only: flush L2 between repetitions
-    seed: int = 0
-    point_timeout_s: float = 300.0    # a point taking longer is killed -> status "timeout"
-    memory_budget_bytes: int | None = None  # analytic memory above this -> "skipped"
-
-
 #: ``Timing.quantity`` values: what a sample is the time of.
 QUANTITIES = ("device_time", "call_latency")
 #: ``Timing.method`` values: how the samples were taken (see ``profiler.measure.cuda_time``).
@@ -136,6 +116,14 @@ class Timing:
     method_reason: str | None = None  # why the earlier methods of the chain were not used
     unroll: int = 1                   # calls per captured CUDA graph (cuda_graph only)
     l2_flush: bool = False            # L2 flushed before each sample (outside the timed region)
+    # ``samples_s`` concatenates the samples of ``len(process_counts)`` worker processes, in order, this
+    # many from each; empty: all samples come from one process (and in records before replication).
+    process_counts: tuple[int, ...] = ()
+    # CPU: the process's CPU seconds (all threads) and the wall seconds of the sampling phase, and the
+    # torch threads; ``cpu_share`` = cpu_s / (cpu_wall_s * threads). None on CUDA and in old records.
+    cpu_s: float | None = None
+    cpu_wall_s: float | None = None
+    threads: int | None = None
 
     # ---- statistics, computed once per value and cached (as torch.utils.benchmark's Measurement does);
     # derived, never stored: ``to_dict`` writes fields only. numpy/scipy load on first use, not on import.
@@ -145,6 +133,57 @@ class Timing:
     @property
     def n(self) -> int:
         return len(self.samples_s)
+
+    @property
+    def processes(self) -> int:
+        """How many worker processes the samples come from (1 for unreplicated and old records)."""
+        return len(self.process_counts) if self.process_counts else 1
+
+    @property
+    def cpu_share(self) -> float | None:
+        """Fraction of its threads' wall time the process spent on a CPU while sampling (None unknown).
+
+        Near 1 on an otherwise idle machine for a kernel that keeps its threads busy; well below 1 when
+        other processes competed for the cores (the samples are then slower for reasons outside the kernel).
+        """
+        if not self.cpu_s or not self.cpu_wall_s or not self.threads:
+            return None
+        return self.cpu_s / (self.cpu_wall_s * self.threads)
+
+    def process_groups(self) -> tuple[tuple[float, ...], ...]:
+        """The samples split by worker process (one group when ``process_counts`` does not add up)."""
+        counts = self.process_counts
+        if not counts or sum(counts) != len(self.samples_s) or any(c < 1 for c in counts):
+            return (tuple(self.samples_s),)
+        out, i = [], 0
+        for c in counts:
+            out.append(tuple(self.samples_s[i:i + c]))
+            i += c
+        return tuple(out)
+
+    @classmethod
+    def concat(cls, timings: "typing.Sequence[Timing]") -> "Timing":
+        """One Timing from the timings of one point measured in several processes (in order).
+
+        Samples are seconds per call, so processes with different ``calls_per_sample`` concatenate
+        as they are; ``calls_per_sample`` is the first process's, warm-up time and calls add up.
+        """
+        if not timings:
+            raise ValueError("Timing.concat needs at least one timing")
+        if len(timings) == 1:
+            return timings[0]
+        first = timings[0]
+        counts: list[int] = []
+        for t in timings:
+            counts.extend(t.process_counts or (t.n,))
+        reasons = sorted({t.stop_reason for t in timings if t.stop_reason})
+        return dataclasses.replace(
+            first, samples_s=tuple(x for t in timings for x in t.samples_s),
+            warmup_s=sum(t.warmup_s for t in timings), warmup_calls=sum(t.warmup_calls for t in timings),
+            stop_reason="+".join(reasons), process_counts=tuple(counts),
+            cpu_s=sum(t.cpu_s for t in timings) if all(t.cpu_s is not None for t in timings) else None,
+            cpu_wall_s=(sum(t.cpu_wall_s for t in timings) if all(t.cpu_wall_s is not None for t in timings)
+                        else None))
 
     @functools.cached_property
     def median_s(self) -> float | None:

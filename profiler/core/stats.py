@@ -104,6 +104,11 @@ class RatioEstimate:
     confidence: float
     n_baseline: int
     n_candidate: int
+    df: float = math.inf             # degrees of freedom of the t interval (inf: normal)
+    processes_baseline: int = 1
+    processes_candidate: int = 1
+    spread_baseline: float | None = None    # observed between-process SD of the log quantile
+    spread_candidate: float | None = None
 
 
 def _boot_quantile(x: np.ndarray, q: float, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -153,11 +158,126 @@ def ratio_of_medians(baseline: Sequence[float], candidate: Sequence[float], *, c
 
 
 def one_sided_p(estimate: RatioEstimate, threshold_ratio: float) -> float:
-    """p-value of H0: true ratio <= ``threshold_ratio`` against H1: ratio > threshold (normal, log scale)."""
+    """p-value of H0: true ratio <= ``threshold_ratio`` against H1: ratio > threshold (log scale;
+    Student's t with ``estimate.df`` degrees of freedom, the normal when that is infinite)."""
     diff = math.log(estimate.ratio) - math.log(threshold_ratio)
     if estimate.log_se <= 0.0:
         return 0.0 if diff > 0 else 1.0
+    if math.isfinite(estimate.df):
+        return float(sps.t.sf(diff / estimate.log_se, estimate.df))
     return float(sps.norm.sf(diff / estimate.log_se))
+
+
+# --------------------------------------------------------------------------- replicated comparisons
+
+@dataclass(frozen=True)
+class VarianceComponent:
+    """A variance (log scale) and its degrees of freedom: one term of a Welch-Satterthwaite sum."""
+
+    var: float
+    df: float
+
+
+def moderated_variance(sample_var: float, sample_df: float, prior_var: float, prior_df: float) -> VarianceComponent:
+    """Empirical-Bayes shrinkage of a variance towards a prior (limma's moderated t; Smyth 2004).
+
+    ``(prior_df * prior_var + sample_df * sample_var) / (prior_df + sample_df)`` with
+    ``prior_df + sample_df`` degrees of freedom: three worker processes give a variance estimate with
+    two degrees of freedom, far too few to trust alone; the machine's calibrated between-process
+    variance stabilises it, and a side whose processes really disagree still shows it.
+    """
+    if sample_df <= 0:
+        return VarianceComponent(prior_var, prior_df)
+    if math.isinf(prior_df):
+        return VarianceComponent(prior_var, math.inf)
+    df = prior_df + sample_df
+    return VarianceComponent((prior_df * prior_var + sample_df * sample_var) / df, df)
+
+
+def welch_df(components: Sequence[VarianceComponent]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent variance estimates."""
+    total = sum(c.var for c in components)
+    denom = sum(c.var ** 2 / c.df for c in components if c.var > 0 and math.isfinite(c.df) and c.df > 0)
+    if total <= 0:
+        return math.inf
+    if denom <= 0:
+        return math.inf
+    return total ** 2 / denom
+
+
+def group_log_quantiles(groups: Sequence[Sequence[float]], q: float = 0.5) -> np.ndarray:
+    """``log(quantile_q(group))`` of each group of positive samples (one per worker process)."""
+    return np.array([math.log(float(np.quantile(np.asarray(g, dtype=float), q))) for g in groups])
+
+
+def within_log_quantile_var(samples: Sequence[float], q: float, n_boot: int, rng: np.random.Generator) -> float:
+    """Bootstrap variance of ``log(quantile_q)`` of one group (sampling error within one process)."""
+    x = np.asarray(samples, dtype=float)
+    if x.size < 2 or n_boot < 2:
+        return 0.0
+    return float(np.log(_boot_quantile(x, q, n_boot, rng)).var(ddof=1))
+
+
+def replicated_ratio(baseline_groups: Sequence[Sequence[float]], candidate_groups: Sequence[Sequence[float]], *,
+                     q: float = 0.5, confidence: float = 0.95, process_sd: float, process_df: float,
+                     run_sd: float = 0.0, run_df: float = math.inf, runs: int = 2,
+                     n_boot: int = 1000, seed: int = 0) -> RatioEstimate:
+    """Candidate/baseline ratio of a latency quantile from samples grouped by worker process.
+
+    Method (a two-level random-effects model on the log scale; worker processes are the unit of
+    replication, as in pyperf and asv):
+
+    * per process ``i`` of a side, ``y_i = log quantile_q(samples of i)``; the side's estimate is the
+      mean of its ``y_i`` and the ratio ``exp(mean_c - mean_b)``;
+    * each side's between-process variance is the sample variance of its ``y_i`` (``k - 1`` degrees of
+      freedom) moderated towards the machine's calibrated ``process_sd**2`` with ``process_df``
+      (``moderated_variance``); the side contributes ``var / k``. A side measured in one process has
+      no between-process information: it contributes ``process_sd**2`` plus its bootstrap sampling
+      variance;
+    * ``runs`` of the two sides that are separate runs (2 for two sweeps, 0 when both come from
+      one interleaved job) each add the between-run variance ``run_sd**2`` (``run_df``);
+    * the standard error is the square root of the sum, its degrees of freedom Welch-Satterthwaite's,
+      and the interval ``exp(log ratio +- t * se)``.
+
+    Samples must be positive (seconds).
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[VarianceComponent] = []
+    centres: list[float] = []
+    spreads: list[float | None] = []
+    counts: list[int] = []
+    for groups in (baseline_groups, candidate_groups):
+        groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
+        if not groups:
+            raise ValueError("replicated_ratio needs samples on both sides")
+        if any((g <= 0).any() for g in groups):
+            raise ValueError("replicated_ratio needs positive samples")
+        y = group_log_quantiles(groups, q)
+        k = y.size
+        centres.append(float(y.mean()))
+        counts.append(int(sum(g.size for g in groups)))
+        if k >= 2:
+            sd = float(y.std(ddof=1))
+            spreads.append(sd)
+            m = moderated_variance(sd ** 2, k - 1, process_sd ** 2, process_df)
+            parts.append(VarianceComponent(m.var / k, m.df))
+        else:
+            spreads.append(None)
+            parts.append(VarianceComponent(process_sd ** 2, process_df))
+            parts.append(VarianceComponent(within_log_quantile_var(groups[0], q, n_boot, rng), max(1.0, groups[0].size - 1.0)))
+    for _ in range(max(0, runs)):
+        parts.append(VarianceComponent(run_sd ** 2, run_df))
+    var = sum(p.var for p in parts)
+    se = math.sqrt(var)
+    df = welch_df(parts)
+    crit = float(sps.t.ppf(0.5 + confidence / 2.0, df)) if math.isfinite(df) else float(sps.norm.ppf(0.5 + confidence / 2.0))
+    log_ratio = centres[1] - centres[0]
+    kb = len([g for g in baseline_groups if len(g)])
+    kc = len([g for g in candidate_groups if len(g)])
+    return RatioEstimate(
+        ratio=math.exp(log_ratio), ci_low=math.exp(log_ratio - crit * se), ci_high=math.exp(log_ratio + crit * se),
+        log_se=se, confidence=confidence, n_baseline=counts[0], n_candidate=counts[1], df=df,
+        processes_baseline=kb, processes_candidate=kc, spread_baseline=spreads[0], spread_candidate=spreads[1])
 
 
 def holm_adjust(pvalues: Sequence[float]) -> np.ndarray:
@@ -204,3 +324,33 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
         return math.nan
     slope, _ = np.polyfit(lx, ly, 1)
     return float(slope)
+
+
+def history_ratio(run_centres: Sequence[float], candidate_groups: Sequence[Sequence[float]], *, q: float = 0.5,
+                  confidence: float = 0.95, prior_sd: float, prior_df: float, n_baseline: int = 0) -> RatioEstimate:
+    """Candidate/baseline ratio against the history of ``N`` earlier runs (asv's and Bencher's way).
+
+    ``run_centres`` holds each history run's estimate (the mean over its processes of
+    ``log quantile_q``). Their sample variance (``N - 1`` degrees of freedom, moderated towards
+    ``prior_sd**2``, the calibrated variance of one run's estimate) is the between-run variance as
+    it really occurs; the baseline is their mean (variance ``s2 / N``) and the candidate, one new
+    run from the same process, adds ``s2``: a prediction interval ``exp(log ratio +- t * sqrt(s2 (1 + 1/N)))``.
+    """
+    r = np.asarray(run_centres, dtype=float)
+    if r.size < 2:
+        raise ValueError("history_ratio needs at least two history runs")
+    groups = [np.asarray(g, dtype=float) for g in candidate_groups if len(g)]
+    if not groups or any((g <= 0).any() for g in groups):
+        raise ValueError("history_ratio needs positive candidate samples")
+    y = group_log_quantiles(groups, q)
+    s2 = moderated_variance(float(r.var(ddof=1)), r.size - 1.0, prior_sd ** 2, prior_df)
+    var = s2.var * (1.0 + 1.0 / r.size)
+    se = math.sqrt(var)
+    df = s2.df
+    crit = float(sps.t.ppf(0.5 + confidence / 2.0, df)) if math.isfinite(df) else float(sps.norm.ppf(0.5 + confidence / 2.0))
+    log_ratio = float(y.mean()) - float(r.mean())
+    return RatioEstimate(
+        ratio=math.exp(log_ratio), ci_low=math.exp(log_ratio - crit * se), ci_high=math.exp(log_ratio + crit * se),
+        log_se=se, confidence=confidence, n_baseline=n_baseline, n_candidate=int(sum(g.size for g in groups)), df=df,
+        processes_baseline=int(r.size), processes_candidate=int(y.size),
+        spread_baseline=float(r.std(ddof=1)), spread_candidate=float(y.std(ddof=1)) if y.size > 1 else None)

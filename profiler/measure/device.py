@@ -122,8 +122,15 @@ class CpuDevice(Device):
 
     def time_call(self, fn: Callable[[], Any], settings: MeasureSettings, *, reset: Callable[[], None] | None = None,
                   flush: Callable[[], None] | None = None) -> TimedCall:
-        """perf_counter_ns samples, as always on CPU; they are the call latency (``call_latency`` is None)."""
-        return time_host_call(fn, settings, reset=reset, flush=flush, clock_ns=self._clock_ns)
+        """perf_counter_ns samples, as always on CPU; they are the call latency (``call_latency`` is None).
+
+        The process's CPU time over the samples is stored beside them (``Timing.cpu_share``): how much
+        of its threads' time the process really ran, the sign of a busy machine.
+        """
+        import torch
+
+        return time_host_call(fn, settings, reset=reset, flush=flush, clock_ns=self._clock_ns,
+                              threads=torch.get_num_threads())
 
     def memory_meter(self) -> MemoryMeter:
         return ProfilerMemoryMeter()

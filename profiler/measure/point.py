@@ -36,6 +36,7 @@ import time
 
 from profiler.core.records import Correctness, Energy, MeasureSettings, Memory, PointRecord, PointSpec
 from profiler.kernels.base import Shape
+from profiler.measure import inject
 from profiler.measure.device import Device, get_device
 from profiler.measure.timer import interpreted_timing
 from profiler.measure.verify import verify_point
@@ -92,7 +93,7 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
             return record("wrong", reason=wrong_reason(correctness), correctness=correctness,
                           flops=model.flops, bytes_moved=model.bytes_moved)
 
-    work = entry.build(spec, dev.torch_device, settings.seed)
+    work = inject.apply(entry.build(spec, dev.torch_device, settings.seed), spec.id)   # test-only knob
     meter = dev.memory_meter()
     in_bytes: int | None = work.input_bytes
     reading = None

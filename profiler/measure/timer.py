@@ -206,8 +206,14 @@ def sample_until(sample: Callable[[], float], settings: MeasureSettings, *, befo
 
 def measure_timing(fn: Call, settings: MeasureSettings, timer: SampleTimer, *, sync: Call = _noop,
                    reset: Call | None = None, flush: Call | None = None,
-                   clock_ns: ClockNs = time.perf_counter_ns, batching: bool = True) -> Timing:
-    """Warm up, then sample until the CI target, the time budget or ``max_reps`` (see module doc)."""
+                   clock_ns: ClockNs = time.perf_counter_ns, batching: bool = True,
+                   cpu_clock_ns: ClockNs | None = None, threads: int | None = None) -> Timing:
+    """Warm up, then sample until the CI target, the time budget or ``max_reps`` (see module doc).
+
+    With ``cpu_clock_ns`` (the process's CPU time, all threads) the sampling phase's CPU seconds and
+    wall seconds are stored (``Timing.cpu_s``, ``cpu_wall_s``, ``threads``): their ratio per thread,
+    ``Timing.cpu_share``, falls well below 1 when other processes competed for the cores.
+    """
     if settings.min_reps < 1 or settings.max_reps < settings.min_reps:
         raise ValueError(f"need 1 <= min_reps <= max_reps (got {settings.min_reps}, {settings.max_reps})")
     warm_calls, warm_s, est = warm_up(fn, settings, sync=sync, reset=reset, clock_ns=clock_ns)
@@ -219,9 +225,13 @@ def measure_timing(fn: Call, settings: MeasureSettings, timer: SampleTimer, *, s
         if flush is not None:
             flush()
 
+    c0, w0 = (cpu_clock_ns(), clock_ns()) if cpu_clock_ns is not None else (0, 0)
     samples, stop = sample_until(lambda: timer.sample(fn, k), settings, before=before, clock_ns=clock_ns)
+    cpu = {}
+    if cpu_clock_ns is not None:
+        cpu = {"cpu_s": (cpu_clock_ns() - c0) / 1e9, "cpu_wall_s": (clock_ns() - w0) / 1e9, "threads": threads}
     return Timing(samples_s=tuple(samples), timer=timer.name, warmup_s=warm_s, warmup_calls=warm_calls,
-                  calls_per_sample=k, stop_reason=stop, target_rel_ci=settings.target_rel_ci)
+                  calls_per_sample=k, stop_reason=stop, target_rel_ci=settings.target_rel_ci, **cpu)
 
 
 def interpreted_timing(seconds: float) -> Timing:
@@ -274,13 +284,15 @@ def first_call_record(wall_s: float) -> FirstCall:
 
 
 def time_host_call(fn: Call, settings: MeasureSettings, *, reset: Call | None = None,
-                   flush: Call | None = None, clock_ns: ClockNs = time.perf_counter_ns) -> TimedCall:
+                   flush: Call | None = None, clock_ns: ClockNs = time.perf_counter_ns,
+                   cpu_clock_ns: ClockNs | None = time.process_time_ns, threads: int | None = None) -> TimedCall:
     """CPU: the first call on its own, then ``measure_timing`` with ``PerfCounterTimer`` as before.
 
     The samples are the call latency (host time is the work on CPU); the record says so with
     ``quantity="call_latency"`` and ``method="perf_counter_ns"``.
     """
     first = first_call_record(time_first_call(fn, reset=reset, clock_ns=clock_ns))
-    t = measure_timing(fn, settings, PerfCounterTimer(clock_ns), reset=reset, flush=flush, clock_ns=clock_ns)
+    t = measure_timing(fn, settings, PerfCounterTimer(clock_ns), reset=reset, flush=flush, clock_ns=clock_ns,
+                       cpu_clock_ns=cpu_clock_ns, threads=threads)
     t = replace(t, quantity="call_latency", method="perf_counter_ns", l2_flush=flush is not None)
     return TimedCall(t, None, first, {})

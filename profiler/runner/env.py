@@ -43,19 +43,45 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def git_info(path: str | Path | None = None) -> dict[str, Any] | None:
+    """The git commit of the checkout holding ``path`` (default: this serprof's source tree).
+
+    ``{"sha", "dirty" (tracked files modified), "branch" (None when detached), "root"}``, or None when
+    ``path`` is not inside a git work tree or git is not installed. History and comparisons use it to
+    say what code a run measured.
+    """
+    where = Path(path) if path is not None else Path(__file__).resolve().parents[2]
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    root = git("rev-parse", "--show-toplevel")
+    sha = git("rev-parse", "HEAD") if root else None
+    if not sha:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    branch = git("symbolic-ref", "--quiet", "--short", "HEAD")
+    return {"sha": sha, "dirty": bool(status) if status is not None else None, "branch": branch or None, "root": root}
+
+
 def git_sha() -> dict[str, Any] | None:
     """Commit of the serprof checkout this code runs from (None when not a git checkout)."""
-    root = Path(__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return None
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"sha": sha or None, "dirty": bool(dirty)}
+    return git_info()
+
+
+def git_fingerprint() -> dict[str, Any] | None:
+    """What a manifest stores under ``git``: serprof's checkout, plus the working directory's repository
+    when that is another one (a user's own kernels measured from their repository)."""
+    own = git_info()
+    cwd = git_info(Path.cwd())
+    if cwd is not None and (own is None or cwd["root"] != own["root"]):
+        if own is None:
+            return {**cwd, "of": "working directory"}
+        return {**own, "working_directory": cwd}
+    return own
 
 
 def nvml_status() -> dict[str, Any]:
@@ -162,7 +188,7 @@ def fingerprint(device: str | None = None, *, with_torch: bool = True) -> dict[s
         "cpu_affinity_count": affinity,
         "host_memory_bytes": host_memory_bytes(),
         "packages": package_versions(),
-        "git": git_sha(),
+        "git": git_fingerprint(),
         "nvml": nvml_status(),
         "rapl": rapl_status(),
         "device": device,

@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from profiler.core.records import MeasureSettings, PointRecord, PointSpec, from_dict, to_dict
+from dataclasses import replace
+
+from profiler.core.records import MeasureSettings, PointRecord, PointSpec, Timing, from_dict, to_dict
 from profiler.runner import allocator
 from profiler.runner.base import Executor, ExecutorStats, PointQueue, RunEvents
 from profiler.runner.protocol import decode, encode
@@ -208,7 +210,19 @@ class WorkerProcess:
 
 
 class LocalExecutor(Executor):
-    """Single-device executor: one worker at a time, replaced after a crash or timeout."""
+    """Single-device executor: one worker at a time (``settings.processes`` of them when a point is
+    replicated), replaced after a crash or timeout.
+
+    **Replication across processes.** With ``settings.processes = k > 1`` each point is measured once
+    in each of ``k`` independent, long-lived worker processes (started together; the first one to
+    measure a point rotates from point to point so no process is always first). Each replica times
+    the point with ``time_budget_s / k``; the first replica of a point also verifies it and measures
+    memory and energy, the others only time it. The record's ``Timing.process_counts`` says how many
+    samples came from which process, ``worker["process_pids"]`` which processes they were. Between-
+    process differences (memory layout, allocator state, core placement) are what a single worker
+    cannot show and what the CI gate's intervals must include (``profiler.analysis.compare``).
+    Interpreted points are never replicated (their one call is not a performance number).
+    """
 
     name = "local"
 
@@ -218,51 +232,89 @@ class LocalExecutor(Executor):
         self.log_dir = log_dir
         self.env = env
         self.stats = ExecutorStats()
-        self._worker: WorkerProcess | None = None
+        self._workers: list[WorkerProcess] = []
         self._worker_key: tuple | None = None
+        self._rotation = 0
         self.worker_env: dict[str, Any] | None = None   # first worker's torch/device info (for the manifest)
         self._events = RunEvents()
 
     # ---------------------------------------------------------------- workers
-    def _worker_for(self, device: str, interpret: bool) -> WorkerProcess:
-        key = (device, self.device_index, interpret)
-        if self._worker is not None and (self._worker_key != key or not self._worker.alive()):
-            self._worker.stop()
-            self._worker = None
-        if self._worker is None:
-            t0 = time.perf_counter()
-            w = WorkerProcess(device, self.device_index, interpret, self.log_dir, self.env)
-            try:
-                msg = w.wait_ready()
-            except WorkerTimeout:
-                w.kill()
-                raise WorkerDied(f"worker did not start within {READY_TIMEOUT_S:g} s") from None
-            except WorkerDied:
-                w.kill()
-                raise
-            self.stats.worker_starts += 1
-            self.stats.worker_start_s += time.perf_counter() - t0
-            if msg.get("import_s") is not None:
-                self.stats.import_s.append(float(msg["import_s"]))
-            if self.worker_env is None and w.env:
-                self.worker_env = dict(w.env)
-            self._events.on_worker_ready(w.info)
-            self._worker, self._worker_key = w, key
-        return self._worker
+    @property
+    def _worker(self) -> WorkerProcess | None:
+        return self._workers[0] if self._workers else None
 
-    def _discard_worker(self) -> None:
-        if self._worker is not None:
-            self._worker.kill()
-        self._worker = None
-        self._worker_key = None
+    def _workers_for(self, device: str, interpret: bool, count: int = 1) -> list[WorkerProcess]:
+        """``count`` live workers for this process environment (new ones started together)."""
+        key = (device, self.device_index, interpret)
+        if self._worker_key != key or any(not w.alive() for w in self._workers):
+            keep = [w for w in self._workers if w.alive()] if self._worker_key == key else []
+            for w in self._workers:
+                if w not in keep:
+                    w.stop()
+            self._workers = keep
+        self._worker_key = key
+        missing = count - len(self._workers)
+        if missing > 0:
+            t0 = time.perf_counter()
+            fresh = [WorkerProcess(device, self.device_index, interpret, self.log_dir, self.env) for _ in range(missing)]
+            ready: list[WorkerProcess] = []
+            try:
+                for w in fresh:
+                    try:
+                        msg = w.wait_ready()
+                    except WorkerTimeout:
+                        raise WorkerDied(f"worker did not start within {READY_TIMEOUT_S:g} s") from None
+                    ready.append(w)
+                    if msg.get("import_s") is not None:
+                        self.stats.import_s.append(float(msg["import_s"]))
+                    if self.worker_env is None and w.env:
+                        self.worker_env = dict(w.env)
+                    self._events.on_worker_ready(w.info)
+            except WorkerDied:
+                for w in fresh:
+                    w.kill()
+                raise
+            self.stats.worker_starts += len(fresh)
+            self.stats.worker_start_s += time.perf_counter() - t0
+            self._workers.extend(ready)
+        return self._workers[:count]
+
+    def _worker_for(self, device: str, interpret: bool) -> WorkerProcess:
+        return self._workers_for(device, interpret, 1)[0]
+
+    def _discard_worker(self, worker: WorkerProcess | None = None) -> None:
+        """Kill ``worker`` (default: all workers)."""
+        victims = list(self._workers) if worker is None else [worker]
+        for w in victims:
+            w.kill()
+        self._workers = [w for w in self._workers if w not in victims]
+        if not self._workers:
+            self._worker_key = None
 
     # ---------------------------------------------------------------- points
     def measure(self, spec: PointSpec, settings: MeasureSettings) -> PointRecord:
-        """One point in a worker; every outcome is a record."""
+        """One point in a worker (in ``settings.processes`` workers when replicated); every outcome is a record."""
+        k = 1 if spec.interpret else max(1, int(getattr(settings, "processes", 1) or 1))
         try:
-            w = self._worker_for(spec.device, spec.interpret)
+            workers = self._workers_for(spec.device, spec.interpret, k)
         except WorkerDied as exc:
             return PointRecord(spec=spec, status="crashed", reason=f"worker failed to start: {exc.reason}")
+        if k == 1:
+            return self._measure_in(workers[0], spec, settings)
+        start = self._rotation % k
+        self._rotation += 1
+        order = [workers[(start + i) % k] for i in range(k)]
+        share = replace(settings, time_budget_s=settings.time_budget_s / k, processes=1)
+        timing_only = replace(share, verify=False, measure_memory=False, measure_energy=False)
+        records: list[PointRecord] = []
+        for i, w in enumerate(order):
+            rec = self._measure_in(w, spec, share if i == 0 else timing_only)
+            if rec.status != "ok":
+                return rec
+            records.append(rec)
+        return merge_replicas(records)
+
+    def _measure_in(self, w: WorkerProcess, spec: PointSpec, settings: MeasureSettings) -> PointRecord:
         t0 = time.perf_counter()
         try:
             w.send({"cmd": "point", "spec": to_dict(spec), "settings": to_dict(settings),
@@ -273,12 +325,12 @@ class LocalExecutor(Executor):
                     return from_dict(PointRecord, msg["record"], "worker record")
         except WorkerTimeout:
             info = dict(w.info)
-            self._discard_worker()
+            self._discard_worker(w)
             return PointRecord(spec=spec, status="timeout", worker=info, wall_s=time.perf_counter() - t0,
                                reason=f"no result within the point timeout of {settings.point_timeout_s:g} s; worker killed")
         except WorkerDied as exc:
             info = dict(w.info)
-            self._discard_worker()
+            self._discard_worker(w)
             return PointRecord(spec=spec, status="crashed", worker=info, wall_s=time.perf_counter() - t0,
                                reason=f"{exc.reason} while measuring this point")
 
@@ -312,6 +364,23 @@ class LocalExecutor(Executor):
                 "worker_reuse": "one worker per process environment (device, interpreter), reused across groups"}
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+        for w in self._workers:
+            w.stop()
+        self._workers = []
+        self._worker_key = None
+
+
+def merge_replicas(records: list[PointRecord]) -> PointRecord:
+    """One record from the ``ok`` records of one point measured in several processes (in order).
+
+    Timings (and CUDA call latencies) concatenate with ``Timing.concat``; verification, memory,
+    energy and the first call come from the first replica; ``wall_s`` adds up.
+    """
+    first = records[0]
+    timings = [r.timing for r in records if r.timing is not None]
+    lats = [r.call_latency for r in records if r.call_latency is not None]
+    worker = dict(first.worker or {})
+    worker["process_pids"] = [(r.worker or {}).get("pid") for r in records]
+    return replace(first, timing=Timing.concat(timings) if len(timings) == len(records) else first.timing,
+                   call_latency=Timing.concat(lats) if lats and len(lats) == len(records) else first.call_latency,
+                   worker=worker, wall_s=sum(r.wall_s or 0.0 for r in records))

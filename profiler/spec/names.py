@@ -2,9 +2,11 @@
 
 A sweep's values arrive as CLI flags (``serprof sweep --target-ci 0.02``), as keys of a scenario file
 (``[settings] target_rel_ci = 0.02``) or as Python keywords (``profiler.sweep(...)``). Inside the
-library every value has one *setting key* (the ``build_spec`` override key, e.g.
-``settings.target_rel_ci``). Error messages must name what the user actually wrote, so every place
-that makes a message asks this module: ``flag(key)`` is the flag spelling ``serprof sweep`` exposes,
+library every value has one *setting key* (the ``build_spec`` override key: ``lengths``,
+``target_rel_ci``, ``execution.workers``). The measurement settings' spellings come from their
+declarations (``profiler.core.settings``); this table holds the sweep's axes and executor keys.
+Error messages must name what the user actually wrote, so every place that makes a message asks
+this module: ``flag(key)`` is the flag spelling ``serprof sweep`` exposes,
 ``toml_where(source, key)`` names the scenario file and its key. There is no second mapping.
 """
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from profiler.core import settings
 
 
 @dataclass(frozen=True)
@@ -45,13 +49,6 @@ _NAMES = (
     Name("bidirectional", "--bidirectional", "bidirectional"),
     Name("utterances", "--utterances", "utterances"),
     Name("packing", "--packing", "packing"),
-    Name("settings.warmup_s", "--warmup", "settings.warmup_s"),
-    Name("settings.time_budget_s", "--time-budget", "settings.time_budget_s"),
-    Name("settings.target_rel_ci", "--target-ci", "settings.target_rel_ci"),
-    Name("settings.memory_budget", "--memory-budget", "settings.memory_budget"),
-    Name("settings.point_timeout_s", "--timeout", "settings.point_timeout_s"),
-    Name("settings.verify", "--verify", "settings.verify", flag_false="--no-verify"),
-    Name("settings.measure_energy", "--energy", "settings.measure_energy", flag_false="--no-energy"),
     # how to run it: the scenario's [execution] table (profiler.runner.execution)
     Name("execution.executor", "--executor", "execution.executor"),
     Name("execution.devices", "--devices", "execution.devices"),
@@ -66,10 +63,13 @@ _NAMES = (
     Name("execution.shards", "--shards", "execution.shards"),
 )
 NAMES: dict[str, Name] = {n.key: n for n in _NAMES}
+#: the measurement settings, under every spelling they accept (declared in ``profiler.core.settings``)
+_SETTINGS = {sp: Name(s.name, s.flag, s.toml_key, flag_false=s.flag_false or None)
+             for s in settings.SETTINGS for sp in s.spellings}
 
 
 def _lookup(key: str) -> Name | None:
-    return NAMES.get(key) or NAMES.get(f"settings.{key}") or NAMES.get(f"execution.{key}")
+    return NAMES.get(key) or _SETTINGS.get(key) or NAMES.get(f"execution.{key}")
 
 
 def flag(key: str, value: Any = None) -> str:

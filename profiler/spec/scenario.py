@@ -30,8 +30,9 @@ Scenario file format (every key optional)::
     utterances = 0                         # > 0: utterance replay of N (layer/model levels)
     packing = "padded"                     # replay batches: padded | packed (fla layers, cu_seqlens) | both
 
-    [settings]                             # any MeasureSettings field, plus:
-    memory_budget = "8GiB"                 # same as memory_budget_bytes
+    [settings]                             # the measurement settings (profiler.core.settings), e.g.
+    target_rel_ci = 0.02
+    memory_budget = "8GiB"                 # or memory_budget_bytes = 8589934592
 
     [execution]                            # how to run it, not what: see profiler.runner.execution
     executor = "local"                     # local | slurm; devices, workers, cores_per_worker,
@@ -40,8 +41,6 @@ Scenario file format (every key optional)::
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from typing import Any, Mapping
 
 from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.paths import read_text
+from profiler.core import settings as measure_settings
 from profiler.core.records import DTYPES, LEVELS, MODES, MeasureSettings
 from profiler.spec import names
 
@@ -99,16 +99,14 @@ class SweepSpec:
 
 # --------------------------------------------------------------------------- building
 
-_SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(MeasureSettings)}
 _KEYS = ("name", "description", "kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads",
          "head_dim", "causal", "device", "interpret", "level", "settings", "audio", "frame_rate", "text_rate",
          "bidirectional", "utterances", "packing", "execution")
-#: override key -> the ``serprof sweep`` flag that sets it (for messages)
-_FLAGS = {"settings.point_timeout_s": "--timeout", "settings.warmup_s": "--warmup",
-          "settings.time_budget_s": "--time-budget", "settings.target_rel_ci": "--target-ci",
-          "settings.memory_budget": "--memory-budget", "settings.verify": "--no-verify",
-          "settings.measure_energy": "--no-energy", "backends": "--backend", "dtypes": "--dtype",
-          "modes": "--mode"}
+#: Keys that cannot be given together, and why: both flags, or both keys of one scenario file, are a
+#: ``UsageError`` naming both; a flag replaces its partner from the scenario file.
+EXCLUSIVE: tuple[tuple[str, str, str], ...] = (
+    ("lengths", "audio", "audio durations set the lengths"),
+)
 _ALIASES = {"backend": "backends", "dtype": "dtypes", "mode": "modes", "head_dims": "head_dim",
             "kernel": "kernels"}
 
@@ -133,11 +131,13 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
 def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
     """Scenario file (if any) with CLI ``overrides`` applied on top, validated into a ``SweepSpec``.
 
-    ``overrides`` uses the scenario's key names; ``None`` values are ignored. Keys of the nested
-    ``settings`` table may be given flat in ``overrides`` under ``settings.<field>``.
+    ``overrides`` uses the scenario's key names, and the measurement settings' names
+    (``profiler.core.settings``: ``target_rel_ci``, ``memory_budget``, ...) for its ``[settings]``
+    table; ``None`` values are ignored. Keys declared ``EXCLUSIVE`` cannot both be given.
     """
     values: dict[str, tuple[Any, str]] = {}   # key -> (raw value, where it came from)
     settings_raw: dict[str, tuple[Any, str]] = {}
+    flagged: set[str] = set()   # keys given as flags (overrides): they replace the file's exclusive partner
     source = None
     if scenario is not None:
         source = str(scenario)
@@ -149,23 +149,35 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
                 if not isinstance(value, Mapping):
                     raise UsageError(f"{source}: key 'settings' must be a table ([settings])")
                 for sk, sv in value.items():
-                    settings_raw[sk] = (sv, f"{source}: key 'settings.{sk}'")
+                    settings_raw[sk] = (sv, measure_settings.toml_where(source, sk))
             else:
                 values[key] = (value, f"{source}: key {key!r}")
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         flag = names.flag(key, value)   # the spelling the user wrote (--target-ci, --no-verify)
-        if key.startswith("settings."):
-            settings_raw[key.split(".", 1)[1]] = (value, flag)
+        setting = measure_settings.lookup(key)
+        if setting is not None:
+            for spelling in setting.spellings:   # the flag replaces the file's value
+                settings_raw.pop(spelling, None)
+            settings_raw[key] = (value, flag)
+        elif _ALIASES.get(key, key) in _PARSERS:
+            key = _ALIASES.get(key, key)
+            values[key] = (value, flag)
+            flagged.add(key)
         else:
-            values[_ALIASES.get(key, key)] = (value, flag)
-
-    _exclusive(values, {k for k, v in (overrides or {}).items() if v is not None}, "audio", "lengths")
+            known = list(_PARSERS) + [s.name for s in measure_settings.SETTINGS]
+            raise UsageError(f"unknown sweep setting {key!r}; {did_you_mean(key, known)}")
+    for first, second, why in EXCLUSIVE:
+        if first in values and second in values and (first in flagged) != (second in flagged):
+            del values[second if first in flagged else first]
+        elif first in values and second in values:
+            raise UsageError(f"{values[first][1]} and {values[second][1]} cannot be combined: {why}; "
+                             "give one of them")
     kw: dict[str, Any] = {}
     for key, (raw, where) in values.items():
         kw[_spec_field(key)] = _PARSERS[key](raw, where)
-    kw["settings"] = _parse_settings(settings_raw)
+    kw["settings"] = measure_settings.from_values(settings_raw)
     if source is not None:
         kw["source"] = source
     if "name" not in kw and source is not None:
@@ -198,7 +210,7 @@ def validate_spec(spec: SweepSpec, where: str) -> SweepSpec:
     limits.check_number("frame_rate", spec.frame_rate, f"{where}.frame_rate")
     limits.check_number("text_rate", spec.text_rate, f"{where}.text_rate")
     limits.check_number("utterances", spec.utterances, f"{where}.utterances")
-    limits.check_settings(spec.settings, f"{where}.settings")
+    measure_settings.check_all(spec.settings, f"{where}.settings")
     for key, allowed, value in (("device", DEVICES, spec.device), ("level", LEVELS, spec.level),
                                 ("causal", CAUSAL_CHOICES, spec.causal)):
         if value not in allowed:
@@ -417,74 +429,3 @@ def _rate(raw: Any, where: str, name: str) -> float:
     except (TypeError, ValueError, OverflowError):
         raise UsageError(f"{where}: expected a rate (a number), got {raw!r}") from None
     return float(_limits().check_number(name, value, where))
-
-
-def _parse_settings(raw: Mapping[str, tuple[Any, str]]) -> MeasureSettings:
-    kw: dict[str, Any] = {}
-    for key, (value, where) in raw.items():
-        if key in ("memory_budget", "memory_budget_bytes"):
-            if value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "")):
-                kw["memory_budget_bytes"] = None
-            elif isinstance(value, int) and not isinstance(value, bool):
-                kw["memory_budget_bytes"] = _limits().check_number("memory_budget_bytes", value, where)
-            elif isinstance(value, str):
-                kw["memory_budget_bytes"] = _limits().check_number(
-                    "memory_budget_bytes", _wrap(where, _units().parse_bytes, value), where)
-            else:
-                raise UsageError(f"{where}: expected a size such as '8GiB' or a number of bytes, got {value!r}")
-            continue
-        f = _SETTINGS_FIELDS.get(key)
-        if f is None:
-            allowed = list(_SETTINGS_FIELDS) + ["memory_budget"]
-            raise UsageError(f"{where}: unknown setting; {did_you_mean(key, allowed)}")
-        kw[key] = _coerce_setting(f, value, where)
-    settings = MeasureSettings(**kw)
-    if settings.max_reps < settings.min_reps:
-        where = (raw.get("max_reps") or raw.get("min_reps") or (None, "settings"))[1]
-        raise UsageError(f"{where}: max_reps ({settings.max_reps}) is below min_reps ({settings.min_reps})")
-    return settings
-
-
-def _check_positive(v, where: str):
-    if v <= 0:
-        raise UsageError(f"{where}: must be > 0 (got {v})")
-    return v
-
-
-def _coerce_setting(f: dataclasses.Field, value: Any, where: str) -> Any:
-    kind = str(f.type)
-    if "bool" in kind:
-        return _parse_bool(value, where)
-    try:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValueError
-        if "int" in kind and "float" not in kind:
-            number = float(value) if isinstance(value, str) else value
-            if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
-                raise ValueError
-            out: Any = int(number)
-        else:
-            out = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise UsageError(f"{where}: expected a number, got {value!r}") from None
-    if f.name in _limits().RANGES:
-        return _limits().check_number(f.name, out, where)
-    if not math.isfinite(out) or out < 0:
-        raise UsageError(f"{where}: must be a finite number >= 0 (got {value!r})")
-    return out
-
-
-def _exclusive(values: dict[str, tuple[Any, str]], from_flags: set[str], a: str, b: str) -> None:
-    """Keys ``a`` and ``b`` replace each other: both from one source (two flags, or one file) is an error
-    naming both; a flag replaces the other key of the scenario file (it is dropped from ``values``)."""
-    if a not in values or b not in values:
-        return
-    flagged = {_ALIASES.get(k, k) for k in from_flags}
-    flag_a, flag_b = a in flagged, b in flagged
-    if flag_a == flag_b:
-        where_a, where_b = values[a][1], values[b][1]
-        if flag_a:
-            raise UsageError(f"{where_a} and {where_b} cannot be combined: {where_a} replaces {where_b}; give one")
-        source = where_a.split(": key ", 1)[0]
-        raise UsageError(f"{source}: keys {a!r} and {b!r} cannot be combined ({a} replaces {b}); keep one")
-    del values[b if flag_a else a]

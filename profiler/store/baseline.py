@@ -38,6 +38,22 @@ def thin(samples, max_samples: int | None) -> list[float]:
     return [float(v) for v in np.quantile(np.asarray(x), q)]
 
 
+def thin_groups(timing: Timing, max_samples: int | None) -> tuple[list[float], list[int]]:
+    """The samples thinned per worker process (``max_samples`` in all, split evenly between the
+    processes, at least 5 each), and the per-process counts (empty for a one-process timing)."""
+    groups = timing.process_groups()
+    if len(groups) == 1:
+        return thin(groups[0], max_samples), []
+    per = None if max_samples is None else max(5, max_samples // len(groups))
+    out: list[float] = []
+    counts: list[int] = []
+    for g in groups:
+        t = thin(g, per)
+        out.extend(t)
+        counts.append(len(t))
+    return out, counts
+
+
 def baseline_dict(run: LoadedRun, max_samples: int | None = None) -> dict[str, Any]:
     points = []
     for rec in sorted(run.records, key=lambda r: r.id):
@@ -45,12 +61,16 @@ def baseline_dict(run: LoadedRun, max_samples: int | None = None) -> dict[str, A
         if rec.reason:
             p["reason"] = rec.reason
         if rec.timing is not None:
-            p["samples_s"] = thin(rec.timing.samples_s, max_samples)
+            p["samples_s"], counts = thin_groups(rec.timing, max_samples)
+            if counts:
+                p["process_counts"] = counts
             p["timer"] = rec.timing.timer
             if rec.timing.quantity:
                 p["quantity"] = rec.timing.quantity
         if rec.call_latency is not None:   # CUDA: the sync-to-sync samples beside the device time
-            p["call_samples_s"] = thin(rec.call_latency.samples_s, max_samples)
+            p["call_samples_s"], counts = thin_groups(rec.call_latency, max_samples)
+            if counts:
+                p["call_process_counts"] = counts
         if rec.memory is not None:
             p["peak_bytes"] = rec.memory.peak_bytes
         if rec.energy is not None:
@@ -96,10 +116,12 @@ def load_baseline(path: str | os.PathLike) -> LoadedRun:
         try:
             spec = from_dict(PointSpec, pt["spec"], f"{where}.spec")
             samples = pt.get("samples_s")
-            timing = (Timing(tuple(float(s) for s in samples), pt.get("timer", ""), quantity=pt.get("quantity", ""))
+            timing = (Timing(tuple(float(s) for s in samples), pt.get("timer", ""), quantity=pt.get("quantity", ""),
+                             process_counts=tuple(int(c) for c in pt.get("process_counts") or ()))
                       if samples is not None else None)
             calls = pt.get("call_samples_s")
-            call = (Timing(tuple(float(s) for s in calls), "sync_wall", quantity="call_latency", method="sync_wall")
+            call = (Timing(tuple(float(s) for s in calls), "sync_wall", quantity="call_latency", method="sync_wall",
+                           process_counts=tuple(int(c) for c in pt.get("call_process_counts") or ()))
                     if calls is not None else None)
             memory = Memory(pt.get("peak_bytes"), "baseline") if "peak_bytes" in pt else None
             energy = Energy(pt.get("energy_j")) if "energy_j" in pt else None

@@ -98,9 +98,9 @@ class RunDir:
             raise UsageError(str(exc)) from None
         except (TypeError, ValueError) as exc:
             raise UsageError(f"{p}: invalid run manifest ({exc})") from None
-        from profiler.core.limits import check_settings
+        from profiler.core.settings import check_all
 
-        check_settings(manifest.settings, f"{p}: settings")
+        check_all(manifest.settings, f"{p}: settings")
         return manifest
 
     def write_manifest(self, manifest: Manifest) -> None:

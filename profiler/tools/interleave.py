@@ -7,13 +7,16 @@ Method
 ------
 1. Each ref is exported with ``git archive <sha>`` into its own temporary folder (a read-only
    snapshot of the committed tree, like a detached worktree, but leaving no trace in the repo).
-2. One long-lived worker subprocess per side runs ``python WORKER`` with ``PYTHONPATH=<snapshot>``
-   (the worker checks that ``profiler`` really imports from the snapshot), so each side uses its
-   own kernels and its own serprof timer (``profiler.measure.timer``; a perf_counter_ns loop if
-   that ref has none). Inputs are built once, every point is warmed up before anything is timed.
-3. ``rounds`` rounds in ABBA order (A B, B A, A B, ...): in each, a side times ``reps`` samples of
-   every point while the other side waits. Samples are pooled per side and point and handed to the
-   ordinary gate as two in-memory runs.
+2. ``rounds`` rounds in ABBA order over *fresh processes* (A B, B A, A B, ...): in each, one new
+   worker process per side runs ``python WORKER`` with ``PYTHONPATH=<snapshot>`` (the worker checks
+   that ``profiler`` really imports from the snapshot), builds its inputs, warms every point up and
+   times ``reps`` samples of each with that ref's serprof timer (``profiler.measure.timer``; a
+   perf_counter_ns loop if the ref has none), then exits. The process is the unit of replication:
+   memory layout, allocator state and core placement differ from process to process, and two
+   long-lived processes alone would hide that (ratios of 0.55 and 1.48 were seen between them).
+3. Samples are kept per process (``Timing.process_counts``) with the process's CPU share and handed
+   to the ordinary gate as two in-memory runs of ``rounds`` processes each; both sides belong to one
+   job, so no between-run variance is added (``compare_runs(runs_apart=0)``).
 
 The worker also knows the control kernel ``dial`` (``dial`` = 40 ``torch.mm`` of 128x128; with
 ``--backend dialNN`` NN% more), which needs nothing from the ref: an A/A check of the machinery.
@@ -36,7 +39,7 @@ from profiler.core.records import Manifest, PointRecord, PointSpec, Timing
 from profiler.store.runs import LoadedRun
 
 WORKER = r'''
-import json, sys, time
+import json, os, resource, sys, time
 req = json.loads(sys.stdin.readline())
 tree = req["tree"]
 import profiler
@@ -53,6 +56,16 @@ try:
     timer = PerfCounterTimer(); timer_name = "profiler.measure.timer"
 except Exception:
     timer = None; timer_name = "perf_counter_ns loop"
+slow = {}
+for part in os.environ.get("SERPROF_INJECT_SLOWDOWN", "").split(";"):
+    if part.strip():
+        pat, _, frac = part.strip().rpartition("=")
+        slow[pat] = float(frac)
+def slowed(fn, frac):
+    def call():
+        t0 = time.perf_counter_ns(); fn(); end = t0 + (time.perf_counter_ns() - t0) * (1.0 + frac)
+        while time.perf_counter_ns() < end: pass
+    return call
 calls, ks = {}, {}
 try:
     for p in req["points"]:
@@ -69,7 +82,8 @@ try:
             def fn(be=be, inputs=inputs, causal=p["causal"]):
                 with torch.no_grad():
                     be.run(inputs, causal)
-        calls[p["id"]] = fn
+        frac = next((f for pat, f in slow.items() if pat in p["id"]), 0.0)
+        calls[p["id"]] = slowed(fn, frac) if frac > 0 else fn
     for pid, fn in calls.items():
         if timer is not None:
             _, _, est = warm_up(fn, MeasureSettings(warmup_s=req["warmup_s"]))
@@ -80,21 +94,19 @@ try:
             ks[pid] = 1
 except Exception as exc:
     print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True); sys.exit(1)
-print(json.dumps({"ok": True, "timer": timer_name, "torch": torch.__version__, "profiler": profiler.__file__}), flush=True)
-for line in sys.stdin:
-    cmd = json.loads(line)
-    if cmd.get("cmd") != "measure":
-        break
-    out = {}
-    for pid, fn in calls.items():
-        if timer is not None:
-            out[pid] = [timer.sample(fn, ks[pid]) for _ in range(cmd["reps"])]
-        else:
-            s = []
-            for _ in range(cmd["reps"]):
-                t0 = time.perf_counter_ns(); fn(); s.append((time.perf_counter_ns() - t0) / 1e9)
-            out[pid] = s
-    print(json.dumps({"samples": out}), flush=True)
+out, cpu = {}, {}
+for pid, fn in calls.items():
+    c0, w0 = time.process_time(), time.perf_counter()
+    if timer is not None:
+        out[pid] = [timer.sample(fn, ks[pid]) for _ in range(req["reps"])]
+    else:
+        s = []
+        for _ in range(req["reps"]):
+            t0 = time.perf_counter_ns(); fn(); s.append((time.perf_counter_ns() - t0) / 1e9)
+        out[pid] = s
+    cpu[pid] = [time.process_time() - c0, time.perf_counter() - w0]
+print(json.dumps({"ok": True, "timer": timer_name, "torch": torch.__version__, "profiler": profiler.__file__,
+                  "pid": os.getpid(), "threads": torch.get_num_threads(), "samples": out, "cpu": cpu}), flush=True)
 '''
 
 
@@ -143,50 +155,30 @@ def export_ref(repo: Path, ref: str, dest: Path) -> str:
     return sha
 
 
-class _Side:
-    """One worker subprocess measuring one snapshot."""
-
-    def __init__(self, name: str, tree: Path, script: Path, plan: InterleavePlan):
-        env = dict(os.environ, PYTHONPATH=str(tree))
-        self.name = name
-        self.proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env, cwd=str(script.parent))
-        points = [{"id": s.id, "kernel": s.kernel, "backend": "" if s.backend == "default" else s.backend,
-                   "B": s.B, "T": s.T, "H": s.H, "D": s.D, "causal": s.causal} for s in plan.specs]
-        self.info = self._ask({"tree": str(tree), "threads": plan.threads, "warmup_s": plan.warmup_s, "points": points})
-
-    def _ask(self, msg: dict) -> dict:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        try:
-            self.proc.stdin.write(json.dumps(msg) + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass
-        line = self.proc.stdout.readline()
-        if not line:
-            err = self.proc.stderr.read().strip().splitlines() if self.proc.stderr else []
-            raise UsageError(f"interleave worker {self.name} died: {err[-1] if err else 'no output'}")
-        out = json.loads(line)
-        if "error" in out:
-            raise UsageError(f"interleave worker {self.name}: {out['error']}")
-        return out
-
-    def measure(self, reps: int) -> dict[str, list[float]]:
-        return self._ask({"cmd": "measure", "reps": reps})["samples"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=10)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait()
+def measure_once(name: str, tree: Path, script: Path, plan: InterleavePlan, env: dict[str, str] | None = None) -> dict:
+    """One fresh worker process measures every point of ``plan`` from the snapshot ``tree`` and exits."""
+    child_env = dict(os.environ if env is None else env, PYTHONPATH=str(tree))
+    points = [{"id": s.id, "kernel": s.kernel, "backend": "" if s.backend == "default" else s.backend,
+               "B": s.B, "T": s.T, "H": s.H, "D": s.D, "causal": s.causal} for s in plan.specs]
+    req = {"tree": str(tree), "threads": plan.threads, "warmup_s": plan.warmup_s, "reps": plan.reps, "points": points}
+    proc = subprocess.run([sys.executable, str(script)], input=json.dumps(req) + "\n", capture_output=True, text=True,
+                          env=child_env, cwd=str(script.parent))
+    line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    if not line:
+        err = proc.stderr.strip().splitlines()
+        raise UsageError(f"interleave worker {name} died: {err[-1] if err else f'exit code {proc.returncode}'}")
+    out = json.loads(line)
+    if "error" in out:
+        raise UsageError(f"interleave worker {name}: {out['error']}")
+    return out
 
 
-def run_interleaved(repo: Path, ref_a: str, ref_b: str, plan: InterleavePlan) -> tuple[LoadedRun, LoadedRun]:
-    """Measure ``ref_a`` (baseline) and ``ref_b`` (candidate) alternately; two in-memory runs."""
+def run_interleaved(repo: Path, ref_a: str, ref_b: str, plan: InterleavePlan, *,
+                    env_b: dict[str, str] | None = None, progress=None) -> tuple[LoadedRun, LoadedRun]:
+    """Measure ``ref_a`` (baseline) and ``ref_b`` (candidate) in alternating fresh processes; two in-memory runs.
+
+    ``env_b``: extra environment of side B's processes (``serprof gate-eval`` injects a slowdown there).
+    """
     repo = Path(repo)
     with tempfile.TemporaryDirectory(prefix="serprof-interleave-") as tmp:
         tmpd = Path(tmp)
@@ -194,24 +186,37 @@ def run_interleaved(repo: Path, ref_a: str, ref_b: str, plan: InterleavePlan) ->
         sha_b = export_ref(repo, ref_b, tmpd / "b")
         script = tmpd / "worker.py"
         script.write_text(WORKER)
-        sides: list[_Side] = []
-        try:
-            sides = [_Side("A", tmpd / "a", script, plan), _Side("B", tmpd / "b", script, plan)]
-            pooled: list[dict[str, list[float]]] = [{}, {}]
-            for r in range(plan.rounds):
-                order = (0, 1) if r % 2 == 0 else (1, 0)   # ABBA: cancels linear drift
-                for i in order:
-                    for pid, s in sides[i].measure(plan.reps).items():
-                        pooled[i].setdefault(pid, []).extend(s)
-        finally:
-            for s in sides:
-                s.close()
+        trees = (tmpd / "a", tmpd / "b")
+        envs = (None, dict(os.environ, **env_b) if env_b else None)
+        groups: list[dict[str, list[list[float]]]] = [{}, {}]
+        cpu: list[dict[str, list[float]]] = [{}, {}]
+        info: list[dict] = [{}, {}]
+        for r in range(plan.rounds):
+            order = (0, 1) if r % 2 == 0 else (1, 0)   # ABBA over fresh processes: cancels linear drift
+            for i in order:
+                out = measure_once("AB"[i], trees[i], script, plan, envs[i])
+                info[i] = out
+                for pid, s in out["samples"].items():
+                    groups[i].setdefault(pid, []).append(s)
+                    c = out.get("cpu", {}).get(pid)
+                    if c:
+                        acc = cpu[i].setdefault(pid, [0.0, 0.0])
+                        acc[0] += c[0]
+                        acc[1] += c[1]
+            if progress is not None:
+                progress(f"  round {r + 1}/{plan.rounds} done")
         runs = []
         for i, (ref, sha) in enumerate(((ref_a, sha_a), (ref_b, sha_b))):
-            env = {"torch_version": sides[i].info.get("torch"), "timer": sides[i].info.get("timer")}
-            recs = [PointRecord(s, "ok", timing=Timing(tuple(pooled[i].get(s.id, ())), "perf_counter_ns"))
-                    for s in plan.specs]
+            env = {"torch_version": info[i].get("torch"), "timer": info[i].get("timer")}
+            recs = []
+            for s in plan.specs:
+                gs = groups[i].get(s.id, [])
+                c = cpu[i].get(s.id)
+                recs.append(PointRecord(s, "ok", timing=Timing(
+                    tuple(x for g in gs for x in g), "perf_counter_ns", process_counts=tuple(len(g) for g in gs),
+                    cpu_s=c[0] if c else None, cpu_wall_s=c[1] if c else None,
+                    threads=info[i].get("threads") if c else None)))
             man = Manifest(run_id=f"{ref}@{sha[:10]}", created_at="", scenario={}, environment=env,
-                           notes={"interleaved": True, "ref": ref, "sha": sha})
+                           notes={"interleaved": True, "ref": ref, "sha": sha, "processes": plan.rounds})
             runs.append(LoadedRun(Path(f"{ref}@{sha[:10]}"), man, recs, []))
         return runs[0], runs[1]

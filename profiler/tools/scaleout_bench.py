@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 DEFAULT_SWEEP = {"kernels": "retnet,lightnet,fox,softmax", "backends": "torch,sdpa", "lengths": "256,512,1k,2k",
                  "device": "cpu", "name": "scaleout-bench",
-                 "settings.warmup_s": 0.1, "settings.time_budget_s": 0.4, "settings.target_rel_ci": 0.001}
+                 "warmup_s": 0.1, "time_budget_s": 0.4, "target_rel_ci": 0.001}
 
 
 def run_once(workers: int, overrides: Mapping[str, Any], out: Path) -> dict[str, Any]:

@@ -43,17 +43,17 @@ def test_dry_run_sweep_from_python_with_execution_table(tmp_path):
 
 def test_api_errors_name_the_setting_where_it_came_from(tmp_path):
     with pytest.raises(UsageError, match=r"--target-ci: .* must be a finite number > 0"):
-        profiler.api.sweep_outcome(overrides={"settings.target_rel_ci": -1}, dry_run=True)
+        profiler.api.sweep_outcome(overrides={"target_rel_ci": -1}, dry_run=True)
     with pytest.raises(UsageError, match="drop --warmup, --no-verify"):
-        profiler.api.sweep_outcome(overrides={"settings.warmup_s": 1, "settings.verify": False}, resume=tmp_path)
+        profiler.api.sweep_outcome(overrides={"warmup_s": 1, "verify": False}, resume=tmp_path)
 
 
 def test_flag_and_toml_names_come_from_one_mapping():
     from profiler.spec import names
 
-    assert names.flag("settings.target_rel_ci") == "--target-ci"
-    assert names.flag("settings.point_timeout_s") == "--timeout"
-    assert names.flag("settings.verify", False) == "--no-verify"
+    assert names.flag("target_rel_ci") == "--target-ci"
+    assert names.flag("point_timeout_s") == "--timeout"
+    assert names.flag("verify", False) == "--no-verify"
     assert names.flag("causal", "non-causal") == "--non-causal" and names.flag("causal", "causal") == "--causal"
     assert names.flag("backends") == "--backend" and names.flag("workers") == "--workers"
     assert names.toml_where("s.toml", "execution.workers") == "s.toml: key 'execution.workers'"

@@ -120,7 +120,7 @@ def test_keywords_are_typed_values_and_bad_ones_name_themselves():
     ov = _overrides({"kernels": ["retnet"], "lengths": [256, 512], "dtypes": [torch.float16, "fp32"],
                      "causal": False}, {"time_budget_s": 0.5})
     assert ov == {"kernels": ["retnet"], "lengths": [256, 512], "dtypes": ["float16", "fp32"], "causal": False,
-                  "settings.time_budget_s": 0.5}
+                  "time_budget_s": 0.5}
     plan = profiler.plan(None, _overrides({"kernels": ["retnet"], "backends": ["torch"], "lengths": [256, 512],
                                            "dtypes": [torch.float32], "device": "cpu"}, {}))
     assert sorted(p.spec.T for p in plan.points) == [256, 512] and {p.spec.dtype for p in plan.points} == {"float32"}

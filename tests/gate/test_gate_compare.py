@@ -52,7 +52,7 @@ def test_heavy_tailed_noise_no_false_alarm_but_detects_large_shift(make_run):
 def test_holm_correction_applied_across_family(make_run):
     Ts = [2**k for k in range(8, 16)]
     base = [record(spec(T=T), lognormal(T, n=30, sigma=0.05)) for T in Ts]
-    cand = [record(spec(T=T), lognormal(T + 1, n=30, sigma=0.05, median=1.08e-3)) for T in Ts]
+    cand = [record(spec(T=T), lognormal(T + 1, n=30, sigma=0.05, median=1.12e-3)) for T in Ts]
     res = compare_runs(load_side(make_run("b", base)), load_side(make_run("c", cand)),
                        RuleSet.parse(["latency:+5%"], defaults=False))
     lat = [c for c in res.checks if c.metric == "latency"]

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from profiler.core.errors import UsageError
+from profiler.core.settings import SETTINGS, check_all
 from profiler.core.paths import check_output_dir, check_output_file
 
 from hardening_helpers import TINY, assert_one_line_error, fake_run, raw_ids, serprof
@@ -140,15 +141,13 @@ _VALUES = _SCALARS | st.lists(_SCALARS, max_size=5) | st.dictionaries(st.text(ma
 _KEYS = st.sampled_from(["name", "kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads", "head_dim",
                          "causal", "device", "interpret", "level", "audio", "frame_rate", "text_rate",
                          "bidirectional", "utterances", "packing", "settings", "bogus"])
-_SETTING_KEYS = st.sampled_from(["warmup_s", "min_reps", "max_reps", "target_rel_ci", "time_budget_s",
-                                 "point_timeout_s", "memory_budget", "seed", "verify", "energy_window_s"])
+_SETTING_KEYS = st.sampled_from([sp for s in SETTINGS for sp in s.spellings] + ["bogus"])   # the declared ones
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(_KEYS, _VALUES, max_size=5), st.dictionaries(_SETTING_KEYS, _SCALARS, max_size=3))
 def test_scenario_loader_builds_a_valid_spec_or_raises_usage_error(tmp_path_factory, data, setting_values):
     """Any TOML-shaped scenario either builds a spec within the limits or raises UsageError."""
-    from profiler.core.limits import check_settings
     from profiler.spec.scenario import build_spec, validate_spec
 
     data = dict(data)
@@ -161,7 +160,7 @@ def test_scenario_loader_builds_a_valid_spec_or_raises_usage_error(tmp_path_fact
     except UsageError:
         return
     validate_spec(spec, "built")          # would raise if a limit were bypassed
-    check_settings(spec.settings, "built")
+    check_all(spec.settings, "built")
 
 
 def _toml_value(v):
@@ -275,7 +274,7 @@ def test_append_failing_mid_run_stops_cleanly_with_the_resume_hint(tmp_path, mon
 
     monkeypatch.setattr(RunDir, "append", flaky)
     spec = build_spec(None, {"kernels": "softmax", "backends": "sdpa", "lengths": "64,128,256", "causal": "causal",
-                             "device": "cpu", "settings.verify": False})
+                             "device": "cpu", "verify": False})
     with pytest.raises(UsageError) as exc:
         sweep_mod.run_sweep(spec, out=tmp_path / "run", calibrate=False)
     msg = str(exc.value)

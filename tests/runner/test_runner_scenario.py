@@ -41,8 +41,8 @@ verify = false
     assert s.heads == (8,) and s.head_dims == (32,) and s.causal == "non-causal"
     assert s.settings.time_budget_s == 0.5 and s.settings.memory_budget_bytes == 1 << 30
     assert s.settings.verify is False
-    o = build_spec(p, {"lengths": "512,3000", "causal": "causal", "settings.time_budget_s": 0.1,
-                       "settings.memory_budget": "8GiB", "dtypes": None})
+    o = build_spec(p, {"lengths": "512,3000", "causal": "causal", "time_budget_s": 0.1,
+                       "memory_budget": "8GiB", "dtypes": None})
     assert o.lengths == (512, 3000) and o.causal == "causal"
     assert o.settings.time_budget_s == 0.1 and o.settings.memory_budget_bytes == 8 << 30
     assert o.dtypes == ("float32", "bfloat16")          # None: not given, scenario value kept
@@ -66,7 +66,7 @@ def test_defaults_and_round_trip_through_the_manifest_form():
     ('lenghts = "1k"', "did you mean 'lengths'"),
     ('[settings]\nwarmup = 1', "key 'settings.warmup'"),
     ('[settings]\ntime_budget_s = "fast"', "expected a number"),
-    ('[settings]\nmemory_budget = "lots"', "settings.memory_budget"),
+    ('[settings]\nmemory_budget = "lots"', "key 'settings.memory_budget'"),
     ('level = "cluster"', "key 'level'"),
 ])
 def test_invalid_values_name_file_key_and_choices(tmp_path, text, needle):
