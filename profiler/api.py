@@ -445,26 +445,32 @@ def save_baseline(run: Any, out: str | Path, *, max_samples: int | None = None) 
 
 # --------------------------------------------------------------------------- kernels, environment, tools
 
-def list_kernels(device: str = "all") -> list[dict[str, Any]]:
-    """Every kernel x backend x device (``cpu``, ``cuda`` or ``all``): ``available`` and the ``reason`` if not."""
-    from profiler.kernels import registry
+def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, Any]]:
+    """Every entry x backend x device (``cpu``, ``cuda`` or ``all``) of each level (``kernel``, ``layer``,
+    ``model`` or ``all``): ``available``, and the ``reason`` when not (``serprof list``)."""
+    from profiler.core.records import LEVELS
+    from profiler.spec.registry import registry
 
     if device not in (*VERIFY_DEVICES, "all"):
-        raise UsageError(f"unknown device {device!r}; valid: cpu, cuda, all")
+        raise UsageError(f"--device {device!r} is not allowed; {did_you_mean(device, (*VERIFY_DEVICES, 'all'))}")
+    if level not in (*LEVELS, "all"):
+        raise UsageError(f"--level {level!r} is not allowed; {did_you_mean(level, (*LEVELS, 'all'))}")
     devices = VERIFY_DEVICES if device == "all" else (device,)
+    levels = LEVELS if level == "all" else (level,)
     cuda = False
     if "cuda" in devices:
         import torch
 
         cuda = torch.cuda.is_available()
     rows = []
-    for spec in registry().values():
-        for name, b in spec.backends.items():
-            for dev in devices:
-                ok, why = b.availability(dev, cuda_available=cuda)
-                rows.append({"kernel": spec.name, "family": spec.family, "backend": name, "device": dev,
-                             "available": ok, "reason": why, "causal": list(b.causal),
-                             "interpretable": b.interpretable, "description": b.description})
+    for lv in levels:
+        for name, spec in registry(lv).items():
+            for bname, b in spec.backends.items():
+                for dev in devices:
+                    ok, why = b.availability(dev, cuda_available=cuda)
+                    rows.append({"level": lv, "kernel": name, "family": spec.family, "backend": bname, "device": dev,
+                                 "available": ok, "reason": why, "causal": list(b.causal),
+                                 "interpretable": b.interpretable, "description": b.description})
     return rows
 
 

@@ -228,6 +228,7 @@ def gate_eval(
     slowdown: float = typer.Option(15.0, "--slowdown", help="Injected slowdown of the detection runs, percent."),
     processes: Optional[int] = typer.Option(None, "--processes", help="sweeps: worker processes per point (default: the sweep default)."),
     rounds: int = typer.Option(6, "--rounds", help="interleave: fresh processes per side."),
+    repo: Optional[Path] = typer.Option(None, "--repo", help="interleave: the git repository whose HEAD is measured against itself (default: serprof's own checkout)."),
     noise_profile: Optional[Path] = _NOISE_PROFILE,
     keep: Optional[Path] = typer.Option(None, "--keep", help="Keep the evaluation's run folders here."),
     quick: bool = typer.Option(False, "--quick", help="dial: few repetitions (about a minute): indicative only."),
@@ -292,7 +293,14 @@ def gate_eval(
                               rounds=rounds)
         console.print(f"gate-eval {', '.join(real)}: noise floor from "
                       f"{noise.path if noise is not None else 'the fixed 1% fallback (no noise profile)'}", markup=False)
-        runs = run_real_eval(rs, noise=noise, keep=keep,
+        if repo is None and "interleave" in real:
+            from profiler.runner.env import git_info
+
+            own = git_info()
+            if own is None:
+                raise UsageError("--design interleave: serprof does not run from a git checkout here; pass --repo")
+            repo = Path(own["root"])
+        runs = run_real_eval(rs, noise=noise, keep=keep, repo=repo or Path("."),
                              progress=lambda msg: console.print(msg, style="dim", markup=False))
         rows = summarize_gate_runs(runs)
         table = Table(title="gate evaluation: false alarms (A/A) and detection, default gates")

@@ -23,30 +23,39 @@ def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+#: How ``serprof list`` titles each level (the ``level`` of a scenario / ``--level``).
+LEVEL_TITLES = {"kernel": "kernel level: attention kernels (--level kernel, the default)",
+                "layer": "layer level: the study's seq2seq layers (--level layer, scenarios/paper.toml)",
+                "model": "model level: each layer inside the SER head (--level model)"}
+
+
 def list_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     device: str = typer.Option("all", "--device", help="cpu, cuda or all."),
+    level: str = typer.Option("all", "--level", help="kernel, layer, model or all: the entries a scenario's "
+                              "`kernels` can name at that level."),
 ) -> None:
-    """List every kernel x backend x device: available or not, and why."""
+    """List every entry x backend x device of each level (kernels, layers, SER model): available or not, and why."""
     from profiler import api
 
-    rows = api.list_kernels(device)
+    rows = api.list_kernels(device, level=level)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.table import Table
 
-    table = Table(title="serprof kernels and backends")
-    for col in ("kernel", "family", "backend", "device", "status", "reason / note"):
-        table.add_column(col)
-    for r in rows:
-        status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
-        note = r["description"] if r["available"] else r["reason"]
-        table.add_row(esc(r["kernel"]), esc(r["family"]), esc(r["backend"]), esc(r["device"]), status, esc(note))
     console = _console()
-    if not console.is_terminal:
-        console.width = 160
-    console.print(table)
+    for lv in dict.fromkeys(r["level"] for r in rows):
+        table = Table(title=LEVEL_TITLES.get(lv, lv))
+        for col in ("kernel" if lv == "kernel" else "entry", "family", "backend", "device", "status", "reason / note"):
+            table.add_column(col)
+        for r in rows:
+            if r["level"] != lv:
+                continue
+            status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
+            note = r["description"] if r["available"] else r["reason"]
+            table.add_row(esc(r["kernel"]), esc(r["family"]), esc(r["backend"]), esc(r["device"]), status, esc(note))
+        console.print(table)
 
 
 def _fmt(x: float | None) -> str:
@@ -105,9 +114,7 @@ def _render(results, interpret: bool) -> None:
                       f"{s.B},{s.T},{s.H},{s.D}{checked}", r.against or "reference",
                       _fmt(c and c.max_abs_err), _fmt(c and c.max_rel_err), _fmt(c and c.grad_max_rel_err),
                       _fmt(c and c.tolerance), verdict)
-    console = _console()
-    if not console.is_terminal:  # pipes and files: do not squeeze the table to 80 columns
-        console.width = 180
+    console = _console()          # off a terminal: full width (profiler.core.console)
     console.print(table)
     for r in results:
         if r.error:

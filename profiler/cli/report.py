@@ -51,7 +51,7 @@ def report(
 
 def export(
     run: Path = typer.Argument(..., help="Run folder."),
-    fmt: str = typer.Option("csv", "--format", "-f", help="csv | parquet (parquet needs pyarrow)."),
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv | json | parquet (parquet needs pyarrow); one typed column table for all three."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: RUN/points.<format>)."),
 ) -> None:
     """Flatten a run's records to one row per point (median/CI, memory, energy, correctness)."""

@@ -120,8 +120,9 @@ class _RichObserver:
     def on_calibration(self, cal) -> None:
         if self.quiet or not cal or "error" in cal:
             return
+        took = f" ({cal['duration_s']:.1f} s)" if isinstance(cal.get("duration_s"), (int, float)) else ""
         self.console.print(f"calibration: matmul {cal['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, "
-                           f"copy {cal['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s")
+                           f"copy {cal['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s{took}")
 
     def on_worker_ready(self, info) -> None:
         pass

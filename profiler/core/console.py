@@ -23,13 +23,23 @@ def shell_quote(text: str) -> str:
     return shlex.quote(text)
 
 
+#: Console width off a terminal: wide enough that no table is cut or wrapped (rich would use 80).
+PIPE_WIDTH = 1000
+
+
 def console(*, stderr: bool = False) -> Any:
     """The rich console every command prints through. Off a terminal (a pipe, a file, CI logs) lines
-    are never wrapped, so a long path or id stays on one line for grep and copy-paste."""
+    are never wrapped and tables are laid out at their full width (``PIPE_WIDTH``; a ``COLUMNS``
+    environment variable still wins), so a long path, id or number stays on one line for grep and
+    copy-paste. On a terminal, rich fits the terminal as usual."""
+    import os
     import sys
 
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
     tty = bool(getattr(stream, "isatty", lambda: False)())
-    return Console(stderr=stderr, soft_wrap=not tty)
+    if tty:
+        return Console(stderr=stderr)
+    width = None if os.environ.get("COLUMNS", "").strip().isdigit() else PIPE_WIDTH
+    return Console(stderr=stderr, soft_wrap=True, width=width)

@@ -27,11 +27,17 @@ class UnavailableError(SerprofError):
     exit_code = 3
 
 
+#: Words people type for a valid choice that spelling distance would not find ("gpu" is closer to
+#: "cpu" than to "cuda"): checked before the close-match search, used only when the target is valid.
+ALIASES = {"gpu": "cuda", "gpus": "cuda", "nvidia": "cuda", "cuda:0": "cuda", "host": "cpu"}
+
+
 def did_you_mean(value: str, choices) -> str:
-    """Return ``"valid: a, b, c"`` (plus a close match if any) for error messages."""
+    """Return ``"valid: a, b, c"`` (plus an alias or a close match if any) for error messages."""
     import difflib
 
     choices = sorted(choices)
-    close = difflib.get_close_matches(value, choices, n=1)
+    alias = ALIASES.get(str(value).strip().lower())
+    close = [alias] if alias in choices else difflib.get_close_matches(value, choices, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"valid: {', '.join(choices)}{hint}"

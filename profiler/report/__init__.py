@@ -5,7 +5,7 @@ Public API (no torch; matplotlib is imported only while figures are drawn)::
     render_run(run_dir, *, baseline=None, out=None) -> Path      # <run>/report.html + <run>/figures/
     render_runs(run_dirs, *, out, baseline=None) -> Path         # overlay of several runs
     markdown_summary(run_dirs, *, baseline=None) -> str          # short summary for a CI job
-    export_run(run_dir, fmt, out=None) -> Path                   # csv | parquet, one row per point
+    export_run(run_dir, fmt, out=None) -> Path                   # csv | json | parquet, one row per point
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ machine): that is how the tests exercise this module without a scheduler.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -464,17 +465,55 @@ def _submit(sweep: Any, *, opts: SlurmOptions, out: str | Path | None, resume: s
         planned = len(plan.points)
         warnings = []
         if not dry_run:
-            run, lock = create_locked(run_dir, lambda name: _manifest_for(plan, name, opts, len(shards)))
+            undo = _Undo(Path(run_dir))
+            try:
+                run, lock = create_locked(run_dir, lambda name: _manifest_for(plan, name, opts, len(shards)))
+            except BaseException:
+                undo()
+                raise
             try:
                 run_dir = run.path
                 _write_json(run_dir / SHARDS_FILE, {"schema_version": 1, "job_name": job_name,
                                                      "options": opts.to_dict(), "shards": todo, "submissions": []})
                 return _submit_todo(opts, run_dir, todo, job_name, resume, dry_run, calibrate, planned, warnings)
+            except BaseException:
+                lock.release()
+                undo()      # nothing was submitted: leave no run folder behind
+                raise
             finally:
                 lock.release()
     if lock is not None and stale_warning(lock):
         warnings = [stale_warning(lock)] + list(warnings)
     return _submit_todo(opts, Path(run_dir), todo, job_name, resume, dry_run, calibrate, planned, warnings)
+
+
+class _Undo:
+    """Removes what creating a new run folder at ``path`` adds (the folder or, if it existed, the entries
+    it did not hold, and any parent folders made for it), when submitting fails before a job exists."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.before = {c.name for c in path.iterdir()} if path.is_dir() else None
+        self.made_parents = []
+        parent = path.parent
+        while not parent.exists():
+            self.made_parents.append(parent)
+            parent = parent.parent
+
+    def __call__(self) -> None:
+        import shutil
+
+        if self.before is None:
+            shutil.rmtree(self.path, ignore_errors=True)
+        elif self.path.is_dir():
+            for child in self.path.iterdir():
+                if child.name not in self.before:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        for parent in self.made_parents:        # deepest first; only if still empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
 
 def _submit_todo(opts: SlurmOptions, run_dir: Path, todo: list[dict[str, Any]], job_name: str, resume: Any,
@@ -491,8 +530,14 @@ def _submit_todo(opts: SlurmOptions, run_dir: Path, todo: list[dict[str, Any]], 
     if dry_run or not todo:
         return result
     ex = _submitit_executor(opts, Path(run_dir), job_name)
-    jobs = ex.map_array(run_shard, [str(Path(run_dir).absolute())] * len(todo), [t["shard"] for t in todo],
-                        [t["specs"] for t in todo], [calibrate] * len(todo))
+    echoed = io.StringIO()      # submitit prints sbatch's stderr before raising it: one line, ours
+    try:
+        with contextlib.redirect_stderr(echoed):
+            jobs = ex.map_array(run_shard, [str(Path(run_dir).absolute())] * len(todo), [t["shard"] for t in todo],
+                                [t["specs"] for t in todo], [calibrate] * len(todo))
+    except (RuntimeError, OSError) as exc:       # submitit's FailedJobError / FailedSubmissionError, no sbatch
+        why = "; ".join(ln.strip() for ln in (str(exc) or echoed.getvalue()).splitlines() if ln.strip())
+        raise UnavailableError(f"--executor slurm: submission failed: {why[:500] or type(exc).__name__}") from None
     result.jobs = list(jobs)
     result.job_ids = [str(j.job_id) for j in jobs]
     table = read_shards(run_dir)

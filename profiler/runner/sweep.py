@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from profiler.core.errors import UsageError
+from profiler.core.errors import UnavailableError, UsageError
 from profiler.spec.plan import Plan, make_plan
 from profiler.core.records import Manifest, PointRecord, PointSpec, to_dict
 from profiler.runner.base import Executor, PointQueue, RunEvents
@@ -116,13 +116,17 @@ def resume_hint(run_dir: Path) -> str:
 
 
 def check_plan_not_empty(plan: Plan) -> None:
-    """An empty plan is a usage error (exit 2) that says why every combination was dropped."""
+    """An empty plan says why every combination was dropped: exit 3 (``UnavailableError``) when every
+    one was dropped because its backend is unavailable on this device (``--backend fla`` on CPU), else a
+    usage error (exit 2: combinations that cannot exist anywhere, an empty selection)."""
     if plan.points:
         return
     why = "; ".join(f"{d.what}: {d.reason}" for d in plan.dropped[:5])
     more = f" (+{len(plan.dropped) - 5} more)" if len(plan.dropped) > 5 else ""
     if not why:
         why = _selection_reason(plan.sweep)
+    if plan.dropped and all(d.unavailable for d in plan.dropped):
+        raise UnavailableError("the sweep plans no point here: " + why + more)
     raise UsageError("the sweep plans no point: " + why + more)
 
 

@@ -53,6 +53,7 @@ class Dropped:
 
     what: str
     reason: str
+    unavailable: bool = False   # the backend is unavailable on this device (not an impossible combination)
 
 
 @dataclass
@@ -180,7 +181,7 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                                            cuda_available=(device == "cuda") if cuda_available_flag is None else cuda_available_flag)
             interpret = bool(sweep.interpret and device == "cpu" and backend.interpretable)
             if not ok:
-                dropped.append(Dropped(f"{kname}/{bname} on {device}", why))
+                dropped.append(Dropped(f"{kname}/{bname} on {device}", why, unavailable=True))
                 continue
             causals = sweep.causal_modes(tuple(backend.causal))
             if not causals:

@@ -11,7 +11,9 @@ schema (wrong field type, unknown ``schema_version``) are skipped on load with a
 file and line. If the same point id appears twice (a re-submitted shard, a re-run) ``pick_record``
 decides, deterministically: ``ok`` wins over a failure unless the failure is newer and a deliberate
 re-run; else the newer by ``started_at``, else the later in reading order (``points.jsonl`` first,
-then shards by name). JSON only; never pickle.
+then shards by name). A duplicate is warned about unless the record kept is a newer deliberate re-run
+(``sweep --resume RUN --rerun PATTERN``): that one replaces the earlier record silently. JSON only;
+never pickle.
 """
 
 from __future__ import annotations
@@ -186,12 +188,17 @@ def pick_record(old: PointRecord, new: PointRecord) -> PointRecord:
     return new
 
 
+def _deliberate(keep: PointRecord, other: PointRecord) -> bool:
+    """The kept record is a newer deliberate re-run of the point: the expected outcome, no warning."""
+    return _is_rerun(keep) and _newer(keep, other)
+
+
 def read_records(files: Iterable[Path]) -> tuple[list[PointRecord], list[str]]:
     """Read JSON-lines record files; skip (and warn about) torn, undecodable or invalid lines.
 
     Every warning names the file and line. A line that is not UTF-8, not JSON, not an object, of an
     unknown ``schema_version`` or with a field of the wrong type is skipped; duplicates resolve by
-    ``pick_record``.
+    ``pick_record``, with a warning unless the winner is a newer deliberate re-run (``--rerun``).
     """
     by_id: dict[str, PointRecord] = {}
     warnings: list[str] = []
@@ -229,9 +236,10 @@ def read_records(files: Iterable[Path]) -> tuple[list[PointRecord], list[str]]:
             old = by_id.get(rec.id)
             if old is not None:
                 keep = pick_record(old, rec)
-                which = ("the later one" if keep is rec else "the earlier one") + (
-                    f" ({keep.status})" if old.status != rec.status else "")
-                warnings.append(f"{where}: duplicate record for {rec.id}; keeping {which}")
+                if not _deliberate(keep, old if keep is rec else rec):
+                    which = ("the later one" if keep is rec else "the earlier one") + (
+                        f" ({keep.status})" if old.status != rec.status else "")
+                    warnings.append(f"{where}: duplicate record for {rec.id}; keeping {which}")
                 rec = keep
             by_id[rec.id] = rec
     return list(by_id.values()), warnings

@@ -9,19 +9,29 @@ activities, shapes and memory events. Writes:
   profiler plugin (``pip install 'serprof[tb]'``).
 
 Runs in the calling process (it is an inspection tool, not a measurement): profiler overhead makes
-its timings unfit as performance numbers.
+its timings unfit as performance numbers. Kineto (the profiler's C++ back end) writes
+``USDT:... profiler_start`` / ``profiler_stop`` lines straight to the process's stdout/stderr file
+descriptors; ``_without_kineto_noise`` drops those lines and passes every other line through.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+#: Kineto's tracing-probe log lines, e.g. ``USDT:2026-12-04 09:32:40 9645:9645 SyncActivityProfilerHandler.cpp:52] profiler_start``
+_KINETO_NOISE = re.compile(r"^USDT:.*\] profiler_\w+\s*$")
 
 
 def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", batch: int = 1, heads: int = 4,
                 head_dim: int = 64, dtype: str = "float32", mode: str = "fwd", causal: bool = True,
                 device: str = "auto", steps: int = 3, out: Path | None = None) -> dict[str, Any]:
-    from profiler.core.errors import UsageError
+    from profiler.core.errors import UsageError, did_you_mean
     from profiler.core.paths import make_dir
     from profiler.kernels import get_kernel, require_available
     from profiler.kernels.base import Shape
@@ -31,7 +41,7 @@ def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", 
     from profiler.store.runs import new_run_id
 
     if device not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"--device {device!r} is not allowed; valid: auto, cpu, cuda")
+        raise UsageError(f"--device {device!r} is not allowed; {did_you_mean(device, ('auto', 'cpu', 'cuda'))}")
     if mode not in MODES:
         raise UsageError(f"--mode {mode!r} is not allowed; valid: {', '.join(MODES)}")
     if steps < 1:
@@ -72,8 +82,9 @@ def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", 
 
     one()  # warm-up outside the profile (first-call and autotuning costs)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
-    with profile(activities=activities, record_shapes=True, profile_memory=True,
-                 on_trace_ready=tensorboard_trace_handler(str(tb_dir), worker_name=spec.kernel)):
+    with _without_kineto_noise(), profile(
+            activities=activities, record_shapes=True, profile_memory=True,
+            on_trace_ready=tensorboard_trace_handler(str(tb_dir), worker_name=spec.kernel)):
         for i in range(steps):
             with record_function(f"serprof:{spec.kernel}/{spec.backend} call {i}"):
                 one()
@@ -84,3 +95,32 @@ def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", 
     chrome = out_dir / "trace.json"
     shutil.copyfile(saved[-1], chrome)
     return {"point": spec.id, "chrome_trace": str(chrome), "tensorboard_dir": str(tb_dir), "out": str(out_dir)}
+
+
+@contextlib.contextmanager
+def _without_kineto_noise() -> Iterator[None]:
+    """Capture the C-level stdout and stderr (fds 1 and 2) meanwhile; afterwards write back every
+    captured line except kineto's ``USDT: ... profiler_start``-style lines (``_KINETO_NOISE``)."""
+    saved: list[tuple[int, int, Any, Any]] = []
+    try:
+        for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+            try:
+                stream.flush()
+                tmp = tempfile.TemporaryFile()
+                saved.append((fd, os.dup(fd), tmp, stream))
+                os.dup2(tmp.fileno(), fd)
+            except (OSError, ValueError, AttributeError):   # no such fd (embedded use): leave it alone
+                continue
+        yield
+    finally:
+        for fd, old, tmp, stream in reversed(saved):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                stream.flush()
+            os.dup2(old, fd)
+            os.close(old)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+            tmp.close()
+            kept = "".join(ln for ln in text.splitlines(keepends=True) if not _KINETO_NOISE.match(ln))
+            if kept:
+                os.write(fd, kept.encode("utf-8"))

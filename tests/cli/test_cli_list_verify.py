@@ -29,7 +29,7 @@ def run(argv, capsys):
 def test_list_json_cpu(capsys):
     code, out, _ = run(["list", "--json", "--device", "cpu"], capsys)
     assert code == 0
-    rows = json.loads(out)
+    rows = [r for r in json.loads(out) if r["level"] == "kernel"]
     assert {r["kernel"] for r in rows} == set(KERNELS)
     by = {(r["kernel"], r["backend"]): r for r in rows}
     for k in KERNELS:
@@ -52,15 +52,48 @@ def test_list_all_devices_table(capsys):
 
 def test_list_bad_device(capsys):
     code, _, err = run(["list", "--device", "tpu"], capsys)
-    assert code == 2 and "valid: cpu, cuda, all" in err
+    assert code == 2 and "valid: all, cpu, cuda" in err
+    code, _, err = run(["list", "--level", "layers"], capsys)
+    assert code == 2 and "--level 'layers'" in err and "did you mean 'layer'?" in err
+
+
+def test_list_shows_the_entries_of_every_level(capsys):
+    """The names scenarios/paper.toml uses at layer level (``mha``, ...) are listed, per level."""
+    import tomllib
+    from pathlib import Path
+
+    paper = tomllib.loads((Path(__file__).resolve().parents[2] / "scenarios" / "paper.toml").read_text())
+    code, out, _ = run(["list", "--json", "--device", "cpu"], capsys)
+    assert code == 0
+    rows = json.loads(out)
+    by_level = {lv: {r["kernel"] for r in rows if r["level"] == lv} for lv in ("kernel", "layer", "model")}
+    assert set(paper["kernels"]) <= by_level[paper["level"]] and "mha" in by_level["layer"]
+    assert "mha" not in by_level["kernel"] and by_level["model"] == by_level["layer"]
+    mha = [r for r in rows if r["level"] == "layer" and r["kernel"] == "mha"]
+    assert [(r["backend"], r["available"]) for r in mha] == [("torch", True)]
+    code, out, _ = run(["list", "--level", "layer"], capsys)
+    assert code == 0 and "layer level" in out and "kernel level" not in out
+    assert any(line.startswith("│ mha ") for line in out.splitlines()), out
+
+
+@pytest.mark.parametrize("argv", [["list", "--device", "gpu"], ["sweep", "--dry-run", "--device", "gpu"],
+                                  ["verify", "--device", "gpu"], ["trace", "--kernel", "softmax", "--device", "gpu"],
+                                  ["doctor", "--device", "gpu"], ["bench", "timer", "--device", "gpu"]])
+def test_device_gpu_suggests_cuda(capsys, argv):
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "'gpu'" in err and "did you mean 'cuda'?" in err, err
 
 
 def test_list_never_imports_fla():
     code = ("import sys\nfrom profiler.cli import main\n"
-            "try:\n    main(['list', '--json'])\nexcept SystemExit:\n    pass\n"
-            "print('FLA', 'fla' in sys.modules, file=sys.stderr)\n")
+            "try:\n    main(['list', '--json'])\n    status = 0\nexcept SystemExit as exc:\n"
+            "    status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)\n"
+            "print('EXIT', status, 'FLA', 'fla' in sys.modules, file=sys.stderr)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "FLA False" in p.stderr, p.stderr[-2000:]
+    assert "EXIT 0 FLA False" in p.stderr, p.stderr[-2000:]
+    rows = json.loads(p.stdout)
+    assert {(r["kernel"], r["backend"], r["device"]) for r in rows} >= {("retnet", "fla", "cuda"),
+                                                                      ("retnet", "torch", "cpu")}
 
 
 def test_verify_small_json_passes(capsys):

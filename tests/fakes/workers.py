@@ -92,7 +92,11 @@ def fake_measure(spec, settings, *, device_index: int = 0):
     from profiler.core.records import PointRecord, Timing
 
     return PointRecord(spec=spec, status="ok", timing=Timing(samples_s=_busy_samples(spec, 0.01), timer="fake"),
-                       worker={"device_index": device_index})
+                       worker={"device_index": device_index, "pid": os.getpid()},
+                       extra={"settings_seen": {"verify": settings.verify, "measure_memory": settings.measure_memory,
+                                                "measure_energy": settings.measure_energy,
+                                                "time_budget_s": settings.time_budget_s,
+                                                "processes": settings.processes}})
 
 
 def probe_measure(spec, settings, *, device_index: int = 0):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from profiler.analysis.compare import compare_runs
@@ -28,5 +29,16 @@ def test_head_vs_head_interleaved_pools_samples_and_passes():
     a, b = run_interleaved(REPO, "HEAD", "HEAD", plan)
     assert a.manifest.notes["sha"] == b.manifest.notes["sha"]
     assert len(a.records[0].timing.samples_s) == 8 == len(b.records[0].timing.samples_s)
-    res = compare_runs(a, b, RuleSet.parse(["latency:+50%"]), statistic="q10")
+    # one fresh process per round and side: the samples keep which process they came from
+    assert a.records[0].timing.process_counts == (4, 4) == b.records[0].timing.process_counts
+    assert a.records[0].timing.cpu_share is not None
+    res = compare_runs(a, b, RuleSet.parse(["latency:+50%"]), statistic="q10", runs_apart=0)
     assert res.passed and [c.metric for c in res.checks] == ["latency"]
+
+
+@pytest.mark.slow
+def test_injected_slowdown_in_side_b_is_seen_by_the_interleaved_gate():
+    plan = InterleavePlan.from_cli(["dial"], "", ["64"], 1, 1, 8, rounds=4, reps=6)
+    a, b = run_interleaved(REPO, "HEAD", "HEAD", plan, env_b={"SERPROF_INJECT_SLOWDOWN": "0.5"})
+    ratio = float(np.median(b.records[0].timing.samples_s) / np.median(a.records[0].timing.samples_s))
+    assert 1.3 < ratio < 1.8

@@ -1,6 +1,8 @@
 """Item 8 of issue 12: bad input across every command, kept as data. Each argument list must end with
-exit code 2 (3 where a device or meter is unavailable here), exactly one line on stderr that starts
-with ``serprof: error:``, and no traceback. Runs in this process through ``profiler.cli.main``.
+its exit code (``BAD``: 2, a usage or input error; ``UNAVAILABLE``: 3, the requested device, backend
+or meter is unavailable here), exactly one line on stderr that starts with ``serprof: error:``, and no
+traceback. The expected code is part of each case's data, never read from the actual outcome. Runs
+in this process through ``profiler.cli.main``.
 
 Placeholders: ``{RUN}`` a finished run folder, ``{BAD}`` a run folder with a damaged manifest,
 ``{EMPTY}`` an empty folder, ``{FILE}`` an existing plain file, ``{TMP}`` a scratch folder,
@@ -120,9 +122,22 @@ BAD: list[list[str]] = [
     # --- bench
     ["bench", "kernels", "--kernels", "nope"], ["bench", "kernels", "--lengths", "0"],
     ["bench", "timer", "--ops", "nope"], ["bench", "timer", "--rounds", "0"], ["bench", "timer", "--device", "tpu"],
-    ["bench", "timer", "--device", "cuda"], ["bench", "memory", "--length", "0"], ["bench", "scaleout", "--workers", "0"],
+    ["bench", "memory", "--length", "0"], ["bench", "scaleout", "--workers", "0"],
     ["bench", "scaleout", "--workers", "1"], ["bench", "scaleout", "--out", "{FILE}"],
 ]
+
+#: Requests for something this machine lacks: exit 3. The second item names what must be absent for
+#: the case to be an error at all ("cuda": a CUDA device; None: unavailable everywhere it is asked).
+UNAVAILABLE: list[tuple[list[str], str | None]] = [
+    (["bench", "timer", "--device", "cuda"], "cuda"),
+    ([*S, "--kernels", "retnet", "--backend", "fla"], None),      # fla needs CUDA (or --interpret)
+    ([*S, "--backend", "fla"], None),
+    ([*S, "--kernels", "softmax", "--backend", "sdpa-flash"], None),
+    (["verify", "--kernels", "retnet", "--backend", "fla"], None),
+]
+
+#: (argv, expected exit code, what must be absent)
+CASES: list[tuple[list[str], int, str | None]] = [(a, 2, None) for a in BAD] + [(a, 3, need) for a, need in UNAVAILABLE]
 
 
 @pytest.fixture(scope="module")
@@ -152,17 +167,25 @@ def _fill(arg: str, places: dict, counter: list[int]) -> str:
 def test_there_are_at_least_150_bad_inputs_over_every_command():
     from profiler.cli import app
 
-    assert len(BAD) >= 150 and len({tuple(a) for a in BAD}) == len(BAD)
+    assert len(BAD) >= 150 and len({tuple(a) for a, _, _ in CASES}) == len(CASES)
     names = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
-    covered = {a[0] for a in BAD}
+    covered = {a[0] for a, _, _ in CASES}
     assert names - {"version"} <= covered, f"commands without a bad input: {sorted(names - covered)}"
 
 
+def _cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("argv", BAD, ids=[" ".join(a)[:60] for a in BAD])
-def test_bad_input_is_one_line_and_exit_2(cli, places, argv, monkeypatch):
+@pytest.mark.parametrize("argv, expected, absent", CASES, ids=[f"{e}: " + " ".join(a)[:60] for a, e, _ in CASES])
+def test_bad_input_is_one_line_and_its_exit_code(cli, places, argv, expected, absent, monkeypatch):
+    if absent == "cuda" and _cuda_here():
+        pytest.skip("this machine has CUDA, so the request is not unavailable here")
     monkeypatch.chdir(places["TMP"])   # nothing a bad input does can land in the repository
     counter = [0]
     args = [_fill(a, places, counter) for a in argv]
     code, _out, err = cli(*args)
-    assert_one_line_error(code, err, expected_code=3 if code == 3 else 2)
+    assert_one_line_error(code, err, expected_code=expected)

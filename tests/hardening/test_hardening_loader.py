@@ -97,6 +97,27 @@ def test_duplicate_in_files_is_deterministic(tmp_path):
     assert any("duplicate" in w and "earlier" in w for w in warnings)
 
 
+@pytest.mark.parametrize("first, second, silent", [
+    ("ok", "ok rerun newer", True),              # a deliberate re-run replaces the record: no warning
+    ("ok", "crashed rerun newer", True),
+    ("ok rerun newer", "ok", True),              # order of reading does not matter (shards)
+    ("ok", "ok", False),                         # an unexplained duplicate is still reported
+    ("ok", "crashed rerun older", False),        # a re-run flag on an older record explains nothing
+])
+def test_newest_deliberate_rerun_wins_silently(tmp_path, first, second, silent):
+    def rec(text):
+        status, *flags = text.split()
+        started = "2026-01-02T00:00:00+00:00" if "newer" in flags else (
+            "2025-12-31T00:00:00+00:00" if "older" in flags else "2026-01-01T00:00:00+00:00")
+        return _rec(status=status, started=started, rerun="rerun" in flags)
+
+    f = tmp_path / "points.jsonl"
+    f.write_text(_line(rec(first)) + "\n" + _line(rec(second)) + "\n")
+    records, warnings = read_records([f])
+    assert len(records) == 1 and records[0] == pick_record(rec(first), rec(second))
+    assert (warnings == []) if silent else (len(warnings) == 1 and "duplicate record" in warnings[0]), warnings
+
+
 def _manifest_run(tmp_path, text: bytes):
     run = tmp_path / "run"
     run.mkdir()
@@ -198,5 +219,10 @@ def test_rerun_flag_replaces_a_point_and_marks_it(tmp_path):
     assert after[again[0]].started_at >= before[again[0]].started_at
     other = next(i for i in after if "/T128/" in i)
     assert after[other] == before[other]
+    # every later command reads the re-run record as the point's record, without a warning
+    for cmd in (("status", run), ("report", run, "--out", tmp_path / "r.html"), ("export", run, "-f", "csv")):
+        p = serprof(*cmd)
+        assert p.returncode == 0, (cmd, p.stderr)
+        assert "warning" not in (p.stdout + p.stderr).lower() and "duplicate" not in p.stdout + p.stderr, (cmd, p.stderr)
     bad = serprof("sweep", "--rerun", "/T64/", "--kernels", "softmax", "--lengths", "64", "--device", "cpu", "--dry-run")
     assert bad.returncode == 2 and "--rerun" in bad.stderr and "Traceback" not in bad.stderr

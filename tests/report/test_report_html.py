@@ -131,6 +131,6 @@ def test_cli_bad_input_exits_2(tmp_path, synthetic_run):
     res = _invoke(["report", str(synthetic_run), "--baseline", "mamba", "--out", str(tmp_path / "x.html")])
     assert res.returncode == 2 and "softmax/sdpa/full" in res.stderr and "Traceback" not in res.stderr
     res = _invoke(["export", str(synthetic_run), "--format", "xlsx"])
-    assert res.returncode == 2 and "valid: csv, parquet" in res.stderr
+    assert res.returncode == 2 and "valid: csv, json, parquet" in res.stderr
     res = _invoke(["frontier", "--device-memory", "lots"])
     assert res.returncode == 2 and "80GiB" in res.stderr

@@ -22,14 +22,14 @@ def _points(lengths=(256, 512, 1024, 2048), kernel="retnet"):
     return [PointSpec(kernel=kernel, backend="torch", T=t) for t in lengths]
 
 
-def _run(points, fault: str = "", timeout_s: float = 30.0, extra_env=None):
+def _run(points, fault: str = "", timeout_s: float = 30.0, extra_env=None, processes: int = 1):
     env = dict(os.environ, SERPROF_MEASURE_FN=FAKE, SERPROF_TEST_FAULT=fault)
     env.update(extra_env or {})
     ex = LocalExecutor(env=env)
     got = []
     starts = []
     try:
-        ex.run(PointQueue(points), MeasureSettings(point_timeout_s=timeout_s),
+        ex.run(PointQueue(points), MeasureSettings(point_timeout_s=timeout_s, processes=processes),
                RunEvents(on_record=got.append, on_point_start=starts.append))
     finally:
         ex.close()
@@ -100,3 +100,27 @@ def test_records_carry_worker_info_and_wall_time():
     assert r.worker["pid"] != os.getpid()           # measured in a worker, never in this process
     assert r.worker["host"] and r.wall_s is not None and r.wall_s > 0
     assert r.started_at
+
+
+def test_replicated_point_is_measured_once_in_each_of_n_distinct_processes():
+    recs, _, ex = _run(_points((256, 512, 1024)), processes=3)
+    assert [r.status for r in recs] == ["ok"] * 3
+    assert ex.stats.worker_starts == 3                       # three long-lived workers, started once
+    firsts = []
+    for r in recs:
+        assert r.timing.process_counts == (3, 3, 3) and r.timing.processes == 3
+        assert len(r.timing.samples_s) == 9 and [len(g) for g in r.timing.process_groups()] == [3, 3, 3]
+        pids = r.worker["process_pids"]
+        assert len(set(pids)) == 3
+        firsts.append(pids[0])
+        seen = r.extra["settings_seen"]                      # the first replica's settings
+        assert seen["verify"] and seen["measure_memory"] and seen["processes"] == 1
+        assert seen["time_budget_s"] == pytest.approx(MeasureSettings().time_budget_s / 3)
+    assert len(set(firsts)) == 3                             # no process is always first
+
+
+def test_replicated_point_crash_is_a_record_and_the_replica_is_replaced():
+    recs, _, ex = _run(_points((256, 512)), processes=2, fault="raise@T256/")
+    by = _by_T(recs)
+    assert by[256].status == "crashed" and by[512].status == "ok"
+    assert by[512].timing.process_counts == (3, 3)

@@ -49,3 +49,58 @@ def test_slurm_dry_run_prints_shards_and_job_script_and_creates_nothing(tmp_path
 def test_status_of_a_folder_that_is_not_a_run_is_exit_2(tmp_path):
     p = _serprof("status", str(tmp_path))
     assert p.returncode == 2 and "not a serprof run folder" in p.stderr
+
+
+def _fake_slurm_bin(tmp_path, sbatch_body: str | None):
+    """A PATH folder with ``srun`` and, unless ``sbatch_body`` is None, a fake ``sbatch`` script."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {"srun": "exit 0\n"}
+    if sbatch_body is not None:
+        scripts["sbatch"] = sbatch_body
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ.get('PATH', '')}")
+
+
+REJECT = ('echo "sbatch: error: Batch job submission failed: Invalid partition name specified" >&2\n'
+          "exit 1\n")
+
+
+@pytest.mark.parametrize("case", ["sbatch rejects", "no srun or sbatch"])
+@pytest.mark.parametrize("out_exists", [False, True])
+def test_failed_submission_leaves_no_run_folder(tmp_path, case, out_exists):
+    """A submission that fails before a job exists removes what it created: the run folder (or, for an
+    existing empty --out, the files it wrote there) and parent folders made for it."""
+    env = _fake_slurm_bin(tmp_path, REJECT) if case == "sbatch rejects" else dict(
+        __import__("os").environ, PATH="/usr/bin:/bin")
+    out = tmp_path / "existing" if out_exists else tmp_path / "new" / "deeper" / "run"
+    if out_exists:
+        out.mkdir()
+    p = subprocess.run([sys.executable, "-m", "profiler", *BASE, "--device", "cpu", "--executor", "slurm",
+                        "--partition", "nope", "--out", str(out)], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 3, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("serprof: error: --executor slurm") and "Traceback" not in p.stderr
+    if case == "sbatch rejects":
+        assert "submission failed" in lines[0] and "Invalid partition name specified" in lines[0]
+    if out_exists:
+        assert out.is_dir() and list(out.iterdir()) == []
+    else:
+        assert not (tmp_path / "new").exists()
+
+
+def test_successful_submission_keeps_its_run_folder(tmp_path):
+    """The clean-up is for failures only: a fake sbatch that accepts the array leaves the run folder."""
+    env = _fake_slurm_bin(tmp_path, 'echo "Submitted batch job 4242"\n')
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "profiler", *BASE, "--device", "cpu", "--executor", "slurm",
+                        "--partition", "gpu", "--out", str(out), "--json"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert (out / "manifest.json").is_file() and (out / "shards.json").is_file()
+    shards = json.loads((out / "shards.json").read_text())
+    assert shards["submissions"] and shards["submissions"][0]["job_ids"][0].startswith("4242")
