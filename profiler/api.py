@@ -5,17 +5,23 @@ code. ``import profiler`` exposes these lazily (``profiler.sweep(...)``) without
 
     import profiler
 
-    out = profiler.sweep(overrides={"kernels": "retnet", "lengths": "256,512", "device": "cpu"},
-                         execution={"workers": 2})
-    profiler.report(out.run_dir)
-    verdict = profiler.gate(baseline="reports/base", candidate=out.run_dir)
+    rec = profiler.measure("retnet", T=1024, B=1, H=4, D=64, dtype="float32", device="cpu")
+    run = profiler.sweep(kernels=["retnet", "softmax"], lengths=[256, 512], device="cpu", out="reports/x")
+    run = profiler.load("reports/x")          # the same Run from disk
+    df = run.to_pandas()                      # one row per point, the columns of `serprof export`
+    res = profiler.analyze(run)               # fits, crossovers, frontier, roofline (values)
+    profiler.report(run, out="reports/x/report.html")
+    verdict = profiler.gate(baseline=run, candidate=run)   # .passed, .regressions
 
-Values use the library's setting keys (``profiler.spec.names``): scenario keys (``kernels``,
-``backends``, ``lengths``, ...), the measurement settings' names (``target_rel_ci``, ``warmup_s``, ...:
-``profiler.core.settings``) and the execution keys
-(``executor``, ``devices``, ``workers``, SLURM options) of the scenario's ``[execution]`` table.
-Errors are ``profiler.core.errors`` exceptions whose one-line message names the flag or the
-scenario file and key the value came from.
+Arguments are typed values: ints, lists of ints, dtype names (``"float32"``, ``"fp16"``) or
+``torch.dtype``s. Measurement settings are keywords named as the settings model
+declares them (``profiler.core.settings``: ``target_rel_ci=0.05``, ``time_budget_s=0.5``,
+``verify=False``, ``memory_budget="8GiB"``). Errors are ``profiler.core.errors``
+exceptions with a one-line message (``UsageError``: bad input; ``UnavailableError``: the device or
+backend does not exist here).
+
+``sweep_outcome(scenario, overrides, ...)`` is the lower level the ``serprof sweep`` command uses:
+setting keys as the scenario file spells them, dry runs and SLURM submissions.
 """
 
 from __future__ import annotations
@@ -26,10 +32,97 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
+from profiler.core.records import PointRecord
+from profiler.store.runs import LoadedRun
 
-__all__ = ["SweepOutcome", "sweep", "plan", "report", "export", "verify", "gate", "gate_interleave", "gate_calibrate",
-           "status",
-           "resolve_sweep"]
+__all__ = ["Run", "Analysis", "SweepOutcome", "measure", "sweep", "load", "analyze", "report", "markdown_summary",
+           "export", "plan", "verify", "gate", "gate_interleave", "gate_calibrate", "status", "save_baseline", "list_kernels", "env",
+           "frontier", "trace", "doctor", "sweep_outcome", "resolve_sweep"]
+
+
+VERIFY_DEVICES = ("cpu", "cuda")
+
+
+# --------------------------------------------------------------------------- values
+
+@dataclass
+class Run(LoadedRun):
+    """A run folder's manifest and records (``LoadedRun``), as a value for notebooks.
+
+    ``outcome`` is set when this process ran the sweep (``SweepOutcome``: report path, warnings,
+    interrupted); ``None`` for a run read with ``load``.
+    """
+
+    outcome: "SweepOutcome | None" = None
+
+    @classmethod
+    def of(cls, loaded: LoadedRun, outcome: "SweepOutcome | None" = None) -> "Run":
+        return cls(loaded.path, loaded.manifest, loaded.records, list(loaded.warnings), outcome)
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.outcome is not None and self.outcome.interrupted)
+
+    @property
+    def report_path(self) -> Path | None:
+        """The HTML report the sweep rendered (None when not rendered or loaded from disk)."""
+        return self.outcome.report if self.outcome is not None else None
+
+    def to_pandas(self):
+        """One row per point, the columns (and order) of ``serprof export`` (``profiler.report.export.COLUMNS``)."""
+        import pandas as pd
+
+        from profiler.report.export import COLUMNS, rows
+
+        return pd.DataFrame(rows(self.records), columns=list(COLUMNS))
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for r in self.records:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        status = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no points"
+        kernels = sorted({f"{r.spec.kernel}/{r.spec.backend}" for r in self.records})
+        Ts = sorted({r.spec.T for r in self.records})
+        T = f"T={Ts[0]}..{Ts[-1]}" if len(Ts) > 1 else (f"T={Ts[0]}" if Ts else "")
+        what = ", ".join(kernels[:4]) + (f" (+{len(kernels) - 4})" if len(kernels) > 4 else "")
+        extra = " interrupted" if self.interrupted else ""
+        return (f"<Run {self.manifest.run_id} at {self.path}: {len(self.records)} points ({status}){extra}; "
+                f"{what}{'; ' + T if T else ''}>")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What ``analyze`` derives from a run: values (no text), one entry per series where it applies.
+
+    ``fits``: latency slope (exponent of T, 95% CI) and ``a + bT + cT^2`` cost model per series, with
+    the memory ones; ``crossovers``: each series against the softmax ``baseline`` (speed-up, memory
+    and energy ratios per T; crossover lengths); ``frontiers``: longest T that ran and the predicted
+    out-of-memory length; ``roofline``: achieved FLOP/s and bytes/s per point against the roofs.
+    ``detail`` is the full ``profiler.analysis.summary.RunAnalysis`` the report draws from.
+    """
+
+    run: LoadedRun
+    baseline: Any                 # profiler.analysis.crossover.Variant | None
+    fits: tuple                   # of profiler.analysis.summary.SeriesFit
+    crossovers: tuple             # of profiler.analysis.crossover.Comparison
+    frontiers: tuple              # of profiler.analysis.frontier.Frontier
+    roofline: tuple               # of profiler.analysis.roofline.RooflinePoint
+    status_counts: Mapping[str, int]
+    detail: Any
+
+    def __repr__(self) -> str:
+        def some(items: list[str], n: int = 6) -> str:
+            return ", ".join(items[:n]) + (f" (+{len(items) - n})" if len(items) > n else "")
+
+        slopes = [f"{f.key.variant} T^{f.slope.slope:.2f} [{f.slope.ci_low:.2f}, {f.slope.ci_high:.2f}]"
+                  for f in self.fits if f.slope is not None]
+        cross = [f"{c.series.key.variant} {c.latency.kind}"
+                 + (f" T*={c.latency.T_star:.0f}" if c.latency.T_star is not None else "") for c in self.crossovers]
+        return (f"<Analysis of {self.run.manifest.run_id}: {len(self.fits)} series"
+                + (f", baseline {self.baseline}" if self.baseline is not None else "")
+                + (f"; latency slopes {some(slopes)}" if slopes else "")
+                + (f"; crossovers {some(cross)}" if cross else "")
+                + f"; {len(self.frontiers)} frontiers, {len(self.roofline)} roofline points>")
 
 
 # --------------------------------------------------------------------------- sweep
@@ -108,11 +201,11 @@ def _named_plan_errors(scenario: str | Path | None, overrides: Mapping[str, Any]
         raise UsageError(f"{where}: {msg}") from None
 
 
-def sweep(scenario: str | Path | None = None, overrides: Mapping[str, Any] | None = None, *,
-          execution: Mapping[str, Any] | None = None, out: str | Path | None = None,
-          resume: str | Path | None = None, dry_run: bool = False, observer: Any = None,
-          render_report: bool = True, rerun: Sequence[str] = ()) -> SweepOutcome:
-    """Plan and run a sweep (or submit it to SLURM, or only plan it with ``dry_run``).
+def sweep_outcome(scenario: str | Path | None = None, overrides: Mapping[str, Any] | None = None, *,
+                  execution: Mapping[str, Any] | None = None, out: str | Path | None = None,
+                  resume: str | Path | None = None, dry_run: bool = False, observer: Any = None,
+                  render_report: bool = True, rerun: Sequence[str] = ()) -> SweepOutcome:
+    """``serprof sweep``: plan and run a sweep (or submit it to SLURM, or only plan it with ``dry_run``).
 
     ``scenario``: a TOML file; ``overrides``: setting keys over it (``{"kernels": "retnet",
     "target_rel_ci": 0.02}``); ``execution``: executor keys over its ``[execution]`` table;
@@ -159,6 +252,120 @@ def plan(scenario: str | Path | None = None, overrides: Mapping[str, Any] | None
         return make_dry_run(build_spec(scenario, overrides))
 
 
+#: keyword -> setting key of the scenario (``build_spec`` overrides); singular spellings accepted
+_SPEC_KEYWORDS = {"kernels": "kernels", "kernel": "kernels", "backends": "backends", "backend": "backends",
+                  "lengths": "lengths", "batch": "batch", "dtypes": "dtypes", "dtype": "dtypes", "modes": "modes",
+                  "mode": "modes", "heads": "heads", "head_dim": "head_dim", "device": "device", "causal": "causal",
+                  "interpret": "interpret", "level": "level", "audio": "audio", "frame_rate": "frame_rate",
+                  "text_rate": "text_rate", "bidirectional": "bidirectional", "utterances": "utterances",
+                  "packing": "packing", "name": "name", "description": "description"}
+
+
+def _typed(value: Any) -> Any:
+    """A Python value as the scenario parser takes it: lists stay lists, ``torch.float16`` -> ``"float16"``."""
+    if type(value).__module__ == "torch":          # torch.dtype, without importing torch here
+        return str(value).removeprefix("torch.")
+    if isinstance(value, (list, tuple)):
+        return [_typed(v) for v in value]
+    return value
+
+
+def _overrides(spec_kw: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments -> ``build_spec`` overrides; an unknown keyword is a ``UsageError`` naming it.
+
+    Measurement settings are looked up in the settings model (``profiler.core.settings``), which also
+    validates their values.
+    """
+    from profiler.core import settings as measure_settings
+
+    out: dict[str, Any] = {}
+    for k, v in spec_kw.items():
+        if v is not None:
+            out[_SPEC_KEYWORDS[k]] = _typed(v)
+    for k, v in settings.items():
+        if measure_settings.lookup(k) is None:
+            allowed = [sp for st in measure_settings.SETTINGS for sp in st.spellings]
+            raise UsageError(f"unknown keyword argument {k!r}; {did_you_mean(k, [*allowed, *_SPEC_KEYWORDS])}")
+        if v is not None:
+            out[k] = v
+    return out
+
+
+def sweep(kernels: str | Sequence[str] | None = None, lengths: int | str | Sequence[int | str] | None = None, *,
+          backends: str | Sequence[str] | None = None, batch: int | Sequence[int] | None = None,
+          dtypes: Any = None, modes: str | Sequence[str] | None = None, heads: int | Sequence[int] | None = None,
+          head_dim: int | Sequence[int] | None = None, device: str | None = None, causal: bool | None = None,
+          interpret: bool | None = None, level: str | None = None, audio: Any = None,
+          scenario: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+          execution: Mapping[str, Any] | None = None, out: str | Path | None = None,
+          resume: str | Path | None = None, render_report: bool = True, rerun: Sequence[str] = (),
+          observer: Any = None, **settings: Any) -> Run:
+    """Run a sweep over every kernel x backend x length x batch x dtype x mode here; the ``Run``.
+
+    Keywords override ``scenario`` (a TOML file) axis by axis; unset axes keep the scenario's (or the
+    defaults: every mechanism, T = 256..4k, fp32, fwd). Each point runs in a worker process
+    (``execution={"workers": 2}`` for more). ``out``: the run folder (default ``reports/<run-id>``);
+    the HTML report is rendered into it unless ``render_report`` is false. ``overrides``: setting keys
+    as the scenario file spells them (the older form, e.g. ``{"lengths": "256,512"}``). Interrupted
+    (Ctrl-C): the finished points are kept, ``run.interrupted`` is true. SLURM submissions and dry runs:
+    ``sweep_outcome`` / ``plan``.
+    """
+    given = dict(kernels=kernels, lengths=lengths, backends=backends, batch=batch, dtypes=dtypes, modes=modes,
+                 heads=heads, head_dim=head_dim, device=device, causal=causal, interpret=interpret, level=level,
+                 audio=audio)
+    given.update({k: settings.pop(k) for k in list(settings) if k in _SPEC_KEYWORDS})
+    merged = {**dict(overrides or {}), **_overrides(given, settings)}
+    outcome = sweep_outcome(scenario, merged, execution=execution, out=out, resume=resume, observer=observer,
+                            render_report=render_report, rerun=rerun)
+    if outcome.slurm is not None:
+        raise UsageError("profiler.sweep runs here; submit SLURM sweeps with profiler.api.sweep_outcome "
+                         "or `serprof sweep --executor slurm`")
+    return Run.of(_load_run(outcome.run_dir), outcome)
+
+
+def _load_run(path: Path) -> LoadedRun:
+    from profiler.store.runs import RunDir
+
+    return RunDir.open(path).load()
+
+
+def measure(kernel: str, *, T: int = 1024, B: int = 1, H: int = 4, D: int = 64, dtype: Any = "float32",
+            mode: str = "fwd", causal: bool = True, backend: str | None = None, device: str = "auto",
+            interpret: bool = False, level: str = "kernel", **settings: Any) -> PointRecord:
+    """Measure one point in a fresh worker process (as a sweep does) and return its ``PointRecord``.
+
+    Validated as a one-point sweep (same limits, same availability checks). ``backend``: default the
+    kernel's default backend when it runs on ``device``, else the first available one. Settings
+    keywords as for ``sweep`` (``time_budget_s=0.5``, ``target_rel_ci=0.05``, ``verify=False``).
+    A crash, timeout or OOM is a record with that status, not an exception.
+    """
+    from profiler.runner.local import LocalExecutor
+
+    for name, v in (("T", T), ("B", B), ("H", H), ("D", D)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise UsageError(f"{name} must be a whole number, got {v!r}")
+    ov = _overrides(dict(kernels=[kernel], backends=[backend] if backend else None, lengths=[T], batch=[B],
+                         heads=[H], head_dim=[D], dtypes=[dtype], modes=[mode], causal=causal, device=device,
+                         interpret=interpret or None, level=level), settings)
+    p = plan(None, ov)
+    points = [pp.spec for pp in p.points if pp.runnable]
+    if not points:
+        why = "; ".join(f"{d.what}: {d.reason}" for d in p.dropped) or \
+            "; ".join(f"{pp.spec.id}: {pp.skip_reason}" for pp in p.points) or "nothing planned"
+        raise UsageError(f"{kernel}: nothing to measure on {p.sweep.device} ({why})")
+    spec = points[0]
+    if backend is None and level == "kernel":
+        from profiler.kernels import get_kernel
+
+        default = get_kernel(kernel).default_backend
+        spec = next((s for s in points if s.backend == default), spec)
+    executor = LocalExecutor()
+    try:
+        return executor.measure(spec, p.sweep.settings)
+    finally:
+        executor.close()
+
+
 def _render_report(run_dir: Path) -> Path | None:
     try:
         from profiler.report import render_run
@@ -169,22 +376,57 @@ def _render_report(run_dir: Path) -> Path | None:
 
 # --------------------------------------------------------------------------- report, export, status
 
-def report(runs: str | Path | Sequence[str | Path], *, baseline: str | None = None, out: str | Path | None = None,
-           markdown: bool = False) -> tuple[Path, str | None]:
-    """Render the HTML report of one run folder (or an overlay of several); ``(html path, markdown or None)``.
+def _path_of(run: Any) -> Path:
+    return Path(run.path) if isinstance(run, LoadedRun) else Path(run)
 
-    ``profiler.report`` is also the package of that name: once it is imported, calling it does the same.
+
+def _paths(runs: Any) -> list[Path]:
+    if isinstance(runs, (str, Path, LoadedRun)):
+        return [_path_of(runs)]
+    return [_path_of(r) for r in runs]
+
+
+def report(runs: Any, *, baseline: str | None = None, out: str | Path | None = None) -> Path:
+    """Render the HTML report of one run (a ``Run`` or a run folder) or an overlay of several; the HTML path.
+
+    Default ``out``: ``<run>/report.html`` (overlays: ``reports/overlay-<time>/report.html``); figures are
+    written beside it. ``baseline``: ``KERNEL[/BACKEND[/causal|full]]`` the crossovers compare against.
     """
     from profiler.report import report_runs
 
-    return report_runs(runs, baseline=baseline, out=out, markdown=markdown)
+    return report_runs(_paths(runs), baseline=baseline, out=out, markdown=False)[0]
 
 
-def export(run: str | Path, fmt: str = "csv", output: str | Path | None = None) -> Path:
-    """Flatten a run's records to one row per point (csv | parquet)."""
+def markdown_summary(runs: Any, *, baseline: str | None = None) -> str:
+    """The short Markdown summary of one or more runs (what ``serprof report --markdown`` prints)."""
+    from profiler.report.markdown import markdown_summary as summary
+
+    return summary(_paths(runs), baseline=baseline)
+
+
+def load(path: str | Path) -> Run:
+    """A run folder (or a compact baseline file) as a ``Run``; unreadable lines are in ``run.warnings``."""
+    from profiler.store.baseline import load_side
+
+    return Run.of(load_side(Path(path)))
+
+
+def analyze(run: Any, *, baseline: str | None = None) -> Analysis:
+    """Fits, crossovers against the softmax baseline, OOM frontier and roofline of a run, as values."""
+    from profiler.analysis.summary import analyze as analyze_run
+
+    loaded = run if isinstance(run, LoadedRun) else load(run)
+    a = analyze_run(loaded, baseline)
+    return Analysis(run=loaded, baseline=a.baseline, fits=tuple(a.fits.values()), crossovers=tuple(a.comparisons),
+                    frontiers=tuple(a.frontiers), roofline=tuple(a.roofline), status_counts=dict(a.status_counts),
+                    detail=a)
+
+
+def export(run: Any, fmt: str = "csv", output: str | Path | None = None) -> Path:
+    """Flatten a run's records to one row per point (csv | parquet); the file written."""
     from profiler.report.export import export_run
 
-    return export_run(Path(run), fmt, Path(output) if output is not None else None)
+    return export_run(_path_of(run), fmt, Path(output) if output is not None else None)
 
 
 def status(run: str | Path):
@@ -194,10 +436,80 @@ def status(run: str | Path):
     return run_status(Path(run))
 
 
+def save_baseline(run: Any, out: str | Path, *, max_samples: int | None = None) -> Path:
+    """Write the compact baseline file of a run (``serprof baseline save``); the path written."""
+    from profiler.store.baseline import save_baseline as save
+
+    return save(_path_of(run), out, max_samples)
+
+
+# --------------------------------------------------------------------------- kernels, environment, tools
+
+def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, Any]]:
+    """Every entry x backend x device (``cpu``, ``cuda`` or ``all``) of each level (``kernel``, ``layer``,
+    ``model`` or ``all``): ``available``, and the ``reason`` when not (``serprof list``)."""
+    from profiler.core.records import LEVELS
+    from profiler.spec.registry import registry
+
+    if device not in (*VERIFY_DEVICES, "all"):
+        raise UsageError(f"--device {device!r} is not allowed; {did_you_mean(device, (*VERIFY_DEVICES, 'all'))}")
+    if level not in (*LEVELS, "all"):
+        raise UsageError(f"--level {level!r} is not allowed; {did_you_mean(level, (*LEVELS, 'all'))}")
+    devices = VERIFY_DEVICES if device == "all" else (device,)
+    levels = LEVELS if level == "all" else (level,)
+    cuda = False
+    if "cuda" in devices:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    rows = []
+    for lv in levels:
+        for name, spec in registry(lv).items():
+            for bname, b in spec.backends.items():
+                for dev in devices:
+                    ok, why = b.availability(dev, cuda_available=cuda)
+                    rows.append({"level": lv, "kernel": name, "family": spec.family, "backend": bname, "device": dev,
+                                 "available": ok, "reason": why, "causal": list(b.causal),
+                                 "interpretable": b.interpretable, "description": b.description})
+    return rows
+
+
+def env() -> dict[str, Any]:
+    """What serprof sees here: devices, versions, NVML and RAPL availability and why not (``serprof env``)."""
+    from profiler.runner.env import fingerprint
+
+    return fingerprint(device=None)
+
+
+def frontier(device_memory_bytes: int, *, kernels: Sequence[str] | None = None, dtype: str = "bfloat16", B: int = 1,
+             H: int = 4, D: int = 64, mode: str = "fwd") -> list:
+    """Longest T that fits each kernel in ``device_memory_bytes`` (fla: measured host-side allocations, fitted;
+    other backends: the analytic memory model), without a GPU; ``FrontierProbe`` results."""
+    from profiler.tools.frontier_probe import probe_frontier
+
+    return probe_frontier(device_memory_bytes, kernels=list(kernels) if kernels else None, dtype=dtype, B=B, H=H,
+                          D=D, mode=mode)
+
+
+def trace(*, kernel: str, backend: str | None = None, length: int | str = "1k", batch: int = 1, heads: int = 4,
+          head_dim: int = 64, dtype: Any = "float32", mode: str = "fwd", causal: bool = True, device: str = "auto",
+          steps: int = 3, out: str | Path | None = None) -> dict[str, Any]:
+    """One point under ``torch.profiler`` in this process: a Chrome/Perfetto trace and a TensorBoard log dir."""
+    from profiler.tools.trace import trace_point
+
+    return trace_point(kernel=kernel, backend=backend, length=str(length), batch=batch, heads=heads,
+                       head_dim=head_dim, dtype=_typed(dtype), mode=mode, causal=causal, device=device, steps=steps,
+                       out=Path(out) if out is not None else None)
+
+
+def doctor(*, device: str = "auto", out: str | Path | None = None) -> dict[str, Any]:
+    """Check the whole chain here (environment, verify, a tiny sweep with energy); a dict with ``exit_code``."""
+    from profiler.tools.doctor import run_doctor
+
+    return run_doctor(device=device, out=Path(out) if out is not None else None)
+
+
 # --------------------------------------------------------------------------- verify
-
-VERIFY_DEVICES = ("cpu", "cuda")
-
 
 def _split(text: str | Iterable[str] | None) -> list[str]:
     if text is None:
@@ -255,13 +567,17 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
 
 # --------------------------------------------------------------------------- gate
 
-def gate(baseline: str | Path | None, candidate: str | Path, *, rules: Sequence[str] = (), default_rules: bool = True,
+def gate(baseline: Any, candidate: Any, *, rules: Sequence[str] = (), default_rules: bool = True,
          alpha: float = 0.025, normalize: str = "none", statistic: str = "auto", noise_floor: float = 0.01,
          allow_env_mismatch: bool = False, ignore_env: Sequence[str] = (), fail_on_missing: bool = False,
          n_boot: int = 1000, seed: int = 0, noise_profile: str | Path | None = None,
          history: str | Path | None = None, history_runs: int = 10):
-    """Compare a candidate run (folder) with a baseline (folder or baseline .json): a ``GateResult``.
+    """Compare a candidate run with a baseline: a ``GateResult`` (``.passed``, ``.regressions``, ``.checks``).
 
+    Each side is a ``Run``, a run folder or (baseline) a compact baseline ``.json``. Per point the ratio
+    of a latency quantile (q10 on CPU, median on CUDA) with an interval from the spread between worker
+    processes and the machine's noise profile, Holm-corrected across points; a regression only when the
+    whole interval lies beyond the rule's threshold (``rules``: ``"latency:+5%"``, ...).
     ``noise_profile``: the machine's noise (``gate_calibrate``); default: the first of
     ``profiler.store.noise.default_path()``, else a fixed ``noise_floor`` with a warning.
     ``history``: a folder of earlier baseline runs (run folders or baseline files) of the main branch;
@@ -282,9 +598,10 @@ def gate(baseline: str | Path | None, candidate: str | Path, *, rules: Sequence[
             raise UsageError("gate needs --baseline RUN|FILE or --history DIR")
         base = past[-1]
     else:
-        base = load_side(Path(baseline))
+        base = baseline if isinstance(baseline, LoadedRun) else load_side(Path(baseline))
     design = f"history of {len(past)} runs" if past else "two runs"
-    return compare_runs(base, load_side(Path(candidate)), ruleset, alpha=alpha,
+    cand = candidate if isinstance(candidate, LoadedRun) else load_side(Path(candidate))
+    return compare_runs(base, cand, ruleset, alpha=alpha,
                         normalize=normalize, allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (),
                         n_boot=n_boot, seed=seed, fail_on_missing=fail_on_missing, statistic=statistic,
                         noise_floor=noise_floor, noise=noise, history=past, design=design)

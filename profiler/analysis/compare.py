@@ -223,6 +223,15 @@ class GateResult:
     def sorted_checks(self) -> list[Check]:
         return sorted(self.checks, key=lambda c: (VERDICT_ORDER.index(c.verdict), c.metric, c.subject))
 
+    def __repr__(self) -> str:
+        """``<GateResult PASS: candidate vs baseline, 12 checks (0 regression, 1 unclear, ...), 1 missing>``."""
+        counts = ", ".join(f"{sum(c.verdict == v for c in self.checks)} {v}" for v in VERDICT_ORDER)
+        missing = len(self.missing_in_candidate)
+        return (f"<GateResult {'PASS' if self.passed else 'FAIL'}: {self.candidate_label} vs {self.baseline_label}, "
+                f"{len(self.checks)} checks ({counts})"
+                + (f", {missing} missing in candidate" if missing else "")
+                + (f", {len(self.not_compared)} not compared" if self.not_compared else "") + ">")
+
 
 # --------------------------------------------------------------------------- comparison
 

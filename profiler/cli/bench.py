@@ -208,12 +208,9 @@ def timer_cmd(
 
 
 def _write_json(path: str, data) -> None:
-    from pathlib import Path
+    from profiler.core.paths import write_file
 
-    try:
-        Path(path).write_text(json.dumps(data, indent=1) + "\n")
-    except OSError as exc:
-        raise UsageError(f"--json-out {path}: {exc.strerror or exc}") from None
+    write_file(path, json.dumps(data, indent=1) + "\n", "--json-out")
 
 
 def _timer_cuda(ops: Optional[str], json_out: bool, json_path: Optional[str], *, device=None, tools=None,

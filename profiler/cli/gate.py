@@ -57,14 +57,13 @@ def _render_table(result) -> None:
 
 
 def _write_outputs(result, json_out: Optional[Path], markdown_out: Optional[Path]) -> None:
+    from profiler.core.paths import write_file
     from profiler.report.gate import to_json, to_markdown
 
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(to_json(result), indent=2, sort_keys=True) + "\n")
+        write_file(json_out, json.dumps(to_json(result), indent=2, sort_keys=True) + "\n", "--json-out")
     if markdown_out is not None:
-        markdown_out.parent.mkdir(parents=True, exist_ok=True)
-        markdown_out.write_text(to_markdown(result) + "\n")
+        write_file(markdown_out, to_markdown(result) + "\n", "--markdown-out")
 
 
 _RULE_HELP = ("METRIC:LIMIT[@FILTERS], repeatable; later rules win. Metrics latency (on CUDA: device time), "
@@ -213,11 +212,11 @@ def baseline_save(
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Thin each point to this many quantile samples."),
 ) -> None:
     """Write a compact baseline (spec ids, samples, memory, energy, environment, calibration)."""
+    from profiler import api
     from profiler.core.paths import check_output_file
-    from profiler.store.baseline import save_baseline
 
     check_output_file(out, "--out", create_parents=True)
-    path = save_baseline(run, out, max_samples)
+    path = api.save_baseline(run, out, max_samples=max_samples)
     typer.echo(f"baseline written: {path} ({path.stat().st_size} bytes)")
 
 
@@ -317,8 +316,9 @@ def gate_eval(
         out["runs"] = [r.__dict__ for r in runs]
         out["rows"] = [{**r.__dict__, "rate": r.rate} for r in rows]
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(out, indent=2, default=float) + "\n")
+        from profiler.core.paths import write_file
+
+        write_file(json_out, json.dumps(out, indent=2, default=float) + "\n", "--json-out")
 
 
 def gate_calibrate(

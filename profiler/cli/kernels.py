@@ -23,41 +23,10 @@ def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 #: How ``serprof list`` titles each level (the ``level`` of a scenario / ``--level``).
 LEVEL_TITLES = {"kernel": "kernel level: attention kernels (--level kernel, the default)",
                 "layer": "layer level: the study's seq2seq layers (--level layer, scenarios/paper.toml)",
                 "model": "model level: each layer inside the SER head (--level model)"}
-
-
-def availability_rows(device: str = "all", level: str = "all") -> list[dict]:
-    """Every entry x backend x device of each level, with ``available`` and ``reason`` (``serprof list``)."""
-    from profiler.core.errors import did_you_mean
-    from profiler.core.records import LEVELS
-    from profiler.spec.registry import registry
-
-    if device not in (*DEVICES, "all"):
-        raise UsageError(f"--device {device!r} is not allowed; {did_you_mean(device, (*DEVICES, 'all'))}")
-    if level not in (*LEVELS, "all"):
-        raise UsageError(f"--level {level!r} is not allowed; {did_you_mean(level, (*LEVELS, 'all'))}")
-    devices = DEVICES if device == "all" else (device,)
-    levels = LEVELS if level == "all" else (level,)
-    cuda = _cuda_available() if "cuda" in devices else False
-    rows = []
-    for lv in levels:
-        for name, spec in registry(lv).items():
-            for bname, b in spec.backends.items():
-                for dev in devices:
-                    ok, why = b.availability(dev, cuda_available=cuda)
-                    rows.append({"level": lv, "kernel": name, "family": spec.family, "backend": bname, "device": dev,
-                                 "available": ok, "reason": why, "causal": list(b.causal),
-                                 "interpretable": b.interpretable, "description": b.description})
-    return rows
 
 
 def list_cmd(
@@ -67,7 +36,9 @@ def list_cmd(
                               "`kernels` can name at that level."),
 ) -> None:
     """List every entry x backend x device of each level (kernels, layers, SER model): available or not, and why."""
-    rows = availability_rows(device, level)
+    from profiler import api
+
+    rows = api.list_kernels(device, level=level)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -32,19 +32,20 @@ def report(
 ) -> None:
     """Render the HTML report (figures, fits, crossovers, frontier) from stored run folder(s)."""
     from profiler import api
-    from profiler.core.paths import check_output_file
+    from profiler.core.paths import check_output_file, write_file
 
     if out is not None:
         check_output_file(out, "--out", create_parents=True)
     if markdown is not None and markdown != "-":
         check_output_file(markdown, "--markdown")
     _print_load_warnings(runs)
-    path, text = api.report(runs, baseline=baseline, out=out, markdown=markdown is not None)
+    path = api.report(runs, baseline=baseline, out=out)
+    text = api.markdown_summary(runs, baseline=baseline) if markdown is not None else None
     if markdown is not None:
         if markdown == "-":
             typer.echo(text, nl=False)
         else:
-            Path(markdown).write_text(text)
+            write_file(markdown, text, "--markdown")
     typer.echo(f"report: {path}", err=markdown == "-")
 
 
@@ -88,11 +89,12 @@ def frontier(
     """
     import json
 
-    from profiler.tools.frontier_probe import UNSEEN_TERMS, parse_bytes, probe_frontier
+    from profiler import api
+    from profiler.tools.frontier_probe import UNSEEN_TERMS, parse_bytes
 
     mem = parse_bytes(device_memory)
     names = [k.strip() for k in kernels.split(",") if k.strip()] if kernels else None
-    results = probe_frontier(mem, kernels=names, dtype=dtype, B=batch, H=heads, D=head_dim, mode=mode)
+    results = api.frontier(mem, kernels=names, dtype=dtype, B=batch, H=heads, D=head_dim, mode=mode)
     if as_json:
         typer.echo(json.dumps({"device_memory_bytes": mem, "unseen_terms": list(UNSEEN_TERMS),
                                "results": [r.to_dict() for r in results]}, indent=2))

@@ -250,7 +250,7 @@ def sweep(
     console = _console(stderr=as_json)
     obs = _RichObserver(console, quiet=as_json)
     try:
-        outcome = api.sweep(scenario, overrides, execution=execution, out=out, resume=resume, dry_run=dry_run,
+        outcome = api.sweep_outcome(scenario, overrides, execution=execution, out=out, resume=resume, dry_run=dry_run,
                             observer=obs, render_report=not no_report, rerun=tuple(rerun or ()))
     finally:
         obs.close()
@@ -317,9 +317,9 @@ def _record_summary(rec) -> dict[str, Any]:
 
 def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """What serprof sees: devices, versions, NVML and RAPL availability (and why not)."""
-    from profiler.runner.env import fingerprint
+    from profiler import api
 
-    info = fingerprint(device=None)
+    info = api.env()
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
@@ -369,9 +369,9 @@ def trace(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default reports/trace-<run-id>)."),
 ) -> None:
     """Profile one point under torch.profiler: a Chrome/Perfetto trace and a TensorBoard log dir."""
-    from profiler.tools.trace import trace_point
+    from profiler import api
 
-    res = trace_point(kernel=kernel, backend=backend, length=length, batch=batch, heads=heads, head_dim=head_dim,
+    res = api.trace(kernel=kernel, backend=backend, length=length, batch=batch, heads=heads, head_dim=head_dim,
                       dtype=dtype, mode=mode, causal=causal, device=device, steps=steps, out=out)
     typer.echo(f"point: {res['point']}")
     typer.echo(f"Chrome/Perfetto trace: {res['chrome_trace']}")
@@ -391,9 +391,9 @@ def doctor(
     are reported as unavailable, not as failures); 1 = a check failed (verification or a tiny-sweep
     point did not succeed); 3 = --device cuda was requested but no CUDA device is visible.
     """
-    from profiler.tools.doctor import run_doctor
+    from profiler import api
 
-    report = run_doctor(device=device, out=out)
+    report = api.doctor(device=device, out=out)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:

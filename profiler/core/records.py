@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from profiler.core import fmt
 from profiler.core.settings import MeasureSettings  # the stored settings, declared with the settings model
 
 SCHEMA_VERSION = 1
@@ -229,6 +230,20 @@ class Timing:
             flags.append(f"wide CI (±{self.rel_ci * 100:.0f}%)")
         return tuple(flags)
 
+    def describe(self) -> str:
+        """``1.23 ms [1.21, 1.25] (n=40)``: the median and its 95% CI, as ``Measurement`` prints it."""
+        if not self.samples_s:
+            return "no samples"
+        lo, hi = self.ci_s
+        unit = fmt.seconds(self.median_s).split(" ")[-1]
+        scale = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "ns": 1e-9}[unit]
+        return (f"{fmt.seconds(self.median_s)} [{lo / scale:.3g}, {hi / scale:.3g}] (n={self.n})"
+                + "".join(f", {flag}" for flag in self.noise_flags if not flag.startswith("few samples")))
+
+    def __repr__(self) -> str:
+        what = self.quantity or "latency"
+        return f"<Timing {what} by {self.method or self.timer}: {self.describe()}>"
+
 
 @dataclass(frozen=True)
 class FirstCall:
@@ -366,6 +381,25 @@ class PointRecord:
             return None
         lat, dev = self.call_latency.median_s, self.timing.median_s
         return bool(dev < LAUNCH_BOUND_FRACTION * lat)
+
+    def __repr__(self) -> str:
+        """One line: ``retnet/torch cpu float32 fwd B=1 T=1024 H=4 D=64: 1.23 ms [1.21, 1.25] (n=40), peak 3.1 MiB, ok``."""
+        s = self.spec
+        head = (f"{s.kernel}/{s.backend} {s.device} {s.dtype} {s.mode} B={s.B} T={s.T} H={s.H} D={s.D}"
+                + ("" if s.causal else " non-causal") + (" interpreted" if s.interpret else "")
+                + "".join(f" {k}={v}" for k, v in s.options))
+        parts = []
+        if self.timing is not None and self.timing.samples_s:
+            parts.append(self.timing.describe() + (" (interpreted: not a performance number)" if s.interpret else ""))
+        if self.call_latency is not None and self.call_latency.samples_s:
+            parts.append(f"call latency {self.call_latency.describe()}")
+        if self.memory is not None and self.memory.peak_bytes is not None:
+            parts.append(f"peak {fmt.bytes_iec(self.memory.peak_bytes)}")
+        energy, state = energy_per_call(self.energy)
+        if state == "ok":
+            parts.append(f"{fmt.joules(energy)}/call")
+        parts.append(self.status + (f" ({self.reason})" if self.reason and self.status != "ok" else ""))
+        return f"{head}: {', '.join(parts)}"
 
 
 @dataclass(frozen=True)

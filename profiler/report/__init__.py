@@ -10,8 +10,6 @@ Public API (no torch; matplotlib is imported only while figures are drawn)::
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -59,13 +57,3 @@ def report_runs(runs: str | Path | Sequence[str | Path], *, baseline: str | None
         path = render_runs(run_list, out=Path(out), baseline=baseline)
     text = markdown_summary(run_list, baseline=baseline) if markdown else None
     return path, text
-
-
-class _CallablePackage(types.ModuleType):
-    """Once imported, this package shadows ``profiler.report`` (the API function): calling it does the same."""
-
-    def __call__(self, *args, **kwargs):
-        return report_runs(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage

@@ -21,9 +21,10 @@ import json
 import math
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from profiler.core.errors import UsageError
+from profiler.core.paths import check_output_file, output_errors
 from profiler.analysis.ser import audio_seconds
 from profiler.core.records import PointRecord, energy_per_call
 from profiler.store.runs import RunDir
@@ -156,31 +157,34 @@ def flatten(rec: PointRecord) -> dict[str, Any]:
     return {c: _coerce(row[c], TYPES[c]) for c in COLUMNS}
 
 
+def rows(records: Iterable[PointRecord]) -> list[dict[str, Any]]:
+    """``flatten`` of each record, in series order (level, kernel, backend, device, dtype, mode, B, causal, T)."""
+    ordered = sorted(records, key=lambda r: (r.spec.level, r.spec.kernel, r.spec.backend, r.spec.device,
+                                              r.spec.dtype, r.spec.mode, r.spec.B, r.spec.causal, r.spec.T))
+    return [flatten(r) for r in ordered]
+
+
 def export_run(run_dir: Path | str, fmt: str = "csv", out: Path | str | None = None) -> Path:
     """Write ``points.<fmt>`` (or ``out``) from a run folder; return the path."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     if fmt == "parquet":
         _pyarrow()   # before anything is written
-    from profiler.core.paths import check_output_file
-
     path = check_output_file(Path(out) if out else Path(run_dir) / f"points.{fmt}", "-o/--output")
-    run = RunDir.open(run_dir).load()
-    records = sorted(run.records, key=lambda r: (r.spec.level, r.spec.kernel, r.spec.backend, r.spec.device,
-                                                 r.spec.dtype, r.spec.mode, r.spec.B, r.spec.causal, r.spec.T))
-    rows = [flatten(r) for r in records]
-    if fmt == "csv":
-        with open(path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
-            w.writeheader()
-            w.writerows(rows)
-    elif fmt == "json":
-        finite = [{c: (None if isinstance(v, float) and not math.isfinite(v) else v) for c, v in r.items()}
-                  for r in rows]
-        path.write_text(json.dumps(finite, indent=1, allow_nan=False) + "\n")
-    else:
-        pa, pq = _pyarrow()
-        pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema(pa)), path)
+    table_rows = rows(RunDir.open(run_dir).load().records)
+    with output_errors(path, "-o/--output"):
+        if fmt == "csv":
+            with open(path, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+                w.writeheader()
+                w.writerows(table_rows)
+        elif fmt == "json":
+            finite = [{c: (None if isinstance(v, float) and not math.isfinite(v) else v) for c, v in r.items()}
+                      for r in table_rows]
+            path.write_text(json.dumps(finite, indent=1, allow_nan=False) + "\n")
+        else:
+            pa, pq = _pyarrow()
+            pq.write_table(pa.Table.from_pylist(table_rows, schema=arrow_schema(pa)), path)
     return path
 
 

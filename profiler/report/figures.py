@@ -18,6 +18,7 @@ from typing import Sequence
 
 from profiler.analysis.crossover import Variant
 from profiler.analysis.summary import RunAnalysis
+from profiler.core.paths import make_dir, output_errors
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
@@ -110,11 +111,12 @@ def _legend(fig, axes):
 
 
 def _save(plt, fig, out_dir: Path, name: str, title: str, caption: str) -> Figure:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir, "--out")
     svg_path, png_path = out_dir / f"{name}.svg", out_dir / f"{name}.png"
     fig.tight_layout()
-    fig.savefig(svg_path, format="svg", bbox_inches="tight")
-    fig.savefig(png_path, format="png", dpi=110, bbox_inches="tight")
+    with output_errors(out_dir, "--out"):
+        fig.savefig(svg_path, format="svg", bbox_inches="tight")
+        fig.savefig(png_path, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Figure(name, title, caption, _clean_svg(svg_path.read_text()), svg_path, png_path)
 

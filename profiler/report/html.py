@@ -18,6 +18,7 @@ from profiler.analysis.roofline import fmt_rate, series_peaks
 from profiler.analysis.ser import audio_seconds
 from profiler.analysis.summary import RunAnalysis, analyze
 from profiler.core.errors import UsageError
+from profiler.core.paths import make_dir, write_file
 from profiler.report.text import (fmt_audio, fmt_bytes, fmt_ratio, fmt_s, fmt_slope, fmt_T, sentences,
                                   ser_sentences, summary_rows)
 from profiler.core.records import Energy, energy_per_call
@@ -240,7 +241,7 @@ def render_html(analyses: Sequence[RunAnalysis], out: Path) -> Path:
     from profiler.report.figures import render_figures
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(out.parent, "--out")
     figs, notes = render_figures(analyses, out.parent / "figures")
     title = " vs ".join(str((a.manifest.scenario or {}).get("name") or a.manifest.run_id) for a in analyses)
     html = _env().get_template("report.html.j2").render(
@@ -248,10 +249,7 @@ def render_html(analyses: Sequence[RunAnalysis], out: Path) -> Path:
         figures=[{"name": f.name, "title": f.title, "caption": f.caption, "svg": Markup(f.svg)} for f in figs],
         figure_notes=notes,
     )
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_file(out, html, "--out")
 
 
 def render_run(run_dir: Path | str, *, baseline: str | None = None, out: Path | str | None = None) -> Path:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from profiler.core.errors import UsageError, did_you_mean
+from profiler.core.paths import read_text
 from profiler.core import settings as measure_settings
 from profiler.core.records import DTYPES, LEVELS, MODES, MeasureSettings
 from profiler.spec import names
@@ -113,12 +114,7 @@ _ALIASES = {"backend": "backends", "dtype": "dtypes", "mode": "modes", "head_dim
 def load_scenario(path: str | Path) -> dict[str, Any]:
     """Read a TOML scenario file; unreadable or invalid TOML is a ``UsageError``."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise UsageError(f"scenario file {p} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"scenario file {p} cannot be read: {exc}") from None
+    text = read_text(p, "scenario file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -178,7 +174,6 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
         elif first in values and second in values:
             raise UsageError(f"{values[first][1]} and {values[second][1]} cannot be combined: {why}; "
                              "give one of them")
-
     kw: dict[str, Any] = {}
     for key, (raw, where) in values.items():
         kw[_spec_field(key)] = _PARSERS[key](raw, where)

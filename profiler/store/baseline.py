@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from profiler.core.errors import UsageError
+from profiler.core.paths import read_json, write_file
 from profiler.core.records import (Energy, Manifest, Memory, PointRecord, PointSpec, RecordError, Timing,
                               from_dict, to_dict)
 from profiler.store.runs import LoadedRun, RunDir, utc_now
@@ -85,32 +86,30 @@ def baseline_dict(run: LoadedRun, max_samples: int | None = None) -> dict[str, A
     }
 
 
-def save_baseline(run_path: str | os.PathLike, out: str | os.PathLike, max_samples: int | None = None) -> Path:
-    """Write the compact baseline of a run folder to ``out`` (parent folders created)."""
+def save_baseline(run_path: str | os.PathLike, out: str | os.PathLike, max_samples: int | None = None, *,
+                  flag: str = "--out") -> Path:
+    """Write the compact baseline of a run folder to ``out`` (parent folders created; ``flag`` names it in errors)."""
     if max_samples is not None and max_samples < 5:
         raise UsageError(f"--max-samples must be >= 5 (the gate needs at least 5 samples), got {max_samples}")
     run = RunDir.open(run_path).load()
     data = baseline_dict(run, max_samples)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out)
-    return out
+    return write_file(out, json.dumps(data, indent=1, sort_keys=True) + "\n", flag)
 
 
 def load_baseline(path: str | os.PathLike) -> LoadedRun:
     """Read a compact baseline file back into a ``LoadedRun`` (records carry only what gates use)."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{p}: cannot read baseline file ({exc})") from None
+    data = read_json(p, "baseline file")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{p}: not a serprof baseline file (expected \"format\": \"{FORMAT}\"); "
                          f"give a run folder or a file from `serprof baseline save`")
-    if data.get("schema_version", 0) > BASELINE_SCHEMA_VERSION:
-        raise UsageError(f"{p}: baseline schema_version {data['schema_version']} is newer than this serprof")
+    version = data.get("schema_version", 0)
+    if type(version) is not int or version < 0:   # bool is an int subclass: not a version either
+        raise UsageError(f"{p}: key 'schema_version' must be a whole number >= 0, got {version!r}")
+    if version > BASELINE_SCHEMA_VERSION:
+        raise UsageError(f"{p}: baseline schema_version {version} is newer than this serprof")
+    if not isinstance(data.get("points", []), list):
+        raise UsageError(f"{p}: key 'points' must be a list, got {type(data['points']).__name__}")
     records = []
     for i, pt in enumerate(data.get("points", [])):
         where = f"{p}: points[{i}]"

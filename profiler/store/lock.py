@@ -146,14 +146,14 @@ def create_locked(path: str | os.PathLike, manifest_for: Any) -> tuple[Any, RunL
     Checks the folder can be created and holds no run yet (``UsageError`` otherwise), creates it, takes
     the writer lock, then writes ``manifest_for(folder_name)``; on any failure the lock is released.
     """
-    from profiler.core.paths import check_output_dir
+    from profiler.core.paths import check_output_dir, make_dir
     from profiler.store.runs import RunDir
 
     p = Path(path)
     check_output_dir(p, "--out")
     if (p / "manifest.json").exists():
         raise UsageError(f"{p} already holds a run; use --resume {p} or another --out")
-    p.mkdir(parents=True, exist_ok=True)
+    make_dir(p, "--out")
     lock = RunLock(p).acquire()
     try:
         return RunDir.create(p, manifest_for(p.name)), lock

@@ -32,6 +32,7 @@ def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", 
                 head_dim: int = 64, dtype: str = "float32", mode: str = "fwd", causal: bool = True,
                 device: str = "auto", steps: int = 3, out: Path | None = None) -> dict[str, Any]:
     from profiler.core.errors import UsageError, did_you_mean
+    from profiler.core.paths import make_dir
     from profiler.kernels import get_kernel, require_available
     from profiler.kernels.base import Shape
     from profiler.spec.plan import resolve_device
@@ -62,11 +63,12 @@ def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", 
     spec = PointSpec(kernel=kernel, backend=bname, device=dev, dtype=dt, mode=mode, B=batch, T=lengths[0],
                      H=heads, D=head_dim, causal=causal)
 
+    out_dir = Path(out) if out is not None else Path("reports") / new_run_id(f"trace-{kernel}-{bname}")
+    make_dir(out_dir, "--out")   # before anything runs: an output folder that cannot be made is bad input
+
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function, tensorboard_trace_handler
 
-    out_dir = Path(out) if out is not None else Path("reports") / new_run_id(f"trace-{kernel}-{bname}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     tb_dir = out_dir / "tb"
     work = spec_k.build(spec, dev, 0)   # the inputs and call exactly as a sweep builds them
     call, reset = work.call, work.reset

@@ -25,8 +25,8 @@ def test_import_profiler_is_cheap_and_exposes_the_api_lazily():
 
 
 def test_dry_run_sweep_from_python_with_execution_table(tmp_path):
-    out = profiler.sweep(overrides={"kernels": "retnet", "backends": "torch", "lengths": "64,128",
-                                    "device": "cpu"}, dry_run=True)
+    out = profiler.api.sweep_outcome(overrides={"kernels": "retnet", "backends": "torch", "lengths": "64,128",
+                                                "device": "cpu"}, dry_run=True)
     assert out.plan is not None and out.result is None and out.exit_code == 0
     assert {p.spec.T for p in out.plan.points} == {64, 128}
     # the executor choice is library code: the same [execution] table a scenario file holds
@@ -43,9 +43,9 @@ def test_dry_run_sweep_from_python_with_execution_table(tmp_path):
 
 def test_api_errors_name_the_setting_where_it_came_from(tmp_path):
     with pytest.raises(UsageError, match=r"--target-ci: .* must be a finite number > 0"):
-        profiler.sweep(overrides={"target_rel_ci": -1}, dry_run=True)
+        profiler.api.sweep_outcome(overrides={"target_rel_ci": -1}, dry_run=True)
     with pytest.raises(UsageError, match="drop --warmup, --no-verify"):
-        profiler.sweep(overrides={"warmup_s": 1, "verify": False}, resume=tmp_path)
+        profiler.api.sweep_outcome(overrides={"warmup_s": 1, "verify": False}, resume=tmp_path)
 
 
 def test_flag_and_toml_names_come_from_one_mapping():

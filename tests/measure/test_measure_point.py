@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import profiler.kernels as kernels
-import profiler.measure.point as point
+from profiler.measure import point
 from profiler.kernels import softmax
 from profiler.kernels.base import Backend, Shape
 from profiler.measure.device import CpuDevice
