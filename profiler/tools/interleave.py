@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.core.errors import UsageError
+from profiler.core.units import parse_lengths
 from profiler.core.records import Manifest, PointRecord, PointSpec, Timing
 from profiler.store.runs import LoadedRun
 
@@ -127,9 +128,9 @@ class InterleavePlan:
         if not lengths:
             raise UsageError("--lengths: gate-interleave needs lengths, e.g. --lengths 1024,2048")
         try:
-            Ts = [int(x) for x in lengths]
-        except ValueError:
-            raise UsageError(f"--lengths takes integers like 1024,2048 (got {','.join(lengths)})") from None
+            Ts = parse_lengths(",".join(lengths))
+        except UsageError as exc:
+            raise UsageError(f"--lengths: {exc}") from None
         for flag, value in (("--lengths", min(Ts)), ("--batch", B), ("--heads", H), ("--head-dim", D),
                             ("--rounds", rounds), ("--reps", reps)):
             if value < 1:
