@@ -168,6 +168,7 @@ class Check:
     df: float | None = None                  # degrees of freedom of the interval (None: normal)
     noise_sd: float | None = None            # expected SD of an A/A log ratio on this machine (the floor used)
     statistic: str | None = None             # the quantile compared per process (median, q10, ...)
+    drift_control: bool = False              # ratio of control-normalized samples (machine speed divided out)
 
 
 
@@ -270,14 +271,32 @@ def _groups(timing) -> list[np.ndarray]:
     return out
 
 
-def _history_centres(history: Sequence[LoadedRun], pid: str, metric: str, q: float, scale: float) -> list[float]:
-    """Each history run's estimate of the point: the mean over its processes of ``log quantile_q``."""
+def _controlled(tb, tc) -> tuple[list[np.ndarray] | None, list[np.ndarray] | None]:
+    """Both sides' control-normalized samples by process, or ``(None, None)`` unless both have them."""
+    cb = tb.controlled_groups() if tb is not None else None
+    cc = tc.controlled_groups() if tc is not None else None
+    if cb is None or cc is None:
+        return None, None
+    return ([np.asarray(g, dtype=float) for g in cb if len(g)], [np.asarray(g, dtype=float) for g in cc if len(g)])
+
+
+def _history_centres(history: Sequence[LoadedRun], pid: str, metric: str, q: float, scale: float,
+                     controlled: bool = False) -> list[float]:
+    """Each history run's estimate of the point: the mean over its processes of ``log quantile_q``
+    (of the control-normalized samples when ``controlled``; runs without controls are then left out)."""
     out = []
     for run in history:
         rec = run.by_id().get(pid)
         if rec is None or rec.status != "ok":
             continue
-        groups = _groups(_timing(rec, metric))
+        t = _timing(rec, metric)
+        if controlled:
+            cg = t.controlled_groups() if t is not None else None
+            if cg is None:
+                continue
+            groups = [np.asarray(g, dtype=float) / scale for g in cg if len(g)]
+        else:
+            groups = _groups(t)
         if groups:
             out.append(float(group_log_quantiles([g * scale for g in groups], q).mean()))
     return out
@@ -356,14 +375,16 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
                  min_samples: int = MIN_SAMPLES, fail_on_missing: bool = False,
                  baseline_label: str | None = None, candidate_label: str | None = None,
                  noise: NoiseProfile | None = None, runs_apart: int = 2, design: str = "two runs",
-                 history: Sequence[LoadedRun] | None = None) -> GateResult:
+                 history: Sequence[LoadedRun] | None = None, drift_control: bool = True) -> GateResult:
     """Gate ``candidate`` against ``baseline`` (methodology in the module docstring).
 
     ``noise``: the machine's noise profile (None: the fixed ``noise_floor`` fallback, with a warning);
     ``runs_apart``: how many of the two sides are separate runs, each adding the between-run variance
     (2 for two sweeps, 0 for one interleaved job whose processes alternate); ``history``: earlier runs
     of the baseline code (``baseline`` is usually the newest of them): latency is then judged against
-    their spread (``profiler.core.stats.history_ratio``) wherever at least two of them measured a point.
+    their spread (``profiler.core.stats.history_ratio``) wherever at least two of them measured a point;
+    ``drift_control``: where both sides timed a control after every sample (CPU), compare the samples
+    divided by their controls, so a machine that is momentarily slower for everything cancels out.
     """
     rules = rules if rules is not None else RuleSet.parse()
     q = check_options(alpha=alpha, normalize=normalize, statistic=statistic, noise_floor=noise_floor, n_boot=n_boot,
@@ -379,9 +400,10 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
         env_differences=diffs, alpha=alpha, confidence=1.0 - 2.0 * alpha, normalize=normalize,
         statistic=statistic, noise_floor=noise_floor, n_boot=n_boot, seed=seed, rules=tuple(str(r) for r in rules), fail_on_missing=fail_on_missing,
         warnings=[f"baseline: {w}" for w in baseline.warnings] + [f"candidate: {w}" for w in candidate.warnings],
-        noise_source=noise_source(noise, noise_floor), design=design,
+        noise_source=(noise_source(noise, noise_floor) if runs_apart > 0 else
+                      f"the interleaved processes' own spread (weak {noise_floor:.1%} prior)"), design=design,
     )
-    if noise is None:
+    if noise is None and runs_apart > 0:
         result.warnings.append(f"no noise profile: using a fixed {noise_floor:.1%} run-to-run noise floor; "
                                "measure this machine's with `serprof gate-calibrate`")
     scale_b = scale_c = 1.0
@@ -436,18 +458,26 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
             if rule is not None:
                 qp = q if q is not None else auto_quantile(spec.device)
                 qb, qc = float(np.quantile(xb, qp)), float(np.quantile(xc, qp))
-                cls = noise_class(noise, noise_floor, qb)
-                centres = _history_centres(history, pid, metric, qp, scale_b) if history else []
+                # one interleaved job: its own processes are the noise (a weak prior only); separate runs:
+                # the machine's profile
+                cls = noise_class(noise if runs_apart > 0 else None, noise_floor, qb)
+                eb, ec = _controlled(tb, tc) if drift_control else (None, None)
+                controlled = eb is not None
+                if not controlled:
+                    eb, ec = gb, gc
+                centres = _history_centres(history, pid, metric, qp, scale_b, controlled) if history else []
                 if len(centres) >= 2:
-                    prior_sd = math.sqrt(cls.run_sd ** 2 + cls.process_sd ** 2 / max(1, len(gc)))
-                    est = history_ratio(centres, gc, q=qp, confidence=1.0 - 2.0 * alpha, prior_sd=prior_sd,
+                    prior_sd = math.sqrt(cls.run_sd ** 2 + cls.process_sd ** 2 / max(1, len(ec)))
+                    est = history_ratio(centres, ec, q=qp, confidence=1.0 - 2.0 * alpha, prior_sd=prior_sd,
                                         prior_df=min(cls.process_df, cls.run_df), n_baseline=nb)
                 else:
-                    est = replicated_ratio(gb, gc, q=qp, confidence=1.0 - 2.0 * alpha, process_sd=cls.process_sd,
+                    est = replicated_ratio(eb, ec, q=qp, confidence=1.0 - 2.0 * alpha, process_sd=cls.process_sd,
                                            process_df=cls.process_df, run_sd=cls.run_sd, run_df=cls.run_df,
                                            runs=runs_apart, n_boot=n_boot, seed=seed)
-                expected = cls.ratio_sd(len(gb), len(gc), runs_apart > 0)
-                latency_pending.append((metric, spec, rule, est, (qb, qc), expected, busy_reason(tb, tc), qp))
+                if controlled:
+                    est = replace(est, n_baseline=nb, n_candidate=nc)
+                expected = cls.ratio_sd(len(gb), len(gc), True) if runs_apart > 0 else est.log_se
+                latency_pending.append((metric, spec, rule, est, (qb, qc), expected, busy_reason(tb, tc), qp, controlled))
             srule = rules.for_point("slope", spec) if metric == "latency" else None
             if srule is not None:
                 k = (_series_key(spec), str(srule))
@@ -476,12 +506,12 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
     # Points whose calibrated A/A noise exceeds the rule's threshold cannot be judged: "unclear", out
     # of the family. Holm over the family of the others.
     judged = [item for item in latency_pending if not _too_noisy(item[2], item[5]) and item[6] is None]
-    pvals = [one_sided_p(est, rule.threshold_ratio) for _, _, rule, est, _, _, _, _ in judged]
+    pvals = [one_sided_p(est, rule.threshold_ratio) for _, _, rule, est, _, _, _, _, _ in judged]
     adjusted = dict(zip((id(item) for item in judged), holm_adjust(pvals)))
     raw = dict(zip((id(item) for item in judged), pvals))
     for item in latency_pending:
-        metric, spec, rule, est, (mb_s, mc_s), expected, busy, qp = item
-        common = dict(statistic=statistic_name(qp), processes_baseline=est.processes_baseline, processes_candidate=est.processes_candidate,
+        metric, spec, rule, est, (mb_s, mc_s), expected, busy, qp, controlled = item
+        common = dict(statistic=statistic_name(qp), drift_control=controlled, processes_baseline=est.processes_baseline, processes_candidate=est.processes_candidate,
                       spread_baseline=est.spread_baseline, spread_candidate=est.spread_candidate,
                       df=est.df if math.isfinite(est.df) else None, noise_sd=expected)
         if busy is not None:

@@ -3,7 +3,8 @@
 Method (per point, then pooled per size class of median latency, ``profiler.core.noise``):
 
 * every run ``r`` of the point has ``k_r`` worker processes; ``y_ri = log quantile`` of process ``i``
-  (the statistic the default gate compares: q10 on CPU, the median on CUDA),
+  (the statistic the default gate compares: q10 on CPU, the median on CUDA; of the samples divided
+  by their drift controls where the records have them, as the gate does),
   ``m_r`` the run's mean of its ``y_ri``;
 * **between processes**: the pooled sample variance of the ``y_ri`` around their run's ``m_r``
   (``sum (k_r - 1)`` degrees of freedom);
@@ -56,7 +57,8 @@ def _run_estimates(records) -> tuple[list[float], list[np.ndarray]]:
     q10 on CPU, the median on CUDA), and the per-process values."""
     means, ys = [], []
     for rec in records:
-        groups = [np.asarray(g, dtype=float) for g in rec.timing.process_groups()]
+        groups = [np.asarray(g, dtype=float)
+                  for g in (rec.timing.controlled_groups() or rec.timing.process_groups())]
         groups = [g[np.isfinite(g) & (g > 0)] for g in groups]
         groups = [g for g in groups if g.size]
         if not groups:

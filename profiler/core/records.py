@@ -124,6 +124,9 @@ class Timing:
     cpu_s: float | None = None
     cpu_wall_s: float | None = None
     threads: int | None = None
+    # CPU: one fixed control computation timed right after each sample (``measure.timer.cpu_control``),
+    # seconds; the gate divides each sample by its control to cancel the machine's momentary speed.
+    control_samples_s: tuple[float, ...] = ()
 
     # ---- statistics, computed once per value and cached (as torch.utils.benchmark's Measurement does);
     # derived, never stored: ``to_dict`` writes fields only. numpy/scipy load on first use, not on import.
@@ -149,6 +152,18 @@ class Timing:
         if not self.cpu_s or not self.cpu_wall_s or not self.threads:
             return None
         return self.cpu_s / (self.cpu_wall_s * self.threads)
+
+    def controlled_groups(self, q: float = 0.1) -> tuple[tuple[float, ...], ...] | None:
+        """Per process, its samples divided by the ``q`` quantile of its control samples (dimensionless):
+        the process's momentary machine speed divided out. None without a control for every sample."""
+        if len(self.control_samples_s) != len(self.samples_s) or any(c <= 0 for c in self.control_samples_s):
+            return None
+        controls = Timing(self.control_samples_s, self.timer, process_counts=self.process_counts).process_groups()
+        out = []
+        for g, c in zip(self.process_groups(), controls):
+            ref = sorted(c)[min(len(c) - 1, int(q * (len(c) - 1) + 0.5))]
+            out.append(tuple(x / ref for x in g))
+        return tuple(out)
 
     def process_groups(self) -> tuple[tuple[float, ...], ...]:
         """The samples split by worker process (one group when ``process_counts`` does not add up)."""
@@ -183,7 +198,9 @@ class Timing:
             stop_reason="+".join(reasons), process_counts=tuple(counts),
             cpu_s=sum(t.cpu_s for t in timings) if all(t.cpu_s is not None for t in timings) else None,
             cpu_wall_s=(sum(t.cpu_wall_s for t in timings) if all(t.cpu_wall_s is not None for t in timings)
-                        else None))
+                        else None),
+            control_samples_s=(tuple(x for t in timings for x in t.control_samples_s)
+                               if all(len(t.control_samples_s) == t.n for t in timings) else ()))
 
     @functools.cached_property
     def median_s(self) -> float | None:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from profiler.core.errors import UnavailableError, UsageError
 from profiler.measure.energy import RAPL_ROOT, EnergyMeter, NvmlEnergyMeter, RaplEnergyMeter
 from profiler.measure.memory import CudaAllocatorMeter, MemoryMeter, ProfilerMemoryMeter
-from profiler.measure.timer import CudaEventTimer, PerfCounterTimer, SampleTimer, TimedCall, time_host_call
+from profiler.measure.timer import cpu_control, CudaEventTimer, PerfCounterTimer, SampleTimer, TimedCall, time_host_call
 from profiler.core.records import MeasureSettings
 
 
@@ -130,7 +130,7 @@ class CpuDevice(Device):
         import torch
 
         return time_host_call(fn, settings, reset=reset, flush=flush, clock_ns=self._clock_ns,
-                              threads=torch.get_num_threads())
+                              threads=torch.get_num_threads(), control=cpu_control())
 
     def memory_meter(self) -> MemoryMeter:
         return ProfilerMemoryMeter()

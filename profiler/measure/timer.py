@@ -207,12 +207,18 @@ def sample_until(sample: Callable[[], float], settings: MeasureSettings, *, befo
 def measure_timing(fn: Call, settings: MeasureSettings, timer: SampleTimer, *, sync: Call = _noop,
                    reset: Call | None = None, flush: Call | None = None,
                    clock_ns: ClockNs = time.perf_counter_ns, batching: bool = True,
-                   cpu_clock_ns: ClockNs | None = None, threads: int | None = None) -> Timing:
+                   cpu_clock_ns: ClockNs | None = None, threads: int | None = None,
+                   control: Call | None = None) -> Timing:
     """Warm up, then sample until the CI target, the time budget or ``max_reps`` (see module doc).
 
     With ``cpu_clock_ns`` (the process's CPU time, all threads) the sampling phase's CPU seconds and
     wall seconds are stored (``Timing.cpu_s``, ``cpu_wall_s``, ``threads``): their ratio per thread,
     ``Timing.cpu_share``, falls well below 1 when other processes competed for the cores.
+
+    With ``control`` (a fixed reference computation, ``cpu_control``) the second of two control calls
+    is timed right after every sample (``Timing.control_samples_s``, seconds): a machine that runs everything 20%
+    slower for a few seconds (a shared host's other tenants, frequency) slows both, so the gate can
+    compare ``sample / control`` and cancel that drift.
     """
     if settings.min_reps < 1 or settings.max_reps < settings.min_reps:
         raise ValueError(f"need 1 <= min_reps <= max_reps (got {settings.min_reps}, {settings.max_reps})")
@@ -225,11 +231,26 @@ def measure_timing(fn: Call, settings: MeasureSettings, timer: SampleTimer, *, s
         if flush is not None:
             flush()
 
+    controls: list[float] = []
+
+    def one_sample() -> float:
+        x = timer.sample(fn, k)
+        if control is not None:
+            control()           # warms the caches the sample's calls left cold: the timed call measures speed
+            t = clock_ns()
+            control()
+            controls.append((clock_ns() - t) / 1e9)
+        return x
+
+    if control is not None:
+        control()   # its first call (allocation, thread pool) is never a control sample
     c0, w0 = (cpu_clock_ns(), clock_ns()) if cpu_clock_ns is not None else (0, 0)
-    samples, stop = sample_until(lambda: timer.sample(fn, k), settings, before=before, clock_ns=clock_ns)
-    cpu = {}
+    samples, stop = sample_until(one_sample, settings, before=before, clock_ns=clock_ns)
+    cpu: dict[str, Any] = {}
     if cpu_clock_ns is not None:
         cpu = {"cpu_s": (cpu_clock_ns() - c0) / 1e9, "cpu_wall_s": (clock_ns() - w0) / 1e9, "threads": threads}
+    if control is not None:
+        cpu["control_samples_s"] = tuple(controls)
     return Timing(samples_s=tuple(samples), timer=timer.name, warmup_s=warm_s, warmup_calls=warm_calls,
                   calls_per_sample=k, stop_reason=stop, target_rel_ci=settings.target_rel_ci, **cpu)
 
@@ -285,7 +306,8 @@ def first_call_record(wall_s: float) -> FirstCall:
 
 def time_host_call(fn: Call, settings: MeasureSettings, *, reset: Call | None = None,
                    flush: Call | None = None, clock_ns: ClockNs = time.perf_counter_ns,
-                   cpu_clock_ns: ClockNs | None = time.process_time_ns, threads: int | None = None) -> TimedCall:
+                   cpu_clock_ns: ClockNs | None = time.process_time_ns, threads: int | None = None,
+                   control: Call | None = None) -> TimedCall:
     """CPU: the first call on its own, then ``measure_timing`` with ``PerfCounterTimer`` as before.
 
     The samples are the call latency (host time is the work on CPU); the record says so with
@@ -293,6 +315,23 @@ def time_host_call(fn: Call, settings: MeasureSettings, *, reset: Call | None = 
     """
     first = first_call_record(time_first_call(fn, reset=reset, clock_ns=clock_ns))
     t = measure_timing(fn, settings, PerfCounterTimer(clock_ns), reset=reset, flush=flush, clock_ns=clock_ns,
-                       cpu_clock_ns=cpu_clock_ns, threads=threads)
+                       cpu_clock_ns=cpu_clock_ns, threads=threads, control=control)
     t = replace(t, quantity="call_latency", method="perf_counter_ns", l2_flush=flush is not None)
     return TimedCall(t, None, first, {})
+
+
+def cpu_control(n: int = 128) -> Call:
+    """The CPU drift control: one ``n x n`` fp32 matmul on the worker's threads (about 30-60 us at
+    n = 128 on a 2-core machine), timed after every sample so the gate can divide the machine's
+    momentary speed out of the kernel's samples."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g)
+    b = torch.randn(n, n, generator=g)
+    out = torch.empty(n, n)
+
+    def control() -> None:
+        torch.mm(a, b, out=out)
+
+    return control

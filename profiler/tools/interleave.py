@@ -14,7 +14,9 @@ Method
    perf_counter_ns loop if the ref has none), then exits. The process is the unit of replication:
    memory layout, allocator state and core placement differ from process to process, and two
    long-lived processes alone would hide that (ratios of 0.55 and 1.48 were seen between them).
-3. Samples are kept per process (``Timing.process_counts``) with the process's CPU share and handed
+3. After every sample the worker times a fixed control (the second of two 128x128 matmuls, as
+   ``profiler.measure.timer.cpu_control``), so the gate can divide each process's momentary machine
+   speed out. Samples are kept per process (``Timing.process_counts``) with the process's CPU share and handed
    to the ordinary gate as two in-memory runs of ``rounds`` processes each; both sides belong to one
    job, so no between-run variance is added (``compare_runs(runs_apart=0)``).
 
@@ -95,19 +97,25 @@ try:
             ks[pid] = 1
 except Exception as exc:
     print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True); sys.exit(1)
-out, cpu = {}, {}
+ca = torch.randn(128, 128); cb = torch.randn(128, 128); co = torch.empty(128, 128)
+def control():
+    torch.mm(ca, cb, out=co)
+control()
+out, cpu, ctl = {}, {}, {}
 for pid, fn in calls.items():
     c0, w0 = time.process_time(), time.perf_counter()
-    if timer is not None:
-        out[pid] = [timer.sample(fn, ks[pid]) for _ in range(req["reps"])]
-    else:
-        s = []
-        for _ in range(req["reps"]):
+    s, c = [], []
+    for _ in range(req["reps"]):
+        if timer is not None:
+            s.append(timer.sample(fn, ks[pid]))
+        else:
             t0 = time.perf_counter_ns(); fn(); s.append((time.perf_counter_ns() - t0) / 1e9)
-        out[pid] = s
+        control(); t0 = time.perf_counter_ns(); control(); c.append((time.perf_counter_ns() - t0) / 1e9)
+    out[pid], ctl[pid] = s, c
     cpu[pid] = [time.process_time() - c0, time.perf_counter() - w0]
 print(json.dumps({"ok": True, "timer": timer_name, "torch": torch.__version__, "profiler": profiler.__file__,
-                  "pid": os.getpid(), "threads": torch.get_num_threads(), "samples": out, "cpu": cpu}), flush=True)
+                  "pid": os.getpid(), "threads": torch.get_num_threads(), "samples": out, "cpu": cpu,
+                  "controls": ctl}), flush=True)
 '''
 
 
@@ -191,6 +199,7 @@ def run_interleaved(repo: Path, ref_a: str, ref_b: str, plan: InterleavePlan, *,
         envs = (None, dict(os.environ, **env_b) if env_b else None)
         groups: list[dict[str, list[list[float]]]] = [{}, {}]
         cpu: list[dict[str, list[float]]] = [{}, {}]
+        controls: list[dict[str, list[float]]] = [{}, {}]
         info: list[dict] = [{}, {}]
         for r in range(plan.rounds):
             order = (0, 1) if r % 2 == 0 else (1, 0)   # ABBA over fresh processes: cancels linear drift
@@ -199,6 +208,7 @@ def run_interleaved(repo: Path, ref_a: str, ref_b: str, plan: InterleavePlan, *,
                 info[i] = out
                 for pid, s in out["samples"].items():
                     groups[i].setdefault(pid, []).append(s)
+                    controls[i].setdefault(pid, []).extend(out.get("controls", {}).get(pid) or [])
                     c = out.get("cpu", {}).get(pid)
                     if c:
                         acc = cpu[i].setdefault(pid, [0.0, 0.0])
@@ -216,7 +226,8 @@ def run_interleaved(repo: Path, ref_a: str, ref_b: str, plan: InterleavePlan, *,
                 recs.append(PointRecord(s, "ok", timing=Timing(
                     tuple(x for g in gs for x in g), "perf_counter_ns", process_counts=tuple(len(g) for g in gs),
                     cpu_s=c[0] if c else None, cpu_wall_s=c[1] if c else None,
-                    threads=info[i].get("threads") if c else None)))
+                    threads=info[i].get("threads") if c else None,
+                    control_samples_s=tuple(controls[i].get(s.id, ())))))
             man = Manifest(run_id=f"{ref}@{sha[:10]}", created_at="", scenario={}, environment=env,
                            notes={"interleaved": True, "ref": ref, "sha": sha, "processes": plan.rounds})
             runs.append(LoadedRun(Path(f"{ref}@{sha[:10]}"), man, recs, []))
