@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from profiler.core.noise import NoiseClass, NoiseProfile, size_class
-from profiler.core.stats import auto_quantile, group_log_quantiles
+from profiler.core.stats import auto_quantile, group_log_quantiles, slow_outliers_removed
 from profiler.store.runs import LoadedRun, utc_now
 
 #: Points of one run share its state: count at most this many as independent for the run term.
@@ -63,7 +63,7 @@ def _run_estimates(records) -> tuple[list[float], list[np.ndarray]]:
         groups = [g for g in groups if g.size]
         if not groups:
             continue
-        y = group_log_quantiles(groups, auto_quantile(rec.spec.device))
+        y = slow_outliers_removed(group_log_quantiles(groups, auto_quantile(rec.spec.device)))
         means.append(float(y.mean()))
         ys.append(y)
     return means, ys

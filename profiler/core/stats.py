@@ -230,6 +230,32 @@ def within_log_quantile_var(samples: Sequence[float], q: float, n_boot: int, rng
     return float(np.log(_boot_quantile(x, q, n_boot, rng)).var(ddof=1))
 
 
+#: A process is set aside as slow when its log statistic exceeds the side's median by more than this
+#: many robust SDs (1.4826 x MAD), and by more than ``SLOW_MIN`` (log scale).
+SLOW_MADS = 3.0
+SLOW_MIN = math.log(1.10)
+
+
+def slow_outliers_removed(y: np.ndarray) -> np.ndarray:
+    """The per-process values without the *slow* outliers (needs at least 4 processes).
+
+    Interference only adds time, and on a shared machine a worker process now and then runs 1.5-2x
+    slower for its whole life (thread placement, a neighbour); a kernel change moves every process
+    alike. So processes beyond ``median + max(SLOW_MADS * 1.4826 * MAD, SLOW_MIN)`` are left out, at
+    most a third of them; fast outliers are kept.
+    """
+    if y.size < 4:
+        return y
+    med = float(np.median(y))
+    mad = float(np.median(np.abs(y - med))) * 1.4826
+    keep = y <= med + max(SLOW_MADS * mad, SLOW_MIN)
+    if keep.sum() < y.size - y.size // 3:
+        order = np.argsort(y)[: y.size - y.size // 3]
+        keep = np.zeros(y.size, dtype=bool)
+        keep[order] = True
+    return y[keep]
+
+
 def replicated_ratio(baseline_groups: Sequence[Sequence[float]], candidate_groups: Sequence[Sequence[float]], *,
                      q: float = 0.5, confidence: float = 0.95, process_sd: float, process_df: float,
                      run_sd: float = 0.0, run_df: float = math.inf, runs: int = 2,
@@ -239,8 +265,9 @@ def replicated_ratio(baseline_groups: Sequence[Sequence[float]], candidate_group
     Method (a two-level random-effects model on the log scale; worker processes are the unit of
     replication, as in pyperf and asv):
 
-    * per process ``i`` of a side, ``y_i = log quantile_q(samples of i)``; the side's estimate is the
-      mean of its ``y_i`` and the ratio ``exp(mean_c - mean_b)``;
+    * per process ``i`` of a side, ``y_i = log quantile_q(samples of i)``; slow outlier processes are set
+      aside (``slow_outliers_removed``, with 4 or more processes); the side's estimate is the mean of
+      its ``y_i`` and the ratio ``exp(mean_c - mean_b)``;
     * each side's between-process variance is the sample variance of its ``y_i`` (``k - 1`` degrees of
       freedom) moderated towards the machine's calibrated ``process_sd**2`` with ``process_df``
       (``moderated_variance``); the side contributes ``var / k``. A side measured in one process has
@@ -264,7 +291,7 @@ def replicated_ratio(baseline_groups: Sequence[Sequence[float]], candidate_group
             raise ValueError("replicated_ratio needs samples on both sides")
         if any((g <= 0).any() for g in groups):
             raise ValueError("replicated_ratio needs positive samples")
-        y = group_log_quantiles(groups, q)
+        y = slow_outliers_removed(group_log_quantiles(groups, q))
         k = y.size
         centres.append(float(y.mean()))
         counts.append(int(sum(g.size for g in groups)))

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from profiler.core.errors import UsageError
 from profiler.core.units import parse_lengths
+from profiler.runner import allocator
 from profiler.core.records import Manifest, PointRecord, PointSpec, Timing
 from profiler.store.runs import LoadedRun
 
@@ -166,7 +167,10 @@ def export_ref(repo: Path, ref: str, dest: Path) -> str:
 
 def measure_once(name: str, tree: Path, script: Path, plan: InterleavePlan, env: dict[str, str] | None = None) -> dict:
     """One fresh worker process measures every point of ``plan`` from the snapshot ``tree`` and exits."""
-    child_env = dict(os.environ if env is None else env, PYTHONPATH=str(tree))
+    # the sweep workers' CPU allocator regime (profiler.runner.allocator): without it, large
+    # intermediates are first-touched again on every call and a process lands in a fast or a slow
+    # regime by chance (retnet at T=1024: 2.4 ms or 6 ms per call in alternate processes)
+    child_env = dict(allocator.worker_environment("cpu", os.environ if env is None else env), PYTHONPATH=str(tree))
     points = [{"id": s.id, "kernel": s.kernel, "backend": "" if s.backend == "default" else s.backend,
                "B": s.B, "T": s.T, "H": s.H, "D": s.D, "causal": s.causal} for s in plan.specs]
     req = {"tree": str(tree), "threads": plan.threads, "warmup_s": plan.warmup_s, "reps": plan.reps, "points": points}

@@ -263,3 +263,15 @@ def test_baseline_file_keeps_the_process_groups_when_thinned(tmp_path):
     assert t.process_counts == (10, 10, 10) and len(t.samples_s) == 30
     full = load_baseline(save_baseline(run, tmp_path / "full.json")).records[0].timing
     assert full.process_counts == (40, 40, 40)
+
+
+def test_slow_outlier_processes_are_set_aside_fast_ones_kept():
+    from profiler.core.stats import slow_outliers_removed
+
+    y = np.log([1.00, 1.01, 0.99, 1.02, 1.50, 1.00])
+    assert np.allclose(np.exp(slow_outliers_removed(y)), [1.00, 1.01, 0.99, 1.02, 1.00])
+    fast = np.log([1.00, 1.01, 0.99, 1.02, 0.60, 1.00])
+    assert slow_outliers_removed(fast).size == 6                     # a fast process is never dropped
+    assert slow_outliers_removed(np.log([1.0, 1.5, 1.0])).size == 3   # fewer than 4: all kept
+    many = np.log([1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0])       # at most a third is dropped
+    assert slow_outliers_removed(many).size >= 6
