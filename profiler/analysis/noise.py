@@ -52,10 +52,10 @@ class PointNoise:
     run_df: float
 
 
-def _run_estimates(records) -> tuple[list[float], list[np.ndarray]]:
+def _run_estimates(records) -> tuple[list[float], list[np.ndarray], list[int]]:
     """Per run: its mean over processes of the log quantile the gate compares (``auto_quantile``:
     q10 on CPU, the median on CUDA), and the per-process values."""
-    means, ys = [], []
+    means, ys, ks = [], [], []
     for rec in records:
         groups = [np.asarray(g, dtype=float)
                   for g in (rec.timing.controlled_groups() or rec.timing.process_groups())]
@@ -66,7 +66,8 @@ def _run_estimates(records) -> tuple[list[float], list[np.ndarray]]:
         y = slow_outliers_removed(group_log_quantiles(groups, auto_quantile(rec.spec.device)))
         means.append(float(y.mean()))
         ys.append(y)
-    return means, ys
+        ks.append(len(groups))
+    return means, ys, ks
 
 
 def point_noise(runs: Sequence[LoadedRun]) -> list[PointNoise]:
@@ -78,14 +79,14 @@ def point_noise(runs: Sequence[LoadedRun]) -> list[PointNoise]:
                 by_id.setdefault(rec.id, []).append(rec)
     out = []
     for pid, recs in sorted(by_id.items()):
-        means, ys = _run_estimates(recs)
+        means, ys, ks = _run_estimates(recs)
         if len(means) < 2:
             continue
         within = [(float(((y - y.mean()) ** 2).sum()), y.size - 1) for y in ys if y.size >= 2]
         pdf = float(sum(d for _, d in within))
         pvar = sum(ss for ss, _ in within) / pdf if pdf > 0 else None
         median = float(np.median(np.concatenate([np.asarray(r.timing.samples_s, dtype=float) for r in recs])))
-        out.append(PointNoise(pid, median, len(means), min(y.size for y in ys), pvar, pdf,
+        out.append(PointNoise(pid, median, len(means), min(ks), pvar, pdf,
                               float(np.var(means, ddof=1)), len(means) - 1.0))
     return out
 
