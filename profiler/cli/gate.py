@@ -224,7 +224,8 @@ def gate_eval(
     design: str = typer.Option("dial", "--design", help="sweeps (A/A pairs of separate default sweeps + injected slowdown), interleave (gate-interleave of identical refs), dial (fast in-process check), or a comma list."),
     pairs: int = typer.Option(60, "--pairs", help="sweeps: A/A pairs of separate sweeps."),
     detect_runs: int = typer.Option(30, "--detect-runs", help="sweeps: sweeps with the slowdown injected."),
-    interleave_runs: int = typer.Option(30, "--interleave-runs", help="interleave: A/A runs (and as many with the slowdown)."),
+    interleave_runs: int = typer.Option(30, "--interleave-runs", help="interleave: A/A runs."),
+    interleave_detect_runs: Optional[int] = typer.Option(None, "--interleave-detect-runs", help="interleave: runs with the slowdown in side B (default: as many as --interleave-runs)."),
     slowdown: float = typer.Option(15.0, "--slowdown", help="Injected slowdown of the detection runs, percent."),
     processes: Optional[int] = typer.Option(None, "--processes", help="sweeps: worker processes per point (default: the sweep default)."),
     rounds: int = typer.Option(6, "--rounds", help="interleave: fresh processes per side."),
@@ -256,6 +257,7 @@ def gate_eval(
     if not designs or unknown:
         raise UsageError(f"--design takes sweeps, interleave, dial or a comma list (got {design!r})")
     for flag, value, lo in (("--pairs", pairs, 0), ("--detect-runs", detect_runs, 0), ("--interleave-runs", interleave_runs, 0),
+                            ("--interleave-detect-runs", 0 if interleave_detect_runs is None else interleave_detect_runs, 0),
                             ("--rounds", rounds, 2)):
         if not lo <= value <= 10_000:
             raise UsageError(f"{flag} must be a whole number from {lo} to 10000, got {value}")
@@ -289,7 +291,8 @@ def gate_eval(
     if real:
         noise = api.load_gate_noise(noise_profile)
         rs = RealEvalSettings(designs=real, pairs=pairs, detect_runs=detect_runs, interleave_runs=interleave_runs,
-                              interleave_detect_runs=interleave_runs, slowdown=slowdown / 100.0, processes=processes,
+                              interleave_detect_runs=interleave_runs if interleave_detect_runs is None else interleave_detect_runs,
+                              slowdown=slowdown / 100.0, processes=processes,
                               rounds=rounds)
         console.print(f"gate-eval {', '.join(real)}: noise floor from "
                       f"{noise.path if noise is not None else 'the fixed 1% fallback (no noise profile)'}", markup=False)
