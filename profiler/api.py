@@ -243,6 +243,19 @@ def sweep_outcome(scenario: str | Path | None = None, overrides: Mapping[str, An
     return outcome
 
 
+def sweep_estimate(plan_: Any, calibration: Mapping[str, Any] | None = None):
+    """``(Estimate, warning or None)``: how long running ``plan_`` will take here
+    (``profiler.spec.estimate``; energy meters looked up on this machine)."""
+    from profiler.runner.env import nvml_status, rapl_status
+    from profiler.spec.estimate import estimate, long_cpu_run_warning
+
+    runnable = plan_.runnable()
+    device = runnable[0].device if runnable else "cpu"
+    meter = bool((nvml_status() if device == "cuda" else rapl_status()).get("available"))
+    est = estimate(plan_, calibration, energy_meter=meter)
+    return est, long_cpu_run_warning(plan_, est)
+
+
 def plan(scenario: str | Path | None = None, overrides: Mapping[str, Any] | None = None):
     """The plan of a sweep without running it (points, memory estimates, dropped combinations)."""
     from profiler.runner.sweep import dry_run as make_dry_run

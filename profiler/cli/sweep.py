@@ -109,6 +109,8 @@ class _RichObserver:
         verb = "resuming" if resumed else "run folder"
         self.console.print(f"[bold]serprof sweep[/] '{esc(plan.sweep.name)}': {len(todo)} point(s) to run, "
                            f"{len(plan.dropped)} dropped combination(s); {verb}: {esc(run_dir)}")
+        if not resumed:
+            _print_estimate(self.console, plan)
         self.todo_ids = {s.id for s in todo}
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -186,6 +188,29 @@ def _print_dry_run(console, plan) -> None:
         console.print(f"[bold]dropped[/] ({len(plan.dropped)}):")
         for d in plan.dropped:
             console.print(f"  {d.what}: {d.reason}", markup=False)
+    _print_estimate(console, plan)
+
+
+def _print_estimate(console, plan) -> None:
+    """The estimated wall time (``profiler.spec.estimate``) and, for a GPU scenario on CPU, a warning."""
+    from profiler.api import sweep_estimate
+
+    est, warning = sweep_estimate(plan)
+    if est.points:
+        console.print(f"estimated wall time: {_fmt_duration(est.total_s)} ({est.points} point(s) "
+                      f"{_fmt_duration(est.points_s)}, worker start {_fmt_duration(est.startup_s)}, calibration "
+                      f"{_fmt_duration(est.calibration_s)}, report {_fmt_duration(est.report_s)}; rates from "
+                      f"{est.rates_from}; the budget of every point assumed used)", markup=False)
+    if warning:
+        console.print(f"[yellow]warning:[/] {esc(warning)}")
+
+
+def _fmt_duration(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
 
 
 # --------------------------------------------------------------------------- commands

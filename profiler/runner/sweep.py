@@ -338,8 +338,13 @@ def dry_run(sweep: SweepSpec) -> Plan:
 
 
 def plan_as_dict(plan: Plan) -> dict[str, Any]:
-    """JSON-ready plan for ``--dry-run --json``."""
+    """JSON-ready plan for ``--dry-run --json`` (with the wall-time estimate of ``profiler.spec.estimate``)."""
+    from profiler.spec.estimate import estimate
+
+    est = estimate(plan)
     return {
+        "estimate": {"total_s": est.total_s, "points_s": est.points_s, "startup_s": est.startup_s,
+                     "calibration_s": est.calibration_s, "report_s": est.report_s, "rates_from": est.rates_from},
         "sweep": plan.sweep.to_dict(),
         "memory_budget_bytes": plan.memory_budget_bytes,
         "memory_budget_source": plan.budget_source,

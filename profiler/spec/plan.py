@@ -62,6 +62,7 @@ class Plan:
     points: list[PlannedPoint]
     dropped: list[Dropped] = field(default_factory=list)
     budget_source: str = ""
+    requested_device: str = ""       # the device the scenario asked for ("auto", "cpu", "cuda")
 
     @property
     def memory_budget_bytes(self) -> int | None:
@@ -148,6 +149,7 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
     """Resolve the device and memory budget, expand, drop the impossible, order, estimate memory."""
     from profiler.kernels.base import Shape
 
+    requested_device = sweep.device
     device = resolve_device(sweep.device) if sweep.device in ("auto", "cuda") else sweep.device
     settings = sweep.settings
     budget_source = "--memory-budget"
@@ -237,7 +239,8 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
             if p.spec.id not in seen:
                 seen.add(p.spec.id)
                 points.append(p)
-    return Plan(sweep=sweep, points=points, dropped=dropped, budget_source=budget_source)
+    return Plan(sweep=sweep, points=points, dropped=dropped, budget_source=budget_source,
+                requested_device=requested_device)
 
 
 def _replay_product(sweep: SweepSpec, axes: Any, backend: str, vopts):
