@@ -2,10 +2,8 @@
 
 Baseline. One mechanism (``kernel/backend/causal|full``) is the reference; each other series is
 compared with the baseline series that agrees on everything else (level, device, dtype, mode, B, H,
-D). Default: softmax SDPA if the run has it, else naive softmax, compared like with like: causal
-series against the baseline's causal form, non-causal against its non-causal form, where the run has
-both (``compare_all(like_with_like=True)``). Users pick another with ``KERNEL[/BACKEND[/causal|full]]``
-(then every series is compared with exactly that one). Layer- and model-level series whose match
+D). Default: softmax SDPA non-causal if the run has it, else naive softmax, else SDPA causal. Users
+pick another with ``KERNEL[/BACKEND[/causal|full]]``. Layer- and model-level series whose match
 group lacks the chosen baseline are compared with the study's own baseline layer there
 (``softmax/torch/full``, else ``softmax/torch/causal``), so a run with kernels and layers compares both.
 
@@ -239,30 +237,21 @@ def compare(series: Series, baseline: Series) -> Comparison:
     return cmp
 
 
-def compare_all(series: Sequence[Series], baseline: Variant | None, *, like_with_like: bool = False) -> list[Comparison]:
-    """Every non-baseline series against the baseline series with the same match key.
-
-    ``like_with_like`` (the default baseline, none requested): a causal series is compared with the
-    baseline mechanism's causal form and a non-causal one with its non-causal form, where the run has
-    both; a causal linear kernel is then never credited with the work causal masking saves.
-    """
+def compare_all(series: Sequence[Series], baseline: Variant | None) -> list[Comparison]:
+    """Every non-baseline series against the baseline series with the same match key."""
     if baseline is None:
         return []
     bases = {s.key.match_key: s for s in series if Variant.of(s.key) == baseline}
-    twin = Variant(baseline.kernel, baseline.backend, not baseline.causal)
-    twins = ({s.key.match_key: s for s in series if Variant.of(s.key) == twin} if like_with_like else {})
     for pref in LAYER_BASELINES:
         for s in series:
             if s.key.level != "kernel" and s.key.match_key not in bases and Variant.of(s.key) == Variant(*pref):
                 bases[s.key.match_key] = s
-    base_keys = {b.key for b in bases.values()} | {b.key for b in twins.values()}
+    base_keys = {b.key for b in bases.values()}
     out = []
     for s in series:
         if s.key in base_keys:
             continue
         b = bases.get(s.key.match_key)
-        if s.key.causal != baseline.causal and s.key.match_key in twins:
-            b = twins[s.key.match_key]
         if b is not None:
             out.append(compare(s, b))
     return out

@@ -61,7 +61,6 @@ class RunAnalysis:
     call_roofline: list[RooflinePoint] = field(default_factory=list)
     launch: list[LaunchBound] = field(default_factory=list)
     first_calls: list[FirstCalls] = field(default_factory=list)
-    baseline_like_with_like: bool = False   # causal series compared with the causal baseline, full with full
 
     @property
     def manifest(self):
@@ -119,9 +118,8 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
     fits = {s.key: _fit(s) for s in series}
     call_fits = {s.key: _fit(s) for s in call_series}
     base = choose_baseline(series, baseline)
-    like = baseline is None      # the default baseline compares causal with causal, full with full
-    comparisons = compare_all(series, base, like_with_like=like)
-    call_comparisons = compare_all(call_series, base, like_with_like=like)
+    comparisons = compare_all(series, base)
+    call_comparisons = compare_all(call_series, base)
     fr = frontiers(series, records, env, devices)
     roof = roofline(series, run.manifest.calibration, env, devices=devices)
     call_roof = roofline(call_series, run.manifest.calibration, env, devices=devices)
@@ -141,7 +139,6 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
         ser=ser_analysis(records, comparisons, series),
         call_series=call_series, call_fits=call_fits, call_comparisons=call_comparisons, call_roofline=call_roof,
         launch=launch_analysis(series, call_series), first_calls=first_calls(series),
-        baseline_like_with_like=like,
     )
 
 

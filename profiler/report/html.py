@@ -157,10 +157,7 @@ def run_context(a: RunAnalysis) -> dict:
         "run_id": m.run_id, "scenario_name": str((m.scenario or {}).get("name", "–")), "created_at": m.created_at,
         "path": str(a.run.path), "sentences": sentences(a), "summary_rows": summary_rows(a),
         "load_warnings": a.run.warnings, "series_tables": _series_tables(a), "crossovers": crossovers,
-        "baseline": (f"{a.baseline.kernel}/{a.baseline.backend} (causal kernels against its causal form, "
-                     f"non-causal against non-causal, where both were measured; choose another with "
-                     f"serprof report --baseline KERNEL[/BACKEND[/causal|full]])"
-                     if a.baseline and a.baseline_like_with_like else str(a.baseline) if a.baseline else "–"),
+        "baseline": str(a.baseline) if a.baseline else "–",
         "no_crossover_reason": "no softmax baseline series in this run" if a.baseline is None
         else "no other series shares the baseline's device, dtype, mode and batch",
         "two_timings": a.two_timings,

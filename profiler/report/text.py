@@ -156,14 +156,8 @@ def sentences(a: RunAnalysis) -> list[str]:
         if a.series:
             out.append("No softmax series was measured, so there is no baseline to compare with.")
     else:
-        twins = {str(x.baseline.key.variant) for x in a.comparisons} if a.baseline_like_with_like else set()
-        if len(twins) > 1:
-            out.append(f"Baseline: {a.baseline.kernel}/{a.baseline.backend}, like with like: causal kernels against "
-                       f"its causal form, non-causal against its non-causal form (choose one with --baseline); "
-                       f"ratios above 1 favour the variant.")
-        else:
-            out.append(f"Baseline: {a.baseline} ({'causal' if a.baseline.causal else 'non-causal'} softmax"
-                       f"{'' if a.baseline.kernel == 'softmax' else ' replaced by the user'}); ratios above 1 favour the variant.")
+        out.append(f"Baseline: {a.baseline} ({'causal' if a.baseline.causal else 'non-causal'} softmax"
+                   f"{'' if a.baseline.kernel == 'softmax' else ' replaced by the user'}); ratios above 1 favour the variant.")
         # the headline is about the efficient variants; softmax variants only when nothing else ran
         cmps = [c for c in a.comparisons if c.series.key.kernel != "softmax"] or a.comparisons
         if cmps and a.two_timings:

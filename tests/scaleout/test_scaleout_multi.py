@@ -30,7 +30,7 @@ def _run(points, fault="", tmp_path=None):
     ex = MultiExecutor.for_cpu(2, env=env, log_dir=tmp_path)
     got = []
     try:
-        ex.run(PointQueue(points), MeasureSettings(point_timeout_s=30), RunEvents(on_record=got.append))
+        ex.run(PointQueue(points), MeasureSettings(point_timeout_s=30, processes=1), RunEvents(on_record=got.append))
     finally:
         ex.close()
     return got, ex
