@@ -645,6 +645,10 @@ def gate_calibrate(runs: Sequence[str | Path] = (), *, out: str | Path | None = 
     from profiler.tools.gate_eval import calibration_sweeps
 
     target = Path(out) if out is not None else user_path()
+    try:   # before any sweep runs: an unwritable place is bad input, not a lost calibration
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out: cannot create {target.parent} ({exc.strerror or exc})") from None
     if runs:
         loaded = [load_side(Path(r)) for r in runs]
         source = "runs: " + ", ".join(str(r) for r in runs)

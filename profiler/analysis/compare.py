@@ -294,11 +294,11 @@ def _history_centres(history: Sequence[LoadedRun], pid: str, metric: str, q: flo
             cg = t.controlled_groups() if t is not None else None
             if cg is None:
                 continue
-            groups = [np.asarray(g, dtype=float) / scale for g in cg if len(g)]
+            groups = [np.asarray(g, dtype=float) for g in cg if len(g)]   # dimensionless: no scale
         else:
-            groups = _groups(t)
+            groups = [g * scale for g in _groups(t)]
         if groups:
-            out.append(float(group_log_quantiles([g * scale for g in groups], q).mean()))
+            out.append(float(group_log_quantiles(groups, q).mean()))
     return out
 
 

@@ -275,3 +275,10 @@ def test_slow_outlier_processes_are_set_aside_fast_ones_kept():
     assert slow_outliers_removed(np.log([1.0, 1.5, 1.0])).size == 3   # fewer than 4: all kept
     many = np.log([1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0])       # at most a third is dropped
     assert slow_outliers_removed(many).size >= 6
+
+
+def test_calibrate_refuses_an_unwritable_output_before_measuring(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["gate-calibrate", "-o", "/proc/no-such-dir/noise.json"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("serprof: error: --out")
