@@ -31,9 +31,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from profiler.analysis.compare import check_options, compare_runs
+from profiler.analysis.gates import RuleSet
+from profiler.analysis.noise import estimate_profile
+from profiler.analysis.summary import analyze as analyze_run
+from profiler.core import settings as measure_settings
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
-from profiler.core.records import PointRecord
-from profiler.store.runs import LoadedRun
+from profiler.core.lazy import lazy_import
+from profiler.core.records import LEVELS, PointRecord
+from profiler.core.units import parse_dtypes, parse_int_list, parse_lengths
+from profiler.report.export import COLUMNS, export_run
+from profiler.report.export import rows as export_rows
+from profiler.report.html import render_run
+from profiler.report.markdown import markdown_summary as summary
+from profiler.report.runs import report_runs
+from profiler.spec import names
+from profiler.spec.scenario import build_spec
+from profiler.store.baseline import load_side
+from profiler.store.baseline import save_baseline as save
+from profiler.store.history import load_history
+from profiler.store.noise import default_path, load_noise_profile, save_noise_profile, user_path
+from profiler.store.runs import LoadedRun, RunDir
+
+runner_execution = lazy_import('profiler.runner.execution')
+runner_sweep = lazy_import('profiler.runner.sweep')
+runner_slurm = lazy_import('profiler.runner.slurm')
+runner_env = lazy_import('profiler.runner.env')
+spec_estimate = lazy_import('profiler.spec.estimate')
+runner_local = lazy_import('profiler.runner.local')
+kernel_registry = lazy_import('profiler.kernels')
+runner_status = lazy_import('profiler.runner.status')
+spec_registry = lazy_import('profiler.spec.registry')
+torch = lazy_import('torch')
+tools_frontier_probe = lazy_import('profiler.tools.frontier_probe')
+tools_trace = lazy_import('profiler.tools.trace')
+tools_doctor = lazy_import('profiler.tools.doctor')
+measure_verify = lazy_import('profiler.measure.verify')
+kernels_interpret = lazy_import('profiler.kernels.interpret')
+tools_gate_eval = lazy_import('profiler.tools.gate_eval')
+tools_interleave = lazy_import('profiler.tools.interleave')
+pd = lazy_import('pandas')
 
 __all__ = ["Run", "Analysis", "SweepOutcome", "measure", "sweep", "load", "analyze", "report", "markdown_summary",
            "export", "plan", "verify", "gate", "gate_interleave", "gate_calibrate", "status", "save_baseline", "list_kernels", "env",
@@ -70,11 +107,7 @@ class Run(LoadedRun):
 
     def to_pandas(self):
         """One row per point, the columns (and order) of ``serprof export`` (``profiler.report.export.COLUMNS``)."""
-        import pandas as pd
-
-        from profiler.report.export import COLUMNS, rows
-
-        return pd.DataFrame(rows(self.records), columns=list(COLUMNS))
+        return pd.DataFrame(export_rows(self.records), columns=list(COLUMNS))
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
@@ -155,10 +188,6 @@ def resolve_sweep(scenario: str | Path | None = None, overrides: Mapping[str, An
                   execution: Mapping[str, Any] | None = None, resume: str | Path | None = None,
                   dry_run: bool = False):
     """``(spec, executor choice)`` of a sweep, validated; ``spec`` is ``None`` on resume."""
-    from profiler.runner.execution import choose_for_sweep
-    from profiler.spec import names
-    from profiler.spec.scenario import build_spec
-
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if resume is not None:
         given = [names.flag(k, v) for k, v in overrides.items()]
@@ -171,7 +200,7 @@ def resolve_sweep(scenario: str | Path | None = None, overrides: Mapping[str, An
         spec = None
     else:
         spec = build_spec(scenario, overrides)
-    choice = choose_for_sweep(dict(execution or {}), scenario=scenario, spec=spec, resume=resume)
+    choice = runner_execution.choose_for_sweep(dict(execution or {}), scenario=scenario, spec=spec, resume=resume)
     return spec, choice
 
 
@@ -189,7 +218,6 @@ def _named_plan_errors(scenario: str | Path | None, overrides: Mapping[str, Any]
         key = next((k for prefix, k in _PLAN_MESSAGES.items() if msg.startswith(prefix)), None)
         if key is None:
             raise
-        from profiler.spec import names
 
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
         if key in given:
@@ -220,20 +248,15 @@ def sweep_outcome(scenario: str | Path | None = None, overrides: Mapping[str, An
         raise UsageError("--rerun re-measures points of an existing local run: use it with --resume RUN "
                          "(not with --dry-run or --executor slurm)")
     if choice.kind == "slurm":
-        from profiler.runner.slurm import submit
-
         with _named_plan_errors(scenario, overrides):
-            res = submit(spec, opts=choice.slurm, out=out, resume=resume, dry_run=dry_run)
+            res = runner_slurm.submit(spec, opts=choice.slurm, out=out, resume=resume, dry_run=dry_run)
         return SweepOutcome(run_dir=Path(res.run_dir), slurm=res, warnings=list(res.warnings))
     if dry_run:
-        from profiler.runner.sweep import dry_run as make_dry_run
-
         with _named_plan_errors(scenario, overrides):
-            return SweepOutcome(plan=make_dry_run(spec))
-    from profiler.runner.sweep import run_sweep
+            return SweepOutcome(plan=runner_sweep.dry_run(spec))
 
     with _named_plan_errors(scenario, overrides):
-        result = run_sweep(spec, out=out, resume=resume, observer=observer, executor=choice.executor, rerun=rerun)
+        result = runner_sweep.run_sweep(spec, out=out, resume=resume, observer=observer, executor=choice.executor, rerun=rerun)
     outcome = SweepOutcome(run_dir=result.run_dir, result=result, warnings=list(result.warnings))
     if render_report and not result.interrupted:
         try:
@@ -246,23 +269,17 @@ def sweep_outcome(scenario: str | Path | None = None, overrides: Mapping[str, An
 def sweep_estimate(plan_: Any, calibration: Mapping[str, Any] | None = None):
     """``(Estimate, warning or None)``: how long running ``plan_`` will take here
     (``profiler.spec.estimate``; energy meters looked up on this machine)."""
-    from profiler.runner.env import nvml_status, rapl_status
-    from profiler.spec.estimate import estimate, long_cpu_run_warning
-
     runnable = plan_.runnable()
     device = runnable[0].device if runnable else "cpu"
-    meter = bool((nvml_status() if device == "cuda" else rapl_status()).get("available"))
-    est = estimate(plan_, calibration, energy_meter=meter)
-    return est, long_cpu_run_warning(plan_, est)
+    meter = bool((runner_env.nvml_status() if device == "cuda" else runner_env.rapl_status()).get("available"))
+    est = spec_estimate.estimate(plan_, calibration, energy_meter=meter)
+    return est, spec_estimate.long_cpu_run_warning(plan_, est)
 
 
 def plan(scenario: str | Path | None = None, overrides: Mapping[str, Any] | None = None):
     """The plan of a sweep without running it (points, memory estimates, dropped combinations)."""
-    from profiler.runner.sweep import dry_run as make_dry_run
-    from profiler.spec.scenario import build_spec
-
     with _named_plan_errors(scenario, overrides):
-        return make_dry_run(build_spec(scenario, overrides))
+        return runner_sweep.dry_run(build_spec(scenario, overrides))
 
 
 #: keyword -> setting key of the scenario (``build_spec`` overrides); singular spellings accepted
@@ -289,8 +306,6 @@ def _overrides(spec_kw: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[
     Measurement settings are looked up in the settings model (``profiler.core.settings``), which also
     validates their values.
     """
-    from profiler.core import settings as measure_settings
-
     out: dict[str, Any] = {}
     for k, v in spec_kw.items():
         if v is not None:
@@ -337,8 +352,6 @@ def sweep(kernels: str | Sequence[str] | None = None, lengths: int | str | Seque
 
 
 def _load_run(path: Path) -> LoadedRun:
-    from profiler.store.runs import RunDir
-
     return RunDir.open(path).load()
 
 
@@ -352,8 +365,6 @@ def measure(kernel: str, *, T: int = 1024, B: int = 1, H: int = 4, D: int = 64, 
     keywords as for ``sweep`` (``time_budget_s=0.5``, ``target_rel_ci=0.05``, ``verify=False``).
     A crash, timeout or OOM is a record with that status, not an exception.
     """
-    from profiler.runner.local import LocalExecutor
-
     for name, v in (("T", T), ("B", B), ("H", H), ("D", D)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise UsageError(f"{name} must be a whole number, got {v!r}")
@@ -368,11 +379,9 @@ def measure(kernel: str, *, T: int = 1024, B: int = 1, H: int = 4, D: int = 64, 
         raise UsageError(f"{kernel}: nothing to measure on {p.sweep.device} ({why})")
     spec = points[0]
     if backend is None and level == "kernel":
-        from profiler.kernels import get_kernel
-
-        default = get_kernel(kernel).default_backend
+        default = kernel_registry.get_kernel(kernel).default_backend
         spec = next((s for s in points if s.backend == default), spec)
-    executor = LocalExecutor()
+    executor = runner_local.LocalExecutor()
     try:
         return executor.measure(spec, p.sweep.settings)
     finally:
@@ -380,10 +389,6 @@ def measure(kernel: str, *, T: int = 1024, B: int = 1, H: int = 4, D: int = 64, 
 
 
 def _render_report(run_dir: Path) -> Path | None:
-    try:
-        from profiler.report import render_run
-    except ImportError:
-        return None
     return render_run(run_dir)
 
 
@@ -405,29 +410,21 @@ def report(runs: Any, *, baseline: str | None = None, out: str | Path | None = N
     Default ``out``: ``<run>/report.html`` (overlays: ``reports/overlay-<time>/report.html``); figures are
     written beside it. ``baseline``: ``KERNEL[/BACKEND[/causal|full]]`` the crossovers compare against.
     """
-    from profiler.report import report_runs
-
     return report_runs(_paths(runs), baseline=baseline, out=out, markdown=False)[0]
 
 
 def markdown_summary(runs: Any, *, baseline: str | None = None) -> str:
     """The short Markdown summary of one or more runs (what ``serprof report --markdown`` prints)."""
-    from profiler.report.markdown import markdown_summary as summary
-
     return summary(_paths(runs), baseline=baseline)
 
 
 def load(path: str | Path) -> Run:
     """A run folder (or a compact baseline file) as a ``Run``; unreadable lines are in ``run.warnings``."""
-    from profiler.store.baseline import load_side
-
     return Run.of(load_side(Path(path)))
 
 
 def analyze(run: Any, *, baseline: str | None = None) -> Analysis:
     """Fits, crossovers against the softmax baseline, OOM frontier and roofline of a run, as values."""
-    from profiler.analysis.summary import analyze as analyze_run
-
     loaded = run if isinstance(run, LoadedRun) else load(run)
     a = analyze_run(loaded, baseline)
     return Analysis(run=loaded, baseline=a.baseline, fits=tuple(a.fits.values()), crossovers=tuple(a.comparisons),
@@ -437,22 +434,16 @@ def analyze(run: Any, *, baseline: str | None = None) -> Analysis:
 
 def export(run: Any, fmt: str = "csv", output: str | Path | None = None) -> Path:
     """Flatten a run's records to one row per point (csv | parquet); the file written."""
-    from profiler.report.export import export_run
-
     return export_run(_path_of(run), fmt, Path(output) if output is not None else None)
 
 
 def status(run: str | Path):
     """Progress of a run folder, per shard or worker and per device model (``RunStatus``)."""
-    from profiler.runner.status import run_status
-
-    return run_status(Path(run))
+    return runner_status.run_status(Path(run))
 
 
 def save_baseline(run: Any, out: str | Path, *, max_samples: int | None = None) -> Path:
     """Write the compact baseline file of a run (``serprof baseline save``); the path written."""
-    from profiler.store.baseline import save_baseline as save
-
     return save(_path_of(run), out, max_samples)
 
 
@@ -461,9 +452,6 @@ def save_baseline(run: Any, out: str | Path, *, max_samples: int | None = None) 
 def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, Any]]:
     """Every entry x backend x device (``cpu``, ``cuda`` or ``all``) of each level (``kernel``, ``layer``,
     ``model`` or ``all``): ``available``, and the ``reason`` when not (``serprof list``)."""
-    from profiler.core.records import LEVELS
-    from profiler.spec.registry import registry
-
     if device not in (*VERIFY_DEVICES, "all"):
         raise UsageError(f"--device {device!r} is not allowed; {did_you_mean(device, (*VERIFY_DEVICES, 'all'))}")
     if level not in (*LEVELS, "all"):
@@ -472,12 +460,10 @@ def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, A
     levels = LEVELS if level == "all" else (level,)
     cuda = False
     if "cuda" in devices:
-        import torch
-
         cuda = torch.cuda.is_available()
     rows = []
     for lv in levels:
-        for name, spec in registry(lv).items():
+        for name, spec in spec_registry.registry(lv).items():
             for bname, b in spec.backends.items():
                 for dev in devices:
                     ok, why = b.availability(dev, cuda_available=cuda)
@@ -489,18 +475,14 @@ def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, A
 
 def env() -> dict[str, Any]:
     """What serprof sees here: devices, versions, NVML and RAPL availability and why not (``serprof env``)."""
-    from profiler.runner.env import fingerprint
-
-    return fingerprint(device=None)
+    return runner_env.fingerprint(device=None)
 
 
 def frontier(device_memory_bytes: int, *, kernels: Sequence[str] | None = None, dtype: str = "bfloat16", B: int = 1,
              H: int = 4, D: int = 64, mode: str = "fwd") -> list:
     """Longest T that fits each kernel in ``device_memory_bytes`` (fla: measured host-side allocations, fitted;
     other backends: the analytic memory model), without a GPU; ``FrontierProbe`` results."""
-    from profiler.tools.frontier_probe import probe_frontier
-
-    return probe_frontier(device_memory_bytes, kernels=list(kernels) if kernels else None, dtype=dtype, B=B, H=H,
+    return tools_frontier_probe.probe_frontier(device_memory_bytes, kernels=list(kernels) if kernels else None, dtype=dtype, B=B, H=H,
                           D=D, mode=mode)
 
 
@@ -508,18 +490,14 @@ def trace(*, kernel: str, backend: str | None = None, length: int | str = "1k", 
           head_dim: int = 64, dtype: Any = "float32", mode: str = "fwd", causal: bool = True, device: str = "auto",
           steps: int = 3, out: str | Path | None = None) -> dict[str, Any]:
     """One point under ``torch.profiler`` in this process: a Chrome/Perfetto trace and a TensorBoard log dir."""
-    from profiler.tools.trace import trace_point
-
-    return trace_point(kernel=kernel, backend=backend, length=str(length), batch=batch, heads=heads,
+    return tools_trace.trace_point(kernel=kernel, backend=backend, length=str(length), batch=batch, heads=heads,
                        head_dim=head_dim, dtype=_typed(dtype), mode=mode, causal=causal, device=device, steps=steps,
                        out=Path(out) if out is not None else None)
 
 
 def doctor(*, device: str = "auto", out: str | Path | None = None) -> dict[str, Any]:
     """Check the whole chain here (environment, verify, a tiny sweep with energy); a dict with ``exit_code``."""
-    from profiler.tools.doctor import run_doctor
-
-    return run_doctor(device=device, out=Path(out) if out is not None else None)
+    return tools_doctor.run_doctor(device=device, out=Path(out) if out is not None else None)
 
 
 # --------------------------------------------------------------------------- verify
@@ -536,8 +514,6 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
            dtypes: str | None = None, modes: str = "fwd,fwdbwd", device: str = "cpu", interpret: bool = False,
            max_t: int | None = None, seed: int = 0) -> list:
     """Check backends against their fp32 references; the list of results (``r.passed`` each)."""
-    from profiler.core.units import parse_dtypes, parse_int_list, parse_lengths
-
     dev_type = device.split(":")[0]
     if dev_type not in VERIFY_DEVICES:
         raise UsageError(f"unknown device {device!r}; {did_you_mean(device, VERIFY_DEVICES)}")
@@ -553,23 +529,17 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
     if heads < 1 or head_dim < 1:
         raise UsageError("--heads and --head-dim must be >= 1")
     if interpret:
-        from profiler.kernels.interpret import BF16_REASON, enable
-
         if "bfloat16" in dtype_list:
-            raise UsageError(BF16_REASON)
-        enable()  # before anything imports fla
+            raise UsageError(kernels_interpret.BF16_REASON)
+        kernels_interpret.enable()  # before anything imports fla
     if dev_type == "cuda":
-        import torch
-
         if not torch.cuda.is_available():
             raise UnavailableError("--device cuda requested but no CUDA device is visible to torch")
-    from profiler.kernels import MECHANISMS, get_kernel
-    from profiler.measure.verify import verify_many
 
-    kernel_list = _split(kernels) or list(MECHANISMS)
+    kernel_list = _split(kernels) or list(kernel_registry.MECHANISMS)
     for k in kernel_list:
-        get_kernel(k)  # unknown name -> UsageError naming the valid ones
-    results = verify_many(kernel_list, _split(backends) or None, lengths=length_list, batches=batch_list,
+        kernel_registry.get_kernel(k)  # unknown name -> UsageError naming the valid ones
+    results = measure_verify.verify_many(kernel_list, _split(backends) or None, lengths=length_list, batches=batch_list,
                           heads=heads, head_dim=head_dim, dtypes=dtype_list, modes=mode_list, device=device,
                           interpret=interpret, seed=seed, max_T=max_t)
     if not results:
@@ -596,11 +566,6 @@ def gate(baseline: Any, candidate: Any, *, rules: Sequence[str] = (), default_ru
     ``history``: a folder of earlier baseline runs (run folders or baseline files) of the main branch;
     the newest ``history_runs`` of them give the between-run spread and ``baseline`` defaults to the newest.
     """
-    from profiler.analysis.compare import check_options, compare_runs
-    from profiler.analysis.gates import RuleSet
-    from profiler.store.baseline import load_side
-    from profiler.store.history import load_history
-
     ruleset = RuleSet.parse(list(rules), defaults=default_rules)
     check_options(alpha=alpha, normalize=normalize, statistic=statistic, noise_floor=noise_floor, n_boot=n_boot,
                   seed=seed)
@@ -622,8 +587,6 @@ def gate(baseline: Any, candidate: Any, *, rules: Sequence[str] = (), default_ru
 
 def load_gate_noise(noise_profile: str | Path | None):
     """The noise profile a gate uses: the given file, else the default location's, else None (fallback)."""
-    from profiler.store.noise import default_path, load_noise_profile
-
     if noise_profile is not None:
         return load_noise_profile(noise_profile)
     path = default_path()
@@ -639,11 +602,6 @@ def gate_calibrate(runs: Sequence[str | Path] = (), *, out: str | Path | None = 
     ``repeats`` separate sweeps of the calibration points (``profiler.tools.gate_eval.CALIBRATION_POINTS``,
     or ``overrides``), each in ``processes`` worker processes, are run first (kept under ``keep``).
     """
-    from profiler.analysis.noise import estimate_profile
-    from profiler.store.baseline import load_side
-    from profiler.store.noise import save_noise_profile, user_path
-    from profiler.tools.gate_eval import calibration_sweeps
-
     target = Path(out) if out is not None else user_path()
     try:   # before any sweep runs: an unwritable place is bad input, not a lost calibration
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -653,7 +611,7 @@ def gate_calibrate(runs: Sequence[str | Path] = (), *, out: str | Path | None = 
         loaded = [load_side(Path(r)) for r in runs]
         source = "runs: " + ", ".join(str(r) for r in runs)
     else:
-        loaded, source = calibration_sweeps(repeats=repeats, processes=processes, overrides=overrides, keep=keep,
+        loaded, source = tools_gate_eval.calibration_sweeps(repeats=repeats, processes=processes, overrides=overrides, keep=keep,
                                             progress=progress)
     if len(loaded) < 2:
         raise UsageError("gate-calibrate needs at least two A/A runs (give run folders or --repeats >= 2)")
@@ -677,18 +635,14 @@ def gate_interleave(ref_a: str, ref_b: str, *, repo: str | Path = ".", kernels: 
     Each round is one new worker process per side, so ``rounds`` processes per side are the replication;
     the interval comes from their spread (both sides are one job: no between-run variance).
     """
-    from profiler.analysis.compare import check_options, compare_runs
-    from profiler.analysis.gates import RuleSet
-    from profiler.tools.interleave import InterleavePlan, run_interleaved
-
     ruleset = RuleSet.parse(list(rules), defaults=default_rules)
     check_options(alpha=alpha, statistic=statistic, noise_floor=noise_floor, n_boot=n_boot, seed=seed)
     if not ref_a or not ref_b:
         raise UsageError("gate-interleave needs --ref-a REF and --ref-b REF (git refs, e.g. origin/main and HEAD)")
-    iplan = InterleavePlan.from_cli(_split(kernels), backend, _split(lengths), batch, heads, head_dim,
+    iplan = tools_interleave.InterleavePlan.from_cli(_split(kernels), backend, _split(lengths), batch, heads, head_dim,
                                     rounds=rounds, reps=reps)
     noise = load_gate_noise(noise_profile)
-    base_run, cand_run = run_interleaved(Path(repo), ref_a, ref_b, iplan, env_b=dict(env_b or {}), progress=progress)
+    base_run, cand_run = tools_interleave.run_interleaved(Path(repo), ref_a, ref_b, iplan, env_b=dict(env_b or {}), progress=progress)
     return compare_runs(base_run, cand_run, ruleset, alpha=alpha, normalize="none",
                         allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (), n_boot=n_boot,
                         seed=seed, fail_on_missing=fail_on_missing, statistic=statistic, noise_floor=noise_floor,

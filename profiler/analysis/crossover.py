@@ -28,6 +28,7 @@ import numpy as np
 
 from profiler.analysis.series import Series, SeriesKey
 from profiler.core.errors import UsageError
+from profiler.core.fmt import count
 
 #: Default baseline preference: (kernel, backend, causal); first one present wins.
 DEFAULT_BASELINES = (("softmax", "sdpa", False), ("softmax", "naive", False), ("softmax", "naive", True),
@@ -113,8 +114,6 @@ class Crossover:
 
 
 def _fmt_T(T: float | None) -> str:
-    from profiler.core.fmt import count
-
     return count(T, missing="?", infinite=None)
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from profiler.core.records import PointRecord
+from profiler.analysis.environment import device_memory_bytes
+from profiler.core.records import PointRecord, device_key
 
 
 def record_model(rec: PointRecord) -> str | None:
@@ -34,7 +35,6 @@ def record_model(rec: PointRecord) -> str | None:
     w = rec.worker or {}
     if not w.get("device_name"):
         return None
-    from profiler.core.records import device_key
 
     return device_key(w)
 
@@ -134,8 +134,6 @@ def _usable_calibration(cal: Any) -> Mapping[str, Any] | None:
 def run_devices(records: Sequence[PointRecord], environment: Mapping[str, Any],
                 calibration: Mapping[str, Any] | None, run_path: Path | str | None = None) -> RunDevices:
     """Models, per-record assignment, memory and calibration of each model (see the module doc)."""
-    from profiler.analysis.environment import device_memory_bytes
-
     models = assign_models(records)
     submit_host = bool(environment.get("submit_host"))
     envs: list[tuple[Mapping[str, Any], Mapping[str, Any] | None, str]] = []

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from profiler.core.errors import UsageError, did_you_mean
+from profiler.core.fmt import bytes_exact
 from profiler.core.records import PointSpec
 
 METRICS = ("latency", "call_latency", "peak_memory", "energy", "slope")
@@ -164,8 +165,6 @@ class Rule:
 
 
 def _fmt_bytes(n: int) -> str:
-    from profiler.core.fmt import bytes_exact
-
     return bytes_exact(n)
 
 

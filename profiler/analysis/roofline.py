@@ -25,7 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from profiler.analysis.environment import device_name
 from profiler.analysis.series import PointStats, Series
+from profiler.core.fmt import rate
 
 #: Spec-sheet peaks (vendor data sheets; dense tensor-core rates, no sparsity). FLOP/s by dtype, bytes/s.
 SPEC_PEAKS: dict[str, dict[str, float]] = {
@@ -155,8 +157,6 @@ def series_peaks(key, calibration: Mapping[str, Any] | None, environment: Mappin
     that measured the series (per-record worker ``device_name``; a SLURM manifest describes the
     submitting host, so its environment is never used for the name). Without it, the manifest's.
     """
-    from profiler.analysis.environment import device_name
-
     if devices is None:
         return peaks_for(calibration, key.device, key.dtype, device_name(environment, key.device))
     info = devices.info(key.device_model)
@@ -183,6 +183,4 @@ def roofline(series: Sequence[Series], calibration: Mapping[str, Any] | None,
 
 
 def fmt_rate(x: float | None, unit: str) -> str:
-    from profiler.core.fmt import rate
-
     return rate(x, unit)

@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from profiler.analysis.study import study_section
+from profiler.core.audio import human_duration
 from profiler.core.records import PointRecord, PointSpec
 
 SER_LEVELS = ("layer", "model")
@@ -172,8 +174,6 @@ class Payoff:
 
 def payoffs(comparisons) -> list[Payoff]:
     """Latency crossovers of layer/model-level comparisons, in seconds of audio."""
-    from profiler.core.audio import human_duration
-
     out = []
     for c in comparisons:
         key = c.series.key
@@ -222,8 +222,6 @@ class SerAnalysis:
 
 def ser_analysis(records: Sequence[PointRecord], comparisons, series) -> SerAnalysis | None:
     """SER view of a run; None when it has no layer- or model-level points."""
-    from profiler.analysis.study import study_section
-
     recs = [r for r in records if r.spec.level in SER_LEVELS]
     if not recs:
         return None

@@ -35,6 +35,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from profiler.analysis.devices import assign_models
 from profiler.core.records import PointRecord, PointSpec, Timing, energy_per_call
 
 #: A point's median CI wider than this (half-width relative to the median) is flagged (the timing's own flag).
@@ -236,8 +237,6 @@ def build_series(records: Iterable[PointRecord], models: Mapping[str, str] | Non
     """
     records = list(records)
     if models is None:
-        from profiler.analysis.devices import assign_models
-
         models = assign_models(records)
     groups: dict[SeriesKey, Series] = {}
     for rec in records:

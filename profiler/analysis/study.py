@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from profiler.core.audio import human_duration
+
 BASELINE = "softmax"
 ORDER_OF_MAGNITUDE = 10.0
 
@@ -144,8 +146,6 @@ def study_section(records: Iterable) -> StudySection:
 
 
 def _human(seconds: float) -> str:
-    from profiler.core.audio import human_duration
-
     return human_duration(seconds)
 
 

@@ -12,7 +12,9 @@ import sys
 
 import typer
 
+from profiler.cli import bench, gate, kernels, report, sweep
 from profiler.core.errors import SerprofError
+from profiler.core.version import __version__
 
 app = typer.Typer(
     name="serprof",
@@ -28,14 +30,10 @@ app = typer.Typer(
 @app.command()
 def version() -> None:
     """Print serprof's version."""
-    from profiler.core.version import __version__
-
     typer.echo(__version__)
 
 
 def _register_all() -> None:
-    from profiler.cli import bench, gate, kernels, report, sweep
-
     for mod in (kernels, sweep, report, gate, bench):
         mod.register(app)
 

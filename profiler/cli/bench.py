@@ -14,11 +14,26 @@ torch is imported only inside the commands.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-from profiler.core.errors import UsageError
+from profiler.cli.scaleout import register_bench
+from profiler.core.console import console
+from profiler.core.errors import UsageError, did_you_mean
+from profiler.core.fmt import mib, ms
+from profiler.core.lazy import lazy_import
+from profiler.core.paths import write_file
+from profiler.core.units import parse_lengths
+
+core_records = lazy_import('profiler.core.records')
+bench = lazy_import('profiler.tools.bench')
+runner = lazy_import('profiler.runner')
+measure_device = lazy_import('profiler.measure.device')
 
 bench_app = typer.Typer(help="Benchmarks of the kernels and of the measurement engine (print numbers).",
                         rich_markup_mode=None,
@@ -27,8 +42,6 @@ bench_app = typer.Typer(help="Benchmarks of the kernels and of the measurement e
 
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` group to the app."""
-    from profiler.cli.scaleout import register_bench  # `bench scaleout` (multi-worker executor)
-
     register_bench(bench_app)
     app.add_typer(bench_app, name="bench")
 
@@ -37,8 +50,6 @@ def register(app: typer.Typer) -> None:
 
 def _parse_lengths(text: str) -> list[int]:
     """The sweep's length syntax (``512..16k``, ``1k,2k``, ``1k..8k:+1k``)."""
-    from profiler.core.units import parse_lengths
-
     try:
         Ts = sorted(set(int(x) for x in parse_lengths(text)))
     except (ValueError, TypeError) as exc:
@@ -49,14 +60,10 @@ def _parse_lengths(text: str) -> list[int]:
 
 
 def _fmt_ms(s: float | None) -> str:
-    from profiler.core.fmt import ms
-
     return ms(s)
 
 
 def _fmt_mib(b: float | None) -> str:
-    from profiler.core.fmt import mib
-
     return mib(b)
 
 
@@ -65,8 +72,6 @@ def _fmt_x(v: float | None, fmt: str = "{:.2f}") -> str:
 
 
 def _console():
-    from profiler.core.console import console
-
     return console()
 
 
@@ -80,9 +85,6 @@ def kernels_cmd(
     json_out: bool = typer.Option(False, "--json", help="print machine-readable results"),
 ) -> None:
     """Time the torch backends on CPU (B=1, H=4, D=64, fp32, fwd) against SDPA; one worker process per series."""
-    from profiler.tools import bench
-    from profiler.core.records import to_dict
-
     Ts = _parse_lengths(lengths)
     series = bench.parse_series(kernels.split(",")) if kernels else bench.default_series()
     console = _console() if not json_out else None
@@ -101,20 +103,16 @@ def kernels_cmd(
     summary = bench.summarize_kernels(records)
     if json_out:
         typer.echo(json.dumps({
-            "settings": to_dict(bench.KERNEL_BENCH_SETTINGS), "shape": bench.SHAPE, "fit_range": bench.FIT_RANGE,
-            "summary": [to_dict(s) for s in summary], "records": [to_dict(r) for r in records],
+            "settings": core_records.to_dict(bench.KERNEL_BENCH_SETTINGS), "shape": bench.SHAPE, "fit_range": bench.FIT_RANGE,
+            "summary": [core_records.to_dict(s) for s in summary], "records": [core_records.to_dict(r) for r in records],
         }))
         return
     _render_kernels(console, summary, Ts, records)
 
 
 def _render_kernels(console, summary, Ts, records) -> None:
-    from rich.table import Table
-
-    from profiler.tools.bench import FIT_RANGE
-
     threads = next((r.worker.get("threads") for r in records if r.worker), None)
-    lo, hi = FIT_RANGE
+    lo, hi = bench.FIT_RANGE
     for title, getter, fmt in (
         ("median time, ms", lambda s: s.median_s, _fmt_ms),
         ("peak memory (torch allocations during the call), MiB", lambda s: s.peak_bytes, _fmt_mib),
@@ -155,33 +153,22 @@ def timer_cmd(
     json_path: Optional[str] = typer.Option(None, "--json-out", help="also write the results as JSON to this file"),
 ) -> None:
     """Timing fidelity: serprof vs the field's timers on the same op, in the same process."""
-    import os
-    import subprocess
-    import sys
-
     if ops is not None:
-        from profiler.tools.bench import parse_op
-
         for o in ops.split(","):
-            parse_op(o.strip())   # a bad op is exit 2 here, before any (re-)exec or CUDA check
+            bench.parse_op(o.strip())   # a bad op is exit 2 here, before any (re-)exec or CUDA check
     if device == "cuda":
         _timer_cuda(ops, json_out, json_path)
         return
     if device != "cpu":
-        from profiler.core.errors import did_you_mean
-
         raise UsageError(f"--device {device!r}: {did_you_mean(device, ('cpu', 'cuda'))}")
 
-    from profiler.runner import allocator
-
-    env = allocator.worker_environment("cpu", os.environ)
+    env = runner.allocator.worker_environment("cpu", os.environ)
     if env != dict(os.environ):
         # glibc reads MALLOC_* at start-up only: compare both timers in a process with the workers'
         # allocator regime, or process history (not the timers) decides which one sees page faults.
         args = (["bench", "timer", "--rounds", str(rounds)] + (["--ops", ops] if ops else []) + (["--json"] if json_out else [])
                 + (["--json-out", json_path] if json_path else []))
         raise typer.Exit(subprocess.run([sys.executable, "-m", "profiler", *args], env=env).returncode)
-    from profiler.tools import bench
 
     op_list = [o.strip() for o in ops.split(",") if o.strip()] if ops else list(bench.DEFAULT_FIDELITY_OPS)
     rows = bench.timer_fidelity(op_list, rounds=rounds)
@@ -191,7 +178,6 @@ def timer_cmd(
     if json_out:
         typer.echo(json.dumps(data))
         return
-    from rich.table import Table
 
     t = Table(title="timer fidelity (CPU, same process; target: ratio within 1 +- 0.05 with no more wall time)")
     for c in ("op", "Timer median ms", "Timer wall s", "serprof median ms", "ratio", "serprof wall s",
@@ -208,20 +194,14 @@ def timer_cmd(
 
 
 def _write_json(path: str, data) -> None:
-    from profiler.core.paths import write_file
-
     write_file(path, json.dumps(data, indent=1) + "\n", "--json-out")
 
 
 def _timer_cuda(ops: Optional[str], json_out: bool, json_path: Optional[str], *, device=None, tools=None,
                 make_call=None, console=None) -> None:
     """``bench timer --device cuda`` (the seams let tests run it with a simulated device)."""
-    from profiler.tools import bench
-
     if device is None:
-        from profiler.measure.device import get_device
-
-        device = get_device("cuda")   # UnavailableError without CUDA: one line, exit 3
+        device = measure_device.get_device("cuda")   # UnavailableError without CUDA: one line, exit 3
     op_list = [o.strip() for o in ops.split(",") if o.strip()] if ops else list(bench.DEFAULT_CUDA_OPS)
     rows = bench.cuda_timer_comparison(op_list, device=device, tools=tools, make_call=make_call)
     data = {"device": device.name(), "settings": _settings_dict(bench.CUDA_TIMER_SETTINGS),
@@ -235,18 +215,12 @@ def _timer_cuda(ops: Optional[str], json_out: bool, json_path: Optional[str], *,
 
 
 def _settings_dict(s) -> dict:
-    from profiler.core.records import to_dict
-
-    return to_dict(s)
+    return core_records.to_dict(s)
 
 
 def render_cuda_timers(rows, device_name: str, console) -> None:
     """The side-by-side table of ``bench timer --device cuda`` (ms per call, ratios to serprof)."""
-    from rich.table import Table
-
-    from profiler.tools.bench import CUDA_TOOL_NOTES
-
-    tools = list(rows[0].tools_s) if rows else list(CUDA_TOOL_NOTES)
+    tools = list(rows[0].tools_s) if rows else list(bench.CUDA_TOOL_NOTES)
     t = Table(title=f"CUDA timers, ms per call ({device_name}; bf16 B=1 H=4 D=64 fwd)")
     for c in ["op", "serprof device", "method", "serprof latency", "launch-bound", *tools,
               *[f"device/{x}" for x in tools]]:
@@ -256,7 +230,7 @@ def render_cuda_timers(rows, device_name: str, console) -> None:
         t.add_row(r.op, _fmt_ms(r.serprof_device_s), r.serprof_method or "-", _fmt_ms(r.serprof_latency_s), lb,
                   *[_fmt_ms(r.tools_s.get(x)) for x in tools], *[_fmt_x(r.ratio(x), "{:.3f}") for x in tools])
     console.print(t)
-    for name, note in CUDA_TOOL_NOTES.items():
+    for name, note in bench.CUDA_TOOL_NOTES.items():
         console.print(f"{name}: {note}", highlight=False, markup=False)
     console.print("serprof device: device time (method shown); serprof latency: sync-to-sync, one isolated call.",
                   highlight=False)
@@ -275,13 +249,10 @@ def memory_cmd(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Naive softmax (B=1, H=4, fp32, fwd): CPU peak memory measured vs the kernel's analytic model."""
-    from profiler.tools import bench
-
     rows = bench.memory_check(length)
     if json_out:
         typer.echo(json.dumps([{**r.__dict__, "ratio": r.ratio, "within_15pct": r.within()} for r in rows]))
         return
-    from rich.table import Table
 
     t = Table(title="CPU peak memory vs analytic model (target: within +-15%)")
     for c in ("point", "measured MiB", "analytic MiB", "ratio", "within 15%"):

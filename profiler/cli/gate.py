@@ -8,24 +8,31 @@ regression, 2 usage error). Nothing heavy is imported at module level.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
-from profiler.core.console import console as _console, esc
+from profiler.core.console import console as _console
+from profiler.core.console import esc
 from profiler.core.errors import UsageError
+from profiler.core.lazy import lazy_import
+from profiler.core.paths import check_output_dir, check_output_file, write_file
+
+api = lazy_import("profiler.api")
+report_gate = lazy_import('profiler.report.gate')
+analysis_compare = lazy_import('profiler.analysis.compare')
+tools_gate_eval = lazy_import('profiler.tools.gate_eval')
+runner_env = lazy_import('profiler.runner.env')
 
 baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --baseline`.", no_args_is_help=True,
                            rich_markup_mode=None)
 
 
 def _render_table(result) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from profiler.report.gate import fmt_ci, fmt_noise, fmt_ratio, fmt_replication, fmt_value, summary_line
-
     console = _console()
     colours = {"regression": "bold red", "unclear": "yellow", "faster": "green", "pass": ""}
     table = Table(title="serprof gate", show_lines=False)
@@ -34,8 +41,8 @@ def _render_table(result) -> None:
         table.add_column(col, overflow="fold")
     for c in result.sorted_checks():
         table.add_row(Text(c.verdict, style=colours[c.verdict]), *(Text(str(x)) for x in (
-            c.metric, c.subject, fmt_value(c, "baseline"), fmt_value(c, "candidate"), fmt_ratio(c), fmt_ci(c),
-            fmt_replication(c), fmt_noise(c))))
+            c.metric, c.subject, report_gate.fmt_value(c, "baseline"), report_gate.fmt_value(c, "candidate"), report_gate.fmt_ratio(c), report_gate.fmt_ci(c),
+            report_gate.fmt_replication(c), report_gate.fmt_noise(c))))
     console.print(table)
     console.print(f"noise floor: {result.noise_source}; design: {result.design}", markup=False)
     for c in result.sorted_checks():
@@ -53,17 +60,14 @@ def _render_table(result) -> None:
         console.print(f"[yellow]warning:[/] {esc(w)}")
     for c in result.regressions:
         console.print(f"[bold red]REGRESSION[/] {esc(c.subject)}: {esc(c.message)}")
-    console.print(summary_line(result), style="bold green" if result.passed else "bold red", markup=False)
+    console.print(report_gate.summary_line(result), style="bold green" if result.passed else "bold red", markup=False)
 
 
 def _write_outputs(result, json_out: Optional[Path], markdown_out: Optional[Path]) -> None:
-    from profiler.core.paths import write_file
-    from profiler.report.gate import to_json, to_markdown
-
     if json_out is not None:
-        write_file(json_out, json.dumps(to_json(result), indent=2, sort_keys=True) + "\n", "--json-out")
+        write_file(json_out, json.dumps(report_gate.to_json(result), indent=2, sort_keys=True) + "\n", "--json-out")
     if markdown_out is not None:
-        write_file(markdown_out, to_markdown(result) + "\n", "--markdown-out")
+        write_file(markdown_out, report_gate.to_markdown(result) + "\n", "--markdown-out")
 
 
 _RULE_HELP = ("METRIC:LIMIT[@FILTERS], repeatable; later rules win. Metrics latency (on CUDA: device time), "
@@ -122,8 +126,6 @@ def gate(
     repo: Optional[Path] = typer.Option(None, "--repo", hidden=True),
 ) -> None:
     """Compare a candidate run with a baseline; exit 1 on a regression (see docs/ci-gate.md)."""
-    from profiler import api
-
     only = {"ref_a": ref_a, "ref_b": ref_b, "kernels": kernels, "backend": backend, "lengths": lengths,
             "batch": batch, "heads": heads, "head_dim": head_dim, "rounds": rounds, "reps": reps, "repo": repo}
     if interleave:
@@ -174,8 +176,6 @@ def gate_interleave(
     noise_profile: Optional[Path] = _NOISE_PROFILE,
 ) -> None:
     """Measure two git refs alternately in this job (ABBA) and gate B against A; exit 1 on a regression."""
-    from profiler import api
-
     _check_outputs(json_out, markdown_out)
     result = api.gate_interleave(ref_a, ref_b, repo=repo, kernels=kernels or (), backend=backend,
                                  lengths=lengths or (), batch=batch, heads=heads, head_dim=head_dim, rounds=rounds,
@@ -188,8 +188,6 @@ def gate_interleave(
 
 def _check_outputs(json_out: Optional[Path], markdown_out: Optional[Path]) -> None:
     """Output paths are checked before any run is read or measured (one line, exit 2)."""
-    from profiler.core.paths import check_output_file
-
     for flag, path in (("--json-out", json_out), ("--markdown-out", markdown_out)):
         if path is not None:
             check_output_file(path, flag, create_parents=True)
@@ -197,11 +195,9 @@ def _check_outputs(json_out: Optional[Path], markdown_out: Optional[Path]) -> No
 
 def _finish(result, json_out: Optional[Path], markdown_out: Optional[Path], allow_empty: bool) -> None:
     """Write the outputs, render the table, then the exit code (2 when nothing was compared)."""
-    from profiler.analysis.compare import check_compared
-
     _write_outputs(result, json_out, markdown_out)
     _render_table(result)
-    check_compared(result, allow_empty)
+    analysis_compare.check_compared(result, allow_empty)
     raise typer.Exit(result.exit_code)
 
 
@@ -212,9 +208,6 @@ def baseline_save(
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Thin each point to this many quantile samples."),
 ) -> None:
     """Write a compact baseline (spec ids, samples, memory, energy, environment, calibration)."""
-    from profiler import api
-    from profiler.core.paths import check_output_file
-
     check_output_file(out, "--out", create_parents=True)
     path = api.save_baseline(run, out, max_samples=max_samples)
     typer.echo(f"baseline written: {path} ({path.stat().st_size} bytes)")
@@ -242,12 +235,6 @@ def gate_eval(
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the evaluation as JSON."),
 ) -> None:
     """Measure the gate itself: false alarms on A/A and detection of an injected slowdown (real runs)."""
-    from rich.table import Table
-
-    from profiler import api
-    from profiler.core.paths import check_output_dir, check_output_file
-    from profiler.tools.gate_eval import EvalSettings, RealEvalSettings, run_gate_eval, run_real_eval, summarize_gate_runs
-
     if json_out is not None:
         check_output_file(json_out, "--json-out", create_parents=True)
     if keep is not None:
@@ -272,10 +259,10 @@ def gate_eval(
             levels = [float(x) for x in slowdowns.split(",") if x.strip()]
         except ValueError:
             raise UsageError(f"--slowdowns takes percentages like 0,5,10,20 (got {slowdowns!r})") from None
-        settings = EvalSettings.preset(quick, comparisons=comparisons, samples=samples, slowdowns_pct=tuple(levels),
+        settings = tools_gate_eval.EvalSettings.preset(quick, comparisons=comparisons, samples=samples, slowdowns_pct=tuple(levels),
                                        threshold_pct=threshold, threads=threads, seed=seed)
         console.print(f"gate-eval dial: {settings.describe()}", markup=False)
-        report = run_gate_eval(settings, progress=lambda msg: console.print(msg, style="dim", markup=False))
+        report = tools_gate_eval.run_gate_eval(settings, progress=lambda msg: console.print(msg, style="dim", markup=False))
         table = Table(title=f"gate evaluation, dial (latency rule +{threshold:g}%, alpha {settings.alpha:g})")
         for col in ("statistic", "injected", "comparisons", "flagged", "rate", "95% CI (Clopper-Pearson)", "median ratio", "target", "met"):
             table.add_column(col)
@@ -290,22 +277,20 @@ def gate_eval(
     real = tuple(d for d in designs if d != "dial")
     if real:
         noise = api.load_gate_noise(noise_profile)
-        rs = RealEvalSettings(designs=real, pairs=pairs, detect_runs=detect_runs, interleave_runs=interleave_runs,
+        rs = tools_gate_eval.RealEvalSettings(designs=real, pairs=pairs, detect_runs=detect_runs, interleave_runs=interleave_runs,
                               interleave_detect_runs=interleave_runs if interleave_detect_runs is None else interleave_detect_runs,
                               slowdown=slowdown / 100.0, processes=processes,
                               rounds=rounds)
         console.print(f"gate-eval {', '.join(real)}: noise floor from "
                       f"{noise.path if noise is not None else 'the fixed 1% fallback (no noise profile)'}", markup=False)
         if repo is None and "interleave" in real:
-            from profiler.runner.env import git_info
-
-            own = git_info()
+            own = runner_env.git_info()
             if own is None:
                 raise UsageError("--design interleave: serprof does not run from a git checkout here; pass --repo")
             repo = Path(own["root"])
-        runs = run_real_eval(rs, noise=noise, keep=keep, repo=repo or Path("."),
+        runs = tools_gate_eval.run_real_eval(rs, noise=noise, keep=keep, repo=repo or Path("."),
                              progress=lambda msg: console.print(msg, style="dim", markup=False))
-        rows = summarize_gate_runs(runs)
+        rows = tools_gate_eval.summarize_gate_runs(runs)
         table = Table(title="gate evaluation: false alarms (A/A) and detection, default gates")
         for col in ("design", "injected", "runs", "flagged", "rate", "95% CI (Clopper-Pearson)", "unclear checks",
                     "median ratio", "wall s / gated point", "target", "met"):
@@ -319,8 +304,6 @@ def gate_eval(
         out["runs"] = [r.__dict__ for r in runs]
         out["rows"] = [{**r.__dict__, "rate": r.rate} for r in rows]
     if json_out is not None:
-        from profiler.core.paths import write_file
-
         write_file(json_out, json.dumps(out, indent=2, default=float) + "\n", "--json-out")
 
 
@@ -332,10 +315,6 @@ def gate_calibrate(
     keep: Optional[Path] = typer.Option(None, "--keep", help="Keep the calibration sweeps' run folders here."),
 ) -> None:
     """Measure this machine's run-to-run noise per size class and store it for `serprof gate`."""
-    from profiler import api
-    from profiler.analysis.compare import NOISE_Z
-    from profiler.core.paths import check_output_dir, check_output_file
-
     if out is not None:
         check_output_file(out, "--out", create_parents=True)
     if keep is not None:
@@ -345,15 +324,12 @@ def gate_calibrate(
     console = _console()
     profile, path = api.gate_calibrate(runs or (), out=out, repeats=repeats, processes=processes, keep=keep,
                                        progress=lambda msg: console.print(msg, style="dim", markup=False))
-    from rich.table import Table
-
-    import math
 
     table = Table(title=f"noise profile: {profile.runs} runs, {profile.processes} processes per point")
     for col in ("median latency", "points", "between processes", "between runs", "A/A 95% (model)", "A/A SD (observed)"):
         table.add_column(col)
     for c in profile.classes:
-        model = math.expm1(NOISE_Z * c.ratio_sd(profile.processes, profile.processes))
+        model = math.expm1(analysis_compare.NOISE_Z * c.ratio_sd(profile.processes, profile.processes))
         table.add_row(c.label, str(c.points), f"{math.expm1(c.process_sd):.2%} ({c.process_df:g} df)",
                       f"{math.expm1(c.run_sd):.2%} ({c.run_df:g} df)", f"±{model:.1%}",
                       "-" if c.aa_ratio_sd is None else f"{math.expm1(c.aa_ratio_sd):.2%}")

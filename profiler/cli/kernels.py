@@ -12,9 +12,14 @@ import json
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-from profiler.core.console import console as _console, esc
-from profiler.core.errors import UsageError
+from profiler.core.console import console as _console
+from profiler.core.console import esc
+from profiler.core.fmt import sci
+from profiler.core.lazy import lazy_import
+
+api = lazy_import("profiler.api")
 
 DEVICES = ("cpu", "cuda")
 
@@ -36,13 +41,10 @@ def list_cmd(
                               "`kernels` can name at that level."),
 ) -> None:
     """List every entry x backend x device of each level (kernels, layers, SER model): available or not, and why."""
-    from profiler import api
-
     rows = api.list_kernels(device, level=level)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.table import Table
 
     console = _console()
     for lv in dict.fromkeys(r["level"] for r in rows):
@@ -59,8 +61,6 @@ def list_cmd(
 
 
 def _fmt(x: float | None) -> str:
-    from profiler.core.fmt import sci
-
     return sci(x)
 
 
@@ -80,8 +80,6 @@ def verify_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Check backends against their fp32 references; exit 1 if any error exceeds its tolerance."""
-    from profiler import api
-
     results = api.verify(kernels, backend, lengths=lengths, batch=batch, heads=heads, head_dim=head_dim,
                          dtypes=dtype, modes=mode, device=device, interpret=interpret, max_t=max_t, seed=seed)
     failed = [r for r in results if r.failed]
@@ -97,8 +95,6 @@ _SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
 def _render(results, interpret: bool) -> None:
-    from rich.table import Table
-
     title = "serprof verify" + (" (Triton interpreter on CPU: correctness only)" if interpret else "")
     table = Table(title=title)
     for col in ("kernel", "backend", "dtype", "mode", "causal", "shape B,T,H,D", "against",

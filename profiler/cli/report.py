@@ -6,12 +6,20 @@ matplotlib, torch for the frontier probe) happen inside the commands.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.table import Table
 
 from profiler.core.console import console as _console
+from profiler.core.lazy import lazy_import
+from profiler.core.paths import check_output_file, write_file
+
+api = lazy_import("profiler.api")
+store_runs = lazy_import('profiler.store.runs')
+tools_frontier_probe = lazy_import('profiler.tools.frontier_probe')
 
 
 def register(app: typer.Typer) -> None:
@@ -31,9 +39,6 @@ def report(
                                        "reports/overlay-<time>/report.html)."),
 ) -> None:
     """Render the HTML report (figures, fits, crossovers, frontier) from stored run folder(s)."""
-    from profiler import api
-    from profiler.core.paths import check_output_file, write_file
-
     if out is not None:
         check_output_file(out, "--out", create_parents=True)
     if markdown is not None and markdown != "-":
@@ -55,8 +60,6 @@ def export(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: RUN/points.<format>)."),
 ) -> None:
     """Flatten a run's records to one row per point (median/CI, memory, energy, correctness)."""
-    from profiler import api
-
     path = api.export(run, fmt, output)
     _print_load_warnings([run])
     typer.echo(str(path))
@@ -64,10 +67,8 @@ def export(
 
 def _print_load_warnings(runs) -> None:
     """Skipped or duplicate records of the run folders, one line each on stderr (plain text)."""
-    from profiler.store.runs import load_warnings
-
     for run in runs:
-        for w in load_warnings(run):
+        for w in store_runs.load_warnings(run):
             typer.echo(f"serprof: warning: {w}", err=True)
 
 
@@ -87,19 +88,13 @@ def frontier(
     allocations are measured exactly at a few T, then fitted; other backends use the kernel's analytic
     memory model. The allocator terms this cannot see are printed with the answer.
     """
-    import json
-
-    from profiler import api
-    from profiler.tools.frontier_probe import UNSEEN_TERMS, parse_bytes
-
-    mem = parse_bytes(device_memory)
+    mem = tools_frontier_probe.parse_bytes(device_memory)
     names = [k.strip() for k in kernels.split(",") if k.strip()] if kernels else None
     results = api.frontier(mem, kernels=names, dtype=dtype, B=batch, H=heads, D=head_dim, mode=mode)
     if as_json:
-        typer.echo(json.dumps({"device_memory_bytes": mem, "unseen_terms": list(UNSEEN_TERMS),
+        typer.echo(json.dumps({"device_memory_bytes": mem, "unseen_terms": list(tools_frontier_probe.UNSEEN_TERMS),
                                "results": [r.to_dict() for r in results]}, indent=2))
         return
-    from rich.table import Table
 
     t = Table(title=f"Longest T that fits in {mem / 2**30:.1f} GiB ({dtype}, {mode}, B={batch}, H={heads}, D={head_dim})")
     for col in ("kernel", "backend", "method", "max T", "memory at max T"):
@@ -113,4 +108,4 @@ def frontier(
     for r in results:
         if r.method == "unavailable" or r.method == "fla-dry":
             con.print(f"  {r.kernel}/{r.backend}: {r.note}", markup=False)
-    con.print("Not included (leave headroom for them): " + "; ".join(UNSEEN_TERMS))
+    con.print("Not included (leave headroom for them): " + "; ".join(tools_frontier_probe.UNSEEN_TERMS))

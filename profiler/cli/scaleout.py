@@ -12,8 +12,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
-from profiler.core.console import console as _console, esc
+from profiler.core.console import console as _console
+from profiler.core.console import esc
+from profiler.core.lazy import lazy_import
+
+api = lazy_import("profiler.api")
+execution = lazy_import('profiler.runner.execution')
+runner_slurm = lazy_import('profiler.runner.slurm')
+tools_scaleout_bench = lazy_import('profiler.tools.scaleout_bench')
 
 _MOVED = ("EXECUTION_KEYS", "EXECUTORS", "SLURM_FLAGS", "ExecutorChoice", "choose_executor", "choose_for_sweep",
           "execution_table")
@@ -22,8 +31,6 @@ _MOVED = ("EXECUTION_KEYS", "EXECUTORS", "SLURM_FLAGS", "ExecutorChoice", "choos
 def __getattr__(name: str):
     """The executor choice and the ``[execution]`` table moved to ``profiler.runner.execution`` (kept importable)."""
     if name in _MOVED:
-        import profiler.runner.execution as execution
-
         return getattr(execution, name)
     raise AttributeError(name)
 
@@ -32,9 +39,7 @@ def __getattr__(name: str):
 
 def submit_slurm(console, spec, opts, *, out: Path | None, resume: Path | None, dry_run: bool, as_json: bool) -> None:
     """Submit (or dry-run, or resume) a SLURM sweep and render what happened."""
-    from profiler.runner.slurm import submit
-
-    render_slurm(console, submit(spec, opts=opts, out=out, resume=resume, dry_run=dry_run), as_json=as_json)
+    render_slurm(console, runner_slurm.submit(spec, opts=opts, out=out, resume=resume, dry_run=dry_run), as_json=as_json)
 
 
 def render_slurm(console, res, *, as_json: bool) -> None:
@@ -71,14 +76,10 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Progress of a run: per shard (SLURM runs) or per worker (local runs), and per device model."""
-    from profiler import api
-
     st = api.status(run)
     if as_json:
         typer.echo(json.dumps(st.to_dict(), indent=2, default=str))
         return
-    from rich.table import Table
-    from rich.text import Text
 
     c = _console()
     c.print(f"[bold]{esc(st.run_dir)}[/] ({esc(st.executor)}): {st.done}/{st.total} points have a record"
@@ -106,9 +107,7 @@ def bench_scaleout_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable results."),
 ) -> None:
     """1 pinned 1-core worker vs N: wall time ratio (target <= 0.65 for N=2) and per-point median agreement."""
-    from profiler.tools.scaleout_bench import bench_scaleout
-
-    res = bench_scaleout(workers=workers, out_dir=out)
+    res = tools_scaleout_bench.bench_scaleout(workers=workers, out_dir=out)
     if json_out:
         typer.echo(json.dumps(res, indent=2, default=str))
         return

@@ -14,9 +14,21 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
+from rich.console import Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
 
+from profiler.cli.scaleout import register_status, render_slurm
 from profiler.core import settings as measure_settings
-from profiler.core.console import console as _console, esc
+from profiler.core.console import console as _console
+from profiler.core.console import esc
+from profiler.core.fmt import bytes_fixed, seconds_fixed
+from profiler.core.lazy import lazy_import
+
+api = lazy_import('profiler.api')
+runner_sweep = lazy_import('profiler.runner.sweep')
 
 
 # --------------------------------------------------------------------------- options from the settings model
@@ -61,14 +73,10 @@ def with_setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
 # --------------------------------------------------------------------------- rendering helpers
 
 def _fmt_s(s: float | None) -> str:
-    from profiler.core.fmt import seconds_fixed
-
     return seconds_fixed(s)
 
 
 def _fmt_bytes(n: float | None) -> str:
-    from profiler.core.fmt import bytes_fixed
-
     return bytes_fixed(n)
 
 
@@ -103,8 +111,6 @@ class _RichObserver:
     def on_plan(self, plan, todo, run_dir, resumed) -> None:
         if self.quiet:
             return
-        from rich.live import Live
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         verb = "resuming" if resumed else "run folder"
         self.console.print(f"[bold]serprof sweep[/] '{esc(plan.sweep.name)}': {len(todo)} point(s) to run, "
@@ -141,10 +147,6 @@ class _RichObserver:
             self.live.update(self._render())
 
     def _render(self):
-        from rich.console import Group
-        from rich.table import Table
-        from rich.text import Text
-
         t = Table(title=None, expand=False, show_edge=False)
         t.add_column("point", no_wrap=True)
         t.add_column("status", no_wrap=True)
@@ -170,8 +172,6 @@ class _RichObserver:
 
 
 def _print_dry_run(console, plan) -> None:
-    from rich.table import Table
-
     s = plan.sweep
     console.print(f"[bold]plan[/] {esc(s.name)}: device {s.device}, {len(plan.points)} point(s), "
                   f"memory budget {_fmt_bytes(plan.memory_budget_bytes)} ({plan.budget_source})")
@@ -193,9 +193,7 @@ def _print_dry_run(console, plan) -> None:
 
 def _print_estimate(console, plan) -> None:
     """The estimated wall time (``profiler.spec.estimate``) and, for a GPU scenario on CPU, a warning."""
-    from profiler.api import sweep_estimate
-
-    est, warning = sweep_estimate(plan)
+    est, warning = api.sweep_estimate(plan)
     if est.points:
         console.print(f"estimated wall time: {_fmt_duration(est.total_s)} ({est.points} point(s) "
                       f"{_fmt_duration(est.points_s)}, worker start {_fmt_duration(est.startup_s)}, calibration "
@@ -258,8 +256,6 @@ def sweep(
     # ``settings``: the measurement settings' options (--warmup, --target-ci, ...), generated from their
     # declarations (profiler.core.settings) by ``with_setting_options``.
 
-    from profiler import api
-
     overrides: dict[str, Any] = {
         "kernels": kernels, "backends": backend, "lengths": lengths, "batch": batch, "dtypes": dtype,
         "modes": mode, "heads": heads, "head_dim": head_dim, "device": device,
@@ -280,26 +276,20 @@ def sweep(
     finally:
         obs.close()
     if outcome.slurm is not None:
-        from profiler.cli.scaleout import render_slurm
-
         render_slurm(console, outcome.slurm, as_json=as_json)
     elif outcome.plan is not None:
         _render_plan(console, outcome.plan, as_json)
     else:
         _render_result(console, outcome, as_json)
     if outcome.interrupted:
-        from profiler.runner.sweep import resume_hint
-
-        typer.echo(f"serprof: interrupted; {resume_hint(outcome.run_dir)}", err=True)
+        typer.echo(f"serprof: interrupted; {runner_sweep.resume_hint(outcome.run_dir)}", err=True)
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
 
 
 def _render_plan(console, plan, as_json: bool) -> None:
     if as_json:
-        from profiler.runner.sweep import plan_as_dict
-
-        typer.echo(json.dumps(plan_as_dict(plan), indent=2))
+        typer.echo(json.dumps(runner_sweep.plan_as_dict(plan), indent=2))
     else:
         _print_dry_run(console, plan)
 
@@ -342,13 +332,10 @@ def _record_summary(rec) -> dict[str, Any]:
 
 def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """What serprof sees: devices, versions, NVML and RAPL availability (and why not)."""
-    from profiler import api
-
     info = api.env()
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
-    from rich.table import Table
 
     c = _console()
     t = Table(show_header=False, show_edge=False)
@@ -394,8 +381,6 @@ def trace(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default reports/trace-<run-id>)."),
 ) -> None:
     """Profile one point under torch.profiler: a Chrome/Perfetto trace and a TensorBoard log dir."""
-    from profiler import api
-
     res = api.trace(kernel=kernel, backend=backend, length=length, batch=batch, heads=heads, head_dim=head_dim,
                       dtype=dtype, mode=mode, causal=causal, device=device, steps=steps, out=out)
     typer.echo(f"point: {res['point']}")
@@ -416,8 +401,6 @@ def doctor(
     are reported as unavailable, not as failures); 1 = a check failed (verification or a tiny-sweep
     point did not succeed); 3 = --device cuda was requested but no CUDA device is visible.
     """
-    from profiler import api
-
     report = api.doctor(device=device, out=out)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
@@ -436,6 +419,5 @@ def register(app: typer.Typer) -> None:
     app.command("env")(env)
     app.command("trace")(trace)
     app.command("doctor")(doctor)
-    from profiler.cli.scaleout import register_status
 
     register_status(app)

@@ -8,14 +8,17 @@ before it is put into a rich markup string, or is printed with ``markup=False``.
 
 from __future__ import annotations
 
+import os
 import shlex
+import sys
 from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
 
 
 def esc(value: Any) -> str:
     """``str(value)`` with rich markup escaped (``[b]`` prints as ``[b]``)."""
-    from rich.markup import escape
-
     return escape(str(value))
 
 
@@ -32,11 +35,6 @@ def console(*, stderr: bool = False) -> Any:
     are never wrapped and tables are laid out at their full width (``PIPE_WIDTH``; a ``COLUMNS``
     environment variable still wins), so a long path, id or number stays on one line for grep and
     copy-paste. On a terminal, rich fits the terminal as usual."""
-    import os
-    import sys
-
-    from rich.console import Console
-
     stream = sys.stderr if stderr else sys.stdout
     tty = bool(getattr(stream, "isatty", lambda: False)())
     if tty:

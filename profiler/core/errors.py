@@ -8,6 +8,8 @@ mistake and propagates as an ordinary exception.
 
 from __future__ import annotations
 
+import difflib
+
 
 class SerprofError(Exception):
     """Base class for errors that the CLI turns into one line and an exit code."""
@@ -34,8 +36,6 @@ ALIASES = {"gpu": "cuda", "gpus": "cuda", "nvidia": "cuda", "cuda:0": "cuda", "h
 
 def did_you_mean(value: str, choices) -> str:
     """Return ``"valid: a, b, c"`` (plus an alias or a close match if any) for error messages."""
-    import difflib
-
     choices = sorted(choices)
     alias = ALIASES.get(str(value).strip().lower())
     close = [alias] if alias in choices else difflib.get_close_matches(value, choices, n=1)

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from profiler.core import fmt
 from profiler.core.settings import MeasureSettings  # the stored settings, declared with the settings model
+from profiler.core.stats import summarize
 
 SCHEMA_VERSION = 1
 
@@ -210,8 +211,6 @@ class Timing:
     @functools.cached_property
     def summary(self):
         """``profiler.core.stats.Summary`` of the samples: median, 95% CI of the median, mean, spread."""
-        from profiler.core.stats import summarize
-
         return summarize(self.samples_s)
 
     @property

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as sps
+
+from profiler.core.lazy import lazy_import
+
+#: scipy.stats takes ~0.3 s to import; records (which summarise samples) are read by every command
+sps = lazy_import("scipy.stats")
 
 
 def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:

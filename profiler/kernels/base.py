@@ -30,6 +30,12 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
+from profiler.core.errors import UsageError
+from profiler.core.lazy import lazy_import
+from profiler.kernels.check import check_against
+
+torch = lazy_import("torch")
+
 if TYPE_CHECKING:  # keep import of this module cheap
     import torch
 
@@ -86,8 +92,6 @@ class Backend:
             return False, f"needs a {needs} device{extra}"
         if device == "cuda":
             if cuda_available is None:
-                import torch
-
                 cuda_available = torch.cuda.is_available()
             if not cuda_available:
                 return False, "no CUDA device visible to torch"
@@ -220,8 +224,6 @@ class KernelSpec:
         """Inputs from ``make_inputs`` and the point's call (``fwd``: under ``no_grad``; ``fwdbwd``: the
         tensors in ``grad_inputs`` become leaves requiring grad, the output gradient is drawn once,
         on the first call, from a generator seeded with ``seed + 1``; ``reset`` clears the gradients)."""
-        import torch
-
         inputs = self.make_inputs(Shape(point.B, point.T, point.H, point.D), getattr(torch, point.dtype), device, seed)
         run = self.backends[point.backend].run
         causal = point.causal
@@ -257,8 +259,6 @@ class KernelSpec:
     def verify(self, point: PointSpec, device: str, seed: int, max_T: int | None,
                oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
         """The backend against the reference (and other backends in ``oracles``): ``kernels.check``."""
-        from profiler.kernels.check import check_against
-
         return check_against(self, point.backend, Shape(point.B, point.T, point.H, point.D), point.dtype,
                              device, point.causal, point.mode, seed, max_T, interpret=point.interpret,
                              oracles=oracles)
@@ -267,8 +267,6 @@ class KernelSpec:
 def require_causal(causal: bool, what: str) -> None:
     """Raise a ``UsageError`` for a causal-only backend asked for non-causal attention."""
     if not causal:
-        from profiler.core.errors import UsageError
-
         raise UsageError(f"{what} is causal only (valid: causal=True)")
 
 

@@ -31,7 +31,12 @@ import math
 from typing import TYPE_CHECKING, Sequence
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
+from profiler.core.lazy import lazy_import
 from profiler.core.records import DTYPES, MODES, Correctness
+from profiler.kernels import interpret as fla_interpret
+from profiler.kernels.interpret import BF16_REASON, INTERPRETABLE_DTYPES
+
+torch = lazy_import("torch")
 
 if TYPE_CHECKING:
     from profiler.kernels.base import KernelSpec, Shape
@@ -57,8 +62,6 @@ def tolerance_for(dtype: str, backend_requires: Sequence[str] = (), device: str 
 
 def _rel(out, ref, floor: float = 0.0) -> tuple[float, float]:
     """(max abs error, max abs error / max(max |ref|, floor)) in float64; non-finite -> inf."""
-    import torch
-
     if out.shape != ref.shape:
         raise ValueError(f"backend output shape {tuple(out.shape)} != reference shape {tuple(ref.shape)}")
     if out.numel() == 0:
@@ -102,8 +105,6 @@ def _validate(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device: 
     if mode == "fwdbwd" and not b.backward:
         raise UsageError(f"{kernel}/{backend} has no backward pass; use --mode fwd")
     if interpret:
-        from profiler.kernels.interpret import BF16_REASON, INTERPRETABLE_DTYPES
-
         if dtype not in INTERPRETABLE_DTYPES:
             raise UsageError(BF16_REASON)
     ok, reason = b.availability(device.split(":")[0], interpret=interpret)
@@ -134,10 +135,7 @@ def check_against(spec: KernelSpec, backend: str, shape: Shape, dtype: str, devi
     kernel = spec.name
     spec, b = _validate(spec, backend, shape, dtype, device, causal, mode, interpret)
     if interpret:
-        from profiler.kernels import interpret as fla_interpret
-
         fla_interpret.enable()
-    import torch
 
     if inputs is None:
         inputs = spec.make_inputs(shape, dtype, device, seed)

@@ -40,8 +40,14 @@ All arithmetic is fp32 (inputs are upcast); callers cast the result back to the 
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from profiler.core.lazy import lazy_import
+from profiler.kernels.base import require_causal
+
+torch = lazy_import("torch")
 
 if TYPE_CHECKING:
     import torch
@@ -56,22 +62,16 @@ SAFE_SPAN = 30.0
 
 def torch_dtype(dtype) -> "torch.dtype":
     """``'float32'`` / ``torch.float32`` -> ``torch.float32``."""
-    import torch
-
     return dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype))
 
 
 def generator(seed: int) -> "torch.Generator":
     """A CPU generator: the same numbers on every device."""
-    import torch
-
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
 def randn(shape: tuple[int, ...], gen: "torch.Generator") -> "torch.Tensor":
     """fp32 standard normal numbers on the CPU (callers transform, then cast and move)."""
-    import torch
-
     return torch.randn(shape, generator=gen, dtype=torch.float32)
 
 
@@ -87,11 +87,8 @@ def fla_op(kernel: str, module: str, fn_name: str, names: tuple[str, ...] = ("q"
     Causal only (every fla op is); fla is imported on the first call, never at registry import.
     The op's output tensor is returned (its final state, if any, is dropped).
     """
-    from profiler.kernels.base import require_causal
-
     def run(inputs, causal: bool = True):
         require_causal(causal, f"{kernel}/{fn_name}")
-        import importlib
 
         op = getattr(importlib.import_module(module), fn_name)
         out = op(*(inputs[n] for n in names), scale=scale_of(inputs, inputs["q"].shape[-1]))
@@ -114,8 +111,6 @@ def to_chunks(x: "torch.Tensor", C: int, *, pad: "str | float" = "zero") -> "tor
     quantities, so the padded tail adds no decay); a float fills with that value (e.g. ``-inf`` for
     logits that must carry no mass).
     """
-    import torch
-
     B, T, H = x.shape[:3]
     N = num_chunks(T, C)
     x = x.float().transpose(1, 2)  # (B, H, T, ...)
@@ -152,8 +147,6 @@ def scan_states(U: "torch.Tensor", decay_k=None, decay_v=None) -> "torch.Tensor"
     Python loop of the chunkwise algorithm (``N - 1`` steps). Without autograd the states are written
     into one preallocated tensor; with autograd they are stacked (list + stack briefly hold two copies).
     """
-    import torch
-
     N = U.shape[2]
     if decay_k is not None and decay_v is not None:
         decay = decay_k * decay_v
@@ -189,8 +182,6 @@ def pairwise_intra(q, k, v, bk=None, bv=None) -> "torch.Tensor":
     is ``<= 0``: exact for any gate. Costs an ``(n, C, C, D)`` tensor; used only for chunks whose total
     decay is too large for the factorised form.
     """
-    import torch
-
     C = q.shape[-2]
     upper = torch.ones(C, C, dtype=torch.bool, device=q.device).triu_(1)  # j > i
     if bk is not None:
@@ -268,8 +259,6 @@ def gla_chunked(q, k, v, gk: ChunkGate | None = None, gv: ChunkGate | None = Non
     Big fp32 intermediates (each over all chunks): the gated copies of q, k (and v with ``gv``), the
     ``(C, C)`` scores, the state contributions and entering states (``(K, V)`` per chunk), the output.
     """
-    import torch
-
     B, H, N, C, K = q.shape
     V = v.shape[-1]
     if gv is None:
@@ -318,8 +307,6 @@ def decay_chunked(q, k, v, log_gamma: "torch.Tensor", scale: float = 1.0) -> "to
     contributions and entering states (``(K, V)`` per chunk), the scores ``(C, C)`` per chunk, the
     gated q, and the output.
     """
-    import torch
-
     B, H, N, C, K = q.shape
     lg = log_gamma.to(device=q.device, dtype=torch.float64)
     i = torch.arange(C, device=q.device, dtype=torch.float64)

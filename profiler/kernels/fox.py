@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 
+from profiler.core.lazy import lazy_import
 from profiler.kernels.base import Backend, KernelSpec, Shape
 from profiler.kernels.softmax import (
     REFERENCE_MAX_T,
@@ -41,6 +42,11 @@ from profiler.kernels.softmax import (
     randn,
     scale_of,
 )
+
+torch = lazy_import("torch")
+
+fla_forgetting_attn = lazy_import('fla.ops.forgetting_attn')
+fla_forgetting_attn_naive = lazy_import('fla.ops.forgetting_attn.naive')
 
 #: Skip threshold margin (natural-log units) on top of 2*S + ln T; see the module docstring.
 PRUNE_MARGIN = 40.0
@@ -51,8 +57,6 @@ SUB_ROWS = 16
 
 def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
     """q, k, v ~ N(0, 1) (B, T, H, D) in ``dtype``; g = logsigmoid(N(0, 1)) fp32 (B, T, H)."""
-    import torch
-
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     dims = (shape.B, shape.T, shape.H, shape.D)
     out = {name: randn(dims, gen, dtype, device) for name in ("q", "k", "v")}
@@ -72,8 +76,6 @@ def _key_range(G, i0: int, i1: int, causal: bool, thr: float | None) -> tuple[in
     ``[min G_block, max G_block]``: ``max_i (G_i - G_j) <= max G_block - G_j`` (causal) and
     ``max_i -|G_i - G_j| <= -dist(G_j, interval)`` (non-causal), both conservative.
     """
-    import torch
-
     T = G.shape[-1]
     j1 = i1 if causal else T
     if thr is None:
@@ -122,8 +124,6 @@ def _add_bias(s, G, i0: int, i1: int, j0: int, j1: int, causal: bool) -> None:
 
 def _scores(qh, kh, G, i0, i1, j0, j1, scale, causal):
     """fp32 logits of rows [i0, i1) x keys [j0, j1) with the forget bias and the causal mask."""
-    import torch
-
     s = torch.matmul(qh[:, :, i0:i1], kh[:, :, j0:j1].transpose(-1, -2)).mul_(scale)
     _add_bias(s, G, i0, i1, j0, j1, causal)
     if causal and i1 - 1 >= j0:
@@ -140,8 +140,6 @@ def _prune_threshold(qh, kh, T: int, scale: float) -> float:
 
 def _fox_forward(qh, kh, vh, G, scale, causal, prune):
     """fp32 (B, H, T, *) q, k, v and fp64 G (B, H, T) -> (o fp32 (B, H, T, Dv), lse fp32 (B, H, T))."""
-    import torch
-
     B, H, T, _ = qh.shape
     o = torch.empty(B, H, T, vh.shape[-1], dtype=torch.float32, device=qh.device)
     lse = torch.empty(B, H, T, dtype=torch.float32, device=qh.device)
@@ -162,8 +160,6 @@ def _fox_forward(qh, kh, vh, G, scale, causal, prune):
 
 def _fox_backward(qh, kh, vh, G, o, lse, do, scale, causal, prune):
     """Flash-style backward: recompute p per query block. Returns fp32 dq, dk, dv (B,H,T,D), fp64 dG (B,H,T)."""
-    import torch
-
     B, H, T, _ = qh.shape
     dq = torch.zeros_like(qh)
     dk = torch.zeros_like(kh)
@@ -196,8 +192,6 @@ def _fox_backward(qh, kh, vh, G, o, lse, do, scale, causal, prune):
 
 
 def _fox_function():
-    import torch
-
     class FoxAttention(torch.autograd.Function):
         """Blockwise exact FoX with an O(T)-memory recomputing backward."""
 
@@ -244,12 +238,10 @@ def run_torch_pruned(inputs, causal: bool):
 
 
 def run_fla(inputs, causal: bool):
-    from fla.ops.forgetting_attn import parallel_forgetting_attn
-
     if not causal:
         raise ValueError("fla parallel_forgetting_attn is causal only")
     q = inputs["q"]
-    return parallel_forgetting_attn(q, inputs["k"], inputs["v"], inputs["g"], scale=scale_of(inputs, q.shape[-1]))
+    return fla_forgetting_attn.parallel_forgetting_attn(q, inputs["k"], inputs["v"], inputs["g"], scale=scale_of(inputs, q.shape[-1]))
 
 
 def reference(inputs, causal: bool):
@@ -275,13 +267,11 @@ def reference(inputs, causal: bool):
 
 def naive_reference(inputs, causal: bool = True):
     """fla's ``naive_forgetting_attn`` (causal only, dense fp32): an independent oracle for tests."""
-    from fla.ops.forgetting_attn.naive import naive_forgetting_attn
-
     if not causal:
         raise ValueError("naive_forgetting_attn is causal only")
     q = inputs["q"]
     f = {n: inputs[n].float() for n in ("q", "k", "v", "g")}
-    return naive_forgetting_attn(f["q"], f["k"], f["v"], f["g"], scale=scale_of(inputs, q.shape[-1]))
+    return fla_forgetting_attn_naive.naive_forgetting_attn(f["q"], f["k"], f["v"], f["g"], scale=scale_of(inputs, q.shape[-1]))
 
 
 # ----------------------------------------------------------------------------- analytic models

@@ -43,8 +43,15 @@ are then the first positions).
 
 from __future__ import annotations
 
+from profiler.core.lazy import lazy_import
 from profiler.kernels import chunked as ck
 from profiler.kernels.base import Backend, KernelSpec, Shape
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+torch_checkpoint = lazy_import("torch.utils.checkpoint")
+
+fla_gsa_naive = lazy_import('fla.ops.gsa.naive')
 
 #: Two token loops at ~60-130 us per token each: 2048 tokens stay under ~2 s with autograd.
 REFERENCE_MAX_T = 2048
@@ -56,9 +63,6 @@ NONCAUSAL_PEAK_RATIO = 1.9
 
 def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
     """q, k, v = silu(randn); g = logsigmoid(randn)/8 and s = 1 - exp(g) with M = D slots."""
-    import torch
-    import torch.nn.functional as F
-
     gen = ck.generator(seed)
     dims = (shape.B, shape.T, shape.H, shape.D)
     dt = ck.torch_dtype(dtype)
@@ -123,10 +127,9 @@ def reference(inputs, causal: bool = True):
     (fp64) cast to fp32."""
     if not causal:
         return dense_noncausal(inputs).float()
-    from fla.ops.gsa.naive import naive_recurrent_gsa
 
     q, k, v, s, g = (inputs[n].float() for n in ("q", "k", "v", "s", "g"))
-    o, _ = naive_recurrent_gsa(q, k, v, s, g, scale=ck.scale_of(inputs, q.shape[-1]))
+    o, _ = fla_gsa_naive.naive_recurrent_gsa(q, k, v, s, g, scale=ck.scale_of(inputs, q.shape[-1]))
     return o
 
 
@@ -141,9 +144,6 @@ def dense_noncausal(inputs):
     the inclusive and ``X = G - g`` the exclusive cumulative sum of ``g``; the exponent is chosen per
     pair before ``exp``. Query blocks bound the memory; under autograd each block is checkpointed.
     """
-    import torch
-    from torch.utils.checkpoint import checkpoint
-
     q, k, v, s, g = (inputs[n].double() for n in ("q", "k", "v", "s", "g"))
     B, Tq, H, K = q.shape
     T, M = k.shape[1], s.shape[-1]
@@ -168,7 +168,7 @@ def dense_noncausal(inputs):
     for lo in range(0, Tq, tb):
         hi = min(lo + tb, Tq)
         args = (q[:, lo:hi], G[:, lo:hi], X[:, lo:hi], lo)
-        outs.append(checkpoint(block, *args, use_reentrant=False) if grad else block(*args))
+        outs.append(torch_checkpoint.checkpoint(block, *args, use_reentrant=False) if grad else block(*args))
     return torch.cat(outs, 1)
 
 

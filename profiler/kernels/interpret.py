@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -51,6 +53,16 @@ import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
+
+import numpy as np
+
+from profiler.core.lazy import lazy_import
+
+interp = lazy_import('triton.runtime.interpreter')
+triton = lazy_import('triton')
+tl = lazy_import('triton.language')
+libdevice = lazy_import('triton.language.extra.libdevice')
+triton_autotuner = lazy_import('triton.runtime.autotuner')
 
 #: dtypes whose interpreted results are meaningful (NumPy has no bfloat16).
 INTERPRETABLE_DTYPES = ("float32", "float16")
@@ -78,14 +90,11 @@ def _fla_compiled_kernels_loaded() -> bool:
     mod = sys.modules.get("fla.ops.utils.op")
     if mod is None:
         try:  # fla imported but this module not yet: it will be decorated with the current env
-            import importlib
-
             mod = importlib.import_module("fla.ops.utils.op")
         except Exception:  # noqa: BLE001 - fla unusable: nothing to interpret anyway
             return False
-    from triton.runtime.interpreter import InterpretedFunction
 
-    return not isinstance(getattr(mod, "exp", None), InterpretedFunction)
+    return not isinstance(getattr(mod, "exp", None), interp.InterpretedFunction)
 
 
 def enable() -> None:
@@ -103,7 +112,6 @@ def enable() -> None:
             "kernels are compiled JIT functions; enable interpret mode before importing fla, or use "
             "profiler.kernels.interpret.run_isolated() to run interpreted work in a fresh process")
     os.environ["TRITON_INTERPRET"] = "1"
-    import triton
 
     triton.knobs.runtime.interpret = True
     _install_patches()
@@ -111,21 +119,15 @@ def enable() -> None:
 
 
 def _install_patches() -> None:
-    import numpy as np
-    import triton.language as tl
-    import triton.language.extra.libdevice as libdevice
-    import triton.runtime.interpreter as interp
-    from triton.runtime.autotuner import Autotuner
-
     # 1. single autotune config
-    orig_autotune_run = Autotuner.run
+    orig_autotune_run = triton_autotuner.Autotuner.run
 
     def single_config_run(self, *args, **kwargs):
         if len(self.configs) > 1:
             self.configs = self.configs[:1]
         return orig_autotune_run(self, *args, **kwargs)
 
-    Autotuner.run = single_config_run
+    triton_autotuner.Autotuner.run = single_config_run
 
     # 2. + 3. extra patches inside the per-launch language patch scope
     def as_int(x) -> int:
@@ -186,20 +188,19 @@ def dry() -> Iterator[DryStats]:
     """
     if not _installed:
         raise InterpretError("dry() needs interpret mode: call profiler.kernels.interpret.enable() first")
-    from triton.runtime.interpreter import InterpretedFunction
 
     stats = DryStats()
-    orig_run = InterpretedFunction.run
+    orig_run = interp.InterpretedFunction.run
 
     def skipped(self, *args, grid=None, warmup=False, **kwargs):
         stats.skipped_launches += 1
         return None
 
-    InterpretedFunction.run = skipped
+    interp.InterpretedFunction.run = skipped
     try:
         yield stats
     finally:
-        InterpretedFunction.run = orig_run
+        interp.InterpretedFunction.run = orig_run
 
 
 # ----------------------------------------------------------------------------- isolation
@@ -226,13 +227,10 @@ def run_isolated(target: str, kwargs: dict | None = None, *, timeout_s: float = 
 
 
 def _child_main(argv: list[str]) -> int:
-    import importlib
-
     target, kwargs = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
     enable()
     mod_name, _, fn_name = target.rpartition(":")
     if mod_name.endswith(".py"):  # a file path (test helpers live outside the package)
-        import importlib.util
 
         spec = importlib.util.spec_from_file_location("_serprof_isolated_target", mod_name)
         module = importlib.util.module_from_spec(spec)

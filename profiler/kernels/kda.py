@@ -58,7 +58,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from profiler.core.errors import UsageError
+from profiler.core.lazy import lazy_import
 from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+
+fla_kda = lazy_import('fla.ops.kda')
+fla_kda_naive = lazy_import('fla.ops.kda.naive')
 
 if TYPE_CHECKING:
     import torch
@@ -80,8 +88,6 @@ DEFAULT_LOWER_BOUND = -5.0
 # ----------------------------------------------------------------------------- inputs
 
 def _torch_dtype(dtype) -> "torch.dtype":
-    import torch
-
     return dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype))
 
 
@@ -92,8 +98,6 @@ def _scale(inputs, D: int) -> float:
 
 def layer_gate_params(H: int, D: int, gen: "torch.Generator") -> tuple["torch.Tensor", "torch.Tensor"]:
     """``(A_log (H,), dt_bias (H*D,))`` drawn as ``KimiDeltaAttention.__init__`` does (fp32, CPU)."""
-    import torch
-
     A_log = torch.empty(H, dtype=torch.float32).uniform_(1, 16, generator=gen).log()
     lo, hi = math.log(1e-3), math.log(0.1)
     dt = torch.exp(torch.rand(H * D, generator=gen, dtype=torch.float32) * (hi - lo) + lo).clamp(min=1e-4)
@@ -108,9 +112,6 @@ def kda_gate(x: "torch.Tensor", A_log: "torch.Tensor | None", dt_bias: "torch.Te
     ``-exp(A_log[h]) * softplus(x + dt_bias)``; with ``lower_bound``:
     ``lower_bound * sigmoid(exp(A_log[h]) * (x + dt_bias))`` (``A_log`` None means 0).
     """
-    import torch
-    import torch.nn.functional as F
-
     H, D = x.shape[-2:]
     z = x.float() + dt_bias.float().view(H, D)
     if lower_bound is None:
@@ -127,12 +128,7 @@ def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0, *, g
     ``gate``: ``"default"`` (the layer's unbounded ``-exp(A_log) softplus(x + dt_bias)``) or
     ``"bounded"`` (``lower_bound * sigmoid(x + dt_bias)``, fla's ``safe_gate`` with ``A_log = 0``).
     """
-    import torch
-    import torch.nn.functional as F
-
     if gate not in ("default", "bounded"):
-        from profiler.core.errors import UsageError
-
         raise UsageError(f"unknown KDA gate {gate!r}; valid: bounded, default")
     B, T, H, D = shape.B, shape.T, shape.H, shape.D
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -163,9 +159,6 @@ def _intra_chunk_scores(qk: "torch.Tensor", k: "torch.Tensor", g: "torch.Tensor"
     per-step log gates (<= 0). ``A[:, i, 0, j] = sum_d qk[i,0,d] k[j,d] e^{b_i - b_j}`` for j <= i,
     ``A[:, i, 1, j]`` the same with ``qk[i,1]`` for j < i, zero elsewhere.
     """
-    import torch
-    import torch.nn.functional as F
-
     Z, C, _, K = qk.shape
     nb = C // c
     gb, kb, qkb = g.view(Z, nb, c, K), k.view(Z, nb, c, K), qk.view(Z, nb, c, 2, K)
@@ -202,9 +195,6 @@ def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: i
     q, k, g (B, T, H, K); v (B, T, H, V); beta (B, T, H). Any T >= 1; fp32 arithmetic; returns
     (B, T, H, V) in v's dtype. Autograd works through every step.
     """
-    import torch
-    import torch.nn.functional as F
-
     B, T, H, K = q.shape
     V = v.shape[-1]
     scale = K ** -0.5 if scale is None else float(scale)
@@ -292,30 +282,27 @@ _PRECOMPUTED = dict(use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False, use
 def run_fla(inputs, causal: bool = True):
     """``fla.ops.kda.chunk_kda`` with the pre-computed gate (the inputs are already normalised)."""
     require_causal(causal, "kda/fla")
-    from fla.ops.kda import chunk_kda
 
     q, k, v, g, beta = (inputs[n] for n in _NAMES)
-    o, _ = chunk_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED)
+    o, _ = fla_kda.chunk_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED)
     return o
 
 
 def run_fla_recurrent(inputs, causal: bool = True):
     """``fla.ops.kda.fused_recurrent_kda`` (token-sequential Triton kernel; no backward)."""
     require_causal(causal, "kda/fla-recurrent")
-    from fla.ops.kda import fused_recurrent_kda
 
     q, k, v, g, beta = (inputs[n] for n in _NAMES)
-    o, _ = fused_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED)
+    o, _ = fla_kda.fused_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED)
     return o
 
 
 def reference(inputs, causal: bool = True):
     """fp32 ``fla.ops.kda.naive.naive_recurrent_kda`` (token loop); differentiable."""
     require_causal(causal, "kda reference")
-    from fla.ops.kda.naive import naive_recurrent_kda
 
     q, k, v, g, beta = (inputs[n].float() for n in _NAMES)
-    o, _ = naive_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]))
+    o, _ = fla_kda_naive.naive_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]))
     return o
 
 

@@ -28,8 +28,14 @@ is undone by pre-scaling q), fp32.
 
 from __future__ import annotations
 
+from profiler.core.lazy import lazy_import
 from profiler.kernels import chunked as ck
 from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+
+fla_gla_naive = lazy_import('fla.ops.gla.naive')
 
 #: The token loop costs ~60-130 us per token here; 2048 tokens stay well under 2 s with autograd.
 REFERENCE_MAX_T = 2048
@@ -37,8 +43,6 @@ REFERENCE_MAX_T = 2048
 
 def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
     """q = silu(randn), k = randn (raw logits), v = randn; (B, T, H, D), deterministic in ``seed``."""
-    import torch.nn.functional as F
-
     gen = ck.generator(seed)
     dims = (shape.B, shape.T, shape.H, shape.D)
     dt = ck.torch_dtype(dtype)
@@ -50,8 +54,6 @@ def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> d
 
 def gate(k) -> tuple:
     """``(k', z)``: ``z = logcumsumexp_t k`` and ``k' = exp(k - z)`` in fp32, layout (B, T, H, K)."""
-    import torch
-
     z = torch.logcumsumexp(k.float(), dim=1)
     return (k.float() - z).exp(), z
 
@@ -61,7 +63,6 @@ def gate(k) -> tuple:
 def run_torch(inputs, causal: bool = True):
     """Chunkwise LightNet without a full-length logcumsumexp (see the module docstring)."""
     require_causal(causal, "lightnet/torch")
-    import torch
 
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
     B, T, H, D = q.shape
@@ -91,8 +92,6 @@ def run_torch(inputs, causal: bool = True):
 
 def _exact_chunks(o, S, q, kc, vc, z_ref, idx, scale):
     """Recompute the chunks whose decay exceeds ``SAFE_SPAN`` exactly: local logcumsumexp, pairwise decays."""
-    import torch
-
     B, H, N, C, K = kc.shape
     V = vc.shape[-1]
 
@@ -115,15 +114,13 @@ def _fla(fn_name: str):
 def reference(inputs, causal: bool = True):
     """Token-by-token fp32: logcumsumexp gate, then ``naive_recurrent_gla`` (independent of ``torch``)."""
     require_causal(causal, "lightnet reference")
-    import torch
-    from fla.ops.gla.naive import naive_recurrent_gla
 
     q, k, v = (inputs[n].float() for n in ("q", "k", "v"))
     D = q.shape[-1]
     kp, z = gate(k)
     gk = torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1] - z[:, 1:]], dim=1)
     # naive_recurrent_gla always multiplies q by K**-0.5: pre-scale to get ``scale``
-    o, _ = naive_recurrent_gla(q * (ck.scale_of(inputs, D) * D ** 0.5), kp, v, gk)
+    o, _ = fla_gla_naive.naive_recurrent_gla(q * (ck.scale_of(inputs, D) * D ** 0.5), kp, v, gk)
     return o
 
 

@@ -23,8 +23,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from profiler.core.lazy import lazy_import
 from profiler.kernels import chunked as ck
 from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
+
+torch = lazy_import("torch")
+
+fla_simple_gla_naive = lazy_import('fla.ops.simple_gla.naive')
 
 if TYPE_CHECKING:
     import torch
@@ -34,8 +39,6 @@ REFERENCE_MAX_T = 8192
 
 def log_gamma(H: int, device="cpu") -> "torch.Tensor":
     """fla's fixed per-head log decay ``log(1 - 2^(-5-h))``, fp32 ``(H,)``."""
-    import torch
-
     return (1 - 2.0 ** (-5.0 - torch.arange(H, dtype=torch.float, device=device))).log()
 
 
@@ -66,12 +69,11 @@ def _fla(fn_name: str):
 def reference(inputs, causal: bool = True):
     """fp32 ``naive_chunk_simple_gla`` with ``g = log gamma`` (fla's own RetNet-equivalent form)."""
     require_causal(causal, "retnet reference")
-    from fla.ops.simple_gla.naive import naive_chunk_simple_gla
 
     q, k, v = (inputs[n].float() for n in ("q", "k", "v"))
     B, T, H, D = q.shape
     g = log_gamma(H, q.device)[None, None, :].expand(B, T, H)
-    o, _ = naive_chunk_simple_gla(q, k, v, g, scale=ck.scale_of(inputs, D))
+    o, _ = fla_simple_gla_naive.naive_chunk_simple_gla(q, k, v, g, scale=ck.scale_of(inputs, D))
     return o
 
 

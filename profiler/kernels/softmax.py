@@ -26,7 +26,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from profiler.core.lazy import lazy_import
 from profiler.kernels.base import Backend, KernelSpec, Shape
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+torch_attention = lazy_import("torch.nn.attention")
+
+fla_attn = lazy_import('fla.ops.attn')
 
 if TYPE_CHECKING:
     import torch
@@ -41,15 +48,11 @@ REFERENCE_MAX_T = 4096
 
 def torch_dtype(dtype):
     """'float32' / torch.dtype -> torch.dtype."""
-    import torch
-
     return dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype))
 
 
 def randn(shape: tuple[int, ...], gen, dtype, device) -> "torch.Tensor":
     """Standard normal numbers from a CPU generator (identical on every device), cast and moved."""
-    import torch
-
     return torch.randn(shape, generator=gen, dtype=torch.float32).to(device=device, dtype=torch_dtype(dtype))
 
 
@@ -61,8 +64,6 @@ def scale_of(inputs, D: int) -> float:
 
 def make_qkv(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
     """q, k, v ~ N(0, 1) of shape (B, T, H, D), deterministic in ``seed`` on every device."""
-    import torch
-
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     dims = (shape.B, shape.T, shape.H, shape.D)
     return {name: randn(dims, gen, dtype, device) for name in ("q", "k", "v")}
@@ -82,8 +83,6 @@ def blocked_attention(q, k, v, *, scale: float, causal: bool, bias=None, compute
     ``k`` (queries at positions ``0..Tq-1``). ``bias(i0, i1)``, if given, returns the additive logit
     bias of query rows ``[i0, i1)`` against all keys as (B, H, i1-i0, Tk) (FoX uses this).
     """
-    import torch
-
     compute = compute or torch.float64
     B, Tq, H, D = q.shape
     Tk = k.shape[1]
@@ -106,17 +105,13 @@ def blocked_attention(q, k, v, *, scale: float, causal: bool, bias=None, compute
 # ----------------------------------------------------------------------------- backends
 
 def _sdpa(inputs, causal: bool, which: str | None = None):
-    import torch.nn.functional as F
-
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
     scale = scale_of(inputs, q.shape[-1])
     args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     if which is None:
         o = F.scaled_dot_product_attention(*args, is_causal=causal, scale=scale)
     else:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        with sdpa_kernel(getattr(SDPBackend, which)):
+        with torch_attention.sdpa_kernel(getattr(torch_attention.SDPBackend, which)):
             o = F.scaled_dot_product_attention(*args, is_causal=causal, scale=scale)
     return o.transpose(1, 2)
 
@@ -139,8 +134,6 @@ def run_sdpa_math(inputs, causal: bool):
 
 def run_naive(inputs, causal: bool):
     """Explicit (B, H, T, T) scores, softmax into a second (B, H, T, T) tensor, then ``@ v``."""
-    import torch
-
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
     T = q.shape[1]
     scale = scale_of(inputs, q.shape[-1])
@@ -156,12 +149,10 @@ def run_naive(inputs, causal: bool):
 
 
 def run_fla(inputs, causal: bool):
-    from fla.ops.attn import parallel_attn
-
     if not causal:
         raise ValueError("fla parallel_attn is causal only")
     q = inputs["q"]
-    return parallel_attn(q, inputs["k"], inputs["v"], scale=scale_of(inputs, q.shape[-1]))
+    return fla_attn.parallel_attn(q, inputs["k"], inputs["v"], scale=scale_of(inputs, q.shape[-1]))
 
 
 def reference(inputs, causal: bool):

@@ -23,6 +23,9 @@ from functools import lru_cache
 from typing import Any, Callable, Mapping
 
 from profiler.core.errors import UsageError, did_you_mean
+from profiler.core.lazy import lazy_import
+
+torch = lazy_import("torch")
 
 LEVELS_HERE = ("layer", "model")
 STUDY_HIDDEN = 1024
@@ -143,8 +146,6 @@ def build_fla(name: str, hidden: int = STUDY_HIDDEN, heads: int = STUDY_HEADS, *
 
 def param_count(name: str, hidden: int = STUDY_HIDDEN, heads: int = STUDY_HEADS) -> int:
     """Parameters of the layer at this size (counted on the meta device: nothing is allocated)."""
-    import torch
-
     with torch.device("meta"):
         return sum(p.numel() for p in build_port(name, hidden, heads).parameters())
 

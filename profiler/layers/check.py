@@ -12,7 +12,15 @@ Tolerance: 1e-3 relative (fp32), 3e-2 (fp16), 6e-2 (bf16).
 
 from __future__ import annotations
 
+import dataclasses
+
+from profiler.core.lazy import lazy_import
 from profiler.core.records import Correctness, PointSpec
+from profiler.layers.common import oracle
+from profiler.layers.packed import packed_fn, packed_inputs, split_packed
+from profiler.layers.workload import build_module, make_inputs
+
+torch = lazy_import("torch")
 
 VERIFY_T = 256
 TOLERANCE = {"float32": 1e-3, "float16": 3e-2, "bfloat16": 6e-2}
@@ -20,13 +28,6 @@ TOLERANCE = {"float32": 1e-3, "float16": 3e-2, "bfloat16": 6e-2}
 
 def verify(spec: PointSpec, torch_device: str, seed: int, max_T: int = VERIFY_T) -> Correctness:
     """Compare the point's module with its fp32 oracle on a ``min(T, max_T)``-token input."""
-    import dataclasses
-
-    import torch
-
-    from profiler.layers.common import oracle
-    from profiler.layers.workload import build_module, make_inputs
-
     Tc = max(2, min(spec.T, max_T))
     small = dataclasses.replace(spec, T=Tc, B=min(spec.B, 2), options=tuple(o for o in spec.options if o[0] != "audio_s"))
     module = build_module(small, device=torch_device, seed=seed)
@@ -62,13 +63,6 @@ def verify(spec: PointSpec, torch_device: str, seed: int, max_T: int = VERIFY_T)
 def verify_packed(spec: PointSpec, torch_device: str, seed: int, max_T: int = VERIFY_T) -> Correctness:
     """Packed fla call on three utterances (T/3, T/2, T tokens, T = ``min(spec.T, max_T)``) against the
     fp32 torch port (fla weights loaded) on each utterance alone at batch 1."""
-    import dataclasses
-
-    import torch
-
-    from profiler.layers.packed import packed_fn, packed_inputs, split_packed
-    from profiler.layers.workload import build_module, make_inputs
-
     Tc = max(6, min(spec.T, max_T))
     lengths = [Tc // 3, Tc // 2, Tc]
     small = dataclasses.replace(spec, T=Tc, B=3, options=())

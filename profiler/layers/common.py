@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib
 
 import torch
 import torch.nn as nn
@@ -94,8 +95,6 @@ def kernel_backend(kernel: str, backend: str):
 
     Inside ``oracle()`` it is the kernel's reference instead, fed fp32 tensors.
     """
-    import importlib
-
     spec = importlib.import_module(f"profiler.kernels.{kernel}").KERNEL
     if _ORACLE.get():
         def ref(inputs, causal):

@@ -25,9 +25,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
+from profiler.core.audio import rates_from_options
+from profiler.core.errors import UsageError
+from profiler.core.lazy import lazy_import
 from profiler.core.records import Correctness, PointSpec
 from profiler.kernels.base import Analytic, Backend, KernelSpec, Shape, Workload
 from profiler.layers import LayerSpec, build_port, get_layer, layer_registry
+
+#: the measuring side (nn.Modules, torch at import) loads when a point is built, not when it is planned
+layer_check = lazy_import("profiler.layers.check")
+layer_replay = lazy_import("profiler.layers.replay")
+layer_workload = lazy_import("profiler.layers.workload")
+torch = lazy_import("torch")
 
 #: kernel backend each layer's port runs on (for the kernel's memory and FLOP models)
 _KERNEL_BACKEND = {"softmax": "naive", "mha": "sdpa"}
@@ -36,8 +45,6 @@ _KERNEL_BACKEND = {"softmax": "naive", "mha": "sdpa"}
 @lru_cache(maxsize=64)
 def head_shape(name: str, hidden: int, heads: int) -> tuple[int, int, int, int]:
     """``(H, Dk, params, floats_per_token)`` of the layer's attention core at this size (meta device)."""
-    import torch
-
     with torch.device("meta"):
         m = build_port(name, hidden, heads)
     params = sum(p.numel() for p in m.parameters())
@@ -126,37 +133,26 @@ class LayerEntry:
         if point.option("audio_s") is not None:
             extra["audio_s"] = float(point.option("audio_s"))
         elif point.option("frame_rate") is not None and point.option("replay") is None:
-            from profiler.core.audio import rates_from_options
-
             r = rates_from_options(point.options)   # the duration this T stands for (up to rounding)
             extra["audio_s"] = point.T / (r.frame_rate_hz + r.text_rate_hz)
         return extra
 
     def build(self, point: PointSpec, device: str, seed: int) -> Workload:
-        import torch
-
-        from profiler.layers.workload import workload_for
-
-        work = workload_for(point, device, getattr(torch, point.dtype), seed)
+        work = layer_workload.workload_for(point, device, getattr(torch, point.dtype), seed)
         reset = work.reset if point.mode == "fwdbwd" else None
         replay = None
         if point.option("replay") is not None:
-            from profiler.layers.replay import replay_point
-
             def replay(dev, settings, meter, _work=work):
-                return replay_point(point, settings, dev, meter, _work)
+                return layer_replay.replay_point(point, settings, dev, meter, _work)
 
         return Workload(work.call, reset, work.inputs, self._extra(point), replay)
 
     def verify(self, point: PointSpec, device: str, seed: int, max_T: int | None,
                oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
-        from profiler.core.errors import UsageError
-        from profiler.layers.check import VERIFY_T, verify, verify_packed
-
         if any(o is not None for o in oracles):
             raise UsageError("layers are checked against their fp32 oracle only (no backend-vs-backend check)")
-        check = verify_packed if point.option("packing") == "packed" else verify
-        return [check(point, device, seed, min(VERIFY_T, max_T or VERIFY_T))]
+        check = layer_check.verify_packed if point.option("packing") == "packed" else layer_check.verify
+        return [check(point, device, seed, min(layer_check.VERIFY_T, max_T or layer_check.VERIFY_T))]
 
 
 def entry(name: str, level: str = "layer") -> LayerEntry:

@@ -19,13 +19,16 @@ import json
 import os
 import sys
 import time
+import warnings
+
+from profiler.core.lazy import lazy_import
+from profiler.kernels import interpret
+from profiler.layers import build_fla, build_port
+
+torch = lazy_import("torch")
 
 
 def compare(name: str, hidden: int, heads: int, T: int, B: int, device: str, seed: int) -> dict:
-    import torch
-
-    from profiler.layers import build_fla, build_port
-
     torch.manual_seed(seed)
     ref = build_fla(name, hidden, heads).to(device).eval()
     port = build_port(name, hidden, heads).to(device).eval()
@@ -42,7 +45,6 @@ def compare(name: str, hidden: int, heads: int, T: int, B: int, device: str, see
 
 def _activate_interpreter() -> None:
     os.environ.setdefault("TRITON_INTERPRET", "1")
-    from profiler.kernels import interpret
 
     interpret.enable()
 
@@ -59,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.device == "cpu":
         _activate_interpreter()
-    import warnings
 
     warnings.filterwarnings("ignore")
     out = {}

@@ -15,20 +15,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from profiler.core.audio import rates_from_options
 from profiler.core.errors import UsageError
+from profiler.core.lazy import lazy_import
 from profiler.core.records import MeasureSettings, PointSpec, Timing
+from profiler.layers.packed import packed_fn, packed_inputs
+from profiler.layers.utterances import get_distribution, replay
+from profiler.layers.workload import padded_inputs
+
+torch = lazy_import("torch")
 
 
 def replay_point(spec: PointSpec, settings: MeasureSettings, dev: Any, meter: Any, work: Any
                  ) -> tuple[Timing, int | None, dict[str, Any]]:
     """Time the utterance replay of ``work`` (a ``profiler.layers.workload.Workload``) on ``dev``."""
-    import torch
-
-    from profiler.core.audio import rates_from_options
-    from profiler.layers.packed import packed_fn, packed_inputs
-    from profiler.layers.utterances import get_distribution, replay
-    from profiler.layers.workload import padded_inputs
-
     n = int(spec.option("replay", "1000"))
     dist = get_distribution(spec.option("distribution", "msp-podcast-like"))
     durations = dist.sample(n, settings.seed)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from profiler.layers.common import kernel_backend
+
 
 def _softmax(backend: str, q, k, v, scale: float, causal: bool) -> torch.Tensor:
-    from profiler.layers.common import kernel_backend
-
     return kernel_backend("softmax", backend)({"q": q, "k": k, "v": v, "scale": scale}, causal)
 
 

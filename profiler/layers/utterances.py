@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from profiler.core.errors import UsageError
+from profiler.core.errors import UsageError, did_you_mean
 
 DEFAULT_N = 1000
 
@@ -80,8 +80,6 @@ DISTRIBUTIONS = {MSP_PODCAST_LIKE.name: MSP_PODCAST_LIKE}
 
 
 def get_distribution(name: str) -> DurationDistribution:
-    from profiler.core.errors import did_you_mean
-
     if name not in DISTRIBUTIONS:
         raise UsageError(f"unknown utterance distribution {name!r}; {did_you_mean(name, DISTRIBUTIONS)}")
     return DISTRIBUTIONS[name]

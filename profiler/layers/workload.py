@@ -26,8 +26,9 @@ import torch
 
 from profiler.core.audio import rates_from_options
 from profiler.core.errors import UnavailableError, UsageError
-from profiler.layers import build_fla, build_port, get_layer
 from profiler.core.records import PointSpec
+from profiler.layers import build_fla, build_port, get_layer
+from profiler.layers.ser import SERHead
 
 
 @dataclass
@@ -97,8 +98,6 @@ def build_module(spec: PointSpec, *, device: str | torch.device = "cpu", dtype: 
         raise UsageError(f"layer {spec.kernel!r} has no backend {spec.backend!r}; valid: {', '.join(layer.backends)}")
     module = core
     if spec.level == "model":
-        from profiler.layers.ser import SERHead
-
         module = SERHead(core, hidden=spec.D)
     module = module.to(device=device, dtype=dtype or getattr(torch, spec.dtype)).eval()
     return module

@@ -28,6 +28,11 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+from profiler.core.lazy import lazy_import
+
+torch = lazy_import("torch")
+
+
 #: dtypes measured on CUDA ("tf32": fp32 operands with TF32 tensor cores allowed)
 CUDA_MATMUL_DTYPES = ("float32", "tf32", "bfloat16", "float16")
 #: CPU probe size for the reduced-precision dtypes (kept small: some CPUs emulate bf16 slowly)
@@ -76,8 +81,6 @@ def calibrate(device: str = "cpu", *, budget_s: float = 1.0, device_index: int =
     ``dtypes``: the run's dtypes. On CUDA every dtype of ``CUDA_MATMUL_DTYPES`` is measured anyway
     (milliseconds each); on CPU only fp32 unless others are named here.
     """
-    import torch
-
     t_start = time.perf_counter()
     if device == "cuda":
         dev = torch.device("cuda", device_index)

@@ -65,9 +65,13 @@ import math
 import time
 from typing import Any, Callable, Protocol
 
-from profiler.measure.timer import (Call, TimedCall, first_call_record, sample_until, time_first_call,
-                                    warm_up)
+from profiler.core.lazy import lazy_import
 from profiler.core.records import MeasureSettings, Timing
+from profiler.measure.timer import Call, TimedCall, first_call_record, sample_until, time_first_call, warm_up
+
+torch = lazy_import("torch")
+torch_autograd = lazy_import("torch.autograd")
+torch_profiler = lazy_import("torch.profiler")
 
 #: a call shorter than this is unrolled in the captured graph (replay gaps would show)
 UNROLL_BELOW_S = 50e-6
@@ -109,8 +113,6 @@ class TorchCudaApi:
     """``CudaApi`` on real CUDA through torch (``torch.cuda``, ``torch.profiler``, ``torch.cuda._sleep``)."""
 
     def __init__(self, index: int = 0) -> None:
-        import torch
-
         self._torch = torch
         self.index = index
         self._device = torch.device("cuda", index)
@@ -143,16 +145,13 @@ class TorchCudaApi:
         return g
 
     def kernel_intervals(self, fn: Call) -> list[tuple[float, float]]:
-        from torch.autograd import DeviceType
-        from torch.profiler import ProfilerActivity, profile
-
         self.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with torch_profiler.profile(activities=[torch_profiler.ProfilerActivity.CPU, torch_profiler.ProfilerActivity.CUDA]) as prof:
             fn()
             self.synchronize()
         out = []
         for e in prof.events():
-            if getattr(e, "device_type", None) == DeviceType.CUDA:
+            if getattr(e, "device_type", None) == torch_autograd.DeviceType.CUDA:
                 out.append((e.time_range.start / 1e6, e.time_range.end / 1e6))
         return out
 

@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from profiler.core.errors import UnavailableError, UsageError
+from profiler.core.lazy import lazy_import
+from profiler.core.records import MeasureSettings
+from profiler.measure.cuda_time import TorchCudaApi, time_cuda_call
 from profiler.measure.energy import RAPL_ROOT, EnergyMeter, NvmlEnergyMeter, RaplEnergyMeter
 from profiler.measure.memory import CudaAllocatorMeter, MemoryMeter, ProfilerMemoryMeter
-from profiler.measure.timer import cpu_control, CudaEventTimer, PerfCounterTimer, SampleTimer, TimedCall, time_host_call
-from profiler.core.records import MeasureSettings
+from profiler.measure.timer import CudaEventTimer, PerfCounterTimer, SampleTimer, TimedCall, cpu_control, time_host_call
+
+torch = lazy_import("torch")
 
 
 class Device(ABC):
@@ -78,8 +82,6 @@ class Device(ABC):
 
     def info(self) -> dict[str, Any]:
         """Worker info stored with each point: host, pid, device, threads, CPU affinity."""
-        import torch
-
         try:
             affinity = sorted(os.sched_getaffinity(0))
         except (AttributeError, OSError):
@@ -127,8 +129,6 @@ class CpuDevice(Device):
         The process's CPU time over the samples is stored beside them (``Timing.cpu_share``): how much
         of its threads' time the process really ran, the sign of a busy machine.
         """
-        import torch
-
         return time_host_call(fn, settings, reset=reset, flush=flush, clock_ns=self._clock_ns,
                               threads=torch.get_num_threads(), control=cpu_control())
 
@@ -153,8 +153,6 @@ class CudaDevice(Device):
         super().__init__(index)
         self._api = api
         if cuda is None:
-            import torch
-
             cuda = torch.cuda
         self._cuda = cuda
         self._nvml = nvml
@@ -176,16 +174,12 @@ class CudaDevice(Device):
 
     def cuda_api(self) -> Any:
         if self._api is None:
-            from profiler.measure.cuda_time import TorchCudaApi
-
             self._api = TorchCudaApi(self.index)
         return self._api
 
     def time_call(self, fn: Callable[[], Any], settings: MeasureSettings, *, reset: Callable[[], None] | None = None,
                   flush: Callable[[], None] | None = None) -> TimedCall:
         """Device time (``timing``) and call latency from one session (``profiler.measure.cuda_time``)."""
-        from profiler.measure.cuda_time import time_cuda_call
-
         return time_cuda_call(fn, settings, self.cuda_api(), reset=reset, flush=flush)
 
     def memory_meter(self) -> MemoryMeter:
@@ -203,8 +197,6 @@ class CudaDevice(Device):
 
     def l2_flusher(self) -> Callable[[], None]:
         """Zero a buffer of twice the L2 size (at least 64 MiB); runs outside the timing events."""
-        import torch
-
         if self._flush_buf is None:
             l2 = int(getattr(self._cuda.get_device_properties(self.index), "L2_cache_size", 0) or 0)
             nbytes = max(2 * l2, 64 << 20)
@@ -221,8 +213,6 @@ def get_device(device_type: str, index: int = 0) -> Device:
     if device_type == "cpu":
         return CpuDevice(index)
     if device_type == "cuda":
-        import torch
-
         if not torch.cuda.is_available():
             raise UnavailableError("device 'cuda' requested but no CUDA device is visible to torch")
         if index >= torch.cuda.device_count():

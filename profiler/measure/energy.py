@@ -65,7 +65,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from profiler.core.lazy import available, lazy_import
 from profiler.core.records import Energy
+
+pynvml = lazy_import("pynvml")
 
 Call = Callable[[], Any]
 Clock = Callable[[], float]
@@ -352,10 +355,9 @@ class NvmlEnergyMeter(_CounterMeter):
     def create(cls, index: int = 0, *, nvml: Any = None, uuid: str | None = None, **kw: Any) -> EnergyMeter:
         """An NVML meter for GPU ``index`` (or ``uuid``), or a ``NullEnergyMeter`` saying why not."""
         if nvml is None:
-            try:
-                import pynvml as nvml
-            except ImportError:
+            if not available("pynvml"):
                 return NullEnergyMeter("pynvml (nvidia-ml-py) is not installed")
+            nvml = pynvml
         try:
             nvml.nvmlInit()
         except Exception as exc:

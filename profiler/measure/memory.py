@@ -36,6 +36,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from profiler.core.lazy import lazy_import
+
+torch = lazy_import("torch")
+torch_profiler = lazy_import("torch.profiler")
+
+
 Call = Callable[[], Any]
 
 
@@ -98,9 +104,7 @@ class ProfilerMemoryMeter(MemoryMeter):
     method = "torch_profiler"
 
     def measure(self, fn: Call) -> MemoryReading:
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
+        with torch_profiler.profile(activities=[torch_profiler.ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
             fn()
         events = prof.profiler.kineto_results.events()
         return MemoryReading(peak_bytes=peak_from_deltas(memory_deltas_from_kineto(events, "CPU")))
@@ -116,8 +120,6 @@ class CudaAllocatorMeter(MemoryMeter):
 
     def __init__(self, index: int = 0, cuda: Any = None) -> None:
         if cuda is None:
-            import torch
-
             cuda = torch.cuda
         self._cuda = cuda
         self._index = index

@@ -59,8 +59,12 @@ from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any, Callable, NamedTuple
 
+from profiler.core.lazy import lazy_import
 from profiler.core.records import FirstCall, MeasureSettings, Timing
 from profiler.core.stats import rel_ci_halfwidth
+from profiler.measure.compile_cache import cache_state
+
+torch = lazy_import("torch")
 
 Call = Callable[[], Any]
 ClockNs = Callable[[], int]
@@ -118,8 +122,6 @@ class CudaEventTimer(SampleTimer):
 
     def __init__(self, event_factory: Callable[[], Any] | None = None) -> None:
         if event_factory is None:
-            import torch
-
             def event_factory() -> Any:
                 return torch.cuda.Event(enable_timing=True)
 
@@ -298,8 +300,6 @@ def time_first_call(fn: Call, *, sync: Call = _noop, reset: Call | None = None,
 
 def first_call_record(wall_s: float) -> FirstCall:
     """``FirstCall`` with the Triton cache state of this worker (``profiler.measure.compile_cache``)."""
-    from profiler.measure.compile_cache import cache_state
-
     state = cache_state()
     return FirstCall(wall_s=wall_s, cache_dir=state.cache_dir, cache_warm=state.warm, note=state.note)
 
@@ -324,8 +324,6 @@ def cpu_control(n: int = 128) -> Call:
     """The CPU drift control: one ``n x n`` fp32 matmul on the worker's threads (about 30-60 us at
     n = 128 on a 2-core machine), timed after every sample so the gate can divide the machine's
     momentary speed out of the kernel's samples."""
-    import torch
-
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g)
     b = torch.randn(n, n, generator=g)

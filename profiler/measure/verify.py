@@ -14,31 +14,25 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
-from profiler.core.records import DTYPES, Correctness, PointSpec
+from profiler.core.records import DTYPES, Correctness, PointSpec, to_dict
+from profiler.kernels import MECHANISMS, check, get_kernel
 from profiler.kernels.base import Shape
-from profiler.kernels import check
 from profiler.kernels.check import GRAD_SCALE_FLOOR, TF32_TOLERANCE, TOLERANCES, tolerance_for  # noqa: F401
 from profiler.spec.registry import get_entry
 
 
 def _validate(kernel: str, backend: str, *args, **kwargs):
     """``kernels.check._validate`` by kernel name: UsageError / UnavailableError for what cannot run."""
-    from profiler.kernels import get_kernel
-
     return check._validate(get_kernel(kernel), backend, *args, **kwargs)
 
 
 def check_point(kernel: str, backend: str, *args, **kwargs) -> Correctness:
     """``kernels.check.check_point`` by kernel name (see there: method, prefixes, tolerances)."""
-    from profiler.kernels import get_kernel
-
     return check.check_point(get_kernel(kernel), backend, *args, **kwargs)
 
 
 def check_against(kernel: str, backend: str, *args, **kwargs) -> list[Correctness]:
     """``kernels.check.check_against`` by kernel name."""
-    from profiler.kernels import get_kernel
-
     return check.check_against(get_kernel(kernel), backend, *args, **kwargs)
 
 
@@ -79,8 +73,6 @@ class VerifyResult:
         return self.skipped is None and not self.passed
 
     def to_dict(self) -> dict:
-        from profiler.core.records import to_dict
-
         d = to_dict(self)
         d["passed"] = self.passed
         return d
@@ -91,8 +83,6 @@ def resolve_backends(kernels: Sequence[str], backends: Sequence[str] | None, dev
     """(kernel, backend) pairs to check. Explicit names must exist (UsageError) and be available
     here (UnavailableError); without ``backends`` every available one is taken (under ``interpret``:
     the interpretable ones)."""
-    from profiler.kernels import get_kernel
-
     dev = device.split(":")[0]
     out: list[tuple[str, str]] = []
     for k in kernels:
@@ -136,8 +126,6 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
     under ``interpret``) adds a comparison with the kernel's ``torch`` backend (``sdpa`` for
     softmax). ``progress(result)`` is called after each check.
     """
-    from profiler.kernels import MECHANISMS, get_kernel
-
     if max_T is not None and (isinstance(max_T, bool) or not isinstance(max_T, int) or max_T < 1):
         raise UsageError(f"--max-t must be a whole number >= 1 (the longest T compared in full), got {max_T!r}")
     kernels = list(kernels or MECHANISMS)

@@ -23,11 +23,15 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
-from profiler.core.errors import UsageError
-from profiler.core.paths import check_output_file, output_errors
 from profiler.analysis.ser import audio_seconds
+from profiler.core.errors import UsageError
+from profiler.core.lazy import available, lazy_import
+from profiler.core.paths import check_output_file, output_errors
 from profiler.core.records import PointRecord, energy_per_call
 from profiler.store.runs import RunDir
+
+pyarrow = lazy_import("pyarrow")
+pyarrow_parquet = lazy_import("pyarrow.parquet")
 
 FORMATS = ("csv", "json", "parquet")
 
@@ -215,9 +219,6 @@ def arrow_schema(pa):
 
 
 def _pyarrow():
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise UsageError("--format parquet needs pyarrow: pip install 'serprof[parquet]' (or use --format csv)") from None
-    return pa, pq
+    if not available("pyarrow"):
+        raise UsageError("--format parquet needs pyarrow: pip install 'serprof[parquet]' (or use --format csv)")
+    return pyarrow, pyarrow_parquet

@@ -16,9 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from profiler.analysis.crossover import Variant
+from profiler.analysis.roofline import series_peaks
 from profiler.analysis.summary import RunAnalysis
+from profiler.core.lazy import lazy_import
 from profiler.core.paths import make_dir, output_errors
+
+matplotlib = lazy_import('matplotlib')
+plt = lazy_import('matplotlib.pyplot')
+sns = lazy_import('seaborn')
+mticker = lazy_import('matplotlib.ticker')
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
@@ -34,11 +43,7 @@ class Figure:
 
 
 def _setup():
-    import matplotlib
-
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook", font_scale=0.85)
     plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 100, "savefig.bbox": "tight",
@@ -196,10 +201,6 @@ def _speedup_plot(plt, st, analyses, out_dir) -> Figure | None:
 
 
 def _roofline_plot(plt, st, analyses, out_dir) -> Figure | None:
-    import numpy as np
-
-    from profiler.analysis.roofline import series_peaks
-
     pts = [(ri, a, s, p) for ri, a in enumerate(analyses) for s in a.series for p in s.points
            if p.record.flops and p.record.bytes_moved]
     if not pts:
@@ -274,12 +275,11 @@ def _per_minute_plot(plt, st, analyses, out_dir) -> Figure | None:
                 axes[1].plot([t for t, _ in e], [v for _, v in e], label=lab, **kw)
     titles = ("Latency per minute of audio", "Energy per minute of audio")
     ylabels = ("seconds of compute per minute of audio", "joules per minute of audio")
-    from matplotlib.ticker import FuncFormatter
 
     for ax, title, yl in zip(axes, titles, ylabels):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_title(title)
         ax.set_xlabel("audio duration (minutes)")
         ax.set_ylabel(yl)

@@ -18,11 +18,26 @@ from profiler.analysis.roofline import fmt_rate, series_peaks
 from profiler.analysis.ser import audio_seconds
 from profiler.analysis.summary import RunAnalysis, analyze
 from profiler.core.errors import UsageError
+from profiler.core.lazy import lazy_import
 from profiler.core.paths import make_dir, write_file
-from profiler.report.text import (fmt_audio, fmt_bytes, fmt_ratio, fmt_s, fmt_slope, fmt_T, sentences,
-                                  ser_sentences, summary_rows)
 from profiler.core.records import Energy, energy_per_call
+from profiler.core.version import __version__
+from profiler.report.figures import render_figures
+from profiler.report.text import (
+    fmt_audio,
+    fmt_bytes,
+    fmt_ratio,
+    fmt_s,
+    fmt_slope,
+    fmt_T,
+    sentences,
+    ser_sentences,
+    summary_rows,
+)
 from profiler.store.runs import RunDir
+
+jinja2 = lazy_import('jinja2')
+markupsafe = lazy_import('markupsafe')
 
 REPORT_NAME = "report.html"
 
@@ -227,26 +242,19 @@ def _e(x: float | None) -> str:
 
 
 def _env():
-    import jinja2
-
     return jinja2.Environment(loader=jinja2.PackageLoader("profiler.report", "templates"),
                               autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
 
 
 def render_html(analyses: Sequence[RunAnalysis], out: Path) -> Path:
     """Draw figures into ``out.parent / 'figures'`` and write the HTML report to ``out``."""
-    from markupsafe import Markup
-
-    from profiler.core.version import __version__
-    from profiler.report.figures import render_figures
-
     out = Path(out)
     make_dir(out.parent, "--out")
     figs, notes = render_figures(analyses, out.parent / "figures")
     title = " vs ".join(str((a.manifest.scenario or {}).get("name") or a.manifest.run_id) for a in analyses)
     html = _env().get_template("report.html.j2").render(
         title=title, version=__version__, runs=[run_context(a) for a in analyses],
-        figures=[{"name": f.name, "title": f.title, "caption": f.caption, "svg": Markup(f.svg)} for f in figs],
+        figures=[{"name": f.name, "title": f.title, "caption": f.caption, "svg": markupsafe.Markup(f.svg)} for f in figs],
         figure_notes=notes,
     )
     return write_file(out, html, "--out")

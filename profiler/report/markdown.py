@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from profiler.analysis.study import to_markdown
 from profiler.analysis.summary import RunAnalysis
+from profiler.report.html import load_analysis
 from profiler.report.text import fmt_bytes, fmt_s, sentences, ser_sentences, summary_rows
 
 
@@ -50,7 +52,6 @@ def ser_markdown(a: RunAnalysis) -> list[str]:
     """The SER part: the study comparison (``layers.study.to_markdown``), payoffs, utterance replays."""
     if a.ser is None:
         return []
-    from profiler.analysis.study import to_markdown
 
     lines = ["", "#### Speech emotion recognition: the study's layers", ""]
     if a.ser.rates:
@@ -72,6 +73,4 @@ def ser_markdown(a: RunAnalysis) -> list[str]:
 
 def markdown_summary(run_dirs: Sequence[Path | str], *, baseline: str | None = None) -> str:
     """Markdown for each run folder, separated by blank lines."""
-    from profiler.report.html import load_analysis
-
     return "\n".join(run_markdown(load_analysis(d, baseline)) for d in run_dirs)

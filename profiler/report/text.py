@@ -8,9 +8,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from profiler.core import fmt
 from profiler.analysis.fits import SlopeFit
+from profiler.analysis.ser import audio_rate_of_series
 from profiler.analysis.summary import RunAnalysis
+from profiler.core import fmt
+from profiler.core.audio import human_duration
 
 #: The study's claim checked on the user's run: "up to an order of magnitude".
 ORDER_OF_MAGNITUDE = 10.0
@@ -32,7 +34,6 @@ def fmt_audio(seconds: float | None) -> str:
     """Seconds of audio for display (``5.5 s``, ``3.15 min``); ``–`` when T did not come from audio."""
     if seconds is None or not math.isfinite(seconds):
         return "–"
-    from profiler.core.audio import human_duration
 
     return human_duration(seconds)
 
@@ -88,7 +89,6 @@ def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
             x.baseline.key == s.key for x in a.comparisons)
         ms = c.max_speedup if c else None
         mm = c.max_memory_saving if c else None
-        from profiler.analysis.ser import audio_rate_of_series
 
         rate = audio_rate_of_series(s)
         in_audio = (lambda T: f" ({fmt_audio(T / rate)})" if rate and T else "")  # noqa: E731

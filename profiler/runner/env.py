@@ -17,6 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from profiler.core.lazy import available, lazy_import
+
+torch = lazy_import("torch")
+
+pynvml = lazy_import("pynvml")
+
 PACKAGES = ("torch", "triton", "fla-core", "flash-linear-attention", "nvidia-ml-py", "numpy", "scipy",
             "transformers", "serprof")
 RAPL_ROOT = Path("/sys/class/powercap")
@@ -86,9 +92,7 @@ def git_fingerprint() -> dict[str, Any] | None:
 
 def nvml_status() -> dict[str, Any]:
     """``{"available": bool, "reason": str, "driver": ..., "devices": [...]}`` from pynvml."""
-    try:
-        import pynvml
-    except ImportError:
+    if not available("pynvml"):
         return {"available": False, "reason": "nvidia-ml-py (pynvml) is not installed"}
     try:
         pynvml.nvmlInit()
@@ -145,8 +149,6 @@ def rapl_status(root: Path = RAPL_ROOT) -> dict[str, Any]:
 
 def torch_info(device_index: int = 0) -> dict[str, Any]:
     """Devices as torch sees them (imports torch)."""
-    import torch
-
     info: dict[str, Any] = {
         "torch_threads": torch.get_num_threads(),
         "cuda_build": torch.version.cuda,

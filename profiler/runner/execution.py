@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from profiler.core.errors import UsageError, did_you_mean
+from profiler.runner.multi import local_executor
+from profiler.runner.pinning import parse_devices
+from profiler.runner.slurm import is_slurm_run, options_from_flags, parse_sbatch_extra
 from profiler.spec import names
+from profiler.spec.scenario import load_scenario
+from profiler.store.runs import RunDir
 
 EXECUTORS = ("local", "slurm")
 SLURM_FLAGS = ("partition", "account", "time_limit", "gpus_per_task", "array_parallelism", "sbatch_extra", "shards")
@@ -77,8 +82,6 @@ def choose_executor(executor: str | None, device: str, *, devices: str | None = 
             from_file = all(name(k) != names.flag(k) for k in given)
             hint = "executor = \"slurm\" to [execution] (or --executor slurm)" if from_file else "--executor slurm"
             raise UsageError(f"{flags} {'is a SLURM option' if len(given) == 1 else 'are SLURM options'}; add {hint}")
-        from profiler.runner.multi import local_executor
-        from profiler.runner.pinning import parse_devices
 
         with _named(where, "devices"):
             parsed = parse_devices(devices) if devices else ()
@@ -88,7 +91,6 @@ def choose_executor(executor: str | None, device: str, *, devices: str | None = 
     if devices or workers is not None or cores_per_worker is not None:
         raise UsageError(f"{'/'.join(name(k) for k in ('devices', 'workers', 'cores_per_worker'))} choose local "
                          "workers; with --executor slurm each shard uses the GPUs of its job: use --gpus-per-task")
-    from profiler.runner.slurm import options_from_flags
 
     with _named(where, *SLURM_FLAGS):
         return ExecutorChoice("slurm", slurm=options_from_flags(**given, backend=slurm_backend))
@@ -98,7 +100,6 @@ def execution_table(scenario: str | Path | None) -> dict[str, Any]:
     """The scenario file's ``[execution]`` table (validated keys; values as the flags take them)."""
     if scenario is None:
         return {}
-    from profiler.spec.scenario import load_scenario
 
     table = load_scenario(scenario).get("execution") or {}
     if not isinstance(table, dict):
@@ -118,8 +119,6 @@ def execution_table(scenario: str | Path | None) -> dict[str, Any]:
                 isinstance(value, str) or (k == "time_limit" and isinstance(value, int) and not isinstance(value, bool))):
             raise UsageError(f"{scenario}: key 'execution.{key}' must be a string, got {value!r}")
         if k == "sbatch_extra":
-            from profiler.runner.slurm import parse_sbatch_extra
-
             parse_sbatch_extra(value, key=f"{scenario}: key 'execution.{key}'")
         out[k] = value
     return out
@@ -127,8 +126,6 @@ def execution_table(scenario: str | Path | None) -> dict[str, Any]:
 
 def resume_device(resume: str | Path) -> str:
     """The device a run folder's stored scenario asked for (``auto`` if none)."""
-    from profiler.store.runs import RunDir
-
     return str(RunDir.open(resume).read_manifest().scenario.get("device") or "auto")
 
 
@@ -145,8 +142,6 @@ def choose_for_sweep(flags: Mapping[str, Any], *, scenario: str | Path | None, s
     values = {**table, **given}
     device = spec.device if spec is not None else "auto"
     if resume is not None:
-        from profiler.runner.slurm import is_slurm_run
-
         device = resume_device(resume)
         if is_slurm_run(resume) and values.get("executor") is None:
             values["executor"] = "slurm"

@@ -30,10 +30,16 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from profiler.core.errors import UsageError
+from profiler.core.lazy import lazy_import
 from profiler.core.records import MeasureSettings, PointRecord, PointSpec
+from profiler.kernels import registry
+from profiler.kernels.base import Shape
 from profiler.runner.base import Executor, ExecutorStats, PointQueue, RunEvents
 from profiler.runner.local import LocalExecutor
-from profiler.runner.pinning import Slot, cpu_slots, cuda_slots
+from profiler.runner.pinning import Slot, check_cuda_devices, cpu_slots, cuda_slots
+
+torch = lazy_import("torch")
 
 POLICY = ("shared queue, dynamic pull; series ordered by estimated cost (largest first); "
           "each series short to long (OOM skips the longer points of its series)")
@@ -42,8 +48,6 @@ POLICY = ("shared queue, dynamic pull; series ordered by estimated cost (largest
 @functools.lru_cache(maxsize=None)
 def _registry() -> Mapping[str, Any] | None:
     try:
-        from profiler.kernels import registry
-
         return registry()
     except Exception:  # noqa: BLE001 - ordering falls back to tokens; never fails a run
         return None
@@ -55,8 +59,6 @@ def point_cost(spec: PointSpec) -> float:
     kernel = reg.get(spec.kernel) if reg else None
     if kernel is not None:
         try:
-            from profiler.kernels.base import Shape
-
             flops = float(kernel.flops(Shape(spec.B, spec.T, spec.H, spec.D), spec.causal))
             return flops * (3.0 if spec.mode == "fwdbwd" else 1.0)
         except Exception:  # noqa: BLE001
@@ -226,9 +228,6 @@ def local_executor(device: str, devices: Sequence[int] = (), workers: int | None
     the usable cores; ``--workers`` > 1 on CUDA without ``--devices`` (two timing workers would share
     one GPU); ``--workers`` different from the number of ``--devices``.
     """
-    from profiler.core.errors import UsageError
-    from profiler.runner.pinning import check_cuda_devices
-
     if devices:
         if workers is not None and workers != len(devices):
             raise UsageError(f"--workers {workers} does not match --devices (one worker per device: "
@@ -251,8 +250,6 @@ def local_executor(device: str, devices: Sequence[int] = (), workers: int | None
 
 def _cuda_count() -> int:
     try:
-        import torch
-
         return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
     except Exception:  # noqa: BLE001 - no usable torch CUDA: no devices
         return 0

@@ -36,14 +36,30 @@ import math
 import os
 import re
 import shlex
+import shutil
 import socket
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import profiler.spec.plan as plan_mod
 from profiler.core.errors import UnavailableError, UsageError
+from profiler.core.lazy import available, lazy_import
 from profiler.core.records import Manifest, PointRecord, PointSpec, from_dict, to_dict
+from profiler.core.version import __version__
+from profiler.runner.base import PointQueue, RunEvents
+from profiler.runner.env import fingerprint
+from profiler.runner.local import LocalExecutor
+from profiler.runner.multi import MultiExecutor, _cuda_count, point_cost
+from profiler.runner.sweep import check_plan_not_empty, default_out
+from profiler.spec.plan import make_plan
+from profiler.spec.scenario import spec_from_dict
+from profiler.store.lock import RunLock, create_locked, stale_warning
+from profiler.store.runs import RunDir, utc_now
+
+submitit = lazy_import("submitit")
+submitit_slurm = lazy_import("submitit.slurm.slurm")
 
 SHARDS_FILE = "shards.json"
 SHARD_STATE_DIR = "shards"
@@ -246,8 +262,6 @@ def _plan_for_target(device: str) -> Iterator[None]:
     The memory budget is left unset (``None``) unless the user gave one: each node applies its own
     budget when it re-plans. (A ``make_plan`` parameter would be cleaner than this scoped patch.)
     """
-    import profiler.spec.plan as plan_mod
-
     saved = plan_mod.resolve_device, plan_mod.default_memory_budget
     plan_mod.resolve_device = lambda _d: device  # type: ignore[assignment]
     plan_mod.default_memory_budget = lambda _dev, _idx=0: (None, "decided on each node")  # type: ignore[assignment]
@@ -259,8 +273,6 @@ def _plan_for_target(device: str) -> Iterator[None]:
 
 def cluster_plan(sweep: Any, opts: SlurmOptions):
     """``make_plan`` for the nodes' device, made on this (submitting) host."""
-    from profiler.spec.plan import make_plan
-
     device = target_device(sweep.device, opts)
     sweep = replace(sweep, device=device)
     with _plan_for_target(device):
@@ -273,8 +285,6 @@ def make_shards(specs: Sequence[PointSpec], n: int | None = None) -> list[list[P
     ``n`` defaults to one shard per series (at most ``DEFAULT_MAX_SHARDS``); shards never exceed the
     number of series. Inside a shard, series and points keep their plan order (short to long).
     """
-    from profiler.runner.multi import point_cost
-
     series: dict[tuple, list[PointSpec]] = {}
     for s in specs:
         series.setdefault(s.series_key, []).append(s)
@@ -328,12 +338,10 @@ def submitit_folder(run_dir: Path) -> Path:
 
 def render_job_script(opts: SlurmOptions, run_dir: str | Path, n_jobs: int, job_name: str = "serprof") -> str:
     """The ``sbatch`` script ``submit`` would hand to SLURM for ``n_jobs`` shards (submitit's generator)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
     folder = submitit_folder(Path(run_dir))
     python = opts.python or shlex.quote(sys.executable)
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, map_count=n_jobs if n_jobs > 1 else None,
+    return submitit_slurm._make_sbatch_string(command=command, folder=folder, map_count=n_jobs if n_jobs > 1 else None,
                                **sbatch_parameters(opts, job_name))
 
 
@@ -385,10 +393,6 @@ class SubmitResult:
 
 
 def _manifest_for(plan: Any, run_id: str, opts: SlurmOptions, n_shards: int) -> Manifest:
-    from profiler.core.version import __version__
-    from profiler.runner.env import fingerprint
-    from profiler.store.runs import utc_now
-
     env = dict(fingerprint(device=None, with_torch=False))
     env["device"] = plan.sweep.device
     env["submit_host"] = True
@@ -420,9 +424,6 @@ def submit(sweep: Any = None, *, opts: SlurmOptions, out: str | Path | None = No
     The submission holds the run folder's writer lock (``profiler.store.lock``): two submissions of
     one folder at once are refused (exit 2) instead of sending its missing points twice.
     """
-    from profiler.store.lock import RunLock
-    from profiler.store.runs import RunDir
-
     if dry_run and resume is None:
         return _submit(sweep, opts=opts, out=out, resume=None, dry_run=True, calibrate=calibrate, lock=None)
     if resume is not None:
@@ -434,10 +435,6 @@ def submit(sweep: Any = None, *, opts: SlurmOptions, out: str | Path | None = No
 
 def _submit(sweep: Any, *, opts: SlurmOptions, out: str | Path | None, resume: str | Path | None, dry_run: bool,
             calibrate: bool, lock: Any) -> SubmitResult:
-    from profiler.runner.sweep import check_plan_not_empty, default_out
-    from profiler.store.lock import create_locked, stale_warning
-    from profiler.store.runs import RunDir
-
     if resume is not None:
         run = RunDir.open(resume)
         table = read_shards(run.path)
@@ -501,8 +498,6 @@ class _Undo:
             parent = parent.parent
 
     def __call__(self) -> None:
-        import shutil
-
         if self.before is None:
             shutil.rmtree(self.path, ignore_errors=True)
         elif self.path.is_dir():
@@ -518,8 +513,6 @@ class _Undo:
 
 def _submit_todo(opts: SlurmOptions, run_dir: Path, todo: list[dict[str, Any]], job_name: str, resume: Any,
                  dry_run: bool, calibrate: bool, planned: int, warnings: list[str]) -> SubmitResult:
-    from profiler.store.runs import utc_now
-
     check_script_path(run_dir)
     script = render_job_script(opts, run_dir, len(todo), job_name) if todo else None
     result = SubmitResult(run_dir=Path(run_dir), shards=[{"shard": t["shard"], "points": len(t["specs"]),
@@ -579,10 +572,8 @@ def _running_warnings(run_dir: Path, shards: Sequence[int]) -> list[str]:
 
 
 def _submitit_executor(opts: SlurmOptions, run_dir: Path, job_name: str):
-    try:
-        import submitit
-    except ImportError:
-        raise UnavailableError("--executor slurm needs submitit: pip install 'serprof[slurm]'") from None
+    if not available("submitit"):
+        raise UnavailableError("--executor slurm needs submitit: pip install 'serprof[slurm]'")
     folder = submitit_folder(run_dir)
     if opts.backend == "slurm":
         try:
@@ -610,11 +601,7 @@ def _job_id() -> str | None:
 
 def shard_executor(device: str):
     """All GPUs this job got (one pinned worker each), or the single-worker local executor."""
-    from profiler.runner.local import LocalExecutor
-
     if device == "cuda":
-        from profiler.runner.multi import MultiExecutor, _cuda_count
-
         n = _cuda_count()
         if n > 1:
             return MultiExecutor.for_cuda(range(n))
@@ -623,12 +610,6 @@ def shard_executor(device: str):
 
 def run_shard(run_dir: str, shard: int, specs: Sequence[Mapping[str, Any]], calibrate: bool = True) -> dict[str, Any]:
     """Measure one shard's points on this node, appending to ``points-<shard>.jsonl`` (the job's function)."""
-    from profiler.runner.env import fingerprint
-    from profiler.spec.plan import make_plan
-    from profiler.runner.base import PointQueue, RunEvents
-    from profiler.spec.scenario import spec_from_dict
-    from profiler.store.runs import RunDir, utc_now
-
     run = RunDir.open(run_dir, points_file=shard_file(shard))
     manifest = run.read_manifest()
     sweep = spec_from_dict(manifest.scenario, f"{run.path}/manifest.json: scenario")

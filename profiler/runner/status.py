@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profiler.core.records import device_key
+from profiler.core.records import PointSpec, device_key, from_dict
+from profiler.runner.slurm import SHARDS_FILE, read_shards, shard_file, shard_state_path
+from profiler.store.runs import RunDir
 
 
 @dataclass
@@ -54,8 +56,6 @@ class RunStatus:
         return self.done >= self.total
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         d = asdict(self)
         d["run_dir"] = str(self.run_dir)
         d["complete"] = self.complete
@@ -63,10 +63,6 @@ class RunStatus:
 
 
 def run_status(run_dir: str | Path) -> RunStatus:
-    from profiler.runner.slurm import SHARDS_FILE, read_shards, shard_file, shard_state_path
-    from profiler.core.records import PointSpec, from_dict
-    from profiler.store.runs import RunDir
-
     run = RunDir.open(run_dir)
     loaded = run.load()
     by_id = loaded.by_id()

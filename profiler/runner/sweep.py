@@ -22,13 +22,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from profiler.core.console import shell_quote
 from profiler.core.errors import UnavailableError, UsageError
-from profiler.spec.plan import Plan, make_plan
+from profiler.core.paths import check_appendable
 from profiler.core.records import Manifest, PointRecord, PointSpec, to_dict
+from profiler.core.version import __version__
 from profiler.runner.base import Executor, PointQueue, RunEvents
+from profiler.runner.env import fingerprint, torch_info
+from profiler.runner.local import LocalExecutor
+from profiler.spec.estimate import estimate
+from profiler.spec.plan import Plan, make_plan, registry_for
 from profiler.spec.scenario import SweepSpec, spec_from_dict
-from profiler.store.lock import RunLock, stale_warning
-from profiler.store.runs import POINTS, RunDir, new_run_id, utc_now
+from profiler.store.lock import RunLock, create_locked, stale_warning
+from profiler.store.runs import POINTS, RunDir, new_run_id, read_records, utc_now
 
 
 class SweepObserver:
@@ -72,9 +78,6 @@ def default_out(sweep: SweepSpec) -> Path:
 
 
 def _manifest(plan: Plan, run_id: str, executor: Executor) -> Manifest:
-    from profiler.core.version import __version__
-    from profiler.runner.env import fingerprint
-
     return Manifest(
         run_id=run_id,
         created_at=utc_now(),
@@ -110,8 +113,6 @@ class StoreFailed(Exception):
 
 
 def resume_hint(run_dir: Path) -> str:
-    from profiler.core.console import shell_quote
-
     return f"finished points are kept in {run_dir}; resume with: serprof sweep --resume {shell_quote(str(run_dir))}"
 
 
@@ -133,8 +134,6 @@ def check_plan_not_empty(plan: Plan) -> None:
 def _selection_reason(sweep: SweepSpec) -> str:
     """Why a selection without dropped combinations is empty (kernels and backends that do not meet)."""
     try:
-        from profiler.spec.plan import registry_for
-
         reg = registry_for(sweep.level)
         names = sweep.kernels or tuple(reg)
         parts = [f"{n} has backends {', '.join(reg[n].backends)}" for n in names if n in reg]
@@ -183,12 +182,8 @@ def _run_sweep_locked(sweep, *, out, resume, observer, executor, calibrate, cali
     check_plan_not_empty(plan)
 
     if executor is None:
-        from profiler.runner.local import LocalExecutor
-
         executor = LocalExecutor()
     if resume is None:
-        from profiler.store.lock import create_locked
-
         path = Path(out) if out is not None else default_out(plan.sweep)
         run, lock = create_locked(path, lambda name: _manifest(plan, name, executor))
     assert lock is not None
@@ -202,8 +197,6 @@ def _run_sweep_locked(sweep, *, out, resume, observer, executor, calibrate, cali
 
 def _run_locked_body(plan, run, obs, executor, calibrate, calibration_budget_s, rerun, resume, warnings,
                      t_start, lock) -> SweepResult:
-    from profiler.core.paths import check_appendable
-
     stale = stale_warning(lock)
     if stale:
         warnings = [stale] + list(warnings)
@@ -307,8 +300,6 @@ def _merge_torch_env(manifest: Manifest, executor: Executor) -> Manifest:
         return manifest
     info = getattr(executor, "worker_env", None)
     if not info:
-        from profiler.runner.env import torch_info
-
         info = torch_info()
     env.update(info)
     device = env.get("device")
@@ -325,8 +316,6 @@ def _on_ready(info: Mapping[str, Any], obs: SweepObserver, session: dict[str, An
 
 
 def _load_records(run: RunDir) -> tuple[list[PointRecord], list[str]]:
-    from profiler.store.runs import read_records
-
     return read_records(run.record_files())
 
 
@@ -339,8 +328,6 @@ def dry_run(sweep: SweepSpec) -> Plan:
 
 def plan_as_dict(plan: Plan) -> dict[str, Any]:
     """JSON-ready plan for ``--dry-run --json`` (with the wall-time estimate of ``profiler.spec.estimate``)."""
-    from profiler.spec.estimate import estimate
-
     est = estimate(plan)
     return {
         "estimate": {"total_s": est.total_s, "points_s": est.points_s, "startup_s": est.startup_s,

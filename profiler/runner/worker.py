@@ -19,17 +19,28 @@ leaves no orphan measuring in the background.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import importlib
 import os
+import signal
 import socket
 import sys
 import time
 import traceback
+from dataclasses import replace
 from typing import Any, Callable
 
 from profiler.core.records import MeasureSettings, PointRecord, PointSpec, from_dict, to_dict
+from profiler.kernels import interpret
+from profiler.measure.calibrate import calibrate
+from profiler.measure.compile_cache import apply_cache_env
+from profiler.measure.point import measure_point
+from profiler.runner import pinning
+from profiler.runner.allocator import describe
+from profiler.runner.env import cpu_model, torch_info
 from profiler.runner.protocol import decode, encode
+from profiler.store.runs import utc_now
 
 MEASURE_ENV = "SERPROF_MEASURE_FN"   # test seam: "module:function" replacing measure_point (tests/fakes)
 OOM_TEXTS = ("can't allocate memory", "out of memory", "cannot allocate memory", "failed to allocate")
@@ -37,9 +48,6 @@ OOM_TEXTS = ("can't allocate memory", "out of memory", "cannot allocate memory",
 
 def _set_pdeathsig() -> None:
     try:
-        import ctypes
-        import signal
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -51,7 +59,6 @@ def load_measure() -> Callable[..., PointRecord]:
     if target:
         mod, _, fn = target.partition(":")
         return getattr(importlib.import_module(mod), fn)
-    from profiler.measure.point import measure_point
 
     return measure_point
 
@@ -97,12 +104,8 @@ def worker_info(device: str, device_index: int) -> dict[str, Any]:
         if device == "cuda" and torch.cuda.is_available():
             info["device_name"] = torch.cuda.get_device_name(device_index)
     if "device_name" not in info:
-        from profiler.runner.env import cpu_model
-
         info["device_name"] = cpu_model()
     if device == "cpu":
-        from profiler.runner.allocator import describe
-
         info["cpu_malloc"] = describe()["regime"]
     return info
 
@@ -110,8 +113,6 @@ def worker_info(device: str, device_index: int) -> dict[str, Any]:
 def run_point(measure: Callable[..., PointRecord], spec: PointSpec, settings: MeasureSettings,
               device_index: int, info: dict[str, Any]) -> PointRecord:
     """Measure one point; exceptions become ``oom`` / ``crashed`` records."""
-    from profiler.store.runs import utc_now
-
     started = utc_now()
     t0 = time.perf_counter()
     try:
@@ -126,7 +127,6 @@ def run_point(measure: Callable[..., PointRecord], spec: PointSpec, settings: Me
         _release_memory(spec.device)
     wall = time.perf_counter() - t0
     merged_worker = {**info, **dict(rec.worker or {})}
-    from dataclasses import replace
 
     return replace(rec, worker=merged_worker, started_at=rec.started_at or started,
                    wall_s=rec.wall_s if rec.wall_s is not None else wall)
@@ -141,8 +141,6 @@ def _release_memory(device: str) -> None:
 
 def _activate_interpreter() -> None:
     """Patch Triton's interpreter for fla (TRITON_INTERPRET=1 is already set by the parent)."""
-    from profiler.kernels import interpret
-
     interpret.enable()
 
 
@@ -154,12 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interpret", action="store_true")
     args = ap.parse_args(argv)
     _set_pdeathsig()
-    from profiler.runner import pinning  # multi-worker runs: this worker's cores/threads (no-op otherwise)
 
     pin = pinning.apply_from_env()
     out = os.fdopen(args.result_fd, "wb", buffering=0)
-
-    from profiler.measure.compile_cache import apply_cache_env
 
     apply_cache_env()   # before torch/Triton are imported: compiled kernels and autotune results persist
     t0 = time.perf_counter()
@@ -172,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     info = {**worker_info(args.device, args.device_index), **pin}
     ready: dict[str, Any] = {"type": "ready", "pid": os.getpid(), "import_s": import_s, "worker": info}
     if not os.environ.get(MEASURE_ENV):   # torch details for the manifest, so the sweep process needn't import torch
-        from profiler.runner.env import torch_info
 
         ready["env"] = torch_info(args.device_index)
     out.write(encode(ready))
@@ -190,8 +184,6 @@ def main(argv: list[str] | None = None) -> int:
             rec = run_point(measure, spec, settings, int(msg.get("device_index", args.device_index)), info)
             out.write(encode({"type": "record", "record": to_dict(rec)}))
         elif cmd == "calibrate":
-            from profiler.measure.calibrate import calibrate
-
             try:
                 cal = calibrate(msg.get("device", args.device), budget_s=float(msg.get("budget_s", 1.0)),
                                 device_index=args.device_index, dtypes=msg.get("dtypes"))

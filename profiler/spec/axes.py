@@ -4,20 +4,20 @@ utterance replay and packing (used by ``profiler.spec.plan``).
 
 from __future__ import annotations
 
+from profiler.core.audio import AudioRates
 from profiler.core.errors import UsageError
+from profiler.layers import STUDY_HIDDEN
+from profiler.layers.utterances import MSP_PODCAST_LIKE
+
 
 def layer_dims(sweep) -> tuple[int, ...]:
     """D axis of a sweep: at layer/model levels D is the model width; the kernel default 64 means 1024."""
     if sweep.level != "kernel" and tuple(sweep.head_dims) == (64,):
-        from profiler.layers import STUDY_HIDDEN
-
         return (STUDY_HIDDEN,)
     return tuple(sweep.head_dims)
 
 
 def _rate_options(sweep) -> tuple[tuple[str, str], ...]:
-    from profiler.core.audio import AudioRates
-
     rates = AudioRates(getattr(sweep, "frame_rate", 50.0), getattr(sweep, "text_rate", 3.0))
     return tuple((k, v) for k, v in rates.options(1.0) if k != "audio_s")
 
@@ -27,9 +27,6 @@ def lengths_with_options(sweep) -> list[tuple[int, tuple[tuple[str, str], ...]]]
     options; the duration is ``T / (frame_rate + text_rate)`` up to rounding and is stored in the
     record's ``extra['audio_s']``) or plain ``--lengths``. Utterance-replay points follow, with
     T = the longest possible utterance and options ``replay=N`` and ``distribution``."""
-    from profiler.core.audio import AudioRates
-    from profiler.layers.utterances import MSP_PODCAST_LIKE
-
     out: list[tuple[int, tuple[tuple[str, str], ...]]] = []
     audio = tuple(getattr(sweep, "audio", ()) or ())
     rates = AudioRates(getattr(sweep, "frame_rate", 50.0), getattr(sweep, "text_rate", 3.0))

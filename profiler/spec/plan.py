@@ -25,9 +25,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
+from profiler.core.fmt import bytes_fixed
+from profiler.core.lazy import lazy_import
 from profiler.core.records import PointRecord, PointSpec
+from profiler.kernels.base import Shape
+from profiler.spec import axes
 from profiler.spec.registry import registry
 from profiler.spec.scenario import SweepSpec
+
+torch = lazy_import("torch")
 
 DEFAULT_BUDGET_FRACTION = 0.7
 #: CUDA budget reserve: max(CUDA_RESERVE_MIN_BYTES, CUDA_RESERVE_FRACTION x total device memory).
@@ -83,8 +89,6 @@ class Plan:
 # --------------------------------------------------------------------------- device and budget
 
 def cuda_available() -> bool:
-    import torch
-
     return bool(torch.cuda.is_available())
 
 
@@ -124,8 +128,6 @@ def cuda_reserve_bytes(total: int) -> int:
 def default_memory_budget(device: str, device_index: int = 0) -> tuple[int | None, str]:
     """``(bytes, how it was chosen)``: CUDA total minus a reserve; on CPU a fraction of what is free now."""
     if device == "cuda":
-        import torch
-
         _free, total = torch.cuda.mem_get_info(device_index)
         reserve = cuda_reserve_bytes(int(total))
         return (max(int(total) - reserve, 0),
@@ -147,8 +149,6 @@ def registry_for(level: str) -> dict[str, Any]:
 
 def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> Plan:
     """Resolve the device and memory budget, expand, drop the impossible, order, estimate memory."""
-    from profiler.kernels.base import Shape
-
     requested_device = sweep.device
     device = resolve_device(sweep.device) if sweep.device in ("auto", "cuda") else sweep.device
     settings = sweep.settings
@@ -161,7 +161,6 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
     sweep = replace(sweep, device=device, settings=settings)
 
     reg = registry_for(sweep.level)
-    from profiler.spec import axes  # audio lengths, bidirectional variants, utterance replay
     names = sweep.kernels or tuple(reg)
     for n in names:
         if n not in reg:
@@ -251,15 +250,11 @@ def _replay_product(sweep: SweepSpec, axes: Any, backend: str, vopts):
 
 
 def _backend_head_dim(kernel: Any, backend: str, D: int) -> str | None:
-    from profiler.kernels.base import Shape
-
     return kernel.backend_limit(backend, Shape(1, 1, 1, D))
 
 
 def estimate_bytes(kernel: Any, spec: PointSpec) -> int | None:
     """Analytic peak bytes of one point: the kernel's working memory above inputs plus the inputs."""
-    from profiler.kernels.base import Shape
-
     shape = Shape(spec.B, spec.T, spec.H, spec.D)
     itemsize = ITEMSIZE.get(spec.dtype, 4)
     try:
@@ -279,8 +274,6 @@ def _causal_text(flags) -> str:
 
 
 def _fmt_bytes(n: float) -> str:
-    from profiler.core.fmt import bytes_fixed
-
     return bytes_fixed(n)
 
 

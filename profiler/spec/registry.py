@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.records import LEVELS
+from profiler.kernels import get_kernel
+from profiler.kernels import registry as kernels
 from profiler.kernels.base import Entry
+from profiler.layers.entry import entry
+from profiler.layers.entry import registry as layers
 
 
 def registry(level: str) -> dict[str, Entry]:
     """Entries of ``level`` by name, in display order."""
     if level == "kernel":
-        from profiler.kernels import registry as kernels
-
         return dict(kernels())
     if level in ("layer", "model"):
-        from profiler.layers.entry import registry as layers
-
         return dict(layers(level))
     raise UsageError(f"unknown level {level!r}; {did_you_mean(level, LEVELS)}")
 
@@ -28,11 +28,7 @@ def registry(level: str) -> dict[str, Entry]:
 def get_entry(level: str, name: str) -> Entry:
     """The entry of one point (``PointSpec.level``, ``PointSpec.kernel``)."""
     if level == "kernel":
-        from profiler.kernels import get_kernel
-
         return get_kernel(name)
     if level in ("layer", "model"):
-        from profiler.layers.entry import entry
-
         return entry(name, level)
     raise UsageError(f"unknown level {level!r}; {did_you_mean(level, LEVELS)}")

@@ -46,10 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from profiler.core import audio, limits, units
+from profiler.core import settings as measure_settings
 from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.paths import read_text
-from profiler.core import settings as measure_settings
-from profiler.core.records import DTYPES, LEVELS, MODES, MeasureSettings
+from profiler.core.records import DTYPES, LEVELS, MODES, MeasureSettings, RecordError, from_dict, to_dict
 from profiler.spec import names
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -92,8 +93,6 @@ class SweepSpec:
         return tuple(c for c in wanted if c in supported)
 
     def to_dict(self) -> dict[str, Any]:
-        from profiler.core.records import to_dict
-
         return to_dict(self)
 
 
@@ -187,8 +186,6 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
 
 def spec_from_dict(data: Mapping[str, Any], where: str = "manifest") -> SweepSpec:
     """Rebuild a ``SweepSpec`` stored in a manifest (``to_dict`` output)."""
-    from profiler.core.records import RecordError, from_dict
-
     try:
         spec = from_dict(SweepSpec, data, where)
     except RecordError as exc:
@@ -198,11 +195,10 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "manifest") -> SweepSpe
 
 def validate_spec(spec: SweepSpec, where: str) -> SweepSpec:
     """The limits of ``profiler.core.limits`` on a stored spec (a manifest edited by hand, NaN ...)."""
-    limits = _limits()
     for name, values in (("lengths", spec.lengths), ("batch", spec.batch), ("heads", spec.heads),
                          ("head_dims", spec.head_dims)):
-        if len(values) > _units().MAX_VALUES:
-            raise UsageError(f"{where}.{name}: more than {_units().MAX_VALUES} values")
+        if len(values) > units.MAX_VALUES:
+            raise UsageError(f"{where}.{name}: more than {units.MAX_VALUES} values")
         for v in values:
             limits.check_number("size", v, f"{where}.{name}")
     for v in spec.audio:
@@ -223,11 +219,6 @@ def _spec_field(key: str) -> str:
 
 
 # --------------------------------------------------------------------------- value parsers
-
-def _units():
-    import profiler.core.units as units  # the shared length / list / dtype / byte parser
-
-    return units
 
 
 def _as_text(raw: Any) -> str:
@@ -262,7 +253,6 @@ def _wrap(where: str, fn, raw: Any):
 
 
 def _parse_lengths(raw: Any, where: str) -> tuple[int, ...]:
-    units = _units()
     if isinstance(raw, (list, tuple)):
         if len(raw) > units.MAX_VALUES:
             raise UsageError(f"{where}: {len(raw)} lengths; at most {units.MAX_VALUES}")
@@ -286,14 +276,14 @@ def _parse_ints(raw: Any, where: str) -> tuple[int, ...]:
     if isinstance(raw, int):
         raw = [raw]
     if isinstance(raw, (list, tuple)):
-        if len(raw) > _units().MAX_VALUES:
-            raise UsageError(f"{where}: {len(raw)} values; at most {_units().MAX_VALUES}")
+        if len(raw) > units.MAX_VALUES:
+            raise UsageError(f"{where}: {len(raw)} values; at most {units.MAX_VALUES}")
         bad = [x for x in raw if isinstance(x, bool) or not isinstance(x, (int, str))]
         if bad:
             raise UsageError(f"{where}: expected positive integers, got {bad[0]!r}")
     elif not isinstance(raw, str):
         raise UsageError(f"{where}: expected positive integers, got {raw!r}")
-    return _positive_unique(_wrap(where, _units().parse_int_list, _as_text(raw)), where)
+    return _positive_unique(_wrap(where, units.parse_int_list, _as_text(raw)), where)
 
 
 def _parse_count(raw: Any, where: str) -> int:
@@ -302,8 +292,8 @@ def _parse_count(raw: Any, where: str) -> int:
     if isinstance(raw, bool) or not (isinstance(raw, (int, str))) or not text.isascii() or not text.isdigit():
         raise UsageError(f"{where}: expected a whole number >= 0 (0: none), got {raw!r}")
     if len(text) > 12:
-        raise UsageError(f"{where}: {text[:20]}... is out of range; must be {_limits().describe('utterances')}")
-    return _limits().check_number("utterances", int(text), where)
+        raise UsageError(f"{where}: {text[:20]}... is out of range; must be {limits.describe('utterances')}")
+    return limits.check_number("utterances", int(text), where)
 
 
 def _positive_unique(values, where: str) -> tuple[int, ...]:
@@ -314,12 +304,12 @@ def _positive_unique(values, where: str) -> tuple[int, ...]:
     if bad:
         raise UsageError(f"{where}: values must be >= 1 (got {bad[0]})")
     for v in values:
-        _limits().check_number("size", v, where)
+        limits.check_number("size", v, where)
     return tuple(values)
 
 
 def _parse_dtypes(raw: Any, where: str) -> tuple[str, ...]:
-    dtypes = tuple(dict.fromkeys(_wrap(where, _units().parse_dtypes, _as_text(raw))))
+    dtypes = tuple(dict.fromkeys(_wrap(where, units.parse_dtypes, _as_text(raw))))
     for d in dtypes:
         if d not in DTYPES:
             raise UsageError(f"{where}: unknown dtype {d!r}; {did_you_mean(d, DTYPES)}")
@@ -386,7 +376,7 @@ _PARSERS = {
     "device": _choice(DEVICES),
     "interpret": _parse_bool,
     "level": _choice(LEVELS),
-    "audio": lambda raw, where: _wrap(where, lambda r: tuple(_audio().parse_audio(_as_text(_audio_raw(r, where)))), raw),
+    "audio": lambda raw, where: _wrap(where, lambda r: tuple(audio.parse_audio(_as_text(_audio_raw(r, where)))), raw),
     "frame_rate": lambda raw, where: _rate(raw, where, "frame_rate"),
     "text_rate": lambda raw, where: _rate(raw, where, "text_rate"),
     "bidirectional": lambda raw, where: {True: "on", False: "off"}.get(raw, None) if isinstance(raw, bool)
@@ -399,22 +389,12 @@ _PARSERS = {
 _PACKINGS = {"padded": ("padded",), "packed": ("packed",), "both": ("padded", "packed")}
 
 
-def _audio():
-    import profiler.core.audio as audio
-
-    return audio
-
-
-def _limits():
-    import profiler.core.limits as limits
-
-    return limits
 
 
 def _audio_raw(raw: Any, where: str) -> Any:
     items = raw if isinstance(raw, (list, tuple)) else [raw]
-    if len(items) > _units().MAX_VALUES:
-        raise UsageError(f"at most {_units().MAX_VALUES} durations")
+    if len(items) > units.MAX_VALUES:
+        raise UsageError(f"at most {units.MAX_VALUES} durations")
     bad = [x for x in items if isinstance(x, bool) or not isinstance(x, (int, float, str))]
     if bad:
         raise UsageError(f"expected durations like '5.5s' or '1min..20min', got {bad[0]!r}")
@@ -428,4 +408,4 @@ def _rate(raw: Any, where: str, name: str) -> float:
         value = float(raw)
     except (TypeError, ValueError, OverflowError):
         raise UsageError(f"{where}: expected a rate (a number), got {raw!r}") from None
-    return float(_limits().check_number(name, value, where))
+    return float(limits.check_number(name, value, where))

@@ -17,6 +17,7 @@ Readers (report, status, export) never take the lock and never block.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import socket
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from profiler.core.errors import UsageError
+from profiler.core.paths import check_output_dir, make_dir
+from profiler.store.runs import RunDir
 
 LOCK_FILE = "writer.lock"
 
@@ -70,8 +73,6 @@ class RunLock:
         self.stale: dict[str, Any] | None = None   # the dead holder taken over, if any
 
     def acquire(self) -> "RunLock":
-        import fcntl
-
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -113,7 +114,6 @@ class RunLock:
     def release(self) -> None:
         if self.fd is None:
             return
-        import fcntl
 
         try:
             self._write({**read_holder(self.run_dir), "released": True})
@@ -146,9 +146,6 @@ def create_locked(path: str | os.PathLike, manifest_for: Any) -> tuple[Any, RunL
     Checks the folder can be created and holds no run yet (``UsageError`` otherwise), creates it, takes
     the writer lock, then writes ``manifest_for(folder_name)``; on any failure the lock is released.
     """
-    from profiler.core.paths import check_output_dir, make_dir
-    from profiler.store.runs import RunDir
-
     p = Path(path)
     check_output_dir(p, "--out")
     if (p / "manifest.json").exists():

@@ -24,10 +24,11 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from profiler.core.errors import UsageError
 from profiler.core.records import Manifest, PointRecord, RecordError, from_dict, to_dict
+from profiler.core.settings import check_all
 
 MANIFEST = "manifest.json"
 POINTS = "points.jsonl"
@@ -100,7 +101,6 @@ class RunDir:
             raise UsageError(str(exc)) from None
         except (TypeError, ValueError) as exc:
             raise UsageError(f"{p}: invalid run manifest ({exc})") from None
-        from profiler.core.settings import check_all
 
         check_all(manifest.settings, f"{p}: settings")
         return manifest

@@ -30,8 +30,21 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from profiler.core.errors import UsageError
-from profiler.core.records import MeasureSettings, PointRecord, PointSpec
+import numpy as np
+
+from profiler.core.errors import UsageError, did_you_mean
+from profiler.core.lazy import lazy_import
+from profiler.core.records import LAUNCH_BOUND_FRACTION, MeasureSettings, PointRecord, PointSpec
+from profiler.kernels import get_backend, get_kernel, registry
+from profiler.kernels.base import Shape
+from profiler.measure.device import get_device
+from profiler.measure.timer import PerfCounterTimer, measure_timing
+from profiler.runner.local import LocalExecutor
+
+torch = lazy_import("torch")
+tb = lazy_import("torch.utils.benchmark")
+
+triton_testing = lazy_import('triton.testing')
 
 #: Settings of ``bench kernels``: enough repetitions for a median, bounded wall time per point.
 KERNEL_BENCH_SETTINGS = MeasureSettings(warmup_s=0.2, min_warmup_calls=1, min_reps=3, max_reps=50,
@@ -65,8 +78,6 @@ SDPA_CAUSAL = Series("softmax", "sdpa", True)
 
 def default_series(kernels: Sequence[str] | None = None) -> list[Series]:
     """SDPA causal and non-causal, then the ``torch`` backend of every other mechanism (registry order)."""
-    from profiler.kernels import registry
-
     reg = registry()
     out = [SDPA_CAUSAL, SDPA_FULL]
     for name, spec in reg.items():
@@ -82,9 +93,6 @@ def parse_series(tokens: Iterable[str]) -> list[Series]:
 
     A bare kernel name means its torch backend (softmax: sdpa), causal.
     """
-    from profiler.core.errors import did_you_mean
-    from profiler.kernels import get_backend, get_kernel
-
     chosen: list[Series] = [SDPA_CAUSAL, SDPA_FULL]
     for tok in tokens:
         parts = [p.strip() for p in tok.split(":") if p.strip()]
@@ -120,8 +128,6 @@ def bench_kernels(series: Sequence[Series], lengths: Sequence[int],
                   executor_factory: Callable[[], Any] | None = None) -> list[PointRecord]:
     """Measure every series at every length, one fresh worker process per series (see module doc)."""
     if executor_factory is None:
-        from profiler.runner.local import LocalExecutor
-
         executor_factory = LocalExecutor
     records: list[PointRecord] = []
     for s in series:
@@ -152,8 +158,6 @@ def median_s(rec: PointRecord) -> float | None:
 
 def loglog_slope(Ts: Sequence[float], ys: Sequence[float | None], lo: int, hi: int) -> float | None:
     """Least-squares slope of log(y) on log(T) over lo <= T <= hi (None with < 2 usable points)."""
-    import numpy as np
-
     pts = [(T, y) for T, y in zip(Ts, ys) if lo <= T <= hi and y is not None and y > 0]
     if len(pts) < 2:
         return None
@@ -232,8 +236,6 @@ DEFAULT_FIDELITY_OPS = ("softmax:sdpa:1024", "softmax:sdpa:4096", "retnet:torch:
 
 def parse_op(token: str) -> tuple[str, str, int]:
     """``kernel:backend:T`` -> its parts (``UsageError`` naming ``--ops`` for anything else)."""
-    from profiler.kernels import get_backend, get_kernel
-
     parts = token.split(":")
     if len(parts) != 3 or not parts[2].isascii() or not parts[2].isdigit() or not 1 <= int(parts[2]) <= 2 ** 20:
         raise UsageError(f"--ops: bad op {token!r}; expected kernel:backend:T with 1 <= T <= 1048576, "
@@ -245,11 +247,6 @@ def parse_op(token: str) -> tuple[str, str, int]:
 
 def _op_call(token: str, device: str = "cpu", dtype: str = "float32") -> tuple[str, Callable[[], None]]:
     """``kernel:backend:T`` -> a forward call (B=1, H=4, D=64, causal; CPU fp32 unless told)."""
-    import torch
-
-    from profiler.kernels import get_backend, get_kernel
-    from profiler.kernels.base import Shape
-
     name, bname, T = parse_op(token)
     kernel = get_kernel(name)
     backend = get_backend(name, bname)
@@ -269,11 +266,6 @@ def _geo_mean(xs: Sequence[float]) -> float:
 def timer_fidelity(ops: Sequence[str] = DEFAULT_FIDELITY_OPS, rounds: int = 2,
                    settings: MeasureSettings | None = None) -> list[FidelityRow]:
     """serprof vs ``torch.utils.benchmark.Timer.adaptive_autorange`` on the same calls (see module doc)."""
-    import torch
-    import torch.utils.benchmark as tb
-
-    from profiler.measure.timer import PerfCounterTimer, measure_timing
-
     base = settings or MeasureSettings()
     rows = []
     for token in ops:
@@ -332,18 +324,12 @@ CUDA_TOOL_NOTES = {
 def default_cuda_tools() -> dict[str, Callable[[Callable[[], Any]], float]]:
     """The field's timers, each ``fn -> seconds per call`` (imports triton and torch when called)."""
     def do_bench(fn: Callable[[], Any]) -> float:
-        from triton.testing import do_bench as tdb
-
-        return float(tdb(fn, warmup=50, rep=200, return_mode="median")) / 1e3
+        return float(triton_testing.do_bench(fn, warmup=50, rep=200, return_mode="median")) / 1e3
 
     def do_bench_cudagraph(fn: Callable[[], Any]) -> float:
-        from triton.testing import do_bench_cudagraph as tdbg   # captures on its own side stream
-
-        return float(tdbg(fn, rep=100, return_mode="median")) / 1e3
+        return float(triton_testing.do_bench_cudagraph(fn, rep=100, return_mode="median")) / 1e3
 
     def torch_timer(fn: Callable[[], Any]) -> float:
-        import torch.utils.benchmark as tb
-
         return float(tb.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=0.5).median)
 
     return {"do_bench": do_bench, "do_bench_cudagraph": do_bench_cudagraph, "torch_timer": torch_timer}
@@ -371,7 +357,6 @@ class CudaTimerRow:
     def launch_bound(self) -> bool | None:
         if not self.serprof_device_s or not self.serprof_latency_s:
             return None
-        from profiler.core.records import LAUNCH_BOUND_FRACTION
 
         return self.serprof_device_s < LAUNCH_BOUND_FRACTION * self.serprof_latency_s
 
@@ -399,15 +384,11 @@ def cuda_timer_comparison(ops: Sequence[str] = DEFAULT_CUDA_OPS, *, device: Any 
     are seams for tests. A failing op or tool becomes an entry in ``errors``, never an exception.
     """
     if device is None:
-        from profiler.measure.device import get_device
-
         device = get_device("cuda")
     if tools is None:
         tools = default_cuda_tools()
     if make_call is None:
         def make_call(token: str) -> tuple[str, Callable[[], Any]]:
-            import torch
-
             name, call = _op_call(token, device.torch_device, dtype)
             fn = call
 

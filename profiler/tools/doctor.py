@@ -17,8 +17,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from profiler.core.paths import check_output_dir
+from profiler.core.records import MeasureSettings
+from profiler.runner.env import fingerprint
+from profiler.runner.sweep import run_sweep
+from profiler.spec.plan import resolve_device
+from profiler.spec.scenario import SweepSpec
+from profiler.tools import bench
 
 VERIFY_TIMEOUT_S = 900
 TIMER_CHECK = "timer (device time vs triton do_bench_cudagraph)"
@@ -31,13 +40,8 @@ def _check(name: str, state: str, detail: str) -> dict[str, str]:
 
 
 def run_doctor(device: str = "auto", out: Path | None = None) -> dict[str, Any]:
-    from profiler.runner.env import fingerprint
-    from profiler.spec.plan import resolve_device
-
     dev = resolve_device(device)          # --device cuda without CUDA: exit 3 here
     if out is not None:
-        from profiler.core.paths import check_output_dir
-
         check_output_dir(out, "--out")    # before any check runs
     env = fingerprint(device=dev)
     checks: list[dict[str, str]] = []
@@ -93,10 +97,6 @@ def _verify_check() -> dict[str, str]:
 
 
 def _tiny_sweep_checks(dev: str, out: Path | None) -> list[dict[str, str]]:
-    from profiler.core.records import MeasureSettings
-    from profiler.runner.sweep import run_sweep
-    from profiler.spec.scenario import SweepSpec
-
     settings = MeasureSettings(warmup_s=0.05, min_reps=3, max_reps=20, time_budget_s=0.2, target_rel_ci=0.05,
                                measure_energy=True, energy_window_s=0.5 if dev == "cuda" else 0.2,
                                point_timeout_s=300)
@@ -140,9 +140,6 @@ def timer_check(dev: str, *, fla: bool = False, compare: Any = None) -> dict[str
     if dev != "cuda":
         return _check(TIMER_CHECK, "unavailable",
                       "skipped: it compares CUDA timers (graph replay, do_bench_cudagraph); this run is on CPU")
-    from dataclasses import replace
-
-    from profiler.tools import bench
 
     if compare is None:
         compare = bench.cuda_timer_comparison

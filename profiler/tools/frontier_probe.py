@@ -23,11 +23,24 @@ would read uninitialised memory in dry mode; fla's chunk kernels do not.
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
+from profiler.analysis.fits import CostModel, fit_cost
 from profiler.core.errors import UnavailableError, UsageError
+from profiler.core.lazy import lazy_import
+from profiler.kernels import MECHANISMS
+from profiler.kernels.base import Shape
+from profiler.kernels.interpret import InterpretError, dry, run_isolated
+from profiler.measure.memory import ProfilerMemoryMeter
+from profiler.report.text import fmt_bytes
+
+torch = lazy_import("torch")
 
 UNSEEN_TERMS = (
     "CUDA caching-allocator block rounding (512 B) and fragmentation",
@@ -78,16 +91,12 @@ class FrontierResult:
 
     @property
     def bytes_text(self) -> str:
-        from profiler.report.text import fmt_bytes
-
         return fmt_bytes(self.bytes_at_max_T)
 
 
 # --------------------------------------------------------------------------- child process side
 
 def _call(spec, backend, inputs, mode: str):
-    import torch
-
     if mode == "fwdbwd":
         def fn():
             out = backend.run(inputs, True)
@@ -105,8 +114,6 @@ def _input_bytes(inputs) -> int:
 
 
 def _make(spec, T: int, dtype: str, B: int, H: int, D: int, mode: str):
-    from profiler.kernels.base import Shape
-
     inputs = spec.make_inputs(Shape(B, T, H, D), dtype, "cpu", 0)
     if mode == "fwdbwd":
         for name in spec.grad_inputs:
@@ -116,8 +123,6 @@ def _make(spec, T: int, dtype: str, B: int, H: int, D: int, mode: str):
 
 
 def _probe_fla(spec, dtype, B, H, D, mode, Ts) -> list[tuple[int, int]]:
-    from profiler.measure.memory import ProfilerMemoryMeter
-
     meter = ProfilerMemoryMeter()
     backend = spec.backends["fla"]
     out = []
@@ -130,10 +135,6 @@ def _probe_fla(spec, dtype, B, H, D, mode, Ts) -> list[tuple[int, int]]:
 
 def probe_child(**args) -> list[dict]:
     """Runs in the interpreted child (``run_isolated``): everything inside ``fla_interpret.dry()``."""
-    import warnings
-
-    from profiler.kernels.interpret import dry
-
     warnings.filterwarnings("ignore")
     with dry():
         return _child(args)
@@ -141,11 +142,6 @@ def probe_child(**args) -> list[dict]:
 
 def _child(args: dict) -> list[dict]:
     """Measure fla backends dry, model the others (call inside ``dry()`` in an interpreted process)."""
-    import importlib
-
-    from profiler.analysis.fits import fit_cost
-    from profiler.kernels import MECHANISMS
-
     names = args["kernels"] or list(MECHANISMS)
     unknown = [n for n in names if n not in MECHANISMS]
     if unknown:
@@ -181,8 +177,6 @@ def _child(args: dict) -> list[dict]:
                 const = shape_in[0] - per_T * 1024
 
                 def total(T: int) -> float:
-                    from profiler.kernels.base import Shape
-
                     return const + per_T * T + spec.memory_bytes(Shape(B, T, H, D), itemsize, bname, True, mode)
 
                 tmax = _bisect(total, mem)
@@ -194,10 +188,6 @@ def _child(args: dict) -> list[dict]:
 
 def _exact_linear(pts: list[tuple[int, int]]):
     """``a + b*T`` through the points when they are linear to 1e-6 (fla's host allocations are), else None."""
-    import numpy as np
-
-    from profiler.analysis.fits import CostModel
-
     T = np.array([t for t, _ in pts], float)
     y = np.array([b for _, b in pts], float)
     (b, a), *_ = np.linalg.lstsq(np.stack([T, np.ones_like(T)], 1), y, rcond=None)
@@ -237,7 +227,6 @@ def probe_frontier(device_memory_bytes: int, *, kernels: list[str] | None = None
         raise UsageError("--batch, --heads and --head-dim must be >= 1")
     args = {"mem": device_memory_bytes, "kernels": kernels, "dtype": dtype, "B": B, "H": H, "D": D,
             "mode": mode, "Ts": list(Ts)}
-    from profiler.kernels.interpret import InterpretError, run_isolated
 
     try:
         rows = run_isolated("profiler.tools.frontier_probe:probe_child", args, timeout_s=timeout_s)

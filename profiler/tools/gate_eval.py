@@ -45,13 +45,31 @@ comparison's two runs are seconds apart. ``--normalize calibration`` exists for 
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from profiler.analysis.compare import compare_runs
+from profiler.analysis.gates import RuleSet
+from profiler.core.errors import UsageError
+from profiler.core.lazy import lazy_import
+from profiler.core.records import Manifest, MeasureSettings, Memory, PointRecord, PointSpec, Timing
 from profiler.core.stats import clopper_pearson_interval
+from profiler.measure.inject import ENV_VAR
+from profiler.measure.timer import PerfCounterTimer, measure_timing
+from profiler.runner.local import LocalExecutor
+from profiler.runner.sweep import run_sweep
+from profiler.spec.scenario import build_spec
+from profiler.store.runs import LoadedRun, RunDir
+from profiler.tools.interleave import InterleavePlan, run_interleaved
+
+torch = lazy_import("torch")
 
 TARGETS = {0.0: ("<=", 0.01), 10.0: (">=", 0.95), 20.0: (">=", 0.99)}
 #: Targets of the realistic designs (issue: false alarms <= 2%, +15% detected in >= 90%)
@@ -81,8 +99,6 @@ class EvalSettings:
 
     @classmethod
     def preset(cls, quick: bool, *, comparisons: int | None = None, samples: int | None = None, **kw) -> "EvalSettings":
-        from profiler.core.errors import UsageError
-
         base = cls(comparisons=40, samples=30) if quick else cls()
         s = cls(**{**asdict(base), **kw,
                    "comparisons": base.comparisons if comparisons is None else comparisons,
@@ -91,7 +107,6 @@ class EvalSettings:
             raise UsageError(f"--comparisons must be from 1 to 100000 (got {s.comparisons})")
         if not 5 <= s.samples <= 1_000_000:
             raise UsageError(f"--samples must be from 5 to 1000000 (got {s.samples})")
-        import math
 
         if not s.slowdowns_pct or any(not (math.isfinite(x) and 0 <= x <= 10_000) for x in s.slowdowns_pct):
             raise UsageError("--slowdowns takes finite percentages from 0 to 10000 like 0,5,10,20")
@@ -144,8 +159,6 @@ class EvalReport:
 
 
 def _dial_kernel(n: int, units: int, threads: int) -> Callable[[], object]:
-    import torch
-
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g)
@@ -160,22 +173,7 @@ def _dial_kernel(n: int, units: int, threads: int) -> Callable[[], object]:
 
 
 def _measurer(settings: EvalSettings) -> tuple[Callable[[Callable[[], object]], tuple[float, ...]], str]:
-    """Time a callable like serprof's timer does; falls back to a perf_counter_ns loop."""
-    try:
-        from profiler.measure.timer import PerfCounterTimer, measure_timing
-        from profiler.core.records import MeasureSettings
-    except ImportError:  # pragma: no cover - the timer module ships with serprof
-        def fallback(fn):
-            for _ in range(3):
-                fn()
-            out = []
-            for _ in range(settings.samples):
-                t0 = time.perf_counter_ns()
-                fn()
-                out.append((time.perf_counter_ns() - t0) / 1e9)
-            return tuple(out)
-        return fallback, "perf_counter_ns loop (fallback)"
-
+    """Time a callable like serprof's timer does."""
     ms = MeasureSettings(warmup_s=settings.warmup_s, min_warmup_calls=2, min_reps=settings.samples,
                          max_reps=settings.samples, target_rel_ci=0.0, time_budget_s=1e9)
     timer = PerfCounterTimer()
@@ -187,9 +185,6 @@ def _measurer(settings: EvalSettings) -> tuple[Callable[[Callable[[], object]], 
 
 
 def _loaded(samples: tuple[float, ...], name: str):
-    from profiler.core.records import Manifest, Memory, PointRecord, PointSpec, Timing
-    from profiler.store.runs import LoadedRun
-
     spec = PointSpec(kernel="dial", backend="torch", T=1024)
     rec = PointRecord(spec, "ok", timing=Timing(samples, "perf_counter_ns"), memory=Memory(None, "none"))
     return LoadedRun(name, Manifest(run_id=name, created_at="", scenario={}, environment={}), [rec], [])
@@ -197,9 +192,6 @@ def _loaded(samples: tuple[float, ...], name: str):
 
 def run_gate_eval(settings: EvalSettings, progress: Callable[[str], None] | None = None) -> EvalReport:
     """Run the benchmark (see module docstring); ``progress`` receives short status lines."""
-    from profiler.analysis.compare import compare_runs
-    from profiler.analysis.gates import RuleSet
-
     rules = RuleSet.parse([f"latency:+{settings.threshold_pct:g}%"], defaults=False)
     measure, timer_name = _measurer(settings)
     base = _dial_kernel(settings.n, settings.units(0.0), settings.threads)
@@ -311,8 +303,6 @@ def _gate_run(design: str, injected: float, result, wall_s: float, points: int) 
 
 def eval_spec(overrides=None, processes: int | None = None):
     """The sweep every evaluation run measures: ``EVAL_POINTS`` (or ``overrides``) with default settings."""
-    from profiler.spec.scenario import build_spec
-
     values = dict(overrides or EVAL_POINTS)
     if processes is not None:
         values["processes"] = processes
@@ -321,12 +311,6 @@ def eval_spec(overrides=None, processes: int | None = None):
 
 def one_sweep(spec, out, env_extra=None):
     """One separate sweep, as ``serprof sweep`` runs it (fresh workers; no calibration), loaded back."""
-    import os
-
-    from profiler.runner.local import LocalExecutor
-    from profiler.runner.sweep import run_sweep
-    from profiler.store.runs import RunDir
-
     env = dict(os.environ, **env_extra) if env_extra else None
     t0 = time.perf_counter()
     run_sweep(spec, out=out, executor=LocalExecutor(env=env), calibrate=False)
@@ -335,11 +319,6 @@ def one_sweep(spec, out, env_extra=None):
 
 def calibration_sweeps(*, repeats: int, processes: int, overrides=None, keep=None, progress=None):
     """``repeats`` separate sweeps of ``CALIBRATION_POINTS`` for ``gate-calibrate``: (runs, source text)."""
-    import tempfile
-    from pathlib import Path
-
-    from profiler.core.errors import UsageError
-
     if isinstance(repeats, bool) or not isinstance(repeats, int) or not 2 <= repeats <= 100:
         raise UsageError(f"--repeats must be a whole number from 2 to 100, got {repeats!r}")
     spec = eval_spec(overrides or CALIBRATION_POINTS, processes)
@@ -373,15 +352,6 @@ class RealEvalSettings:
 def run_real_eval(settings: RealEvalSettings, *, noise=None, repo=".", keep=None, progress=None,
                   overrides=None) -> list[GateRun]:
     """Run the ``sweeps`` and ``interleave`` designs (module doc); every gate at its defaults."""
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from profiler.analysis.compare import compare_runs
-    from profiler.analysis.gates import RuleSet
-    from profiler.measure.inject import ENV_VAR
-
     say = progress or (lambda msg: None)
     out: list[GateRun] = []
     root = Path(keep) if keep is not None else Path(tempfile.mkdtemp(prefix="serprof-gate-eval-"))
@@ -409,8 +379,6 @@ def run_real_eval(settings: RealEvalSettings, *, noise=None, repo=".", keep=None
                 for suffix in ("a", "b", "c"):
                     shutil.rmtree(root / f"p{i:03d}-{suffix}", ignore_errors=True)
     if "interleave" in settings.designs:
-        from profiler.tools.interleave import InterleavePlan, run_interleaved
-
         plan = InterleavePlan.from_cli(list(settings.interleave_kernels), "", [str(t) for t in settings.interleave_lengths],
                                        1, 4, 64, rounds=settings.rounds, reps=settings.reps)
         n = max(settings.interleave_runs, settings.interleave_detect_runs)

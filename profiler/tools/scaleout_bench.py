@@ -20,16 +20,19 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from profiler.core.errors import UsageError
+from profiler.core.paths import check_output_dir
+from profiler.core.stats import ratio_of_medians
+from profiler.runner.multi import MultiExecutor
+from profiler.runner.sweep import SweepObserver, run_sweep
+from profiler.spec.scenario import build_spec
+
 DEFAULT_SWEEP = {"kernels": "retnet,lightnet,fox,softmax", "backends": "torch,sdpa", "lengths": "256,512,1k,2k",
                  "device": "cpu", "name": "scaleout-bench",
                  "warmup_s": 0.1, "time_budget_s": 0.4, "target_rel_ci": 0.001}
 
 
 def run_once(workers: int, overrides: Mapping[str, Any], out: Path) -> dict[str, Any]:
-    from profiler.runner.multi import MultiExecutor
-    from profiler.runner.sweep import SweepObserver, run_sweep
-    from profiler.spec.scenario import build_spec
-
     class Clock(SweepObserver):
         """Start of the run phase (plan made, run folder created) and the last record."""
 
@@ -57,10 +60,6 @@ def run_once(workers: int, overrides: Mapping[str, Any], out: Path) -> dict[str,
 def bench_scaleout(workers: int = 2, overrides: Mapping[str, Any] | None = None, out_dir: Path | None = None,
                    noise_floor: float = 0.03) -> dict[str, Any]:
     """Run the sweep with 1 and ``workers`` pinned single-core workers; see the module docstring."""
-    from profiler.core.errors import UsageError
-    from profiler.core.paths import check_output_dir
-    from profiler.core.stats import ratio_of_medians
-
     if isinstance(workers, bool) or not isinstance(workers, int) or not 2 <= workers <= 1024:
         raise UsageError(f"--workers must be a whole number from 2 to 1024 (compared with 1 worker), got {workers!r}")
     if out_dir is not None:

@@ -19,10 +19,24 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from profiler.core.errors import UsageError, did_you_mean
+from profiler.core.lazy import lazy_import
+from profiler.core.paths import make_dir
+from profiler.core.records import MODES, PointSpec
+from profiler.kernels import get_kernel, require_available
+from profiler.kernels.base import Shape
+from profiler.spec.plan import resolve_device
+from profiler.spec.scenario import _parse_dtypes, _parse_lengths
+from profiler.store.runs import new_run_id
+
+torch = lazy_import("torch")
+torch_profiler = lazy_import("torch.profiler")
 
 #: Kineto's tracing-probe log lines, e.g. ``USDT:2026-12-04 09:32:40 9645:9645 SyncActivityProfilerHandler.cpp:52] profiler_start``
 _KINETO_NOISE = re.compile(r"^USDT:.*\] profiler_\w+\s*$")
@@ -31,15 +45,6 @@ _KINETO_NOISE = re.compile(r"^USDT:.*\] profiler_\w+\s*$")
 def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", batch: int = 1, heads: int = 4,
                 head_dim: int = 64, dtype: str = "float32", mode: str = "fwd", causal: bool = True,
                 device: str = "auto", steps: int = 3, out: Path | None = None) -> dict[str, Any]:
-    from profiler.core.errors import UsageError, did_you_mean
-    from profiler.core.paths import make_dir
-    from profiler.kernels import get_kernel, require_available
-    from profiler.kernels.base import Shape
-    from profiler.spec.plan import resolve_device
-    from profiler.core.records import MODES, PointSpec
-    from profiler.spec.scenario import _parse_dtypes, _parse_lengths
-    from profiler.store.runs import new_run_id
-
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device {device!r} is not allowed; {did_you_mean(device, ('auto', 'cpu', 'cuda'))}")
     if mode not in MODES:
@@ -66,9 +71,6 @@ def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", 
     out_dir = Path(out) if out is not None else Path("reports") / new_run_id(f"trace-{kernel}-{bname}")
     make_dir(out_dir, "--out")   # before anything runs: an output folder that cannot be made is bad input
 
-    import torch
-    from torch.profiler import ProfilerActivity, profile, record_function, tensorboard_trace_handler
-
     tb_dir = out_dir / "tb"
     work = spec_k.build(spec, dev, 0)   # the inputs and call exactly as a sweep builds them
     call, reset = work.call, work.reset
@@ -81,15 +83,14 @@ def trace_point(*, kernel: str, backend: str | None = None, length: str = "1k", 
             torch.cuda.synchronize()
 
     one()  # warm-up outside the profile (first-call and autotuning costs)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
-    with _without_kineto_noise(), profile(
+    activities = [torch_profiler.ProfilerActivity.CPU] + ([torch_profiler.ProfilerActivity.CUDA] if dev == "cuda" else [])
+    with _without_kineto_noise(), torch_profiler.profile(
             activities=activities, record_shapes=True, profile_memory=True,
-            on_trace_ready=tensorboard_trace_handler(str(tb_dir), worker_name=spec.kernel)):
+            on_trace_ready=torch_profiler.tensorboard_trace_handler(str(tb_dir), worker_name=spec.kernel)):
         for i in range(steps):
-            with record_function(f"serprof:{spec.kernel}/{spec.backend} call {i}"):
+            with torch_profiler.record_function(f"serprof:{spec.kernel}/{spec.backend} call {i}"):
                 one()
     # The handler saved the trace into tb/ (a kineto trace can be saved once): copy it for Perfetto.
-    import shutil
 
     saved = sorted(tb_dir.glob("*.pt.trace.json"), key=lambda p: p.stat().st_mtime)
     chrome = out_dir / "trace.json"

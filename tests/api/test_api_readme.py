@@ -22,7 +22,7 @@ def readme_example() -> str:
     return blocks[0]
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_readme_python_api_example_runs_as_written(tmp_path, monkeypatch, capsys):
     import profiler
     from profiler.analysis.compare import GateResult

@@ -133,6 +133,7 @@ def _pid_gone(pid: int, timeout: float = 10) -> bool:
     return False
 
 
+@pytest.mark.long
 def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     out = tmp_path / "run"
     # softmax only: its reference needs no fla import, which keeps this test short

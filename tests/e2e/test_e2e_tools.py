@@ -135,6 +135,7 @@ def test_trace_bad_input_exit_codes(tmp_path):
     assert p.returncode == 3 and "unavailable" in p.stderr
 
 
+@pytest.mark.long
 def test_doctor_runs_here_and_says_cuda_and_nvml_are_unavailable(tmp_path, monkeypatch):
     from profiler.tools import doctor
 

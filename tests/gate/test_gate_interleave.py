@@ -23,7 +23,7 @@ def test_bad_ref_and_plan_are_usage_errors():
         InterleavePlan.from_cli(["dial"], "", ["long"], 1, 1, 8, rounds=1, reps=1)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_head_vs_head_interleaved_pools_samples_and_passes():
     plan = InterleavePlan.from_cli(["dial"], "", ["64"], 1, 1, 8, rounds=2, reps=4)
     a, b = run_interleaved(REPO, "HEAD", "HEAD", plan)
@@ -36,7 +36,7 @@ def test_head_vs_head_interleaved_pools_samples_and_passes():
     assert res.passed and [c.metric for c in res.checks] == ["latency"]
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_injected_slowdown_in_side_b_is_seen_by_the_interleaved_gate():
     plan = InterleavePlan.from_cli(["dial"], "", ["64"], 1, 1, 8, rounds=4, reps=6)
     a, b = run_interleaved(REPO, "HEAD", "HEAD", plan, env_b={"SERPROF_INJECT_SLOWDOWN": "0.5"})
