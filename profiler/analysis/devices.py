@@ -83,9 +83,6 @@ class RunDevices:
     infos: list[DeviceInfo] = field(default_factory=list)
     submit_host: bool = False
 
-    def model_of(self, rec: PointRecord) -> str:
-        return self.models.get(rec.id, "")
-
     def info(self, key: str) -> DeviceInfo | None:
         """Info of the series whose ``device_model`` is ``key`` ("" in single-device runs)."""
         return next((d for d in self.infos if d.key == key), None)

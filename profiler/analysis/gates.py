@@ -35,7 +35,6 @@ else None.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -264,7 +263,3 @@ class RuleSet:
 
     def __iter__(self):
         return iter(self.rules)
-
-
-def is_finite(x: float | None) -> bool:
-    return x is not None and not (isinstance(x, float) and (math.isnan(x) or math.isinf(x)))

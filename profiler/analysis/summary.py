@@ -58,7 +58,6 @@ class RunAnalysis:
     call_series: list[Series] = field(default_factory=list)   # call latency, where records store it apart
     call_fits: dict[SeriesKey, SeriesFit] = field(default_factory=dict)
     call_comparisons: list[Comparison] = field(default_factory=list)
-    call_roofline: list[RooflinePoint] = field(default_factory=list)
     launch: list[LaunchBound] = field(default_factory=list)
     first_calls: list[FirstCalls] = field(default_factory=list)
 
@@ -122,7 +121,6 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
     call_comparisons = compare_all(call_series, base)
     fr = frontiers(series, records, env, devices)
     roof = roofline(series, run.manifest.calibration, env, devices=devices)
-    call_roof = roofline(call_series, run.manifest.calibration, env, devices=devices)
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -137,7 +135,7 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
         interpreted=sorted(interpreted_records(records), key=order),
         flagged=flagged, energy_note=_energy_note(records), status_counts=counts, devices=devices,
         ser=ser_analysis(records, comparisons, series),
-        call_series=call_series, call_fits=call_fits, call_comparisons=call_comparisons, call_roofline=call_roof,
+        call_series=call_series, call_fits=call_fits, call_comparisons=call_comparisons,
         launch=launch_analysis(series, call_series), first_calls=first_calls(series),
     )
 

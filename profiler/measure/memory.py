@@ -63,18 +63,6 @@ class MemoryMeter(ABC):
         """Run ``fn`` once and return its peak."""
 
 
-class NullMemoryMeter(MemoryMeter):
-    """No meter: says why, and still runs nothing."""
-
-    method = "none"
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def measure(self, fn: Call) -> MemoryReading:
-        return MemoryReading(peak_bytes=None)
-
-
 def peak_from_deltas(deltas: Iterable[int]) -> int:
     """Peak of the running sum of signed allocation sizes (bytes), counted from 0; never negative."""
     running = peak = 0
