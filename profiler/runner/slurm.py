@@ -368,7 +368,8 @@ def plan_resources(plan: Any, shards: Sequence[Sequence[PointSpec]], opts: Slurm
         window = opts.time_limit_min * 60 - lead - SIGNAL_SLACK_S
         need = first_point_s(plan, shards, calibrate)
         if window < need:
-            least = math.ceil((need + SIGNAL_LEAD_MIN_S + SIGNAL_SLACK_S) / 60)
+            least = next(m for m in range(opts.time_limit_min, 10**6)
+                         if m * 60 - signal_lead_s(m) - SIGNAL_SLACK_S >= need)
             raise UsageError(f"--time-limit {opts.time_limit_min} min is too short to measure one point: the "
                              f"requeue signal may come {max(0, window):.0f} s after the start and the first point "
                              f"needs about {need:.0f} s (start, calibration, point); give at least {least} min")
@@ -705,6 +706,8 @@ def submission_error(opts: SlurmOptions, text: str) -> Exception:
     for needle, flag, attr in _REFUSALS:
         if needle in low:
             value = getattr(opts, attr) if attr else None
+            if value is not None and attr == "time_limit_min":
+                value = f"{value} min"
             return UsageError(f"{flag}{' ' + str(value) if value is not None else ''}: "
                               f"the scheduler refused the job: {said}")
     return UnavailableError(f"--executor slurm: submission failed: {said}")
@@ -763,6 +766,97 @@ def _submitit_executor(opts: SlurmOptions, run_dir: Path, job_name: str):
                              signal_delay_s=int(opts.signal_lead_s or signal_lead_s(opts.time_limit_min)))
         return ex
     return submitit.DebugExecutor(folder=folder)
+
+
+# --------------------------------------------------------------------------- the scheduler's view
+
+#: SLURM job states -> serprof's shard states (``status``)
+_STATE_MAP = {"PENDING": "pending", "CONFIGURING": "running", "RUNNING": "running", "COMPLETING": "running",
+              "SUSPENDED": "suspended", "REQUEUED": "requeued", "REQUEUE_FED": "requeued", "REQUEUE_HOLD": "requeued",
+              "RESIZING": "running", "SIGNALING": "running", "STAGE_OUT": "running", "COMPLETED": "finished",
+              "CANCELLED": "cancelled", "FAILED": "failed", "TIMEOUT": "failed", "NODE_FAIL": "failed",
+              "PREEMPTED": "requeued", "BOOT_FAIL": "failed", "DEADLINE": "failed", "OUT_OF_MEMORY": "failed"}
+
+
+@dataclass
+class JobView:
+    """One shard job as the scheduler reports it."""
+
+    job_id: str                        # "<array>_<task>" or the plain id
+    state: str                         # SLURM's word: PENDING, RUNNING, COMPLETED, TIMEOUT, ...
+    reason: str | None = None          # SLURM's reason (pending: Resources, Priority; ended: TimeLimit, ...)
+    restarts: int = 0                  # requeues so far
+    exit_code: str | None = None
+    stderr: str | None = None          # the job's log (submitit's <job>_0_log.err)
+    source: str = "scontrol"
+
+    @property
+    def serprof_state(self) -> str:
+        return _STATE_MAP.get(self.state.split()[0].rstrip("+"), self.state.lower())
+
+
+def parse_scontrol(text: str) -> dict[str, JobView]:
+    """``scontrol show job -o`` output -> ``{"<array>_<task>" or id: JobView}``."""
+    out: dict[str, JobView] = {}
+    for line in text.splitlines():
+        fields = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+        if "JobId" not in fields:
+            continue
+        task = fields.get("ArrayTaskId")
+        jid = f"{fields['ArrayJobId']}_{task}" if fields.get("ArrayJobId") and task and task.isdigit() else fields["JobId"]
+        reason = fields.get("Reason")
+        out[jid] = JobView(jid, fields.get("JobState", "UNKNOWN"), None if reason in (None, "None", "(null)") else reason,
+                           int(fields.get("Restarts", "0") or 0) if (fields.get("Restarts") or "0").isdigit() else 0,
+                           fields.get("ExitCode"), fields.get("StdErr"), "scontrol")
+    return out
+
+
+def parse_sacct(text: str) -> dict[str, JobView]:
+    """``sacct -n -P -X -o JobID,State,ExitCode`` output -> ``{job id: JobView}`` (jobs scontrol forgot)."""
+    out: dict[str, JobView] = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) >= 3 and parts[0]:
+            out[parts[0]] = JobView(parts[0], parts[1].split()[0] if parts[1] else "UNKNOWN", None, 0, parts[2],
+                                    None, "sacct")
+    return out
+
+
+def scheduler_view(job_ids: Sequence[str]) -> tuple[dict[str, JobView], str | None]:
+    """The scheduler's state of ``job_ids`` (``scontrol``, then ``sacct`` for older jobs) and a note.
+
+    The note is ``None`` when the scheduler answered, else why there is no scheduler view (no SLURM
+    client here, controller unreachable): ``status`` then shows what the run folder says.
+    """
+    import shutil
+
+    arrays = sorted({str(j).split("_")[0] for j in job_ids if j})
+    if not arrays:
+        return {}, None
+    if shutil.which("scontrol") is None:
+        return {}, "no SLURM client here (scontrol not found): states are what the shards last wrote"
+    rc, out, err = _run_tool(["scontrol", "show", "job", "-o", ",".join(arrays)], timeout=15)
+    views: dict[str, JobView] = {}
+    if rc == 0 or "Invalid job id" in err:
+        views.update(parse_scontrol(out))
+    else:
+        return {}, f"scheduler not reachable ({_scheduler_said(err or out) or f'scontrol exit {rc}'})"
+    missing = [j for j in job_ids if j and j not in views]
+    if missing and shutil.which("sacct"):
+        rc, out, _ = _run_tool(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j",
+                                ",".join(sorted({m.split("_")[0] for m in missing}))], timeout=15)
+        if rc == 0:
+            views.update({k: v for k, v in parse_sacct(out).items() if k not in views})
+    return views, None
+
+
+def shard_jobs(table: Mapping[str, Any]) -> dict[int, str]:
+    """Each shard's latest job id, from ``shards.json``'s submissions (array tasks in submission order)."""
+    out: dict[int, str] = {}
+    for sub in table.get("submissions") or []:
+        for sh, jid in zip(sub.get("shards") or [], sub.get("job_ids") or []):
+            out[int(sh)] = str(jid)
+    return out
 
 
 # --------------------------------------------------------------------------- on the node
