@@ -1114,7 +1114,10 @@ def run_shard(run_dir: str, shard: int, specs: Sequence[Mapping[str, Any]], cali
                     sink(PointRecord(spec=spec, status="skipped", reason=planned[pid].skip_reason,
                                      extra={"est_bytes": planned[pid].est_bytes}))
             todo = [planned[pid].spec for pid in wanted if pid in planned and pid not in done and planned[pid].runnable]
-            if todo and calibrate:
+            again = previous.get("calibration") if previous.get("host") == state["host"] else None
+            if todo and calibrate and isinstance(again, dict) and "error" not in again:
+                state["calibration"] = again        # a requeue on the same node: its calibration stands
+            elif todo and calibrate:
                 state["calibration"] = executor.calibrate(plan.sweep.device, dtypes=tuple(plan.sweep.dtypes))
             state["execution"] = executor.describe()
             if todo:

@@ -36,8 +36,9 @@ def fake_points(monkeypatch):
 
 
 def _sweep(lengths: str, kernels="softmax", backends="naive"):
+    """One measuring process per point (``processes = 1``): a point takes ``SERPROF_FAKE_POINT_S``."""
     return build_spec(None, {"kernels": kernels, "backends": backends, "lengths": lengths, "causal": "causal",
-                             "device": "cpu", "name": "slurmci"})
+                             "device": "cpu", "name": "slurmci", "processes": 1})
 
 
 def _squeue_gone(job_ids, timeout_s: float) -> bool:
@@ -86,10 +87,11 @@ def test_submit_finish_status_report_and_resources(slurm_cluster, fake_points, t
 
 
 def test_time_limit_shorter_than_the_work_completes_through_requeues(slurm_cluster, fake_points, tmp_path):
-    """1 minute per job, ~75 s of points + start-up: USR2 comes (10 s lead), the shard checkpoints and is
-    requeued, and the requeued job measures the rest; every planned point is recorded exactly once."""
-    fake_points(12.0)
-    sweep = _sweep("64,128,192,256,320,384")
+    """1 minute per job, 56 s of points + start-up: USR2 comes 20-50 s in (10 s lead; slurmctld checks
+    limits every 30 s), the shard checkpoints and is requeued, and the requeued job measures the rest;
+    every planned point is recorded exactly once."""
+    fake_points(8.0)
+    sweep = _sweep("64,128,192,256,320,384,448")
     opts = slurm.options_from_flags(partition=slurm_cluster, time_limit="1", shards=1)
     res = slurm.submit(sweep, opts=opts, out=tmp_path / "run", calibrate=False)
     states = set()
