@@ -684,6 +684,8 @@ def _running_warnings(run_dir: Path, shards: Sequence[int]) -> list[str]:
 #: sbatch's refusals -> the flag that caused them (``submission_error``)
 _REFUSALS = (("invalid partition", "--partition", "partition"), ("invalid account", "--account", "account"),
              ("time limit", "--time-limit", "time_limit_min"), ("invalid qos", "--sbatch-extra", None),
+             ("more processors requested", "--cpus-per-task", "cpus_per_task"),
+             ("invalid generic resource", "--gpus-per-task", "gpus_per_task"),
              ("node configuration is not available", "--cpus-per-task/--gpus-per-task/--sbatch-extra --mem", None),
              ("memory", "--sbatch-extra --mem", None))
 _AUTH = ("munge", "authentication", "zero bytes were transmitted", "unable to contact slurm controller",
@@ -803,11 +805,26 @@ def parse_scontrol(text: str) -> dict[str, JobView]:
         if "JobId" not in fields:
             continue
         task = fields.get("ArrayTaskId")
-        jid = f"{fields['ArrayJobId']}_{task}" if fields.get("ArrayJobId") and task and task.isdigit() else fields["JobId"]
+        ids = ([f"{fields['ArrayJobId']}_{t}" for t in _array_tasks(task)] if fields.get("ArrayJobId") and task
+               else [fields["JobId"]])
         reason = fields.get("Reason")
-        out[jid] = JobView(jid, fields.get("JobState", "UNKNOWN"), None if reason in (None, "None", "(null)") else reason,
-                           int(fields.get("Restarts", "0") or 0) if (fields.get("Restarts") or "0").isdigit() else 0,
-                           fields.get("ExitCode"), fields.get("StdErr"), "scontrol")
+        for jid in ids or [fields["JobId"]]:
+            # a pending array's tasks share one record (ArrayTaskId=0-3%2) until they start
+            out[jid] = JobView(jid, fields.get("JobState", "UNKNOWN"),
+                               None if reason in (None, "None", "(null)") else reason,
+                               int(fields["Restarts"]) if (fields.get("Restarts") or "").isdigit() else 0,
+                               fields.get("ExitCode"), fields.get("StdErr"), "scontrol")
+    return out
+
+
+def _array_tasks(text: str) -> list[int]:
+    """``"3"``, ``"0-3%2"``, ``"1,4-5"``, ``"0-6:2"`` -> the task ids."""
+    out: list[int] = []
+    for part in text.split("%")[0].split(","):
+        rng, _, step = part.partition(":")
+        lo, _, hi = rng.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()) and (not step or step.isdigit()):
+            out += range(int(lo), int(hi or lo) + 1, int(step or 1))
     return out
 
 
@@ -1153,7 +1170,7 @@ def run_shard(run_dir: str, shard: int, specs: Sequence[Mapping[str, Any]], cali
                   "reason": ("time limit or preemption signal: checkpointed, requeued for the remaining points"
                              if requeue and job.written else
                              "no point finished before the time-limit signal; not requeued (raise --time-limit)"
-                             if requeue else f"{stopped}: cancelled (scancel) or killed; resume re-submits what is missing")})
+                             if requeue else f"{stopped} (scancel or kill); --resume re-submits the missing points")})
     _write_json(state_path, state)
     signals.critical = False
     if requeue:

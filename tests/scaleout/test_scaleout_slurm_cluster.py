@@ -57,7 +57,8 @@ def _records(run_dir: Path) -> list:
 
 
 def _serprof(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "profiler", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "profiler", *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, COLUMNS="250"))
 
 
 def test_submit_finish_status_report_and_resources(slurm_cluster, fake_points, tmp_path):
@@ -153,8 +154,8 @@ def test_scancel_stops_the_shard_and_resume_completes_it(slurm_cluster, fake_poi
 @pytest.mark.parametrize("flags, exit_code, line", [
     (["--partition", "nope"], 2, "serprof: error: --partition nope: the scheduler has no such partition"),
     (["--time-limit", "2h"], 2, "serprof: error: --time-limit 120 min: the scheduler refused the job: "),
-    (["--cpus-per-task", "64"], 2, "serprof: error: --cpus-per-task/--gpus-per-task/--sbatch-extra --mem: "
-                                   "the scheduler refused the job: "),
+    (["--cpus-per-task", "64"], 2, "serprof: error: --cpus-per-task 64: the scheduler refused the job: "
+                                   "Batch job submission failed: More processors requested than permitted"),
 ])
 def test_refused_submission_is_one_line_and_leaves_no_folder(slurm_cluster, tmp_path, flags, exit_code, line):
     out = tmp_path / "new" / "run"

@@ -122,6 +122,8 @@ SCONTROL = (  # scontrol show job -o 3 (abridged to the fields read), array of t
     "Restarts=0 BatchFlag=1 ExitCode=0:0 StdErr=/r/slurm/3_1/3_1_0_log.err\n"
     "JobId=4 ArrayJobId=3 ArrayTaskId=0 JobName=serprof-sweep JobState=RUNNING Reason=None Requeue=1 "
     "Restarts=0 BatchFlag=1 ExitCode=0:0 StdErr=/r/slurm/3_0/3_0_0_log.err\n"
+    "JobId=20 ArrayJobId=20 ArrayTaskId=0-1,3%2 JobName=serprof-sweep JobState=PENDING Reason=None Restarts=0 "
+    "StdErr=/r/slurm/20_4294967294/20_4294967294_0_log.err\n"
     "JobId=6 JobName=serprof-sweep JobState=PENDING Reason=BeginTime Requeue=1 Restarts=1 BatchFlag=1 "
     "ExitCode=0:0 StdErr=/r/slurm/6/6_0_log.err\n"
     "JobId=8 JobName=serprof-sweep JobState=TIMEOUT Reason=TimeLimit Requeue=1 Restarts=0 BatchFlag=1 "
@@ -130,7 +132,8 @@ SCONTROL = (  # scontrol show job -o 3 (abridged to the fields read), array of t
 
 def test_parse_scontrol_keys_array_tasks_as_submitit_does():
     views = slurm.parse_scontrol(SCONTROL)
-    assert sorted(views) == ["3_0", "3_1", "6", "8"]
+    assert sorted(views) == ["20_0", "20_1", "20_3", "3_0", "3_1", "6", "8"]
+    assert views["20_3"].serprof_state == "pending" and views["20_3"].reason is None
     assert (views["3_1"].state, views["3_1"].reason, views["3_1"].serprof_state) == ("PENDING", "Resources", "pending")
     assert views["3_0"].reason is None and views["3_0"].serprof_state == "running"
     assert views["6"].restarts == 1 and views["8"].serprof_state == "failed"
