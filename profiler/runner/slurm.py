@@ -502,7 +502,7 @@ def requested_resources(opts: SlurmOptions, device: str) -> dict[str, Any]:
                           "estimate: shard base + 1.5 x the largest point's est_bytes",
             "time_limit_min": opts.time_limit_min, "signal_lead_s": opts.signal_lead_s,
             "max_requeues": opts.max_requeues or DEFAULT_MAX_REQUEUES,
-            "allocated": "per shard in shards/shard-<n>.json (allocation), as the node saw it"}
+            "given": "per shard under execution.allocated (written by each job as its node saw it)"}
 
 
 def plan_shards(sweep: Any, opts: SlurmOptions) -> tuple[Any, list[list[PointSpec]]]:
@@ -1032,6 +1032,31 @@ class ShardJob:
         return DelayedSubmission(ShardJob(), run_dir, shard, specs, calibrate)
 
 
+def record_allocation(run: Any, shard: int, given: Mapping[str, Any]) -> None:
+    """Put what this shard's job was given into the manifest (``notes.execution.allocated["<shard>"]``).
+
+    Shards start concurrently: the read-modify-write of ``manifest.json`` runs under an exclusive
+    ``flock`` of ``shards/.manifest.lock`` (shared run folders on NFS/Lustre honour it).
+    """
+    import fcntl
+
+    lock_path = Path(run.path) / SHARD_STATE_DIR / ".manifest.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            manifest = run.read_manifest()
+            notes = dict(manifest.notes or {})
+            execution = dict(notes.get("execution") or {})
+            allocated = dict(execution.get("allocated") or {})
+            allocated[str(shard)] = dict(given)
+            execution["allocated"] = allocated
+            notes["execution"] = execution
+            run.write_manifest(replace(manifest, notes=notes))
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def _update_state(run_dir: str | Path, shard: int, changes: Mapping[str, Any]) -> None:
     p = shard_state_path(run_dir, shard)
     try:
@@ -1086,6 +1111,10 @@ def run_shard(run_dir: str, shard: int, specs: Sequence[Mapping[str, Any]], cali
                              "history": list(previous.get("history") or [])[-20:],
                              "environment": fingerprint(device=plan.sweep.device)}
     _write_json(state_path, state)
+    try:
+        record_allocation(run, shard, {**state["allocation"], "host": state["host"], "attempt": state["attempts"]})
+    except (OSError, ValueError) as exc:      # bookkeeping only: the shard still measures
+        state["allocation_note"] = f"not written to the manifest: {exc}"
     tag = {"shard": shard, "job_id": job_id}
     in_flight: list[str] = []
     externally: list[str] = []

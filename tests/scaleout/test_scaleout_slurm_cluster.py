@@ -80,6 +80,8 @@ def test_submit_finish_status_report_and_resources(slurm_cluster, fake_points, t
         got = json.loads(slurm.shard_state_path(res.run_dir, sh).read_text())["allocation"]
         assert got["cpus_per_task"] == "2" and got["worker_threads"] == 2
         assert got["mem_per_node"] == want["mem"].rstrip("M")           # the scheduler gave what was asked
+        assert {k: v for k, v in manifest.notes["execution"]["allocated"][str(sh)].items()
+                if k not in ("host", "attempt")} == got                 # and the manifest records it
     out = subprocess.run(["scontrol", "show", "job", "-o", res.job_ids[0].split("_")[0]],
                          capture_output=True, text=True).stdout
     assert f"mem={want['mem']}" in out and "cpu=2" in out

@@ -265,3 +265,5 @@ def test_signalled_shard_stops_promptly_and_nothing_is_lost(tmp_path, monkeypatc
     st = json.loads(state_path.read_text())
     assert all(i["reason"].startswith(sig) for i in st["interrupted"])   # the point in flight, if one was
     assert run_status(run_dir, scheduler=False).complete
+    given = RunDir(run_dir).read_manifest().notes["execution"]["allocated"]["0"]
+    assert given["worker_threads"] == 1 and given["attempt"] == 2          # the shard's last job, as it ran
