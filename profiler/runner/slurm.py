@@ -852,12 +852,13 @@ def scheduler_view(job_ids: Sequence[str]) -> tuple[dict[str, JobView], str | No
         return {}, None
     if shutil.which("scontrol") is None:
         return {}, "no SLURM client here (scontrol not found): states are what the shards last wrote"
-    rc, out, err = _run_tool(["scontrol", "show", "job", "-o", ",".join(arrays)], timeout=15)
     views: dict[str, JobView] = {}
-    if rc == 0 or "Invalid job id" in err:
-        views.update(parse_scontrol(out))
-    else:
-        return {}, f"scheduler not reachable ({_scheduler_said(err or out) or f'scontrol exit {rc}'})"
+    for array in arrays[-50:]:              # scontrol takes one job (array) id per call
+        rc, out, err = _run_tool(["scontrol", "show", "job", "-o", array], timeout=15)
+        if rc == 0:
+            views.update(parse_scontrol(out))
+        elif "invalid job id" not in (err + out).lower():      # forgotten (MinJobAge): sacct below
+            return {}, f"scheduler not reachable ({_scheduler_said(err or out) or f'scontrol exit {rc}'})"
     missing = [j for j in job_ids if j and j not in views]
     if missing and shutil.which("sacct"):
         rc, out, _ = _run_tool(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j",

@@ -150,7 +150,8 @@ def test_scancel_stops_the_shard_and_resume_completes_it(slurm_cluster, fake_poi
     assert _squeue_gone(again["job_ids"], 120)
     recs = _records(res.run_dir)
     assert len(points.read_text().splitlines()) == len(recs) == 8 and all(r.status == "ok" for r in recs)
-    assert run_status(res.run_dir).complete
+    st = run_status(res.run_dir)                        # two submissions: both jobs asked for
+    assert st.complete and [(r.state, r.scheduler_state, r.attempts) for r in st.rows] == [("finished", "COMPLETED", 2)]
 
 
 @pytest.mark.parametrize("flags, exit_code, line", [

@@ -142,6 +142,30 @@ def test_parse_scontrol_keys_array_tasks_as_submitit_does():
     assert sacct["12_1"].state == "CANCELLED" and sacct["12_1"].serprof_state == "cancelled"
 
 
+def test_scheduler_view_asks_scontrol_per_array_then_sacct(tmp_path, monkeypatch):
+    """Like the real clients: scontrol takes one id and forgets old jobs (``Invalid job id specified``,
+    exit 1); sacct answers for those where accounting is on; a dead controller is a note, not an error."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    lines = {"3": SCONTROL.splitlines()[0] + "\n" + SCONTROL.splitlines()[1], "6": SCONTROL.splitlines()[3]}
+    cases = "".join(f"  {k}) echo '{v}'; exit 0;;\n" for k, v in lines.items())
+    (bin_dir / "scontrol").write_text("#!/bin/sh\n[ -n \"$DEAD\" ] && { echo 'slurm_load_jobs error: Unable to "
+                                      "contact slurm controller (connect failure)' >&2; exit 1; }\n"
+                                      f"case \"$4\" in\n{cases}  *) echo 'slurm_load_jobs error: Invalid job id "
+                                      "specified' >&2; exit 1;;\nesac\n")
+    (bin_dir / "sacct").write_text("#!/bin/sh\necho '12_0|COMPLETED|0:0'\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    views, note = slurm.scheduler_view(["3_0", "3_1", "6", "12_0"])
+    assert note is None and {k: (v.state, v.source) for k, v in views.items()} == {
+        "3_0": ("RUNNING", "scontrol"), "3_1": ("PENDING", "scontrol"), "6": ("PENDING", "scontrol"),
+        "12_0": ("COMPLETED", "sacct")}
+    monkeypatch.setenv("DEAD", "1")
+    views, note = slurm.scheduler_view(["3_0"])
+    assert views == {} and note == "scheduler not reachable (Unable to contact slurm controller (connect failure))"
+
+
 def _fake_run(tmp_path, n_shards=4):
     """A SLURM run folder as ``submit`` writes it, without submitting (jobs 3_0.. in shards.json)."""
     sweep = _sweep(kernels="retnet,softmax", backends="torch,sdpa,naive", dtypes="float32,bfloat16")
