@@ -19,6 +19,18 @@ and appends every record to its own ``points-<shard>.jsonl`` in the shared run f
 environment fingerprint, state and calibration. A run that landed on two GPU models is therefore
 reported per device model (group records by ``worker.device_name``), never averaged.
 
+Scheduler signals (``ShardJob``, ``run_shard``): the job script asks for USR2 ``signal_lead_s`` before
+the time limit (a sixth of it, 10..90 s, so it never comes before the first point). On USR2 (time
+limit or preemption) a shard abandons the point in flight (its worker is killed; the point is listed
+as ``interrupted`` in its state file, never recorded ``crashed``), keeps every record, and submitit
+requeues it through ``ShardJob.checkpoint`` (declined when the attempt recorded nothing). On TERM
+(``scancel``) it stops the same way within a second and the job ends. Resources (``plan_resources``):
+CPU shards ask ``--cpus-per-task`` = the worker's threads, GPU shards one GPU, ``--mem`` from the
+plan's estimate; the manifest records the request (``execution.resources``) and what each job was
+given (``execution.allocated``). ``scheduler_view`` reads ``scontrol`` / ``sacct`` for ``status``.
+Refusals (``submission_error``, ``check_scheduler``) are one line naming the flag (exit 2) or why the
+scheduler is unreachable (exit 3), before a run folder exists or with it removed.
+
 ``resume`` re-submits, per shard, only the points that have no record in any file.
 ``render_job_script`` is the exact ``sbatch`` script submitit would submit (its own generator,
 ``submitit.slurm.slurm._make_sbatch_string``), for ``--dry-run`` without a scheduler.
@@ -547,6 +559,8 @@ def _submit(sweep: Any, *, opts: SlurmOptions, out: str | Path | None, resume: s
                 todo.append({"shard": sh["shard"], "specs": missing})
         stored = table.get("options") or {}
         opts = _merge_options(stored, opts)
+        if todo and not dry_run:
+            check_scheduler(opts)
         warnings = _running_warnings(run.path, [t["shard"] for t in todo])
         planned = sum(len(sh["specs"]) for sh in table["shards"])
         job_name = safe_job_name(str(table.get("job_name") or "serprof"))
@@ -1178,6 +1192,7 @@ def run_shard(run_dir: str, shard: int, specs: Sequence[Mapping[str, Any]], cali
             executor.close()
     except _Stop:           # a second signal while closing
         stopped = signals.name
+        _kill_workers(executor)
     stopped = stopped or signals.name
     signals.critical = True         # from here on, only bookkeeping: finish it
     now = utc_now()
