@@ -93,7 +93,7 @@ def status(
     for r in st.rows:
         stat = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items())) or "-"
         if r.interrupted:
-            stat += f"; interrupted {r.interrupted} (measured again)"
+            stat = ("" if stat == "-" else stat + "; ") + f"interrupted {r.interrupted} (measured again)"
         state = (r.state or "-") + (f" ({r.reason})" if r.reason else "")
         job = (f"{r.job_id or '-'}" + (f" {r.scheduler_state}" if r.scheduler_state else ""),
                str(r.attempts or "-")) if slurm else ()
