@@ -19,7 +19,7 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"real-SLURM test: run `make test-slurm` ({OPT_IN}=1; it starts the one-node "
                                    "cluster of .ci/slurm)")
     for item in items:
-        if "slurm" in item.keywords:
+        if item.get_closest_marker("slurm") is not None:
             item.add_marker(skip)
 
 
