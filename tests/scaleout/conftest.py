@@ -32,7 +32,8 @@ def cluster_problem(partition: str = "debug") -> str | None:
     except subprocess.TimeoutExpired:
         return "sinfo did not answer within 20 s"
     if p.returncode != 0:
-        return f"SLURM not reachable: {(p.stderr or p.stdout).strip()[:200]}"
+        said = "; ".join(ln.strip() for ln in (p.stderr or p.stdout).splitlines() if ln.strip())
+        return f"SLURM not reachable: {said[:300]}"
     states = p.stdout.split()
     if not any(s.rstrip("*") in ("idle", "mixed", "allocated") for s in states):
         return f"partition {partition!r} has no usable node (sinfo: {' '.join(states) or 'none'})"
