@@ -8,7 +8,7 @@ SERPROF := $(VENV)/bin/serprof
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.serprof-installed
 
-.PHONY: setup run test test-long check-all bench browser clean-venv
+.PHONY: setup run test test-long check-all bench browser clean-venv slurm-up test-slurm
 
 setup: $(STAMP)
 
@@ -47,3 +47,11 @@ bench: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# A real one-node SLURM cluster (.ci/slurm: munged, slurmctld, slurmd; needs root and Debian's slurm-wlm,
+# munge) and the tests that need it: time limit + requeue, scancel + resume, status, resources.
+slurm-up:
+	.ci/slurm/start
+
+test-slurm: setup slurm-up
+	SERPROF_SLURM_TESTS=1 $(PY) -m pytest -q -n 0 -m slurm -rs tests/scaleout

@@ -84,14 +84,26 @@ def status(
     c = _console()
     c.print(f"[bold]{esc(st.run_dir)}[/] ({esc(st.executor)}): {st.done}/{st.total} points have a record"
             + ("" if st.complete else f", {st.total - st.done} missing"))
+    if st.scheduler:
+        c.print(f"scheduler: {esc(st.scheduler)}")
+    slurm = any(r.job_id for r in st.rows)
     t = Table(show_edge=False)
-    for col in ("part", "done/total", "statuses", "state", "hosts", "devices"):
+    cols = ("part", "done/total", "statuses", "state") + (("job", "attempts") if slurm else ()) + ("hosts", "devices")
+    for col in cols:
         t.add_column(col, overflow="fold")
     for r in st.rows:
         stat = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items())) or "-"
-        t.add_row(*(Text(x) for x in (r.name, f"{r.done}/{r.total}", stat, r.state or "-", ", ".join(r.hosts) or "-",
+        if r.interrupted:
+            stat = ("" if stat == "-" else stat + "; ") + f"interrupted {r.interrupted} (measured again)"
+        state = (r.state or "-") + (f" ({r.reason})" if r.reason else "")
+        job = (f"{r.job_id or '-'}" + (f" {r.scheduler_state}" if r.scheduler_state else ""),
+               str(r.attempts or "-")) if slurm else ()
+        t.add_row(*(Text(x) for x in (r.name, f"{r.done}/{r.total}", stat, state, *job, ", ".join(r.hosts) or "-",
                                       ", ".join(r.devices) or "-")))
     c.print(t)
+    for r in st.rows:
+        if r.log and (r.state.startswith("failed") or r.state == "cancelled"):
+            c.print(f"{esc(r.name)}: log {esc(r.log)}")
     if len(st.devices) > 1:
         c.print("measured on " + "; ".join(f"{d}: {sum(v.values())} point(s)" for d, v in sorted(st.devices.items()))
                 + " (reported per device model, never averaged)", markup=False)

@@ -247,6 +247,7 @@ def sweep(
     account: Optional[str] = typer.Option(None, "--account", help="SLURM account."),
     time_limit: Optional[str] = typer.Option(None, "--time-limit", help="SLURM time limit per shard: 90, 2:00:00, 1-00:00:00, 2h."),
     gpus_per_task: Optional[int] = typer.Option(None, "--gpus-per-task", help="SLURM GPUs per shard job."),
+    cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", help="SLURM CPUs per shard job; CPU shards: the worker's threads (default 1)."),
     array_parallelism: Optional[int] = typer.Option(None, "--array-parallelism", help="SLURM: at most this many shards at once."),
     sbatch_extra: Optional[str] = typer.Option(None, "--sbatch-extra", help="Extra sbatch flags, e.g. '--constraint=a100 --qos=high'."),
     shards: Optional[int] = typer.Option(None, "--shards", help="SLURM: number of shards (default: one per series, at most 64)."),
@@ -266,7 +267,7 @@ def sweep(
     }
     execution = {"executor": executor, "devices": devices, "workers": workers, "cores_per_worker": cores_per_worker,
                  "partition": partition, "account": account, "time_limit": time_limit,
-                 "gpus_per_task": gpus_per_task, "array_parallelism": array_parallelism,
+                 "gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task, "array_parallelism": array_parallelism,
                  "sbatch_extra": sbatch_extra, "shards": shards}
     console = _console(stderr=as_json)
     obs = _RichObserver(console, quiet=as_json)

@@ -10,7 +10,7 @@ This module is that decision, so a sweep can be reproduced from Python (``profil
     workers = 2                 # CPU workers, each on its own cores (local)
     cores_per_worker = 1
     partition = "gpu"           # SLURM: partition, account, time_limit, gpus_per_task,
-    time_limit = "2:00:00"      #        array_parallelism, sbatch_extra, shards
+    time_limit = "2:00:00"      #        cpus_per_task, array_parallelism, sbatch_extra, shards
 
 Flags win over the table key by key. A bad value names what the user wrote: the flag
 (``--workers``), or the scenario file and key (``s.toml: key 'execution.workers'``), through
@@ -33,9 +33,10 @@ from profiler.spec.scenario import load_scenario
 from profiler.store.runs import RunDir
 
 EXECUTORS = ("local", "slurm")
-SLURM_FLAGS = ("partition", "account", "time_limit", "gpus_per_task", "array_parallelism", "sbatch_extra", "shards")
+SLURM_FLAGS = ("partition", "account", "time_limit", "gpus_per_task", "cpus_per_task", "array_parallelism",
+               "sbatch_extra", "shards")
 EXECUTION_KEYS = ("executor", "devices", "workers", "cores_per_worker") + SLURM_FLAGS
-_INT_KEYS = ("workers", "cores_per_worker", "gpus_per_task", "array_parallelism", "shards")
+_INT_KEYS = ("workers", "cores_per_worker", "gpus_per_task", "cpus_per_task", "array_parallelism", "shards")
 
 
 @dataclass

@@ -1,10 +1,19 @@
 """Progress of a run folder: per shard (SLURM runs) or per worker slot / device (local runs).
 
-``run_status(run_dir)`` reads only files (manifest, ``shards.json``, ``shards/shard-<n>.json``,
-``points*.jsonl``); it never talks to a scheduler, so it works on a laptop with a copy of the folder.
-A shard's ``state`` is what its job last wrote: ``pending`` (no job has started it), ``running``
-(started, not finished: still running, or killed; ``--resume`` re-submits its missing points),
-``finished``. ``done`` counts planned points with a record in any file.
+``run_status(run_dir)`` reads the files (manifest, ``shards.json``, ``shards/shard-<n>.json``,
+``points*.jsonl``) and, for a SLURM run where a SLURM client answers, the scheduler's view of each
+shard's latest job (``scontrol show job``, then ``sacct`` for jobs the controller has forgotten;
+``scheduler=False`` skips it, so a copy of the folder on a laptop still works). A shard's ``state``:
+
+* from the scheduler: ``pending (Reason)``, ``running``, ``requeued`` (after a time limit or
+  preemption; pending again or restarting), ``failed: TIMEOUT (Reason)`` / ``cancelled`` with the
+  job's log path in ``log``, ``finished`` (COMPLETED and every point recorded);
+* else what its job last wrote: ``pending`` (no job has started it), ``running`` (started, not
+  finished: still running, or killed), ``requeued``, ``interrupted`` (stopped by a signal),
+  ``finished``. ``--resume`` re-submits the missing points of any shard that is not finished.
+
+``done`` counts planned points with a record in any file; ``interrupted`` counts points a signal cut
+that have no record yet (a requeue or ``--resume`` measures them again).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.core.records import PointSpec, device_key, from_dict
-from profiler.runner.slurm import SHARDS_FILE, read_shards, shard_file, shard_state_path
+from profiler.runner.slurm import SHARDS_FILE, read_shards, scheduler_view, shard_file, shard_jobs, shard_state_path
 from profiler.store.runs import RunDir
 
 
@@ -34,6 +43,11 @@ class Progress:
     job_id: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    scheduler_state: str | None = None     # SLURM's own word (PENDING, RUNNING, TIMEOUT, ...), when it answered
+    reason: str | None = None              # why pending / why it failed (scheduler reason or the shard's own)
+    log: str | None = None                 # the job's log (stderr) path
+    attempts: int = 0                      # job starts of this shard (requeues + resumes + 1)
+    interrupted: int = 0                   # points a signal cut that still have no record
 
     @property
     def missing(self) -> int:
@@ -50,6 +64,7 @@ class RunStatus:
     statuses: dict[str, int]
     devices: dict[str, dict[str, int]]      # device model -> status counts (never merged across models)
     warnings: list[str] = field(default_factory=list)
+    scheduler: str | None = None            # SLURM runs: "scontrol"/"sacct" when it answered, else why not
 
     @property
     def complete(self) -> bool:
@@ -62,7 +77,36 @@ class RunStatus:
         return d
 
 
-def run_status(run_dir: str | Path) -> RunStatus:
+def _combined(row: Progress, file_state: dict[str, Any], view: Any) -> None:
+    """Set ``row.state`` (and reason, log) from the scheduler's ``view`` of its job and the shard's file."""
+    fstate = file_state.get("state", "pending")
+    if view is None:
+        row.state = fstate
+        if fstate in ("failed", "interrupted", "requeued"):
+            row.reason = file_state.get("reason")
+        return
+    row.scheduler_state = view.state
+    word = view.serprof_state
+    if word == "pending" and (view.restarts > 0 or fstate in ("requeued", "interrupted")):
+        row.state, row.reason = "requeued", f"pending: {view.reason}" if view.reason else "pending"
+    elif word == "pending":
+        row.state, row.reason = "pending", view.reason
+    elif word == "running":
+        row.state = "requeued" if fstate == "requeued" and view.state == "COMPLETING" else "running"
+    elif word == "finished":
+        row.state = "finished" if row.done >= row.total else "incomplete"
+        if row.done < row.total:
+            row.reason = f"job COMPLETED with {row.total - row.done} point(s) missing; --resume measures them"
+    elif word == "requeued":
+        row.state, row.reason = "requeued", view.reason
+    else:                                   # failed / cancelled / suspended
+        row.state = word if word in ("cancelled", "suspended") else f"failed: {view.state}"
+        own = file_state.get("reason") if fstate in ("failed", "interrupted") else None
+        row.reason = "; ".join(x for x in (view.reason, own) if x) or None
+        row.log = view.stderr or row.log
+
+
+def run_status(run_dir: str | Path, *, scheduler: bool = True) -> RunStatus:
     run = RunDir.open(run_dir)
     loaded = run.load()
     by_id = loaded.by_id()
@@ -75,8 +119,16 @@ def run_status(run_dir: str | Path) -> RunStatus:
         devices.setdefault(device_key(rec.worker), Counter())[rec.status] += 1
     rows: list[Progress] = []
     extra_warnings: list[str] = []
+    sched_note: str | None = None
     if (run.path / SHARDS_FILE).is_file():
         table = read_shards(run.path)
+        jobs = shard_jobs(table)
+        views: dict[str, Any] = {}
+        if scheduler and jobs and execution.get("options", {}).get("backend", "slurm") == "slurm":
+            views, why = scheduler_view(sorted(set(jobs.values())))
+            sched_note = why or ("scontrol" + (" + sacct" if any(v.source == "sacct" for v in views.values()) else ""))
+        elif jobs:
+            sched_note = "not asked: states are what the shards last wrote"
         all_ids: list[str] = []
         for sh in table["shards"]:
             ids = [from_dict(PointSpec, s, "shards.json").id for s in sh["specs"]]
@@ -86,13 +138,21 @@ def run_status(run_dir: str | Path) -> RunStatus:
                 st = json.loads(shard_state_path(run.path, sh["shard"]).read_text())
             except (OSError, json.JSONDecodeError):
                 st = {}
-            rows.append(Progress(
+            jid = jobs.get(int(sh["shard"]))
+            log = run.path / "slurm" / str(jid) / f"{jid}_0_log.err" if jid else None
+            row = Progress(
                 name=f"shard {sh['shard']} ({shard_file(sh['shard'])})", total=len(ids), done=len(recs),
                 statuses=dict(Counter(r.status for r in recs)), state=st.get("state", "pending"),
                 hosts=sorted({str(r.worker.get("host")) for r in recs if r.worker.get("host")}
                              | ({st["host"]} if st.get("host") else set())),
                 devices=sorted({device_key(r.worker) for r in recs if r.worker}),
-                job_id=st.get("job_id"), started_at=st.get("started_at"), finished_at=st.get("finished_at")))
+                job_id=jid or st.get("job_id"), started_at=st.get("started_at"), finished_at=st.get("finished_at"),
+                log=str(log) if log is not None and log.is_file() else None, attempts=int(st.get("attempts") or 0),
+                interrupted=len({i.get("id") for i in st.get("interrupted") or [] if i.get("id") not in by_id}))
+            _combined(row, st, views.get(jid) if jid else None)
+            if sched_note in ("scontrol", "scontrol + sacct") and jid and jid not in views and row.state == "running":
+                row.state, row.reason = "lost", "the scheduler no longer knows its job; --resume re-submits its points"
+            rows.append(row)
         total = len(set(all_ids))
         done = len({i for i in all_ids if i in by_id})
     else:
@@ -126,4 +186,5 @@ def run_status(run_dir: str | Path) -> RunStatus:
                                  devices=sorted({device_key(r.worker) for r in recs})))
     return RunStatus(run_dir=run.path, executor=str(execution.get("executor", "local")), rows=rows, total=total,
                      done=done, statuses=dict(Counter(r.status for r in loaded.records)),
-                     devices={k: dict(v) for k, v in devices.items()}, warnings=list(loaded.warnings) + extra_warnings)
+                     devices={k: dict(v) for k, v in devices.items()}, warnings=list(loaded.warnings) + extra_warnings,
+                     scheduler=sched_note)

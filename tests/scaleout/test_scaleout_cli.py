@@ -57,7 +57,7 @@ def _fake_slurm_bin(tmp_path, sbatch_body: str | None):
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    scripts = {"srun": "exit 0\n"}
+    scripts = {"srun": "exit 0\n", "sinfo": "echo debug; echo gpu; echo nope\n"}
     if sbatch_body is not None:
         scripts["sbatch"] = sbatch_body
     for name, body in scripts.items():
@@ -75,18 +75,23 @@ REJECT = ('echo "sbatch: error: Batch job submission failed: Invalid partition n
 def test_failed_submission_leaves_no_run_folder(tmp_path, case, out_exists):
     """A submission that fails before a job exists removes what it created: the run folder (or, for an
     existing empty --out, the files it wrote there) and parent folders made for it."""
+    (tmp_path / "empty").mkdir()
     env = _fake_slurm_bin(tmp_path, REJECT) if case == "sbatch rejects" else dict(
-        __import__("os").environ, PATH="/usr/bin:/bin")
+        __import__("os").environ, PATH=str(tmp_path / "empty"))
     out = tmp_path / "existing" if out_exists else tmp_path / "new" / "deeper" / "run"
     if out_exists:
         out.mkdir()
     p = subprocess.run([sys.executable, "-m", "profiler", *BASE, "--device", "cpu", "--executor", "slurm",
                         "--partition", "nope", "--out", str(out)], capture_output=True, text=True, timeout=120, env=env)
-    assert p.returncode == 3, p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("serprof: error: --executor slurm") and "Traceback" not in p.stderr
-    if case == "sbatch rejects":
-        assert "submission failed" in lines[0] and "Invalid partition name specified" in lines[0]
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    if case == "sbatch rejects":        # the flag, and what the scheduler said
+        assert p.returncode == 2, p.stderr
+        assert lines[0] == ("serprof: error: --partition nope: the scheduler refused the job: "
+                            "Batch job submission failed: Invalid partition name specified")
+    else:
+        assert p.returncode == 3, p.stderr
+        assert lines[0].startswith("serprof: error: --executor slurm: sbatch not found on PATH")
     if out_exists:
         assert out.is_dir() and list(out.iterdir()) == []
     else:
