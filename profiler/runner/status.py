@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from profiler.core.records import PointSpec, device_key, from_dict
-from profiler.runner.slurm import SHARDS_FILE, read_shards, scheduler_view, shard_file, shard_jobs, shard_state_path
+from profiler.runner import slurm
+from profiler.runner.slurm import SHARDS_FILE, read_shards, shard_file, shard_jobs, shard_state_path
 from profiler.store.runs import RunDir
 
 
@@ -125,7 +126,7 @@ def run_status(run_dir: str | Path, *, scheduler: bool = True) -> RunStatus:
         jobs = shard_jobs(table)
         views: dict[str, Any] = {}
         if scheduler and jobs and execution.get("options", {}).get("backend", "slurm") == "slurm":
-            views, why = scheduler_view(sorted(set(jobs.values())))
+            views, why = slurm.scheduler_view(sorted(set(jobs.values())))
             sched_note = why or ("scontrol" + (" + sacct" if any(v.source == "sacct" for v in views.values()) else ""))
         elif jobs:
             sched_note = "not asked: states are what the shards last wrote"
