@@ -182,6 +182,9 @@ class KernelSpec:
     default_backend: str = "torch"
     backend_max_head_dim: Mapping[str, int] = field(default_factory=dict)   # per-backend head-dim limits
     notes: Mapping[str, str] = field(default_factory=dict)                # documentation only
+    # decode / streaming: ``recurrent.LinearForm`` (carried state) or ``recurrent.CacheForm`` (KV cache);
+    # None: no recurrent form, such points are dropped with the reason
+    recurrent: Any = None
 
     level = "kernel"
     bidirectional = False
@@ -208,6 +211,10 @@ class KernelSpec:
 
     def analytic(self, point: PointSpec, itemsize: int) -> Analytic:
         """Forward FLOPs (x3 for fwd+bwd), forward bytes (none modelled for fwd+bwd), working memory."""
+        if point.phase != "prefill":
+            from profiler.kernels import recurrent
+
+            return recurrent.analytic(self, point, itemsize)
         shape = Shape(point.B, point.T, point.H, point.D)
         flops = float(self.flops(shape, point.causal))
         moved: float | None = float(self.bytes_moved(shape, itemsize, point.causal))
@@ -222,6 +229,10 @@ class KernelSpec:
         on the first call, from a generator seeded with ``seed + 1``; ``reset`` clears the gradients)."""
         import torch
 
+        if point.phase != "prefill":
+            from profiler.kernels import recurrent
+
+            return recurrent.build(self, point, device, seed)
         inputs = self.make_inputs(Shape(point.B, point.T, point.H, point.D), getattr(torch, point.dtype), device, seed)
         run = self.backends[point.backend].run
         causal = point.causal
@@ -257,6 +268,14 @@ class KernelSpec:
     def verify(self, point: PointSpec, device: str, seed: int, max_T: int | None,
                oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
         """The backend against the reference (and other backends in ``oracles``): ``kernels.check``."""
+        if point.phase != "prefill":
+            from profiler.kernels import recurrent
+
+            if point.interpret:
+                from profiler.kernels import interpret
+
+                interpret.enable()
+            return [recurrent.check(self, point, device, seed, max_T)]
         from profiler.kernels.check import check_against
 
         return check_against(self, point.backend, Shape(point.B, point.T, point.H, point.D), point.dtype,

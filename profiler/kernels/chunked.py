@@ -43,6 +43,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from profiler.kernels.recurrent import advance   # the one state recurrence, shared with decode
+
 if TYPE_CHECKING:
     import torch
 
@@ -148,7 +150,8 @@ def scan_states(U: "torch.Tensor", decay_k=None, decay_v=None) -> "torch.Tensor"
 
     ``U``: ``(B, H, N, K, V)`` per-chunk contributions. ``decay_k``: ``(..., N, K, 1)`` and/or
     ``decay_v``: ``(..., N, 1, V)`` multiplicative chunk decays (broadcastable, chunk axis at -3,
-    of length N or 1). Returns ``(B, H, N, K, V)`` whose entry ``n`` is ``S_{n-1}``. This is the only
+    of length N or 1). Each step is ``recurrent.advance``, the state update the decode step runs per
+    token. Returns ``(B, H, N, K, V)`` whose entry ``n`` is ``S_{n-1}``. This is the only
     Python loop of the chunkwise algorithm (``N - 1`` steps). Without autograd the states are written
     into one preallocated tensor; with autograd they are stacked (list + stack briefly hold two copies).
     """
@@ -168,16 +171,13 @@ def scan_states(U: "torch.Tensor", decay_k=None, decay_v=None) -> "torch.Tensor"
         out = torch.empty_like(U)
         out[:, :, 0].zero_()
         for n in range(N - 1):
-            if decay is None:
-                torch.add(out[:, :, n], U[:, :, n], out=out[:, :, n + 1])
-            else:
-                torch.addcmul(U[:, :, n], out[:, :, n], d(n), out=out[:, :, n + 1])
+            advance(out[:, :, n], U[:, :, n], None if decay is None else d(n), out=out[:, :, n + 1])
         return out
     Us = U.unbind(2)
     S = torch.zeros_like(Us[0])
     states = [S]
     for n in range(N - 1):
-        S = S + Us[n] if decay is None else torch.addcmul(Us[n], S, d(n))
+        S = advance(S, Us[n], None if decay is None else d(n))
         states.append(S)
     return torch.stack(states, dim=2)
 

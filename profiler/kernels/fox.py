@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 
 from profiler.kernels.base import Backend, KernelSpec, Shape
+from profiler.kernels.recurrent import CacheForm
 from profiler.kernels.softmax import (
     REFERENCE_MAX_T,
     TILE_ELEMENTS,
@@ -352,4 +353,6 @@ KERNEL = KernelSpec(
     description="Softmax attention with a cumulative log forget-gate bias G_i - G_j: O(T^2) time, "
                 "O(T) memory. Non-causal: bias -|G_i - G_j| (serprof's bidirectional variant).",
     default_backend="torch",
+    # decode / streaming: SDPA against a pre-allocated KV cache plus a cache of G, bias G_i - G_j
+    recurrent=CacheForm(gate="g", backend_names=("torch",)),
 )

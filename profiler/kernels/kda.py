@@ -58,6 +58,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from profiler.kernels import recurrent as rc
 from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
 
 if TYPE_CHECKING:
@@ -196,11 +197,13 @@ def _intra_chunk_scores(qk: "torch.Tensor", k: "torch.Tensor", g: "torch.Tensor"
 
 
 def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: int = CHUNK,
-                  sub_chunk: int = SUB_CHUNK) -> "torch.Tensor":
+                  sub_chunk: int = SUB_CHUNK, final_state: bool = False):
     """Causal KDA in the chunkwise WY/UT form (module doc), exact for any g <= 0.
 
     q, k, g (B, T, H, K); v (B, T, H, V); beta (B, T, H). Any T >= 1; fp32 arithmetic; returns
-    (B, T, H, V) in v's dtype. Autograd works through every step.
+    (B, T, H, V) in v's dtype. Autograd works through every step. ``final_state``: return
+    ``(o, S)`` with ``S`` the fp32 state after the last token (B, H, K, V) (zero padding adds nothing
+    to it: padded keys and betas are 0 and padded gates 0).
     """
     import torch
     import torch.nn.functional as F
@@ -257,12 +260,14 @@ def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: i
             S = torch.baddbmm(R[n], Tr[n], S)
             states.append(S)
         S_prev = torch.stack(states, 0)
+        S_last = torch.baddbmm(R[N - 1], Tr[N - 1], S) if final_state else None
         del states, S
     else:
         S_prev = R.new_empty(N, BH, K, V)
         S_prev[0].zero_()
         for n in range(N - 1):
             torch.baddbmm(R[n], Tr[n], S_prev[n], out=S_prev[n + 1])
+        S_last = torch.baddbmm(R[N - 1], Tr[N - 1], S_prev[N - 1]) if final_state else None
     del Tr, R
     S_prev = S_prev.view(Z, K, V)
     v_new = torch.baddbmm(U, W, S_prev, alpha=-1.0)                               # U - W S
@@ -270,6 +275,8 @@ def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: i
     o = torch.baddbmm(torch.bmm(A[:, :, 0], v_new), q_e, S_prev)
     del A, v_new, q_e, S_prev
     o = o.view(N, B, H, C, V).movedim(0, 1).movedim(3, 2).reshape(B, N * C, H, V)
+    if final_state:
+        return o[:, :T].to(v.dtype), S_last.view(B, H, K, V)
     return o[:, :T].to(v.dtype)
 
 
@@ -395,6 +402,42 @@ def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True,
     return int(fwd)
 
 
+# ----------------------------------------------------------------------------- recurrent form (decode)
+
+def decode_start(inputs, T0: int) -> dict:
+    """The state after T0 tokens from the chunkwise engine run once (``kda_chunkwise(final_state=True)``)."""
+    q, k, v, g, beta = (inputs[n][:, :T0] for n in _NAMES)
+    _, S = kda_chunkwise(q, k, v, g, beta, 1.0, final_state=True)
+    return {"S": S}
+
+
+def decode_step(state, inputs, t: int, scale: float):
+    """Token t: ``S = (I - beta k k^T) Diag(e^g) S + beta k v^T``, ``o = S^T (scale q)`` (``recurrent.step``)."""
+    q, k, v, g, beta = (rc.token(inputs, n, t) for n in _NAMES)
+    return rc.step(state["S"], q.float() * scale, k, v, gk=g, beta=beta)
+
+
+def decode_fla(state, inputs, t0: int, t1: int, scale: float):
+    """``fused_recurrent_kda`` one token per call, ``initial_state`` carried in place."""
+    import torch
+    from fla.ops.kda import fused_recurrent_kda
+
+    outs = []
+    for t in range(t0, t1):
+        o, S = fused_recurrent_kda(*(inputs[n][:, t:t + 1] for n in _NAMES), scale=scale,
+                                   initial_state=state["S"], output_final_state=True, **_PRECOMPUTED)
+        state["S"].copy_(S)
+        outs.append(o)
+    return torch.cat(outs, dim=1)
+
+
+RECURRENT = rc.LinearForm(
+    start=decode_start, step=decode_step, fla=decode_fla,
+    state_shapes=lambda s: {"S": (s.B, s.H, s.D, s.D)},
+    step_flops=lambda s: 8.0 * s.B * s.H * s.D * s.D,   # decay, S^T k, outer product, S^T q
+)
+
+
 # ----------------------------------------------------------------------------- registry entry
 
 _FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
@@ -420,6 +463,7 @@ KERNEL = KernelSpec(
     grad_inputs=("q", "k", "v", "g", "beta"),
     max_head_dim=MAX_HEAD_DIM,
     reference_max_T=REFERENCE_MAX_T,
+    recurrent=RECURRENT,
     description="Gated delta rule with a per-channel decay g = -exp(A_log) softplus(x + dt_bias) (unbounded, "
                 "the KimiDeltaAttention layer's default), l2-normalised q and k, beta = sigmoid(.); causal.",
 )

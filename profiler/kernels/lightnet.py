@@ -29,6 +29,7 @@ is undone by pre-scaling q), fp32.
 from __future__ import annotations
 
 from profiler.kernels import chunked as ck
+from profiler.kernels import recurrent as rc
 from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
 
 #: The token loop costs ~60-130 us per token here; 2048 tokens stay well under 2 s with autograd.
@@ -164,6 +165,56 @@ def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True,
     return int(base if mode != "fwdbwd" else base + 3 * io)
 
 
+# ----------------------------------------------------------------------------- recurrent form (decode)
+
+def decode_start(inputs, T0: int) -> dict:
+    """State after T0 tokens: ``z = logsumexp_{s<T0} k_s`` (B, H, K) and ``S = sum_s e^{k_s - z} v_s^T``
+    (the gates telescope: ``e^{G_T - G_s} k'_s = e^{k_s - z_T}``), fp32."""
+    import torch
+
+    k = inputs["k"][:, :T0].float()
+    z = torch.logsumexp(k, dim=1)                                   # (B, H, K)
+    S = rc.gated_state((k - z[:, None]).exp(), inputs["v"][:, :T0])
+    return {"S": S, "z": z}
+
+
+def decode_step(state, inputs, t: int, scale: float):
+    """Token t: ``z' = logaddexp(z, k_t)``, ``k' = e^{k_t - z'}``, gate ``z - z'``, then ``recurrent.step``."""
+    import torch
+
+    k = rc.token(inputs, "k", t).float()
+    z = state["z"]
+    z_new = torch.logaddexp(z, k)
+    o = rc.step(state["S"], rc.token(inputs, "q", t).float() * scale, (k - z_new).exp(), rc.token(inputs, "v", t),
+                gk=z - z_new)
+    z.copy_(z_new)
+    return o
+
+
+def decode_fla(state, inputs, t0: int, t1: int, scale: float):
+    """``fused_recurrent_lightnet`` one token per call, ``(S, z)`` carried in place (z as fla's [B, 1, H, K])."""
+    import torch
+    from fla.ops.lightnet import fused_recurrent_lightnet
+
+    S, z = state["S"], state["z"]
+    B, H, K = z.shape
+    outs = []
+    for t in range(t0, t1):
+        o, (S1, z1) = fused_recurrent_lightnet(*(inputs[n][:, t:t + 1] for n in ("q", "k", "v")), scale=scale,
+                                               initial_state=(S, z.view(B, 1, H, K)), output_final_state=True)
+        S.copy_(S1)
+        z.copy_(z1.reshape(B, H, K))
+        outs.append(o)
+    return torch.cat(outs, dim=1)
+
+
+RECURRENT = rc.LinearForm(
+    start=decode_start, step=decode_step, fla=decode_fla,
+    state_shapes=lambda s: {"S": (s.B, s.H, s.D, s.D), "z": (s.B, s.H, s.D)},
+    step_flops=lambda s: 6.0 * s.B * s.H * s.D * s.D,
+)
+
+
 # ----------------------------------------------------------------------------- registry entry
 
 _FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
@@ -187,5 +238,6 @@ KERNEL = KernelSpec(
     grad_inputs=("q", "k", "v"),
     max_head_dim=None,
     reference_max_T=REFERENCE_MAX_T,
+    recurrent=RECURRENT,
     description="Linear attention with cumulative-softmax key normalisation (GLA form): O(T) chunkwise.",
 )

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from profiler.kernels.base import Backend, KernelSpec, Shape
+from profiler.kernels.recurrent import CacheForm
 
 if TYPE_CHECKING:
     import torch
@@ -248,4 +249,5 @@ KERNEL = KernelSpec(
     description="Scaled dot-product softmax attention, causal and non-causal: O(T^2) time.",
     default_backend="sdpa",
     backend_max_head_dim={"fla": 256},
+    recurrent=CacheForm(),   # decode / streaming: SDPA against a pre-allocated KV cache
 )

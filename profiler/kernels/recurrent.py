@@ -1,0 +1,396 @@
+"""Decode and streaming: a mechanism run token by token (or chunk by chunk) after a context of T.
+
+Phases (``PointSpec.phase``; ``profiler.core.settings.PHASES``)
+---------------------------------------------------------------
+* ``decode``: a context of ``T`` tokens is summarised *outside* the timed region (the carried state of
+  a linear mechanism, or a KV cache of length T pre-allocated for ``T + steps`` tokens as a serving
+  engine would); one timed call then processes ``steps`` more tokens one at a time, updating the state
+  (or writing the cache) in place. Times are per call; per token = per call / steps.
+* ``streaming``: the same, but one timed call processes one chunk of ``C`` tokens at once (option
+  ``chunk=C``): a live-audio model that receives one 20-40 ms frame (1-2 tokens at 50 frames/s) per call.
+  Linear mechanisms run the chunk through the recurrent step token by token; softmax attends the
+  chunk's C queries to the cache in one SDPA call (causal inside the chunk).
+
+Repeated timed calls re-process the same tokens: a KV cache rewrites the same slots (same cost every
+call); a state keeps advancing, which changes its values but not the work of a step.
+
+Two kinds of recurrent form (``KernelSpec.recurrent``)
+------------------------------------------------------
+``LinearForm`` (fixed-size state; retnet, lightnet, gsa, kda): on CPU (and as the ``torch`` backend on
+any device) every mechanism goes through the one shared recurrent step ``step``::
+
+    S <- Diag(e^{gk}) S Diag(e^{gv})                 (log gates <= 0; either side optional)
+    S <- S + k v^T                                   (plain)   or
+    S <- S + k (beta (v - S^T k))^T                  (delta rule, KDA)
+    o  = S^T q                                       (q already scaled)
+
+whose state update is ``advance`` -- the same function the chunkwise engine's state recurrence
+(``chunked.scan_states``) runs per chunk, so the decode step is the chunkwise engine at chunk length 1.
+The state after the context is built by the kernel's ``start`` (a closed form over all T tokens,
+``gated_state``, or the chunkwise engine with its final state), never by the step being timed.
+The ``fla-recurrent`` backend calls fla's ``fused_recurrent_*`` with ``initial_state`` and
+``output_final_state=True`` for each token and copies the final state back into the carried tensor.
+
+``CacheForm`` (softmax, FoX): query length 1 (or C) against a pre-allocated KV cache through
+``torch.nn.functional.scaled_dot_product_attention``; FoX adds its forget bias ``G_i - G_j`` from a
+cache of cumulative log gates. A kernel without a recurrent form is dropped from a decode or
+streaming plan with the reason (``unsupported``).
+
+Correctness (``check``): the decode outputs from the context state must equal the kernel's fp32
+full-sequence reference on the same ``T + steps`` tokens at the same positions, within the dtype's
+tolerance; for long T the context is shortened to what the reference affords (``checked_T``).
+
+Memory (``carried_bytes``): a linear state is ``B*H*K*V*4`` bytes (plus small side vectors), constant
+in T; a KV cache is ``2*B*H*T*D*itemsize`` (+ ``B*H*T*4`` for FoX's gate cache), linear in T.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from profiler.kernels.base import Analytic, Shape, Workload
+
+if TYPE_CHECKING:
+    import torch
+
+    from profiler.core.records import Correctness, PointSpec
+    from profiler.kernels.base import KernelSpec
+
+#: Backend of a linear mechanism that runs fla's fused recurrent kernels with a carried state.
+FLA_BACKEND = "fla-recurrent"
+
+
+# ----------------------------------------------------------------------------- the shared step
+
+def advance(S: "torch.Tensor", U: "torch.Tensor", decay=None, out: "torch.Tensor | None" = None) -> "torch.Tensor":
+    """``decay * S + U``: the state recurrence of every linear mechanism, per token (``step``, in place:
+    ``out=S``) and per chunk (``chunked.scan_states``). ``decay`` broadcasts to S (None: no decay).
+    ``out`` None returns a new tensor (the form autograd can differentiate)."""
+    import torch
+
+    if out is None:
+        return S + U if decay is None else torch.addcmul(U, S, decay)
+    if decay is None:
+        return torch.add(S, U, out=out)
+    return torch.addcmul(U, S, decay, out=out)
+
+
+def step(S: "torch.Tensor", q, k, v, gk=None, gv=None, beta=None) -> "torch.Tensor":
+    """One token of a gated (delta-rule) linear recurrence, ``S`` ``(B, H, K, V)`` fp32 updated in place.
+
+    ``q, k`` ``(B, H, K)``; ``v`` ``(B, H, V)``; ``gk`` / ``gv`` log gates (<= 0) broadcastable to
+    ``(B, H, K)`` / ``(B, H, V)``; ``beta`` ``(B, H)`` turns on the delta rule (module doc). ``q`` is
+    already scaled. Inputs are upcast to fp32. Returns ``o = S^T q`` ``(B, H, V)`` fp32.
+    """
+    q, k, v = q.float(), k.float(), v.float()
+    decay = None
+    if gk is not None:
+        decay = gk.float().exp().unsqueeze(-1)
+    if gv is not None:
+        dv = gv.float().exp().unsqueeze(-2)
+        decay = dv if decay is None else decay * dv
+    if beta is None:
+        advance(S, k.unsqueeze(-1) * v.unsqueeze(-2), decay, out=S)
+    else:
+        if decay is not None:
+            S.mul_(decay)
+        u = (v - (k.unsqueeze(-2) @ S).squeeze(-2)) * beta.float().unsqueeze(-1)
+        advance(S, k.unsqueeze(-1) * u.unsqueeze(-2), out=S)
+    return (q.unsqueeze(-2) @ S).squeeze(-2)
+
+
+def suffix_decay(g: "torch.Tensor") -> "torch.Tensor":
+    """``e^{sum_{r=s+1}^{T-1} g_r}`` per token ``s`` of log gates ``g`` ``(B, T, H, *)`` (<= 1, fp32).
+
+    The exclusive suffix sums are accumulated in fp64 (no cancellation for long T)."""
+    gd = g.double()
+    suf = gd.flip(1).cumsum(1).flip(1) - gd
+    return suf.exp().float()
+
+
+def gated_state(k, v, gk=None, gv=None) -> "torch.Tensor":
+    """The state after all T tokens of a gated linear recurrence started from zero, in closed form:
+    ``S = sum_s (k_s * e^{Gk_T - Gk_s}) (v_s * e^{Gv_T - Gv_s})^T`` ``(B, H, K, V)`` fp32.
+
+    ``k`` ``(B, T, H, K)``, ``v`` ``(B, T, H, V)``, log gates ``(B|1, T, H, K|1)`` / ``(.., V|1)``.
+    Every exponent is <= 0 (exact for any gate); one batched matmul instead of T steps.
+    """
+    import torch
+
+    kk, vv = k.float(), v.float()
+    if gk is not None:
+        kk = kk * suffix_decay(gk)
+    if gv is not None:
+        vv = vv * suffix_decay(gv)
+    return torch.einsum("bthk,bthv->bhkv", kk, vv).contiguous()
+
+
+def token(inputs: Mapping[str, Any], name: str, t: int):
+    """Token ``t`` of a time-indexed input ``(B, T, H, ...)`` -> ``(B, H, ...)`` (a view)."""
+    return inputs[name][:, t]
+
+
+# ----------------------------------------------------------------------------- forms
+
+@dataclass(frozen=True)
+class LinearForm:
+    """A fixed-size carried state (see module doc).
+
+    ``start(inputs, T0) -> {name: fp32 tensor}``: the state after tokens ``[0, T0)``.
+    ``step(state, inputs, t, scale) -> (B, H, V)``: token ``t`` through ``recurrent.step``, in place.
+    ``state_shapes(shape) -> {name: dims}``: the carried fp32 tensors (analytic bytes).
+    ``fla(state, inputs, t0, t1, scale) -> (B, t1-t0, H, V)``: fla's fused recurrent kernel, one call
+    per token, state carried (``FLA_BACKEND``); None: no fla decode path.
+    ``step_flops(shape) -> float``: FLOPs of one token (2 per multiply-add).
+    """
+
+    start: Callable[..., dict]
+    step: Callable[..., Any]
+    state_shapes: Callable[[Shape], Mapping[str, tuple[int, ...]]]
+    step_flops: Callable[[Shape], float]
+    fla: Callable[..., Any] | None = None
+    kind: str = "state"
+
+    def backends(self) -> tuple[str, ...]:
+        return ("torch",) + ((FLA_BACKEND,) if self.fla is not None else ())
+
+
+@dataclass(frozen=True)
+class CacheForm:
+    """Softmax-type attention reading a KV cache (see module doc). ``gate``: the name of a per-token,
+    per-head log forget gate input (FoX's ``g``), whose cumulative sum is cached for the bias."""
+
+    gate: str | None = None
+    backend_names: tuple[str, ...] = ("sdpa",)
+    kind: str = "cache"
+
+    def backends(self) -> tuple[str, ...]:
+        return self.backend_names
+
+
+Form = LinearForm | CacheForm
+
+
+def unsupported(kernel: "KernelSpec", backend: str, phase: str) -> str | None:
+    """Why ``kernel/backend`` cannot run ``phase`` (None: it can)."""
+    if phase == "prefill":
+        return None
+    form = getattr(kernel, "recurrent", None)
+    if form is None:
+        return f"{kernel.name} has no recurrent form: {phase} needs a carried state or a KV cache"
+    if backend not in form.backends():
+        return (f"{phase} of {kernel.name} runs through {', '.join(form.backends())} "
+                f"({'recurrent step' if form.kind == 'state' else 'KV cache'}), not {backend}")
+    return None
+
+
+def tokens_per_call(point: "PointSpec") -> int:
+    return point.tokens_per_call
+
+
+# ----------------------------------------------------------------------------- carried memory
+
+def carried_bytes(kernel: "KernelSpec", shape: Shape, itemsize: int) -> int:
+    """Analytic bytes carried between calls after a context of ``shape.T`` tokens, for ``shape.B`` streams:
+    the fp32 state tensors (constant in T), or the KV cache ``2*B*H*T*D*itemsize`` (+ FoX's fp32 gate
+    cache ``B*H*T*4``), linear in T."""
+    form = kernel.recurrent
+    if form.kind == "state":
+        total = 0
+        for dims in form.state_shapes(shape).values():
+            n = 1
+            for d in dims:
+                n *= d
+            total += 4 * n
+        return total
+    kv = 2 * shape.B * shape.H * shape.T * shape.D * itemsize
+    return kv + (shape.B * shape.H * shape.T * 4 if form.gate else 0)
+
+
+def analytic(kernel: "KernelSpec", point: "PointSpec", itemsize: int) -> Analytic:
+    """FLOPs and minimum bytes of one timed call (``n`` tokens after a context of T), and its working memory.
+
+    State: ``n * step_flops``; bytes: the state read and written per token plus the token's q, k, v,
+    o. Cache: ``4*B*H*D`` FLOPs per (query, key) pair; bytes: the cache read per query token plus the
+    new rows written. Working memory above the carried state and inputs: one token's temporaries
+    (state: a (K, V) outer product per head; cache: the scores of the chunk).
+    """
+    form = kernel.recurrent
+    n = point.tokens_per_call
+    shape = Shape(point.B, point.T, point.H, point.D)
+    B, T, H, D = shape.B, shape.T, shape.H, shape.D
+    tok = 4 * B * H * D * itemsize
+    if form.kind == "state":
+        sb = carried_bytes(kernel, shape, itemsize)
+        return Analytic(n * float(form.step_flops(shape)), float(n * (2 * sb + tok)), int(sb))
+    pairs = sum(T + i + 1 for i in range(n))
+    flops = 4.0 * B * H * D * pairs
+    cache_rows = 2 * B * H * D * itemsize
+    moved = float(cache_rows * (T + n) * (n if point.phase == "decode" else 1) + n * tok)
+    work = B * H * n * (T + n) * 4 * 2
+    return Analytic(flops, moved, int(work))
+
+
+# ----------------------------------------------------------------------------- a carried context
+
+@dataclass
+class Context:
+    """Inputs for ``T + n`` tokens and what the first T of them left behind (state or cache)."""
+
+    inputs: dict
+    T: int
+    n: int
+    carried: dict = field(default_factory=dict)
+    scale: float = 1.0
+
+    @property
+    def carried_nbytes(self) -> int:
+        """Bytes of the carried tensors as allocated (the measured state / cache size)."""
+        return sum(int(t.nbytes) for t in self.carried.values())
+
+
+def _scale(inputs, D: int) -> float:
+    s = inputs.get("scale") if hasattr(inputs, "get") else None
+    return float(s) if s is not None else D ** -0.5
+
+
+def context(kernel: "KernelSpec", point: "PointSpec", device: str, seed: int, T: int | None = None,
+            n: int | None = None, inputs: dict | None = None) -> Context:
+    """Inputs for ``T + n`` tokens (``make_inputs``) and the carried state / cache after the first T."""
+    import torch
+
+    T = point.T if T is None else T
+    n = point.tokens_per_call if n is None else n
+    if inputs is None:
+        inputs = kernel.make_inputs(Shape(point.B, T + n, point.H, point.D), getattr(torch, point.dtype), device, seed)
+    scale = _scale(inputs, point.D)
+    form = kernel.recurrent
+    with torch.no_grad():
+        if form.kind == "state":
+            carried = {name: t.contiguous() for name, t in form.start(inputs, T).items()}
+        else:
+            carried = _cache_start(form, inputs, T, T + n)
+    return Context(inputs=inputs, T=T, n=n, carried=carried, scale=scale)
+
+
+def _cache_start(form: CacheForm, inputs, T: int, capacity: int) -> dict:
+    """K and V caches ``(B, H, capacity, D)`` in the input dtype, rows ``[0, T)`` filled (and FoX's
+    cumulative gate cache ``(B, H, capacity)`` fp32)."""
+    import torch
+
+    k, v = inputs["k"], inputs["v"]
+    B, _, H, D = k.shape
+    out = {}
+    for name, x in (("k_cache", k), ("v_cache", v)):
+        c = torch.zeros(B, H, capacity, x.shape[-1], dtype=x.dtype, device=x.device)
+        c[:, :, :T] = x[:, :T].transpose(1, 2)
+        out[name] = c
+    if form.gate:
+        G = torch.zeros(B, H, capacity, dtype=torch.float32, device=k.device)
+        G[:, :, :T] = inputs[form.gate][:, :T].float().cumsum(1).transpose(1, 2)
+        out["g_cache"] = G
+    return out
+
+
+def _cache_attend(form: CacheForm, ctx: Context, t0: int, t1: int):
+    """Queries ``[t0, t1)`` written to and attending the cache ``[0, t1)`` (causal inside the chunk)."""
+    import torch
+    import torch.nn.functional as F
+
+    c, inp = ctx.carried, ctx.inputs
+    kc, vc = c["k_cache"], c["v_cache"]
+    kc[:, :, t0:t1] = inp["k"][:, t0:t1].transpose(1, 2)
+    vc[:, :, t0:t1] = inp["v"][:, t0:t1].transpose(1, 2)
+    q = inp["q"][:, t0:t1].transpose(1, 2)
+    n = t1 - t0
+    mask = None
+    if form.gate:
+        G = c["g_cache"]
+        prev = G[:, :, t0 - 1:t0] if t0 > 0 else torch.zeros_like(G[:, :, :1])
+        G[:, :, t0:t1] = prev + inp[form.gate][:, t0:t1].float().cumsum(1).transpose(1, 2)
+        mask = (G[:, :, t0:t1, None] - G[:, :, None, :t1]).to(q.dtype)
+    if n > 1:
+        rows = torch.arange(t0, t1, device=q.device)[:, None]
+        future = torch.arange(t1, device=q.device)[None, :] > rows
+        if mask is None:
+            mask = ~future
+        else:
+            mask = mask.masked_fill(future, float("-inf"))
+    o = F.scaled_dot_product_attention(q, kc[:, :, :t1], vc[:, :, :t1], attn_mask=mask, scale=ctx.scale)
+    return o.transpose(1, 2)
+
+
+def advance_context(kernel: "KernelSpec", backend: str, ctx: Context, phase: str) -> "torch.Tensor":
+    """Process tokens ``[T, T + n)`` from the carried context, in place: decode one token per step,
+    streaming one chunk per call (module doc). Returns the outputs ``(B, n, H, V)``."""
+    import torch
+
+    form = kernel.recurrent
+    t0, t1 = ctx.T, ctx.T + ctx.n
+    if form.kind == "cache":
+        if phase == "streaming":
+            return _cache_attend(form, ctx, t0, t1)
+        return torch.cat([_cache_attend(form, ctx, t, t + 1) for t in range(t0, t1)], dim=1)
+    if backend == FLA_BACKEND:
+        return form.fla(ctx.carried, ctx.inputs, t0, t1, ctx.scale)
+    return torch.stack([form.step(ctx.carried, ctx.inputs, t, ctx.scale) for t in range(t0, t1)], dim=1)
+
+
+# ----------------------------------------------------------------------------- workload and check
+
+def build(kernel: "KernelSpec", point: "PointSpec", device: str, seed: int) -> Workload:
+    """The timed call of a decode / streaming point; inputs and the carried context built here, outside
+    timing. ``extra``: carried bytes (measured from the allocated tensors, and analytic), its kind,
+    tokens per call."""
+    import torch
+
+    if point.mode != "fwd":
+        from profiler.core.errors import UsageError
+
+        raise UsageError(f"--phase {point.phase} measures inference only; use --mode fwd")
+    ctx = context(kernel, point, device, seed)
+    itemsize = ctx.inputs["q"].element_size()
+    backend = point.backend
+
+    def call() -> None:
+        with torch.no_grad():
+            advance_context(kernel, backend, ctx, point.phase)
+
+    extra = {"phase": point.phase, "tokens_per_call": ctx.n, "carried_kind": kernel.recurrent.kind,
+             "carried_bytes": ctx.carried_nbytes,
+             "carried_bytes_analytic": carried_bytes(kernel, Shape(point.B, point.T, point.H, point.D), itemsize)}
+    inputs = dict(ctx.inputs)
+    inputs.update(ctx.carried)
+    return Workload(call, None, inputs, extra)
+
+
+def check(kernel: "KernelSpec", point: "PointSpec", device: str, seed: int = 0,
+          max_T: int | None = None) -> "Correctness":
+    """Decode / streaming outputs from the context state against the fp32 full-sequence reference at the
+    same positions (module doc). The context is ``min(T, max_T, reference_max_T) - n`` tokens when the
+    reference cannot afford ``T + n`` (at least 1); ``checked_T`` records it."""
+    import torch
+
+    from profiler.core.records import Correctness
+    from profiler.kernels.check import _rel, tolerance_for
+
+    n = point.tokens_per_call
+    cap = min(x for x in (max_T, kernel.reference_max_T, point.T + n) if x is not None)
+    T = max(1, min(point.T, cap - n))
+    inputs = kernel.make_inputs(Shape(point.B, T + n, point.H, point.D), getattr(torch, point.dtype), device, seed)
+    ctx = context(kernel, point, device, seed, T=T, n=n, inputs=inputs)
+    with torch.no_grad():
+        out = advance_context(kernel, point.backend, ctx, point.phase)
+        ref = kernel.reference({k: (x.float() if getattr(x, "is_floating_point", lambda: False)() else x)
+                                for k, x in inputs.items()}, True)[:, T:T + n]
+    abs_err, rel_err = _rel(out.float(), ref.float())
+    requires = kernel.backends[point.backend].requires
+    tol = tolerance_for(point.dtype, requires, device)
+    what = f"{kernel.reference_name}, full sequence of {T + n} tokens vs {point.phase} after {T}"
+    return Correctness(reference=what, max_abs_err=abs_err, max_rel_err=rel_err, tolerance=tol,
+                       passed=bool(rel_err <= tol), checked_T=T)
+
+
+__all__ = ["FLA_BACKEND", "LinearForm", "CacheForm", "Context", "advance", "step", "gated_state", "suffix_decay",
+           "unsupported", "carried_bytes", "analytic", "context", "advance_context", "build", "check", "token"]
