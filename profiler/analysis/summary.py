@@ -22,6 +22,7 @@ from profiler.analysis.launch import FirstCalls, LaunchBound, first_calls, launc
 from profiler.analysis.roofline import RooflinePoint, roofline
 from profiler.analysis.ser import SerAnalysis, ser_analysis
 from profiler.analysis.series import Series, SeriesKey, build_series, interpreted_records
+from profiler.analysis.decode import DecodeAnalysis, analyze_decode
 from profiler.core.records import PointRecord, energy_per_call
 from profiler.store.runs import LoadedRun
 
@@ -61,6 +62,7 @@ class RunAnalysis:
     call_roofline: list[RooflinePoint] = field(default_factory=list)
     launch: list[LaunchBound] = field(default_factory=list)
     first_calls: list[FirstCalls] = field(default_factory=list)
+    decode: DecodeAnalysis | None = None             # decode / streaming view, when the run has such points
 
     @property
     def manifest(self):
@@ -139,6 +141,7 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
         ser=ser_analysis(records, comparisons, series),
         call_series=call_series, call_fits=call_fits, call_comparisons=call_comparisons, call_roofline=call_roof,
         launch=launch_analysis(series, call_series), first_calls=first_calls(series),
+        decode=analyze_decode(series, (run.manifest.scenario or {}).get("frame_rate")),
     )
 
 
