@@ -211,10 +211,8 @@ class KernelSpec:
 
     def analytic(self, point: PointSpec, itemsize: int) -> Analytic:
         """Forward FLOPs (x3 for fwd+bwd), forward bytes (none modelled for fwd+bwd), working memory."""
-        if point.phase != "prefill":
-            from profiler.kernels import recurrent
-
-            return recurrent.analytic(self, point, itemsize)
+        if point.phase != "prefill":   # decode / streaming (``profiler.kernels.recurrent``)
+            return self.recurrent.analytic(self, point, itemsize)
         shape = Shape(point.B, point.T, point.H, point.D)
         flops = float(self.flops(shape, point.causal))
         moved: float | None = float(self.bytes_moved(shape, itemsize, point.causal))
@@ -230,9 +228,7 @@ class KernelSpec:
         import torch
 
         if point.phase != "prefill":
-            from profiler.kernels import recurrent
-
-            return recurrent.build(self, point, device, seed)
+            return self.recurrent.build(self, point, device, seed)
         inputs = self.make_inputs(Shape(point.B, point.T, point.H, point.D), getattr(torch, point.dtype), device, seed)
         run = self.backends[point.backend].run
         causal = point.causal
@@ -269,13 +265,11 @@ class KernelSpec:
                oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
         """The backend against the reference (and other backends in ``oracles``): ``kernels.check``."""
         if point.phase != "prefill":
-            from profiler.kernels import recurrent
-
             if point.interpret:
                 from profiler.kernels import interpret
 
                 interpret.enable()
-            return [recurrent.check(self, point, device, seed, max_T)]
+            return [self.recurrent.check(self, point, device, seed, max_T)]
         from profiler.kernels.check import check_against
 
         return check_against(self, point.backend, Shape(point.B, point.T, point.H, point.D), point.dtype,

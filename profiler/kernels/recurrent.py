@@ -133,8 +133,21 @@ def token(inputs: Mapping[str, Any], name: str, t: int):
 
 # ----------------------------------------------------------------------------- forms
 
+class _Phases:
+    """What ``KernelSpec`` calls for a decode / streaming point (module functions below)."""
+
+    def build(self, kernel, point, device: str, seed: int) -> Workload:
+        return build(kernel, point, device, seed)
+
+    def check(self, kernel, point, device: str, seed: int, max_T: int | None):
+        return check(kernel, point, device, seed, max_T)
+
+    def analytic(self, kernel, point, itemsize: int) -> Analytic:
+        return analytic(kernel, point, itemsize)
+
+
 @dataclass(frozen=True)
-class LinearForm:
+class LinearForm(_Phases):
     """A fixed-size carried state (see module doc).
 
     ``start(inputs, T0) -> {name: fp32 tensor}``: the state after tokens ``[0, T0)``.
@@ -157,7 +170,7 @@ class LinearForm:
 
 
 @dataclass(frozen=True)
-class CacheForm:
+class CacheForm(_Phases):
     """Softmax-type attention reading a KV cache (see module doc). ``gate``: the name of a per-token,
     per-head log forget gate input (FoX's ``g``), whose cumulative sum is cached for the bias."""
 
