@@ -79,6 +79,8 @@ def _median(rec) -> float | None:
 def _short_id(spec) -> str:
     c = "causal" if spec.causal else "full"
     extra = " interp" if spec.interpret else ""
+    if spec.phase != "prefill":   # decode x4 / streaming x2: tokens per timed call after a context of T
+        extra += f" {spec.phase} x{spec.tokens_per_call}"
     return f"{spec.kernel}/{spec.backend} {spec.dtype} {spec.mode} B{spec.B} T{spec.T} {c}{extra}"
 
 

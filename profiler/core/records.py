@@ -420,6 +420,7 @@ class PointRecord:
         s = self.spec
         head = (f"{s.kernel}/{s.backend} {s.device} {s.dtype} {s.mode} B={s.B} T={s.T} H={s.H} D={s.D}"
                 + ("" if s.causal else " non-causal") + (" interpreted" if s.interpret else "")
+                + (f" {s.phase}" if s.phase != "prefill" else "")
                 + "".join(f" {k}={v}" for k, v in s.options))
         parts = []
         if self.timing is not None and self.timing.samples_s:
