@@ -12,6 +12,11 @@ Values only (the report renders them). From the decode / streaming series of a r
 * the decode crossover ``T*`` per linear series: the context length from which it is faster per token
   than the softmax series of the same device, dtype, batch and phase (log-log interpolation between
   the two grid points around the sign change; ``always`` / ``never`` within the measured range);
+* bandwidth: the analytic minimum bytes of a call (state read and written per token, or the KV cache
+  read per query token; ``recurrent.analytic``) over its median, as a fraction of the calibrated
+  DRAM bandwidth (decode is bandwidth-bound);
+* the longest context whose carried memory fits the device: for a cache, the T at which the fitted
+  ``bytes = a + b T`` reaches the device's memory; a state never grows (None: unbounded);
 * streaming: the real-time factor of each chunk, ``latency per chunk / (chunk tokens / frame rate)``
   (below 1: the mechanism keeps up with live audio at that context), and the audio length the
   context stands for, ``T / frame rate``.
@@ -44,6 +49,7 @@ class DecodePoint:
     carried_analytic_bytes: int | None
     real_time_factor: float | None       # streaming only
     audio_s: float                       # the context as audio (T / frame rate)
+    bandwidth_fraction: float | None = None   # analytic bytes per call / median / calibrated bandwidth
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class DecodeSeries:
     points: tuple[DecodePoint, ...]
     slope: SlopeFit | None               # per-token latency vs T
     memory_slope: float | None           # log-log slope of carried bytes vs T
+    bytes_per_token: float | None = None      # carried bytes added per context token (cache); ~0 for a state
+    longest_T_fits: int | None = None         # longest context whose carried bytes fit the device (cache only)
 
     @property
     def match(self) -> tuple:
@@ -78,6 +86,7 @@ class DecodeAnalysis:
     series: tuple[DecodeSeries, ...]
     crossovers: tuple[DecodeCrossover, ...] = field(default_factory=tuple)
     frame_rate: float = DEFAULT_FRAME_RATE
+    device_memory_bytes: float | None = None
 
 
 def _memory_slope(Ts: Sequence[int], bs: Sequence[int | None]) -> float | None:
@@ -89,7 +98,17 @@ def _memory_slope(Ts: Sequence[int], bs: Sequence[int | None]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def decode_series(s: Series, frame_rate: float) -> DecodeSeries | None:
+def _linear_bytes(Ts: Sequence[int], bs: Sequence[int | None]) -> tuple[float, float] | None:
+    """``(a, b)`` of ``bytes = a + b T`` by least squares (None with fewer than two measured points)."""
+    pairs = [(t, b) for t, b in zip(Ts, bs) if b is not None]
+    if len(pairs) < 2:
+        return None
+    b, a = np.polyfit([float(p[0]) for p in pairs], [float(p[1]) for p in pairs], 1)
+    return float(a), float(b)
+
+
+def decode_series(s: Series, frame_rate: float, bandwidth_bytes_per_s: float | None = None,
+                  device_memory_bytes: float | None = None) -> DecodeSeries | None:
     """One decode / streaming series as values (None for a prefill series or one without points)."""
     if s.key.phase == "prefill" or not s.points:
         return None
@@ -103,13 +122,22 @@ def decode_series(s: Series, frame_rate: float) -> DecodeSeries | None:
         pts.append(DecodePoint(T=p.T, per_token_s=per_tok, per_call_s=p.median_s, tokens_per_s=1.0 / per_tok,
                                batch_tokens_per_s=s.key.B / per_tok, carried_bytes=extra.get("carried_bytes"),
                                carried_analytic_bytes=extra.get("carried_bytes_analytic"),
-                               real_time_factor=rtf, audio_s=p.T / frame_rate))
+                               real_time_factor=rtf, audio_s=p.T / frame_rate,
+                               bandwidth_fraction=(p.record.bytes_moved / p.median_s / bandwidth_bytes_per_s
+                                                   if p.record.bytes_moved and bandwidth_bytes_per_s else None)))
     samples = [tuple(x / n for x in p.record.timing.samples_s) for p in s.points]
     slope = fit_slope([p.T for p in s.points], samples) if len(s.points) >= 2 else None
+    kind = str((rec.extra or {}).get("carried_kind", ""))
+    lin = _linear_bytes([p.T for p in pts], [p.carried_bytes for p in pts])
+    per_tok = lin[1] if lin else None
+    fits = None
+    if kind == "cache" and lin and per_tok and per_tok > 0 and device_memory_bytes:
+        fits = max(0, int((device_memory_bytes - lin[0]) / per_tok))
     return DecodeSeries(variant=s.key.variant, kernel=s.key.kernel, backend=s.key.backend, phase=s.key.phase,
                         facet=s.key.facet_label, B=s.key.B, tokens_per_call=n,
-                        carried_kind=str((rec.extra or {}).get("carried_kind", "")), points=tuple(pts), slope=slope,
-                        memory_slope=_memory_slope([p.T for p in pts], [p.carried_bytes for p in pts]))
+                        carried_kind=kind, points=tuple(pts), slope=slope,
+                        memory_slope=_memory_slope([p.T for p in pts], [p.carried_bytes for p in pts]),
+                        bytes_per_token=per_tok, longest_T_fits=fits)
 
 
 def crossover(lin: DecodeSeries, base: DecodeSeries) -> DecodeCrossover:
@@ -132,10 +160,16 @@ def crossover(lin: DecodeSeries, base: DecodeSeries) -> DecodeCrossover:
     return DecodeCrossover(lin.variant, lin.facet, "at", math.exp(math.log(T0) + frac * (math.log(T1) - math.log(T0))))
 
 
-def analyze_decode(series: Sequence[Series], frame_rate: float | None = None) -> DecodeAnalysis | None:
-    """The decode view of a run's series (None when the run has no decode / streaming point)."""
+def analyze_decode(series: Sequence[Series], frame_rate: float | None = None, *,
+                   bandwidth_bytes_per_s: float | None = None,
+                   device_memory_bytes: float | None = None) -> DecodeAnalysis | None:
+    """The decode view of a run's series (None when the run has no decode / streaming point).
+
+    ``bandwidth_bytes_per_s``: the run's calibrated bandwidth; ``device_memory_bytes``: the device's
+    memory (host memory on CPU), for the longest context a KV cache fits."""
     fr = frame_rate or DEFAULT_FRAME_RATE
-    out = [d for d in (decode_series(s, fr) for s in series) if d is not None]
+    out = [d for d in (decode_series(s, fr, bandwidth_bytes_per_s, device_memory_bytes) for s in series)
+           if d is not None]
     if not out:
         return None
     cross = []
@@ -145,7 +179,8 @@ def analyze_decode(series: Sequence[Series], frame_rate: float | None = None) ->
         base = next((b for b in out if b.kernel == "softmax" and b.match == d.match), None)
         if base is not None:
             cross.append(crossover(d, base))
-    return DecodeAnalysis(series=tuple(out), crossovers=tuple(cross), frame_rate=fr)
+    return DecodeAnalysis(series=tuple(out), crossovers=tuple(cross), frame_rate=fr,
+                          device_memory_bytes=device_memory_bytes)
 
 
 __all__ = ["DecodePoint", "DecodeSeries", "DecodeCrossover", "DecodeAnalysis", "analyze_decode", "crossover",

@@ -141,7 +141,9 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
         ser=ser_analysis(records, comparisons, series),
         call_series=call_series, call_fits=call_fits, call_comparisons=call_comparisons, call_roofline=call_roof,
         launch=launch_analysis(series, call_series), first_calls=first_calls(series),
-        decode=analyze_decode(series, (run.manifest.scenario or {}).get("frame_rate")),
+        decode=analyze_decode(series, (run.manifest.scenario or {}).get("frame_rate"),
+                              bandwidth_bytes_per_s=(run.manifest.calibration or {}).get("bandwidth_bytes_per_s"),
+                              device_memory_bytes=next((i.memory_bytes for i in devices.infos if i.memory_bytes), None)),
     )
 
 

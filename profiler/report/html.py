@@ -238,6 +238,7 @@ def decode_context(a: RunAnalysis) -> dict | None:
                 "batch_tps": f"{p.batch_tokens_per_s:,.0f}", "carried": fmt_bytes(p.carried_bytes),
                 "analytic": fmt_bytes(p.carried_analytic_bytes), "kind": s.carried_kind,
                 "rtf": f"{p.real_time_factor:.3g}" if p.real_time_factor is not None else "–",
+                "bw": f"{100 * p.bandwidth_fraction:.2g}%" if p.bandwidth_fraction is not None else "–",
             })
     return {"sentences": decode_sentences(d), "rows": rows, "frame_rate": f"{d.frame_rate:g}",
             "streaming": any(s.phase == "streaming" for s in d.series)}

@@ -240,8 +240,15 @@ def decode_sentences(d) -> list[str]:
             mem = (f"; carries {fmt_bytes(first.carried_bytes)} at T={fmt_T(first.T)} and "
                    f"{fmt_bytes(last.carried_bytes)} at T={fmt_T(last.T)} ({s.carried_kind}, {grows} in T)")
         cost = f"{fmt_s(first.per_token_s * s.tokens_per_call)} .. {fmt_s(last.per_token_s * s.tokens_per_call)} {what}"
+        bw = (f"; {100 * last.bandwidth_fraction:.2g}% of the calibrated bandwidth at T={fmt_T(last.T)}"
+              if last.bandwidth_fraction is not None else "")
         out.append(f"{s.variant} [{s.facet}]: per-token latency ~ T^{fmt_slope(s.slope)}; {cost}; "
-                   f"{last.tokens_per_s:,.0f} tokens/s per stream at T={fmt_T(last.T)}{mem}.")
+                   f"{last.tokens_per_s:,.0f} tokens/s per stream at T={fmt_T(last.T)}{mem}{bw}.")
+        if s.longest_T_fits is not None and d.device_memory_bytes:
+            out.append(f"{s.variant}: its KV cache ({fmt_bytes(s.bytes_per_token)} per token) fits a context of "
+                       f"T ~ {fmt_T(s.longest_T_fits)} ({fmt_audio(s.longest_T_fits / d.frame_rate)} at "
+                       f"{d.frame_rate:g} tokens/s) in {fmt_bytes(d.device_memory_bytes)} of device memory; "
+                       f"a carried state does not grow with T.")
         if s.phase == "streaming":
             live = [p for p in s.points if p.real_time_factor is not None and p.real_time_factor < 1]
             longest = max(live, key=lambda p: p.T) if live else None

@@ -49,3 +49,14 @@ def test_prefill_runs_have_no_decode_view():
     spec = PointSpec(kernel="retnet", backend="torch")
     rec = PointRecord(spec=spec, status="ok", timing=Timing((1e-3,) * 5, "perf_counter_ns"))
     assert analyze_decode(build_series([rec])) is None
+
+
+def test_bandwidth_fraction_and_longest_context_that_fits():
+    recs = []
+    for T in (1024, 2048, 4096):
+        r = _rec("softmax", "sdpa", T, 1e-3, 2048 * T + 4096)
+        recs.append(r.__class__(**{**r.__dict__, "bytes_moved": 1e6}))
+    d = analyze_decode(build_series(recs), 50.0, bandwidth_bytes_per_s=1e10, device_memory_bytes=2048 * 1000 + 4096)
+    (s,) = d.series
+    assert s.points[0].bandwidth_fraction == pytest.approx(1e6 / 1e-3 / 1e10)
+    assert s.bytes_per_token == pytest.approx(2048) and s.longest_T_fits == 1000
