@@ -137,7 +137,9 @@ class PointStats:
 
     @property
     def tokens_per_s(self) -> float:
-        return self.record.spec.B * self.T / self.median_s if self.median_s > 0 else math.nan
+        """Tokens processed per second: B x tokens per call (T for prefill, the steps or chunk otherwise)."""
+        spec = self.record.spec
+        return spec.B * spec.tokens_per_call / self.median_s if self.median_s > 0 else math.nan
 
 
 #: Series metrics: which stored Timing a series reads.
