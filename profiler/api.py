@@ -534,8 +534,13 @@ def _split(text: str | Iterable[str] | None) -> list[str]:
 def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[str] | None = None, *,
            lengths: str | None = None, batch: str | None = None, heads: int = 2, head_dim: int = 32,
            dtypes: str | None = None, modes: str = "fwd,fwdbwd", device: str = "cpu", interpret: bool = False,
-           max_t: int | None = None, seed: int = 0) -> list:
-    """Check backends against their fp32 references; the list of results (``r.passed`` each)."""
+           max_t: int | None = None, seed: int = 0, phase: str = "prefill", decode_steps: int = 1,
+           chunk_size: int | None = None) -> list:
+    """Check backends against their fp32 references; the list of results (``r.passed`` each).
+
+    ``phase`` ``decode`` / ``streaming``: each mechanism's decode backends, ``decode_steps`` tokens (or one
+    ``chunk_size`` chunk) after each length, against the full-sequence reference (validated like the
+    sweep's settings of the same names)."""
     from profiler.core.units import parse_dtypes, parse_int_list, parse_lengths
 
     dev_type = device.split(":")[0]
@@ -547,6 +552,12 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
     for m in mode_list or [""]:
         if m not in ("fwd", "fwdbwd"):
             raise UsageError(f"unknown mode {m!r}; valid: fwd, fwdbwd")
+    from profiler.core import settings as measure_settings
+
+    phase_settings = measure_settings.from_values({
+        "phase": (phase, "--phase"), "decode_steps": (decode_steps, "--decode-steps"),
+        **({"chunk_size": (chunk_size, "--chunk-size")} if chunk_size is not None else {})})
+    tokens = phase_settings.decode_steps if phase_settings.phase == "decode" else (phase_settings.chunk_size or 1)
     length_list = parse_lengths(lengths or ("64" if interpret else "1,100"))
     batch_list = parse_int_list(batch or ("1" if interpret else "2"), "batch size")
     dtype_list = parse_dtypes(dtypes or ("fp32,fp16" if interpret else "fp32"))
@@ -571,7 +582,7 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
         get_kernel(k)  # unknown name -> UsageError naming the valid ones
     results = verify_many(kernel_list, _split(backends) or None, lengths=length_list, batches=batch_list,
                           heads=heads, head_dim=head_dim, dtypes=dtype_list, modes=mode_list, device=device,
-                          interpret=interpret, seed=seed, max_T=max_t)
+                          interpret=interpret, seed=seed, max_T=max_t, phase=phase_settings.phase, tokens=tokens)
     if not results:
         raise UsageError("nothing to verify: no available backend matches the selection "
                          "(see `serprof list`; fla backends need --device cuda or --interpret)")

@@ -41,7 +41,7 @@ full-sequence reference on the same ``T + steps`` tokens at the same positions, 
 tolerance; for long T the context is shortened to what the reference affords (``checked_T``).
 
 Memory (``carried_bytes``): a linear state is ``B*H*K*V*4`` bytes (plus small side vectors), constant
-in T; a KV cache is ``2*B*H*T*D*itemsize`` (+ ``B*H*T*4`` for FoX's gate cache), linear in T.
+in T; a KV cache is ``2*B*H*T*D*itemsize`` (+ ``B*H*T*8`` for FoX's fp64 gate cache), linear in T.
 """
 
 from __future__ import annotations
@@ -206,8 +206,8 @@ def tokens_per_call(point: "PointSpec") -> int:
 
 def carried_bytes(kernel: "KernelSpec", shape: Shape, itemsize: int) -> int:
     """Analytic bytes carried between calls after a context of ``shape.T`` tokens, for ``shape.B`` streams:
-    the fp32 state tensors (constant in T), or the KV cache ``2*B*H*T*D*itemsize`` (+ FoX's fp32 gate
-    cache ``B*H*T*4``), linear in T."""
+    the fp32 state tensors (constant in T), or the KV cache ``2*B*H*T*D*itemsize`` (+ FoX's fp64 gate
+    cache ``B*H*T*8``), linear in T."""
     form = kernel.recurrent
     if form.kind == "state":
         total = 0
@@ -218,7 +218,7 @@ def carried_bytes(kernel: "KernelSpec", shape: Shape, itemsize: int) -> int:
             total += 4 * n
         return total
     kv = 2 * shape.B * shape.H * shape.T * shape.D * itemsize
-    return kv + (shape.B * shape.H * shape.T * 4 if form.gate else 0)
+    return kv + (shape.B * shape.H * shape.T * 8 if form.gate else 0)
 
 
 def analytic(kernel: "KernelSpec", point: "PointSpec", itemsize: int) -> Analytic:
@@ -289,7 +289,7 @@ def context(kernel: "KernelSpec", point: "PointSpec", device: str, seed: int, T:
 
 def _cache_start(form: CacheForm, inputs, T: int, capacity: int) -> dict:
     """K and V caches ``(B, H, capacity, D)`` in the input dtype, rows ``[0, T)`` filled (and FoX's
-    cumulative gate cache ``(B, H, capacity)`` fp32)."""
+    cumulative gate cache ``(B, H, capacity)`` fp64)."""
     import torch
 
     k, v = inputs["k"], inputs["v"]
@@ -300,8 +300,10 @@ def _cache_start(form: CacheForm, inputs, T: int, capacity: int) -> dict:
         c[:, :, :T] = x[:, :T].transpose(1, 2)
         out[name] = c
     if form.gate:
-        G = torch.zeros(B, H, capacity, dtype=torch.float32, device=k.device)
-        G[:, :, :T] = inputs[form.gate][:, :T].float().cumsum(1).transpose(1, 2)
+        # fp64: the bias G_i - G_j is a difference of two long cumulative sums (|G| ~ 0.8 T for FoX's
+        # gates), which fp32 would round to ~1e-4 at T = 4k
+        G = torch.zeros(B, H, capacity, dtype=torch.float64, device=k.device)
+        G[:, :, :T] = inputs[form.gate][:, :T].double().cumsum(1).transpose(1, 2)
         out["g_cache"] = G
     return out
 
@@ -321,7 +323,7 @@ def _cache_attend(form: CacheForm, ctx: Context, t0: int, t1: int):
     if form.gate:
         G = c["g_cache"]
         prev = G[:, :, t0 - 1:t0] if t0 > 0 else torch.zeros_like(G[:, :, :1])
-        G[:, :, t0:t1] = prev + inp[form.gate][:, t0:t1].float().cumsum(1).transpose(1, 2)
+        G[:, :, t0:t1] = prev + inp[form.gate][:, t0:t1].double().cumsum(1).transpose(1, 2)
         mask = (G[:, :, t0:t1, None] - G[:, :, None, :t1]).to(q.dtype)
     if n > 1:
         rows = torch.arange(t0, t1, device=q.device)[:, None]

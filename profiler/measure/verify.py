@@ -126,7 +126,7 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                 head_dim: int = 32, dtypes: Sequence[str] = ("float32",), modes: Sequence[str] = ("fwd", "fwdbwd"),
                 device: str = "cpu", interpret: bool = False, causal: Iterable[bool] | None = None,
                 seed: int = 0, max_T: int | None = None, against_torch: bool | None = None,
-                progress=None) -> list[VerifyResult]:
+                progress=None, phase: str = "prefill", tokens: int = 1) -> list[VerifyResult]:
     """Check every (kernel, backend, dtype, mode, causal, B, T) combination; one result each.
 
     Input errors (unknown names, head dim over a limit, bf16 under the interpreter) raise before
@@ -135,6 +135,10 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
     ``skipped`` set to the reason, as the sweep skips it. ``causal`` None: every mode the backend supports. ``against_torch`` (default: on
     under ``interpret``) adds a comparison with the kernel's ``torch`` backend (``sdpa`` for
     softmax). ``progress(result)`` is called after each check.
+
+    ``phase`` ``decode`` / ``streaming`` checks ``tokens`` decode steps (or one chunk of ``tokens``)
+    after each T against the full-sequence reference (``profiler.kernels.recurrent``): the decode
+    backends of every mechanism with a recurrent form, causal, forward; other backends are left out.
     """
     from profiler.kernels import MECHANISMS, get_kernel
 
@@ -142,6 +146,13 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
         raise UsageError(f"--max-t must be a whole number >= 1 (the longest T compared in full), got {max_T!r}")
     kernels = list(kernels or MECHANISMS)
     pairs = resolve_backends(kernels, backends, device, interpret)
+    if phase != "prefill":
+        from profiler.kernels.recurrent import unsupported
+
+        pairs = [(k, n) for k, n in pairs if unsupported(get_kernel(k), n, phase) is None]
+        modes = [m for m in modes if m == "fwd"]
+        causal = (True,)
+        against_torch = False
     if against_torch is None:
         against_torch = interpret
     causal_modes = None if causal is None else tuple(causal)
@@ -178,8 +189,10 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                 progress(res)
             continue
         try:
+            opts = (() if phase == "prefill" else
+                    ((("steps" if phase == "decode" else "chunk"), str(tokens)),))
             point = PointSpec(k, n, device.split(":")[0], dt, mode, shape.B, shape.T, shape.H, shape.D, c,
-                              interpret=interpret)
+                              interpret=interpret, options=opts, phase=phase)
             corrs = verify_point(point, device, seed, max_T, oracles)
             batch = [VerifyResult(k, n, device, dt, mode, c, shape, interpret, o, corr)
                      for o, corr in zip(oracles, corrs)]

@@ -59,3 +59,13 @@ def test_streaming_chunk_longer_than_T_is_dropped_with_reason():
     plan = make_plan(spec, cuda_available_flag=False)
     assert [p.spec.T for p in plan.points] == [64]
     assert any("longer than the context T=2" in d.reason for d in plan.dropped)
+
+
+def test_verify_phase_checks_the_decode_backends_only():
+    from profiler import api
+
+    res = api.verify("softmax,retnet", lengths="5", phase="decode", decode_steps=3, modes="fwd,fwdbwd")
+    assert {(r.kernel, r.backend, r.mode) for r in res} == {("softmax", "sdpa", "fwd"), ("retnet", "torch", "fwd")}
+    assert all(r.passed and r.correctness.checked_T == 5 for r in res)
+    with pytest.raises(UsageError, match="--chunk-size"):
+        api.verify("retnet", lengths="5", phase="streaming")

@@ -123,3 +123,10 @@ def test_prefill_ids_do_not_change_and_phase_ids_differ():
     assert p.id == "kernel/retnet/torch/cpu/float32/fwd/B1/T1024/H4/D64/causal"
     d = dataclasses.replace(p, phase="decode", options=(("steps", "4"),))
     assert d.id == p.id + "/phase=decode/steps=4" and d.series_key != p.series_key and d.tokens_per_call == 4
+
+
+def test_fox_forget_bias_stays_exact_at_long_context():
+    """FoX's bias G_i - G_j is a difference of long cumulative sums: the gate cache is fp64."""
+    k, p = _point("fox", T=3000, n=2, B=1)
+    c = rc.check(k, p, "cpu", seed=0, max_T=4096)
+    assert c.passed and c.max_rel_err < 1e-6, c
