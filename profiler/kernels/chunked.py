@@ -43,8 +43,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from profiler.kernels.recurrent import advance   # the one state recurrence, shared with decode
-
 if TYPE_CHECKING:
     import torch
 
@@ -144,6 +142,19 @@ def chunk_local_cumsum(gc: "torch.Tensor") -> "torch.Tensor":
 
 
 # ----------------------------------------------------------------------------- recurrence
+
+def advance(S: "torch.Tensor", U: "torch.Tensor", decay=None, out: "torch.Tensor | None" = None) -> "torch.Tensor":
+    """``decay * S + U``: the state recurrence of every linear mechanism, per token (``recurrent.step``, in
+    place: ``out=S``) and per chunk (``scan_states``). ``decay`` broadcasts to S (None: no decay).
+    ``out`` None returns a new tensor (the form autograd can differentiate)."""
+    import torch
+
+    if out is None:
+        return S + U if decay is None else torch.addcmul(U, S, decay)
+    if decay is None:
+        return torch.add(S, U, out=out)
+    return torch.addcmul(U, S, decay, out=out)
+
 
 def scan_states(U: "torch.Tensor", decay_k=None, decay_v=None) -> "torch.Tensor":
     """States *entering* each chunk: ``S_{-1} = 0``, ``S_n = Diag(dk_n) S_{n-1} Diag(dv_n) + U_n``.
@@ -372,7 +383,7 @@ def torch_peak_terms(shape, itemsize: int, C: int = CHUNK) -> tuple[int, int, in
 
 
 __all__ = [
-    "CHUNK", "SAFE_SPAN", "ChunkGate", "torch_dtype", "generator", "randn", "scale_of", "num_chunks",
+    "CHUNK", "SAFE_SPAN", "ChunkGate", "advance", "torch_dtype", "generator", "randn", "scale_of", "num_chunks",
     "to_chunks", "from_chunks", "chunk_local_cumsum", "chunk_gate", "scan_states", "pairwise_intra",
     "key_gated_core", "gla_chunked", "decay_chunked", "gla_flops",
     "padded_T", "torch_peak_terms",

@@ -235,14 +235,14 @@ def decode_step(state, inputs, t: int, scale: float):
     return rc.step(state["hv"], p, sl, v, gk=g)
 
 
-def decode_fla(state, inputs, t0: int, t1: int, scale: float):
+def decode_fla(state, inputs, t0: int, t1: int, scale: float, step: int = 1):
     """``fused_recurrent_gsa`` one token per call, ``(hk, hv)`` carried in place."""
     import torch
     from fla.ops.gsa import fused_recurrent_gsa
 
     outs = []
-    for t in range(t0, t1):
-        o, (hk, hv) = fused_recurrent_gsa(*(inputs[n][:, t:t + 1] for n in ("q", "k", "v", "s", "g")), scale=scale,
+    for t in range(t0, t1, step):   # decode: one call per token; streaming: one call per chunk
+        o, (hk, hv) = fused_recurrent_gsa(*(inputs[n][:, t:min(t + step, t1)] for n in ("q", "k", "v", "s", "g")), scale=scale,
                                           initial_state=(state["hk"], state["hv"]), output_final_state=True)
         state["hk"].copy_(hk)
         state["hv"].copy_(hv)
@@ -250,8 +250,18 @@ def decode_fla(state, inputs, t0: int, t1: int, scale: float):
     return torch.cat(outs, dim=1)
 
 
+def decode_chunk(state, inputs, t0: int, t1: int, scale: float):
+    """Streaming chunk at once: pass 1 (``recurrent.gla_chunk``, slot gate on the value side) for every
+    token of the chunk, the softmax over slots, then pass 2 (gate on the key side)."""
+    import torch
+
+    q, k, v, sl, g = (inputs[n][:, t0:t1] for n in ("q", "k", "v", "s", "g"))
+    ok = rc.gla_chunk(state["hk"], q.float() * scale, k, sl, gv=g)
+    return rc.gla_chunk(state["hv"], torch.softmax(ok, dim=-1), sl, v, gk=g)
+
+
 RECURRENT = rc.LinearForm(
-    start=decode_start, step=decode_step, fla=decode_fla,
+    start=decode_start, step=decode_step, fla=decode_fla, chunk=decode_chunk,
     state_shapes=lambda s: {"hk": (s.B, s.H, s.D, s.D), "hv": (s.B, s.H, s.D, s.D)},   # M = D slots
     step_flops=lambda s: 12.0 * s.B * s.H * s.D * s.D,
 )

@@ -197,13 +197,14 @@ def _intra_chunk_scores(qk: "torch.Tensor", k: "torch.Tensor", g: "torch.Tensor"
 
 
 def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: int = CHUNK,
-                  sub_chunk: int = SUB_CHUNK, final_state: bool = False):
+                  sub_chunk: int = SUB_CHUNK, final_state: bool = False, initial_state=None):
     """Causal KDA in the chunkwise WY/UT form (module doc), exact for any g <= 0.
 
     q, k, g (B, T, H, K); v (B, T, H, V); beta (B, T, H). Any T >= 1; fp32 arithmetic; returns
     (B, T, H, V) in v's dtype. Autograd works through every step. ``final_state``: return
     ``(o, S)`` with ``S`` the fp32 state after the last token (B, H, K, V) (zero padding adds nothing
-    to it: padded keys and betas are 0 and padded gates 0).
+    to it: padded keys and betas are 0 and padded gates 0). ``initial_state``: the fp32 state
+    (B, H, K, V) before the first token (None: zero), as a streaming chunk carries it.
     """
     import torch
     import torch.nn.functional as F
@@ -254,7 +255,7 @@ def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: i
     Tr = Tr.view(N, BH, K, K)
     del kd, decay
     if torch.is_grad_enabled() and (Tr.requires_grad or R.requires_grad):
-        S = R.new_zeros(BH, K, V)
+        S = R.new_zeros(BH, K, V) if initial_state is None else initial_state.float().reshape(BH, K, V)
         states = [S]
         for n in range(N - 1):
             S = torch.baddbmm(R[n], Tr[n], S)
@@ -264,7 +265,10 @@ def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: i
         del states, S
     else:
         S_prev = R.new_empty(N, BH, K, V)
-        S_prev[0].zero_()
+        if initial_state is None:
+            S_prev[0].zero_()
+        else:
+            S_prev[0].copy_(initial_state.reshape(BH, K, V))
         for n in range(N - 1):
             torch.baddbmm(R[n], Tr[n], S_prev[n], out=S_prev[n + 1])
         S_last = torch.baddbmm(R[N - 1], Tr[N - 1], S_prev[N - 1]) if final_state else None
@@ -417,22 +421,30 @@ def decode_step(state, inputs, t: int, scale: float):
     return rc.step(state["S"], q.float() * scale, k, v, gk=g, beta=beta)
 
 
-def decode_fla(state, inputs, t0: int, t1: int, scale: float):
+def decode_fla(state, inputs, t0: int, t1: int, scale: float, step: int = 1):
     """``fused_recurrent_kda`` one token per call, ``initial_state`` carried in place."""
     import torch
     from fla.ops.kda import fused_recurrent_kda
 
     outs = []
-    for t in range(t0, t1):
-        o, S = fused_recurrent_kda(*(inputs[n][:, t:t + 1] for n in _NAMES), scale=scale,
+    for t in range(t0, t1, step):   # decode: one call per token; streaming: one call per chunk
+        o, S = fused_recurrent_kda(*(inputs[n][:, t:min(t + step, t1)] for n in _NAMES), scale=scale,
                                    initial_state=state["S"], output_final_state=True, **_PRECOMPUTED)
         state["S"].copy_(S)
         outs.append(o)
     return torch.cat(outs, dim=1)
 
 
+def decode_chunk(state, inputs, t0: int, t1: int, scale: float):
+    """Streaming chunk at once: the chunkwise WY form with the carried state as its initial state."""
+    q, k, v, g, beta = (inputs[n][:, t0:t1] for n in _NAMES)
+    o, S = kda_chunkwise(q, k, v, g, beta, scale, final_state=True, initial_state=state["S"])
+    state["S"].copy_(S)
+    return o.float()
+
+
 RECURRENT = rc.LinearForm(
-    start=decode_start, step=decode_step, fla=decode_fla,
+    start=decode_start, step=decode_step, fla=decode_fla, chunk=decode_chunk,
     state_shapes=lambda s: {"S": (s.B, s.H, s.D, s.D)},
     step_flops=lambda s: 8.0 * s.B * s.H * s.D * s.D,   # decay, S^T k, outer product, S^T q
 )

@@ -191,7 +191,7 @@ def decode_step(state, inputs, t: int, scale: float):
     return o
 
 
-def decode_fla(state, inputs, t0: int, t1: int, scale: float):
+def decode_fla(state, inputs, t0: int, t1: int, scale: float, step: int = 1):
     """``fused_recurrent_lightnet`` one token per call, ``(S, z)`` carried in place (z as fla's [B, 1, H, K])."""
     import torch
     from fla.ops.lightnet import fused_recurrent_lightnet
@@ -199,8 +199,8 @@ def decode_fla(state, inputs, t0: int, t1: int, scale: float):
     S, z = state["S"], state["z"]
     B, H, K = z.shape
     outs = []
-    for t in range(t0, t1):
-        o, (S1, z1) = fused_recurrent_lightnet(*(inputs[n][:, t:t + 1] for n in ("q", "k", "v")), scale=scale,
+    for t in range(t0, t1, step):   # decode: one call per token; streaming: one call per chunk
+        o, (S1, z1) = fused_recurrent_lightnet(*(inputs[n][:, t:min(t + step, t1)] for n in ("q", "k", "v")), scale=scale,
                                                initial_state=(S, z.view(B, 1, H, K)), output_final_state=True)
         S.copy_(S1)
         z.copy_(z1.reshape(B, H, K))
@@ -208,8 +208,22 @@ def decode_fla(state, inputs, t0: int, t1: int, scale: float):
     return torch.cat(outs, dim=1)
 
 
+def decode_chunk(state, inputs, t0: int, t1: int, scale: float):
+    """Streaming chunk at once: ``z_t = logaddexp(z, logcumsumexp(k))`` inside the chunk, then
+    ``recurrent.gla_chunk`` with ``k' = e^{k - z_t}`` and gates ``z_{t-1} - z_t``."""
+    import torch
+
+    k = inputs["k"][:, t0:t1].float()
+    z0 = state["z"].unsqueeze(1)                                        # (B, 1, H, K)
+    z = torch.logaddexp(z0, torch.logcumsumexp(k, dim=1))
+    gk = torch.cat([z0, z[:, :-1]], dim=1) - z
+    o = rc.gla_chunk(state["S"], inputs["q"][:, t0:t1].float() * scale, (k - z).exp(), inputs["v"][:, t0:t1], gk=gk)
+    state["z"].copy_(z[:, -1])
+    return o
+
+
 RECURRENT = rc.LinearForm(
-    start=decode_start, step=decode_step, fla=decode_fla,
+    start=decode_start, step=decode_step, fla=decode_fla, chunk=decode_chunk,
     state_shapes=lambda s: {"S": (s.B, s.H, s.D, s.D), "z": (s.B, s.H, s.D)},
     step_flops=lambda s: 6.0 * s.B * s.H * s.D * s.D,
 )

@@ -8,8 +8,10 @@ Phases (``PointSpec.phase``; ``profiler.core.settings.PHASES``)
   (or writing the cache) in place. Times are per call; per token = per call / steps.
 * ``streaming``: the same, but one timed call processes one chunk of ``C`` tokens at once (option
   ``chunk=C``): a live-audio model that receives one 20-40 ms frame (1-2 tokens at 50 frames/s) per call.
-  Linear mechanisms run the chunk through the recurrent step token by token; softmax attends the
-  chunk's C queries to the cache in one SDPA call (causal inside the chunk).
+  Linear mechanisms run the chunk in the chunkwise form with the carried state as initial state
+  (``gla_chunk``; KDA's WY form with an initial state); softmax attends the chunk's C queries to the
+  cache in one SDPA call (causal inside the chunk). fla backends run the chunk in one
+  ``fused_recurrent_*`` call from the carried state (decode: one call per token).
 
 Repeated timed calls re-process the same tokens: a KV cache rewrites the same slots (same cost every
 call); a state keeps advancing, which changes its values but not the work of a step.
@@ -50,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from profiler.kernels.base import Analytic, Shape, Workload
+from profiler.kernels.chunked import advance, pairwise_intra   # the state recurrence shared with the chunkwise engine
 
 if TYPE_CHECKING:
     import torch
@@ -59,22 +62,11 @@ if TYPE_CHECKING:
 
 #: Backend of a linear mechanism that runs fla's fused recurrent kernels with a carried state.
 FLA_BACKEND = "fla-recurrent"
+#: Longest piece ``gla_chunk`` handles in one pairwise block (the chunkwise engine's chunk length).
+SUB_CHUNK = 64
 
 
 # ----------------------------------------------------------------------------- the shared step
-
-def advance(S: "torch.Tensor", U: "torch.Tensor", decay=None, out: "torch.Tensor | None" = None) -> "torch.Tensor":
-    """``decay * S + U``: the state recurrence of every linear mechanism, per token (``step``, in place:
-    ``out=S``) and per chunk (``chunked.scan_states``). ``decay`` broadcasts to S (None: no decay).
-    ``out`` None returns a new tensor (the form autograd can differentiate)."""
-    import torch
-
-    if out is None:
-        return S + U if decay is None else torch.addcmul(U, S, decay)
-    if decay is None:
-        return torch.add(S, U, out=out)
-    return torch.addcmul(U, S, decay, out=out)
-
 
 def step(S: "torch.Tensor", q, k, v, gk=None, gv=None, beta=None) -> "torch.Tensor":
     """One token of a gated (delta-rule) linear recurrence, ``S`` ``(B, H, K, V)`` fp32 updated in place.
@@ -98,6 +90,51 @@ def step(S: "torch.Tensor", q, k, v, gk=None, gv=None, beta=None) -> "torch.Tens
         u = (v - (k.unsqueeze(-2) @ S).squeeze(-2)) * beta.float().unsqueeze(-1)
         advance(S, k.unsqueeze(-1) * u.unsqueeze(-2), out=S)
     return (q.unsqueeze(-2) @ S).squeeze(-2)
+
+
+def gla_chunk(S: "torch.Tensor", q, k, v, gk=None, gv=None) -> "torch.Tensor":
+    """A chunk of C tokens of a gated linear recurrence from the carried state ``S`` ``(B, H, K, V)``
+    (fp32, updated in place): the chunkwise engine's form for one chunk with an initial state.
+
+    ``q`` (scaled), ``k`` ``(B, C, H, K)``, ``v`` ``(B, C, H, V)``, log gates ``(B|1, C, H, K|1)`` /
+    ``(.., V|1)``. With ``b`` the inclusive cumulative gates inside the chunk:
+    ``o_i = ((q_i e^{bk_i}) S) e^{bv_i} + sum_{j<=i} (q_i . k_j e^{bk_i-bk_j}) v_j e^{bv_i-bv_j}`` (the
+    intra-chunk part exact for any gate: ``chunked.pairwise_intra``), then
+    ``S <- Diag(e^{bk_C}) S Diag(e^{bv_C}) + gated_state(chunk)``. Returns ``(B, C, H, V)`` fp32.
+    A chunk longer than ``SUB_CHUNK`` runs as consecutive sub-chunks (the pairwise form costs
+    ``C^2 D`` per head), each from the state the previous one left.
+    """
+    import torch
+
+    B, C, H, K = q.shape
+    if C > SUB_CHUNK:
+        def part(x, a, b):
+            return None if x is None else (x if x.shape[1] == 1 else x[:, a:b])
+
+        return torch.cat([gla_chunk(S, *(part(x, a, min(a + SUB_CHUNK, C)) for x in (q, k, v, gk, gv)))
+                          for a in range(0, C, SUB_CHUNK)], dim=1)
+    V = v.shape[-1]
+
+    def heads(x, D):          # (B|1, C, H, D|1) -> (B*H, C, D) fp32
+        return x.float().expand(B, C, H, D).transpose(1, 2).reshape(B * H, C, D)
+
+    qh, kh, vh = heads(q, K), heads(k, K), heads(v, V)
+    bk = heads(gk, K).cumsum(1) if gk is not None else None
+    bv = heads(gv, V).cumsum(1) if gv is not None else None
+    Sf = S.view(B * H, K, V)
+    inter = (qh * bk.exp() if bk is not None else qh) @ Sf
+    if bv is not None:
+        inter = inter * bv.exp()
+    o = pairwise_intra(qh, kh, vh, bk, bv) + inter
+    decay = None
+    if bk is not None:
+        decay = bk[:, -1].exp().unsqueeze(-1)
+    if bv is not None:
+        dv = bv[:, -1].exp().unsqueeze(-2)
+        decay = dv if decay is None else decay * dv
+    U = gated_state(k, v, gk, gv).view(B * H, K, V)
+    advance(Sf, U, decay, out=Sf)
+    return o.view(B, H, C, V).transpose(1, 2)
 
 
 def suffix_decay(g: "torch.Tensor") -> "torch.Tensor":
@@ -153,9 +190,12 @@ class LinearForm(_Phases):
     ``start(inputs, T0) -> {name: fp32 tensor}``: the state after tokens ``[0, T0)``.
     ``step(state, inputs, t, scale) -> (B, H, V)``: token ``t`` through ``recurrent.step``, in place.
     ``state_shapes(shape) -> {name: dims}``: the carried fp32 tensors (analytic bytes).
-    ``fla(state, inputs, t0, t1, scale) -> (B, t1-t0, H, V)``: fla's fused recurrent kernel, one call
-    per token, state carried (``FLA_BACKEND``); None: no fla decode path.
+    ``fla(state, inputs, t0, t1, scale, step) -> (B, t1-t0, H, V)``: fla's fused recurrent kernel, one
+    call per ``step`` tokens (decode 1, streaming the chunk), state carried (``FLA_BACKEND``); None: no
+    fla decode path.
     ``step_flops(shape) -> float``: FLOPs of one token (2 per multiply-add).
+    ``chunk(state, inputs, t0, t1, scale) -> (B, t1-t0, H, V)``: a streaming chunk at once from the
+    state (the chunkwise form with an initial state, e.g. ``gla_chunk``); None: token by token.
     """
 
     start: Callable[..., dict]
@@ -163,6 +203,7 @@ class LinearForm(_Phases):
     state_shapes: Callable[[Shape], Mapping[str, tuple[int, ...]]]
     step_flops: Callable[[Shape], float]
     fla: Callable[..., Any] | None = None
+    chunk: Callable[..., Any] | None = None
     kind: str = "state"
 
     def backends(self) -> tuple[str, ...]:
@@ -348,7 +389,9 @@ def advance_context(kernel: "KernelSpec", backend: str, ctx: Context, phase: str
             return _cache_attend(form, ctx, t0, t1)
         return torch.cat([_cache_attend(form, ctx, t, t + 1) for t in range(t0, t1)], dim=1)
     if backend == FLA_BACKEND:
-        return form.fla(ctx.carried, ctx.inputs, t0, t1, ctx.scale)
+        return form.fla(ctx.carried, ctx.inputs, t0, t1, ctx.scale, step=ctx.n if phase == "streaming" else 1)
+    if phase == "streaming" and form.chunk is not None and ctx.n > 1:
+        return form.chunk(ctx.carried, ctx.inputs, t0, t1, ctx.scale)
     return torch.stack([form.step(ctx.carried, ctx.inputs, t, ctx.scale) for t in range(t0, t1)], dim=1)
 
 
@@ -407,5 +450,6 @@ def check(kernel: "KernelSpec", point: "PointSpec", device: str, seed: int = 0,
                        passed=bool(rel_err <= tol), checked_T=T)
 
 
-__all__ = ["FLA_BACKEND", "LinearForm", "CacheForm", "Context", "advance", "step", "gated_state", "suffix_decay",
+__all__ = ["FLA_BACKEND", "LinearForm", "CacheForm", "Context", "advance", "step", "gla_chunk", "gated_state",
+           "suffix_decay",
            "unsupported", "carried_bytes", "analytic", "context", "advance_context", "build", "check", "token"]

@@ -132,22 +132,29 @@ def decode_step(state, inputs, t: int, scale: float):
     return rc.step(state["S"], q.float() * scale, rc.token(inputs, "k", t), rc.token(inputs, "v", t), gk=lg)
 
 
-def decode_fla(state, inputs, t0: int, t1: int, scale: float):
+def decode_fla(state, inputs, t0: int, t1: int, scale: float, step: int = 1):
     """``fused_recurrent_retention`` one token per call, ``initial_state`` carried in place."""
     import torch
     from fla.ops.retention import fused_recurrent_retention
 
     outs = []
-    for t in range(t0, t1):
-        o, S = fused_recurrent_retention(*(inputs[n][:, t:t + 1] for n in ("q", "k", "v")), scale=scale,
+    for t in range(t0, t1, step):   # decode: one call per token; streaming: one call per chunk
+        o, S = fused_recurrent_retention(*(inputs[n][:, t:min(t + step, t1)] for n in ("q", "k", "v")), scale=scale,
                                          initial_state=state["S"], output_final_state=True)
         state["S"].copy_(S)
         outs.append(o)
     return torch.cat(outs, dim=1)
 
 
+def decode_chunk(state, inputs, t0: int, t1: int, scale: float):
+    """Streaming chunk ``[t0, t1)`` at once from the carried state (``recurrent.gla_chunk``)."""
+    q, k, v = (inputs[n][:, t0:t1] for n in ("q", "k", "v"))
+    lg = log_gamma(q.shape[2], q.device)[None, None, :, None].expand(1, t1 - t0, -1, 1)
+    return rc.gla_chunk(state["S"], q.float() * scale, k, v, gk=lg)
+
+
 RECURRENT = rc.LinearForm(
-    start=decode_start, step=decode_step, fla=decode_fla,
+    start=decode_start, step=decode_step, fla=decode_fla, chunk=decode_chunk,
     state_shapes=lambda s: {"S": (s.B, s.H, s.D, s.D)},
     step_flops=lambda s: 6.0 * s.B * s.H * s.D * s.D,   # decay, outer product, S^T q
 )

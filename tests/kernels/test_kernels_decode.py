@@ -130,3 +130,14 @@ def test_fox_forget_bias_stays_exact_at_long_context():
     k, p = _point("fox", T=3000, n=2, B=1)
     c = rc.check(k, p, "cpu", seed=0, max_T=4096)
     assert c.passed and c.max_rel_err < 1e-6, c
+
+
+@pytest.mark.parametrize("kernel", ["retnet", "lightnet", "gsa", "kda"])
+def test_streaming_chunks_run_the_chunkwise_form_from_the_state(kernel, monkeypatch):
+    """A chunk longer than the engine's sub-chunk is exact, and never goes through the token step."""
+    k, p = _point(kernel, "streaming", n=70, T=30, B=1)
+    calls = []
+    real = rc.step
+    monkeypatch.setattr(rc, "step", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    c = rc.check(k, p, "cpu", seed=2, max_T=2048)
+    assert c.passed and c.max_rel_err < 1e-5 and calls == [], (c, len(calls))
