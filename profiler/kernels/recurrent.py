@@ -26,12 +26,15 @@ any device) every mechanism goes through the one shared recurrent step ``step``:
     S <- S + k (beta (v - S^T k))^T                  (delta rule, KDA)
     o  = S^T q                                       (q already scaled)
 
-whose state update is ``advance`` -- the same function the chunkwise engine's state recurrence
-(``chunked.scan_states``) runs per chunk, so the decode step is the chunkwise engine at chunk length 1.
+whose state update is ``chunked.advance`` -- the same function the chunkwise engine's state recurrence
+(``chunked.scan_states``) runs per chunk, so the decode step is the chunkwise engine at chunk length 1;
+a streaming chunk runs ``gla_chunk`` (the engine's per-chunk form with an initial state, built from
+``chunked.pairwise_intra`` and ``advance``).
 The state after the context is built by the kernel's ``start`` (a closed form over all T tokens,
 ``gated_state``, or the chunkwise engine with its final state), never by the step being timed.
 The ``fla-recurrent`` backend calls fla's ``fused_recurrent_*`` with ``initial_state`` and
-``output_final_state=True`` for each token and copies the final state back into the carried tensor.
+``output_final_state=True`` for each token (streaming: each chunk) and copies the final state back
+into the carried tensor.
 
 ``CacheForm`` (softmax, FoX): query length 1 (or C) against a pre-allocated KV cache through
 ``torch.nn.functional.scaled_dot_product_attention``; FoX adds its forget bias ``G_i - G_j`` from a
@@ -265,8 +268,8 @@ def carried_bytes(kernel: "KernelSpec", shape: Shape, itemsize: int) -> int:
 def analytic(kernel: "KernelSpec", point: "PointSpec", itemsize: int) -> Analytic:
     """FLOPs and minimum bytes of one timed call (``n`` tokens after a context of T), and its working memory.
 
-    State: ``n * step_flops``; bytes: the state read and written per token plus the token's q, k, v,
-    o. Cache: ``4*B*H*D`` FLOPs per (query, key) pair; bytes: the cache read per query token plus the
+    State: ``n * step_flops``; bytes: the state read and written per token (decode) or once per chunk
+    (streaming) plus the tokens' q, k, v, o. Cache: ``4*B*H*D`` FLOPs per (query, key) pair; bytes: the cache read per query token plus the
     new rows written. Working memory above the carried state and inputs: one token's temporaries
     (state: a (K, V) outer product per head; cache: the scores of the chunk).
     """
@@ -277,7 +280,8 @@ def analytic(kernel: "KernelSpec", point: "PointSpec", itemsize: int) -> Analyti
     tok = 4 * B * H * D * itemsize
     if form.kind == "state":
         sb = carried_bytes(kernel, shape, itemsize)
-        return Analytic(n * float(form.step_flops(shape)), float(n * (2 * sb + tok)), int(sb))
+        passes = n if point.phase == "decode" else 1
+        return Analytic(n * float(form.step_flops(shape)), float(passes * 2 * sb + n * tok), int(sb))
     pairs = sum(T + i + 1 for i in range(n))
     flops = 4.0 * B * H * D * pairs
     cache_rows = 2 * B * H * D * itemsize
