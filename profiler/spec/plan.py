@@ -219,7 +219,11 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                     continue
                 for causal, vopts in axes.causal_variants(sweep, kernel, causals):
                     if settings.phase != "prefill" and not causal:
-                        continue   # decode / streaming are causal by nature
+                        d = Dropped(f"{kname}/{bname} non-causal {settings.phase}",
+                                    f"{settings.phase} is causal: a token sees only the context before it")
+                        if d not in dropped:
+                            dropped.append(d)
+                        continue
                     for B, (T, lopts), (popts, why_pack) in _replay_product(sweep, axes, bname, vopts):
                         spec = PointSpec(kernel=kname, backend=bname, device=device, dtype=dtype, mode=mode,
                                          B=B, T=T, H=H, D=D, causal=causal, level=sweep.level,
