@@ -421,7 +421,9 @@ def build(kernel: "KernelSpec", point: "PointSpec", device: str, seed: int) -> W
 
     extra = {"phase": point.phase, "tokens_per_call": ctx.n, "carried_kind": kernel.recurrent.kind,
              "carried_bytes": ctx.carried_nbytes,
-             "carried_bytes_analytic": carried_bytes(kernel, Shape(point.B, point.T, point.H, point.D), itemsize)}
+             # a cache holds T + n rows once the call wrote its tokens (it is allocated for them up front)
+             "carried_bytes_analytic": carried_bytes(kernel, Shape(point.B, point.T + (
+                 ctx.n if kernel.recurrent.kind == "cache" else 0), point.H, point.D), itemsize)}
     inputs = dict(ctx.inputs)
     inputs.update(ctx.carried)
     return Workload(call, None, inputs, extra)

@@ -28,7 +28,7 @@ def test_streaming_scenario_runs_and_reports_its_decode_section(tmp_path):
     recs = RunDir.open(out).load().records
     for r in recs:
         assert r.spec.phase == "streaming" and r.spec.option("chunk") == "2" and r.correctness.passed
-        assert r.extra["carried_bytes"] == r.extra["carried_bytes_analytic"] or r.spec.kernel == "softmax"
+        assert r.extra["carried_bytes"] == r.extra["carried_bytes_analytic"] > 0
     state = {r.spec.T: r.extra["carried_bytes"] for r in recs if r.spec.kernel == "retnet"}
     cache = {r.spec.T: r.extra["carried_bytes"] for r in recs if r.spec.kernel == "softmax"}
     assert state == {100: 65536, 400: 65536} and cache[400] > 3 * cache[100]

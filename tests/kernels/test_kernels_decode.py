@@ -82,7 +82,7 @@ def test_workload_measures_the_carried_tensors(kernel):
     work.call()
     assert work.extra["carried_bytes"] > 0 and work.extra["tokens_per_call"] == 2
     expected = rc.carried_bytes(k, Shape(p.B, p.T + (2 if k.recurrent.kind == "cache" else 0), p.H, p.D), 4)
-    assert work.extra["carried_bytes"] == expected   # the cache is allocated for T + steps tokens
+    assert work.extra["carried_bytes"] == expected == work.extra["carried_bytes_analytic"]   # cache: T + steps rows
 
 
 def test_shared_step_is_the_chunkwise_engine_at_chunk_length_one():
