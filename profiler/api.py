@@ -458,6 +458,14 @@ def save_baseline(run: Any, out: str | Path, *, max_samples: int | None = None) 
 
 # --------------------------------------------------------------------------- kernels, environment, tools
 
+def _phases(spec: Any, backend: str) -> list[str]:
+    """The phases (``--phase``) an entry's backend measures: prefill, and decode / streaming where it has
+    a recurrent form (``profiler.kernels.recurrent``)."""
+    form = getattr(spec, "recurrent", None)
+    decode = form is not None and getattr(spec, "level", "kernel") == "kernel" and backend in form.backends()
+    return ["prefill", "decode", "streaming"] if decode else ["prefill"]
+
+
 def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, Any]]:
     """Every entry x backend x device (``cpu``, ``cuda`` or ``all``) of each level (``kernel``, ``layer``,
     ``model`` or ``all``): ``available``, and the ``reason`` when not (``serprof list``)."""
@@ -483,7 +491,8 @@ def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, A
                     ok, why = b.availability(dev, cuda_available=cuda)
                     rows.append({"level": lv, "kernel": name, "family": spec.family, "backend": bname, "device": dev,
                                  "available": ok, "reason": why, "causal": list(b.causal),
-                                 "interpretable": b.interpretable, "description": b.description})
+                                 "interpretable": b.interpretable, "description": b.description,
+                                 "phases": _phases(spec, bname)})
     return rows
 
 

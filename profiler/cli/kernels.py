@@ -47,14 +47,17 @@ def list_cmd(
     console = _console()
     for lv in dict.fromkeys(r["level"] for r in rows):
         table = Table(title=LEVEL_TITLES.get(lv, lv))
-        for col in ("kernel" if lv == "kernel" else "entry", "family", "backend", "device", "status", "reason / note"):
+        for col in ("kernel" if lv == "kernel" else "entry", "family", "backend", "device", "status", "phases",
+                    "reason / note"):
             table.add_column(col)
         for r in rows:
             if r["level"] != lv:
                 continue
             status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
             note = r["description"] if r["available"] else r["reason"]
-            table.add_row(esc(r["kernel"]), esc(r["family"]), esc(r["backend"]), esc(r["device"]), status, esc(note))
+            phases = ", ".join(r["phases"])
+            table.add_row(esc(r["kernel"]), esc(r["family"]), esc(r["backend"]), esc(r["device"]), status, phases,
+                          esc(note))
         console.print(table)
 
 

@@ -69,3 +69,12 @@ def test_verify_phase_checks_the_decode_backends_only():
     assert all(r.passed and r.correctness.checked_T == 5 for r in res)
     with pytest.raises(UsageError, match="--chunk-size"):
         api.verify("retnet", lengths="5", phase="streaming")
+
+
+def test_list_says_which_backends_decode():
+    from profiler import api
+
+    rows = {(r["kernel"], r["backend"]): r["phases"] for r in api.list_kernels("cpu", level="kernel")}
+    assert rows[("retnet", "torch")] == rows[("softmax", "sdpa")] == ["prefill", "decode", "streaming"]
+    assert rows[("retnet", "fla-recurrent")] == ["prefill", "decode", "streaming"]
+    assert rows[("softmax", "naive")] == rows[("retnet", "fla")] == ["prefill"]
