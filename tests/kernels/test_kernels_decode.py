@@ -141,3 +141,9 @@ def test_streaming_chunks_run_the_chunkwise_form_from_the_state(kernel, monkeypa
     monkeypatch.setattr(rc, "step", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     c = rc.check(k, p, "cpu", seed=2, max_T=2048)
     assert c.passed and c.max_rel_err < 1e-5 and calls == [], (c, len(calls))
+
+
+def test_many_decode_steps_are_checked_on_what_the_reference_affords():
+    k, p = _point("retnet", n=500, T=300, B=1)
+    c = rc.check(k, p, "cpu", seed=0, max_T=64)
+    assert c.passed and c.checked_T == 32 and "of 64 tokens" in c.reference
