@@ -17,9 +17,10 @@ Values only (the report renders them). From the decode / streaming series of a r
   DRAM bandwidth (decode is bandwidth-bound);
 * the longest context whose carried memory fits the device: for a cache, the T at which the fitted
   ``bytes = a + b T`` reaches the device's memory; a state never grows (None: unbounded);
-* streaming: the real-time factor of each chunk, ``latency per chunk / (chunk tokens / frame rate)``
+* streaming: the real-time factor of each chunk, ``latency per chunk / (chunk tokens / rate)``
   (below 1: the mechanism keeps up with live audio at that context), and the audio length the
-  context stands for, ``T / frame rate``.
+  context stands for, ``T / rate``; ``rate`` = sequence positions per second of audio (speech frames
+  + text tokens: the point's stored audio rates, else the run's ``frame_rate + text_rate``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from profiler.analysis.fits import SlopeFit, fit_slope
+from profiler.analysis.ser import audio_rate
 from profiler.analysis.series import Series
 from profiler.core.records import PointRecord
 
@@ -114,6 +116,7 @@ def decode_series(s: Series, frame_rate: float, bandwidth_bytes_per_s: float | N
         return None
     rec: PointRecord = s.points[0].record
     n = rec.spec.tokens_per_call
+    frame_rate = audio_rate(rec.spec) or frame_rate
     pts = []
     for p in s.points:
         extra = p.record.extra or {}
@@ -167,7 +170,7 @@ def analyze_decode(series: Sequence[Series], frame_rate: float | None = None, *,
 
     ``bandwidth_bytes_per_s``: the run's calibrated bandwidth; ``device_memory_bytes``: the device's
     memory (host memory on CPU), for the longest context a KV cache fits."""
-    fr = frame_rate or DEFAULT_FRAME_RATE
+    fr = frame_rate or DEFAULT_FRAME_RATE      # positions per second of audio
     out = [d for d in (decode_series(s, fr, bandwidth_bytes_per_s, device_memory_bytes) for s in series)
            if d is not None]
     if not out:

@@ -141,10 +141,19 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
         ser=ser_analysis(records, comparisons, series),
         call_series=call_series, call_fits=call_fits, call_comparisons=call_comparisons, call_roofline=call_roof,
         launch=launch_analysis(series, call_series), first_calls=first_calls(series),
-        decode=analyze_decode(series, (run.manifest.scenario or {}).get("frame_rate"),
+        decode=analyze_decode(series, _audio_rate(run.manifest.scenario or {}),
                               bandwidth_bytes_per_s=(run.manifest.calibration or {}).get("bandwidth_bytes_per_s"),
                               device_memory_bytes=next((i.memory_bytes for i in devices.infos if i.memory_bytes), None)),
     )
+
+
+def _audio_rate(scenario: Mapping[str, Any]) -> float | None:
+    """Sequence positions per second of audio the run's scenario maps T with (frame_rate + text_rate)."""
+    try:
+        r = float(scenario.get("frame_rate", 0) or 0) + float(scenario.get("text_rate", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    return r if r > 0 else None
 
 
 def _fit(s: Series) -> SeriesFit:

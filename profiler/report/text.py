@@ -246,14 +246,14 @@ def decode_sentences(d) -> list[str]:
                    f"{last.tokens_per_s:,.0f} tokens/s per stream at T={fmt_T(last.T)}{mem}{bw}.")
         if s.longest_T_fits is not None and d.device_memory_bytes:
             out.append(f"{s.variant}: its KV cache ({fmt_bytes(s.bytes_per_token)} per token) fits a context of "
-                       f"T ~ {fmt_T(s.longest_T_fits)} ({fmt_audio(s.longest_T_fits / d.frame_rate)} at "
-                       f"{d.frame_rate:g} tokens/s) in {fmt_bytes(d.device_memory_bytes)} of device memory; "
+                       f"T ~ {fmt_T(s.longest_T_fits)} ({fmt_audio(s.longest_T_fits / d.frame_rate)} of audio at "
+                       f"{d.frame_rate:g} positions/s) in {fmt_bytes(d.device_memory_bytes)} of device memory; "
                        f"a carried state does not grow with T.")
         if s.phase == "streaming":
             live = [p for p in s.points if p.real_time_factor is not None and p.real_time_factor < 1]
             longest = max(live, key=lambda p: p.T) if live else None
             out.append(f"{s.variant}: real-time factor {last.real_time_factor:.3g} at {fmt_audio(last.audio_s)} of "
-                       f"context ({d.frame_rate:g} frames/s)"
+                       f"context ({d.frame_rate:g} positions/s of audio)"
                        + (f"; keeps up with live audio up to {fmt_audio(longest.audio_s)} measured." if longest
                           else "; does not keep up with live audio in the measured range."))
     for c in d.crossovers:
