@@ -8,8 +8,9 @@ Phases (``PointSpec.phase``; ``profiler.core.settings.PHASES``)
   (or writing the cache) in place. Times are per call; per token = per call / steps.
 * ``streaming``: the same, but one timed call processes one chunk of ``C`` tokens at once (option
   ``chunk=C``): a live-audio model that receives one 20-40 ms frame (1-2 tokens at 50 frames/s) per call.
-  Linear mechanisms run the chunk in the chunkwise form with the carried state as initial state
-  (``gla_chunk``; KDA's WY form with an initial state); softmax attends the chunk's C queries to the
+  Linear mechanisms run a chunk of ``CHUNK_MIN`` tokens or more in the chunkwise form with the
+  carried state as initial state (``gla_chunk``; KDA's WY form with an initial state), shorter chunks
+  token by token through the step; softmax attends the chunk's C queries to the
   cache in one SDPA call (causal inside the chunk). fla backends run the chunk in one
   ``fused_recurrent_*`` call from the carried state (decode: one call per token).
 
@@ -65,8 +66,12 @@ if TYPE_CHECKING:
 
 #: Backend of a linear mechanism that runs fla's fused recurrent kernels with a carried state.
 FLA_BACKEND = "fla-recurrent"
-#: Longest piece ``gla_chunk`` handles in one pairwise block (the chunkwise engine's chunk length).
-SUB_CHUNK = 64
+#: Longest piece ``gla_chunk`` handles in one exact pairwise block (its cost grows as C^2 D per head).
+SUB_CHUNK = 16
+#: Shortest streaming chunk run in the chunkwise form; shorter ones (a 20-40 ms frame is 1-2 tokens)
+#: run token by token, which costs less than the chunkwise form's fixed work (measured on CPU: about
+#: even at 8 tokens, the token loop 2-3x faster at 2).
+CHUNK_MIN = 8
 
 
 # ----------------------------------------------------------------------------- the shared step
@@ -394,7 +399,7 @@ def advance_context(kernel: "KernelSpec", backend: str, ctx: Context, phase: str
         return torch.cat([_cache_attend(form, ctx, t, t + 1) for t in range(t0, t1)], dim=1)
     if backend == FLA_BACKEND:
         return form.fla(ctx.carried, ctx.inputs, t0, t1, ctx.scale, step=ctx.n if phase == "streaming" else 1)
-    if phase == "streaming" and form.chunk is not None and ctx.n > 1:
+    if phase == "streaming" and form.chunk is not None and ctx.n >= CHUNK_MIN:
         return form.chunk(ctx.carried, ctx.inputs, t0, t1, ctx.scale)
     return torch.stack([form.step(ctx.carried, ctx.inputs, t, ctx.scale) for t in range(t0, t1)], dim=1)
 

@@ -141,6 +141,8 @@ def test_streaming_chunks_run_the_chunkwise_form_from_the_state(kernel, monkeypa
     monkeypatch.setattr(rc, "step", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     c = rc.check(k, p, "cpu", seed=2, max_T=2048)
     assert c.passed and c.max_rel_err < 1e-5 and calls == [], (c, len(calls))
+    k, p = _point(kernel, "streaming", n=rc.CHUNK_MIN - 1, T=30, B=1)   # a short frame: token by token
+    assert rc.check(k, p, "cpu", seed=2, max_T=2048).passed and len(calls) >= rc.CHUNK_MIN - 1
 
 
 def test_many_decode_steps_are_checked_on_what_the_reference_affords():
