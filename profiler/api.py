@@ -449,6 +449,14 @@ def save_baseline(run: Any, out: str | Path, *, max_samples: int | None = None) 
 
 # --------------------------------------------------------------------------- kernels, environment, tools
 
+def _phases(spec: Any, backend: str) -> list[str]:
+    """The phases (``--phase``) an entry's backend measures: prefill, and decode / streaming where it has
+    a recurrent form (``profiler.kernels.recurrent``)."""
+    form = getattr(spec, "recurrent", None)
+    decode = form is not None and getattr(spec, "level", "kernel") == "kernel" and backend in form.backends()
+    return ["prefill", "decode", "streaming"] if decode else ["prefill"]
+
+
 def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, Any]]:
     """Every entry x backend x device (``cpu``, ``cuda`` or ``all``) of each level (``kernel``, ``layer``,
     ``model`` or ``all``): ``available``, and the ``reason`` when not (``serprof list``)."""
@@ -469,7 +477,8 @@ def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, A
                     ok, why = b.availability(dev, cuda_available=cuda)
                     rows.append({"level": lv, "kernel": name, "family": spec.family, "backend": bname, "device": dev,
                                  "available": ok, "reason": why, "causal": list(b.causal),
-                                 "interpretable": b.interpretable, "description": b.description})
+                                 "interpretable": b.interpretable, "description": b.description,
+                                 "phases": _phases(spec, bname)})
     return rows
 
 
@@ -512,8 +521,13 @@ def _split(text: str | Iterable[str] | None) -> list[str]:
 def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[str] | None = None, *,
            lengths: str | None = None, batch: str | None = None, heads: int = 2, head_dim: int = 32,
            dtypes: str | None = None, modes: str = "fwd,fwdbwd", device: str = "cpu", interpret: bool = False,
-           max_t: int | None = None, seed: int = 0) -> list:
-    """Check backends against their fp32 references; the list of results (``r.passed`` each)."""
+           max_t: int | None = None, seed: int = 0, phase: str = "prefill", decode_steps: int = 1,
+           chunk_size: int | None = None) -> list:
+    """Check backends against their fp32 references; the list of results (``r.passed`` each).
+
+    ``phase`` ``decode`` / ``streaming``: each mechanism's decode backends, ``decode_steps`` tokens (or one
+    ``chunk_size`` chunk) after each length, against the full-sequence reference (validated like the
+    sweep's settings of the same names)."""
     dev_type = device.split(":")[0]
     if dev_type not in VERIFY_DEVICES:
         raise UsageError(f"unknown device {device!r}; {did_you_mean(device, VERIFY_DEVICES)}")
@@ -523,6 +537,11 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
     for m in mode_list or [""]:
         if m not in ("fwd", "fwdbwd"):
             raise UsageError(f"unknown mode {m!r}; valid: fwd, fwdbwd")
+
+    phase_settings = measure_settings.from_values({
+        "phase": (phase, "--phase"), "decode_steps": (decode_steps, "--decode-steps"),
+        **({"chunk_size": (chunk_size, "--chunk-size")} if chunk_size is not None else {})})
+    tokens = phase_settings.decode_steps if phase_settings.phase == "decode" else (phase_settings.chunk_size or 1)
     length_list = parse_lengths(lengths or ("64" if interpret else "1,100"))
     batch_list = parse_int_list(batch or ("1" if interpret else "2"), "batch size")
     dtype_list = parse_dtypes(dtypes or ("fp32,fp16" if interpret else "fp32"))
@@ -541,7 +560,7 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
         kernel_registry.get_kernel(k)  # unknown name -> UsageError naming the valid ones
     results = measure_verify.verify_many(kernel_list, _split(backends) or None, lengths=length_list, batches=batch_list,
                           heads=heads, head_dim=head_dim, dtypes=dtype_list, modes=mode_list, device=device,
-                          interpret=interpret, seed=seed, max_T=max_t)
+                          interpret=interpret, seed=seed, max_T=max_t, phase=phase_settings.phase, tokens=tokens)
     if not results:
         raise UsageError("nothing to verify: no available backend matches the selection "
                          "(see `serprof list`; fla backends need --device cuda or --interpret)")

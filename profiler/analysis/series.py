@@ -64,11 +64,12 @@ class SeriesKey:
     causal: bool
     options: tuple[tuple[str, str], ...] = ()
     device_model: str = ""     # set only in runs measured on several device models
+    phase: str = "prefill"     # PointSpec.phase: decode / streaming series are compared among themselves
 
     @classmethod
     def of(cls, spec: PointSpec, device_model: str = "") -> "SeriesKey":
         return cls(spec.level, spec.kernel, spec.backend, spec.device, spec.dtype, spec.mode,
-                   spec.B, spec.H, spec.D, spec.causal, tuple(spec.options), device_model)
+                   spec.B, spec.H, spec.D, spec.causal, tuple(spec.options), device_model, spec.phase)
 
     @property
     def variant(self) -> str:
@@ -76,6 +77,8 @@ class SeriesKey:
         v = f"{self.kernel}/{self.backend}/{'causal' if self.causal else 'full'}"
         if self.level != "kernel":
             v = f"{self.level}:{v}"
+        if self.phase != "prefill":
+            v = f"{self.phase}:{v}"
         shown = [(k, val) for k, val in self.options if k not in _HIDDEN_OPTIONS]
         if shown:
             v += " " + ",".join(f"{k}={val}" for k, val in shown)
@@ -104,7 +107,8 @@ class SeriesKey:
     @property
     def match_key(self) -> tuple:
         """What must agree for two series to be compared (all but the mechanism)."""
-        return (self.level, self.device, self.device_model, self.dtype, self.mode, self.B, self.H, self.D)
+        return (self.level, self.device, self.device_model, self.dtype, self.mode, self.B, self.H, self.D,
+                self.phase, tuple((k, v) for k, v in self.options if k in ("steps", "chunk")))
 
     @property
     def is_softmax(self) -> bool:
@@ -134,7 +138,9 @@ class PointStats:
 
     @property
     def tokens_per_s(self) -> float:
-        return self.record.spec.B * self.T / self.median_s if self.median_s > 0 else math.nan
+        """Tokens processed per second: B x tokens per call (T for prefill, the steps or chunk otherwise)."""
+        spec = self.record.spec
+        return spec.B * spec.tokens_per_call / self.median_s if self.median_s > 0 else math.nan
 
 
 #: Series metrics: which stored Timing a series reads.

@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from profiler.analysis.devices import RunDevices, run_devices
 from profiler.analysis.crossover import Comparison, Variant, choose_baseline, compare_all
+from profiler.analysis.decode import DecodeAnalysis, analyze_decode
+from profiler.analysis.devices import RunDevices, run_devices
 from profiler.analysis.fits import CostModel, SlopeFit, fit_latency, fit_memory, fit_memory_slope
 from profiler.analysis.frontier import Frontier, frontiers
 from profiler.analysis.launch import FirstCalls, LaunchBound, first_calls, launch_analysis
@@ -60,6 +61,7 @@ class RunAnalysis:
     call_comparisons: list[Comparison] = field(default_factory=list)
     launch: list[LaunchBound] = field(default_factory=list)
     first_calls: list[FirstCalls] = field(default_factory=list)
+    decode: DecodeAnalysis | None = None             # decode / streaming view, when the run has such points
 
     @property
     def manifest(self):
@@ -137,7 +139,19 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
         ser=ser_analysis(records, comparisons, series),
         call_series=call_series, call_fits=call_fits, call_comparisons=call_comparisons,
         launch=launch_analysis(series, call_series), first_calls=first_calls(series),
+        decode=analyze_decode(series, _audio_rate(run.manifest.scenario or {}),
+                              bandwidth_bytes_per_s=(run.manifest.calibration or {}).get("bandwidth_bytes_per_s"),
+                              device_memory_bytes=next((i.memory_bytes for i in devices.infos if i.memory_bytes), None)),
     )
+
+
+def _audio_rate(scenario: Mapping[str, Any]) -> float | None:
+    """Sequence positions per second of audio the run's scenario maps T with (frame_rate + text_rate)."""
+    try:
+        r = float(scenario.get("frame_rate", 0) or 0) + float(scenario.get("text_rate", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    return r if r > 0 else None
 
 
 def _fit(s: Series) -> SeriesFit:

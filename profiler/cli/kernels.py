@@ -49,14 +49,17 @@ def list_cmd(
     console = _console()
     for lv in dict.fromkeys(r["level"] for r in rows):
         table = Table(title=LEVEL_TITLES.get(lv, lv))
-        for col in ("kernel" if lv == "kernel" else "entry", "family", "backend", "device", "status", "reason / note"):
+        for col in ("kernel" if lv == "kernel" else "entry", "family", "backend", "device", "status", "phases",
+                    "reason / note"):
             table.add_column(col)
         for r in rows:
             if r["level"] != lv:
                 continue
             status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
             note = r["description"] if r["available"] else r["reason"]
-            table.add_row(esc(r["kernel"]), esc(r["family"]), esc(r["backend"]), esc(r["device"]), status, esc(note))
+            phases = ", ".join(r["phases"])
+            table.add_row(esc(r["kernel"]), esc(r["family"]), esc(r["backend"]), esc(r["device"]), status, phases,
+                          esc(note))
         console.print(table)
 
 
@@ -78,10 +81,15 @@ def verify_cmd(
     max_t: Optional[int] = typer.Option(None, "--max-t", help="Longest T compared in full (default: each kernel's reference limit)."),
     seed: int = typer.Option(0, "--seed", help="Input seed."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    phase: str = typer.Option("prefill", "--phase", help="prefill, or decode / streaming: the decode backends' "
+                              "outputs after each length against the full-sequence reference."),
+    decode_steps: int = typer.Option(2, "--decode-steps", help="Decode: tokens checked after each length."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Streaming: tokens per chunk."),
 ) -> None:
     """Check backends against their fp32 references; exit 1 if any error exceeds its tolerance."""
     results = api.verify(kernels, backend, lengths=lengths, batch=batch, heads=heads, head_dim=head_dim,
-                         dtypes=dtype, modes=mode, device=device, interpret=interpret, max_t=max_t, seed=seed)
+                         dtypes=dtype, modes=mode, device=device, interpret=interpret, max_t=max_t, seed=seed,
+                         phase=phase, decode_steps=decode_steps, chunk_size=chunk_size)
     failed = [r for r in results if r.failed]
     if json_out:
         typer.echo(json.dumps({"passed": not failed, "results": [r.to_dict() for r in results]}, indent=2))

@@ -33,7 +33,7 @@ runner_sweep = lazy_import('profiler.runner.sweep')
 
 # --------------------------------------------------------------------------- options from the settings model
 
-_METAVAR = {"float": "<float>", "int": "<int>", "bytes": "<size>"}
+_METAVAR = {"float": "<float>", "int": "<int>", "bytes": "<size>", "choice": "<word>"}
 
 
 def _setting_option(s: measure_settings.Setting) -> tuple[Any, Any]:
@@ -87,6 +87,8 @@ def _median(rec) -> float | None:
 def _short_id(spec) -> str:
     c = "causal" if spec.causal else "full"
     extra = " interp" if spec.interpret else ""
+    if spec.phase != "prefill":   # decode x4 / streaming x2: tokens per timed call after a context of T
+        extra += f" {spec.phase} x{spec.tokens_per_call}"
     return f"{spec.kernel}/{spec.backend} {spec.dtype} {spec.mode} B{spec.B} T{spec.T} {c}{extra}"
 
 

@@ -60,6 +60,10 @@ class PointSpec:
     level: str = "kernel"
     interpret: bool = False
     options: tuple[tuple[str, str], ...] = ()
+    # what one call processes (``profiler.core.settings.PHASES``); decode points carry ``steps=N`` and
+    # streaming points ``chunk=C`` among their options. A prefill id has no phase part, so ids of runs
+    # made before phases existed are unchanged (resume and baselines keep matching).
+    phase: str = "prefill"
 
     @property
     def id(self) -> str:
@@ -71,6 +75,8 @@ class PointSpec:
         ]
         if self.interpret:
             parts.append("interpret")
+        if self.phase != "prefill":
+            parts.append(f"phase={self.phase}")
         parts += [f"{k}={v}" for k, v in self.options]
         return "/".join(parts)
 
@@ -78,7 +84,8 @@ class PointSpec:
     def series_key(self) -> tuple:
         """Everything but B and T: points of one series differ only in size (used for OOM skips, fits)."""
         return (self.level, self.kernel, self.backend, self.device, self.dtype, self.mode,
-                self.H, self.D, self.causal, self.interpret, self.options)
+                self.H, self.D, self.causal, self.interpret, self.options) + (
+                    (self.phase,) if self.phase != "prefill" else ())
 
     def option(self, key: str, default: str | None = None) -> str | None:
         return dict(self.options).get(key, default)
@@ -86,6 +93,15 @@ class PointSpec:
     @property
     def tokens(self) -> int:
         return self.B * self.T
+
+    @property
+    def tokens_per_call(self) -> int:
+        """Tokens one timed call processes per sequence: T (prefill), the decode steps, or the chunk."""
+        if self.phase == "decode":
+            return int(self.option("steps", "1"))
+        if self.phase == "streaming":
+            return int(self.option("chunk", "1"))
+        return self.T
 
 
 #: ``Timing.quantity`` values: what a sample is the time of.
@@ -403,6 +419,7 @@ class PointRecord:
         s = self.spec
         head = (f"{s.kernel}/{s.backend} {s.device} {s.dtype} {s.mode} B={s.B} T={s.T} H={s.H} D={s.D}"
                 + ("" if s.causal else " non-causal") + (" interpreted" if s.interpret else "")
+                + (f" {s.phase}" if s.phase != "prefill" else "")
                 + "".join(f" {k}={v}" for k, v in s.options))
         parts = []
         if self.timing is not None and self.timing.samples_s:

@@ -32,6 +32,8 @@ from profiler.core.errors import UsageError, did_you_mean
 TABLE = "settings"
 
 _TRUE = ("1", "true", "yes", "on")
+#: What one timed call of a point processes (``PointSpec.phase``; ``profiler.kernels.recurrent``).
+PHASES = ("prefill", "decode", "streaming")
 _FALSE = ("0", "false", "no", "off")
 
 
@@ -52,6 +54,7 @@ class Setting:
     levels: tuple[str, ...] = ()      # levels it applies to; () = every level
     at_least: str = ""                # another setting this one must not be below
     none: str = ""                    # optional settings: what None means (spelt as this word)
+    choices: tuple[str, ...] = ()     # a word setting (kind "choice"): the allowed words
     name: str = ""                    # filled in from the field
     kind: str = ""                    # "bool" | "int" | "float" | "bytes"; filled in from the annotation
 
@@ -76,6 +79,8 @@ class Setting:
 
     def describe(self) -> str:
         """The allowed values in words: ``a finite number > 0 and <= 1``."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
         return "true or false" if self.kind == "bool" else limits.describe_range(self.range)
 
     def help_text(self) -> str:
@@ -90,6 +95,8 @@ class Setting:
         unit = f" Unit: {self.unit}." if self.unit else ""
         levels = f" Levels: {', '.join(self.levels)}." if self.levels else ""
         allowed = "" if self.kind == "bool" else f" Allowed: {self.describe()}."
+        if self.kind == "choice":
+            default = str(self.default)
         return f"{self.help}{unit} Default: {default}.{allowed}{levels}"
 
 
@@ -131,6 +138,14 @@ class MeasureSettings:
     processes: int = setting(3, "Worker processes each point is measured in (replication across processes for "
                              "the CI gate; the time budget is split between them; verification, memory and "
                              "energy come from the first).", low=1, high=64)
+    phase: str = setting("prefill", "What one call measures: prefill (T tokens in one call), decode (--decode-steps "
+                         "more tokens after a context of T, from a carried state or a KV cache) or streaming (one "
+                         "chunk of --chunk-size tokens after T, state or cache carried).", choices=PHASES)
+    decode_steps: int = setting(1, "Decode: tokens generated per timed call (an N-step loop, state or cache updated "
+                                "in place); times are reported per token.", low=1, high=65536)
+    chunk_size: int | None = setting(None, "Streaming: tokens per chunk (e.g. 1-2 tokens per 20-40 ms frame at 50 "
+                                     "frames/s); required with --phase streaming.", low=1, high=2 ** 31 - 1,
+                                     none="none")
 
 
 def _declared() -> tuple[Setting, ...]:
@@ -139,7 +154,7 @@ def _declared() -> tuple[Setting, ...]:
     for f in dataclasses.fields(MeasureSettings):
         s: Setting = f.metadata["setting"]
         hint = hints[f.name]
-        kind = "bytes" if s.unit == "bytes" else next(
+        kind = "bytes" if s.unit == "bytes" else "choice" if s.choices else next(
             k for k, t in (("bool", bool), ("int", int), ("float", float)) if t is hint or t in typing.get_args(hint))
         flag = s.flag or "--" + f.name.replace("_", "-")
         out.append(dataclasses.replace(s, name=f.name, kind=kind, flag=flag, key=s.key or f.name,
@@ -172,6 +187,8 @@ def parse(s: Setting, raw: Any, where: str) -> Any:
     """
     if s.kind == "bool":
         return _parse_bool(raw, where)
+    if s.kind == "choice":
+        return check(s, raw.strip().lower() if isinstance(raw, str) else raw, where)
     if s.none and (raw is None or (isinstance(raw, str) and raw.strip().lower() in (s.none.split()[0], ""))):
         return None
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
@@ -190,6 +207,10 @@ def check(s: Setting, value: Any, where: str) -> Any:
     if s.kind == "bool":
         if not isinstance(value, bool):
             raise UsageError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if s.kind == "choice":
+        if value not in s.choices:
+            raise UsageError(f"{where}: {value!r} is not allowed; {did_you_mean(str(value), s.choices)}")
         return value
     if value is None and s.none:
         return value
@@ -216,7 +237,18 @@ def from_values(values: Mapping[str, tuple[Any, str]]) -> MeasureSettings:
             where = wheres.get(s.name) or wheres.get(s.at_least) or TABLE
             raise UsageError(f"{where}: {s.name} ({getattr(settings, s.name)}) is below {s.at_least} "
                              f"({getattr(settings, s.at_least)})")
+    _check_phase(settings, lambda n: wheres.get(n) or TABLE)
     return settings
+
+
+def _check_phase(settings: MeasureSettings, where) -> None:
+    """``--phase streaming`` needs ``--chunk-size``; a chunk size belongs to streaming only."""
+    if settings.phase == "streaming" and settings.chunk_size is None:
+        raise UsageError(f"{where('phase')}: phase 'streaming' needs a chunk size (--chunk-size / "
+                         f"{TABLE}.chunk_size), e.g. 2")
+    if settings.chunk_size is not None and settings.phase != "streaming":
+        raise UsageError(f"{where('chunk_size')}: a chunk size is for phase 'streaming' (got phase "
+                         f"{settings.phase!r}); add --phase streaming")
 
 
 def keywords(**kw: Any) -> MeasureSettings:
@@ -232,10 +264,13 @@ def check_all(settings: MeasureSettings, where: str) -> MeasureSettings:
         if s.at_least and getattr(settings, s.name) < getattr(settings, s.at_least):
             raise UsageError(f"{where}: {s.name} ({getattr(settings, s.name)}) is below {s.at_least} "
                              f"({getattr(settings, s.at_least)})")
+    _check_phase(settings, lambda n: f"{where}.{n}")
     return settings
 
 
 def _expected(s: Setting) -> str:
+    if s.kind == "choice":
+        return s.describe()
     if s.kind == "bytes":
         return f"a size such as '8GiB' or a number of bytes{' (or ' + s.none.split()[0] + ')' if s.none else ''}"
     return "a number" if s.kind == "float" else "a whole number"

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from profiler.core.errors import UsageError
 from profiler.core.lazy import lazy_import
+from profiler.kernels import interpret
 from profiler.kernels.check import check_against
 
 torch = lazy_import("torch")
@@ -186,6 +187,9 @@ class KernelSpec:
     default_backend: str = "torch"
     backend_max_head_dim: Mapping[str, int] = field(default_factory=dict)   # per-backend head-dim limits
     notes: Mapping[str, str] = field(default_factory=dict)                # documentation only
+    # decode / streaming: ``recurrent.LinearForm`` (carried state) or ``recurrent.CacheForm`` (KV cache);
+    # None: no recurrent form, such points are dropped with the reason
+    recurrent: Any = None
 
     level = "kernel"
     bidirectional = False
@@ -212,6 +216,8 @@ class KernelSpec:
 
     def analytic(self, point: PointSpec, itemsize: int) -> Analytic:
         """Forward FLOPs (x3 for fwd+bwd), forward bytes (none modelled for fwd+bwd), working memory."""
+        if point.phase != "prefill":   # decode / streaming (``profiler.kernels.recurrent``)
+            return self.recurrent.analytic(self, point, itemsize)
         shape = Shape(point.B, point.T, point.H, point.D)
         flops = float(self.flops(shape, point.causal))
         moved: float | None = float(self.bytes_moved(shape, itemsize, point.causal))
@@ -224,6 +230,8 @@ class KernelSpec:
         """Inputs from ``make_inputs`` and the point's call (``fwd``: under ``no_grad``; ``fwdbwd``: the
         tensors in ``grad_inputs`` become leaves requiring grad, the output gradient is drawn once,
         on the first call, from a generator seeded with ``seed + 1``; ``reset`` clears the gradients)."""
+        if point.phase != "prefill":
+            return self.recurrent.build(self, point, device, seed)
         inputs = self.make_inputs(Shape(point.B, point.T, point.H, point.D), getattr(torch, point.dtype), device, seed)
         run = self.backends[point.backend].run
         causal = point.causal
@@ -259,6 +267,11 @@ class KernelSpec:
     def verify(self, point: PointSpec, device: str, seed: int, max_T: int | None,
                oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
         """The backend against the reference (and other backends in ``oracles``): ``kernels.check``."""
+        if point.phase != "prefill":
+            if point.interpret:
+                interpret.enable()
+            return [self.recurrent.check(self, point, device, seed, max_T)]
+
         return check_against(self, point.backend, Shape(point.B, point.T, point.H, point.D), point.dtype,
                              device, point.causal, point.mode, seed, max_T, interpret=point.interpret,
                              oracles=oracles)

@@ -138,12 +138,24 @@ def chunk_local_cumsum(gc: "torch.Tensor") -> "torch.Tensor":
 
 # ----------------------------------------------------------------------------- recurrence
 
+def advance(S: "torch.Tensor", U: "torch.Tensor", decay=None, out: "torch.Tensor | None" = None) -> "torch.Tensor":
+    """``decay * S + U``: the state recurrence of every linear mechanism, per token (``recurrent.step``, in
+    place: ``out=S``) and per chunk (``scan_states``). ``decay`` broadcasts to S (None: no decay).
+    ``out`` None returns a new tensor (the form autograd can differentiate)."""
+    if out is None:
+        return S + U if decay is None else torch.addcmul(U, S, decay)
+    if decay is None:
+        return torch.add(S, U, out=out)
+    return torch.addcmul(U, S, decay, out=out)
+
+
 def scan_states(U: "torch.Tensor", decay_k=None, decay_v=None) -> "torch.Tensor":
     """States *entering* each chunk: ``S_{-1} = 0``, ``S_n = Diag(dk_n) S_{n-1} Diag(dv_n) + U_n``.
 
     ``U``: ``(B, H, N, K, V)`` per-chunk contributions. ``decay_k``: ``(..., N, K, 1)`` and/or
     ``decay_v``: ``(..., N, 1, V)`` multiplicative chunk decays (broadcastable, chunk axis at -3,
-    of length N or 1). Returns ``(B, H, N, K, V)`` whose entry ``n`` is ``S_{n-1}``. This is the only
+    of length N or 1). Each step is ``recurrent.advance``, the state update the decode step runs per
+    token. Returns ``(B, H, N, K, V)`` whose entry ``n`` is ``S_{n-1}``. This is the only
     Python loop of the chunkwise algorithm (``N - 1`` steps). Without autograd the states are written
     into one preallocated tensor; with autograd they are stacked (list + stack briefly hold two copies).
     """
@@ -161,16 +173,13 @@ def scan_states(U: "torch.Tensor", decay_k=None, decay_v=None) -> "torch.Tensor"
         out = torch.empty_like(U)
         out[:, :, 0].zero_()
         for n in range(N - 1):
-            if decay is None:
-                torch.add(out[:, :, n], U[:, :, n], out=out[:, :, n + 1])
-            else:
-                torch.addcmul(U[:, :, n], out[:, :, n], d(n), out=out[:, :, n + 1])
+            advance(out[:, :, n], U[:, :, n], None if decay is None else d(n), out=out[:, :, n + 1])
         return out
     Us = U.unbind(2)
     S = torch.zeros_like(Us[0])
     states = [S]
     for n in range(N - 1):
-        S = S + Us[n] if decay is None else torch.addcmul(Us[n], S, d(n))
+        S = advance(S, Us[n], None if decay is None else d(n))
         states.append(S)
     return torch.stack(states, dim=2)
 
@@ -359,7 +368,7 @@ def torch_peak_terms(shape, itemsize: int, C: int = CHUNK) -> tuple[int, int, in
 
 
 __all__ = [
-    "CHUNK", "SAFE_SPAN", "ChunkGate", "torch_dtype", "generator", "randn", "scale_of", "num_chunks",
+    "CHUNK", "SAFE_SPAN", "ChunkGate", "advance", "torch_dtype", "generator", "randn", "scale_of", "num_chunks",
     "to_chunks", "from_chunks", "chunk_local_cumsum", "chunk_gate", "scan_states", "pairwise_intra",
     "key_gated_core", "gla_chunked", "decay_chunked", "gla_flops",
     "padded_T", "torch_peak_terms",

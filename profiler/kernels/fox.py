@@ -35,6 +35,7 @@ import math
 
 from profiler.core.lazy import lazy_import
 from profiler.kernels.base import Backend, KernelSpec, Shape
+from profiler.kernels.recurrent import CacheForm
 from profiler.kernels.softmax import (
     REFERENCE_MAX_T,
     TILE_ELEMENTS,
@@ -342,4 +343,6 @@ KERNEL = KernelSpec(
     description="Softmax attention with a cumulative log forget-gate bias G_i - G_j: O(T^2) time, "
                 "O(T) memory. Non-causal: bias -|G_i - G_j| (serprof's bidirectional variant).",
     default_backend="torch",
+    # decode / streaming: SDPA against a pre-allocated KV cache plus a cache of G, bias G_i - G_j
+    recurrent=CacheForm(gate="g", backend_names=("torch",)),
 )

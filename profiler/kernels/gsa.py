@@ -45,7 +45,10 @@ from __future__ import annotations
 
 from profiler.core.lazy import lazy_import
 from profiler.kernels import chunked as ck
+from profiler.kernels import recurrent as rc
 from profiler.kernels.base import Backend, KernelSpec, Shape
+
+fla_gsa = lazy_import('fla.ops.gsa')
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
@@ -214,6 +217,51 @@ def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True,
     return int(base if mode != "fwdbwd" else base + 5 * io)
 
 
+# ----------------------------------------------------------------------------- recurrent form (decode)
+
+def decode_start(inputs, T0: int) -> dict:
+    """The two slot states after T0 tokens in closed form (``recurrent.gated_state``), fp32:
+    ``hk = sum_s k_s (s_s e^{G_T - G_s})^T`` (B, H, K, M), ``hv = sum_s (s_s e^{G_T - G_s}) v_s^T`` (B, H, M, V)."""
+    k, v, sl, g = (inputs[n][:, :T0] for n in ("k", "v", "s", "g"))
+    return {"hk": rc.gated_state(k, sl, gv=g), "hv": rc.gated_state(sl, v, gk=g)}
+
+
+def decode_step(state, inputs, t: int, scale: float):
+    """Token t: pass 1 ``recurrent.step`` on (scale q, k, s) with the slot gate on the value side, softmax
+    over the M slots, pass 2 ``recurrent.step`` on (p, s, v) with the gate on the key side."""
+    q, k, v, sl, g = (rc.token(inputs, n, t) for n in ("q", "k", "v", "s", "g"))
+    ok = rc.step(state["hk"], q.float() * scale, k, sl, gv=g)
+    p = torch.softmax(ok, dim=-1)
+    return rc.step(state["hv"], p, sl, v, gk=g)
+
+
+def decode_fla(state, inputs, t0: int, t1: int, scale: float, step: int = 1):
+    """``fused_recurrent_gsa`` one token per call, ``(hk, hv)`` carried in place."""
+    outs = []
+    for t in range(t0, t1, step):   # decode: one call per token; streaming: one call per chunk
+        o, (hk, hv) = fla_gsa.fused_recurrent_gsa(*(inputs[n][:, t:min(t + step, t1)] for n in ("q", "k", "v", "s", "g")), scale=scale,
+                                          initial_state=(state["hk"], state["hv"]), output_final_state=True)
+        state["hk"].copy_(hk)
+        state["hv"].copy_(hv)
+        outs.append(o)
+    return torch.cat(outs, dim=1)
+
+
+def decode_chunk(state, inputs, t0: int, t1: int, scale: float):
+    """Streaming chunk at once: pass 1 (``recurrent.gla_chunk``, slot gate on the value side) for every
+    token of the chunk, the softmax over slots, then pass 2 (gate on the key side)."""
+    q, k, v, sl, g = (inputs[n][:, t0:t1] for n in ("q", "k", "v", "s", "g"))
+    ok = rc.gla_chunk(state["hk"], q.float() * scale, k, sl, gv=g)
+    return rc.gla_chunk(state["hv"], torch.softmax(ok, dim=-1), sl, v, gk=g)
+
+
+RECURRENT = rc.LinearForm(
+    start=decode_start, step=decode_step, fla=decode_fla, chunk=decode_chunk,
+    state_shapes=lambda s: {"hk": (s.B, s.H, s.D, s.D), "hv": (s.B, s.H, s.D, s.D)},   # M = D slots
+    step_flops=lambda s: 12.0 * s.B * s.H * s.D * s.D,
+)
+
+
 # ----------------------------------------------------------------------------- registry entry
 
 _FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
@@ -238,6 +286,7 @@ KERNEL = KernelSpec(
     grad_inputs=("q", "k", "v", "s", "g"),
     max_head_dim=None,
     reference_max_T=REFERENCE_MAX_T,
+    recurrent=RECURRENT,
     description="Gated slot attention (M = D slots, slot-axis forget gate): two O(T) chunkwise GLA passes.",
     notes={"slots": "M = D"},
 )

@@ -60,7 +60,10 @@ from typing import TYPE_CHECKING
 
 from profiler.core.errors import UsageError
 from profiler.core.lazy import lazy_import
+from profiler.kernels import recurrent as rc
 from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
+
+fla_kda2 = lazy_import('fla.ops.kda')
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
@@ -189,11 +192,14 @@ def _intra_chunk_scores(qk: "torch.Tensor", k: "torch.Tensor", g: "torch.Tensor"
 
 
 def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: int = CHUNK,
-                  sub_chunk: int = SUB_CHUNK) -> "torch.Tensor":
+                  sub_chunk: int = SUB_CHUNK, final_state: bool = False, initial_state=None):
     """Causal KDA in the chunkwise WY/UT form (module doc), exact for any g <= 0.
 
     q, k, g (B, T, H, K); v (B, T, H, V); beta (B, T, H). Any T >= 1; fp32 arithmetic; returns
-    (B, T, H, V) in v's dtype. Autograd works through every step.
+    (B, T, H, V) in v's dtype. Autograd works through every step. ``final_state``: return
+    ``(o, S)`` with ``S`` the fp32 state after the last token (B, H, K, V) (zero padding adds nothing
+    to it: padded keys and betas are 0 and padded gates 0). ``initial_state``: the fp32 state
+    (B, H, K, V) before the first token (None: zero), as a streaming chunk carries it.
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -241,18 +247,23 @@ def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: i
     Tr = Tr.view(N, BH, K, K)
     del kd, decay
     if torch.is_grad_enabled() and (Tr.requires_grad or R.requires_grad):
-        S = R.new_zeros(BH, K, V)
+        S = R.new_zeros(BH, K, V) if initial_state is None else initial_state.float().reshape(BH, K, V)
         states = [S]
         for n in range(N - 1):
             S = torch.baddbmm(R[n], Tr[n], S)
             states.append(S)
         S_prev = torch.stack(states, 0)
+        S_last = torch.baddbmm(R[N - 1], Tr[N - 1], S) if final_state else None
         del states, S
     else:
         S_prev = R.new_empty(N, BH, K, V)
-        S_prev[0].zero_()
+        if initial_state is None:
+            S_prev[0].zero_()
+        else:
+            S_prev[0].copy_(initial_state.reshape(BH, K, V))
         for n in range(N - 1):
             torch.baddbmm(R[n], Tr[n], S_prev[n], out=S_prev[n + 1])
+        S_last = torch.baddbmm(R[N - 1], Tr[N - 1], S_prev[N - 1]) if final_state else None
     del Tr, R
     S_prev = S_prev.view(Z, K, V)
     v_new = torch.baddbmm(U, W, S_prev, alpha=-1.0)                               # U - W S
@@ -260,6 +271,8 @@ def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: i
     o = torch.baddbmm(torch.bmm(A[:, :, 0], v_new), q_e, S_prev)
     del A, v_new, q_e, S_prev
     o = o.view(N, B, H, C, V).movedim(0, 1).movedim(3, 2).reshape(B, N * C, H, V)
+    if final_state:
+        return o[:, :T].to(v.dtype), S_last.view(B, H, K, V)
     return o[:, :T].to(v.dtype)
 
 
@@ -382,6 +395,47 @@ def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True,
     return int(fwd)
 
 
+# ----------------------------------------------------------------------------- recurrent form (decode)
+
+def decode_start(inputs, T0: int) -> dict:
+    """The state after T0 tokens from the chunkwise engine run once (``kda_chunkwise(final_state=True)``)."""
+    q, k, v, g, beta = (inputs[n][:, :T0] for n in _NAMES)
+    _, S = kda_chunkwise(q, k, v, g, beta, 1.0, final_state=True)
+    return {"S": S}
+
+
+def decode_step(state, inputs, t: int, scale: float):
+    """Token t: ``S = (I - beta k k^T) Diag(e^g) S + beta k v^T``, ``o = S^T (scale q)`` (``recurrent.step``)."""
+    q, k, v, g, beta = (rc.token(inputs, n, t) for n in _NAMES)
+    return rc.step(state["S"], q.float() * scale, k, v, gk=g, beta=beta)
+
+
+def decode_fla(state, inputs, t0: int, t1: int, scale: float, step: int = 1):
+    """``fused_recurrent_kda`` one token per call, ``initial_state`` carried in place."""
+    outs = []
+    for t in range(t0, t1, step):   # decode: one call per token; streaming: one call per chunk
+        o, S = fla_kda2.fused_recurrent_kda(*(inputs[n][:, t:min(t + step, t1)] for n in _NAMES), scale=scale,
+                                   initial_state=state["S"], output_final_state=True, **_PRECOMPUTED)
+        state["S"].copy_(S)
+        outs.append(o)
+    return torch.cat(outs, dim=1)
+
+
+def decode_chunk(state, inputs, t0: int, t1: int, scale: float):
+    """Streaming chunk at once: the chunkwise WY form with the carried state as its initial state."""
+    q, k, v, g, beta = (inputs[n][:, t0:t1] for n in _NAMES)
+    o, S = kda_chunkwise(q, k, v, g, beta, scale, final_state=True, initial_state=state["S"])
+    state["S"].copy_(S)
+    return o.float()
+
+
+RECURRENT = rc.LinearForm(
+    start=decode_start, step=decode_step, fla=decode_fla, chunk=decode_chunk,
+    state_shapes=lambda s: {"S": (s.B, s.H, s.D, s.D)},
+    step_flops=lambda s: 8.0 * s.B * s.H * s.D * s.D,   # decay, S^T k, outer product, S^T q
+)
+
+
 # ----------------------------------------------------------------------------- registry entry
 
 _FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
@@ -407,6 +461,7 @@ KERNEL = KernelSpec(
     grad_inputs=("q", "k", "v", "g", "beta"),
     max_head_dim=MAX_HEAD_DIM,
     reference_max_T=REFERENCE_MAX_T,
+    recurrent=RECURRENT,
     description="Gated delta rule with a per-channel decay g = -exp(A_log) softplus(x + dt_bias) (unbounded, "
                 "the KimiDeltaAttention layer's default), l2-normalised q and k, beta = sigmoid(.); causal.",
 )

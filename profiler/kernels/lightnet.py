@@ -30,7 +30,10 @@ from __future__ import annotations
 
 from profiler.core.lazy import lazy_import
 from profiler.kernels import chunked as ck
+from profiler.kernels import recurrent as rc
 from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
+
+fla_lightnet = lazy_import('fla.ops.lightnet')
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
@@ -161,6 +164,61 @@ def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True,
     return int(base if mode != "fwdbwd" else base + 3 * io)
 
 
+# ----------------------------------------------------------------------------- recurrent form (decode)
+
+def decode_start(inputs, T0: int) -> dict:
+    """State after T0 tokens: ``z = logsumexp_{s<T0} k_s`` (B, H, K) and ``S = sum_s e^{k_s - z} v_s^T``
+    (the gates telescope: ``e^{G_T - G_s} k'_s = e^{k_s - z_T}``), fp32."""
+    k = inputs["k"][:, :T0].float()
+    z = torch.logsumexp(k, dim=1)                                   # (B, H, K)
+    S = rc.gated_state((k - z[:, None]).exp(), inputs["v"][:, :T0])
+    return {"S": S, "z": z}
+
+
+def decode_step(state, inputs, t: int, scale: float):
+    """Token t: ``z' = logaddexp(z, k_t)``, ``k' = e^{k_t - z'}``, gate ``z - z'``, then ``recurrent.step``."""
+    k = rc.token(inputs, "k", t).float()
+    z = state["z"]
+    z_new = torch.logaddexp(z, k)
+    o = rc.step(state["S"], rc.token(inputs, "q", t).float() * scale, (k - z_new).exp(), rc.token(inputs, "v", t),
+                gk=z - z_new)
+    z.copy_(z_new)
+    return o
+
+
+def decode_fla(state, inputs, t0: int, t1: int, scale: float, step: int = 1):
+    """``fused_recurrent_lightnet`` one token per call, ``(S, z)`` carried in place (z as fla's [B, 1, H, K])."""
+    S, z = state["S"], state["z"]
+    B, H, K = z.shape
+    outs = []
+    for t in range(t0, t1, step):   # decode: one call per token; streaming: one call per chunk
+        o, (S1, z1) = fla_lightnet.fused_recurrent_lightnet(*(inputs[n][:, t:min(t + step, t1)] for n in ("q", "k", "v")), scale=scale,
+                                               initial_state=(S, z.view(B, 1, H, K)), output_final_state=True)
+        S.copy_(S1)
+        z.copy_(z1.reshape(B, H, K))
+        outs.append(o)
+    return torch.cat(outs, dim=1)
+
+
+def decode_chunk(state, inputs, t0: int, t1: int, scale: float):
+    """Streaming chunk at once: ``z_t = logaddexp(z, logcumsumexp(k))`` inside the chunk, then
+    ``recurrent.gla_chunk`` with ``k' = e^{k - z_t}`` and gates ``z_{t-1} - z_t``."""
+    k = inputs["k"][:, t0:t1].float()
+    z0 = state["z"].unsqueeze(1)                                        # (B, 1, H, K)
+    z = torch.logaddexp(z0, torch.logcumsumexp(k, dim=1))
+    gk = torch.cat([z0, z[:, :-1]], dim=1) - z
+    o = rc.gla_chunk(state["S"], inputs["q"][:, t0:t1].float() * scale, (k - z).exp(), inputs["v"][:, t0:t1], gk=gk)
+    state["z"].copy_(z[:, -1])
+    return o
+
+
+RECURRENT = rc.LinearForm(
+    start=decode_start, step=decode_step, fla=decode_fla, chunk=decode_chunk,
+    state_shapes=lambda s: {"S": (s.B, s.H, s.D, s.D), "z": (s.B, s.H, s.D)},
+    step_flops=lambda s: 6.0 * s.B * s.H * s.D * s.D,
+)
+
+
 # ----------------------------------------------------------------------------- registry entry
 
 _FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
@@ -184,5 +242,6 @@ KERNEL = KernelSpec(
     grad_inputs=("q", "k", "v"),
     max_head_dim=None,
     reference_max_T=REFERENCE_MAX_T,
+    recurrent=RECURRENT,
     description="Linear attention with cumulative-softmax key normalisation (GLA form): O(T) chunkwise.",
 )

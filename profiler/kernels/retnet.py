@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING
 
 from profiler.core.lazy import lazy_import
 from profiler.kernels import chunked as ck
+from profiler.kernels import recurrent as rc
 from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
+
+fla_retention = lazy_import('fla.ops.retention')
 
 torch = lazy_import("torch")
 
@@ -117,6 +120,47 @@ def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True,
     return int(io + st + (3 * io + st if mode == "fwdbwd" else 0))
 
 
+# ----------------------------------------------------------------------------- recurrent form (decode)
+
+def decode_start(inputs, T0: int) -> dict:
+    """``S = sum_{s<T0} gamma^{T0-1-s} k_s v_s^T`` (``recurrent.gated_state``), fp32 (B, H, K, V)."""
+    k = inputs["k"][:, :T0]
+    lg = log_gamma(k.shape[2], k.device)[None, None, :, None].expand(1, T0, -1, 1)
+    return {"S": rc.gated_state(k, inputs["v"][:, :T0], gk=lg)}
+
+
+def decode_step(state, inputs, t: int, scale: float):
+    """Token t: ``S = gamma S + k v^T``, ``o = S^T (scale q)`` (``recurrent.step``)."""
+    q = rc.token(inputs, "q", t)
+    lg = log_gamma(q.shape[1], q.device)[None, :, None]
+    return rc.step(state["S"], q.float() * scale, rc.token(inputs, "k", t), rc.token(inputs, "v", t), gk=lg)
+
+
+def decode_fla(state, inputs, t0: int, t1: int, scale: float, step: int = 1):
+    """``fused_recurrent_retention`` one token per call, ``initial_state`` carried in place."""
+    outs = []
+    for t in range(t0, t1, step):   # decode: one call per token; streaming: one call per chunk
+        o, S = fla_retention.fused_recurrent_retention(*(inputs[n][:, t:min(t + step, t1)] for n in ("q", "k", "v")), scale=scale,
+                                         initial_state=state["S"], output_final_state=True)
+        state["S"].copy_(S)
+        outs.append(o)
+    return torch.cat(outs, dim=1)
+
+
+def decode_chunk(state, inputs, t0: int, t1: int, scale: float):
+    """Streaming chunk ``[t0, t1)`` at once from the carried state (``recurrent.gla_chunk``)."""
+    q, k, v = (inputs[n][:, t0:t1] for n in ("q", "k", "v"))
+    lg = log_gamma(q.shape[2], q.device)[None, None, :, None].expand(1, t1 - t0, -1, 1)
+    return rc.gla_chunk(state["S"], q.float() * scale, k, v, gk=lg)
+
+
+RECURRENT = rc.LinearForm(
+    start=decode_start, step=decode_step, fla=decode_fla, chunk=decode_chunk,
+    state_shapes=lambda s: {"S": (s.B, s.H, s.D, s.D)},
+    step_flops=lambda s: 6.0 * s.B * s.H * s.D * s.D,   # decay, outer product, S^T q
+)
+
+
 # ----------------------------------------------------------------------------- registry entry
 
 _FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
@@ -144,5 +188,6 @@ KERNEL = KernelSpec(
     grad_inputs=("q", "k", "v"),
     max_head_dim=None,
     reference_max_T=REFERENCE_MAX_T,
+    recurrent=RECURRENT,
     description="Retention with fla's fixed per-head decay gamma_h = 1 - 2^(-5-h): O(T) chunkwise.",
 )

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from profiler.core.lazy import lazy_import
 from profiler.kernels.base import Backend, KernelSpec, Shape
+from profiler.kernels.recurrent import CacheForm
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
@@ -239,4 +240,5 @@ KERNEL = KernelSpec(
     description="Scaled dot-product softmax attention, causal and non-causal: O(T^2) time.",
     default_backend="sdpa",
     backend_max_head_dim={"fla": 256},
+    recurrent=CacheForm(),   # decode / streaming: SDPA against a pre-allocated KV cache
 )

@@ -18,6 +18,7 @@ from profiler.core.records import DTYPES, Correctness, PointSpec, to_dict
 from profiler.kernels import MECHANISMS, check, get_kernel
 from profiler.kernels.base import Shape
 from profiler.kernels.check import GRAD_SCALE_FLOOR, TF32_TOLERANCE, TOLERANCES, tolerance_for  # noqa: F401
+from profiler.kernels.recurrent import unsupported
 from profiler.spec.registry import get_entry
 
 
@@ -116,7 +117,7 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                 head_dim: int = 32, dtypes: Sequence[str] = ("float32",), modes: Sequence[str] = ("fwd", "fwdbwd"),
                 device: str = "cpu", interpret: bool = False, causal: Iterable[bool] | None = None,
                 seed: int = 0, max_T: int | None = None, against_torch: bool | None = None,
-                progress=None) -> list[VerifyResult]:
+                progress=None, phase: str = "prefill", tokens: int = 1) -> list[VerifyResult]:
     """Check every (kernel, backend, dtype, mode, causal, B, T) combination; one result each.
 
     Input errors (unknown names, head dim over a limit, bf16 under the interpreter) raise before
@@ -125,11 +126,20 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
     ``skipped`` set to the reason, as the sweep skips it. ``causal`` None: every mode the backend supports. ``against_torch`` (default: on
     under ``interpret``) adds a comparison with the kernel's ``torch`` backend (``sdpa`` for
     softmax). ``progress(result)`` is called after each check.
+
+    ``phase`` ``decode`` / ``streaming`` checks ``tokens`` decode steps (or one chunk of ``tokens``)
+    after each T against the full-sequence reference (``profiler.kernels.recurrent``): the decode
+    backends of every mechanism with a recurrent form, causal, forward; other backends are left out.
     """
     if max_T is not None and (isinstance(max_T, bool) or not isinstance(max_T, int) or max_T < 1):
         raise UsageError(f"--max-t must be a whole number >= 1 (the longest T compared in full), got {max_T!r}")
     kernels = list(kernels or MECHANISMS)
     pairs = resolve_backends(kernels, backends, device, interpret)
+    if phase != "prefill":
+        pairs = [(k, n) for k, n in pairs if unsupported(get_kernel(k), n, phase) is None]
+        modes = [m for m in modes if m == "fwd"]
+        causal = (True,)
+        against_torch = False
     if against_torch is None:
         against_torch = interpret
     causal_modes = None if causal is None else tuple(causal)
@@ -166,8 +176,10 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                 progress(res)
             continue
         try:
+            opts = (() if phase == "prefill" else
+                    ((("steps" if phase == "decode" else "chunk"), str(tokens)),))
             point = PointSpec(k, n, device.split(":")[0], dt, mode, shape.B, shape.T, shape.H, shape.D, c,
-                              interpret=interpret)
+                              interpret=interpret, options=opts, phase=phase)
             corrs = verify_point(point, device, seed, max_T, oracles)
             batch = [VerifyResult(k, n, device, dt, mode, c, shape, interpret, o, corr)
                      for o, corr in zip(oracles, corrs)]

@@ -51,6 +51,7 @@ SCHEMA: tuple[tuple[str, str, str], ...] = (
     ("causal", "bool", "causal masking"),
     ("interpret", "bool", "run under Triton's interpreter (not a performance number)"),
     ("options", "str", "entry options as JSON"),
+    ("phase", "str", "prefill | decode | streaming (what one call processes)"),
     ("status", "str", "ok | wrong | oom | timeout | crashed | skipped"),
     ("reason", "str", "why the status is not ok"),
     ("n_samples", "int", "timing samples"),
@@ -80,7 +81,7 @@ SCHEMA: tuple[tuple[str, str, str], ...] = (
     ("flops", "float", "analytic FLOPs per call"),
     ("bytes_moved", "float", "analytic memory traffic per call (bytes)"),
     ("flops_per_s", "float", "flops / median_s"),
-    ("tokens_per_s", "float", "B * T / median_s"),
+    ("tokens_per_s", "float", "B * tokens per call / median_s (prefill: T; decode: steps; streaming: chunk)"),
     ("started_at", "str", "ISO 8601 UTC start of the point"),
     ("wall_s", "float", "whole point, set-up and check included (s)"),
     ("device_name", "str", "device model"),
@@ -127,7 +128,7 @@ def flatten(rec: PointRecord) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(id=rec.id, level=s.level, kernel=s.kernel, backend=s.backend, device=s.device, dtype=s.dtype,
                mode=s.mode, B=s.B, T=s.T, H=s.H, D=s.D, causal=s.causal, interpret=s.interpret,
-               options=json.dumps(dict(s.options)) if s.options else "", status=rec.status, reason=rec.reason,
+               options=json.dumps(dict(s.options)) if s.options else "", phase=s.phase, status=rec.status, reason=rec.reason,
                flops=rec.flops, bytes_moved=rec.bytes_moved, started_at=rec.started_at, wall_s=rec.wall_s,
                device_name=(rec.worker or {}).get("device_name"), host=(rec.worker or {}).get("host"),
                audio_s=audio_seconds(rec))
@@ -138,7 +139,7 @@ def flatten(rec: PointRecord) -> dict[str, Any]:
         if rec.flops and st.median > 0:
             row["flops_per_s"] = rec.flops / st.median
         if st.median > 0:
-            row["tokens_per_s"] = s.B * s.T / st.median
+            row["tokens_per_s"] = s.B * s.tokens_per_call / st.median
         row.update(quantity=rec.timing.quantity, timing_method=rec.timing.method, processes=rec.timing.processes,
                    cpu_share=rec.timing.cpu_share, process_spread=process_spread(rec.timing))
         if rec.call_latency is not None and rec.call_latency.samples_s:

@@ -290,6 +290,35 @@ def _per_minute_plot(plt, st, analyses, out_dir) -> Figure | None:
                  "duration; rising: super-linear (softmax's T² term). Softmax dashed.")
 
 
+def _decode_plot(plt, st, analyses, out_dir) -> Figure | None:
+    """Decode / streaming: per-token latency and carried bytes (state or KV cache) against the context T."""
+    lines = [(ri, a, d) for ri, a in enumerate(analyses) if a.decode for d in a.decode.series]
+    if not lines:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.2), squeeze=False)
+    axes = list(axes.flat)
+    for ri, a, d in lines:
+        key = next((s.key for s in a.series if s.key.variant == d.variant and s.key.facet_label == d.facet), None)
+        kw = st.kw(ri, key) if key is not None else {}
+        lab = (st.label(a, key) if key is not None else d.variant) + f" [{d.facet}]"
+        axes[0].plot([p.T for p in d.points], [p.per_token_s for p in d.points], label=lab, **kw)
+        mem = [(p.T, p.carried_bytes / 2**20) for p in d.points if p.carried_bytes]
+        if mem:
+            axes[1].plot([t for t, _ in mem], [m for _, m in mem], label=lab, **kw)
+    for ax, title, yl in zip(axes, ("Latency per token after a context of T", "Carried memory (state or KV cache)"),
+                             ("seconds per token", "MiB carried between calls")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("context T (tokens)")
+        ax.set_ylabel(yl)
+    _legend(fig, axes)
+    return _save(plt, fig, out_dir, "decode", "Decode and streaming vs context length",
+                 "Left: median latency of a decode / streaming call divided by the tokens it processes, against "
+                 "the context length T (flat for a carried state, rising for a KV cache). Right: bytes carried "
+                 "between calls, measured from the allocated tensors (a constant state vs a cache linear in T).")
+
+
 def render_figures(analyses: Sequence[RunAnalysis], out_dir: Path) -> tuple[list[Figure], dict[str, str]]:
     """Draw every figure into ``out_dir``; return the figures and notes for figures that cannot exist."""
     plt, sns = _setup()
@@ -333,10 +362,13 @@ def render_figures(analyses: Sequence[RunAnalysis], out_dir: Path) -> tuple[list
         why = "; ".join(sorted({a.energy_note for a in analyses if a.energy_note})) or "none recorded"
         notes["energy"] = f"no energy meter: {why}"
     add(_series_plot(plt, st, analyses, out_dir, "throughput", "Throughput vs sequence length",
-                     "Tokens per second (B·T / median latency).", "tokens / s", lambda p: p.tokens_per_s),
+                     "Tokens per second (B · tokens per call / median latency; a prefill call processes T tokens, a "
+                     "decode call its steps, a streaming call its chunk).", "tokens / s", lambda p: p.tokens_per_s),
         "throughput", "no successful points")
     add(_speedup_plot(plt, st, analyses, out_dir), "speedup", "no baseline series to compare with")
     add(_roofline_plot(plt, st, analyses, out_dir), "roofline", "no point carries analytic FLOP and byte counts")
+    if any(a.decode for a in analyses):
+        add(_decode_plot(plt, st, analyses, out_dir), "decode", "no decode or streaming points")
     if any(a.ser for a in analyses):
         add(_per_minute_plot(plt, st, analyses, out_dir), "per minute of audio",
             "no fixed-length layer points whose T came from an audio duration (--audio)")

@@ -24,6 +24,7 @@ from profiler.core.records import Energy, energy_per_call
 from profiler.core.version import __version__
 from profiler.report.figures import render_figures
 from profiler.report.text import (
+    decode_sentences,
     fmt_audio,
     fmt_bytes,
     fmt_ratio,
@@ -188,6 +189,7 @@ def run_context(a: RunAnalysis) -> dict:
                          "rel": _e(r.correctness.max_rel_err) if r.correctness else "–"} for r in a.interpreted],
         "environment": env,
         "ser": ser_context(a),
+        "decode": decode_context(a),
         "devices": [{
             "model": i.model, "device": i.device, "points": i.points, "hosts": ", ".join(i.hosts) or "–",
             "memory": fmt_bytes(i.memory_bytes), "memory_source": i.memory_source,
@@ -235,6 +237,26 @@ def ser_context(a: RunAnalysis) -> dict | None:
     } for r in ser.replays]
     return {"sentences": ser_sentences(a), "study": study, "replays": replays,
             "rates": "; ".join(ser.rates) or "no audio rates stored (T given directly)"}
+
+
+def decode_context(a: RunAnalysis) -> dict | None:
+    """The decode / streaming section (None without such points): per-token cost, slope, carried memory."""
+    d = a.decode
+    if d is None:
+        return None
+    rows = []
+    for s in d.series:
+        for p in s.points:
+            rows.append({
+                "variant": s.variant, "facet": s.facet, "T": fmt_T(p.T), "audio": fmt_audio(p.audio_s),
+                "per_token": fmt_s(p.per_token_s), "tps": f"{p.tokens_per_s:,.0f}",
+                "batch_tps": f"{p.batch_tokens_per_s:,.0f}", "carried": fmt_bytes(p.carried_bytes),
+                "analytic": fmt_bytes(p.carried_analytic_bytes), "kind": s.carried_kind,
+                "rtf": f"{p.real_time_factor:.3g}" if p.real_time_factor is not None else "–",
+                "bw": f"{100 * p.bandwidth_fraction:.2g}%" if p.bandwidth_fraction is not None else "–",
+            })
+    return {"sentences": decode_sentences(d), "rows": rows, "frame_rate": f"{d.frame_rate:g}",
+            "streaming": any(s.phase == "streaming" for s in d.series)}
 
 
 def _e(x: float | None) -> str:

@@ -11,7 +11,7 @@ from typing import Sequence
 from profiler.analysis.study import to_markdown
 from profiler.analysis.summary import RunAnalysis
 from profiler.report.html import load_analysis
-from profiler.report.text import fmt_bytes, fmt_s, sentences, ser_sentences, summary_rows
+from profiler.report.text import decode_sentences, fmt_bytes, fmt_s, fmt_T, sentences, ser_sentences, summary_rows
 
 
 def _cell(s: str) -> str:
@@ -35,6 +35,7 @@ def run_markdown(a: RunAnalysis) -> str:
             mech = f"**{_cell(r.variant)}** (baseline)" if r.is_baseline else _cell(r.variant)
             lines.append("| " + " | ".join([mech] + [_cell(x) for x in (r.facet, r.slope, r.crossover, r.max_speedup,
                                                                 r.max_memory_saving, r.longest_T)]) + " |")
+    lines += decode_markdown(a)
     lines += ser_markdown(a)
     failed = a.failures + a.wrong
     if failed:
@@ -46,6 +47,23 @@ def run_markdown(a: RunAnalysis) -> str:
 
 def _ci(x, ci) -> str:
     return fmt_s(x) + (f" [{fmt_s(ci[0])}, {fmt_s(ci[1])}]" if ci else "")
+
+
+def decode_markdown(a: RunAnalysis) -> list[str]:
+    """The decode / streaming part: sentences, then per-token latency and carried memory per T."""
+    d = a.decode
+    if d is None:
+        return []
+    lines = ["", "#### Decode and streaming", ""] + [f"- {_cell(s)}" for s in decode_sentences(d)]
+    lines += ["", "| series | T | per token | tokens/s | carried (measured) | carried (analytic) | real-time factor |",
+              "|---|---|---|---|---|---|---|"]
+    for s in d.series:
+        for p in s.points:
+            rtf = f"{p.real_time_factor:.3g}" if p.real_time_factor is not None else "–"
+            lines.append("| " + " | ".join(_cell(x) for x in (
+                s.variant, fmt_T(p.T), fmt_s(p.per_token_s), f"{p.tokens_per_s:,.0f}", fmt_bytes(p.carried_bytes),
+                fmt_bytes(p.carried_analytic_bytes), rtf)) + " |")
+    return lines
 
 
 def ser_markdown(a: RunAnalysis) -> list[str]:

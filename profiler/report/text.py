@@ -226,3 +226,41 @@ def ser_sentences(a: RunAnalysis) -> list[str]:
         out.append(f"Interpolated: {p.layer} ({p.series}, {p.facet}) is faster than the study's softmax layer "
                    f"{p.text}.")
     return out
+
+
+def decode_sentences(d) -> list[str]:
+    """Plain-language answers of the decode / streaming section (``analysis.decode.DecodeAnalysis``)."""
+    out = []
+    for s in d.series:
+        what = "per token" if s.phase == "decode" else f"per chunk of {s.tokens_per_call}"
+        first, last = s.points[0], s.points[-1]
+        mem = ""
+        if first.carried_bytes is not None and last.carried_bytes is not None:
+            grows = "constant" if s.memory_slope is not None and abs(s.memory_slope) < 0.1 else "growing"
+            mem = (f"; carries {fmt_bytes(first.carried_bytes)} at T={fmt_T(first.T)} and "
+                   f"{fmt_bytes(last.carried_bytes)} at T={fmt_T(last.T)} ({s.carried_kind}, {grows} in T)")
+        cost = f"{fmt_s(first.per_token_s * s.tokens_per_call)} .. {fmt_s(last.per_token_s * s.tokens_per_call)} {what}"
+        bw = (f"; {100 * last.bandwidth_fraction:.2g}% of the calibrated bandwidth at T={fmt_T(last.T)}"
+              if last.bandwidth_fraction is not None else "")
+        out.append(f"{s.variant} [{s.facet}]: per-token latency ~ T^{fmt_slope(s.slope)}; {cost}; "
+                   f"{last.tokens_per_s:,.0f} tokens/s per stream at T={fmt_T(last.T)}{mem}{bw}.")
+        if s.longest_T_fits is not None and d.device_memory_bytes:
+            out.append(f"{s.variant}: its KV cache ({fmt_bytes(s.bytes_per_token)} per token) fits a context of "
+                       f"T ~ {fmt_T(s.longest_T_fits)} ({fmt_audio(s.longest_T_fits / d.frame_rate)} of audio at "
+                       f"{d.frame_rate:g} positions/s) in {fmt_bytes(d.device_memory_bytes)} of device memory; "
+                       f"a carried state does not grow with T.")
+        if s.phase == "streaming":
+            live = [p for p in s.points if p.real_time_factor is not None and p.real_time_factor < 1]
+            longest = max(live, key=lambda p: p.T) if live else None
+            out.append(f"{s.variant}: real-time factor {last.real_time_factor:.3g} at {fmt_audio(last.audio_s)} of "
+                       f"context ({d.frame_rate:g} positions/s of audio)"
+                       + (f"; keeps up with live audio up to {fmt_audio(longest.audio_s)} measured." if longest
+                          else "; does not keep up with live audio in the measured range."))
+    for c in d.crossovers:
+        if c.kind == "at":
+            out.append(f"{c.variant} [{c.facet}] is faster per token than softmax from T* ~ {fmt_T(c.T_star)}.")
+        elif c.kind == "always":
+            out.append(f"{c.variant} [{c.facet}] is faster per token than softmax at every measured T.")
+        else:
+            out.append(f"{c.variant} [{c.facet}] is not faster per token than softmax at any measured T.")
+    return out

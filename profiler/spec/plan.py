@@ -29,6 +29,7 @@ from profiler.core.fmt import bytes_fixed
 from profiler.core.lazy import lazy_import
 from profiler.core.records import PointRecord, PointSpec
 from profiler.kernels.base import Shape
+from profiler.kernels.recurrent import carried_bytes, unsupported
 from profiler.spec import axes
 from profiler.spec.registry import registry
 from profiler.spec.scenario import SweepSpec
@@ -181,6 +182,10 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
             ok, why = backend.availability(device, interpret=sweep.interpret,
                                            cuda_available=(device == "cuda") if cuda_available_flag is None else cuda_available_flag)
             interpret = bool(sweep.interpret and device == "cpu" and backend.interpretable)
+            why_phase = phase_unsupported(kernel, bname, settings.phase)
+            if why_phase:
+                dropped.append(Dropped(f"{kname}/{bname} {settings.phase}", why_phase))
+                continue
             if not ok:
                 dropped.append(Dropped(f"{kname}/{bname} on {device}", why, unavailable=True))
                 continue
@@ -209,11 +214,26 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                 if why_shape:
                     dropped.append(Dropped(what, why_shape))
                     continue
+                if settings.phase != "prefill" and mode != "fwd":
+                    dropped.append(Dropped(what, f"{settings.phase} measures inference only (mode fwd)"))
+                    continue
                 for causal, vopts in axes.causal_variants(sweep, kernel, causals):
+                    if settings.phase != "prefill" and not causal:
+                        d = Dropped(f"{kname}/{bname} non-causal {settings.phase}",
+                                    f"{settings.phase} is causal: a token sees only the context before it")
+                        if d not in dropped:
+                            dropped.append(d)
+                        continue
                     for B, (T, lopts), (popts, why_pack) in _replay_product(sweep, axes, bname, vopts):
                         spec = PointSpec(kernel=kname, backend=bname, device=device, dtype=dtype, mode=mode,
                                          B=B, T=T, H=H, D=D, causal=causal, level=sweep.level,
-                                         interpret=interpret, options=tuple(sorted(vopts + lopts + popts)))
+                                         interpret=interpret,
+                                         options=tuple(sorted(vopts + lopts + popts + phase_options(settings))),
+                                         phase=settings.phase)
+                        if settings.phase == "streaming" and settings.chunk_size > T:
+                            dropped.append(Dropped(spec.id, f"chunk size {settings.chunk_size} (--chunk-size) is "
+                                                            f"longer than the context T={T}"))
+                            continue
                         if why_pack:   # one line per layer/backend (and batch), not per point
                             d = Dropped(f"{kname}/{bname} packing=packed", why_pack)
                             if d not in dropped:
@@ -249,6 +269,25 @@ def _replay_product(sweep: SweepSpec, axes: Any, backend: str, vopts):
             yield B, (T, lopts), packing
 
 
+def phase_unsupported(kernel: Any, backend: str, phase: str) -> str | None:
+    """Why ``kernel/backend`` has no ``phase`` (decode / streaming need a recurrent form), or None."""
+    if phase == "prefill":
+        return None
+    if getattr(kernel, "level", "kernel") != "kernel":
+        return f"{phase} is measured at the kernel level only"
+
+    return unsupported(kernel, backend, phase)
+
+
+def phase_options(settings: Any) -> tuple[tuple[str, str], ...]:
+    """The point options of a phase: ``steps=N`` (decode), ``chunk=C`` (streaming), none for prefill."""
+    if settings.phase == "decode":
+        return (("steps", str(settings.decode_steps)),)
+    if settings.phase == "streaming":
+        return (("chunk", str(settings.chunk_size)),)
+    return ()
+
+
 def _backend_head_dim(kernel: Any, backend: str, D: int) -> str | None:
     return kernel.backend_limit(backend, Shape(1, 1, 1, D))
 
@@ -257,6 +296,12 @@ def estimate_bytes(kernel: Any, spec: PointSpec) -> int | None:
     """Analytic peak bytes of one point: the kernel's working memory above inputs plus the inputs."""
     shape = Shape(spec.B, spec.T, spec.H, spec.D)
     itemsize = ITEMSIZE.get(spec.dtype, 4)
+    if spec.phase != "prefill":   # carried state / cache + one call's temporaries + inputs of T + n tokens
+
+        n = spec.tokens_per_call
+        work = kernel.analytic(spec, itemsize).memory_bytes or 0
+        return int(carried_bytes(kernel, shape, itemsize) + work
+                   + kernel.input_bytes(Shape(spec.B, spec.T + n, spec.H, spec.D), itemsize, "fwd"))
     try:
         work = int(kernel.memory_bytes(shape, itemsize, spec.backend, spec.causal, spec.mode))
     except Exception:  # a model that cannot estimate this case: no estimate, never a guess

@@ -40,7 +40,10 @@ def bad_flag_values(s: Setting) -> st.SearchStrategy[str]:
     numbers = _bad_numbers(s).map(lambda v: repr(v) if isinstance(v, float) else str(v))
     if s.kind == "bytes":   # a size in words must still be a size; a float count of bytes is fine as text
         return _WORDS | st.sampled_from(["-1GiB", "0", "0B", "1e999GiB", "lots", "9" * 40 + "GiB"])
-    return numbers | _WORDS | st.just("")
+    if s.kind == "choice":
+        return _WORDS.filter(lambda w: w.strip().lower() not in s.choices) | st.sampled_from(["0", "1.5"])
+    words = _WORDS.filter(lambda w: not s.none or w.strip().lower() != s.none.split()[0])
+    return numbers | words | (st.nothing() if s.none else st.just(""))   # "" and the none word mean None
 
 
 def bad_toml_values(s: Setting) -> st.SearchStrategy[str]:
@@ -105,5 +108,5 @@ def test_bad_scenario_value_exits_2_naming_file_and_key(s, data, tmp_path_factor
 
 def test_every_setting_is_fuzzed_by_kind():
     """The strategies cover every kind the model declares (a new kind needs strategies here first)."""
-    assert {s.kind for s in SETTINGS} <= {"bool", "int", "float", "bytes"}
+    assert {s.kind for s in SETTINGS} <= {"bool", "int", "float", "bytes", "choice"}
     assert len(_VALUED) + sum(s.kind == "bool" for s in SETTINGS) == len(SETTINGS)

@@ -1,0 +1,62 @@
+"""Decode points through the one measurement pipeline: on CPU, and on the simulated CUDA device, where
+they carry device time and call latency like prefill points."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+from measure_fake_cuda import FakeGpu
+
+from profiler.core.records import MeasureSettings, PointSpec
+from profiler.measure import point
+from profiler.measure.device import CudaDevice
+from profiler.spec import registry as spec_registry
+
+FAST = MeasureSettings(warmup_s=0.01, min_warmup_calls=1, min_reps=3, max_reps=20, time_budget_s=0.05,
+                       measure_energy=False, processes=1, phase="decode", decode_steps=2)
+SPEC = PointSpec(kernel="retnet", backend="torch", B=1, T=64, H=2, D=16, phase="decode", options=(("steps", "2"),))
+
+
+def test_cpu_decode_point_is_verified_timed_and_carries_its_state_bytes():
+    rec = point.measure_point(SPEC, FAST)
+    assert rec.status == "ok" and rec.correctness.passed and rec.correctness.checked_T == 64
+    assert rec.timing.n >= 3 and rec.extra["carried_bytes"] == 2 * 16 * 16 * 4 == rec.extra["carried_bytes_analytic"]
+    assert rec.extra["tokens_per_call"] == 2 and rec.flops == 2 * 6.0 * 2 * 16 * 16
+
+
+class _CpuBackedFakeCuda(CudaDevice):
+    """The simulated GPU's clocks and graphs; tensors stay on the CPU (no GPU here)."""
+
+    @property
+    def torch_device(self) -> str:
+        return "cpu"
+
+    def info(self):
+        return {"device_name": "NVIDIA Fake H200"}
+
+
+def test_fake_cuda_decode_point_has_device_time_and_call_latency(monkeypatch):
+    gpu = FakeGpu()
+    dev = _CpuBackedFakeCuda(0, cuda=SimpleNamespace(), event_factory=gpu.event, api=gpu)
+    real_entry = spec_registry.get_entry
+    op = gpu.op(40e-6, 8e-6, kernels=4)       # a decode step: host-bound launches, little device work
+
+    def entry(level, kernel):
+        e = real_entry(level, kernel)
+
+        def build(p, device, seed):
+            work = e.build(p, device, seed)
+            real = work.call
+            work.call = lambda: (real(), op())
+            return work
+        return SimpleNamespace(check_shape=e.check_shape, analytic=e.analytic, verify=e.verify, build=build)
+
+    monkeypatch.setattr(point, "get_entry", entry)
+    rec = point.measure_point(SPEC, dataclasses.replace(FAST, measure_memory=False), device=dev)
+    assert rec.status == "ok" and rec.correctness.passed
+    assert rec.timing.quantity == "device_time" and rec.timing.method == "cuda_graph"
+    assert rec.timing.median_s == pytest.approx(8e-6, rel=0.05)
+    assert rec.call_latency is not None and rec.call_latency.median_s >= 40e-6
+    assert rec.launch_bound is True and rec.extra["carried_bytes"] == 2048
