@@ -13,7 +13,7 @@ import pytest
 
 from profiler.store.runs import RunDir
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "streaming.toml"
 
