@@ -458,11 +458,27 @@ def save_baseline(run: Any, out: str | Path, *, max_samples: int | None = None) 
 
 # --------------------------------------------------------------------------- kernels, environment, tools
 
-def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, Any]]:
+def _use_kernel_modules(modules: Any) -> None:
+    """Import plugin kernel modules (the ``kernel_modules`` setting) into this process's registry."""
+    if not modules:
+        return
+    from profiler.core import settings as measure_settings
+    from profiler.kernels import use_kernel_modules
+
+    s = measure_settings.lookup("kernel_modules")
+    where = s.flag   # the API keyword kernel_modules= is the same setting
+    use_kernel_modules(measure_settings.parse(s, list(modules) if not isinstance(modules, str) else modules, where),
+                       where)
+
+
+def list_kernels(device: str = "all", *, level: str = "all", kernel_modules: Any = None) -> list[dict[str, Any]]:
     """Every entry x backend x device (``cpu``, ``cuda`` or ``all``) of each level (``kernel``, ``layer``,
-    ``model`` or ``all``): ``available``, and the ``reason`` when not (``serprof list``)."""
+    ``model`` or ``all``): ``available``, and the ``reason`` when not (``serprof list``). ``origin``:
+    ``built-in`` or the plugin a kernel comes from; ``kernel_modules``: plugin modules to add first."""
     from profiler.core.records import LEVELS
     from profiler.spec.registry import registry
+
+    _use_kernel_modules(kernel_modules)
 
     if device not in (*VERIFY_DEVICES, "all"):
         raise UsageError(f"--device {device!r} is not allowed; {did_you_mean(device, (*VERIFY_DEVICES, 'all'))}")
@@ -475,15 +491,19 @@ def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, A
         import torch
 
         cuda = torch.cuda.is_available()
+    from profiler.kernels import origin
+
     rows = []
     for lv in levels:
         for name, spec in registry(lv).items():
+            where = origin(name) if lv == "kernel" else "built-in"
             for bname, b in spec.backends.items():
                 for dev in devices:
                     ok, why = b.availability(dev, cuda_available=cuda)
                     rows.append({"level": lv, "kernel": name, "family": spec.family, "backend": bname, "device": dev,
                                  "available": ok, "reason": why, "causal": list(b.causal),
-                                 "interpretable": b.interpretable, "description": b.description})
+                                 "interpretable": b.interpretable, "description": b.description,
+                                 "origin": where})
     return rows
 
 
@@ -534,8 +554,9 @@ def _split(text: str | Iterable[str] | None) -> list[str]:
 def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[str] | None = None, *,
            lengths: str | None = None, batch: str | None = None, heads: int = 2, head_dim: int = 32,
            dtypes: str | None = None, modes: str = "fwd,fwdbwd", device: str = "cpu", interpret: bool = False,
-           max_t: int | None = None, seed: int = 0) -> list:
-    """Check backends against their fp32 references; the list of results (``r.passed`` each)."""
+           max_t: int | None = None, seed: int = 0, kernel_modules: Any = None) -> list:
+    """Check backends against their fp32 references; the list of results (``r.passed`` each).
+    ``kernel_modules``: plugin modules to add first (default kernels: every registered one)."""
     from profiler.core.units import parse_dtypes, parse_int_list, parse_lengths
 
     dev_type = device.split(":")[0]
@@ -563,10 +584,11 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
 
         if not torch.cuda.is_available():
             raise UnavailableError("--device cuda requested but no CUDA device is visible to torch")
-    from profiler.kernels import MECHANISMS, get_kernel
+    _use_kernel_modules(kernel_modules)
+    from profiler.kernels import get_kernel, registry
     from profiler.measure.verify import verify_many
 
-    kernel_list = _split(kernels) or list(MECHANISMS)
+    kernel_list = _split(kernels) or list(registry())
     for k in kernel_list:
         get_kernel(k)  # unknown name -> UsageError naming the valid ones
     results = verify_many(kernel_list, _split(backends) or None, lengths=length_list, batches=batch_list,

@@ -9,12 +9,20 @@ the commands; ``list`` never imports fla.
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
+from profiler.core import settings as measure_settings
 from profiler.core.console import console as _console, esc
 from profiler.core.errors import UsageError
+
+_KM = measure_settings.lookup("kernel_modules")
+
+
+def _kernel_module_option():
+    """``--kernel-module`` as the settings model declares it (repeatable)."""
+    return typer.Option(None, _KM.flag, help=_KM.help_text(), metavar="<module>")
 
 DEVICES = ("cpu", "cuda")
 
@@ -34,11 +42,12 @@ def list_cmd(
     device: str = typer.Option("all", "--device", help="cpu, cuda or all."),
     level: str = typer.Option("all", "--level", help="kernel, layer, model or all: the entries a scenario's "
                               "`kernels` can name at that level."),
+    kernel_module: Optional[List[str]] = _kernel_module_option(),
 ) -> None:
     """List every entry x backend x device of each level (kernels, layers, SER model): available or not, and why."""
     from profiler import api
 
-    rows = api.list_kernels(device, level=level)
+    rows = api.list_kernels(device, level=level, kernel_modules=kernel_module)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -54,6 +63,8 @@ def list_cmd(
                 continue
             status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
             note = r["description"] if r["available"] else r["reason"]
+            if r.get("origin", "built-in") != "built-in":
+                note = f"{note} [{r['origin']}]"
             table.add_row(esc(r["kernel"]), esc(r["family"]), esc(r["backend"]), esc(r["device"]), status, esc(note))
         console.print(table)
 
@@ -78,12 +89,14 @@ def verify_cmd(
     max_t: Optional[int] = typer.Option(None, "--max-t", help="Longest T compared in full (default: each kernel's reference limit)."),
     seed: int = typer.Option(0, "--seed", help="Input seed."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    kernel_module: Optional[List[str]] = _kernel_module_option(),
 ) -> None:
     """Check backends against their fp32 references; exit 1 if any error exceeds its tolerance."""
     from profiler import api
 
     results = api.verify(kernels, backend, lengths=lengths, batch=batch, heads=heads, head_dim=head_dim,
-                         dtypes=dtype, modes=mode, device=device, interpret=interpret, max_t=max_t, seed=seed)
+                         dtypes=dtype, modes=mode, device=device, interpret=interpret, max_t=max_t, seed=seed,
+                         kernel_modules=kernel_module)
     failed = [r for r in results if r.failed]
     if json_out:
         typer.echo(json.dumps({"passed": not failed, "results": [r.to_dict() for r in results]}, indent=2))

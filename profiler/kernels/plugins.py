@@ -94,10 +94,19 @@ def _import(name: str, origin: str) -> Any:
 
 
 def load_module(name: str, origin: str | None = None) -> list[KernelSpec]:
-    """Import module ``name`` and return its validated kernels (``PluginError`` on any problem)."""
+    """Import module ``name`` and return its validated kernels (``PluginError`` on any problem).
+
+    The current directory is searched last (as ``python -m`` would), so ``--kernel-module my_kernels``
+    finds ``./my_kernels.py``; worker processes start in the sweep's directory.
+    """
+    import os
+
     origin = origin or f"kernel module {name!r}"
     if not isinstance(name, str) or not name or not all(p.isidentifier() for p in name.split(".")):
         raise PluginError(f"{origin}: {name!r} is not a dotted module name such as 'mypkg.kernels'")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
     return kernels_of(_import(name, origin), origin)
 
 

@@ -136,11 +136,11 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
     under ``interpret``) adds a comparison with the kernel's ``torch`` backend (``sdpa`` for
     softmax). ``progress(result)`` is called after each check.
     """
-    from profiler.kernels import MECHANISMS, get_kernel
+    from profiler.kernels import get_kernel, registry
 
     if max_T is not None and (isinstance(max_T, bool) or not isinstance(max_T, int) or max_T < 1):
         raise UsageError(f"--max-t must be a whole number >= 1 (the longest T compared in full), got {max_T!r}")
-    kernels = list(kernels or MECHANISMS)
+    kernels = list(kernels or registry())
     pairs = resolve_backends(kernels, backends, device, interpret)
     if against_torch is None:
         against_torch = interpret
