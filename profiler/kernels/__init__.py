@@ -31,6 +31,7 @@ from typing import Iterable
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.kernels.base import (ALL_DTYPES, Analytic, Backend, KernelSpec, Shape, Workload,
                                    forward_backward_flops, require_causal)
+from profiler.kernels.origins import ORIGINS as _origins, label
 from profiler.kernels.plugins import ENTRY_POINT_GROUP
 from profiler.kernels.softmax import make_qkv, randn, scale_of
 
@@ -40,7 +41,6 @@ MECHANISMS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda")
 BUILTIN = "built-in"
 
 _modules: dict[str, list[KernelSpec]] = {}     # kernel modules loaded in this process, in order
-_origins: dict[str, str] = {}                   # kernel name -> where it came from (plugins only)
 
 
 @lru_cache(maxsize=1)
@@ -87,12 +87,6 @@ def origin(name: str) -> str:
     """Where kernel ``name`` comes from: ``built-in``, or the plugin (entry point or kernel module)."""
     registry()
     return _origins.get(name, BUILTIN)
-
-
-def label(spec: KernelSpec) -> str:
-    """``kernel 'x'``, plus its plugin origin when not built in (for error lines)."""
-    where = _origins.get(spec.name)
-    return f"kernel {spec.name!r}" + (f" from {where}" if where else "")
 
 
 def use_kernel_modules(names: Iterable[str], where: str = "--kernel-module") -> list[str]:

@@ -83,7 +83,7 @@ class KernelContractError(RuntimeError):
 
 
 def _label(spec: KernelSpec) -> str:
-    from profiler.kernels import label
+    from profiler.kernels.origins import label
 
     return label(spec)
 
@@ -134,8 +134,9 @@ def _validate(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device: 
                          f"{', '.join('causal' if c else 'non-causal' for c in b.causal)})")
     if dtype not in b.dtypes:
         raise UsageError(f"{kernel}/{backend} does not support {dtype}; valid: {', '.join(b.dtypes)}")
-    if mode == "fwdbwd" and not b.backward:
-        raise UsageError(f"{kernel}/{backend} has no backward pass; use --mode fwd")
+    if mode == "fwdbwd" and not b.has_backward(device):
+        on = "" if not b.backward else f" on {device.split(':')[0]}"
+        raise UsageError(f"{kernel}/{backend} has no backward pass{on}; use --mode fwd")
     if interpret:
         from profiler.kernels.interpret import BF16_REASON, INTERPRETABLE_DTYPES
 

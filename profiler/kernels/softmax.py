@@ -11,7 +11,7 @@ Backends
   which the record keeps; torch never silently falls back to another kernel.
 * ``flex``: ``torch.nn.attention.flex_attention.flex_attention`` under ``torch.compile`` (CUDA and
   CPU where inductor can compile it; the compile is the point's first call, recorded in
-  ``first_call``, never timed). Causal via a ``create_block_mask`` block mask built once per
+  ``first_call``, never timed; no backward on CPU in torch 2.13). Causal via a ``create_block_mask`` block mask built once per
   (T, device) outside the timed call. ``run_flex(..., compiled=False)`` is the eager form (tests).
 * ``flash-attn``: the flash-attn package's ``flash_attn_func`` (CUDA, fp16/bf16, D <= 256; the
   optional extra ``serprof[flash]``; skipped with the reason when the package is missing).
@@ -167,10 +167,19 @@ def flex_block_mask(Tq: int, Tk: int, device) -> object:
     return _BLOCK_MASKS[key]
 
 
-def run_flex(inputs, causal: bool, *, compiled: bool = True):
-    """FlexAttention (compiled by default; one compiled function per process)."""
+#: Test seam: ``SERPROF_FLEX_COMPILE=0`` runs FlexAttention eagerly (tests/conftest.py sets it, so the
+#: suite never pays inductor's compile on CPU, ~30-60 s per shape on 2 cores). Never set for measurements.
+FLEX_COMPILE_ENV = "SERPROF_FLEX_COMPILE"
+
+
+def run_flex(inputs, causal: bool, *, compiled: bool | None = None):
+    """FlexAttention (compiled unless ``compiled=False`` or the test seam; one compiled function per process)."""
+    import os
+
     from torch.nn.attention.flex_attention import flex_attention
 
+    if compiled is None:
+        compiled = os.environ.get(FLEX_COMPILE_ENV, "1") != "0"
     fn = flex_attention
     if compiled:
         if "fn" not in _FLEX_COMPILED:
@@ -180,9 +189,14 @@ def run_flex(inputs, causal: bool, *, compiled: bool = True):
         fn = _FLEX_COMPILED["fn"]
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
     mask = flex_block_mask(q.shape[1], k.shape[1], q.device) if causal else None
-    o = fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=mask,
-           scale=scale_of(inputs, q.shape[-1]))
-    return o.transpose(1, 2)
+    args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    if compiled:
+        return fn(*args, block_mask=mask, scale=scale_of(inputs, q.shape[-1])).transpose(1, 2)
+    import warnings
+
+    with warnings.catch_warnings():   # "called without torch.compile()": eager is what was asked for
+        warnings.simplefilter("ignore", UserWarning)
+        return fn(*args, block_mask=mask, scale=scale_of(inputs, q.shape[-1])).transpose(1, 2)
 
 
 def run_flash_attn(inputs, causal: bool):
@@ -291,6 +305,7 @@ KERNEL = KernelSpec(
                               dtypes=("float16", "bfloat16"), description=_CUDA_NOTE + " (cuDNN attention)"),
         "sdpa-math": Backend("sdpa-math", run_sdpa_math, causal=(True, False), description=_PIN_NOTE),
         "flex": Backend("flex", run_flex, causal=(True, False), requires=("torch.nn.attention.flex_attention",),
+                        backward_devices=("cuda",),   # torch 2.13: "FlexAttention does not support backward on CPU"
                         description="torch FlexAttention, torch.compile'd (first call = compile); "
                                     "causal via a block mask"),
         "flash-attn": Backend("flash-attn", run_flash_attn, devices=("cuda",), causal=(True, False),

@@ -74,9 +74,10 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
     t0 = time.perf_counter()
     started = utc_now()
     if settings.kernel_modules and spec.level == "kernel":   # plugin kernels (stored with the run's settings)
+        from profiler.core.settings import lookup
         from profiler.kernels import use_kernel_modules
 
-        use_kernel_modules(settings.kernel_modules, "settings.kernel_modules")
+        use_kernel_modules(settings.kernel_modules, lookup("kernel_modules").toml_key)
     entry = get_entry(spec.level, spec.kernel)
     dev = device if device is not None else get_device(spec.device, device_index)
     worker = dev.info()

@@ -151,7 +151,7 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
         b = spec.backends[n]
         for dt in dtypes:
             for mode in modes:
-                if mode == "fwdbwd" and not b.backward:
+                if mode == "fwdbwd" and not b.has_backward(device):
                     continue
                 for c in (causal_modes or b.causal):
                     if c not in b.causal:

@@ -215,7 +215,7 @@ def validate_spec(spec: SweepSpec, where: str) -> SweepSpec:
     limits.check_number("utterances", spec.utterances, f"{where}.utterances")
     measure_settings.check_all(spec.settings, f"{where}.settings")
     if spec.settings.kernel_modules:
-        _load_kernel_modules(spec.settings.kernel_modules, f"{where}.settings.kernel_modules")
+        _load_kernel_modules(spec.settings.kernel_modules, f"{where}.{measure_settings.lookup('kernel_modules').toml_key}")
     for key, allowed, value in (("device", DEVICES, spec.device), ("level", LEVELS, spec.level),
                                 ("causal", CAUSAL_CHOICES, spec.causal)):
         if value not in allowed:

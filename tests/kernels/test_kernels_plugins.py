@@ -22,10 +22,16 @@ EXAMPLE = ROOT / "examples" / "serprof-toy-kernel"
 def clean_registry(monkeypatch):
     """Forget entry points and kernel modules loaded by a test (the registry is per process)."""
     monkeypatch.setattr(K, "_modules", {})
-    monkeypatch.setattr(K, "_origins", {})
+    from profiler.kernels import origins
+
+    saved = dict(origins.ORIGINS)
+    origins.ORIGINS.clear()
+    monkeypatch.setattr(K, "_modules", {})
     K._entry_points.cache_clear()
     yield
     K._entry_points.cache_clear()
+    origins.ORIGINS.clear()
+    origins.ORIGINS.update(saved)
 
 
 @pytest.fixture(scope="module")
