@@ -159,3 +159,19 @@ def test_runtime_contract_is_one_line_naming_the_plugin(clean_registry, monkeypa
         assert words in msg and "toy_linear" in msg and "\n" not in msg, msg
     assert check_point(K.get_kernel("softmax"), "sdpa", shape, "float32", "cpu", True, "fwd").passed
     assert torch.is_grad_enabled()
+
+
+def test_readme_plugin_example_verifies(clean_registry, tmp_path, monkeypatch):
+    """The README's "Profile your own kernel" block, saved as my_kernels.py, is a working plugin."""
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Profile your own kernel\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    (tmp_path / "my_kernels.py").write_text(block)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert K.use_kernel_modules(["my_kernels"]) == ["my_linear"]
+    results = api.verify("my_linear", lengths="1,40", modes="fwd,fwdbwd")
+    assert len(results) == 4 and all(r.passed for r in results), [r.to_dict() for r in results]
+    assert K.origin("my_linear") == "kernel module 'my_kernels'"
