@@ -175,3 +175,22 @@ def test_readme_plugin_example_verifies(clean_registry, tmp_path, monkeypatch):
     results = api.verify("my_linear", lengths="1,40", modes="fwd,fwdbwd")
     assert len(results) == 4 and all(r.passed for r in results), [r.to_dict() for r in results]
     assert K.origin("my_linear") == "kernel module 'my_kernels'"
+
+
+def test_scenario_key_and_api_keyword_plan_the_plugin(clean_registry, tmp_path, monkeypatch):
+    """``[settings] kernel_modules`` and ``kernel_modules=`` put the plugin's points in the plan and the
+    module names in the stored settings (what workers, --resume and SLURM shards import)."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    scen = tmp_path / "s.toml"
+    scen.write_text('device = "cpu"\nkernels = "toy_linear,softmax"\nbackends = "cumsum,sdpa"\nlengths = 64\n'
+                    'modes = "fwd"\n[settings]\nkernel_modules = ["serprof_toy_kernel"]\n')
+    p = api.plan(scen)
+    kernels = {s.spec.kernel for s in p.points}
+    assert kernels == {"toy_linear", "softmax"}
+    assert p.sweep.settings.kernel_modules == ("serprof_toy_kernel",)
+    p2 = api.plan(None, {"kernels": "toy_linear", "lengths": "32", "device": "cpu",
+                         "kernel_modules": "serprof_toy_kernel"})
+    assert {s.spec.backend for s in p2.points} == {"cumsum", "masked"}
+    scen.write_text('device = "cpu"\nkernels = "softmax"\nlengths = 64\n[settings]\nkernel_modules = ["nope_mod"]\n')
+    with pytest.raises(UsageError, match=r"s\.toml: key 'settings\.kernel_modules' nope_mod: cannot import"):
+        api.plan(scen)
