@@ -72,6 +72,8 @@ def test_installed_plugin_in_list_verify_sweep_report_gate(installed, clean_regi
     assert recs[("toy_linear", "cumsum")].correctness.passed
     assert recs[("softmax", "sdpa")].status == "ok"
     assert "toy_linear" in api.markdown_summary(run)
+    html = api.report(run, out=tmp_path / "report" / "r.html")
+    assert "toy_linear" in html.read_text(encoding="utf-8")
     gate = api.gate(run, run)
     assert any("toy_linear" in str(c) for c in gate.checks) and gate.passed
 
