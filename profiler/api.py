@@ -507,6 +507,13 @@ def list_kernels(device: str = "all", *, level: str = "all", kernel_modules: Any
     return rows
 
 
+def fla_coverage() -> list[dict[str, Any]]:
+    """Every ``fla.ops`` family of the installed fla: covered by which kernel, or why not (``serprof list --fla``)."""
+    from profiler.kernels.fla_coverage import coverage
+
+    return coverage()
+
+
 def env() -> dict[str, Any]:
     """What serprof sees here: devices, versions, NVML and RAPL availability and why not (``serprof env``)."""
     from profiler.runner.env import fingerprint

@@ -43,10 +43,15 @@ def list_cmd(
     level: str = typer.Option("all", "--level", help="kernel, layer, model or all: the entries a scenario's "
                               "`kernels` can name at that level."),
     kernel_module: Optional[List[str]] = _kernel_module_option(),
+    fla: bool = typer.Option(False, "--fla", help="List the installed fla's op families instead: which kernel "
+                             "covers each, or why it is left out."),
 ) -> None:
     """List every entry x backend x device of each level (kernels, layers, SER model): available or not, and why."""
     from profiler import api
 
+    if fla:
+        _list_fla(api.fla_coverage(), json_out)
+        return
     rows = api.list_kernels(device, level=level, kernel_modules=kernel_module)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
@@ -67,6 +72,22 @@ def list_cmd(
                 note = f"{note} [{r['origin']}]"
             table.add_row(esc(r["kernel"]), esc(r["family"]), esc(r["backend"]), esc(r["device"]), status, esc(note))
         console.print(table)
+
+
+def _list_fla(rows: list[dict], json_out: bool) -> None:
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        raise UsageError("--fla: flash-linear-attention (fla) is not installed")
+    from rich.table import Table
+
+    table = Table(title=f"fla.ops families: {sum(r['covered'] for r in rows)} of {len(rows)} covered")
+    for col in ("family", "entry points", "kernel", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(esc(r["family"]), esc(", ".join(r["entry_points"])), esc(r["kernel"] or "-"), esc(r["reason"]))
+    _console().print(table)
 
 
 def _fmt(x: float | None) -> str:
