@@ -40,6 +40,8 @@ from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.core.lazy import lazy_import
 from profiler.core.records import LEVELS, PointRecord
 from profiler.core.units import parse_dtypes, parse_int_list, parse_lengths
+from profiler.kernels import origin, use_kernel_modules
+from profiler.kernels.fla_coverage import coverage
 from profiler.report.export import COLUMNS, export_run
 from profiler.report.export import rows as export_rows
 from profiler.report.html import render_run
@@ -457,9 +459,23 @@ def _phases(spec: Any, backend: str) -> list[str]:
     return ["prefill", "decode", "streaming"] if decode else ["prefill"]
 
 
-def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, Any]]:
+def _use_kernel_modules(modules: Any) -> None:
+    """Import plugin kernel modules (the ``kernel_modules`` setting) into this process's registry."""
+    if not modules:
+        return
+
+    s = measure_settings.lookup("kernel_modules")
+    where = s.flag   # the API keyword kernel_modules= is the same setting
+    use_kernel_modules(measure_settings.parse(s, list(modules) if not isinstance(modules, str) else modules, where),
+                       where)
+
+
+def list_kernels(device: str = "all", *, level: str = "all", kernel_modules: Any = None) -> list[dict[str, Any]]:
     """Every entry x backend x device (``cpu``, ``cuda`` or ``all``) of each level (``kernel``, ``layer``,
-    ``model`` or ``all``): ``available``, and the ``reason`` when not (``serprof list``)."""
+    ``model`` or ``all``): ``available``, and the ``reason`` when not (``serprof list``). ``origin``:
+    ``built-in`` or the plugin a kernel comes from; ``kernel_modules``: plugin modules to add first."""
+    _use_kernel_modules(kernel_modules)
+
     if device not in (*VERIFY_DEVICES, "all"):
         raise UsageError(f"--device {device!r} is not allowed; {did_you_mean(device, (*VERIFY_DEVICES, 'all'))}")
     if level not in (*LEVELS, "all"):
@@ -469,17 +485,24 @@ def list_kernels(device: str = "all", *, level: str = "all") -> list[dict[str, A
     cuda = False
     if "cuda" in devices:
         cuda = torch.cuda.is_available()
+
     rows = []
     for lv in levels:
         for name, spec in spec_registry.registry(lv).items():
+            where = origin(name) if lv == "kernel" else "built-in"
             for bname, b in spec.backends.items():
                 for dev in devices:
                     ok, why = b.availability(dev, cuda_available=cuda)
                     rows.append({"level": lv, "kernel": name, "family": spec.family, "backend": bname, "device": dev,
                                  "available": ok, "reason": why, "causal": list(b.causal),
                                  "interpretable": b.interpretable, "description": b.description,
-                                 "phases": _phases(spec, bname)})
+                                 "phases": _phases(spec, bname), "origin": where})
     return rows
+
+
+def fla_coverage() -> list[dict[str, Any]]:
+    """Every ``fla.ops`` family of the installed fla: covered by which kernel, or why not (``serprof list --fla``)."""
+    return coverage()
 
 
 def env() -> dict[str, Any]:
@@ -522,8 +545,9 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
            lengths: str | None = None, batch: str | None = None, heads: int = 2, head_dim: int = 32,
            dtypes: str | None = None, modes: str = "fwd,fwdbwd", device: str = "cpu", interpret: bool = False,
            max_t: int | None = None, seed: int = 0, phase: str = "prefill", decode_steps: int = 1,
-           chunk_size: int | None = None) -> list:
+           chunk_size: int | None = None, kernel_modules: Any = None) -> list:
     """Check backends against their fp32 references; the list of results (``r.passed`` each).
+    ``kernel_modules``: plugin modules to add first (default kernels: every registered one).
 
     ``phase`` ``decode`` / ``streaming``: each mechanism's decode backends, ``decode_steps`` tokens (or one
     ``chunk_size`` chunk) after each length, against the full-sequence reference (validated like the
@@ -555,7 +579,8 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
         if not torch.cuda.is_available():
             raise UnavailableError("--device cuda requested but no CUDA device is visible to torch")
 
-    kernel_list = _split(kernels) or list(kernel_registry.MECHANISMS)
+    _use_kernel_modules(kernel_modules)
+    kernel_list = _split(kernels) or list(kernel_registry.registry())
     for k in kernel_list:
         kernel_registry.get_kernel(k)  # unknown name -> UsageError naming the valid ones
     results = measure_verify.verify_many(kernel_list, _split(backends) or None, lengths=length_list, batches=batch_list,

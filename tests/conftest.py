@@ -23,6 +23,7 @@ hypothesis_settings.register_profile("serprof", database=None)
 hypothesis_settings.load_profile("serprof")
 
 _ROOT = str(Path(__file__).resolve().parents[1])
+os.environ.setdefault("SERPROF_FLEX_COMPILE", "0")   # FlexAttention eager in tests (profiler.kernels.softmax)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
 
 

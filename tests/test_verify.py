@@ -115,7 +115,7 @@ def test_tolerance_table():
     (("softmax", "fla", Shape(1, 8, 1, 512), "float32", "cuda", True, "fwd"), UsageError, "limit of 256"),
     (("fox", "fla", Shape(1, 8, 1, 32), "float32", "cpu", False, "fwd"), UsageError, "non-causal"),
     (("fox", "fla", Shape(1, 8, 1, 32), "float32", "cpu", True, "fwd"), UnavailableError, "--interpret"),
-    (("softmax", "sdpa-math", Shape(1, 8, 1, 32), "float32", "cpu", True, "fwd"), UnavailableError, "cuda"),
+    (("softmax", "sdpa-cudnn", Shape(1, 8, 1, 16), "float16", "cpu", True, "fwd"), UnavailableError, "cuda"),
 ])
 def test_bad_requests_raise_before_running(args, exc, fragment):
     with pytest.raises(exc) as err:
@@ -134,7 +134,9 @@ def test_bf16_refused_under_interpreter_without_entering_it():
 def test_resolve_backends():
     pairs = resolve_backends(["softmax", "fox"], None, "cpu", False)
     assert ("softmax", "sdpa") in pairs and ("softmax", "naive") in pairs and ("fox", "torch") in pairs
-    assert not any(b == "fla" or b.startswith("sdpa-") for _, b in pairs)
+    cpu_pinned = {"sdpa-math", "flex"}   # issue 17: these run on CPU; the CUDA-only pins do not
+    assert cpu_pinned <= {b for _, b in pairs}
+    assert not any(b in ("fla", "flash-attn") or (b.startswith("sdpa-") and b not in cpu_pinned) for _, b in pairs)
     assert resolve_backends(["softmax", "fox"], None, "cpu", True) == [("softmax", "fla"), ("fox", "fla")]
     with pytest.raises(UsageError, match="valid: "):
         resolve_backends(["softmax"], ["sdpaa"], "cpu", False)

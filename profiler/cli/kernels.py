@@ -9,7 +9,7 @@ the commands; ``list`` never imports fla.
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -20,6 +20,15 @@ from profiler.core.fmt import sci
 from profiler.core.lazy import lazy_import
 
 api = lazy_import("profiler.api")
+from profiler.core import settings as measure_settings
+from profiler.core.errors import UsageError
+
+_KM = measure_settings.lookup("kernel_modules")
+
+
+def _kernel_module_option():
+    """``--kernel-module`` as the settings model declares it (repeatable)."""
+    return typer.Option(None, _KM.flag, help=_KM.help_text(), metavar="<module>")
 
 DEVICES = ("cpu", "cuda")
 
@@ -39,9 +48,15 @@ def list_cmd(
     device: str = typer.Option("all", "--device", help="cpu, cuda or all."),
     level: str = typer.Option("all", "--level", help="kernel, layer, model or all: the entries a scenario's "
                               "`kernels` can name at that level."),
+    kernel_module: Optional[List[str]] = _kernel_module_option(),
+    fla: bool = typer.Option(False, "--fla", help="List the installed fla's op families instead: which kernel "
+                             "covers each, or why it is left out."),
 ) -> None:
     """List every entry x backend x device of each level (kernels, layers, SER model): available or not, and why."""
-    rows = api.list_kernels(device, level=level)
+    if fla:
+        _list_fla(api.fla_coverage(), json_out)
+        return
+    rows = api.list_kernels(device, level=level, kernel_modules=kernel_module)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -57,10 +72,27 @@ def list_cmd(
                 continue
             status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
             note = r["description"] if r["available"] else r["reason"]
+            if r.get("origin", "built-in") != "built-in":
+                note = f"{note} [{r['origin']}]"
             phases = ", ".join(r["phases"])
             table.add_row(esc(r["kernel"]), esc(r["family"]), esc(r["backend"]), esc(r["device"]), status, phases,
                           esc(note))
         console.print(table)
+
+
+def _list_fla(rows: list[dict], json_out: bool) -> None:
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        raise UsageError("--fla: flash-linear-attention (fla) is not installed")
+
+    table = Table(title=f"fla.ops families: {sum(r['covered'] for r in rows)} of {len(rows)} covered")
+    for col in ("family", "entry points", "kernel", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(esc(r["family"]), esc(", ".join(r["entry_points"])), esc(r["kernel"] or "-"), esc(r["reason"]))
+    _console().print(table)
 
 
 def _fmt(x: float | None) -> str:
@@ -85,11 +117,13 @@ def verify_cmd(
                               "outputs after each length against the full-sequence reference."),
     decode_steps: int = typer.Option(2, "--decode-steps", help="Decode: tokens checked after each length."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Streaming: tokens per chunk."),
+    kernel_module: Optional[List[str]] = _kernel_module_option(),
 ) -> None:
     """Check backends against their fp32 references; exit 1 if any error exceeds its tolerance."""
     results = api.verify(kernels, backend, lengths=lengths, batch=batch, heads=heads, head_dim=head_dim,
                          dtypes=dtype, modes=mode, device=device, interpret=interpret, max_t=max_t, seed=seed,
-                         phase=phase, decode_steps=decode_steps, chunk_size=chunk_size)
+                         phase=phase, decode_steps=decode_steps, chunk_size=chunk_size,
+                         kernel_modules=kernel_module)
     failed = [r for r in results if r.failed]
     if json_out:
         typer.echo(json.dumps({"passed": not failed, "results": [r.to_dict() for r in results]}, indent=2))

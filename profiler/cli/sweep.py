@@ -44,6 +44,8 @@ def _setting_option(s: measure_settings.Setting) -> tuple[Any, Any]:
     """
     if s.kind == "bool":
         return Optional[bool], typer.Option(None, f"{s.flag}/{s.flag_false}", help=s.help_text())
+    if s.kind == "modules":
+        return Optional[List[str]], typer.Option(None, s.flag, help=s.help_text(), metavar="<module>")
     return Optional[str], typer.Option(None, s.flag, help=s.help_text(), metavar=_METAVAR[s.kind])
 
 

@@ -56,7 +56,7 @@ class Setting:
     none: str = ""                    # optional settings: what None means (spelt as this word)
     choices: tuple[str, ...] = ()     # a word setting (kind "choice"): the allowed words
     name: str = ""                    # filled in from the field
-    kind: str = ""                    # "bool" | "int" | "float" | "bytes"; filled in from the annotation
+    kind: str = ""                    # "bool" | "int" | "float" | "bytes" | "modules"; from the annotation
 
     # ---- derived spellings
     @property
@@ -81,12 +81,16 @@ class Setting:
         """The allowed values in words: ``a finite number > 0 and <= 1``."""
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
+        if self.kind == "modules":
+            return "dotted Python module names such as 'mypkg.kernels' (repeat the flag, or a TOML list)"
         return "true or false" if self.kind == "bool" else limits.describe_range(self.range)
 
     def help_text(self) -> str:
         """``--help`` line: the help, the unit, the default and the allowed values."""
         if self.kind == "bool":
             default = "on" if self.default else "off"
+        elif self.kind == "modules":
+            default = self.none
         elif self.default is None:
             default = self.none
         else:
@@ -146,6 +150,10 @@ class MeasureSettings:
     chunk_size: int | None = setting(None, "Streaming: tokens per chunk (e.g. 1-2 tokens per 20-40 ms frame at 50 "
                                      "frames/s); required with --phase streaming.", low=1, high=2 ** 31 - 1,
                                      none="none")
+    kernel_modules: tuple[str, ...] = setting(
+        (), "Python modules exporting KERNEL or KERNELS (profiler.kernels.KernelSpec) to add to the kernels; "
+        "stored with the run, imported by every worker.", flag="--kernel-module", none="none",
+        levels=("kernel",))
 
 
 def _declared() -> tuple[Setting, ...]:
@@ -154,7 +162,7 @@ def _declared() -> tuple[Setting, ...]:
     for f in dataclasses.fields(MeasureSettings):
         s: Setting = f.metadata["setting"]
         hint = hints[f.name]
-        kind = "bytes" if s.unit == "bytes" else "choice" if s.choices else next(
+        kind = "bytes" if s.unit == "bytes" else "choice" if s.choices else "modules" if typing.get_origin(hint) is tuple else next(
             k for k, t in (("bool", bool), ("int", int), ("float", float)) if t is hint or t in typing.get_args(hint))
         flag = s.flag or "--" + f.name.replace("_", "-")
         out.append(dataclasses.replace(s, name=f.name, kind=kind, flag=flag, key=s.key or f.name,
@@ -189,6 +197,8 @@ def parse(s: Setting, raw: Any, where: str) -> Any:
         return _parse_bool(raw, where)
     if s.kind == "choice":
         return check(s, raw.strip().lower() if isinstance(raw, str) else raw, where)
+    if s.kind == "modules":
+        return check(s, _parse_modules(raw, where), where)
     if s.none and (raw is None or (isinstance(raw, str) and raw.strip().lower() in (s.none.split()[0], ""))):
         return None
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
@@ -211,6 +221,9 @@ def check(s: Setting, value: Any, where: str) -> Any:
     if s.kind == "choice":
         if value not in s.choices:
             raise UsageError(f"{where}: {value!r} is not allowed; {did_you_mean(str(value), s.choices)}")
+    if s.kind == "modules":
+        if not isinstance(value, tuple) or not all(isinstance(v, str) and _is_module_name(v) for v in value):
+            raise UsageError(f"{where}: expected {s.describe()}, got {value!r}")
         return value
     if value is None and s.none:
         return value
@@ -289,6 +302,23 @@ def _number(s: Setting, raw: int | float | str, where: str) -> int | float:
         text = raw.strip() if isinstance(raw, str) else ""
         return int(text) if text.lstrip("+-").isdigit() else int(value)
     return value   # a non-whole float: ``check`` names it
+
+
+def _is_module_name(name: str) -> bool:
+    return bool(name) and all(p.isidentifier() for p in name.split("."))
+
+
+def _parse_modules(raw: Any, where: str) -> tuple[str, ...]:
+    """Module names from a flag's text (comma-separated; the flag may repeat), a TOML list or a string."""
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
+        raise UsageError(f"{where}: expected dotted Python module names such as 'mypkg.kernels', got {raw!r}")
+    names = [n.strip() for x in items for n in x.split(",")]
+    bad = [n for n in names if not _is_module_name(n)]
+    if bad or not names:
+        raise UsageError(f"{where}: {bad[0] if bad else ''!r} is not a dotted Python module name such as "
+                         f"'mypkg.kernels'")
+    return tuple(dict.fromkeys(names))
 
 
 def _parse_bool(raw: Any, where: str) -> bool:

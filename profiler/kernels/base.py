@@ -77,6 +77,11 @@ class Backend:
     dtypes: tuple[str, ...] = ALL_DTYPES
     interpretable: bool = False
     description: str = ""
+    backward_devices: tuple[str, ...] = ()       # non-empty: the backward runs on these device types only
+
+    def has_backward(self, device: str) -> bool:
+        """Whether fwd+bwd can run on device type ``device`` ('cpu' / 'cuda'; an index is ignored)."""
+        return self.backward and (not self.backward_devices or device.split(":")[0] in self.backward_devices)
 
     def availability(self, device: str, *, interpret: bool = False, cuda_available: bool | None = None) -> tuple[bool, str]:
         """``(available, reason)`` for a device type ('cpu' or 'cuda')."""

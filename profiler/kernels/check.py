@@ -35,6 +35,7 @@ from profiler.core.lazy import lazy_import
 from profiler.core.records import DTYPES, MODES, Correctness
 from profiler.kernels import interpret as fla_interpret
 from profiler.kernels.interpret import BF16_REASON, INTERPRETABLE_DTYPES
+from profiler.kernels.origins import label
 
 torch = lazy_import("torch")
 
@@ -80,6 +81,37 @@ def _time_indexed(t, B: int, T: int) -> bool:
     return getattr(t, "dim", lambda: 0)() >= 2 and t.shape[0] == B and t.shape[1] == T
 
 
+class KernelContractError(RuntimeError):
+    """A kernel breaks the ``KernelSpec`` contract (output shape/dtype, a reference that raises); the
+    message is one line naming the kernel and, for a plugin, where it comes from."""
+
+
+def _label(spec: KernelSpec) -> str:
+    return label(spec)
+
+
+def _check_output(spec: KernelSpec, backend: str, out, shape: Shape, dtype: str) -> None:
+    """The backend returned a tensor of shape (B, T, H, Dv) in the inputs' dtype."""
+    where = f"{_label(spec)}, backend {backend!r}"
+    if not torch.is_tensor(out):
+        raise KernelContractError(f"{where}: run returned {type(out).__name__}, expected a tensor (B, T, H, Dv)")
+    if out.dim() != 4 or tuple(out.shape[:3]) != (shape.B, shape.T, shape.H):
+        raise KernelContractError(f"{where}: output shape {tuple(out.shape)}, expected "
+                                  f"({shape.B}, {shape.T}, {shape.H}, Dv)")
+    if out.dtype != getattr(torch, dtype):
+        raise KernelContractError(f"{where}: output dtype {out.dtype}, expected torch.{dtype} (the inputs' dtype)")
+
+
+def _run_oracle(spec: KernelSpec, oracle, against: str | None, rx, causal: bool):
+    if against is not None:
+        return oracle(rx, causal)
+    try:
+        return oracle(rx, causal)
+    except Exception as exc:  # noqa: BLE001 - a reference that fails is the kernel's fault, named as such
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise KernelContractError(f"{_label(spec)}: reference raised {type(exc).__name__}: {first}") from None
+
+
 def _validate(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device: str, causal: bool, mode: str,
               interpret: bool):
     kernel = spec.name
@@ -102,8 +134,9 @@ def _validate(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device: 
                          f"{', '.join('causal' if c else 'non-causal' for c in b.causal)})")
     if dtype not in b.dtypes:
         raise UsageError(f"{kernel}/{backend} does not support {dtype}; valid: {', '.join(b.dtypes)}")
-    if mode == "fwdbwd" and not b.backward:
-        raise UsageError(f"{kernel}/{backend} has no backward pass; use --mode fwd")
+    if mode == "fwdbwd" and not b.has_backward(device):
+        on = "" if not b.backward else f" on {device.split(':')[0]}"
+        raise UsageError(f"{kernel}/{backend} has no backward pass{on}; use --mode fwd")
     if interpret:
         if dtype not in INTERPRETABLE_DTYPES:
             raise UsageError(BF16_REASON)
@@ -153,6 +186,7 @@ def check_against(spec: KernelSpec, backend: str, shape: Shape, dtype: str, devi
     x = {n: (t.detach().requires_grad_(True) if n in grads else t) for n, t in inputs.items()}
     with torch.enable_grad() if grads else torch.no_grad():
         out = b.run(x, causal)
+        _check_output(spec, backend, out, shape, dtype)
         dO = None
         if grads:
             gen = torch.Generator(device="cpu").manual_seed(int(seed) + 1)
@@ -188,7 +222,7 @@ def check_against(spec: KernelSpec, backend: str, shape: Shape, dtype: str, devi
             if n in grads:
                 rx[n].requires_grad_(True)
         with torch.enable_grad() if grads else torch.no_grad():
-            ref = oracle(rx, causal)
+            ref = _run_oracle(spec, oracle, against, rx, causal)
             if grads:
                 ref.backward(dO[:, :m].to(ref.device, ref.dtype))  # the same (rounded) values
 

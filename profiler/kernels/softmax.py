@@ -5,8 +5,16 @@
 Backends
 --------
 * ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` (any device; on this CPU it picks
-  the flash-style kernel with O(T) memory). On CUDA ``sdpa-flash`` / ``sdpa-efficient`` /
-  ``sdpa-math`` pin one implementation through ``torch.nn.attention.sdpa_kernel``.
+  the flash-style kernel with O(T) memory). ``sdpa-flash`` / ``sdpa-efficient`` / ``sdpa-cudnn`` /
+  ``sdpa-math`` pin one implementation through ``torch.nn.attention.sdpa_kernel`` (CUDA; ``sdpa-math``
+  also on CPU). A pinned implementation that cannot take the point raises (torch's own reason),
+  which the record keeps; torch never silently falls back to another kernel.
+* ``flex``: ``torch.nn.attention.flex_attention.flex_attention`` under ``torch.compile`` (CUDA and
+  CPU where inductor can compile it; the compile is the point's first call, recorded in
+  ``first_call``, never timed; no backward on CPU in torch 2.13). Causal via a ``create_block_mask`` block mask built once per
+  (T, device) outside the timed call. ``run_flex(..., compiled=False)`` is the eager form (tests).
+* ``flash-attn``: the flash-attn package's ``flash_attn_func`` (CUDA, fp16/bf16, D <= 256; the
+  optional extra ``serprof[flash]``; skipped with the reason when the package is missing).
 * ``naive``: the study's baseline, explicit ``T x T`` scores, then softmax, then ``@ v``. Scores and
   probabilities coexist at the softmax, so its forward peak is ``2 * B*H*T*T * itemsize`` (plus the
   output, and a ``T x T`` bool mask when causal); the memory model says exactly that.
@@ -24,7 +32,12 @@ long non-causal point on a prefix of query rows against all keys.
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import TYPE_CHECKING
+
+from flash_attn import flash_attn_func
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from profiler.core.lazy import lazy_import
 from profiler.kernels.base import Backend, KernelSpec, Shape
@@ -133,6 +146,57 @@ def run_sdpa_math(inputs, causal: bool):
     return _sdpa(inputs, causal, "MATH")
 
 
+def run_sdpa_cudnn(inputs, causal: bool):
+    return _sdpa(inputs, causal, "CUDNN_ATTENTION")
+
+
+_FLEX_COMPILED: dict = {}
+_BLOCK_MASKS: dict = {}
+
+
+def _causal_mask(b, h, q_idx, kv_idx):
+    return q_idx >= kv_idx
+
+
+def flex_block_mask(Tq: int, Tk: int, device) -> object:
+    """The causal ``BlockMask`` for (Tq, Tk) on ``device``, built once (outside every timed call)."""
+    key = (Tq, Tk, str(device))
+    if key not in _BLOCK_MASKS:
+        _BLOCK_MASKS[key] = create_block_mask(_causal_mask, B=None, H=None, Q_LEN=Tq, KV_LEN=Tk, device=str(device))
+    return _BLOCK_MASKS[key]
+
+
+#: Test seam: ``SERPROF_FLEX_COMPILE=0`` runs FlexAttention eagerly (tests/conftest.py sets it, so the
+#: suite never pays inductor's compile on CPU, ~30-60 s per shape on 2 cores). Never set for measurements.
+FLEX_COMPILE_ENV = "SERPROF_FLEX_COMPILE"
+
+
+def run_flex(inputs, causal: bool, *, compiled: bool | None = None):
+    """FlexAttention (compiled unless ``compiled=False`` or the test seam; one compiled function per process)."""
+    if compiled is None:
+        compiled = os.environ.get(FLEX_COMPILE_ENV, "1") != "0"
+    fn = flex_attention
+    if compiled:
+        if "fn" not in _FLEX_COMPILED:
+            _FLEX_COMPILED["fn"] = torch.compile(flex_attention, dynamic=False)
+        fn = _FLEX_COMPILED["fn"]
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    mask = flex_block_mask(q.shape[1], k.shape[1], q.device) if causal else None
+    args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    if compiled:
+        return fn(*args, block_mask=mask, scale=scale_of(inputs, q.shape[-1])).transpose(1, 2)
+
+    with warnings.catch_warnings():   # "called without torch.compile()": eager is what was asked for
+        warnings.simplefilter("ignore", UserWarning)
+        return fn(*args, block_mask=mask, scale=scale_of(inputs, q.shape[-1])).transpose(1, 2)
+
+
+def run_flash_attn(inputs, causal: bool):
+    """flash-attn's ``flash_attn_func`` (layout (B, T, H, D), as here)."""
+    q = inputs["q"]
+    return flash_attn_func(q, inputs["k"], inputs["v"], softmax_scale=scale_of(inputs, q.shape[-1]), causal=causal)
+
+
 def run_naive(inputs, causal: bool):
     """Explicit (B, H, T, T) scores, softmax into a second (B, H, T, T) tensor, then ``@ v``."""
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
@@ -190,7 +254,7 @@ def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool, mode: 
       (measured on CPU at T=4096, B=1, H=4, fp32: 512.0 MiB = the model); fwd+bwd ``3*B*H*T^2*itemsize`` (saved probabilities, their gradient and the
       scores' gradient coexist in the softmax backward) + the gradients of q, k, v.
     * ``sdpa-math``: materialises like ``naive``.
-    * ``sdpa`` / ``sdpa-flash`` / ``sdpa-efficient`` / ``fla``: output + fp32 log-sum-exp (B*H*T*4);
+    * ``sdpa`` / ``sdpa-flash`` / ``sdpa-efficient`` / ``sdpa-cudnn`` / ``flex`` / ``flash-attn`` / ``fla``: output + fp32 log-sum-exp (B*H*T*4);
       fwd+bwd adds the gradients of q, k, v and an fp32 row-sum buffer.
     """
     B, T, H, D = shape.B, shape.T, shape.H, shape.D
@@ -209,6 +273,7 @@ def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool, mode: 
 # ----------------------------------------------------------------------------- registry entry
 
 _CUDA_NOTE = "CUDA only: pins this SDPA implementation via torch.nn.attention.sdpa_kernel"
+_PIN_NOTE = "pins this SDPA implementation via torch.nn.attention.sdpa_kernel (CPU and CUDA)"
 
 KERNEL = KernelSpec(
     name="softmax",
@@ -222,8 +287,16 @@ KERNEL = KernelSpec(
                               dtypes=("float16", "bfloat16"), description=_CUDA_NOTE),
         "sdpa-efficient": Backend("sdpa-efficient", run_sdpa_efficient, devices=("cuda",), causal=(True, False),
                                   description=_CUDA_NOTE),
-        "sdpa-math": Backend("sdpa-math", run_sdpa_math, devices=("cuda",), causal=(True, False),
-                             description=_CUDA_NOTE),
+        "sdpa-cudnn": Backend("sdpa-cudnn", run_sdpa_cudnn, devices=("cuda",), causal=(True, False),
+                              dtypes=("float16", "bfloat16"), description=_CUDA_NOTE + " (cuDNN attention)"),
+        "sdpa-math": Backend("sdpa-math", run_sdpa_math, causal=(True, False), description=_PIN_NOTE),
+        "flex": Backend("flex", run_flex, causal=(True, False), requires=("torch.nn.attention.flex_attention",),
+                        backward_devices=("cuda",),   # torch 2.13: "FlexAttention does not support backward on CPU"
+                        description="torch FlexAttention, torch.compile'd (first call = compile); "
+                                    "causal via a block mask"),
+        "flash-attn": Backend("flash-attn", run_flash_attn, devices=("cuda",), causal=(True, False),
+                              requires=("flash_attn",), dtypes=("float16", "bfloat16"),
+                              description="flash-attn's flash_attn_func (optional extra serprof[flash])"),
         "naive": Backend("naive", run_naive, causal=(True, False),
                          description="explicit T x T scores + softmax, then @ v (the study's baseline)"),
         "fla": Backend("fla", run_fla, devices=("cuda",), requires=("fla", "triton"), interpretable=True,
@@ -239,6 +312,6 @@ KERNEL = KernelSpec(
     reference_max_T=REFERENCE_MAX_T,
     description="Scaled dot-product softmax attention, causal and non-causal: O(T^2) time.",
     default_backend="sdpa",
-    backend_max_head_dim={"fla": 256},
+    backend_max_head_dim={"fla": 256, "flash-attn": 256},
     recurrent=CacheForm(),   # decode / streaming: SDPA against a pre-allocated KV cache
 )

@@ -35,6 +35,8 @@ from __future__ import annotations
 import time
 
 from profiler.core.records import Correctness, Energy, MeasureSettings, Memory, PointRecord, PointSpec
+from profiler.core.settings import lookup
+from profiler.kernels import use_kernel_modules
 from profiler.kernels.base import Shape
 from profiler.measure import inject
 from profiler.measure.device import Device, get_device
@@ -73,6 +75,9 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
     """
     t0 = time.perf_counter()
     started = utc_now()
+    if settings.kernel_modules and spec.level == "kernel":   # plugin kernels (stored with the run's settings)
+
+        use_kernel_modules(settings.kernel_modules, lookup("kernel_modules").toml_key)
     entry = get_entry(spec.level, spec.kernel)
     dev = device if device is not None else get_device(spec.device, device_index)
     worker = dev.info()

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.core.records import DTYPES, Correctness, PointSpec, to_dict
-from profiler.kernels import MECHANISMS, check, get_kernel
+from profiler.kernels import check, get_kernel, registry
 from profiler.kernels.base import Shape
 from profiler.kernels.check import GRAD_SCALE_FLOOR, TF32_TOLERANCE, TOLERANCES, tolerance_for  # noqa: F401
 from profiler.kernels.recurrent import unsupported
@@ -133,7 +133,7 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
     """
     if max_T is not None and (isinstance(max_T, bool) or not isinstance(max_T, int) or max_T < 1):
         raise UsageError(f"--max-t must be a whole number >= 1 (the longest T compared in full), got {max_T!r}")
-    kernels = list(kernels or MECHANISMS)
+    kernels = list(kernels or registry())
     pairs = resolve_backends(kernels, backends, device, interpret)
     if phase != "prefill":
         pairs = [(k, n) for k, n in pairs if unsupported(get_kernel(k), n, phase) is None]
@@ -149,7 +149,7 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
         b = spec.backends[n]
         for dt in dtypes:
             for mode in modes:
-                if mode == "fwdbwd" and not b.backward:
+                if mode == "fwdbwd" and not b.has_backward(device):
                     continue
                 for c in (causal_modes or b.causal):
                     if c not in b.causal:

@@ -207,8 +207,9 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                 if interpret and dtype == "bfloat16":
                     dropped.append(Dropped(what, "bf16 is wrong under Triton's interpreter (NumPy has no bf16)"))
                     continue
-                if mode == "fwdbwd" and not backend.backward:
-                    dropped.append(Dropped(what, f"{bname} has no backward pass"))
+                if mode == "fwdbwd" and not backend.has_backward(sweep.device):
+                    dropped.append(Dropped(what, f"{bname} has no backward pass"
+                                           + ("" if not backend.backward else f" on {sweep.device}")))
                     continue
                 why_shape = kernel.check_shape(Shape(1, 1, H, D)) or _backend_head_dim(kernel, bname, D)
                 if why_shape:

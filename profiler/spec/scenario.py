@@ -51,6 +51,7 @@ from profiler.core import settings as measure_settings
 from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.paths import read_text
 from profiler.core.records import DTYPES, LEVELS, MODES, MeasureSettings, RecordError, from_dict, to_dict
+from profiler.kernels import use_kernel_modules
 from profiler.spec import names
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -177,6 +178,9 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
     for key, (raw, where) in values.items():
         kw[_spec_field(key)] = _PARSERS[key](raw, where)
     kw["settings"] = measure_settings.from_values(settings_raw)
+    if kw["settings"].kernel_modules:   # plugin kernels join the registry before the plan resolves names
+        where = next(w for k, (_, w) in settings_raw.items() if measure_settings.lookup(k).name == "kernel_modules")
+        _load_kernel_modules(kw["settings"].kernel_modules, where)
     if source is not None:
         kw["source"] = source
     if "name" not in kw and source is not None:
@@ -207,11 +211,18 @@ def validate_spec(spec: SweepSpec, where: str) -> SweepSpec:
     limits.check_number("text_rate", spec.text_rate, f"{where}.text_rate")
     limits.check_number("utterances", spec.utterances, f"{where}.utterances")
     measure_settings.check_all(spec.settings, f"{where}.settings")
+    if spec.settings.kernel_modules:
+        _load_kernel_modules(spec.settings.kernel_modules, f"{where}.{measure_settings.lookup('kernel_modules').toml_key}")
     for key, allowed, value in (("device", DEVICES, spec.device), ("level", LEVELS, spec.level),
                                 ("causal", CAUSAL_CHOICES, spec.causal)):
         if value not in allowed:
             raise UsageError(f"{where}.{key}: {value!r} is not allowed; valid: {', '.join(allowed)}")
     return spec
+
+
+def _load_kernel_modules(modules: tuple[str, ...], where: str) -> None:
+    """Import the ``kernel_modules`` (``profiler.kernels.use_kernel_modules``); a failure names ``where``."""
+    use_kernel_modules(modules, where)
 
 
 def _spec_field(key: str) -> str:

@@ -35,8 +35,14 @@ def _bad_numbers(s: Setting) -> st.SearchStrategy:
     return out
 
 
+_BAD_MODULES = st.sampled_from(["1x", "a..b", "a b", ".x", "x.", "-m", "", "a,,b", "no_such_module_xyz",
+                                 "json", "os.path"])
+
+
 def bad_flag_values(s: Setting) -> st.SearchStrategy[str]:
     """Texts for ``--flag=TEXT`` that setting ``s`` must refuse (booleans take no value on the CLI)."""
+    if s.kind == "modules":   # not a module name, not importable, or exporting no KERNEL / KERNELS
+        return _BAD_MODULES
     numbers = _bad_numbers(s).map(lambda v: repr(v) if isinstance(v, float) else str(v))
     if s.kind == "bytes":   # a size in words must still be a size; a float count of bytes is fine as text
         return _WORDS | st.sampled_from(["-1GiB", "0", "0B", "1e999GiB", "lots", "9" * 40 + "GiB"])
@@ -51,6 +57,9 @@ def bad_toml_values(s: Setting) -> st.SearchStrategy[str]:
     wrong_types = st.sampled_from(["[1]", "{ a = 1 }", "[]"])
     if s.kind == "bool":
         return wrong_types | st.sampled_from(['"maybe"', '"2"', "2", "0.5", '""', "nan"])
+    if s.kind == "modules":
+        return st.sampled_from(["[1]", "{ a = 1 }", "[]", "true", "3", '["ok_name", 2]']) | _BAD_MODULES.map(
+            lambda w: f'"{w}"') | _BAD_MODULES.map(lambda w: f'["{w}"]')
     texts = _WORDS.map(lambda w: f'"{w}"')
     if s.kind == "bytes":
         return wrong_types | texts | st.sampled_from(["true", "0", "-5", "1.5", "1e30", "nan", '"-1GiB"', '"0B"',
@@ -108,5 +117,5 @@ def test_bad_scenario_value_exits_2_naming_file_and_key(s, data, tmp_path_factor
 
 def test_every_setting_is_fuzzed_by_kind():
     """The strategies cover every kind the model declares (a new kind needs strategies here first)."""
-    assert {s.kind for s in SETTINGS} <= {"bool", "int", "float", "bytes", "choice"}
+    assert {s.kind for s in SETTINGS} <= {"bool", "int", "float", "bytes", "choice", "modules"}
     assert len(_VALUED) + sum(s.kind == "bool" for s in SETTINGS) == len(SETTINGS)

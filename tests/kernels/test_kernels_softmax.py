@@ -136,12 +136,86 @@ def test_analytic_models():
 def test_registry_entry_is_consistent():
     k = softmax.KERNEL
     assert k.family == "quadratic" and k.name == "softmax"
-    assert set(k.backends) == {"sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-math", "naive", "fla"}
+    assert set(k.backends) == {"sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math", "flex",
+                               "flash-attn", "naive", "fla"}
     assert k.backends["sdpa"].causal == (True, False) and k.backends["naive"].causal == (True, False)
     fla = k.backends["fla"]
     assert fla.causal == (True,) and fla.devices == ("cuda",) and fla.interpretable
     ok, why = fla.availability("cpu")
     assert not ok and "--interpret" in why
-    for name in ("sdpa-flash", "sdpa-efficient", "sdpa-math"):
+    for name in ("sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "flash-attn"):
         assert k.backends[name].devices == ("cuda",)
-    assert k.backend_max_head_dim["fla"] == 256
+    for name in ("sdpa-math", "flex"):
+        assert k.backends[name].availability("cpu") == (True, "ok")
+    assert k.backends["flex"].has_backward("cuda") and not k.backends["flex"].has_backward("cpu")
+    assert k.backend_max_head_dim["fla"] == 256 and k.backend_max_head_dim["flash-attn"] == 256
+
+
+# ----------------------------------------------------------------------------- issue 17 item 4: real backends
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("T", [1, 37, 130])
+def test_sdpa_math_and_eager_flex_match_reference_on_cpu(T, causal):
+    """sdpa-math (pinned MATH) and FlexAttention (eager here; compiled in ``make check-flex``) on CPU."""
+    x = softmax.make_qkv(Shape(2, T, 2, 16), "float32", "cpu", seed=T)
+    ref = softmax.reference(x, causal)
+    for out in (softmax.run_sdpa_math(x, causal), softmax.run_flex(x, causal, compiled=False)):
+        assert out.shape == ref.shape and out.dtype == torch.float32
+        assert rel(out, ref) <= 1e-5
+
+
+def test_flex_block_mask_is_built_once_per_length():
+    a = softmax.flex_block_mask(40, 40, "cpu")
+    assert softmax.flex_block_mask(40, 40, "cpu") is a and softmax.flex_block_mask(41, 41, "cpu") is not a
+
+
+def test_flex_test_seam_defaults_to_compiled(monkeypatch):
+    """Outside the test suite (no SERPROF_FLEX_COMPILE=0) the backend compiles; the seam is opt-in."""
+    calls = []
+    monkeypatch.delenv(softmax.FLEX_COMPILE_ENV, raising=False)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    monkeypatch.setattr(softmax, "_FLEX_COMPILED", {})
+    x = softmax.make_qkv(Shape(1, 8, 1, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        softmax.run_flex(x, True)
+    assert calls[0] == {"dynamic": False}   # ours (flex_attention may compile its own pieces after)
+
+
+def test_sdpa_cudnn_is_pinned_not_a_silent_fallback():
+    """On a device without cuDNN attention the pinned backend raises torch's reason; it never falls back."""
+    x = softmax.make_qkv(Shape(1, 16, 1, 16))
+    with pytest.raises(RuntimeError):
+        softmax.run_sdpa_cudnn(x, True)
+
+
+def test_flash_attn_backend_calls_flash_attn_func(monkeypatch):
+    """The flash-attn backend passes (B, T, H, D) tensors, the scale and causality to flash_attn_func
+    (a stand-in package here: flash-attn is CUDA-only and optional); missing package -> skip reason."""
+    import sys
+    import types
+
+    seen = {}
+
+    def flash_attn_func(q, k, v, softmax_scale=None, causal=False):
+        seen.update(scale=softmax_scale, causal=causal, shape=tuple(q.shape))
+        return softmax.reference({"q": q, "k": k, "v": v, "scale": softmax_scale}, causal).to(q.dtype)
+
+    b = softmax.KERNEL.backends["flash-attn"]
+    if "flash_attn" not in sys.modules:
+        ok, why = b.availability("cuda", cuda_available=True)
+        assert not ok and "'flash_attn' is not installed" in why
+    monkeypatch.setitem(sys.modules, "flash_attn", types.SimpleNamespace(flash_attn_func=flash_attn_func))
+    x = softmax.make_qkv(Shape(2, 33, 3, 16))
+    x["scale"] = 0.3
+    out = b.run(x, False)
+    assert seen == {"scale": 0.3, "causal": False, "shape": (2, 33, 3, 16)}
+    assert rel(out, softmax.reference(x, False)) <= 1e-5
+
+
+@pytest.mark.slow
+def test_compiled_flex_matches_reference_on_cpu():
+    """The compiled FlexAttention on CPU (inductor; ~30-60 s compile on 2 cores)."""
+    x = softmax.make_qkv(Shape(1, 64, 2, 16))
+    for causal in (True, False):
+        assert rel(softmax.run_flex(x, causal, compiled=True), softmax.reference(x, causal)) <= 1e-5

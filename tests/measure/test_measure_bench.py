@@ -40,7 +40,7 @@ def test_series_parsing(registry):
     with pytest.raises(UsageError, match="causal\\|full|valid"):
         bench.parse_series(["softmax:naive:sideways"])
     with pytest.raises(UsageError, match="cannot run on CPU"):
-        bench.parse_series(["softmax:sdpa-math"])
+        bench.parse_series(["softmax:sdpa-cudnn"])
 
 
 class FakeExecutor:

@@ -1,0 +1,73 @@
+"""Which ``fla.ops`` op families serprof measures, and why each other one is left out (issue 17 item 2).
+
+Found by reading the installed fla's ``fla/ops/<family>/__init__.py`` sources (``ast``; fla, Triton and
+torch are not imported): a family's *entry points* are the names it exports that start with
+``chunk_``, ``parallel_``, ``fused_chunk_`` or ``fused_recurrent_``. A family is
+
+* ``covered``: a serprof kernel runs its fla functions as backends (``COVERED``);
+* ``left out`` with a reason: shared building blocks (``NOT_MECHANISMS``), no chunk / parallel /
+  fused-chunk entry point (the catalogue's rule), or not yet described as a kernel.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+#: fla.ops family -> the serprof kernel whose backends call it.
+COVERED = {"attn": "softmax", "retention": "retnet", "lightnet": "lightnet", "gsa": "gsa",
+           "forgetting_attn": "fox", "kda": "kda"}
+#: Packages of fla.ops that are not an attention mechanism.
+NOT_MECHANISMS = {"common": "shared chunk building blocks (chunk_h, chunk_o, ...), not a mechanism",
+                  "utils": "cumulative-sum and packing utilities, not a mechanism",
+                  "cp": "context-parallel helpers, not a mechanism"}
+ENTRY_PREFIXES = ("chunk_", "parallel_", "fused_chunk_", "fused_recurrent_")
+TIMED_PREFIXES = ("chunk_", "parallel_", "fused_chunk_")
+NOT_YET = "not yet described as a serprof kernel (inputs, reference, models): issue 17 item 2"
+
+
+def _exports(init: Path) -> list[str]:
+    """Names in ``__all__`` of a package ``__init__.py`` (else the names it imports), statically."""
+    tree = ast.parse(init.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            try:
+                return [str(x) for x in ast.literal_eval(node.value)]
+            except ValueError:
+                break
+    return [a.asname or a.name for node in tree.body if isinstance(node, ast.ImportFrom) for a in node.names]
+
+
+def fla_ops_dir() -> Path | None:
+    """The installed ``fla/ops`` folder, or None when fla is not installed."""
+    spec = importlib.util.find_spec("fla")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "ops"
+    return path if path.is_dir() else None
+
+
+def coverage() -> list[dict[str, Any]]:
+    """One row per ``fla.ops`` family: ``family``, ``entry_points``, ``covered``, ``kernel``, ``reason``."""
+    ops = fla_ops_dir()
+    if ops is None:
+        return []
+    rows = []
+    for d in sorted(p for p in ops.iterdir() if (p / "__init__.py").is_file()):
+        fam = d.name
+        entries = sorted(n for n in _exports(d / "__init__.py") if n.startswith(ENTRY_PREFIXES))
+        kernel = COVERED.get(fam)
+        if kernel is not None:
+            reason = f"measured as kernel {kernel!r}"
+        elif fam in NOT_MECHANISMS:
+            reason = NOT_MECHANISMS[fam]
+        elif not any(n.startswith(TIMED_PREFIXES) for n in entries):
+            reason = ("no chunk, parallel or fused-chunk entry point"
+                      + (f" (only {', '.join(entries)})" if entries else ""))
+        else:
+            reason = NOT_YET
+        rows.append({"family": fam, "entry_points": entries, "covered": kernel is not None, "kernel": kernel,
+                     "reason": reason})
+    return rows
