@@ -21,7 +21,7 @@ from profiler.core.console import console as _console, esc
 
 # --------------------------------------------------------------------------- options from the settings model
 
-_METAVAR = {"float": "<float>", "int": "<int>", "bytes": "<size>"}
+_METAVAR = {"float": "<float>", "int": "<int>", "bytes": "<size>", "choice": "<word>"}
 
 
 def _setting_option(s: measure_settings.Setting) -> tuple[Any, Any]:

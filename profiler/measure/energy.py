@@ -63,9 +63,10 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from profiler.core.records import Energy
+from profiler.measure.conditions import THROTTLE_BITS, nvml_reasons_fn, throttle_names  # noqa: F401 - re-exported
 
 Call = Callable[[], Any]
 Clock = Callable[[], float]
@@ -77,21 +78,6 @@ PROBE_CHANGES = 5         # counter changes observed to measure its period
 IDLE_PERIODS = 5          # an idle window spans at least this many counter periods
 WINDOW_PERIODS = 20       # the measured window spans at least this many counter periods
 MIN_WINDOW_S = 1.0
-
-#: NVML clock-event reason bits that mean the clocks were held down (not idle / app settings / boost).
-THROTTLE_BITS: Mapping[str, int] = {
-    "sw_power_cap": 0x4,
-    "hw_slowdown": 0x8,
-    "sw_thermal_slowdown": 0x20,
-    "hw_thermal_slowdown": 0x40,
-    "hw_power_brake_slowdown": 0x80,
-}
-
-
-def throttle_names(mask: int) -> tuple[str, ...]:
-    """Names of the throttling bits set in an NVML clock-event reason mask."""
-    return tuple(name for name, bit in THROTTLE_BITS.items() if mask & bit)
-
 
 def _noop() -> None:
     return None
@@ -305,14 +291,6 @@ class PowerSampler:
             return tuple(sorted(self._samples, key=lambda s: s["t_s"]))
 
 
-def _nvml_reasons_fn(nvml: Any) -> Callable[[Any], int] | None:
-    for name in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
-        fn = getattr(nvml, name, None)
-        if fn is not None:
-            return fn
-    return None
-
-
 class NvmlEnergyMeter(_CounterMeter):
     """CUDA GPU energy from NVML's total-energy counter (mJ); ``nvml`` is the pynvml module (seam)."""
 
@@ -323,7 +301,7 @@ class NvmlEnergyMeter(_CounterMeter):
         self._nvml = nvml
         self._handle = handle
         self._hz = sampler_hz
-        self._reasons = _nvml_reasons_fn(nvml)
+        self._reasons = nvml_reasons_fn(nvml)
 
     def _energy_mj(self) -> int:
         return self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)

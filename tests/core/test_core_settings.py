@@ -40,7 +40,7 @@ def test_one_declaration_per_stored_field_with_unique_spellings():
     spellings = [sp for s in ms.SETTINGS for sp in s.spellings]
     assert len(flags) == len(set(flags)) and len(spellings) == len(set(spellings))
     for s in ms.SETTINGS:
-        assert s.help and s.kind in ("bool", "int", "float", "bytes")
+        assert s.help and s.kind in ("bool", "int", "float", "bytes", "choice")
         assert getattr(MeasureSettings(), s.name) == s.default
         if s.kind != "bool":   # the default itself is allowed
             assert ms.check(s, s.default, "default") == s.default
@@ -98,8 +98,9 @@ def test_values_parse_the_same_from_flag_text_toml_and_python():
 
 def test_bool_flags_come_in_pairs_and_resume_names_the_spelling_used():
     assert names.flag("verify", False) == "--no-verify" and names.flag("verify", True) == "--verify"
-    assert names.flag("l2_flush") == "--l2-flush" and names.flag("memory_budget_bytes") == "--memory-budget"
-    assert build_spec(None, {"measure_energy": False, "l2_flush": True}).settings.l2_flush is True
+    assert names.flag("l2") == "--l2" and names.flag("memory_budget_bytes") == "--memory-budget"
+    assert build_spec(None, {"measure_energy": False, "l2_flush": True}).settings.l2 == "cold"
+    assert build_spec(None, {"l2": "cold"}).settings.l2_flush is True
 
 
 @pytest.mark.parametrize("argv, toml, fragments", [

@@ -37,6 +37,8 @@ def _bad_numbers(s: Setting) -> st.SearchStrategy:
 
 def bad_flag_values(s: Setting) -> st.SearchStrategy[str]:
     """Texts for ``--flag=TEXT`` that setting ``s`` must refuse (booleans take no value on the CLI)."""
+    if s.kind == "choice":  # any word but the declared ones
+        return (_WORDS | st.sampled_from(["", "1", "true", "on", "hot", "COLD!"])).filter(lambda w: w not in s.choices)
     numbers = _bad_numbers(s).map(lambda v: repr(v) if isinstance(v, float) else str(v))
     if s.kind == "bytes":   # a size in words must still be a size; a float count of bytes is fine as text
         return _WORDS | st.sampled_from(["-1GiB", "0", "0B", "1e999GiB", "lots", "9" * 40 + "GiB"])
@@ -49,6 +51,8 @@ def bad_toml_values(s: Setting) -> st.SearchStrategy[str]:
     if s.kind == "bool":
         return wrong_types | st.sampled_from(['"maybe"', '"2"', "2", "0.5", '""', "nan"])
     texts = _WORDS.map(lambda w: f'"{w}"')
+    if s.kind == "choice":  # booleans are the older spelling of some word settings (l2_flush = true)
+        return wrong_types | texts | st.sampled_from(["1", "0.5", "nan", '"hot"', '""'])
     if s.kind == "bytes":
         return wrong_types | texts | st.sampled_from(["true", "0", "-5", "1.5", "1e30", "nan", '"-1GiB"', '"0B"',
                                                       f"{2 ** 60 + 1}"])
@@ -105,5 +109,5 @@ def test_bad_scenario_value_exits_2_naming_file_and_key(s, data, tmp_path_factor
 
 def test_every_setting_is_fuzzed_by_kind():
     """The strategies cover every kind the model declares (a new kind needs strategies here first)."""
-    assert {s.kind for s in SETTINGS} <= {"bool", "int", "float", "bytes"}
+    assert {s.kind for s in SETTINGS} <= {"bool", "int", "float", "bytes", "choice"}
     assert len(_VALUED) + sum(s.kind == "bool" for s in SETTINGS) == len(SETTINGS)
