@@ -230,9 +230,11 @@ def sweep_outcome(scenario: str | Path | None = None, overrides: Mapping[str, An
 
         with _named_plan_errors(scenario, overrides):
             return SweepOutcome(plan=make_dry_run(spec))
+    from profiler.measure.conditions import maybe_lock_clocks
     from profiler.runner.sweep import run_sweep
 
-    with _named_plan_errors(scenario, overrides):
+    # --lock-clocks: locked for the whole local run, reset on exit, exception, Ctrl-C or SIGTERM
+    with _named_plan_errors(scenario, overrides), maybe_lock_clocks(spec.settings.lock_clocks, spec.device):
         result = run_sweep(spec, out=out, resume=resume, observer=observer, executor=choice.executor, rerun=rerun)
     outcome = SweepOutcome(run_dir=result.run_dir, result=result, warnings=list(result.warnings))
     if render_report and not result.interrupted:

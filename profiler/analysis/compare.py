@@ -320,6 +320,16 @@ def busy_reason(baseline, candidate) -> str | None:
             f"vs {max(sb, sc):.0%} on the other side (another process competed for the cores); measure again")
 
 
+def throttled_reason(baseline, candidate) -> str | None:
+    """Why two records cannot be compared because one was timed while its device throttled, else None."""
+    for side, rec in (("baseline", baseline), ("candidate", candidate)):
+        flag = getattr(rec, "flagged", None)
+        if flag:
+            return (f"the {side} point was {flag}; a throttled point is never gated on "
+                    "(let the GPU cool, use --cooldown or --lock-clocks, and measure again)")
+    return None
+
+
 #: z of the two-sided 95% A/A band that decides "too noisy to judge"
 NOISE_Z = 1.96
 
@@ -477,7 +487,8 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
                 if controlled:
                     est = replace(est, n_baseline=nb, n_candidate=nc)
                 expected = cls.ratio_sd(len(gb), len(gc), True) if runs_apart > 0 else est.log_se
-                latency_pending.append((metric, spec, rule, est, (qb, qc), expected, busy_reason(tb, tc), qp, controlled))
+                latency_pending.append((metric, spec, rule, est, (qb, qc), expected,
+                                        busy_reason(tb, tc) or throttled_reason(b, c), qp, controlled))
             srule = rules.for_point("slope", spec) if metric == "latency" else None
             if srule is not None:
                 k = (_series_key(spec), str(srule))
