@@ -524,6 +524,26 @@ def doctor(*, device: str = "auto", out: str | Path | None = None) -> dict[str, 
     return run_doctor(device=device, out=Path(out) if out is not None else None)
 
 
+def selftest(*, device: str = "cpu", quick: bool = False, json_out: str | Path | None = None,
+             progress: Any = None):
+    """``serprof selftest``: every trust check on this machine (``profiler.tools.selftest``); a
+    ``SelftestResult`` (``.passed``, ``.exit_code``, ``.checks``). ``json_out``: also write it as JSON there
+    (checked before anything runs). ``device='cuda'`` without CUDA raises ``UnavailableError`` (exit 3)."""
+    import json
+
+    from profiler.spec.plan import resolve_device
+    from profiler.tools.selftest import run_selftest
+
+    resolve_device(device)
+    path = Path(json_out) if json_out is not None else None
+    if path is not None and (path.is_dir() or not path.parent.exists()):
+        raise UsageError(f"--json-out {str(json_out)!r}: not a file in an existing folder")
+    result = run_selftest(device, quick=quick, progress=progress)
+    if path is not None:
+        path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    return result
+
+
 # --------------------------------------------------------------------------- verify
 
 def _split(text: str | Iterable[str] | None) -> list[str]:

@@ -34,9 +34,9 @@ def version() -> None:
 
 
 def _register_all() -> None:
-    from profiler.cli import bench, gate, kernels, report, sweep
+    from profiler.cli import bench, gate, kernels, report, selftest, sweep
 
-    for mod in (kernels, sweep, report, gate, bench):
+    for mod in (kernels, sweep, report, gate, bench, selftest):
         mod.register(app)
 
 

@@ -326,7 +326,9 @@ CUDA_TOOL_NOTES = {
     "do_bench": "triton.testing.do_bench median: event pair around back-to-back calls, L2 flushed",
     "do_bench_cudagraph": "triton.testing.do_bench_cudagraph median: CUDA graph replay (device time)",
     "torch_timer": "torch.utils.benchmark.Timer.blocked_autorange median: host clock, synchronised per block",
+    "sync_loop": "sync-to-sync loop median: synchronize; t0; fn(); synchronize; t1 (one isolated call, host included)",
 }
+SYNC_LOOP_CALLS = 50
 
 
 def default_cuda_tools() -> dict[str, Callable[[Callable[[], Any]], float]]:
@@ -346,7 +348,20 @@ def default_cuda_tools() -> dict[str, Callable[[Callable[[], Any]], float]]:
 
         return float(tb.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=0.5).median)
 
-    return {"do_bench": do_bench, "do_bench_cudagraph": do_bench_cudagraph, "torch_timer": torch_timer}
+    def sync_loop(fn: Callable[[], Any]) -> float:
+        import torch
+
+        out = []
+        for _ in range(SYNC_LOOP_CALLS):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter_ns()
+            fn()
+            torch.cuda.synchronize()
+            out.append((time.perf_counter_ns() - t0) / 1e9)
+        return float(statistics.median(out))
+
+    return {"do_bench": do_bench, "do_bench_cudagraph": do_bench_cudagraph, "torch_timer": torch_timer,
+            "sync_loop": sync_loop}
 
 
 @dataclass(frozen=True)
