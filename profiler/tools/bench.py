@@ -267,8 +267,11 @@ def _geo_mean(xs: Sequence[float]) -> float:
 
 
 def timer_fidelity(ops: Sequence[str] = DEFAULT_FIDELITY_OPS, rounds: int = 2,
-                   settings: MeasureSettings | None = None) -> list[FidelityRow]:
-    """serprof vs ``torch.utils.benchmark.Timer.adaptive_autorange`` on the same calls (see module doc)."""
+                   settings: MeasureSettings | None = None, timer_max_s: float = 10.0) -> list[FidelityRow]:
+    """serprof vs ``torch.utils.benchmark.Timer.adaptive_autorange`` on the same calls (see module doc).
+
+    ``timer_max_s`` bounds each ``adaptive_autorange`` (its ``max_run_time``; torch's default is 10 s).
+    """
     import torch
     import torch.utils.benchmark as tb
 
@@ -282,7 +285,8 @@ def timer_fidelity(ops: Sequence[str] = DEFAULT_FIDELITY_OPS, rounds: int = 2,
         for r in range(rounds):
             def run_timer() -> float:
                 t0 = time.perf_counter()
-                m = tb.Timer(stmt="fn()", globals={"fn": call}, num_threads=torch.get_num_threads()).adaptive_autorange()
+                m = tb.Timer(stmt="fn()", globals={"fn": call}, num_threads=torch.get_num_threads()).adaptive_autorange(
+                    max_run_time=timer_max_s)
                 wall = time.perf_counter() - t0
                 res["tm"].append(m.median)
                 res["tw"].append(wall)

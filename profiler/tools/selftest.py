@@ -122,8 +122,9 @@ def conditions_now(dev: str, device: Any) -> list[SelfCheck]:
 def cpu_timer(quick: bool) -> list[SelfCheck]:
     from profiler.tools.bench import timer_fidelity
 
-    ops = ["softmax:sdpa:512"] if quick else ["softmax:sdpa:1024", "retnet:torch:2048"]
-    rows = timer_fidelity(ops, rounds=1 if quick else 2, settings=QUICK_SETTINGS if quick else None)
+    ops = ["softmax:sdpa:128"] if quick else ["softmax:sdpa:1024", "retnet:torch:2048"]
+    rows = timer_fidelity(ops, rounds=1 if quick else 2, settings=QUICK_SETTINGS if quick else None,
+                          timer_max_s=0.5 if quick else 5.0)
     out = []
     for r in rows:
         out.append(_c("timer", f"CPU time vs torch Timer: {r.op}", judge.ratio_state(r.ratio, judge.CPU_TIMER_TOLERANCE),
