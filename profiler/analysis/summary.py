@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from profiler.analysis.conditions import RunConditions, run_conditions
 from profiler.analysis.devices import RunDevices, run_devices
 from profiler.analysis.crossover import Comparison, Variant, choose_baseline, compare_all
 from profiler.analysis.fits import CostModel, SlopeFit, fit_latency, fit_memory, fit_memory_slope
@@ -61,6 +62,7 @@ class RunAnalysis:
     call_roofline: list[RooflinePoint] = field(default_factory=list)
     launch: list[LaunchBound] = field(default_factory=list)
     first_calls: list[FirstCalls] = field(default_factory=list)
+    conditions: RunConditions | None = None          # clocks, temperature, frequency, throttling (None: not recorded)
 
     @property
     def manifest(self):
@@ -139,6 +141,7 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
         ser=ser_analysis(records, comparisons, series),
         call_series=call_series, call_fits=call_fits, call_comparisons=call_comparisons, call_roofline=call_roof,
         launch=launch_analysis(series, call_series), first_calls=first_calls(series),
+        conditions=run_conditions(records),
     )
 
 
