@@ -233,8 +233,9 @@ def _window(probe: ConditionsProbe, work: Callable[[], T]) -> tuple[T, dict, tup
 
 def measure_under_conditions(work: Callable[[], T], probe: ConditionsProbe, *, cooldown_s: float = 0.0,
                              l2: str = "warm", clocks_locked: bool | None = None,
-                             sleep: Callable[[float], None] = time.sleep) -> tuple[T, Conditions]:
+                             sleep: Callable[[float], None] | None = None) -> tuple[T, Conditions]:
     """Run ``work`` (a point's timing) with conditions sampled around it; re-run once if throttled (module doc)."""
+    sleep = sleep or time.sleep
     if cooldown_s > 0:
         sleep(cooldown_s)
     result, before, during, after = _window(probe, work)

@@ -152,3 +152,17 @@ def test_no_nvml_is_a_null_probe_saying_why():
 
     p = cond.NvmlProbe.create(0, nvml=Broken())
     assert isinstance(p, cond.NullProbe) and "Not Found" in p.read()["unavailable"]
+
+
+def test_cpu_point_records_its_conditions_and_cooldown(monkeypatch):
+    from profiler.measure import point
+
+    slept = []
+    monkeypatch.setattr(cond.time, "sleep", slept.append)
+    s = MeasureSettings(warmup_s=0.0, min_warmup_calls=1, min_reps=3, max_reps=5, time_budget_s=0.02, verify=False,
+                        measure_memory=False, measure_energy=False, cooldown_s=0.25)
+    rec = point.measure_point(PointSpec("softmax", "sdpa", T=16, H=1, D=8), s)
+    c = rec.conditions
+    assert rec.status == "ok" and c.device_type == "cpu" and c.l2 == "n/a" and c.clocks_locked is None
+    assert slept == [0.25] and c.cooldown_s == 0.25 and not c.throttled and rec.flagged is None
+    assert {"freq_mhz", "load_1m", "affinity", "threads"} <= set(c.before) and "load_1m" in c.after
