@@ -52,8 +52,56 @@ THROTTLE_BITS: Mapping[str, int] = {
 RECOOL_S = 2.0
 #: background samples per second during the timed window
 DURING_HZ = 10.0
+#: default rate of the energy window's power sampler
+DEFAULT_SAMPLER_HZ = 25.0
 #: samples kept during a window (evenly thinned beyond this)
 MAX_DURING = 20
+
+
+class PowerSampler:
+    """Background thread reading ``read() -> dict`` at ``hz``; one synchronous read at start and stop.
+
+    The two synchronous reads make every window have at least two samples, whatever the scheduler
+    does. Each sample gets ``t_s`` (seconds since ``start``).
+    """
+
+    def __init__(self, read: Callable[[], dict], hz: float = DEFAULT_SAMPLER_HZ,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self._read = read
+        self._period = 1.0 / hz
+        self._clock = clock
+        self._samples: list[dict] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+
+    def _take(self) -> None:
+        s = dict(self._read())
+        s["t_s"] = self._clock() - self._t0
+        with self._lock:
+            self._samples.append(s)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._period):
+            try:
+                self._take()
+            except Exception:  # a failed read must never kill the measurement
+                pass
+
+    def start(self) -> None:
+        self._t0 = self._clock()
+        self._take()
+        self._thread = threading.Thread(target=self._loop, name="serprof-power-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> tuple[dict, ...]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._take()
+        with self._lock:
+            return tuple(sorted(self._samples, key=lambda s: s["t_s"]))
 
 
 def throttle_names(mask: int) -> tuple[str, ...]:
@@ -168,8 +216,6 @@ class NvmlProbe(ConditionsProbe):
                 "throttle_mask": mask, "throttle": list(throttle_names(mask))}
 
     def during(self) -> Any:
-        from profiler.measure.energy import PowerSampler
-
         return PowerSampler(self.read, hz=DURING_HZ, clock=self._clock)
 
     @classmethod

@@ -59,20 +59,19 @@ What is not captured
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
 from profiler.core.records import Energy
-from profiler.measure.conditions import THROTTLE_BITS, nvml_reasons_fn, throttle_names  # noqa: F401 - re-exported
+from profiler.measure.conditions import (DEFAULT_SAMPLER_HZ, THROTTLE_BITS, PowerSampler, nvml_reasons_fn,  # noqa: F401 - re-exported
+                                        throttle_names)
 
 Call = Callable[[], Any]
 Clock = Callable[[], float]
 
 DEFAULT_IDLE_S = 0.5
-DEFAULT_SAMPLER_HZ = 25.0
 DEFAULT_PROBE_S = 3.0     # bound on measuring the counter's period (once per meter)
 PROBE_CHANGES = 5         # counter changes observed to measure its period
 IDLE_PERIODS = 5          # an idle window spans at least this many counter periods
@@ -244,51 +243,6 @@ class _CounterMeter(EnergyMeter):
 
 
 # --------------------------------------------------------------------------- NVML
-
-
-class PowerSampler:
-    """Background thread reading ``read() -> dict`` at ``hz``; one synchronous read at start and stop.
-
-    The two synchronous reads make every window have at least two samples, whatever the scheduler
-    does. Each sample gets ``t_s`` (seconds since ``start``).
-    """
-
-    def __init__(self, read: Callable[[], dict], hz: float = DEFAULT_SAMPLER_HZ, clock: Clock = time.perf_counter) -> None:
-        self._read = read
-        self._period = 1.0 / hz
-        self._clock = clock
-        self._samples: list[dict] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._t0 = 0.0
-
-    def _take(self) -> None:
-        s = dict(self._read())
-        s["t_s"] = self._clock() - self._t0
-        with self._lock:
-            self._samples.append(s)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._period):
-            try:
-                self._take()
-            except Exception:  # a failed read must never kill the measurement
-                pass
-
-    def start(self) -> None:
-        self._t0 = self._clock()
-        self._take()
-        self._thread = threading.Thread(target=self._loop, name="serprof-power-sampler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> tuple[dict, ...]:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._take()
-        with self._lock:
-            return tuple(sorted(self._samples, key=lambda s: s["t_s"]))
 
 
 class NvmlEnergyMeter(_CounterMeter):
