@@ -234,7 +234,9 @@ def sweep_outcome(scenario: str | Path | None = None, overrides: Mapping[str, An
     from profiler.runner.sweep import run_sweep
 
     # --lock-clocks: locked for the whole local run, reset on exit, exception, Ctrl-C or SIGTERM
-    with _named_plan_errors(scenario, overrides), maybe_lock_clocks(spec.settings.lock_clocks, spec.device):
+    # (a --resume takes the stored scenario inside run_sweep: its clocks are not locked)
+    lock = spec is not None and spec.settings.lock_clocks
+    with _named_plan_errors(scenario, overrides), maybe_lock_clocks(lock, spec.device if spec is not None else "cpu"):
         result = run_sweep(spec, out=out, resume=resume, observer=observer, executor=choice.executor, rerun=rerun)
     outcome = SweepOutcome(run_dir=result.run_dir, result=result, warnings=list(result.warnings))
     if render_report and not result.interrupted:
