@@ -159,9 +159,9 @@ def cpu_timer(quick: bool) -> list[SelfCheck]:
         text = (f"serprof {r.serprof_median_s * 1e3:.4g} ms vs Timer {r.timer_median_s * 1e3:.4g} ms = "
                 f"{r.ratio:.3f}x (ok within 1 +- {judge.CPU_TIMER_TOLERANCE})")
         if state == "unavailable":
-            text += (f"; cannot judge: the machine is busy (load {load:.2f} per CPU of this process): "
-                     "the Timer's block means carry the interference that serprof's per-call median sets aside; "
-                     "run again on a quiet machine")
+            text += (f"; cannot judge: the machine is busy (load {load:.2f} per CPU of this process), and "
+                     "other processes move the two timers differently (serprof's per-call median, the Timer's "
+                     "block means); run again on a quiet machine")
         out.append(_c("timer", f"CPU time vs torch Timer: {r.op}", state, text,
                       ratio=r.ratio, serprof_s=r.serprof_median_s, timer_s=r.timer_median_s,
                       serprof_wall_s=r.serprof_wall_s, timer_wall_s=r.timer_wall_s, load_per_cpu=load))
