@@ -115,7 +115,7 @@ class Timing:
     method: str = ""                  # one of TIMING_METHODS ("" in old records)
     method_reason: str | None = None  # why the earlier methods of the chain were not used
     unroll: int = 1                   # calls per captured CUDA graph (cuda_graph only)
-    l2_flush: bool = False            # L2 flushed before each sample (outside the timed region)
+    l2_flush: bool = False            # cold L2: flushed before every call (graph: inside it, its time subtracted)
     # ``samples_s`` concatenates the samples of ``len(process_counts)`` worker processes, in order, this
     # many from each; empty: all samples come from one process (and in records before replication).
     process_counts: tuple[int, ...] = ()

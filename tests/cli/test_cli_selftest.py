@@ -81,3 +81,15 @@ def test_quick_selftest_passes_on_this_cpu_and_writes_json(tmp_path):
     checked = {c["name"] for c in data["checks"] if c["group"] == "correctness"}
     assert checked == {f"{k}/{b}" for k, b in resolve_backends(list(MECHANISMS), None, "cpu", False)}
     assert "PASSED" in out and "serprof selftest --device cpu --quick" in out
+
+
+@pytest.mark.gpu
+def test_cuda_selftest_quick_on_a_real_gpu(tmp_path):
+    """On a GPU machine: the one command a new GPU user runs, shrunk; every CUDA check ran and passed."""
+    path = tmp_path / "selftest-cuda.json"
+    code, out, err = _serprof(["selftest", "--device", "cuda", "--quick", "--json-out", str(path)])
+    data = json.loads(path.read_text())
+    failed = [(c["group"], c["name"], c["detail"]) for c in data["checks"] if c["state"] == "failed"]
+    assert code == 0 and not failed, failed
+    groups = {c["group"] for c in data["checks"] if c["state"] == "ok"}
+    assert {"timer", "memory", "energy", "correctness", "launch", "conditions"} <= groups
