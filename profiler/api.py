@@ -538,7 +538,7 @@ def selftest(*, device: str = "cpu", quick: bool = False, json_out: str | Path |
 
     resolve_device(device)
     path = Path(json_out) if json_out is not None else None
-    if path is not None and (path.is_dir() or not path.parent.exists()):
+    if path is not None and (path.is_dir() or not path.parent.is_dir()):
         raise UsageError(f"--json-out {str(json_out)!r}: not a file in an existing folder")
     result = run_selftest(device, quick=quick, progress=progress)
     if path is not None:
