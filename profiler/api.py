@@ -26,6 +26,7 @@ setting keys as the scenario file spells them, dry runs and SLURM submissions.
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ from profiler.store.history import load_history
 from profiler.store.noise import default_path, load_noise_profile, save_noise_profile, user_path
 from profiler.store.runs import LoadedRun, RunDir
 
+spec_plan = lazy_import('profiler.spec.plan')
+tools_selftest = lazy_import('profiler.tools.selftest')
+
 runner_execution = lazy_import('profiler.runner.execution')
 runner_sweep = lazy_import('profiler.runner.sweep')
 runner_slurm = lazy_import('profiler.runner.slurm')
@@ -69,6 +73,7 @@ tools_frontier_probe = lazy_import('profiler.tools.frontier_probe')
 tools_trace = lazy_import('profiler.tools.trace')
 tools_doctor = lazy_import('profiler.tools.doctor')
 measure_verify = lazy_import('profiler.measure.verify')
+measure_conditions = lazy_import('profiler.measure.conditions')
 kernels_interpret = lazy_import('profiler.kernels.interpret')
 tools_gate_eval = lazy_import('profiler.tools.gate_eval')
 tools_interleave = lazy_import('profiler.tools.interleave')
@@ -257,8 +262,13 @@ def sweep_outcome(scenario: str | Path | None = None, overrides: Mapping[str, An
         with _named_plan_errors(scenario, overrides):
             return SweepOutcome(plan=runner_sweep.dry_run(spec))
 
-    with _named_plan_errors(scenario, overrides):
-        result = runner_sweep.run_sweep(spec, out=out, resume=resume, observer=observer, executor=choice.executor, rerun=rerun)
+    # --lock-clocks: locked for the whole local run, reset on exit, exception, Ctrl-C or SIGTERM
+    # (a --resume takes the stored scenario inside run_sweep: its clocks are not locked)
+    lock = spec is not None and spec.settings.lock_clocks
+    with _named_plan_errors(scenario, overrides), measure_conditions.maybe_lock_clocks(
+            lock, spec.device if spec is not None else "cpu"):
+        result = runner_sweep.run_sweep(spec, out=out, resume=resume, observer=observer, executor=choice.executor,
+                                        rerun=rerun)
     outcome = SweepOutcome(run_dir=result.run_dir, result=result, warnings=list(result.warnings))
     if render_report and not result.interrupted:
         try:
@@ -530,6 +540,21 @@ def trace(*, kernel: str, backend: str | None = None, length: int | str = "1k", 
 def doctor(*, device: str = "auto", out: str | Path | None = None) -> dict[str, Any]:
     """Check the whole chain here (environment, verify, a tiny sweep with energy); a dict with ``exit_code``."""
     return tools_doctor.run_doctor(device=device, out=Path(out) if out is not None else None)
+
+
+def selftest(*, device: str = "cpu", quick: bool = False, json_out: str | Path | None = None,
+             progress: Any = None):
+    """``serprof selftest``: every trust check on this machine (``profiler.tools.selftest``); a
+    ``SelftestResult`` (``.passed``, ``.exit_code``, ``.checks``). ``json_out``: also write it as JSON there
+    (checked before anything runs). ``device='cuda'`` without CUDA raises ``UnavailableError`` (exit 3)."""
+    spec_plan.resolve_device(device)
+    path = Path(json_out) if json_out is not None else None
+    if path is not None and (path.is_dir() or not path.parent.is_dir()):
+        raise UsageError(f"--json-out {str(json_out)!r}: not a file in an existing folder")
+    result = tools_selftest.run_selftest(device, quick=quick, progress=progress)
+    if path is not None:
+        path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    return result
 
 
 # --------------------------------------------------------------------------- verify

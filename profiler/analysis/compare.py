@@ -56,13 +56,20 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from profiler.analysis.gates import RuleSet
-from profiler.core.errors import UsageError, did_you_mean
-from profiler.core.records import PointRecord, PointSpec, energy_per_call
 from profiler.analysis.fits import fit_slope
+from profiler.analysis.gates import RuleSet
 from profiler.analysis.series import quantity_label
+from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.noise import NoiseClass, NoiseProfile, fallback_class
-from profiler.core.stats import auto_quantile, group_log_quantiles, history_ratio, holm_adjust, one_sided_p, replicated_ratio
+from profiler.core.records import PointRecord, PointSpec, energy_per_call
+from profiler.core.stats import (
+    auto_quantile,
+    group_log_quantiles,
+    history_ratio,
+    holm_adjust,
+    one_sided_p,
+    replicated_ratio,
+)
 from profiler.store.runs import LoadedRun
 
 NORMALIZATIONS = {"none": None, "calibration": "matmul_flops_per_s", "matmul": "matmul_flops_per_s",
@@ -320,6 +327,16 @@ def busy_reason(baseline, candidate) -> str | None:
             f"vs {max(sb, sc):.0%} on the other side (another process competed for the cores); measure again")
 
 
+def throttled_reason(baseline, candidate) -> str | None:
+    """Why two records cannot be compared because one was timed while its device throttled, else None."""
+    for side, rec in (("baseline", baseline), ("candidate", candidate)):
+        flag = getattr(rec, "flagged", None)
+        if flag:
+            return (f"the {side} point was {flag}; a throttled point is never gated on "
+                    "(let the GPU cool, use --cooldown or --lock-clocks, and measure again)")
+    return None
+
+
 #: z of the two-sided 95% A/A band that decides "too noisy to judge"
 NOISE_Z = 1.96
 
@@ -477,7 +494,8 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
                 if controlled:
                     est = replace(est, n_baseline=nb, n_candidate=nc)
                 expected = cls.ratio_sd(len(gb), len(gc), True) if runs_apart > 0 else est.log_se
-                latency_pending.append((metric, spec, rule, est, (qb, qc), expected, busy_reason(tb, tc), qp, controlled))
+                latency_pending.append((metric, spec, rule, est, (qb, qc), expected,
+                                        busy_reason(tb, tc) or throttled_reason(b, c), qp, controlled))
             srule = rules.for_point("slope", spec) if metric == "latency" else None
             if srule is not None:
                 k = (_series_key(spec), str(srule))

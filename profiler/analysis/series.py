@@ -209,6 +209,10 @@ def point_flags(rec: PointRecord) -> tuple[str, ...]:
     if rec.energy is not None and rec.energy.throttled:
         why = ", ".join(rec.energy.throttle_reasons) or "throttled"
         flags.append(f"throttled energy window ({why})")
+    if rec.flagged:
+        flags.append(rec.flagged)                       # timed while throttled: never gated on
+    elif rec.conditions is not None and rec.conditions.remeasured:
+        flags.append(f"re-measured after throttling ({', '.join(rec.conditions.first_throttle_reasons)})")
     return tuple(flags)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from profiler.analysis.conditions import RunConditions, run_conditions
 from profiler.analysis.crossover import Comparison, Variant, choose_baseline, compare_all
 from profiler.analysis.decode import DecodeAnalysis, analyze_decode
 from profiler.analysis.devices import RunDevices, run_devices
@@ -62,6 +63,7 @@ class RunAnalysis:
     launch: list[LaunchBound] = field(default_factory=list)
     first_calls: list[FirstCalls] = field(default_factory=list)
     decode: DecodeAnalysis | None = None             # decode / streaming view, when the run has such points
+    conditions: RunConditions | None = None          # clocks, temperature, frequency, throttling (None: not recorded)
 
     @property
     def manifest(self):
@@ -142,6 +144,7 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
         decode=analyze_decode(series, _audio_rate(run.manifest.scenario or {}),
                               bandwidth_bytes_per_s=(run.manifest.calibration or {}).get("bandwidth_bytes_per_s"),
                               device_memory_bytes=next((i.memory_bytes for i in devices.infos if i.memory_bytes), None)),
+        conditions=run_conditions(records),
     )
 
 

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from profiler.cli import bench, gate, kernels, report, sweep
+from profiler.cli import bench, gate, kernels, report, selftest, sweep
 from profiler.core.errors import SerprofError
 from profiler.core.version import __version__
 
@@ -34,7 +34,7 @@ def version() -> None:
 
 
 def _register_all() -> None:
-    for mod in (kernels, sweep, report, gate, bench):
+    for mod in (kernels, sweep, report, gate, bench, selftest):
         mod.register(app)
 
 

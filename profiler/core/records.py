@@ -132,7 +132,7 @@ class Timing:
     method: str = ""                  # one of TIMING_METHODS ("" in old records)
     method_reason: str | None = None  # why the earlier methods of the chain were not used
     unroll: int = 1                   # calls per captured CUDA graph (cuda_graph only)
-    l2_flush: bool = False            # L2 flushed before each sample (outside the timed region)
+    l2_flush: bool = False            # cold L2: flushed before every call (graph: inside it, its time subtracted)
     # ``samples_s`` concatenates the samples of ``len(process_counts)`` worker processes, in order, this
     # many from each; empty: all samples come from one process (and in records before replication).
     process_counts: tuple[int, ...] = ()
@@ -366,6 +366,37 @@ class Correctness:
 
 
 @dataclass(frozen=True)
+class Conditions:
+    """Under what conditions a point was timed (``profiler.measure.conditions``).
+
+    ``before``/``after``/``during`` are samples (CUDA: ``sm_clock_mhz``, ``mem_clock_mhz``, ``temp_c``,
+    ``power_w``, ``throttle``; CPU: ``freq_mhz``, ``load_1m``, ``affinity``, ``threads``). ``throttled``:
+    the kept measurement saw throttling (never gated on); ``remeasured``: the first one did
+    (``first_throttle_reasons``) and was measured again after ``cooldown_s`` of idle.
+    """
+
+    device_type: str = ""
+    before: Mapping[str, Any] = field(default_factory=dict)
+    after: Mapping[str, Any] = field(default_factory=dict)
+    during: tuple[Mapping[str, Any], ...] = ()
+    throttled: bool = False
+    throttle_reasons: tuple[str, ...] = ()
+    remeasured: bool = False
+    first_throttle_reasons: tuple[str, ...] = ()
+    cooldown_s: float = 0.0
+    l2: str = "warm"
+    clocks_locked: bool | None = None
+
+    @property
+    def flag(self) -> str | None:
+        """Why the point must not be gated on, or None."""
+        if not self.throttled:
+            return None
+        again = " (also after a cool-down and re-measurement)" if self.remeasured else ""
+        return f"measured while throttled: {', '.join(self.throttle_reasons)}{again}"
+
+
+@dataclass(frozen=True)
 class PointRecord:
     """The stored result of one point: a status, and measurements when it ran."""
 
@@ -387,6 +418,7 @@ class PointRecord:
     # CPU, where ``timing`` itself is the call latency (quantity "call_latency"), and in old records.
     call_latency: Timing | None = None
     first_call: FirstCall | None = None
+    conditions: Conditions | None = None   # None in records from before conditions were sampled
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -395,6 +427,11 @@ class PointRecord:
     @property
     def id(self) -> str:
         return self.spec.id
+
+    @property
+    def flagged(self) -> str | None:
+        """Why this point's timing must not be gated on (throttled while measured), or None."""
+        return self.conditions.flag if self.conditions is not None else None
 
     @property
     def host_overhead_s(self) -> float | None:

@@ -52,11 +52,12 @@ class Setting:
     key: str = ""                     # key in ``[settings]``; default the name
     aliases: tuple[str, ...] = ()     # other accepted keys / keywords
     levels: tuple[str, ...] = ()      # levels it applies to; () = every level
+    choices: tuple[str, ...] = ()     # a word setting: the allowed words
+    from_bool: tuple[str, ...] = ()   # a word setting's older boolean spelling: (word for false, word for true)
     at_least: str = ""                # another setting this one must not be below
     none: str = ""                    # optional settings: what None means (spelt as this word)
-    choices: tuple[str, ...] = ()     # a word setting (kind "choice"): the allowed words
     name: str = ""                    # filled in from the field
-    kind: str = ""                    # "bool" | "int" | "float" | "bytes" | "modules"; from the annotation
+    kind: str = ""                    # "bool" | "int" | "float" | "bytes" | "choice" | "modules"; from the annotation
 
     # ---- derived spellings
     @property
@@ -113,6 +114,11 @@ def setting(default: Any, help: str, **kw: Any) -> Any:
 class MeasureSettings:
     """How each point is measured. Stored in the manifest; defaults suit a quick CPU sweep."""
 
+    @property
+    def l2_flush(self) -> bool:
+        """True when ``l2 == "cold"`` (the name the measurement code and old manifests use)."""
+        return self.l2 == "cold"
+
     warmup_s: float = setting(0.25, "Warm-up time budget per point (first calls and autotuning are never timed).",
                               unit="s", low=0, high=3600, flag="--warmup")
     min_warmup_calls: int = setting(2, "Warm-up calls at least, whatever the warm-up budget.", low=0, high=100_000)
@@ -131,7 +137,17 @@ class MeasureSettings:
     energy_window_s: float = setting(1.0, "Energy window per point; the meter widens it to at least 1 s and 20 "
                                      "counter periods.", unit="s", low=0, high=3600, low_open=True,
                                      flag="--energy-window")
-    l2_flush: bool = setting(False, "CUDA: flush L2 before each timed sample (outside the timed region).")
+    l2: str = setting("warm", "CUDA: L2 cache state of each timed call. warm (default): the previous repetition "
+                      "left the inputs in L2, as in a loop of calls. cold: a buffer of at least 2x the L2 size is "
+                      "written before every call, inside the captured graph (no host time; the flush alone is "
+                      "timed and subtracted).", choices=("warm", "cold"), aliases=("l2_flush",),
+                      from_bool=("warm", "cold"))
+    cooldown_s: float = setting(0.0, "Idle time before each point (lets clocks and temperature settle); a "
+                                "throttled point is measured again after max(this, 2 s).", unit="s", low=0,
+                                high=3600, flag="--cooldown")
+    lock_clocks: bool = setting(False, "CUDA: lock the GPU clocks at their base (TDP) frequency through NVML "
+                                "for the run and restore them at exit, exception or Ctrl-C (needs root; "
+                                "refused with one line when not permitted).")
     seed: int = setting(0, "Seed of the random inputs.", low=0, high=2 ** 32 - 1)
     point_timeout_s: float = setting(300.0, "A point taking longer is killed (status timeout).", unit="s",
                                      low=0, high=7 * 86400, low_open=True, flag="--timeout")
@@ -196,6 +212,8 @@ def parse(s: Setting, raw: Any, where: str) -> Any:
     if s.kind == "bool":
         return _parse_bool(raw, where)
     if s.kind == "choice":
+        if s.from_bool and isinstance(raw, bool):    # the older boolean key (TOML true/false, a Python bool)
+            return s.from_bool[int(raw)]
         return check(s, raw.strip().lower() if isinstance(raw, str) else raw, where)
     if s.kind == "modules":
         return check(s, _parse_modules(raw, where), where)

@@ -44,11 +44,12 @@ time; ``launch_bound`` when device time < 50% of latency (``PointRecord`` proper
 
 Order per point: first call alone (``FirstCall``), warm-up (``warm_up``), call latency, device time.
 
-L2 flush (``MeasureSettings.l2_flush``, off by default; ``Timing.l2_flush`` records it): the flush
-kernel runs before each sample, outside the event pair. With a graph that can only make the first
-replay of a sample cold, so with flush on the graph method uses ``unroll = 1`` and ``n = 1``: one
-replay per event pair, each after a flush (cold L2 per call). ``kineto`` and ``spin_events``
-flush before each (one-call) sample. Call latency is never flushed.
+L2 state (``MeasureSettings.l2``: ``warm`` by default, ``cold``; ``Timing.l2_flush`` records it):
+cold with a graph captures the flush (zeroing a buffer of >= 2x L2) as a node before the call, so
+every replay starts cold and the flush adds no host time; a graph of the flush alone is replayed
+in the same sample and its time subtracted (``extra["l2_flush_s"]`` = the flush's median device
+time). ``kineto`` and ``spin_events`` flush before each (one-call) sample, outside the measured
+window. Call latency is never flushed.
 
 What is not captured: for ``kineto``, overlap between kernels on several streams (durations are
 summed) and device idle gaps inside the call (see the span); for graphs, the host work of the call
@@ -224,14 +225,16 @@ def _graph(fn: Call, settings: MeasureSettings, api: CudaApi, reset: Call | None
            budget_s: float | None, extra: dict) -> tuple[list[float], str, int, int]:
     if reset is not None:
         reset()
+    if flush is not None:
+        return _graph_cold(fn, settings, api, flush, budget_s, extra)
     g1 = api.capture(fn, 1)
     api.synchronize()
     pilot = _events_elapsed_s(api, lambda: [g1.replay() for _ in range(PILOT_REPLAYS)], SPIN_S) / PILOT_REPLAYS
     unroll = 1
-    if reset is None and flush is None and pilot < UNROLL_BELOW_S:
+    if reset is None and pilot < UNROLL_BELOW_S:
         unroll = int(min(MAX_UNROLL, math.ceil(UNROLL_BELOW_S / max(pilot, 1e-8))))
     g = g1 if unroll == 1 else api.capture(fn, unroll)
-    n = 1 if flush is not None else int(min(MAX_REPLAYS, max(1, math.ceil(MIN_SAMPLE_S / max(pilot * unroll, 1e-9)))))
+    n = int(min(MAX_REPLAYS, max(1, math.ceil(MIN_SAMPLE_S / max(pilot * unroll, 1e-9)))))
 
     def body() -> None:
         for _ in range(n):
@@ -240,8 +243,36 @@ def _graph(fn: Call, settings: MeasureSettings, api: CudaApi, reset: Call | None
     def sample() -> float:
         return _events_elapsed_s(api, body, SPIN_S) / (n * unroll)
 
-    samples, stop = sample_until(sample, settings, before=flush, clock_ns=api.clock_ns, budget_s=budget_s)
+    samples, stop = sample_until(sample, settings, before=None, clock_ns=api.clock_ns, budget_s=budget_s)
     return samples, stop, n * unroll, unroll
+
+
+def _graph_cold(fn: Call, settings: MeasureSettings, api: CudaApi, flush: Call, budget_s: float | None,
+                extra: dict) -> tuple[list[float], str, int, int]:
+    """Cold L2 inside the graph: per sample, ``n`` replays of [flush, call] and ``n`` of [flush] alone,
+    each between one event pair; the sample is the difference over ``n``. The flush costs no host
+    time (it is a node of the graph) and its device time is subtracted, paired per sample."""
+    def flush_then_call() -> None:
+        flush()
+        fn()
+
+    g_fc = api.capture(flush_then_call, 1)
+    g_f = api.capture(flush, 1)
+    api.synchronize()
+    pilot = _events_elapsed_s(api, lambda: [g_fc.replay() for _ in range(PILOT_REPLAYS)], SPIN_S) / PILOT_REPLAYS
+    n = int(min(MAX_REPLAYS, max(1, math.ceil(MIN_SAMPLE_S / max(pilot, 1e-9)))))
+    flush_s: list[float] = []
+
+    def sample() -> float:
+        both = _events_elapsed_s(api, lambda: [g_fc.replay() for _ in range(n)], SPIN_S)
+        alone = _events_elapsed_s(api, lambda: [g_f.replay() for _ in range(n)], SPIN_S)
+        flush_s.append(alone / n)
+        return max(0.0, both - alone) / n
+
+    samples, stop = sample_until(sample, settings, before=None, clock_ns=api.clock_ns, budget_s=budget_s)
+    extra["l2_flush"] = "in_graph"
+    extra["l2_flush_s"] = sorted(flush_s)[len(flush_s) // 2] if flush_s else None
+    return samples, stop, n, 1
 
 
 def _kineto(fn: Call, settings: MeasureSettings, api: CudaApi, reset: Call | None, flush: Call | None,

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from profiler.core.errors import UnavailableError, UsageError
 from profiler.core.lazy import lazy_import
 from profiler.core.records import MeasureSettings
+from profiler.measure.conditions import ConditionsProbe, CpuProbe, NvmlProbe
 from profiler.measure.cuda_time import TorchCudaApi, time_cuda_call
 from profiler.measure.energy import RAPL_ROOT, EnergyMeter, NvmlEnergyMeter, RaplEnergyMeter
 from profiler.measure.memory import CudaAllocatorMeter, MemoryMeter, ProfilerMemoryMeter
@@ -75,6 +76,15 @@ class Device(ABC):
     def l2_flusher(self) -> Callable[[], None] | None:
         """A callable that evicts the device's last-level cache, or None where not applicable."""
         return None
+
+    @abstractmethod
+    def _make_conditions_probe(self) -> ConditionsProbe: ...
+
+    def conditions_probe(self) -> ConditionsProbe:
+        """Reads clocks/temperature/throttling (CUDA) or frequency/load/pinning (CPU); created once."""
+        if getattr(self, "_probe", None) is None:
+            self._probe = self._make_conditions_probe()
+        return self._probe
 
     @abstractmethod
     def name(self) -> str:
@@ -138,6 +148,9 @@ class CpuDevice(Device):
     def _make_energy_meter(self) -> EnergyMeter:
         return RaplEnergyMeter.create(self._rapl_root)
 
+    def _make_conditions_probe(self) -> ConditionsProbe:
+        return CpuProbe()
+
     def name(self) -> str:
         return cpu_model_name()
 
@@ -185,15 +198,21 @@ class CudaDevice(Device):
     def memory_meter(self) -> MemoryMeter:
         return CudaAllocatorMeter(self.index, self._cuda)
 
-    def _make_energy_meter(self) -> EnergyMeter:
-        uuid = None
+    def uuid(self) -> str | None:
+        """``GPU-...`` as NVML spells it (None when torch does not say)."""
         try:
             raw = getattr(self._cuda.get_device_properties(self.index), "uuid", None)
-            if raw is not None:
-                uuid = str(raw) if str(raw).startswith("GPU-") else f"GPU-{raw}"
         except Exception:
-            uuid = None
-        return NvmlEnergyMeter.create(self.index, nvml=self._nvml, uuid=uuid)
+            return None
+        if raw is None:
+            return None
+        return str(raw) if str(raw).startswith("GPU-") else f"GPU-{raw}"
+
+    def _make_energy_meter(self) -> EnergyMeter:
+        return NvmlEnergyMeter.create(self.index, nvml=self._nvml, uuid=self.uuid())
+
+    def _make_conditions_probe(self) -> ConditionsProbe:
+        return NvmlProbe.create(self.index, nvml=self._nvml, uuid=self.uuid())
 
     def l2_flusher(self) -> Callable[[], None]:
         """Zero a buffer of twice the L2 size (at least 64 MiB); runs outside the timing events."""

@@ -59,14 +59,14 @@ What is not captured
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from profiler.core.lazy import available, lazy_import
 from profiler.core.records import Energy
+from profiler.measure.conditions import DEFAULT_SAMPLER_HZ, THROTTLE_BITS, PowerSampler, nvml_reasons_fn, throttle_names  # noqa: F401 - re-exported
 
 pynvml = lazy_import("pynvml")
 
@@ -74,27 +74,11 @@ Call = Callable[[], Any]
 Clock = Callable[[], float]
 
 DEFAULT_IDLE_S = 0.5
-DEFAULT_SAMPLER_HZ = 25.0
 DEFAULT_PROBE_S = 3.0     # bound on measuring the counter's period (once per meter)
 PROBE_CHANGES = 5         # counter changes observed to measure its period
 IDLE_PERIODS = 5          # an idle window spans at least this many counter periods
 WINDOW_PERIODS = 20       # the measured window spans at least this many counter periods
 MIN_WINDOW_S = 1.0
-
-#: NVML clock-event reason bits that mean the clocks were held down (not idle / app settings / boost).
-THROTTLE_BITS: Mapping[str, int] = {
-    "sw_power_cap": 0x4,
-    "hw_slowdown": 0x8,
-    "sw_thermal_slowdown": 0x20,
-    "hw_thermal_slowdown": 0x40,
-    "hw_power_brake_slowdown": 0x80,
-}
-
-
-def throttle_names(mask: int) -> tuple[str, ...]:
-    """Names of the throttling bits set in an NVML clock-event reason mask."""
-    return tuple(name for name, bit in THROTTLE_BITS.items() if mask & bit)
-
 
 def _noop() -> None:
     return None
@@ -263,59 +247,6 @@ class _CounterMeter(EnergyMeter):
 # --------------------------------------------------------------------------- NVML
 
 
-class PowerSampler:
-    """Background thread reading ``read() -> dict`` at ``hz``; one synchronous read at start and stop.
-
-    The two synchronous reads make every window have at least two samples, whatever the scheduler
-    does. Each sample gets ``t_s`` (seconds since ``start``).
-    """
-
-    def __init__(self, read: Callable[[], dict], hz: float = DEFAULT_SAMPLER_HZ, clock: Clock = time.perf_counter) -> None:
-        self._read = read
-        self._period = 1.0 / hz
-        self._clock = clock
-        self._samples: list[dict] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._t0 = 0.0
-
-    def _take(self) -> None:
-        s = dict(self._read())
-        s["t_s"] = self._clock() - self._t0
-        with self._lock:
-            self._samples.append(s)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._period):
-            try:
-                self._take()
-            except Exception:  # a failed read must never kill the measurement
-                pass
-
-    def start(self) -> None:
-        self._t0 = self._clock()
-        self._take()
-        self._thread = threading.Thread(target=self._loop, name="serprof-power-sampler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> tuple[dict, ...]:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._take()
-        with self._lock:
-            return tuple(sorted(self._samples, key=lambda s: s["t_s"]))
-
-
-def _nvml_reasons_fn(nvml: Any) -> Callable[[Any], int] | None:
-    for name in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
-        fn = getattr(nvml, name, None)
-        if fn is not None:
-            return fn
-    return None
-
-
 class NvmlEnergyMeter(_CounterMeter):
     """CUDA GPU energy from NVML's total-energy counter (mJ); ``nvml`` is the pynvml module (seam)."""
 
@@ -326,7 +257,7 @@ class NvmlEnergyMeter(_CounterMeter):
         self._nvml = nvml
         self._handle = handle
         self._hz = sampler_hz
-        self._reasons = _nvml_reasons_fn(nvml)
+        self._reasons = nvml_reasons_fn(nvml)
 
     def _energy_mj(self) -> int:
         return self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)

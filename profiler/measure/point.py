@@ -12,7 +12,10 @@ written once for every level. Per point, in this order:
 3. **Workload** (``entry.build``): inputs and the call, built outside every timed region. ``fwd``
    calls run under ``torch.no_grad()``; ``fwdbwd`` calls run forward plus backward of a fixed
    random output gradient, and ``reset`` clears gradients between repetitions, outside timing.
-4. **Timing** (``Device.time_call``): the first call timed alone (compile, autotune, lazy init:
+4. **Timing** (``Device.time_call``, under ``profiler.measure.conditions.measure_under_conditions``:
+   ``cooldown_s`` of idle first, clocks/temperature/throttling or CPU frequency/load/pinning sampled
+   before, during and after; a throttled timing is measured once more after a cool-down and the
+   record's ``conditions`` say whether it stayed throttled): the first call timed alone (compile, autotune, lazy init:
    ``PointRecord.first_call``), warm-up by time budget, then repetitions until the CI target or the
    time budget. CPU: ``perf_counter_ns`` around the calls, which is the call latency. CUDA: two
    timings from one session (``profiler.measure.cuda_time``): device time (CUDA-graph replay, else
@@ -39,6 +42,7 @@ from profiler.core.settings import lookup
 from profiler.kernels import use_kernel_modules
 from profiler.kernels.base import Shape
 from profiler.measure import inject
+from profiler.measure.conditions import measure_under_conditions
 from profiler.measure.device import Device, get_device
 from profiler.measure.timer import interpreted_timing
 from profiler.measure.verify import verify_point
@@ -110,7 +114,7 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
         return record("ok", timing=timing, memory=memory, correctness=correctness, flops=model.flops,
                       bytes_moved=model.bytes_moved, extra=work.extra,
                       energy=_no_energy("utterance replay: energy is measured at fixed-T points"))
-    timed = None
+    timed = conditions = None
     if spec.interpret:
         took: list[float] = []
 
@@ -127,7 +131,11 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
         energy = _no_energy("interpreted point (Triton interpreter on CPU): no energy")
     else:
         flush = dev.l2_flusher() if settings.l2_flush else None
-        timed = dev.time_call(work.call, settings, reset=work.reset, flush=flush)  # CUDA: device time + call latency
+        # CUDA: device time + call latency; conditions sampled around them, re-measured once if throttled
+        timed, conditions = measure_under_conditions(
+            lambda: dev.time_call(work.call, settings, reset=work.reset, flush=flush), dev.conditions_probe(),
+            cooldown_s=settings.cooldown_s, l2=settings.l2 if dev.type == "cuda" else "n/a",
+            clocks_locked=settings.lock_clocks if dev.type == "cuda" else None)
         timing = timed.timing
         work.extra.update(timed.extra)
         if settings.measure_memory:
@@ -147,5 +155,5 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
         analytic_bytes=model.memory_bytes, input_bytes=in_bytes,
     )
     return record("ok", timing=timing, memory=memory, energy=energy, correctness=correctness, flops=model.flops,
-                  bytes_moved=model.bytes_moved, extra=work.extra,
+                  bytes_moved=model.bytes_moved, extra=work.extra, conditions=conditions,
                   **(timed.record_fields(extra=False) if timed is not None else {}))

@@ -131,6 +131,31 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
     return tables
 
 
+_COND_LABELS = {"sm_clock_mhz": ("SM clock", "MHz"), "mem_clock_mhz": ("memory clock", "MHz"),
+                "temp_c": ("GPU temperature", "C"), "power_w": ("GPU power", "W"),
+                "freq_mhz": ("CPU frequency", "MHz"), "load_1m": ("load average (1 min)", "")}
+
+
+def conditions_rows(c) -> list[tuple[str, str]]:
+    """The run's measurement conditions as (label, text) rows (``profiler.analysis.conditions.RunConditions``)."""
+    if c is None:
+        return []
+    rows = [("points with conditions", str(c.points))]
+    for k, (lo, hi) in c.ranges.items():
+        label, unit = _COND_LABELS.get(k, (k, ""))
+        text = f"{lo:.4g}" if lo == hi else f"{lo:.4g} – {hi:.4g}"
+        rows.append((label, f"{text} {unit}".strip()))
+    rows.append(("L2", ", ".join(c.l2)))
+    rows.append(("cool-down before each point", ", ".join(f"{x:g} s" for x in c.cooldown_s)))
+    if c.clocks_locked:
+        rows.append(("GPU clocks locked", ", ".join("yes" if x else "no" for x in c.clocks_locked)))
+    if c.affinity:
+        rows.append(("CPUs pinned", ",".join(map(str, c.affinity))))
+    rows.append(("re-measured after throttling", ", ".join(c.remeasured) or "none"))
+    rows.append(("THROTTLED (not gated on)", "; ".join(f"{pid} ({', '.join(r)})" for pid, r in c.throttled) or "none"))
+    return rows
+
+
 def run_context(a: RunAnalysis) -> dict:
     """Template context of one run (all strings; the template escapes them)."""
     m = a.manifest
@@ -188,6 +213,7 @@ def run_context(a: RunAnalysis) -> dict:
         "interpreted": [{"id": r.id, "status": r.status,
                          "rel": _e(r.correctness.max_rel_err) if r.correctness else "–"} for r in a.interpreted],
         "environment": env,
+        "conditions": conditions_rows(a.conditions),
         "ser": ser_context(a),
         "decode": decode_context(a),
         "devices": [{

@@ -264,8 +264,11 @@ def _geo_mean(xs: Sequence[float]) -> float:
 
 
 def timer_fidelity(ops: Sequence[str] = DEFAULT_FIDELITY_OPS, rounds: int = 2,
-                   settings: MeasureSettings | None = None) -> list[FidelityRow]:
-    """serprof vs ``torch.utils.benchmark.Timer.adaptive_autorange`` on the same calls (see module doc)."""
+                   settings: MeasureSettings | None = None, timer_max_s: float = 10.0) -> list[FidelityRow]:
+    """serprof vs ``torch.utils.benchmark.Timer.adaptive_autorange`` on the same calls (see module doc).
+
+    ``timer_max_s`` bounds each ``adaptive_autorange`` (its ``max_run_time``; torch's default is 10 s).
+    """
     base = settings or MeasureSettings()
     rows = []
     for token in ops:
@@ -274,7 +277,8 @@ def timer_fidelity(ops: Sequence[str] = DEFAULT_FIDELITY_OPS, rounds: int = 2,
         for r in range(rounds):
             def run_timer() -> float:
                 t0 = time.perf_counter()
-                m = tb.Timer(stmt="fn()", globals={"fn": call}, num_threads=torch.get_num_threads()).adaptive_autorange()
+                m = tb.Timer(stmt="fn()", globals={"fn": call}, num_threads=torch.get_num_threads()).adaptive_autorange(
+                    max_run_time=timer_max_s)
                 wall = time.perf_counter() - t0
                 res["tm"].append(m.median)
                 res["tw"].append(wall)
@@ -318,7 +322,9 @@ CUDA_TOOL_NOTES = {
     "do_bench": "triton.testing.do_bench median: event pair around back-to-back calls, L2 flushed",
     "do_bench_cudagraph": "triton.testing.do_bench_cudagraph median: CUDA graph replay (device time)",
     "torch_timer": "torch.utils.benchmark.Timer.blocked_autorange median: host clock, synchronised per block",
+    "sync_loop": "sync-to-sync loop median: synchronize; t0; fn(); synchronize; t1 (one isolated call, host included)",
 }
+SYNC_LOOP_CALLS = 50
 
 
 def default_cuda_tools() -> dict[str, Callable[[Callable[[], Any]], float]]:
@@ -332,7 +338,18 @@ def default_cuda_tools() -> dict[str, Callable[[Callable[[], Any]], float]]:
     def torch_timer(fn: Callable[[], Any]) -> float:
         return float(tb.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=0.5).median)
 
-    return {"do_bench": do_bench, "do_bench_cudagraph": do_bench_cudagraph, "torch_timer": torch_timer}
+    def sync_loop(fn: Callable[[], Any]) -> float:
+        out = []
+        for _ in range(SYNC_LOOP_CALLS):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter_ns()
+            fn()
+            torch.cuda.synchronize()
+            out.append((time.perf_counter_ns() - t0) / 1e9)
+        return float(statistics.median(out))
+
+    return {"do_bench": do_bench, "do_bench_cudagraph": do_bench_cudagraph, "torch_timer": torch_timer,
+            "sync_loop": sync_loop}
 
 
 @dataclass(frozen=True)

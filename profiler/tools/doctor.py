@@ -44,6 +44,23 @@ def run_doctor(device: str = "auto", out: Path | None = None) -> dict[str, Any]:
     if out is not None:
         check_output_dir(out, "--out")    # before any check runs
     env = fingerprint(device=dev)
+    checks = environment_checks(dev, env)
+    checks.append(_verify_check())
+    checks.extend(_tiny_sweep_checks(dev, out))
+    checks.append(timer_check(dev, fla=bool(env["packages"].get("fla-core"))))
+
+    failed = [c for c in checks if c["state"] == "failed"]
+    works = [c["name"] for c in checks if c["state"] == "ok"]
+    missing = [f"{c['name']} ({c['detail']})" for c in checks if c["state"] == "unavailable"]
+    summary = (f"{'FAILED: ' + ', '.join(c['name'] for c in failed) + '. ' if failed else ''}"
+               f"Works here: {', '.join(works) or 'nothing'}. "
+               f"Not available here: {'; '.join(missing) or 'nothing'}.")
+    return {"device": dev, "checks": checks, "summary": summary, "exit_code": 1 if failed else 0,
+            "environment": env}
+
+
+def environment_checks(dev: str, env: dict[str, Any]) -> list[dict[str, str]]:
+    """torch, CUDA device, NVML, RAPL and fla from the environment fingerprint (shared with ``selftest``)."""
     checks: list[dict[str, str]] = []
     pk = env["packages"]
     checks.append(_check("torch", "ok", f"torch {pk.get('torch')}, {env.get('torch_threads')} threads"))
@@ -65,19 +82,7 @@ def run_doctor(device: str = "auto", out: Path | None = None) -> dict[str, Any]:
         fla_state = ("unavailable", "fla's Triton kernels need a CUDA GPU; on CPU `serprof verify --interpret` "
                                     "checks their numerics under Triton's interpreter")
     checks.append(_check("fla Triton kernels", *fla_state))
-
-    checks.append(_verify_check())
-    checks.extend(_tiny_sweep_checks(dev, out))
-    checks.append(timer_check(dev, fla=bool(pk.get("fla-core"))))
-
-    failed = [c for c in checks if c["state"] == "failed"]
-    works = [c["name"] for c in checks if c["state"] == "ok"]
-    missing = [f"{c['name']} ({c['detail']})" for c in checks if c["state"] == "unavailable"]
-    summary = (f"{'FAILED: ' + ', '.join(c['name'] for c in failed) + '. ' if failed else ''}"
-               f"Works here: {', '.join(works) or 'nothing'}. "
-               f"Not available here: {'; '.join(missing) or 'nothing'}.")
-    return {"device": dev, "checks": checks, "summary": summary, "exit_code": 1 if failed else 0,
-            "environment": env}
+    return checks
 
 
 def _verify_check() -> dict[str, str]:

@@ -98,8 +98,9 @@ def test_values_parse_the_same_from_flag_text_toml_and_python():
 
 def test_bool_flags_come_in_pairs_and_resume_names_the_spelling_used():
     assert names.flag("verify", False) == "--no-verify" and names.flag("verify", True) == "--verify"
-    assert names.flag("l2_flush") == "--l2-flush" and names.flag("memory_budget_bytes") == "--memory-budget"
-    assert build_spec(None, {"measure_energy": False, "l2_flush": True}).settings.l2_flush is True
+    assert names.flag("l2") == "--l2" and names.flag("memory_budget_bytes") == "--memory-budget"
+    assert build_spec(None, {"measure_energy": False, "l2_flush": True}).settings.l2 == "cold"
+    assert build_spec(None, {"l2": "cold"}).settings.l2_flush is True
 
 
 @pytest.mark.parametrize("argv, toml, fragments", [

@@ -32,7 +32,7 @@ README = ROOT / "README.md"
 DATA = ROOT / "tests" / "data"
 
 #: commands only parsed: slow on a CPU (whole verifications, the interpreter, traces) or a GPU's
-SLOW = ("serprof verify", "serprof trace", "serprof doctor", "serprof bench timer", "serprof gate-interleave",
+SLOW = ("serprof verify", "serprof trace", "serprof doctor", "serprof selftest", "serprof bench timer", "serprof gate-interleave",
         "serprof gate-calibrate", "serprof gate-eval")
 
 

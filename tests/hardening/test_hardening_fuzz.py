@@ -85,6 +85,7 @@ BAD: list[list[str]] = [
     ["trace", "--kernel", "softmax", "--batch", "0"],
     # --- doctor
     ["doctor", "--device", "tpu"], ["doctor", "--out", "{FILE}/x"],
+    ["selftest", "--device", "tpu"], ["selftest", "--json-out", "{FILE}/x.json"], ["selftest", "--quick", "x"],
     # --- status, report, export
     ["status", "{TMP}/missing"], ["status", "{EMPTY}"], ["status", "{BAD}"], ["status", "{FILE}"],
     ["report", "{TMP}/missing"], ["report", "{EMPTY}"], ["report", "{BAD}"], ["report", "{RUN}", "--out", "{EMPTY}"],
@@ -140,6 +141,7 @@ BAD: list[list[str]] = [
 #: the case to be an error at all ("cuda": a CUDA device; None: unavailable everywhere it is asked).
 UNAVAILABLE: list[tuple[list[str], str | None]] = [
     (["bench", "timer", "--device", "cuda"], "cuda"),
+    (["selftest", "--device", "cuda"], "cuda"),
     ([*S, "--kernels", "retnet", "--backend", "fla"], None),      # fla needs CUDA (or --interpret)
     ([*S, "--backend", "fla"], None),
     ([*S, "--kernels", "softmax", "--backend", "sdpa-flash"], None),

@@ -43,11 +43,11 @@ def bad_flag_values(s: Setting) -> st.SearchStrategy[str]:
     """Texts for ``--flag=TEXT`` that setting ``s`` must refuse (booleans take no value on the CLI)."""
     if s.kind == "modules":   # not a module name, not importable, or exporting no KERNEL / KERNELS
         return _BAD_MODULES
+    if s.kind == "choice":  # any word but the declared ones
+        return (_WORDS | st.sampled_from(["", "1", "true", "on", "hot", "COLD!"])).filter(lambda w: w not in s.choices)
     numbers = _bad_numbers(s).map(lambda v: repr(v) if isinstance(v, float) else str(v))
     if s.kind == "bytes":   # a size in words must still be a size; a float count of bytes is fine as text
         return _WORDS | st.sampled_from(["-1GiB", "0", "0B", "1e999GiB", "lots", "9" * 40 + "GiB"])
-    if s.kind == "choice":
-        return _WORDS.filter(lambda w: w.strip().lower() not in s.choices) | st.sampled_from(["0", "1.5"])
     words = _WORDS.filter(lambda w: not s.none or w.strip().lower() != s.none.split()[0])
     return numbers | words | (st.nothing() if s.none else st.just(""))   # "" and the none word mean None
 
@@ -61,6 +61,8 @@ def bad_toml_values(s: Setting) -> st.SearchStrategy[str]:
         return st.sampled_from(["[1]", "{ a = 1 }", "[]", "true", "3", '["ok_name", 2]']) | _BAD_MODULES.map(
             lambda w: f'"{w}"') | _BAD_MODULES.map(lambda w: f'["{w}"]')
     texts = _WORDS.map(lambda w: f'"{w}"')
+    if s.kind == "choice":  # booleans are the older spelling of some word settings (l2_flush = true)
+        return wrong_types | texts | st.sampled_from(["1", "0.5", "nan", '"hot"', '""'])
     if s.kind == "bytes":
         return wrong_types | texts | st.sampled_from(["true", "0", "-5", "1.5", "1e30", "nan", '"-1GiB"', '"0B"',
                                                       f"{2 ** 60 + 1}"])

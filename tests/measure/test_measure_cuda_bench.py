@@ -60,7 +60,7 @@ def test_json_out_and_stdout_shape(tmp_path, capsys):
     stored = json.loads(path.read_text())
     assert printed == stored
     assert stored["device"] == "NVIDIA Fake H200" and set(stored["tools"]) == {"do_bench", "do_bench_cudagraph",
-                                                                                "torch_timer"}
+                                                                                "torch_timer", "sync_loop"}
     row, = stored["rows"]
     assert set(row) == {"op", "serprof_device_s", "serprof_method", "serprof_method_reason", "serprof_latency_s",
                         "launch_bound", "tools_s", "errors", "device_ratio", "latency_ratio"}

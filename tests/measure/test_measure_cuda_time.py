@@ -189,23 +189,23 @@ def test_every_method_failing_raises_with_all_reasons():
         measure_device_time(broken, settings(), gpu, latency_s=1e-3, methods=("nvtx",))
 
 
-def test_l2_flush_with_a_graph_is_one_replay_per_sample_after_a_flush():
+def test_cold_l2_flush_is_inside_the_graph_subtracted_and_costs_no_host_time():
     gpu = FakeGpu()
     h, d = HOST_BOUND
-    flushes = []
+    d_flush = 1e-3
+    flush = gpu.op(50e-6, d_flush)    # zeroing a 2x-L2 buffer: 1 ms of device work, 50 us to launch
 
-    def flush() -> None:
-        flushes.append(1)
-        gpu.host += 10e-6
-        gpu.enqueue(1e-3)           # 1 ms of device work that must stay outside the event pair
-
-    res = time_cuda_call(gpu.op(h, d), settings(l2_flush=True), gpu, flush=flush)
+    res = time_cuda_call(gpu.op(h, d), settings(l2="cold"), gpu, flush=flush)
     t = res.timing
-    assert t.l2_flush is True and t.method == "cuda_graph"
-    assert t.unroll == 1 and t.calls_per_sample == 1
-    assert len(flushes) == len(t.samples_s)
-    assert med(t) == pytest.approx(d, rel=1e-6)
+    assert t.l2_flush is True and t.method == "cuda_graph" and t.unroll == 1
+    assert flush.state["calls"] == 0            # never launched from the host: only captured as graph nodes
+    assert gpu.captures[-2:] == [1, 1]          # [flush, call] and [flush] alone
+    assert med(t) == pytest.approx(d, rel=1e-6)  # the flush's device time is subtracted
+    assert res.extra["l2_flush_s"] == pytest.approx(d_flush, rel=1e-6)
     assert res.call_latency.l2_flush is False
+    # host time per sample: the event pairs and replays only, no flush launch
+    warm = time_cuda_call(gpu.op(h, d), settings(), gpu)
+    assert med(warm.timing) == pytest.approx(d, rel=1e-6)
 
 
 def test_reset_runs_before_capture_and_keeps_unroll_at_one():

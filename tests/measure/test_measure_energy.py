@@ -263,7 +263,8 @@ def test_nvml_without_energy_counter_says_so():
 
 def test_throttle_names():
     assert throttle_names(0) == ()
-    assert throttle_names(0x1 | 0x2 | 0x10) == ()        # idle, app clocks, sync boost: not throttling
+    assert throttle_names(0x1 | 0x2 | 0x100) == ()       # idle, app clocks, display clock: not throttling
+    assert throttle_names(0x10) == ("sync_boost",)        # held down to match a sync-boost group (issue 20)
     assert throttle_names(0x20 | 0x80) == ("sw_thermal_slowdown", "hw_power_brake_slowdown")
 
 
