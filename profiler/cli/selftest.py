@@ -9,9 +9,11 @@ from typing import Optional
 
 import typer
 
-from profiler import api
 from profiler.core.console import console
+from profiler.core.lazy import lazy_import
 from profiler.report.selftest import selftest_summary, selftest_table
+
+api = lazy_import("profiler.api")
 
 
 def selftest(

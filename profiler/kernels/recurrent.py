@@ -55,14 +55,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import torch
-import torch.nn.functional as F
-
 from profiler.core.errors import UsageError
+from profiler.core.lazy import lazy_import
 from profiler.core.records import Correctness
 from profiler.kernels.base import Analytic, Shape, Workload
 from profiler.kernels.check import _rel, tolerance_for
-from profiler.kernels.chunked import advance, pairwise_intra  # the state recurrence shared with the chunkwise engine
+from profiler.kernels.chunked import (  # the state recurrence shared with the chunkwise engine
+    advance,
+    pairwise_intra,
+)
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 if TYPE_CHECKING:
     import torch

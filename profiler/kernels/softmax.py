@@ -36,14 +36,14 @@ import os
 import warnings
 from typing import TYPE_CHECKING
 
-from flash_attn import flash_attn_func
-from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
 from profiler.core.lazy import lazy_import
 from profiler.kernels.base import Backend, KernelSpec, Shape
 from profiler.kernels.recurrent import CacheForm
 
+torch_flex_attention = lazy_import("torch.nn.attention.flex_attention")
+
 torch = lazy_import("torch")
+flash_attn = lazy_import("flash_attn")   # optional extra serprof[flash]
 F = lazy_import("torch.nn.functional")
 torch_attention = lazy_import("torch.nn.attention")
 
@@ -162,7 +162,7 @@ def flex_block_mask(Tq: int, Tk: int, device) -> object:
     """The causal ``BlockMask`` for (Tq, Tk) on ``device``, built once (outside every timed call)."""
     key = (Tq, Tk, str(device))
     if key not in _BLOCK_MASKS:
-        _BLOCK_MASKS[key] = create_block_mask(_causal_mask, B=None, H=None, Q_LEN=Tq, KV_LEN=Tk, device=str(device))
+        _BLOCK_MASKS[key] = torch_flex_attention.create_block_mask(_causal_mask, B=None, H=None, Q_LEN=Tq, KV_LEN=Tk, device=str(device))
     return _BLOCK_MASKS[key]
 
 
@@ -175,10 +175,10 @@ def run_flex(inputs, causal: bool, *, compiled: bool | None = None):
     """FlexAttention (compiled unless ``compiled=False`` or the test seam; one compiled function per process)."""
     if compiled is None:
         compiled = os.environ.get(FLEX_COMPILE_ENV, "1") != "0"
-    fn = flex_attention
+    fn = torch_flex_attention.flex_attention
     if compiled:
         if "fn" not in _FLEX_COMPILED:
-            _FLEX_COMPILED["fn"] = torch.compile(flex_attention, dynamic=False)
+            _FLEX_COMPILED["fn"] = torch.compile(torch_flex_attention.flex_attention, dynamic=False)
         fn = _FLEX_COMPILED["fn"]
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
     mask = flex_block_mask(q.shape[1], k.shape[1], q.device) if causal else None
@@ -194,7 +194,7 @@ def run_flex(inputs, causal: bool, *, compiled: bool | None = None):
 def run_flash_attn(inputs, causal: bool):
     """flash-attn's ``flash_attn_func`` (layout (B, T, H, D), as here)."""
     q = inputs["q"]
-    return flash_attn_func(q, inputs["k"], inputs["v"], softmax_scale=scale_of(inputs, q.shape[-1]), causal=causal)
+    return flash_attn.flash_attn_func(q, inputs["k"], inputs["v"], softmax_scale=scale_of(inputs, q.shape[-1]), causal=causal)
 
 
 def run_naive(inputs, causal: bool):

@@ -34,11 +34,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-import torch
-
 from profiler.core.errors import UnavailableError
 from profiler.core.lazy import available, lazy_import
 from profiler.core.records import Conditions
+
+torch = lazy_import("torch")
 
 pynvml = lazy_import("pynvml")
 

@@ -35,11 +35,10 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
-import torch
-
 from profiler.analysis import selftest as judge
 from profiler.analysis.selftest import SelfCheck, SelftestResult
 from profiler.core.errors import UnavailableError
+from profiler.core.lazy import lazy_import
 from profiler.core.records import MeasureSettings, PointSpec
 from profiler.kernels import MECHANISMS
 from profiler.measure.conditions import NvmlProbe, clock_lock
@@ -53,6 +52,8 @@ from profiler.spec.plan import resolve_device
 from profiler.tools import bench
 from profiler.tools.bench import FidelityRow, _op_call, memory_check, timer_fidelity
 from profiler.tools.doctor import environment_checks
+
+torch = lazy_import("torch")
 
 QUICK_SETTINGS = MeasureSettings(warmup_s=0.02, min_warmup_calls=1, min_reps=5, max_reps=50, target_rel_ci=0.05,
                                  time_budget_s=0.2, verify=False, measure_memory=False, measure_energy=False)
