@@ -239,6 +239,7 @@ def check(s: Setting, value: Any, where: str) -> Any:
     if s.kind == "choice":
         if value not in s.choices:
             raise UsageError(f"{where}: {value!r} is not allowed; {did_you_mean(str(value), s.choices)}")
+        return value
     if s.kind == "modules":
         if not isinstance(value, tuple) or not all(isinstance(v, str) and _is_module_name(v) for v in value):
             raise UsageError(f"{where}: expected {s.describe()}, got {value!r}")
