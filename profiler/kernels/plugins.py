@@ -23,9 +23,9 @@ runs) is checked before timing by ``profiler.kernels.check``, whose errors name 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import sys
-from importlib.metadata import entry_points
 from typing import Any, Iterable
 
 from profiler.kernels.base import KernelSpec
@@ -115,7 +115,7 @@ def entry_point_kernels() -> tuple[list[tuple[KernelSpec, str]], list[str]]:
     found: list[tuple[KernelSpec, str]] = []
     problems: list[str] = []
     try:
-        eps = list(entry_points(group=ENTRY_POINT_GROUP))
+        eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     except Exception as exc:  # noqa: BLE001 - broken metadata of some distribution must not stop serprof
         return found, [f"entry points {ENTRY_POINT_GROUP!r} unreadable: {type(exc).__name__}: {exc}"]
     for ep in sorted(eps, key=lambda e: e.name):

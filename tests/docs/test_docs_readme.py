@@ -127,6 +127,7 @@ def _run(argv: list[str], cwd: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_readme_commands_run(places):
     ran = 0
     for line in readme_commands(README.read_text()):

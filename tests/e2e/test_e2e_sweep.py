@@ -30,6 +30,7 @@ def serprof(*args, env=None, timeout=300, **kw) -> subprocess.CompletedProcess:
                           env=full_env, timeout=timeout, **kw)
 
 
+@pytest.mark.long
 def test_small_sweep_writes_records_and_manifest(tmp_path):
     out = tmp_path / "run"
     p = serprof("sweep", "--kernels", "softmax,retnet", "--backend", "sdpa,torch", "--lengths", "128,256",
