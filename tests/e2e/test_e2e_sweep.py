@@ -178,6 +178,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert again.returncode == 0 and json.loads(again.stdout)["records"] == []
 
 
+@pytest.mark.long
 def test_ctrl_c_stops_cleanly_keeps_points_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, SERPROF_MEASURE_FN=FAULTY, SERPROF_TEST_FAULT="sleep=30@/T256/")

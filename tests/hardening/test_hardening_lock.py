@@ -79,6 +79,7 @@ def test_readers_take_no_lock_and_do_not_block(tmp_path):
         proc.wait()
 
 
+@pytest.mark.long
 def test_two_concurrent_resumes_second_exits_2_first_runs_every_point_once(tmp_path):
     run = fake_run(tmp_path, lengths="64,128,256,512,1024,2048")
     (run / "points.jsonl").write_text("")                      # every point is missing again
