@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -224,12 +224,23 @@ def point_stats(rec: PointRecord, metric: str = "latency") -> PointStats | None:
     x = np.asarray(t.samples_s, dtype=float)
     s = t.summary
     mem = rec.memory
+    peak, analytic = (mem.peak_bytes, mem.analytic_bytes) if mem else (None, None)
+    if rec.spec.phase != "prefill":   # decode / streaming: a stream holds its carried state or KV cache
+        peak, analytic = _plus_carried(peak, (rec.extra or {}).get("carried_bytes")), _plus_carried(
+            analytic, (rec.extra or {}).get("carried_bytes_analytic"))
     energy = energy_per_call(rec.energy)[0]   # None when below resolution (never negative)
     return PointStats(
         record=rec, T=rec.spec.T, samples_s=x, median_s=s.median, ci_low_s=s.ci_low, ci_high_s=s.ci_high,
-        peak_bytes=mem.peak_bytes if mem else None, analytic_bytes=mem.analytic_bytes if mem else None,
-        energy_j=energy, flags=point_flags(rec),
+        peak_bytes=peak, analytic_bytes=analytic, energy_j=energy, flags=point_flags(rec),
     )
+
+
+def _plus_carried(call_peak: int | None, carried: Any) -> int | None:
+    """Memory of a decode / streaming step: the carried state or cache (the step's inputs, which the
+    call's peak above its inputs leaves out) plus that peak; None when the carried bytes are unknown."""
+    if not isinstance(carried, (int, float)) or isinstance(carried, bool):
+        return call_peak
+    return int(carried) + int(call_peak or 0)
 
 
 def is_performance(rec: PointRecord) -> bool:

@@ -60,3 +60,21 @@ def test_bandwidth_fraction_and_longest_context_that_fits():
     (s,) = d.series
     assert s.points[0].bandwidth_fraction == pytest.approx(1e6 / 1e-3 / 1e10)
     assert s.bytes_per_token == pytest.approx(2048) and s.longest_T_fits == 1000
+
+
+def test_decode_memory_in_the_general_view_is_the_carried_state_or_cache_plus_the_step():
+    """A decode step's peak above its inputs leaves out the state / cache it carries: the general
+    summary (memory ratios, 'smaller in memory') counts carried + step; prefill points are unchanged."""
+    from profiler.analysis.series import point_stats
+    from profiler.core.records import Memory
+
+    dec = _rec("softmax", "sdpa", 4096, 1e-3, 2_000_000)
+    dec = PointRecord(spec=dec.spec, status="ok", timing=dec.timing, extra=dec.extra,
+                      memory=Memory(peak_bytes=5_632, method="torch_profiler", analytic_bytes=4_096))
+    st = point_stats(dec)
+    assert st.peak_bytes == 2_000_000 + 5_632 and st.analytic_bytes == 2_000_000 + 4_096
+    pre = PointRecord(spec=PointSpec(kernel="softmax", backend="sdpa", T=4096), status="ok", timing=dec.timing,
+                      extra={"carried_bytes": 2_000_000}, memory=Memory(peak_bytes=5_632, method="torch_profiler"))
+    assert point_stats(pre).peak_bytes == 5_632
+    unknown = PointRecord(spec=dec.spec, status="ok", timing=dec.timing, memory=dec.memory)
+    assert point_stats(unknown).peak_bytes == 5_632
