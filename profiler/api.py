@@ -43,31 +43,36 @@ from profiler.core.records import LEVELS, PointRecord
 from profiler.core.units import parse_dtypes, parse_int_list, parse_lengths
 from profiler.kernels import origin, use_kernel_modules
 from profiler.kernels.fla_coverage import coverage
+from profiler.planning import names
+from profiler.planning.scenario import build_spec
 from profiler.report.export import COLUMNS, export_run
 from profiler.report.export import rows as export_rows
 from profiler.report.html import render_run
 from profiler.report.markdown import markdown_summary as summary
 from profiler.report.runs import report_runs
-from profiler.spec import names
-from profiler.spec.scenario import build_spec
 from profiler.store.baseline import load_side
 from profiler.store.baseline import save_baseline as save
 from profiler.store.history import load_history
-from profiler.store.noise import default_path, load_noise_profile, save_noise_profile, user_path
+from profiler.store.noise import (
+    default_path,
+    load_noise_profile,
+    save_noise_profile,
+    user_path,
+)
 from profiler.store.runs import LoadedRun, RunDir
 
-spec_plan = lazy_import('profiler.spec.plan')
+spec_plan = lazy_import('profiler.planning.points')
 tools_selftest = lazy_import('profiler.tools.selftest')
 
 runner_execution = lazy_import('profiler.runner.execution')
 runner_sweep = lazy_import('profiler.runner.sweep')
 runner_slurm = lazy_import('profiler.runner.slurm')
 runner_env = lazy_import('profiler.runner.env')
-spec_estimate = lazy_import('profiler.spec.estimate')
+spec_estimate = lazy_import('profiler.planning.estimate')
 runner_local = lazy_import('profiler.runner.local')
 kernel_registry = lazy_import('profiler.kernels')
 runner_status = lazy_import('profiler.runner.status')
-spec_registry = lazy_import('profiler.spec.registry')
+planning_registry = lazy_import('profiler.planning.registry')
 torch = lazy_import('torch')
 tools_frontier_probe = lazy_import('profiler.tools.frontier_probe')
 tools_trace = lazy_import('profiler.tools.trace')
@@ -173,7 +178,7 @@ class SweepOutcome:
 
     run_dir: Path | None = None
     result: Any = None            # profiler.runner.sweep.SweepResult
-    plan: Any = None              # profiler.spec.plan.Plan (dry run)
+    plan: Any = None              # profiler.planning.points.Plan (dry run)
     slurm: Any = None             # profiler.runner.slurm submission result
     report: Path | None = None
     report_error: str | None = None
@@ -211,7 +216,7 @@ def resolve_sweep(scenario: str | Path | None = None, overrides: Mapping[str, An
     return spec, choice
 
 
-#: plan-time messages (``profiler.spec.plan``) that name a value without saying where it came from
+#: plan-time messages (``profiler.planning.points``) that name a value without saying where it came from
 _PLAN_MESSAGES = {"unknown kernel ": "kernels", "unknown backend ": "backends"}
 
 
@@ -280,7 +285,7 @@ def sweep_outcome(scenario: str | Path | None = None, overrides: Mapping[str, An
 
 def sweep_estimate(plan_: Any, calibration: Mapping[str, Any] | None = None):
     """``(Estimate, warning or None)``: how long running ``plan_`` will take here
-    (``profiler.spec.estimate``; energy meters looked up on this machine)."""
+    (``profiler.planning.estimate``; energy meters looked up on this machine)."""
     runnable = plan_.runnable()
     device = runnable[0].device if runnable else "cpu"
     meter = bool((runner_env.nvml_status() if device == "cuda" else runner_env.rapl_status()).get("available"))
@@ -498,7 +503,7 @@ def list_kernels(device: str = "all", *, level: str = "all", kernel_modules: Any
 
     rows = []
     for lv in levels:
-        for name, spec in spec_registry.registry(lv).items():
+        for name, spec in planning_registry.registry(lv).items():
             where = origin(name) if lv == "kernel" else "built-in"
             for bname, b in spec.backends.items():
                 for dev in devices:

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from profiler.analysis.series import Series, SeriesKey
-from profiler.core.records import LAUNCH_BOUND_FRACTION   # device time < this fraction of call latency
+from profiler.core.records import (
+    LAUNCH_BOUND_FRACTION,  # device time < this fraction of call latency
+)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,11 @@ from typing import Sequence
 import numpy as np
 
 from profiler.core.noise import NoiseClass, NoiseProfile, size_class
-from profiler.core.stats import auto_quantile, group_log_quantiles, slow_outliers_removed
+from profiler.core.stats import (
+    auto_quantile,
+    group_log_quantiles,
+    slow_outliers_removed,
+)
 from profiler.store.runs import LoadedRun, utc_now
 
 #: Points of one run share its state: count at most this many as independent for the run term.

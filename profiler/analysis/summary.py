@@ -15,15 +15,36 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from profiler.analysis.conditions import RunConditions, run_conditions
-from profiler.analysis.crossover import Comparison, Variant, choose_baseline, compare_all
+from profiler.analysis.crossover import (
+    Comparison,
+    Variant,
+    choose_baseline,
+    compare_all,
+)
 from profiler.analysis.decode import DecodeAnalysis, analyze_decode
 from profiler.analysis.devices import RunDevices, run_devices
-from profiler.analysis.fits import CostModel, SlopeFit, fit_latency, fit_memory, fit_memory_slope
+from profiler.analysis.fits import (
+    CostModel,
+    SlopeFit,
+    fit_latency,
+    fit_memory,
+    fit_memory_slope,
+)
 from profiler.analysis.frontier import Frontier, frontiers
-from profiler.analysis.launch import FirstCalls, LaunchBound, first_calls, launch_analysis
+from profiler.analysis.launch import (
+    FirstCalls,
+    LaunchBound,
+    first_calls,
+    launch_analysis,
+)
 from profiler.analysis.roofline import RooflinePoint, roofline
 from profiler.analysis.ser import SerAnalysis, ser_analysis
-from profiler.analysis.series import Series, SeriesKey, build_series, interpreted_records
+from profiler.analysis.series import (
+    Series,
+    SeriesKey,
+    build_series,
+    interpreted_records,
+)
 from profiler.core.records import PointRecord, energy_per_call
 from profiler.store.runs import LoadedRun
 

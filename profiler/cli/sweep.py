@@ -16,7 +16,14 @@ from typing import Any, Callable, List, Optional
 import typer
 from rich.console import Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -196,7 +203,7 @@ def _print_dry_run(console, plan) -> None:
 
 
 def _print_estimate(console, plan) -> None:
-    """The estimated wall time (``profiler.spec.estimate``) and, for a GPU scenario on CPU, a warning."""
+    """The estimated wall time (``profiler.planning.estimate``) and, for a GPU scenario on CPU, a warning."""
     est, warning = api.sweep_estimate(plan)
     if est.points:
         console.print(f"estimated wall time: {_fmt_duration(est.total_s)} ({est.points} point(s) "

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from profiler.core import fmt
-from profiler.core.settings import MeasureSettings  # the stored settings, declared with the settings model
+from profiler.core.settings import (
+    MeasureSettings,  # the stored settings, declared with the settings model
+)
 from profiler.core.stats import summarize
 
 SCHEMA_VERSION = 1

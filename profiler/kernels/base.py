@@ -4,7 +4,7 @@
 (``Entry``): a planning side (``backends`` and where they run, ``check_shape`` constraints,
 ``analytic`` FLOP / byte / memory models, ``input_bytes``, ``reference_name``) and a measuring side
 (``build(point, device, seed) -> Workload``: the call, an optional reset, its inputs;
-``verify(point, device, seed, max_T) -> [Correctness]``). ``profiler.spec.registry`` finds the entry
+``verify(point, device, seed, max_T) -> [Correctness]``). ``profiler.planning.registry`` finds the entry
 of a point's level; ``profiler.measure.point.measure_point`` is the one pipeline that turns any
 point into a record, so a new meter or timing is added there once.
 
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 from profiler.core.errors import UsageError
 from profiler.core.lazy import lazy_import
 from profiler.kernels import interpret
-from profiler.kernels.check import check_against
+from profiler.kernels.verify import verify_against_backend
 
 torch = lazy_import("torch")
 
@@ -271,13 +271,13 @@ class KernelSpec:
 
     def verify(self, point: PointSpec, device: str, seed: int, max_T: int | None,
                oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
-        """The backend against the reference (and other backends in ``oracles``): ``kernels.check``."""
+        """The backend against the reference (and other backends in ``oracles``): ``kernels.verify``."""
         if point.phase != "prefill":
             if point.interpret:
                 interpret.enable()
             return [self.recurrent.check(self, point, device, seed, max_T)]
 
-        return check_against(self, point.backend, Shape(point.B, point.T, point.H, point.D), point.dtype,
+        return verify_against_backend(self, point.backend, Shape(point.B, point.T, point.H, point.D), point.dtype,
                              device, point.causal, point.mode, seed, max_T, interpret=point.interpret,
                              oracles=oracles)
 

@@ -17,7 +17,7 @@ them); see ``profiler.kernels`` for the authoring API. Two ways in:
   before it measures a point. A module that fails is a ``UsageError`` (exit 2) naming the flag.
 
 Static checks here (``validate``); the runtime contract (output shape and dtype, a reference that
-runs) is checked before timing by ``profiler.kernels.check``, whose errors name the kernel's origin.
+runs) is checked before timing by ``profiler.kernels.verify``, whose errors name the kernel's origin.
 """
 
 from __future__ import annotations

@@ -59,11 +59,11 @@ from profiler.core.errors import UsageError
 from profiler.core.lazy import lazy_import
 from profiler.core.records import Correctness
 from profiler.kernels.base import Analytic, Shape, Workload
-from profiler.kernels.check import _rel, tolerance_for
 from profiler.kernels.chunked import (  # the state recurrence shared with the chunkwise engine
     advance,
     pairwise_intra,
 )
+from profiler.kernels.verify import _rel, tolerance_for
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")

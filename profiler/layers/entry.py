@@ -33,7 +33,7 @@ from profiler.kernels.base import Analytic, Backend, KernelSpec, Shape, Workload
 from profiler.layers import LayerSpec, build_port, get_layer, layer_registry
 
 #: the measuring side (nn.Modules, torch at import) loads when a point is built, not when it is planned
-layer_check = lazy_import("profiler.layers.check")
+layer_verify = lazy_import("profiler.layers.verify")
 layer_replay = lazy_import("profiler.layers.replay")
 layer_workload = lazy_import("profiler.layers.workload")
 torch = lazy_import("torch")
@@ -151,8 +151,8 @@ class LayerEntry:
                oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
         if any(o is not None for o in oracles):
             raise UsageError("layers are checked against their fp32 oracle only (no backend-vs-backend check)")
-        check = layer_check.verify_packed if point.option("packing") == "packed" else layer_check.verify
-        return [check(point, device, seed, min(layer_check.VERIFY_T, max_T or layer_check.VERIFY_T))]
+        verify_fn = layer_verify.verify_packed if point.option("packing") == "packed" else layer_verify.verify
+        return [verify_fn(point, device, seed, min(layer_verify.VERIFY_T, max_T or layer_verify.VERIFY_T))]
 
 
 def entry(name: str, level: str = "layer") -> LayerEntry:

@@ -18,7 +18,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from profiler.layers.common import ANY, NormWeight, ShortConv, attend, l2norm, reject_unsupported, rms_norm_gated
+from profiler.layers.common import (
+    ANY,
+    NormWeight,
+    ShortConv,
+    attend,
+    l2norm,
+    reject_unsupported,
+    rms_norm_gated,
+)
 
 
 class KimiDeltaAttention(nn.Module):

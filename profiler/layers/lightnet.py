@@ -14,7 +14,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from profiler.layers.common import ANY, NormWeight, attend, reject_unsupported, rms_norm_gated
+from profiler.layers.common import (
+    ANY,
+    NormWeight,
+    attend,
+    reject_unsupported,
+    rms_norm_gated,
+)
 
 #: fla's LightNet calls rms_norm_swish_gate_linear with its default eps, not norm_eps.
 FUSED_GATE_EPS = 1e-6

@@ -14,7 +14,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from profiler.layers.common import ANY, NormWeight, attend, reject_unsupported, rms_norm_gated, rotary
+from profiler.layers.common import (
+    ANY,
+    NormWeight,
+    attend,
+    reject_unsupported,
+    rms_norm_gated,
+    rotary,
+)
 
 
 class MultiScaleRetention(nn.Module):

@@ -68,7 +68,14 @@ from typing import Any, Callable, Protocol
 
 from profiler.core.lazy import lazy_import
 from profiler.core.records import MeasureSettings, Timing
-from profiler.measure.timer import Call, TimedCall, first_call_record, sample_until, time_first_call, warm_up
+from profiler.measure.timer import (
+    Call,
+    TimedCall,
+    first_call_record,
+    sample_until,
+    time_first_call,
+    warm_up,
+)
 
 torch = lazy_import("torch")
 torch_autograd = lazy_import("torch.autograd")

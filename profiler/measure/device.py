@@ -24,9 +24,21 @@ from profiler.core.lazy import lazy_import
 from profiler.core.records import MeasureSettings
 from profiler.measure.conditions import ConditionsProbe, CpuProbe, NvmlProbe
 from profiler.measure.cuda_time import TorchCudaApi, time_cuda_call
-from profiler.measure.energy import RAPL_ROOT, EnergyMeter, NvmlEnergyMeter, RaplEnergyMeter
+from profiler.measure.energy import (
+    RAPL_ROOT,
+    EnergyMeter,
+    NvmlEnergyMeter,
+    RaplEnergyMeter,
+)
 from profiler.measure.memory import CudaAllocatorMeter, MemoryMeter, ProfilerMemoryMeter
-from profiler.measure.timer import CudaEventTimer, PerfCounterTimer, SampleTimer, TimedCall, cpu_control, time_host_call
+from profiler.measure.timer import (
+    CudaEventTimer,
+    PerfCounterTimer,
+    SampleTimer,
+    TimedCall,
+    cpu_control,
+    time_host_call,
+)
 
 torch = lazy_import("torch")
 

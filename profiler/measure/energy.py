@@ -66,7 +66,13 @@ from typing import Any, Callable
 
 from profiler.core.lazy import available, lazy_import
 from profiler.core.records import Energy
-from profiler.measure.conditions import DEFAULT_SAMPLER_HZ, THROTTLE_BITS, PowerSampler, nvml_reasons_fn, throttle_names  # noqa: F401 - re-exported
+from profiler.measure.conditions import (  # noqa: F401 - re-exported
+    DEFAULT_SAMPLER_HZ,
+    THROTTLE_BITS,
+    PowerSampler,
+    nvml_reasons_fn,
+    throttle_names,
+)
 
 pynvml = lazy_import("pynvml")
 

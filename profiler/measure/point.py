@@ -1,7 +1,7 @@
 """The one measurement pipeline: a point of any level (kernel, layer, model) -> its record.
 
 ``measure_point(spec, settings, device_index=0) -> PointRecord`` is what the runner's workers call.
-The point's entry (``profiler.spec.registry.get_entry``: a kernel, a layer or the SER head) supplies
+The point's entry (``profiler.planning.registry.get_entry``: a kernel, a layer or the SER head) supplies
 the shape constraints, the analytic models, the verification and the workload; everything below is
 written once for every level. Per point, in this order:
 
@@ -37,7 +37,14 @@ from __future__ import annotations
 
 import time
 
-from profiler.core.records import Correctness, Energy, MeasureSettings, Memory, PointRecord, PointSpec
+from profiler.core.records import (
+    Correctness,
+    Energy,
+    MeasureSettings,
+    Memory,
+    PointRecord,
+    PointSpec,
+)
 from profiler.core.settings import lookup
 from profiler.kernels import use_kernel_modules
 from profiler.kernels.base import Shape
@@ -46,7 +53,7 @@ from profiler.measure.conditions import measure_under_conditions
 from profiler.measure.device import Device, get_device
 from profiler.measure.timer import interpreted_timing
 from profiler.measure.verify import verify_point
-from profiler.spec.registry import get_entry
+from profiler.planning.registry import get_entry
 from profiler.store.runs import utc_now
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}

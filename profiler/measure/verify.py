@@ -1,10 +1,10 @@
 """Verification: one function that checks a point against its reference, for the sweep and ``serprof verify``.
 
 ``verify_point(point, device, seed, max_T)`` looks up the point's entry (a kernel, a layer or the
-SER head; ``profiler.spec.registry``) and runs its ``verify``: kernels compare the backend with the
-kernel's fp32 reference on the same inputs (``profiler.kernels.check``: method, prefixes for long
+SER head; ``profiler.planning.registry``) and runs its ``verify``: kernels compare the backend with the
+kernel's fp32 reference on the same inputs (``profiler.kernels.verify``: method, prefixes for long
 sequences, tolerances per dtype); layers compare the module with its fp32 oracle
-(``profiler.layers.check``). ``measure_point`` calls it before timing every point; ``verify_many``
+(``profiler.layers.verify``). ``measure_point`` calls it before timing every point; ``verify_many``
 (``serprof verify``) calls it for every (kernel, backend, dtype, mode, causal, B, T) combination.
 """
 
@@ -15,26 +15,32 @@ from typing import Iterable, Sequence
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.core.records import DTYPES, Correctness, PointSpec, to_dict
-from profiler.kernels import check, get_kernel, registry
+from profiler.kernels import get_kernel, registry
+from profiler.kernels import verify as kernel_verify
 from profiler.kernels.base import Shape
-from profiler.kernels.check import GRAD_SCALE_FLOOR, TF32_TOLERANCE, TOLERANCES, tolerance_for  # noqa: F401
 from profiler.kernels.recurrent import unsupported
-from profiler.spec.registry import get_entry
+from profiler.kernels.verify import (  # noqa: F401
+    GRAD_SCALE_FLOOR,
+    TF32_TOLERANCE,
+    TOLERANCES,
+    tolerance_for,
+)
+from profiler.planning.registry import get_entry
 
 
 def _validate(kernel: str, backend: str, *args, **kwargs):
-    """``kernels.check._validate`` by kernel name: UsageError / UnavailableError for what cannot run."""
-    return check._validate(get_kernel(kernel), backend, *args, **kwargs)
+    """``kernels.verify._validate`` by kernel name: UsageError / UnavailableError for what cannot run."""
+    return kernel_verify._validate(get_kernel(kernel), backend, *args, **kwargs)
 
 
-def check_point(kernel: str, backend: str, *args, **kwargs) -> Correctness:
-    """``kernels.check.check_point`` by kernel name (see there: method, prefixes, tolerances)."""
-    return check.check_point(get_kernel(kernel), backend, *args, **kwargs)
+def verify_point_against_reference(kernel: str, backend: str, *args, **kwargs) -> Correctness:
+    """``kernels.verify.verify_point_against_reference`` by kernel name (see there: method, prefixes, tolerances)."""
+    return kernel_verify.verify_point_against_reference(get_kernel(kernel), backend, *args, **kwargs)
 
 
-def check_against(kernel: str, backend: str, *args, **kwargs) -> list[Correctness]:
-    """``kernels.check.check_against`` by kernel name."""
-    return check.check_against(get_kernel(kernel), backend, *args, **kwargs)
+def verify_against_backend(kernel: str, backend: str, *args, **kwargs) -> list[Correctness]:
+    """``kernels.verify.verify_against_backend`` by kernel name."""
+    return kernel_verify.verify_against_backend(get_kernel(kernel), backend, *args, **kwargs)
 
 
 def verify_point(point: PointSpec, device: str, seed: int = 0, max_T: int | None = None,

@@ -11,7 +11,15 @@ from typing import Sequence
 from profiler.analysis.study import to_markdown
 from profiler.analysis.summary import RunAnalysis
 from profiler.report.html import load_analysis
-from profiler.report.text import decode_sentences, fmt_bytes, fmt_s, fmt_T, sentences, ser_sentences, summary_rows
+from profiler.report.text import (
+    decode_sentences,
+    fmt_bytes,
+    fmt_s,
+    fmt_T,
+    sentences,
+    ser_sentences,
+    summary_rows,
+)
 
 
 def _cell(s: str) -> str:

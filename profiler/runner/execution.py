@@ -14,7 +14,7 @@ This module is that decision, so a sweep can be reproduced from Python (``profil
 
 Flags win over the table key by key. A bad value names what the user wrote: the flag
 (``--workers``), or the scenario file and key (``s.toml: key 'execution.workers'``), through
-``profiler.spec.names``. Nothing heavy is imported at module level.
+``profiler.planning.names``. Nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from profiler.core.errors import UsageError, did_you_mean
+from profiler.planning import names
+from profiler.planning.scenario import load_scenario
 from profiler.runner.multi import local_executor
 from profiler.runner.pinning import parse_devices
 from profiler.runner.slurm import is_slurm_run, options_from_flags, parse_sbatch_extra
-from profiler.spec import names
-from profiler.spec.scenario import load_scenario
 from profiler.store.runs import RunDir
 
 EXECUTORS = ("local", "slurm")

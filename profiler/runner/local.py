@@ -25,12 +25,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from dataclasses import replace
-
-from profiler.core.records import MeasureSettings, PointRecord, PointSpec, Timing, from_dict, to_dict
+from profiler.core.records import (
+    MeasureSettings,
+    PointRecord,
+    PointSpec,
+    Timing,
+    from_dict,
+    to_dict,
+)
 from profiler.runner import allocator
 from profiler.runner.base import Executor, ExecutorStats, PointQueue, RunEvents
 from profiler.runner.protocol import decode, encode

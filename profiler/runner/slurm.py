@@ -58,20 +58,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-import profiler.spec.plan as plan_mod
+import profiler.planning.points as plan_mod
 from profiler.core.errors import UnavailableError, UsageError
 from profiler.core.lazy import available, lazy_import
 from profiler.core.records import Manifest, PointRecord, PointSpec, from_dict, to_dict
 from profiler.core.version import __version__
+from profiler.planning.estimate import (
+    CALIBRATION_S,
+    DEFAULT_RATES,
+    WORKER_START_S,
+    point_seconds,
+)
+from profiler.planning.points import make_plan
+from profiler.planning.scenario import spec_from_dict
 from profiler.runner import pinning
 from profiler.runner.base import PointQueue, RunEvents
 from profiler.runner.env import fingerprint
 from profiler.runner.local import LocalExecutor
 from profiler.runner.multi import MultiExecutor, _cuda_count, point_cost
 from profiler.runner.sweep import check_plan_not_empty, default_out
-from profiler.spec.estimate import CALIBRATION_S, DEFAULT_RATES, WORKER_START_S, point_seconds
-from profiler.spec.plan import make_plan
-from profiler.spec.scenario import spec_from_dict
 from profiler.store.lock import RunLock, create_locked, stale_warning
 from profiler.store.runs import RunDir, utc_now
 

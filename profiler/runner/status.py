@@ -26,7 +26,13 @@ from typing import Any
 
 from profiler.core.records import PointSpec, device_key, from_dict
 from profiler.runner import slurm
-from profiler.runner.slurm import SHARDS_FILE, read_shards, shard_file, shard_jobs, shard_state_path
+from profiler.runner.slurm import (
+    SHARDS_FILE,
+    read_shards,
+    shard_file,
+    shard_jobs,
+    shard_state_path,
+)
 from profiler.store.runs import RunDir
 
 

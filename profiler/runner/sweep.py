@@ -27,12 +27,12 @@ from profiler.core.errors import UnavailableError, UsageError
 from profiler.core.paths import check_appendable
 from profiler.core.records import Manifest, PointRecord, PointSpec, to_dict
 from profiler.core.version import __version__
+from profiler.planning.estimate import estimate
+from profiler.planning.points import Plan, make_plan, registry_for
+from profiler.planning.scenario import SweepSpec, spec_from_dict
 from profiler.runner.base import Executor, PointQueue, RunEvents
 from profiler.runner.env import fingerprint, torch_info
 from profiler.runner.local import LocalExecutor
-from profiler.spec.estimate import estimate
-from profiler.spec.plan import Plan, make_plan, registry_for
-from profiler.spec.scenario import SweepSpec, spec_from_dict
 from profiler.store.lock import RunLock, create_locked, stale_warning
 from profiler.store.runs import POINTS, RunDir, new_run_id, read_records, utc_now
 
@@ -327,7 +327,7 @@ def dry_run(sweep: SweepSpec) -> Plan:
 
 
 def plan_as_dict(plan: Plan) -> dict[str, Any]:
-    """JSON-ready plan for ``--dry-run --json`` (with the wall-time estimate of ``profiler.spec.estimate``)."""
+    """JSON-ready plan for ``--dry-run --json`` (with the wall-time estimate of ``profiler.planning.estimate``)."""
     est = estimate(plan)
     return {
         "estimate": {"total_s": est.total_s, "points_s": est.points_s, "startup_s": est.startup_s,

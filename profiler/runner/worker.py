@@ -31,7 +31,13 @@ import traceback
 from dataclasses import replace
 from typing import Any, Callable
 
-from profiler.core.records import MeasureSettings, PointRecord, PointSpec, from_dict, to_dict
+from profiler.core.records import (
+    MeasureSettings,
+    PointRecord,
+    PointSpec,
+    from_dict,
+    to_dict,
+)
 from profiler.kernels import interpret
 from profiler.measure.calibrate import calibrate
 from profiler.measure.compile_cache import apply_cache_env

@@ -21,8 +21,17 @@ import numpy as np
 
 from profiler.core.errors import UsageError
 from profiler.core.paths import read_json, write_file
-from profiler.core.records import (Energy, Manifest, Memory, PointRecord, PointSpec, RecordError, Timing,
-                              from_dict, to_dict)
+from profiler.core.records import (
+    Energy,
+    Manifest,
+    Memory,
+    PointRecord,
+    PointSpec,
+    RecordError,
+    Timing,
+    from_dict,
+    to_dict,
+)
 from profiler.store.runs import LoadedRun, RunDir, utc_now
 
 FORMAT = "serprof-baseline"

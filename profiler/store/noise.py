@@ -14,7 +14,12 @@ import os
 from pathlib import Path
 
 from profiler.core.errors import UsageError
-from profiler.core.noise import NOISE_FORMAT, NOISE_SCHEMA_VERSION, NoiseClass, NoiseProfile
+from profiler.core.noise import (
+    NOISE_FORMAT,
+    NOISE_SCHEMA_VERSION,
+    NoiseClass,
+    NoiseProfile,
+)
 
 ENV_VAR = "SERPROF_NOISE_PROFILE"
 LOCAL_PATH = Path(".serprof") / "noise-profile.json"

@@ -34,7 +34,12 @@ import numpy as np
 
 from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.lazy import lazy_import
-from profiler.core.records import LAUNCH_BOUND_FRACTION, MeasureSettings, PointRecord, PointSpec
+from profiler.core.records import (
+    LAUNCH_BOUND_FRACTION,
+    MeasureSettings,
+    PointRecord,
+    PointSpec,
+)
 from profiler.kernels import get_backend, get_kernel, registry
 from profiler.kernels.base import Shape
 from profiler.measure.device import get_device

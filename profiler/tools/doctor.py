@@ -23,10 +23,10 @@ from typing import Any
 
 from profiler.core.paths import check_output_dir
 from profiler.core.records import MeasureSettings
+from profiler.planning.points import resolve_device
+from profiler.planning.scenario import SweepSpec
 from profiler.runner.env import fingerprint
 from profiler.runner.sweep import run_sweep
-from profiler.spec.plan import resolve_device
-from profiler.spec.scenario import SweepSpec
 from profiler.tools import bench
 
 VERIFY_TIMEOUT_S = 900

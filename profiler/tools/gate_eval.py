@@ -59,13 +59,20 @@ from profiler.analysis.compare import compare_runs
 from profiler.analysis.gates import RuleSet
 from profiler.core.errors import UsageError
 from profiler.core.lazy import lazy_import
-from profiler.core.records import Manifest, MeasureSettings, Memory, PointRecord, PointSpec, Timing
+from profiler.core.records import (
+    Manifest,
+    MeasureSettings,
+    Memory,
+    PointRecord,
+    PointSpec,
+    Timing,
+)
 from profiler.core.stats import clopper_pearson_interval
 from profiler.measure.inject import ENV_VAR
 from profiler.measure.timer import PerfCounterTimer, measure_timing
+from profiler.planning.scenario import build_spec
 from profiler.runner.local import LocalExecutor
 from profiler.runner.sweep import run_sweep
-from profiler.spec.scenario import build_spec
 from profiler.store.runs import LoadedRun, RunDir
 from profiler.tools.interleave import InterleavePlan, run_interleaved
 

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.core.errors import UsageError
+from profiler.core.records import Manifest, PointRecord, PointSpec, Timing
 from profiler.core.units import parse_lengths
 from profiler.runner import allocator
-from profiler.core.records import Manifest, PointRecord, PointSpec, Timing
 from profiler.store.runs import LoadedRun
 
 WORKER = r'''

@@ -23,9 +23,9 @@ from typing import Any, Mapping
 from profiler.core.errors import UsageError
 from profiler.core.paths import check_output_dir
 from profiler.core.stats import ratio_of_medians
+from profiler.planning.scenario import build_spec
 from profiler.runner.multi import MultiExecutor
 from profiler.runner.sweep import SweepObserver, run_sweep
-from profiler.spec.scenario import build_spec
 
 DEFAULT_SWEEP = {"kernels": "retnet,lightnet,fox,softmax", "backends": "torch,sdpa", "lengths": "256,512,1k,2k",
                  "device": "cpu", "name": "scaleout-bench",

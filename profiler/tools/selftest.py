@@ -46,9 +46,9 @@ from profiler.measure.device import get_device
 from profiler.measure.memory import ProfilerMemoryMeter
 from profiler.measure.point import measure_point
 from profiler.measure.verify import verify_many
+from profiler.planning.points import resolve_device
 from profiler.runner import allocator
 from profiler.runner.env import fingerprint
-from profiler.spec.plan import resolve_device
 from profiler.tools import bench
 from profiler.tools.bench import FidelityRow, _op_call, memory_check, timer_fidelity
 from profiler.tools.doctor import environment_checks

@@ -31,8 +31,8 @@ from profiler.core.paths import make_dir
 from profiler.core.records import MODES, PointSpec
 from profiler.kernels import get_kernel, require_available
 from profiler.kernels.base import Shape
-from profiler.spec.plan import resolve_device
-from profiler.spec.scenario import _parse_dtypes, _parse_lengths
+from profiler.planning.points import resolve_device
+from profiler.planning.scenario import _parse_dtypes, _parse_lengths
 from profiler.store.runs import new_run_id
 
 torch = lazy_import("torch")

@@ -19,8 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from profiler.core.records import (Correctness, Energy, FirstCall, Manifest, Memory, PointRecord, PointSpec,
-                                   Timing)
+from profiler.core.records import (
+    Correctness,
+    Energy,
+    FirstCall,
+    Manifest,
+    Memory,
+    PointRecord,
+    PointSpec,
+    Timing,
+)
 from profiler.store.runs import RunDir
 
 TS = [512, 1024, 2048, 4096, 8192, 16384]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from profiler.analysis.crossover import Variant, choose_baseline, crossover
-from profiler.analysis.fits import fit_cost, fit_slope
 from profiler.analysis.environment import device_memory_bytes
+from profiler.analysis.fits import fit_cost, fit_slope
 from profiler.analysis.roofline import spec_peaks
 from profiler.analysis.summary import analyze
 from profiler.core.errors import UsageError

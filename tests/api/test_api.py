@@ -49,7 +49,7 @@ def test_api_errors_name_the_setting_where_it_came_from(tmp_path):
 
 
 def test_flag_and_toml_names_come_from_one_mapping():
-    from profiler.spec import names
+    from profiler.planning import names
 
     assert names.flag("target_rel_ci") == "--target-ci"
     assert names.flag("point_timeout_s") == "--timeout"

@@ -10,8 +10,8 @@ import pytest
 
 from profiler.core import settings
 from profiler.core.errors import UsageError
-from profiler.spec.plan import make_plan
-from profiler.spec.scenario import build_spec
+from profiler.planning.points import make_plan
+from profiler.planning.scenario import build_spec
 
 
 def _serprof(*args):

@@ -3,7 +3,7 @@
 Each bad numeric or choice flag of ``serprof sweep``, ``serprof gate`` and ``serprof gate-interleave``
 must end in one line on stderr, ``serprof: error: ...`` naming that flag, and exit code 2. Values from
 a scenario file name the file and its key. (Flags and setting keys are mapped once, in
-``profiler.spec.names``.)
+``profiler.planning.names``.)
 """
 
 from __future__ import annotations

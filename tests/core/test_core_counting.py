@@ -6,8 +6,17 @@ import itertools
 
 import pytest
 
-from profiler.core.counting import (FORMULAS, AttnShape, attended_pairs, io_bytes, kv_cache_bytes, linear_flops,
-                                    padding_waste, softmax_flops, tokens)
+from profiler.core.counting import (
+    FORMULAS,
+    AttnShape,
+    attended_pairs,
+    io_bytes,
+    kv_cache_bytes,
+    linear_flops,
+    padding_waste,
+    softmax_flops,
+    tokens,
+)
 
 
 def brute_pairs(T, causal, window):

@@ -8,7 +8,16 @@ import pytest
 
 from profiler.core.errors import UsageError
 from profiler.core.records import (
-    Correctness, Energy, Manifest, Memory, PointRecord, PointSpec, RecordError, Timing, from_dict, to_dict,
+    Correctness,
+    Energy,
+    Manifest,
+    Memory,
+    PointRecord,
+    PointSpec,
+    RecordError,
+    Timing,
+    from_dict,
+    to_dict,
 )
 from profiler.store.runs import RunDir, new_run_id, read_records
 

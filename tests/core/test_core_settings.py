@@ -13,8 +13,8 @@ from profiler.cli import main
 from profiler.core import settings as ms
 from profiler.core.errors import UsageError
 from profiler.core.records import MeasureSettings, from_dict, to_dict
-from profiler.spec import names
-from profiler.spec.scenario import build_spec
+from profiler.planning import names
+from profiler.planning.scenario import build_spec
 from profiler.store.runs import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]

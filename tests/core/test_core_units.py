@@ -3,7 +3,13 @@
 import pytest
 
 from profiler.core.errors import UsageError
-from profiler.core.units import MAX_VALUES, parse_bytes, parse_dtypes, parse_int_list, parse_lengths
+from profiler.core.units import (
+    MAX_VALUES,
+    parse_bytes,
+    parse_dtypes,
+    parse_int_list,
+    parse_lengths,
+)
 
 
 @pytest.mark.parametrize("text, expected", [

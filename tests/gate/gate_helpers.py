@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from profiler.core.records import Energy, Manifest, Memory, PointRecord, PointSpec, Timing
+
+from profiler.core.records import (
+    Energy,
+    Manifest,
+    Memory,
+    PointRecord,
+    PointSpec,
+    Timing,
+)
 from profiler.store.runs import RunDir
 
 ENV = {"device_name": "cpu", "cpu_model": "AMD EPYC test", "torch_version": "2.13.0", "fla_version": "0.6.0",

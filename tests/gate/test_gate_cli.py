@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gate_helpers import lognormal, record, spec
 from typer.testing import CliRunner
 
-from gate_helpers import lognormal, record, spec
 from profiler.analysis.compare import compare_runs
-from profiler.report.gate import to_markdown
 from profiler.analysis.gates import RuleSet
-from profiler.store.baseline import load_side
 from profiler.cli import app, main
+from profiler.report.gate import to_markdown
+from profiler.store.baseline import load_side
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "gate" / "summary.md"
 runner = CliRunner()

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
-
 from gate_helpers import ENV, lognormal, record, spec
+
 from profiler.analysis.compare import compare_runs
 from profiler.analysis.gates import RuleSet
-from profiler.store.baseline import load_side, save_baseline
 from profiler.core.errors import UsageError
 from profiler.core.stats import holm_adjust
+from profiler.store.baseline import load_side, save_baseline
 
 
 def _verdict(res, metric="latency"):

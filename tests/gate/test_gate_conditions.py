@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from gate_helpers import lognormal, record, spec
+
 from profiler.analysis.compare import compare_runs
 from profiler.core.records import Conditions
 from profiler.store.baseline import load_side

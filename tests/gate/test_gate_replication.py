@@ -13,17 +13,24 @@ import math
 
 import numpy as np
 import pytest
-
 from gate_helpers import ENV, spec, write_run
+
 from profiler.analysis.compare import compare_runs
-from profiler.report.gate import to_json, to_markdown
 from profiler.analysis.gates import RuleSet
 from profiler.analysis.noise import estimate_profile
 from profiler.cli import main
 from profiler.core.errors import UsageError
 from profiler.core.noise import NoiseClass, NoiseProfile, size_class
 from profiler.core.records import Manifest, Memory, PointRecord, Timing
-from profiler.core.stats import history_ratio, moderated_variance, one_sided_p, replicated_ratio, welch_df, VarianceComponent
+from profiler.core.stats import (
+    VarianceComponent,
+    history_ratio,
+    moderated_variance,
+    one_sided_p,
+    replicated_ratio,
+    welch_df,
+)
+from profiler.report.gate import to_json, to_markdown
 from profiler.store.history import load_history
 from profiler.store.noise import load_noise_profile, save_noise_profile
 from profiler.store.runs import LoadedRun

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from profiler.core.stats import (clopper_pearson_interval, holm_adjust, one_sided_p, ratio_of_medians,
-                            ratio_of_quantiles, wilson_interval)
+from profiler.core.stats import (
+    clopper_pearson_interval,
+    holm_adjust,
+    one_sided_p,
+    ratio_of_medians,
+    ratio_of_quantiles,
+    wilson_interval,
+)
 
 
 def test_holm_matches_textbook_example():

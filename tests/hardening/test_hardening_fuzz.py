@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from hardening_helpers import assert_one_line_error
 
 DATA = Path(__file__).resolve().parents[1] / "data"

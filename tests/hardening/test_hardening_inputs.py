@@ -8,13 +8,13 @@ import stat
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hardening_helpers import TINY, assert_one_line_error, fake_run, raw_ids, serprof
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from profiler.core.errors import UsageError
-from profiler.core.settings import SETTINGS, check_all
 from profiler.core.paths import check_output_dir, check_output_file
-
-from hardening_helpers import TINY, assert_one_line_error, fake_run, raw_ids, serprof
+from profiler.core.settings import SETTINGS, check_all
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "scaleout" / "hostile_sbatch_extra.txt"
 BASE = ["sweep", "--kernels", "softmax", "--backend", "sdpa", "--lengths", "64", "--device", "cpu"]
@@ -148,7 +148,7 @@ _SETTING_KEYS = st.sampled_from([sp for s in SETTINGS for sp in s.spellings] + [
 @given(st.dictionaries(_KEYS, _VALUES, max_size=5), st.dictionaries(_SETTING_KEYS, _SCALARS, max_size=3))
 def test_scenario_loader_builds_a_valid_spec_or_raises_usage_error(tmp_path_factory, data, setting_values):
     """Any TOML-shaped scenario either builds a spec within the limits or raises UsageError."""
-    from profiler.spec.scenario import build_spec, validate_spec
+    from profiler.planning.scenario import build_spec, validate_spec
 
     data = dict(data)
     if setting_values:
@@ -258,8 +258,8 @@ def test_unwritable_points_file_on_resume_measures_nothing_and_loses_nothing(tmp
 
 
 def test_append_failing_mid_run_stops_cleanly_with_the_resume_hint(tmp_path, monkeypatch):
+    from profiler.planning.scenario import build_spec
     from profiler.runner import sweep as sweep_mod
-    from profiler.spec.scenario import build_spec
     from profiler.store.runs import RunDir
 
     monkeypatch.setenv("SERPROF_MEASURE_FN", "tests.fakes.workers:fake_measure")

@@ -6,12 +6,19 @@ from __future__ import annotations
 import json
 
 import pytest
+from hardening_helpers import assert_one_line_error, fake_run, raw_ids
 
 from profiler.core.errors import UsageError
-from profiler.core.records import Manifest, PointRecord, PointSpec, RecordError, Timing, from_dict, to_dict
+from profiler.core.records import (
+    Manifest,
+    PointRecord,
+    PointSpec,
+    RecordError,
+    Timing,
+    from_dict,
+    to_dict,
+)
 from profiler.store.runs import RunDir, pick_record, read_records
-
-from hardening_helpers import assert_one_line_error, fake_run, raw_ids
 
 
 def _rec(T=64, status="ok", started="2026-01-01T00:00:00+00:00", rerun=False):

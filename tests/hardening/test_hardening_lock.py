@@ -9,12 +9,11 @@ import sys
 import time
 
 import pytest
+from hardening_helpers import FAKE, assert_one_line_error, fake_run, raw_ids, serprof
 
 from profiler.core.errors import UsageError
 from profiler.store.lock import LOCK_FILE, RunLock, read_holder, stale_warning
 from profiler.store.runs import RunDir
-
-from hardening_helpers import FAKE, assert_one_line_error, fake_run, raw_ids, serprof
 
 HOLD = """
 import sys, time
@@ -68,8 +67,8 @@ def test_readers_take_no_lock_and_do_not_block(tmp_path):
         t0 = time.monotonic()
         loaded = RunDir.open(run).load()
         assert len(loaded.records) == 3
-        from profiler.runner.status import run_status
         from profiler.report.export import export_run
+        from profiler.runner.status import run_status
 
         assert run_status(run).done == 3
         export_run(run, "csv", tmp_path / "x.csv")
@@ -121,8 +120,8 @@ def test_sweep_into_a_locked_new_out_folder_is_refused(tmp_path):
 
 
 def test_slurm_resume_submission_takes_the_lock(tmp_path, monkeypatch):
+    from profiler.planning.scenario import build_spec
     from profiler.runner import slurm
-    from profiler.spec.scenario import build_spec
 
     spec = build_spec(None, {"kernels": "softmax", "backends": "sdpa", "lengths": "64", "device": "cpu"})
     opts = slurm.options_from_flags(backend="debug")

@@ -6,10 +6,9 @@ import json
 
 import pytest
 import typer
+from hardening_helpers import TINY, serprof
 
 from profiler.cli import app
-
-from hardening_helpers import TINY, serprof
 
 
 def _commands():

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from hardening_helpers import assert_one_line_error
 
 RUN = Path(__file__).resolve().parents[1] / "data" / "run-a52bece-kernels"

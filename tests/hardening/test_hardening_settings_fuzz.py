@@ -14,7 +14,8 @@ import io
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from profiler.cli import main
 from profiler.core.settings import SETTINGS, Setting

@@ -73,8 +73,8 @@ def _dry_probe(T: int) -> dict:
     """Runs in the interpreted child: fla forward of softmax and FoX with kernel bodies skipped."""
     import torch
 
-    from profiler.kernels import interpret as fla_interpret
     from profiler.kernels import fox, softmax
+    from profiler.kernels import interpret as fla_interpret
     from profiler.kernels.base import Shape
     from profiler.measure.memory import ProfilerMemoryMeter
 

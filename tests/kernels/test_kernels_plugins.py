@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+import profiler.kernels as K
 from profiler import api
 from profiler.cli import main
 from profiler.core.errors import UsageError
-import profiler.kernels as K
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "serprof-toy-kernel"
@@ -97,8 +97,9 @@ def test_unknown_kernel_has_close_match():
 
 
 def _spec(**kw):
-    from serprof_toy_kernel import KERNEL
     from dataclasses import replace
+
+    from serprof_toy_kernel import KERNEL
 
     return replace(KERNEL, **kw)
 
@@ -136,7 +137,7 @@ def test_runtime_contract_is_one_line_naming_the_plugin(clean_registry, monkeypa
     import torch
 
     from profiler.kernels.base import Backend, Shape
-    from profiler.kernels.check import check_point
+    from profiler.kernels.verify import verify_point_against_reference
 
     monkeypatch.syspath_prepend(str(EXAMPLE))
     from serprof_toy_kernel import run_cumsum
@@ -156,10 +157,10 @@ def test_runtime_contract_is_one_line_naming_the_plugin(clean_registry, monkeypa
              (_spec(reference=ref_raises), "reference raised ValueError: reference exploded")]
     for spec, words in cases:
         with pytest.raises(Exception) as exc:
-            check_point(spec, "cumsum", shape, "float32", "cpu", True, "fwd")
+            verify_point_against_reference(spec, "cumsum", shape, "float32", "cpu", True, "fwd")
         msg = str(exc.value)
         assert words in msg and "toy_linear" in msg and "\n" not in msg, msg
-    assert check_point(K.get_kernel("softmax"), "sdpa", shape, "float32", "cpu", True, "fwd").passed
+    assert verify_point_against_reference(K.get_kernel("softmax"), "sdpa", shape, "float32", "cpu", True, "fwd").passed
     assert torch.is_grad_enabled()
 
 

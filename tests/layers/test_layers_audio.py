@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.core.audio import AudioRates, audio_to_T, format_seconds, parse_audio, parse_duration, rates_from_options
+from profiler.core.audio import (
+    AudioRates,
+    audio_to_T,
+    format_seconds,
+    parse_audio,
+    parse_duration,
+    rates_from_options,
+)
 from profiler.core.errors import UsageError
 
 

@@ -1,7 +1,7 @@
 """Each CPU port computes what the real fla layer computes, with the same weights.
 
 The fla layers run under Triton's interpreter in a fresh process (``python -m
-profiler.layers.fla_check``: TRITON_INTERPRET must be set before triton is imported). fla layers use
+profiler.layers.fla_verify``: TRITON_INTERPRET must be set before triton is imported). fla layers use
 their recurrent kernels at T <= 64 and the chunked ones above, so both paths are checked where the
 interpreter is fast enough (LightNet and KDA chunked kernels take 5-20 s each interpreted).
 """
@@ -21,7 +21,7 @@ TOL = 2e-5   # fp32; measured errors are ~1e-6 (max |port - fla| / max |fla|)
 
 def _run(layers: str, T: str) -> dict:
     pytest.importorskip("fla")
-    proc = subprocess.run([sys.executable, "-m", "profiler.layers.fla_check", "--layers", layers, "--hidden", "128",
+    proc = subprocess.run([sys.executable, "-m", "profiler.layers.fla_verify", "--layers", layers, "--hidden", "128",
                            "--heads", "2", "--T", T], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

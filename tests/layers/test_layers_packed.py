@@ -26,10 +26,10 @@ def _interpreted_checks() -> dict:
     negative control (packed without cu_seqlens), and one packed + one padded replay point end to end."""
     import torch
 
-    from profiler.layers import build_fla
-    from profiler.measure.point import measure_point
-    from profiler.layers.packed import packed_vs_single
     from profiler.core.records import MeasureSettings, PointSpec
+    from profiler.layers import build_fla
+    from profiler.layers.packed import packed_vs_single
+    from profiler.measure.point import measure_point
 
     def utterances(lengths, hidden=64):
         g = torch.Generator().manual_seed(1)
@@ -152,8 +152,8 @@ def test_layers_packed_inputs_cut_rows_and_offsets():
 # --------------------------------------------------------------------------- planner and CLI
 
 def _plan(**overrides):
-    from profiler.spec.plan import make_plan
-    from profiler.spec.scenario import build_spec
+    from profiler.planning.points import make_plan
+    from profiler.planning.scenario import build_spec
 
     base = dict(level="layer", device="cpu", utterances=4, batch="1,4", lengths="64", kernels="retnet,mha")
     return make_plan(build_spec(None, {**base, **overrides}))

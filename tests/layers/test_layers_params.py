@@ -6,8 +6,15 @@ import warnings
 
 import pytest
 
-from profiler.layers import LAYERS, STUDY_LAYERS, build_fla, build_port, get_layer, param_count
 from profiler.core.errors import UsageError
+from profiler.layers import (
+    LAYERS,
+    STUDY_LAYERS,
+    build_fla,
+    build_port,
+    get_layer,
+    param_count,
+)
 
 FLA_LAYERS = [s.name for s in LAYERS if s.fla_class]
 

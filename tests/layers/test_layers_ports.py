@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
+from profiler.core.records import MeasureSettings, PointSpec
 from profiler.layers import STUDY_LAYERS, build_port
 from profiler.layers.common import attend
-from profiler.core.records import MeasureSettings, PointSpec
 
 SMALL = dict(hidden=64, heads=2)
 
@@ -123,8 +122,8 @@ def test_layers_replay_point_stores_the_utterance_summary():
 
 
 def test_layers_plan_expands_audio_bidirectional_and_replay():
-    from profiler.spec.plan import make_plan
-    from profiler.spec.scenario import build_spec
+    from profiler.planning.points import make_plan
+    from profiler.planning.scenario import build_spec
 
     sweep = build_spec(None, {"level": "layer", "kernels": "retnet,softmax", "audio": "1min,2min",
                               "bidirectional": "on", "utterances": "10", "device": "cpu", "backends": "torch"})

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from profiler.core.errors import UsageError
-from profiler.layers.utterances import MSP_PODCAST_LIKE, batches, get_distribution, replay, sample_durations
+from profiler.layers.utterances import (
+    MSP_PODCAST_LIKE,
+    batches,
+    get_distribution,
+    replay,
+    sample_durations,
+)
 
 
 def test_layers_sampler_is_seeded_and_bounded():

@@ -3,7 +3,7 @@
 Walks every module's imports with ``ast`` (module-level and function-local alike; nothing is run)
 and checks them against the order of the parts:
 
-    core -> store -> kernels -> layers -> spec -> measure -> runner -> analysis -> report
+    core -> store -> kernels -> layers -> planning -> measure -> runner -> analysis -> report
          -> tools -> api -> cli
 
 A module may import its own part and the parts before it, never a later one. Analysis and report work
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "profiler"
-ORDER = ("core", "store", "kernels", "layers", "spec", "measure", "runner", "analysis", "report", "tools",
+ORDER = ("core", "store", "kernels", "layers", "planning", "measure", "runner", "analysis", "report", "tools",
          "api", "cli")
 RANK = {p: i for i, p in enumerate(ORDER)}
 #: the package root holds only the public entry points (``__init__`` re-exports the api lazily)

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 import profiler.kernels as kernels
 from profiler.cli import app
 from profiler.core.errors import UsageError
+from profiler.core.records import Memory, PointRecord, Timing
 from profiler.kernels import softmax
 from profiler.tools import bench
-from profiler.core.records import Memory, PointRecord, Timing
 
 
 @pytest.fixture

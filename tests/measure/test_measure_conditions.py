@@ -9,10 +9,18 @@ import signal
 from types import SimpleNamespace
 
 import pytest
-
 from measure_fake_cuda import FakeGpu
+
 from profiler.core.errors import UnavailableError
-from profiler.core.records import Conditions, MeasureSettings, PointRecord, PointSpec, Timing, from_dict, to_dict
+from profiler.core.records import (
+    Conditions,
+    MeasureSettings,
+    PointRecord,
+    PointSpec,
+    Timing,
+    from_dict,
+    to_dict,
+)
 from profiler.measure import conditions as cond
 from profiler.measure.device import CudaDevice
 from tests.fakes.nvml import FakeNvml

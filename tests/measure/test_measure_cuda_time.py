@@ -13,13 +13,24 @@ import itertools
 import pytest
 from measure_fake_cuda import CAPTURE_ERROR, FakeGpu
 
+from profiler.core.records import (
+    FirstCall,
+    MeasureSettings,
+    PointRecord,
+    PointSpec,
+    Timing,
+    from_dict,
+    to_dict,
+)
 from profiler.measure import compile_cache
-from profiler.measure.cuda_time import (MAX_UNROLL, measure_call_latency, measure_device_time,
-                                        time_cuda_call)
+from profiler.measure.cuda_time import (
+    MAX_UNROLL,
+    measure_call_latency,
+    measure_device_time,
+    time_cuda_call,
+)
 from profiler.measure.device import CpuDevice, CudaDevice
 from profiler.measure.timer import PerfCounterTimer, measure_timing
-from profiler.core.records import (FirstCall, MeasureSettings, PointRecord, PointSpec, Timing, from_dict,
-                              to_dict)
 
 HOST_BOUND = (0.5e-3, 0.02e-3)     # h, d (s)
 DEVICE_BOUND = (0.05e-3, 10e-3)

@@ -12,7 +12,7 @@ from measure_fake_cuda import FakeGpu
 from profiler.core.records import MeasureSettings, PointSpec
 from profiler.measure import point
 from profiler.measure.device import CudaDevice
-from profiler.spec import registry as spec_registry
+from profiler.planning import registry as planning_registry
 
 FAST = MeasureSettings(warmup_s=0.01, min_warmup_calls=1, min_reps=3, max_reps=20, time_budget_s=0.05,
                        measure_energy=False, processes=1, phase="decode", decode_steps=2)
@@ -40,7 +40,7 @@ class _CpuBackedFakeCuda(CudaDevice):
 def test_fake_cuda_decode_point_has_device_time_and_call_latency(monkeypatch):
     gpu = FakeGpu()
     dev = _CpuBackedFakeCuda(0, cuda=SimpleNamespace(), event_factory=gpu.event, api=gpu)
-    real_entry = spec_registry.get_entry
+    real_entry = planning_registry.get_entry
     op = gpu.op(40e-6, 8e-6, kernels=4)       # a decode step: host-bound launches, little device work
 
     def entry(level, kernel):

@@ -71,8 +71,8 @@ def test_get_device_errors(monkeypatch):
 @pytest.mark.gpu
 def test_real_cuda_point():
     """On a GPU machine: a real SDPA point with CUDA events, allocator peak and NVML energy."""
-    from profiler.measure.point import measure_point
     from profiler.core.records import MeasureSettings, PointSpec
+    from profiler.measure.point import measure_point
 
     s = MeasureSettings(warmup_s=0.05, min_reps=5, time_budget_s=0.5, energy_window_s=0.5, verify=True)
     rec = measure_point(PointSpec("softmax", "sdpa", device="cuda", dtype="float16", T=1024), s)

@@ -11,9 +11,23 @@ from unittest import mock
 import pynvml
 import pytest
 
-from profiler.measure.energy import (DEFAULT_PROBE_S, NullEnergyMeter, NvmlEnergyMeter, PowerSampler,
-                                     RaplEnergyMeter, throttle_names)
-from profiler.core.records import Energy, PointRecord, PointSpec, Timing, energy_per_call, from_dict, to_dict
+from profiler.core.records import (
+    Energy,
+    PointRecord,
+    PointSpec,
+    Timing,
+    energy_per_call,
+    from_dict,
+    to_dict,
+)
+from profiler.measure.energy import (
+    DEFAULT_PROBE_S,
+    NullEnergyMeter,
+    NvmlEnergyMeter,
+    PowerSampler,
+    RaplEnergyMeter,
+    throttle_names,
+)
 
 
 class FakeGpu:

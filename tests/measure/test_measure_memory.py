@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from profiler.measure.memory import CudaAllocatorMeter, ProfilerMemoryMeter, peak_from_deltas
+from profiler.measure.memory import (
+    CudaAllocatorMeter,
+    ProfilerMemoryMeter,
+    peak_from_deltas,
+)
 
 MiB = 1 << 20
 

@@ -10,11 +10,18 @@ import pytest
 import torch
 
 import profiler.kernels as kernels
-from profiler.measure import point
+from profiler.core.records import (
+    Correctness,
+    MeasureSettings,
+    PointRecord,
+    PointSpec,
+    from_dict,
+    to_dict,
+)
 from profiler.kernels import softmax
 from profiler.kernels.base import Backend, Shape
+from profiler.measure import point
 from profiler.measure.device import CpuDevice
-from profiler.core.records import Correctness, MeasureSettings, PointRecord, PointSpec, from_dict, to_dict
 
 FAST = MeasureSettings(warmup_s=0.01, min_warmup_calls=1, min_reps=3, max_reps=20, time_budget_s=0.05,
                        target_rel_ci=0.05, energy_window_s=0.05)

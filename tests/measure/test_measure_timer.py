@@ -7,10 +7,15 @@ import itertools
 import numpy as np
 import pytest
 
-from profiler.measure.timer import (CudaEventTimer, PerfCounterTimer, calls_per_sample, measure_timing,
-                                    warm_up)
 from profiler.core.records import MeasureSettings
 from profiler.core.stats import rel_ci_halfwidth
+from profiler.measure.timer import (
+    CudaEventTimer,
+    PerfCounterTimer,
+    calls_per_sample,
+    measure_timing,
+    warm_up,
+)
 
 
 class FakeClock:

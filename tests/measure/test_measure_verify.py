@@ -1,4 +1,4 @@
-"""profiler.measure.verify: check_point semantics (errors, gradients, prefixes, tolerances) and verify_many."""
+"""profiler.measure.verify: verify_point_against_reference semantics (errors, gradients, prefixes, tolerances) and verify_many."""
 
 import math
 import warnings
@@ -12,10 +12,10 @@ from profiler.measure.verify import (
     TF32_TOLERANCE,
     TOLERANCES,
     VerifyResult,
-    check_point,
     resolve_backends,
     tolerance_for,
     verify_many,
+    verify_point_against_reference,
 )
 
 warnings.filterwarnings("ignore", message="Triton is not supported")
@@ -26,18 +26,18 @@ def _patch_backend(monkeypatch, run):
 
 
 def test_correct_backend_passes_with_forward_and_gradient_errors():
-    c = check_point("softmax", "sdpa", Shape(2, 70, 2, 32), "float32", "cpu", True, "fwdbwd")
+    c = verify_point_against_reference("softmax", "sdpa", Shape(2, 70, 2, 32), "float32", "cpu", True, "fwdbwd")
     assert c.passed and c.checked_T == 70 and c.tolerance == TOLERANCES["float32"]
     assert 0 <= c.max_rel_err <= 1e-5 and c.max_abs_err >= 0
     assert c.grad_max_rel_err is not None and c.grad_max_rel_err <= 1e-5
     assert "fp64" in c.reference
-    fwd = check_point("softmax", "sdpa", Shape(2, 70, 2, 32), "float32", "cpu", True, "fwd")
+    fwd = verify_point_against_reference("softmax", "sdpa", Shape(2, 70, 2, 32), "float32", "cpu", True, "fwd")
     assert fwd.grad_max_rel_err is None and fwd.max_rel_err == pytest.approx(c.max_rel_err)
 
 
 def test_wrong_forward_fails(monkeypatch):
     _patch_backend(monkeypatch, lambda x, causal: softmax.run_sdpa(x, causal) * (1 + 1e-4))
-    c = check_point("softmax", "naive", Shape(1, 40, 2, 32), "float32", "cpu", False, "fwd")
+    c = verify_point_against_reference("softmax", "naive", Shape(1, 40, 2, 32), "float32", "cpu", False, "fwd")
     assert not c.passed and 5e-5 < c.max_rel_err < 2e-4
 
 
@@ -48,19 +48,19 @@ def test_wrong_gradient_fails_only_in_fwdbwd(monkeypatch):
 
     _patch_backend(monkeypatch, run)
     shape = Shape(1, 40, 2, 32)
-    assert check_point("softmax", "naive", shape, "float32", "cpu", True, "fwd").passed
-    c = check_point("softmax", "naive", shape, "float32", "cpu", True, "fwdbwd")
+    assert verify_point_against_reference("softmax", "naive", shape, "float32", "cpu", True, "fwd").passed
+    c = verify_point_against_reference("softmax", "naive", shape, "float32", "cpu", True, "fwdbwd")
     assert not c.passed and c.max_rel_err <= 1e-5 and c.grad_max_rel_err == pytest.approx(0.01, rel=1e-3)
 
 
 def test_non_finite_output_fails(monkeypatch):
     _patch_backend(monkeypatch, lambda x, causal: softmax.run_sdpa(x, causal) * float("nan"))
-    c = check_point("softmax", "naive", Shape(1, 8, 1, 32), "float32", "cpu", True, "fwd")
+    c = verify_point_against_reference("softmax", "naive", Shape(1, 8, 1, 32), "float32", "cpu", True, "fwd")
     assert not c.passed and math.isinf(c.max_rel_err)
 
 
 def test_long_causal_T_compares_a_prefix_exactly(monkeypatch):
-    c = check_point("softmax", "sdpa", Shape(1, 300, 2, 32), "float32", "cpu", True, "fwdbwd", max_T=128)
+    c = verify_point_against_reference("softmax", "sdpa", Shape(1, 300, 2, 32), "float32", "cpu", True, "fwdbwd", max_T=128)
     assert c.passed and c.checked_T == 128
 
     def run(x, causal):  # wrong in row 5 only
@@ -69,31 +69,31 @@ def test_long_causal_T_compares_a_prefix_exactly(monkeypatch):
         return o
 
     _patch_backend(monkeypatch, run)
-    assert not check_point("softmax", "naive", Shape(1, 300, 2, 32), "float32", "cpu", True, "fwd", max_T=128).passed
+    assert not verify_point_against_reference("softmax", "naive", Shape(1, 300, 2, 32), "float32", "cpu", True, "fwd", max_T=128).passed
 
 
 def test_long_non_causal_T_checks_query_rows_against_all_keys(monkeypatch):
-    c = check_point("fox", "torch", Shape(1, 1000, 2, 32), "float32", "cpu", False, "fwdbwd", max_T=128)
+    c = verify_point_against_reference("fox", "torch", Shape(1, 1000, 2, 32), "float32", "cpu", False, "fwdbwd", max_T=128)
     assert c.passed and c.checked_T == 64  # clamp(128**2 // 1000, 64, 128)
 
     def run(x, causal):  # ignores the last key: visible to every query row when non-causal
         return softmax.run_sdpa(dict(x, k=x["k"][:, :-1], v=x["v"][:, :-1]), causal)
 
     _patch_backend(monkeypatch, run)
-    bad = check_point("softmax", "naive", Shape(1, 1000, 2, 32), "float32", "cpu", False, "fwd", max_T=128)
+    bad = verify_point_against_reference("softmax", "naive", Shape(1, 1000, 2, 32), "float32", "cpu", False, "fwd", max_T=128)
     assert not bad.passed
 
 
 def test_fp16_uses_the_fp16_tolerance():
-    c = check_point("fox", "torch", Shape(1, 64, 2, 32), "float16", "cpu", True, "fwdbwd")
+    c = verify_point_against_reference("fox", "torch", Shape(1, 64, 2, 32), "float16", "cpu", True, "fwdbwd")
     assert c.tolerance == TOLERANCES["float16"] and c.passed
     assert c.max_rel_err > 1e-6  # the fp16 output really is compared
 
 
 def test_against_another_backend():
-    from profiler.measure.verify import check_against
+    from profiler.measure.verify import verify_against_backend
 
-    ref, other = check_against("softmax", "naive", Shape(1, 50, 2, 32), "float32", "cpu", True, "fwdbwd",
+    ref, other = verify_against_backend("softmax", "naive", Shape(1, 50, 2, 32), "float32", "cpu", True, "fwdbwd",
                                oracles=(None, "sdpa"))
     assert ref.passed and other.passed and "sdpa" in other.reference
 
@@ -119,7 +119,7 @@ def test_tolerance_table():
 ])
 def test_bad_requests_raise_before_running(args, exc, fragment):
     with pytest.raises(exc) as err:
-        check_point(*args)
+        verify_point_against_reference(*args)
     assert fragment in str(err.value)
 
 
@@ -127,7 +127,7 @@ def test_bf16_refused_under_interpreter_without_entering_it():
     import os
 
     with pytest.raises(UsageError, match="bf16"):
-        check_point("fox", "fla", Shape(1, 8, 1, 32), "bfloat16", "cpu", True, "fwd", interpret=True)
+        verify_point_against_reference("fox", "fla", Shape(1, 8, 1, 32), "bfloat16", "cpu", True, "fwd", interpret=True)
     assert os.environ.get("TRITON_INTERPRET") != "1"
 
 
@@ -169,7 +169,7 @@ def test_verify_many_turns_backend_crashes_into_results(monkeypatch):
 def test_T1_zero_gradients_are_not_judged_on_their_own_zero_scale():
     """At T=1 dq and dk are exactly 0 in the reference; the backend's rounding noise must pass."""
     for kernel, backend in (("softmax", "sdpa"), ("fox", "torch")):
-        c = check_point(kernel, backend, Shape(2, 1, 2, 32), "float32", "cpu", True, "fwdbwd")
+        c = verify_point_against_reference(kernel, backend, Shape(2, 1, 2, 32), "float32", "cpu", True, "fwdbwd")
         assert c.passed and c.grad_max_rel_err < 1e-5, (kernel, c)
 
 

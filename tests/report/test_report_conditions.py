@@ -7,7 +7,14 @@ import dataclasses
 import numpy as np
 
 from profiler.analysis.series import point_flags
-from profiler.core.records import Conditions, Manifest, Memory, PointRecord, PointSpec, Timing
+from profiler.core.records import (
+    Conditions,
+    Manifest,
+    Memory,
+    PointRecord,
+    PointSpec,
+    Timing,
+)
 from profiler.report.html import _env, load_analysis, run_context
 from profiler.store.runs import RunDir
 

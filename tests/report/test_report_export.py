@@ -13,9 +13,24 @@ from pathlib import Path
 
 import pytest
 
-from profiler.core.records import (Correctness, Energy, FirstCall, Manifest, Memory, PointRecord, PointSpec,
-                                   Timing)
-from profiler.report.export import COLUMNS, SCHEMA, TYPES, export_run, flatten, read_export
+from profiler.core.records import (
+    Correctness,
+    Energy,
+    FirstCall,
+    Manifest,
+    Memory,
+    PointRecord,
+    PointSpec,
+    Timing,
+)
+from profiler.report.export import (
+    COLUMNS,
+    SCHEMA,
+    TYPES,
+    export_run,
+    flatten,
+    read_export,
+)
 from profiler.store.runs import RunDir
 
 pa = pytest.importorskip("pyarrow")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from profiler.planning.scenario import build_spec
 from profiler.runner import slurm
 from profiler.runner.status import run_status
-from profiler.spec.scenario import build_spec
 from profiler.store.runs import RunDir
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "scaleout" / "job_script.sh"

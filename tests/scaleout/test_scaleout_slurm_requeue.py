@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from profiler.core.errors import UnavailableError, UsageError
+from profiler.planning.scenario import build_spec
 from profiler.runner import slurm
 from profiler.runner import status as status_mod
 from profiler.runner.status import run_status
-from profiler.spec.scenario import build_spec
 from profiler.store.runs import RunDir
 
 

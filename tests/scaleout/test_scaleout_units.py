@@ -99,8 +99,8 @@ def test_sbatch_extra_parses_long_flags_and_refuses_ones_serprof_sets():
 
 def test_scenario_execution_table_is_validated_and_flags_override_it(tmp_path):
     from profiler.cli.scaleout import choose_for_sweep, execution_table
+    from profiler.planning.scenario import build_spec
     from profiler.runner.multi import MultiExecutor
-    from profiler.spec.scenario import build_spec
 
     scen = tmp_path / "s.toml"
     scen.write_text('kernels = ["retnet"]\ndevice = "cpu"\n[execution]\nworkers = 2\ncores_per_worker = 1\n')

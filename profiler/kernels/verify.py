@@ -1,7 +1,7 @@
 """Correctness of a kernel backend against its reference (``KernelSpec.verify``; ``profiler.measure.verify``
 runs it for the sweep's per-point check and for ``serprof verify``).
 
-Method (``check_point``)
+Method (``verify_point_against_reference``)
     1. Build the kernel's inputs (``make_inputs(shape, dtype, device, seed)``) unless given.
     2. Run the backend on them. Mode ``fwdbwd``: the tensors in ``grad_inputs`` require grad and
        ``out.backward(dO)`` runs with a fixed random ``dO`` (seed + 1).
@@ -146,7 +146,7 @@ def _validate(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device: 
     return spec, b
 
 
-def check_point(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device: str, causal: bool, mode: str,
+def verify_point_against_reference(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device: str, causal: bool, mode: str,
                 seed: int = 0, max_T: int | None = None, *, inputs=None, interpret: bool = False,
                 against: str | None = None) -> Correctness:
     """Compare one backend with the kernel's reference (or backend ``against``) on the same inputs.
@@ -156,14 +156,14 @@ def check_point(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device
     combination and ``UnavailableError`` when the backend cannot run here; a backend that fails
     raises its own exception, one that disagrees yields ``passed=False``.
     """
-    return check_against(spec, backend, shape, dtype, device, causal, mode, seed, max_T, inputs=inputs,
+    return verify_against_backend(spec, backend, shape, dtype, device, causal, mode, seed, max_T, inputs=inputs,
                          interpret=interpret, oracles=(against,))[0]
 
 
-def check_against(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device: str, causal: bool, mode: str,
+def verify_against_backend(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device: str, causal: bool, mode: str,
                   seed: int = 0, max_T: int | None = None, *, inputs=None, interpret: bool = False,
                   oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
-    """``check_point`` for several oracles at once (None: the reference; a name: that backend in
+    """``verify_point_against_reference`` for several oracles at once (None: the reference; a name: that backend in
     fp32), running the backend under test only once. One ``Correctness`` per oracle, in order."""
     kernel = spec.name
     spec, b = _validate(spec, backend, shape, dtype, device, causal, mode, interpret)

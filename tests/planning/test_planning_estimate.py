@@ -6,9 +6,14 @@ import json
 from dataclasses import replace
 
 from profiler.cli import main
-from profiler.spec.estimate import LONG_ON_CPU_S, estimate, long_cpu_run_warning, point_seconds
-from profiler.spec.plan import make_plan
-from profiler.spec.scenario import build_spec
+from profiler.planning.estimate import (
+    LONG_ON_CPU_S,
+    estimate,
+    long_cpu_run_warning,
+    point_seconds,
+)
+from profiler.planning.points import make_plan
+from profiler.planning.scenario import build_spec
 
 
 def _plan(**values):

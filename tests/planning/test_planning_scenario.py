@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from profiler.core.errors import UsageError
-from profiler.spec.scenario import SweepSpec, build_spec, spec_from_dict
+from profiler.planning.scenario import SweepSpec, build_spec, spec_from_dict
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 

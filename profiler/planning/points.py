@@ -9,7 +9,7 @@ Rules:
   a dtype the backend does not support, fwdbwd on a forward-only backend, a missing package, a
   packed utterance replay (``packing``) on a backend without a varlen path or at batch 1.
   A ``packing`` that can yield no packed point at all is a ``UsageError``
-  (``profiler.spec.axes.check_packing``).
+  (``profiler.planning.axes.check_packing``).
 * Order: series after series (a series is ``PointSpec.series_key``: everything but B and T), each
   from short to long by B*T, so an OOM at some size can skip the longer points of its series.
 * Memory: ``est_bytes = kernel.memory_bytes(...) + input bytes`` (analytic). Points above the memory
@@ -30,9 +30,9 @@ from profiler.core.lazy import lazy_import
 from profiler.core.records import PointRecord, PointSpec
 from profiler.kernels.base import Shape
 from profiler.kernels.recurrent import carried_bytes, unsupported
-from profiler.spec import axes
-from profiler.spec.registry import registry
-from profiler.spec.scenario import SweepSpec
+from profiler.planning import axes
+from profiler.planning.registry import registry
+from profiler.planning.scenario import SweepSpec
 
 torch = lazy_import("torch")
 
@@ -142,7 +142,7 @@ def default_memory_budget(device: str, device_index: int = 0) -> tuple[int | Non
 # --------------------------------------------------------------------------- registry access
 
 def registry_for(level: str) -> dict[str, Any]:
-    """Kernels (or layers, for ``--level layer|model``) by name (``profiler.spec.registry``)."""
+    """Kernels (or layers, for ``--level layer|model``) by name (``profiler.planning.registry``)."""
     return registry(level)
 
 

@@ -50,9 +50,17 @@ from profiler.core import audio, limits, units
 from profiler.core import settings as measure_settings
 from profiler.core.errors import UsageError, did_you_mean
 from profiler.core.paths import read_text
-from profiler.core.records import DTYPES, LEVELS, MODES, MeasureSettings, RecordError, from_dict, to_dict
+from profiler.core.records import (
+    DTYPES,
+    LEVELS,
+    MODES,
+    MeasureSettings,
+    RecordError,
+    from_dict,
+    to_dict,
+)
 from profiler.kernels import use_kernel_modules
-from profiler.spec import names
+from profiler.planning import names
 
 DEVICES = ("auto", "cpu", "cuda")
 CAUSAL_CHOICES = ("both", "causal", "non-causal")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from profiler.core.errors import UsageError
-from profiler.spec.plan import make_plan
 from profiler.core.records import MeasureSettings
-from profiler.spec.scenario import SweepSpec
+from profiler.planning.points import make_plan
+from profiler.planning.scenario import SweepSpec
 
 
 def _sweep(**kw) -> SweepSpec:
@@ -97,7 +97,7 @@ def test_cuda_default_budget_is_device_total_minus_a_reserve(monkeypatch):
     device total minus max(2 GiB, 5%), whatever is free at planning time."""
     import torch
 
-    from profiler.spec import plan as plan_mod
+    from profiler.planning import points as plan_mod
 
     GiB = 2**30
     calls = []

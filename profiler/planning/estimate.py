@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from profiler.core.records import PointSpec
-from profiler.spec.plan import ITEMSIZE, Plan
-from profiler.spec.registry import get_entry
+from profiler.planning.points import ITEMSIZE, Plan
+from profiler.planning.registry import get_entry
 
 #: (FLOP/s, bytes/s) when no calibration is given: measured on the project's 2-core CPU (fp32 matmul,
 #: copy), and an H200's dense bf16 / fp32 rates and HBM bandwidth from its spec sheet.

@@ -1,5 +1,5 @@
 """Sweep axes beyond kernels x backends x B x T x H x D: audio durations, bidirectional variants,
-utterance replay and packing (used by ``profiler.spec.plan``).
+utterance replay and packing (used by ``profiler.planning.points``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Forward equivalence of each CPU port against the real flash-linear-attention layer, same weights.
 
-    python -m profiler.layers.fla_check [--layers retnet,gsa] [--hidden 128] [--heads 2] [--T 48,80]
+    python -m profiler.layers.fla_verify [--layers retnet,gsa] [--hidden 128] [--heads 2] [--T 48,80]
                                         [--device cpu|cuda] [--seed 0]
 
 For every fla layer of the study: build the fla class at the given size (seeded), build the port,
@@ -50,7 +50,7 @@ def _activate_interpreter() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m profiler.layers.fla_check")
+    ap = argparse.ArgumentParser(prog="python -m profiler.layers.fla_verify")
     ap.add_argument("--layers", default="retnet,lightnet,gsa,fox,kda", help="names; name@T pins one length")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--heads", type=int, default=2)
