@@ -32,6 +32,7 @@ from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.kernels import plugins
 from profiler.kernels.base import (
     ALL_DTYPES,
+    GROUPS,
     Analytic,
     Backend,
     KernelSpec,

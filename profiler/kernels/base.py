@@ -46,6 +46,8 @@ Inputs = Mapping[str, "torch.Tensor"]
 RunFn = Callable[[Inputs, bool], "torch.Tensor"]
 
 ALL_DTYPES = ("float32", "float16", "bfloat16")
+#: How the report groups mechanisms (``KernelSpec.group``), in display order.
+GROUPS = ("softmax", "linear+decay", "gated", "delta-rule", "sparse", "other")
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,8 @@ class KernelSpec:
     # decode / streaming: ``recurrent.LinearForm`` (carried state) or ``recurrent.CacheForm`` (KV cache);
     # None: no recurrent form, such points are dropped with the reason
     recurrent: Any = None
+    # report grouping (``GROUPS``): softmax / linear+decay / gated / delta-rule / sparse / other
+    group: str = "other"
 
     level = "kernel"
     bidirectional = False

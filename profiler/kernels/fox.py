@@ -321,6 +321,7 @@ def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool, mode: 
 
 KERNEL = KernelSpec(
     name="fox",
+    group="softmax",
     title="FoX (forgetting attention)",
     family="quadratic",
     make_inputs=make_inputs,

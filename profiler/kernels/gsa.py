@@ -268,6 +268,7 @@ _FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
 
 KERNEL = KernelSpec(
     name="gsa",
+    group="gated",
     title="GSA (gated slot attention)",
     family="linear",
     make_inputs=make_inputs,

@@ -442,6 +442,7 @@ _FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
 
 KERNEL = KernelSpec(
     name="kda",
+    group="delta-rule",
     title="KDA (Kimi delta attention)",
     family="linear",
     make_inputs=make_inputs,

@@ -225,6 +225,7 @@ _FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
 
 KERNEL = KernelSpec(
     name="lightnet",
+    group="gated",
     title="LightNet attention",
     family="linear",
     make_inputs=make_inputs,

@@ -167,6 +167,7 @@ _FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
 
 KERNEL = KernelSpec(
     name="retnet",
+    group="linear+decay",
     title="RetNet (retention)",
     family="linear",
     make_inputs=make_inputs,

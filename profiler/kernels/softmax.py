@@ -277,6 +277,7 @@ _PIN_NOTE = "pins this SDPA implementation via torch.nn.attention.sdpa_kernel (C
 
 KERNEL = KernelSpec(
     name="softmax",
+    group="softmax",
     title="Softmax attention",
     family="quadratic",
     make_inputs=make_qkv,
