@@ -147,7 +147,7 @@ class Analysis:
     """
 
     run: LoadedRun
-    baseline: Any                 # profiler.analysis.crossover.Variant | None
+    baseline: Any                 # profiler.analysis.crossover.Baseline | None (which softmax per causality)
     fits: tuple                   # of profiler.analysis.summary.SeriesFit
     crossovers: tuple             # of profiler.analysis.crossover.Comparison
     frontiers: tuple              # of profiler.analysis.frontier.Frontier

@@ -1,11 +1,12 @@
 """Comparisons with a softmax baseline: ratios at every T and crossover lengths T*.
 
-Baseline. One mechanism (``kernel/backend/causal|full``) is the reference; each other series is
-compared with the baseline series that agrees on everything else (level, device, dtype, mode, B, H,
-D). Default: softmax SDPA non-causal if the run has it, else naive softmax, else SDPA causal. Users
-pick another with ``KERNEL[/BACKEND[/causal|full]]``. Layer- and model-level series whose match
+Baseline: like with like. By default a causal series is compared with causal softmax and a
+non-causal one with non-causal softmax (SDPA, else naive, else the torch port; ``Baseline``), each
+matching on everything else (level, device, dtype, mode, B, H, D). Where the run has softmax in only
+one form, every series is compared with that form and the comparison says so (``cross_causal``).
+Users pick one mechanism for every series with ``KERNEL[/BACKEND[/causal|full]]``. Layer- and model-level series whose match
 group lacks the chosen baseline are compared with the study's own baseline layer there
-(``softmax/torch/full``, else ``softmax/torch/causal``), so a run with kernels and layers compares both.
+(``softmax/torch`` of the same causality, else the other), so a run with kernels and layers compares both.
 
 Ratios, at every T both series measured: speedup = t_baseline / t_variant (medians; interval from
 the two medians' 95% CIs, pessimistic over optimistic ends), memory saving = peak_baseline /
@@ -30,9 +31,8 @@ from profiler.analysis.series import Series, SeriesKey
 from profiler.core.errors import UsageError
 from profiler.core.fmt import count
 
-#: Default baseline preference: (kernel, backend, causal); first one present wins.
-DEFAULT_BASELINES = (("softmax", "sdpa", False), ("softmax", "naive", False), ("softmax", "naive", True),
-                     ("softmax", "sdpa", True), ("softmax", "torch", False), ("softmax", "torch", True))
+#: Default baseline preference per causality: (kernel, backend); the first one present wins.
+DEFAULT_BASELINES = (("softmax", "sdpa"), ("softmax", "naive"), ("softmax", "torch"))
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,45 @@ class Variant:
         return f"{self.kernel}/{self.backend}/{'causal' if self.causal else 'full'}"
 
 
-#: The study's softmax layer (SER levels): the baseline of layer/model groups without the chosen one.
-LAYER_BASELINES = (("softmax", "torch", False), ("softmax", "torch", True))
+@dataclass(frozen=True)
+class Baseline:
+    """Which mechanism each series is compared with: ``causal`` for causal series, ``full`` for
+    non-causal ones (like with like). When only one is present it serves both and such comparisons
+    are *cross-causal*; ``requested`` marks one mechanism the user chose for every series."""
+
+    causal: Variant | None
+    full: Variant | None
+    requested: bool = False
+
+    def for_causal(self, causal: bool) -> Variant | None:
+        """The baseline of a series with this causality (the other form when this one is absent)."""
+        own = self.causal if causal else self.full
+        return own if own is not None else (self.full if causal else self.causal)
+
+    def cross_causal(self, causal: bool) -> bool:
+        """True when a series of this causality is compared with the other form of softmax."""
+        b = self.for_causal(causal)
+        return b is not None and b.causal != causal
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        return tuple(dict.fromkeys(v for v in (self.causal, self.full) if v is not None))
+
+    def __contains__(self, v: object) -> bool:
+        return v in self.variants
+
+    def __str__(self) -> str:
+        return " and ".join(str(v) for v in self.variants)
 
 
-def choose_baseline(series: Sequence[Series], requested: str | None = None) -> Variant | None:
-    """The baseline mechanism: ``requested`` (``KERNEL[/BACKEND[/causal|full]]``) or the default order.
+#: The study's softmax layer (SER levels): the baseline of layer/model groups without the chosen one
+#: (its own causality first, like with like).
+LAYER_BASELINE = ("softmax", "torch")
+
+
+def choose_baseline(series: Sequence[Series], requested: str | None = None) -> Baseline | None:
+    """The baselines: ``requested`` (``KERNEL[/BACKEND[/causal|full]]``, one mechanism for every
+    series) or, by default, softmax in each causality (``DEFAULT_BASELINES`` order, then any softmax).
 
     Raises UsageError naming the mechanisms present when ``requested`` matches none of them.
     """
@@ -64,10 +97,14 @@ def choose_baseline(series: Sequence[Series], requested: str | None = None) -> V
         if v not in present:
             present.append(v)
     if requested is None:
-        for k, b, c in DEFAULT_BASELINES:
-            if Variant(k, b, c) in present:
-                return Variant(k, b, c)
-        return next((v for v in present if v.kernel == "softmax"), None)
+        def first(causal: bool) -> Variant | None:
+            for k, b in DEFAULT_BASELINES:
+                if Variant(k, b, causal) in present:
+                    return Variant(k, b, causal)
+            return next((v for v in present if v.kernel == "softmax" and v.causal == causal), None)
+
+        causal, full = first(True), first(False)
+        return Baseline(causal, full) if (causal or full) else None
     parts = requested.strip().split("/")
     if not parts[0] or len(parts) > 3 or (len(parts) == 3 and parts[2] not in ("causal", "full")):
         raise UsageError(f"--baseline {requested!r}: expected KERNEL[/BACKEND[/causal|full]], e.g. softmax/sdpa/full")
@@ -77,9 +114,9 @@ def choose_baseline(series: Sequence[Series], requested: str | None = None) -> V
     if not cands:
         valid = ", ".join(str(v) for v in present) or "none (the run has no successful points)"
         raise UsageError(f"--baseline {requested!r} matches no measured series; valid: {valid}")
-    order = {Variant(*d): i for i, d in enumerate(DEFAULT_BASELINES)}
+    order = {Variant(k, b, c): 2 * i + c for i, (k, b) in enumerate(DEFAULT_BASELINES) for c in (False, True)}
     cands.sort(key=lambda v: (order.get(v, len(order)), v.causal))  # prefer the non-causal form
-    return cands[0]
+    return Baseline(cands[0], cands[0], requested=True)
 
 
 @dataclass(frozen=True)
@@ -236,21 +273,28 @@ def compare(series: Series, baseline: Series) -> Comparison:
     return cmp
 
 
-def compare_all(series: Sequence[Series], baseline: Variant | None) -> list[Comparison]:
-    """Every non-baseline series against the baseline series with the same match key."""
+def compare_all(series: Sequence[Series], baseline: Baseline | None) -> list[Comparison]:
+    """Every non-baseline series against the baseline series of its causality with the same match key
+    (the other causality's where the run lacks its own)."""
     if baseline is None:
         return []
-    bases = {s.key.match_key: s for s in series if Variant.of(s.key) == baseline}
-    for pref in LAYER_BASELINES:
-        for s in series:
-            if s.key.level != "kernel" and s.key.match_key not in bases and Variant.of(s.key) == Variant(*pref):
-                bases[s.key.match_key] = s
+    bases: dict[tuple, Series] = {}
+    for s in series:
+        v = Variant.of(s.key)
+        for causal in (True, False):
+            if baseline.for_causal(causal) == v:
+                bases[(s.key.match_key, causal)] = s
+    for causal in (True, False):     # layer/model groups without the chosen baseline: the study's layer
+        for pc in (causal, not causal):
+            for s in series:
+                if s.key.level != "kernel" and Variant.of(s.key) == Variant(*LAYER_BASELINE, pc):
+                    bases.setdefault((s.key.match_key, causal), s)
     base_keys = {b.key for b in bases.values()}
     out = []
     for s in series:
         if s.key in base_keys:
             continue
-        b = bases.get(s.key.match_key)
+        b = bases.get((s.key.match_key, s.key.causal))
         if b is not None:
             out.append(compare(s, b))
     return out

@@ -33,7 +33,8 @@ def report(
     runs: List[Path] = typer.Argument(..., help="Run folder(s); several are overlaid with a legend per run."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Reference: KERNEL, KERNEL/BACKEND or "
                                            "KERNEL/BACKEND/causal|full "
-                                           "(default: softmax/sdpa/full, else softmax/naive, else softmax/sdpa/causal)."),
+                                           "(default: like with like, causal softmax for causal series and full softmax for non-causal "
+                                           "ones: SDPA, else naive, else torch)."),
     markdown: Optional[str] = typer.Option(None, "--markdown", help="Also write a short Markdown summary to FILE ('-': stdout)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default: RUN/report.html; for overlays "
                                        "reports/overlay-<time>/report.html)."),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from profiler.analysis.crossover import Baseline, Variant
 from profiler.analysis.fits import SlopeFit
 from profiler.analysis.ser import audio_rate_of_series
 from profiler.analysis.summary import RunAnalysis
@@ -78,14 +79,32 @@ def _call_short(a: RunAnalysis, key) -> str:
     return f" (call latency: {cc.latency.short})" if cc is not None else ""
 
 
+def _across(c) -> str:
+    """`` (vs full softmax)`` when a comparison crosses causality (the run lacked the like form)."""
+    bc = c.baseline.key.causal
+    return "" if bc == c.series.key.causal else f" (vs {'causal' if bc else 'full'} softmax)"
+
+
+def baseline_text(b: Baseline) -> str:
+    """Which softmax each series is compared with, and why (like with like unless the user chose)."""
+    if b.requested:
+        return f"{b.causal} for every series (chosen with --baseline)"
+    if b.causal is not None and b.full is not None:
+        return (f"{b.causal} for causal series, {b.full} for non-causal ones (like with like; "
+                "choose one for all with --baseline)")
+    only = b.causal or b.full
+    missing = "non-causal" if only.causal else "causal"
+    return (f"{only} for every series (the run has no {missing} softmax, so {missing} series are "
+            "compared across causality; add it or choose with --baseline)")
+
+
 def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
     rows = []
     for s in a.series:
         fit = a.fits[s.key]
         c = a.comparison_for(s.key)
         fr = a.frontier_for(s.key)
-        is_base = (a.baseline is not None and (s.key.kernel, s.key.backend, s.key.causal) == (
-            a.baseline.kernel, a.baseline.backend, a.baseline.causal)) or any(
+        is_base = (a.baseline is not None and Variant.of(s.key) in a.baseline) or any(
             x.baseline.key == s.key for x in a.comparisons)
         ms = c.max_speedup if c else None
         mm = c.max_memory_saving if c else None
@@ -101,7 +120,7 @@ def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
             variant=s.key.variant, facet=s.key.facet_label, is_baseline=is_base,
             slope=fmt_slope(fit.slope) + (" (noisy)" if noisy_fit(s, fit.slope) else ""), slope_range=fit.slope.range_text if fit.slope else "–",
             memory_slope=fmt_slope(fit.memory_slope, ci=False),
-            crossover="baseline" if is_base else ((c.latency.short + _call_short(a, s.key)) if c else "no baseline"),
+            crossover="baseline" if is_base else ((c.latency.short + _call_short(a, s.key) + _across(c)) if c else "no baseline"),
             memory_crossover="baseline" if is_base else (c.memory.short if c else "–"),
             max_speedup=f"{fmt_ratio(ms[0])} @ {fmt_T(ms[1])}" if ms else "–",
             max_memory_saving=f"{fmt_ratio(mm[0])} @ {fmt_T(mm[1])}" if mm else "–",
@@ -156,8 +175,7 @@ def sentences(a: RunAnalysis) -> list[str]:
         if a.series:
             out.append("No softmax series was measured, so there is no baseline to compare with.")
     else:
-        out.append(f"Baseline: {a.baseline} ({'causal' if a.baseline.causal else 'non-causal'} softmax"
-                   f"{'' if a.baseline.kernel == 'softmax' else ' replaced by the user'}); ratios above 1 favour the variant.")
+        out.append(f"Baseline: {baseline_text(a.baseline)}; ratios above 1 favour the variant.")
         # the headline is about the efficient variants; softmax variants only when nothing else ran
         cmps = [c for c in a.comparisons if c.series.key.kernel != "softmax"] or a.comparisons
         if cmps and a.two_timings:

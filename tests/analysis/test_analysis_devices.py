@@ -23,9 +23,9 @@ def test_series_split_by_device_model(multi, synth_module):
     assert set(soft) == {a100, h100}
     assert [p.T for p in soft[a100].points] == [512, 1024, 2048]
     assert [p.T for p in soft[h100].points] == [4096, 8192, 16384]
-    # each model's own curve: 2e-9 T^2 on the A100, a quarter of it on the H100 (nothing averaged)
-    assert soft[a100].at(2048).median_s == pytest.approx(2e-9 * 2048**2, rel=0.03)
-    assert soft[h100].at(4096).median_s == pytest.approx(0.25 * 2e-9 * 4096**2, rel=0.03)
+    # each model's own curve: 1e-9 T^2 on the A100, a quarter of it on the H100 (nothing averaged)
+    assert soft[a100].at(2048).median_s == pytest.approx(1e-9 * 2048**2, rel=0.03)
+    assert soft[h100].at(4096).median_s == pytest.approx(0.25 * 1e-9 * 4096**2, rel=0.03)
     # exponents per model are the true 2; one fit across both models would be dragged below it
     for s in soft.values():
         assert multi.fits[s.key].slope.slope == pytest.approx(2.0, abs=0.05)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from profiler.analysis.crossover import Variant, choose_baseline, crossover
+from profiler.analysis.crossover import Baseline, Variant, choose_baseline, compare_all, crossover
 from profiler.analysis.environment import device_memory_bytes
 from profiler.analysis.fits import fit_cost, fit_slope
 from profiler.analysis.roofline import spec_peaks
@@ -63,7 +63,7 @@ def test_cost_model_recovers_coefficients_and_solves():
 
 
 def test_crossover_of_known_curves(analysis):
-    retnet = _cmp(analysis, "retnet").latency     # 2e-9 T^2 vs 2e-5 T: T* = 10,000
+    retnet = _cmp(analysis, "retnet").latency     # causal sdpa 1e-9 T^2 vs 1e-5 T: T* = 10,000
     assert retnet.kind == "at"
     assert retnet.T_low <= 10_000 <= retnet.T_high
     assert retnet.T_star == pytest.approx(10_000, rel=0.05)
@@ -83,15 +83,25 @@ def test_crossover_exact_and_lost():
 def test_speedup_and_memory_ratios(analysis):
     gsa = _cmp(analysis, "gsa")
     best, at = gsa.max_speedup
-    assert at == 16384 and best == pytest.approx(2e-9 * 16384**2 / (1e-6 * 16384), rel=0.05)
+    assert at == 16384 and best == pytest.approx(1e-9 * 16384**2 / (5e-7 * 16384), rel=0.05)
+    assert gsa.baseline.key.causal                 # like with like: causal gsa vs causal softmax
     naive = next(c for c in analysis.comparisons if c.series.key.backend == "naive")
     assert naive.max_memory_saving[0] == pytest.approx(4096 * 512 / (16 * 512**2))   # sdpa 4096 T vs 16 T^2
 
 
 def test_baseline_choice(analysis):
-    assert analysis.baseline == Variant("softmax", "sdpa", False)
-    assert choose_baseline(analysis.series, "softmax/naive") == Variant("softmax", "naive", False)
-    assert choose_baseline(analysis.series, "softmax/sdpa/causal") == Variant("softmax", "sdpa", True)
+    assert analysis.baseline == Baseline(Variant("softmax", "sdpa", True), Variant("softmax", "sdpa", False))
+    naive = Variant("softmax", "naive", False)
+    assert choose_baseline(analysis.series, "softmax/naive") == Baseline(naive, naive, requested=True)
+    causal = Variant("softmax", "sdpa", True)
+    assert choose_baseline(analysis.series, "softmax/sdpa/causal").for_causal(False) == causal
+    # a requested baseline serves every series, across causality
+    forced = compare_all(analysis.series, choose_baseline(analysis.series, "softmax/sdpa/full"))
+    assert {c.baseline.key.causal for c in forced} == {False}
+    # without causal softmax, causal series fall back to full softmax (cross-causal, said in the report)
+    no_causal = [s for s in analysis.series if Variant.of(s.key) != causal]
+    b = choose_baseline(no_causal)
+    assert b.causal is None and b.for_causal(True) == Variant("softmax", "sdpa", False) and b.cross_causal(True)
     for bad in ("mamba", "softmax/flash", "softmax/sdpa/sideways", ""):
         with pytest.raises(UsageError, match="baseline"):
             choose_baseline(analysis.series, bad)

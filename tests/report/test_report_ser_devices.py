@@ -84,7 +84,7 @@ def test_multi_device_report_labels_each_model(tmp_path, synth_module):
     html = re.sub(r"<svg.*?</svg>", "", render_run(run).read_text(), flags=re.S)
     a100, h100 = synth_module.A100, synth_module.H100
     assert "Measured on 2 device models" in html and "never averaged" in html
-    assert f"softmax/sdpa/full @ {a100}" in html and f"retnet/torch/causal @ {h100}" in html
+    assert f"softmax/sdpa/causal @ {a100}" in html and f"retnet/torch/causal @ {h100}" in html
     assert "Devices that measured this run" in html and "shard 0 environment" in html
     md = markdown_summary([run])
     assert f"cuda · {a100} float32 fwd B=1" in md and f"cuda · {h100} float32 fwd B=1" in md
