@@ -580,7 +580,7 @@ def compare_runs(baseline: LoadedRun, candidate: LoadedRun, rules: RuleSet | Non
         msg = srule.fails(fc.slope, fb.slope, interval=(lo, hi))
         verdict = ("regression" if msg else "unclear" if diff > srule.delta else
                    "faster" if hi < -srule.delta else "pass")
-        result.checks.append(Check("slope", f"{label} ({fc.range_text})", verdict, str(srule), fb.slope, fc.slope,
+        result.checks.append(Check("slope", f"{label} (T={fc.T_min}..{fc.T_max})", verdict, str(srule), fb.slope, fc.slope,
                                    diff, lo, hi, message=msg))
     return result
 

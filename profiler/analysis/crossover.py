@@ -29,7 +29,6 @@ import numpy as np
 
 from profiler.analysis.series import Series, SeriesKey
 from profiler.core.errors import UsageError
-from profiler.core.fmt import count
 
 #: Default baseline preference per causality: (kernel, backend); the first one present wins.
 DEFAULT_BASELINES = (("softmax", "sdpa"), ("softmax", "naive"), ("softmax", "torch"))
@@ -129,29 +128,6 @@ class Crossover:
     T_high: float | None = None    # latest plausible T* (None: beyond the sweep)
     T_min: int | None = None
     T_max: int | None = None
-
-    def text(self, metric: str = "faster") -> str:
-        if self.kind == "always":
-            return f"{metric} at every measured T ({_fmt_T(self.T_min)}..{_fmt_T(self.T_max)})"
-        if self.kind == "never":
-            return f"never {metric} within the sweep (T≤{_fmt_T(self.T_max)})"
-        if self.kind == "lost":
-            return f"{metric} at short T only, not at T={_fmt_T(self.T_max)}"
-        if self.kind == "at":
-            lo = _fmt_T(self.T_low) if self.T_low is not None else "?"
-            hi = _fmt_T(self.T_high) if self.T_high is not None else f">{_fmt_T(self.T_max)}"
-            return f"{metric} from T*≈{_fmt_T(self.T_star)} (interval {lo}..{hi})"
-        return "not comparable (no common lengths)"
-
-    @property
-    def short(self) -> str:
-        if self.kind == "at":
-            return f"T*≈{_fmt_T(self.T_star)}"
-        return {"always": "always", "never": "never in sweep", "lost": "short T only"}.get(self.kind, "n/a")
-
-
-def _fmt_T(T: float | None) -> str:
-    return count(T, missing="?", infinite=None)
 
 
 def _cross_T(T: np.ndarray, r: np.ndarray) -> tuple[str, float | None]:

@@ -48,10 +48,6 @@ class SlopeFit:
     T_max: int
     n_points: int
 
-    @property
-    def range_text(self) -> str:
-        return f"T={self.T_min}..{self.T_max} ({self.n_points} points)"
-
 
 @dataclass(frozen=True)
 class CostModel:

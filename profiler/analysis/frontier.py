@@ -10,7 +10,6 @@ CUDA context and other tenants, so it is an upper bound; the report says so.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -32,14 +31,6 @@ class Frontier:
     device_memory_bytes: float | None
     predicted_max_T: float | None
     note: str
-
-    @property
-    def predicted_text(self) -> str:
-        if self.predicted_max_T is None:
-            return self.note
-        if math.isinf(self.predicted_max_T):
-            return "unbounded by the fitted memory model"
-        return f"~{self.predicted_max_T:,.0f}"
 
 
 _NO_MEMORY = object()

@@ -80,41 +80,6 @@ class LaunchBound:
         h = [p.host_overhead_s for p in pts]
         return min(h), max(h)
 
-    def text(self) -> str:
-        """One sentence: where the series is launch-bound and how large the host overhead is."""
-        rng = self.overhead_range_s()
-        oh = f"host overhead {_fmt_ms_range(rng)}" if rng else ""
-        if not self.points:
-            return "no common lengths of device time and call latency"
-        if not self.any:
-            return (f"not launch-bound at any measured T (device time ≥ {LAUNCH_BOUND_FRACTION:.0%} of call latency); "
-                    f"{oh}")
-        if len(self.bound) == len(self.points):
-            return (f"launch-bound at every measured T ({_fmt_T(self.points[0].T)}..{_fmt_T(self.points[-1].T)}): "
-                    f"{oh}")
-        bt = self.boundary_T
-        if bt is not None:
-            return f"launch-bound below T~{_short_T(bt)}: {oh}"
-        return f"launch-bound at T={', '.join(_fmt_T(p.T) for p in self.bound)}: {oh}"
-
-
-def _fmt_T(T: float) -> str:
-    return f"{T:,.0f}"
-
-
-def _short_T(T: float) -> str:
-    """16384 -> 16k, 40000 -> 40k, 700 -> 700."""
-    if T >= 1000:
-        return f"{T / 1000:.0f}k" if T < 1e6 else f"{T / 1e6:.1f}M"
-    return f"{T:.0f}"
-
-
-def _fmt_ms_range(r: tuple[float, float]) -> str:
-    lo, hi = r[0] * 1e3, r[1] * 1e3
-    if f"{lo:.2g}" == f"{hi:.2g}":
-        return f"{lo:.2g} ms"
-    return f"{lo:.2g}-{hi:.2g} ms"
-
 
 def launch_bound(device: Series, call: Series) -> LaunchBound:
     """Compare a device-time series with its call-latency series at every common T."""
@@ -149,10 +114,6 @@ class FirstCalls:
     @property
     def max_T(self) -> int:
         return max(self.by_T, key=lambda ts: ts[1])[0]
-
-    @property
-    def cache_text(self) -> str:
-        return {True: "warm", False: "cold", None: "not recorded"}[self.cache_warm]
 
 
 def first_calls(series: Sequence[Series]) -> list[FirstCalls]:

@@ -27,7 +27,6 @@ from typing import Any, Mapping, Sequence
 
 from profiler.analysis.environment import device_name
 from profiler.analysis.series import PointStats, Series
-from profiler.core.fmt import rate
 
 #: Spec-sheet peaks (vendor data sheets; dense tensor-core rates, no sparsity). FLOP/s by dtype, bytes/s.
 SPEC_PEAKS: dict[str, dict[str, float]] = {
@@ -180,7 +179,3 @@ def roofline(series: Sequence[Series], calibration: Mapping[str, Any] | None,
             if rp.flops_per_s is not None or rp.bytes_per_s is not None:
                 out.append(rp)
     return out
-
-
-def fmt_rate(x: float | None, unit: str) -> str:
-    return rate(x, unit)

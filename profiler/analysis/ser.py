@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from profiler.analysis.study import study_section
-from profiler.core.audio import human_duration
 from profiler.core.records import PointRecord, PointSpec
 
 SER_LEVELS = ("layer", "model")
@@ -169,7 +168,9 @@ class Payoff:
     audio_s: float | None           # T* in seconds of audio
     audio_low_s: float | None
     audio_high_s: float | None
-    text: str
+    T_min: int | None = None        # the compared lengths (for "always" / "never")
+    T_max: int | None = None
+    rate: float | None = None       # positions per second of audio (None: T given directly)
 
 
 def payoffs(comparisons) -> list[Payoff]:
@@ -182,22 +183,9 @@ def payoffs(comparisons) -> list[Payoff]:
         rate = audio_rate_of_series(c.series)
         x = c.latency
         conv = (lambda T: T / rate if rate and T is not None and math.isfinite(T) else None)  # noqa: E731
-        hd = (lambda s: human_duration(s) if s is not None else "?")  # noqa: E731
-        if x.kind == "at":
-            lo, hi = conv(x.T_low), conv(x.T_high)
-            text = (f"from ≈{hd(conv(x.T_star))} of audio (interval {hd(lo)}..{hd(hi) if hi else 'beyond the sweep'})"
-                    if rate else f"from T*≈{x.T_star:,.0f} (no audio rate stored)")
-        elif x.kind == "always":
-            text = f"at every measured duration (from {hd(conv(x.T_min))})" if rate else "at every measured T"
-        elif x.kind == "never":
-            text = f"not within the sweep (up to {hd(conv(x.T_max))})" if rate else "not within the sweep"
-        elif x.kind == "lost":
-            text = "at short durations only"
-        else:
-            text = "no common lengths with the baseline"
         spec = c.series.points[0].record.spec
-        out.append(Payoff(key.kernel, series_name(spec), key.variant, key.facet_label, x.kind, x.T_star, conv(x.T_star), conv(x.T_low),
-                          conv(x.T_high), text))
+        out.append(Payoff(key.kernel, series_name(spec), key.variant, key.facet_label, x.kind, x.T_star,
+                          conv(x.T_star), conv(x.T_low), conv(x.T_high), x.T_min, x.T_max, rate))
     return out
 
 
@@ -217,7 +205,7 @@ class SerAnalysis:
     replays: list[ReplayRow]
     payoffs: list[Payoff]
     per_minute: list[tuple[Any, list[PerMinute]]]  # (series, points) of series with audio-derived T
-    rates: list[str] = field(default_factory=list)  # "50 frames/s + 3 tokens/s"
+    rates: list[tuple[float, float]] = field(default_factory=list)  # (speech frames/s, text tokens/s)
 
 
 def ser_analysis(records: Sequence[PointRecord], comparisons, series) -> SerAnalysis | None:
@@ -225,7 +213,7 @@ def ser_analysis(records: Sequence[PointRecord], comparisons, series) -> SerAnal
     recs = [r for r in records if r.spec.level in SER_LEVELS]
     if not recs:
         return None
-    rates = sorted({f"{o['frame_rate']} frames/s + {o.get('text_rate', '0')} tokens/s"
+    rates = sorted({(float(o["frame_rate"]), float(o.get("text_rate", 0.0)))
                     for o in (dict(r.spec.options) for r in recs) if "frame_rate" in o})
     pm = [(s, per_minute(s)) for s in series if s.key.level in SER_LEVELS]
     return SerAnalysis(study=study_section(recs), replays=replay_rows(recs), payoffs=payoffs(comparisons),

@@ -1,8 +1,9 @@
-"""The report section that sets a run beside the SER study's claims (pure: records in, text out; no torch).
+"""The run beside the SER study's claims (pure: records in, values out; no torch, no text).
 
 ``study_section(records) -> StudySection`` with ``rows`` (one per layer: utterance-replay latency and
-memory, ratio to the study's softmax baseline, where it pays off) and ``sentences`` (agree / differ
-statements). Used by the report (HTML / Markdown) when a run has layer- or model-level points.
+memory, ratio to the study's softmax baseline, where it pays off) and the findings the report states
+(``best_speedup`` and how it compares with the claim, ``slower``, ``best_memory``, ``payoffs``).
+``profiler.report`` words them (HTML / Markdown) when a run has layer- or model-level points.
 
 The study's efficiency claims (PAPER.md): softmax is the most accurate (serprof measures cost, not
 accuracy, so that claim is neither confirmed nor refuted here) and the efficient variants cut latency
@@ -17,10 +18,8 @@ and memory "by up to an order of magnitude". Compared here:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
-
-from profiler.core.audio import human_duration
 
 BASELINE = "softmax"
 ORDER_OF_MAGNITUDE = 10.0
@@ -43,15 +42,16 @@ class StudyRow:
 
 @dataclass(frozen=True)
 class StudySection:
+    """The study comparison: per-layer rows and the findings (None / empty: nothing to state)."""
+
     rows: tuple[StudyRow, ...]
-    sentences: tuple[str, ...]
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    has_layers: bool = True                  # False: the run has no layer- or model-level points
+    best_speedup: StudyRow | None = None     # the efficient layer with the largest replay speed-up
+    claim: str | None = None                 # vs "up to an order of magnitude": agrees | partly | differs
+    slower: tuple[str, ...] = ()             # efficient layers slower than softmax per utterance
+    best_memory: StudyRow | None = None      # the largest replay peak-memory reduction
+    payoffs: tuple[StudyRow, ...] = ()       # rows with a duration from which they beat softmax
 
-
-
-def _ratio(x: float) -> str:
-    """``12.3x``, ``1.5x``, ``0.031x``: two significant digits below 10 so small ratios never read 0.0x."""
-    return f"{x:.1f}x" if x >= 10 else f"{x:.2g}x"
 
 def _series(spec) -> str:
     if dict(spec.options).get("bidirectional") == "1":
@@ -72,7 +72,7 @@ def study_section(records: Iterable) -> StudySection:
     """Rows and sentences comparing layer/model-level records with the study's claims."""
     recs = [r for r in records if r.spec.level in ("layer", "model")]
     if not recs:
-        return StudySection((), ("No layer- or model-level points in this run: nothing to compare with the study.",))
+        return StudySection((), has_layers=False)
     replay: dict[tuple, object] = {}
     fixed: dict[tuple, dict[int, object]] = {}
     for r in recs:
@@ -119,52 +119,15 @@ def study_section(records: Iterable) -> StudySection:
                              summ["utterances_per_s"] if summ else None, summ.get("peak_bytes") if summ else None,
                              speed, mem, pays, longest, note))
 
-    sentences = ["The study reports softmax as the most accurate layer; serprof measures cost only, so this run "
-                 "neither confirms nor refutes the accuracy claim."]
     eff = [r for r in rows if r.layer not in (BASELINE, "mha") and r.speedup_vs_softmax is not None]
-    if eff:
-        best = max(eff, key=lambda r: r.speedup_vs_softmax)
-        verdict = "agrees with" if best.speedup_vs_softmax >= ORDER_OF_MAGNITUDE else (
-            "partly agrees with" if best.speedup_vs_softmax > 1 else "differs from")
-        sentences.append(
-            f"At utterance lengths (replay), the largest latency reduction against the softmax baseline is "
-            f"{_ratio(best.speedup_vs_softmax)} ({best.layer}, {best.series}); this {verdict} the study's "
-            f"'up to an order of magnitude'.")
-        slower = [r.layer for r in eff if r.speedup_vs_softmax < 1]
-        if slower:
-            sentences.append(f"Slower than the baseline per utterance in this run: {', '.join(sorted(set(slower)))}.")
-        mems = [r for r in eff if r.memory_ratio_vs_softmax is not None]
-        if mems:
-            bm = max(mems, key=lambda r: r.memory_ratio_vs_softmax)
-            sentences.append(f"Peak memory at utterance lengths: up to {_ratio(bm.memory_ratio_vs_softmax)} lower "
-                             f"than the baseline ({bm.layer}).")
-    pay = [r for r in rows if r.pays_off_from_audio_s is not None and r.layer != BASELINE]
-    for r in pay:
-        sentences.append(f"{r.layer} ({r.series}) is cheaper than the softmax baseline from "
-                         f"{_human(r.pays_off_from_audio_s)} of audio{' (' + r.note + ')' if r.note else ''}.")
-    return StudySection(tuple(rows), tuple(sentences))
-
-
-def _human(seconds: float) -> str:
-    return human_duration(seconds)
-
-
-def to_markdown(section: StudySection) -> str:
-    """The section as Markdown (table + sentences)."""
-    def ms(x):
-        return "-" if x is None else f"{x * 1e3:.1f}"
-
-    def ratio(x):
-        return "-" if x is None else _ratio(x)
-
-    lines = ["| layer | series | replay mean ms | p95 ms | utt/s | peak MiB | speed-up vs softmax | memory vs softmax "
-             "| pays off from | longest audio |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in section.rows:
-        lines.append(
-            f"| {r.layer} | {r.series} | {ms(r.replay_mean_s)} | {ms(r.replay_p95_s)} | "
-            f"{'-' if r.utterances_per_s is None else f'{r.utterances_per_s:.1f}'} | "
-            f"{'-' if r.replay_peak_bytes is None else f'{r.replay_peak_bytes / 2**20:.1f}'} | "
-            f"{ratio(r.speedup_vs_softmax)} | {ratio(r.memory_ratio_vs_softmax)} | "
-            f"{'-' if r.pays_off_from_audio_s is None else _human(r.pays_off_from_audio_s)} | "
-            f"{'-' if r.longest_audio_s is None else _human(r.longest_audio_s)} |")
-    return "\n".join(lines + [""] + [f"- {s}" for s in section.sentences]) + "\n"
+    best = max(eff, key=lambda r: r.speedup_vs_softmax) if eff else None
+    claim = None
+    if best is not None:
+        claim = "agrees" if best.speedup_vs_softmax >= ORDER_OF_MAGNITUDE else (
+            "partly" if best.speedup_vs_softmax > 1 else "differs")
+    mems = [r for r in eff if r.memory_ratio_vs_softmax is not None]
+    return StudySection(
+        tuple(rows), best_speedup=best, claim=claim,
+        slower=tuple(sorted({r.layer for r in eff if r.speedup_vs_softmax < 1})),
+        best_memory=max(mems, key=lambda r: r.memory_ratio_vs_softmax) if mems else None,
+        payoffs=tuple(r for r in rows if r.pays_off_from_audio_s is not None and r.layer != BASELINE))

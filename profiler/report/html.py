@@ -14,9 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from profiler.analysis.roofline import fmt_rate, series_peaks
+from profiler.analysis.roofline import series_peaks
 from profiler.analysis.ser import audio_seconds
 from profiler.analysis.summary import RunAnalysis, analyze
+from profiler.core import fmt
 from profiler.core.errors import UsageError
 from profiler.core.lazy import lazy_import
 from profiler.core.paths import make_dir, write_file
@@ -24,14 +25,21 @@ from profiler.core.records import Energy, energy_per_call
 from profiler.core.version import __version__
 from profiler.report.figures import render_figures
 from profiler.report.text import (
+    audio_rates,
     baseline_text,
+    cache_state,
+    crossover_text,
     decode_sentences,
+    fit_range,
     fmt_audio,
     fmt_bytes,
     fmt_ratio,
     fmt_s,
     fmt_slope,
     fmt_T,
+    launch_text,
+    payoff_text,
+    predicted_max_T,
     sentences,
     ser_sentences,
     summary_rows,
@@ -82,15 +90,15 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
         lb = a.launch_for(s.key)
         fc = a.first_calls_for(s.key)
         lat = "latency" if cs is None else s.quantity
-        fit_text = [f"{lat} exponent {fmt_slope(fit.slope)} on {fit.slope.range_text}" if fit.slope else
+        fit_text = [f"{lat} exponent {fmt_slope(fit.slope)} on {fit_range(fit.slope)}" if fit.slope else
                     f"{lat} exponent: fewer than two lengths"]
         if cs is not None:
-            fit_text.append(f"call-latency exponent {fmt_slope(cfit.slope)} on {cfit.slope.range_text}"
+            fit_text.append(f"call-latency exponent {fmt_slope(cfit.slope)} on {fit_range(cfit.slope)}"
                             if cfit and cfit.slope else "call-latency exponent: fewer than two lengths")
         if lb is not None:
-            fit_text.append(lb.text())
+            fit_text.append(launch_text(lb))
         if fc is not None:
-            fit_text.append(f"first call up to {fmt_s(fc.max_s)} (T={fmt_T(fc.max_T)}; compile cache {fc.cache_text})")
+            fit_text.append(f"first call up to {fmt_s(fc.max_s)} (T={fmt_T(fc.max_T)}; compile cache {cache_state(fc.cache_warm)})")
         if fit.cost:
             m = fit.cost
             fit_text.append(f"cost model {m.a:.3g} s + {m.b:.3g} s·T + {m.c:.3g} s·T² on T={m.T_min}..{m.T_max} "
@@ -98,7 +106,7 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
         if fit.memory_slope:
             fit_text.append(f"memory exponent {fmt_slope(fit.memory_slope, ci=False)}")
         if peaks:
-            fit_text.append(f"peak used for 'of peak': {peaks[0].label} {fmt_rate(peaks[0].flops_per_s, 'FLOP/s')}"
+            fit_text.append(f"peak used for 'of peak': {peaks[0].label} {fmt.rate(peaks[0].flops_per_s, 'FLOP/s')}"
                             + (f" ({peaks[0].dtype})" if peaks[0].dtype and peaks[0].dtype != "float32" else ""))
         calls = {p.T: p for p in cs.points} if cs is not None else {}
         launch = {p.T: p for p in lb.points} if lb is not None else {}
@@ -117,7 +125,7 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
                 "energy": _energy_cell(p.record.energy),
                 "tps": f"{p.tokens_per_s:,.0f}", "speedup": f"{fmt_ratio(r.speedup)}" if r else "–",
                 "mem_saving": fmt_ratio(r.memory_saving) if r else "–",
-                "flops": fmt_rate(fl, "FLOP/s"), "frac": f"{frac * 100:.1f}%" if frac else "–",
+                "flops": fmt.rate(fl, "FLOP/s"), "frac": f"{frac * 100:.1f}%" if frac else "–",
                 "flags": "; ".join(p.flags),
                 "call": fmt_s(cp.median_s) if cp else "–",
                 "overhead": fmt_s(lp.host_overhead_s) if lp else "–",
@@ -166,20 +174,20 @@ def run_context(a: RunAnalysis) -> dict:
     _flatten("calibration", m.calibration or {}, env)
     _flatten("settings", asdict(m.settings), env)
     env += [("serprof_version", m.serprof_version), ("created_at", m.created_at), ("finished_at", str(m.finished_at))]
-    payoff_text = {p.variant + p.facet: p.text for p in (a.ser.payoffs if a.ser else [])}
+    payoffs = {p.variant + p.facet: payoff_text(p) for p in (a.ser.payoffs if a.ser else [])}
     crossovers = []
     for c in a.comparisons:
         ms, mm, me = c.max_speedup, c.max_memory_saving, c.max_energy_saving
         cc = a.call_comparison_for(c.series.key)
-        both = (f"device time: {c.latency.text('faster')}; call latency: {cc.latency.text('faster')}"
+        both = (f"device time: {crossover_text(c.latency, 'faster')}; call latency: {crossover_text(cc.latency, 'faster')}"
                 + (f" (max call-latency speedup {fmt_ratio(cc.max_speedup[0])} at T={fmt_T(cc.max_speedup[1])})"
                    if cc.max_speedup else "")) if cc is not None else None
         crossovers.append({
             "variant": c.series.key.variant, "facet": c.series.key.facet_label,
-            "latency": (both or c.latency.text("faster")) + (f"; in audio: {payoff_text[c.series.key.variant + c.series.key.facet_label]}"
-                                                    if c.series.key.variant + c.series.key.facet_label in payoff_text else ""),
-            "memory": c.memory.text("smaller"),
-            "energy": c.energy.text("lower") if c.energy.kind != "n/a" else "no energy",
+            "latency": (both or crossover_text(c.latency, "faster")) + (f"; in audio: {payoffs[c.series.key.variant + c.series.key.facet_label]}"
+                                                    if c.series.key.variant + c.series.key.facet_label in payoffs else ""),
+            "memory": crossover_text(c.memory, "smaller"),
+            "energy": crossover_text(c.energy, "lower") if c.energy.kind != "n/a" else "no energy",
             "max_speedup": f"{fmt_ratio(ms[0])} at T={fmt_T(ms[1])}" if ms else "–",
             "max_mem": f"{fmt_ratio(mm[0])} at T={fmt_T(mm[1])}" if mm else "–",
             "max_energy": f"{fmt_ratio(me[0])} at T={fmt_T(me[1])}" if me else "–",
@@ -187,7 +195,7 @@ def run_context(a: RunAnalysis) -> dict:
     frontiers = [{
         "variant": f.key.variant, "facet": f.key.facet_label, "longest": fmt_T(f.longest_ok_T),
         "failed": fmt_T(f.first_failed_T), "reason": f"{f.failed_status}: {f.failed_reason or ''}" if f.failed_status else "–",
-        "device_mem": fmt_bytes(f.device_memory_bytes), "predicted": f.predicted_text if f.predicted_max_T is not None else "–",
+        "device_mem": fmt_bytes(f.device_memory_bytes), "predicted": predicted_max_T(f) if f.predicted_max_T is not None else "–",
         "note": f.note,
     } for f in a.frontiers]
     correctness = [{
@@ -203,10 +211,10 @@ def run_context(a: RunAnalysis) -> dict:
         "no_crossover_reason": "no softmax baseline series in this run" if a.baseline is None
         else "no other series shares the baseline's device, dtype, mode and batch",
         "two_timings": a.two_timings,
-        "launch": [{"variant": x.key.variant, "facet": x.key.facet_label, "text": x.text()} for x in a.launch],
+        "launch": [{"variant": x.key.variant, "facet": x.key.facet_label, "text": launch_text(x)} for x in a.launch],
         "first_calls": [{"variant": f.key.variant, "facet": f.key.facet_label, "max": fmt_s(f.max_s),
                          "at": fmt_T(f.max_T), "per_T": ", ".join(f"{fmt_T(T)}: {fmt_s(v)}" for T, v in f.by_T),
-                         "cache": f.cache_text + (f" ({f.cache_dir})" if f.cache_dir else ""),
+                         "cache": cache_state(f.cache_warm) + (f" ({f.cache_dir})" if f.cache_dir else ""),
                          "notes": "; ".join(f.notes)} for f in a.first_calls],
         "frontiers": frontiers, "status_counts": dict(sorted(a.status_counts.items())),
         "failures": [{"id": r.id, "status": r.status, "reason": r.reason or ""} for r in a.failures + a.wrong],
@@ -250,7 +258,7 @@ def ser_context(a: RunAnalysis) -> dict | None:
             "memory": fmt_ratio(r.memory_ratio_vs_softmax),
             "first": (fmt_audio(r.pays_off_from_audio_s) + (f" ({r.note})" if r.note else ""))
             if r.pays_off_from_audio_s is not None else "–",
-            "interpolated": p.text if p else ("baseline" if r.layer == "softmax" else "–"),
+            "interpolated": payoff_text(p) if p else ("baseline" if r.layer == "softmax" else "–"),
             "longest": fmt_audio(r.longest_audio_s),
         })
     replays = [{
@@ -263,7 +271,7 @@ def ser_context(a: RunAnalysis) -> dict | None:
         "distribution": r.distribution,
     } for r in ser.replays]
     return {"sentences": ser_sentences(a), "study": study, "replays": replays,
-            "rates": "; ".join(ser.rates) or "no audio rates stored (T given directly)"}
+            "rates": "; ".join(audio_rates(ser.rates)) or "no audio rates stored (T given directly)"}
 
 
 def decode_context(a: RunAnalysis) -> dict | None:

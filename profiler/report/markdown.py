@@ -8,16 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from profiler.analysis.study import to_markdown
 from profiler.analysis.summary import RunAnalysis
 from profiler.report.html import load_analysis
 from profiler.report.text import (
+    audio_rates,
     decode_sentences,
     fmt_bytes,
     fmt_s,
     fmt_T,
     sentences,
     ser_sentences,
+    study_table,
     summary_rows,
 )
 
@@ -75,17 +76,16 @@ def decode_markdown(a: RunAnalysis) -> list[str]:
 
 
 def ser_markdown(a: RunAnalysis) -> list[str]:
-    """The SER part: the study comparison (``layers.study.to_markdown``), payoffs, utterance replays."""
+    """The SER part: the study comparison (table and statements), payoffs, utterance replays."""
     if a.ser is None:
         return []
 
     lines = ["", "#### Speech emotion recognition: the study's layers", ""]
     if a.ser.rates:
-        lines.append(f"Audio duration to T: {_cell('; '.join(a.ser.rates))}.")
+        lines.append(f"Audio duration to T: {_cell('; '.join(audio_rates(a.ser.rates)))}.")
         lines.append("")
-    for ln in to_markdown(a.ser.study).rstrip("\n").split("\n"):   # its table, then its sentences
-        lines.append(f"- {_cell(ln[2:])}" if ln.startswith("- ") else ln)
-    lines += [f"- {_cell(s)}" for s in ser_sentences(a)[len(a.ser.study.sentences):]]
+    lines += study_table(a.ser.study) + [""]
+    lines += [f"- {_cell(s)}" for s in ser_sentences(a)]
     if a.ser.replays:
         lines += ["", "| layer | series | config | utterances | mean [95% CI] | p50 [95% CI] | p95 [95% CI] | max | "
                       "total | utterances/s | peak memory |", "|---|---|---|---|---|---|---|---|---|---|---|"]

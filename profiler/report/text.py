@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from profiler.analysis.crossover import Baseline, Variant
 from profiler.analysis.fits import SlopeFit
+from profiler.analysis.launch import LAUNCH_BOUND_FRACTION
 from profiler.analysis.ser import audio_rate_of_series
 from profiler.analysis.summary import RunAnalysis
 from profiler.core import fmt
@@ -76,7 +77,7 @@ class SummaryRow:
 def _call_short(a: RunAnalysis, key) -> str:
     """`` (call latency: T*≈12,000)`` beside the device-time crossover in runs with two timings."""
     cc = a.call_comparison_for(key) if a.two_timings else None
-    return f" (call latency: {cc.latency.short})" if cc is not None else ""
+    return f" (call latency: {crossover_short(cc.latency)})" if cc is not None else ""
 
 
 def _across(c) -> str:
@@ -118,10 +119,10 @@ def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
             longest += f" ({fr.failed_status} at {fmt_T(fr.first_failed_T)})"
         rows.append(SummaryRow(
             variant=s.key.variant, facet=s.key.facet_label, is_baseline=is_base,
-            slope=fmt_slope(fit.slope) + (" (noisy)" if noisy_fit(s, fit.slope) else ""), slope_range=fit.slope.range_text if fit.slope else "–",
+            slope=fmt_slope(fit.slope) + (" (noisy)" if noisy_fit(s, fit.slope) else ""), slope_range=fit_range(fit.slope) if fit.slope else "–",
             memory_slope=fmt_slope(fit.memory_slope, ci=False),
-            crossover="baseline" if is_base else ((c.latency.short + _call_short(a, s.key) + _across(c)) if c else "no baseline"),
-            memory_crossover="baseline" if is_base else (c.memory.short if c else "–"),
+            crossover="baseline" if is_base else ((crossover_short(c.latency) + _call_short(a, s.key) + _across(c)) if c else "no baseline"),
+            memory_crossover="baseline" if is_base else (crossover_short(c.memory) if c else "–"),
             max_speedup=f"{fmt_ratio(ms[0])} @ {fmt_T(ms[1])}" if ms else "–",
             max_memory_saving=f"{fmt_ratio(mm[0])} @ {fmt_T(mm[1])}" if mm else "–",
             longest_T=longest,
@@ -180,23 +181,23 @@ def sentences(a: RunAnalysis) -> list[str]:
         cmps = [c for c in a.comparisons if c.series.key.kernel != "softmax"] or a.comparisons
         if cmps and a.two_timings:
             out.append("Faster than the baseline in device time: " + "; ".join(
-                f"{name(c.series.key)} {c.latency.text('faster')}" for c in cmps) + ".")
+                f"{name(c.series.key)} {crossover_text(c.latency, 'faster')}" for c in cmps) + ".")
             ccmps = [x for x in (a.call_comparison_for(c.series.key) for c in cmps) if x is not None]
             if ccmps:
                 out.append("Faster than the baseline in call latency: " + "; ".join(
-                    f"{name(c.series.key)} {c.latency.text('faster')}" for c in ccmps) + ".")
+                    f"{name(c.series.key)} {crossover_text(c.latency, 'faster')}" for c in ccmps) + ".")
             bound = [x for x in a.launch if x.any]
             if bound:
                 out.append("Launch-bound (device time under half the call latency): " + "; ".join(
-                    f"{name(x.key)} {x.text()}" for x in bound) + ".")
+                    f"{name(x.key)} {launch_text(x)}" for x in bound) + ".")
         elif cmps:
             out.append("Faster than the baseline: " + "; ".join(
-                f"{name(c.series.key)} {c.latency.text('faster')}" for c in cmps) + ".")
+                f"{name(c.series.key)} {crossover_text(c.latency, 'faster')}" for c in cmps) + ".")
             out.append("Smaller in memory: " + "; ".join(
-                f"{name(c.series.key)} {c.memory.text('smaller')}" for c in cmps) + ".")
+                f"{name(c.series.key)} {crossover_text(c.memory, 'smaller')}" for c in cmps) + ".")
             if any(c.energy.kind != "n/a" for c in cmps):
                 out.append("Lower in energy: " + "; ".join(
-                    f"{name(c.series.key)} {c.energy.text('lower')}" for c in cmps if c.energy.kind != "n/a") + ".")
+                    f"{name(c.series.key)} {crossover_text(c.energy, 'lower')}" for c in cmps if c.energy.kind != "n/a") + ".")
         best = max(((c.max_speedup, c) for c in cmps if c.max_speedup), key=lambda x: x[0][0], default=None)
         if best:
             (r, T), c = best
@@ -239,10 +240,10 @@ def ser_sentences(a: RunAnalysis) -> list[str]:
     """The SER section's statements: the study comparison's, then interpolated payoff durations."""
     if a.ser is None:
         return []
-    out = list(a.ser.study.sentences)
+    out = study_sentences(a.ser.study)
     for p in a.ser.payoffs:
         out.append(f"Interpolated: {p.layer} ({p.series}, {p.facet}) is faster than the study's softmax layer "
-                   f"{p.text}.")
+                   f"{payoff_text(p)}.")
     return out
 
 
@@ -282,3 +283,153 @@ def decode_sentences(d) -> list[str]:
         else:
             out.append(f"{c.variant} [{c.facet}] is not faster per token than softmax at any measured T.")
     return out
+
+
+# ----------------------------------------------------------------------------- analysis values in words
+
+def crossover_text(c, metric: str = "faster") -> str:
+    """A ``Crossover`` as a clause: ``faster from T*≈9,927 (interval 9,736..10,179)``."""
+    if c.kind == "always":
+        return f"{metric} at every measured T ({fmt_T(c.T_min)}..{fmt_T(c.T_max)})"
+    if c.kind == "never":
+        return f"never {metric} within the sweep (T≤{fmt_T(c.T_max)})"
+    if c.kind == "lost":
+        return f"{metric} at short T only, not at T={fmt_T(c.T_max)}"
+    if c.kind == "at":
+        lo = fmt_T(c.T_low) if c.T_low is not None else "?"
+        hi = fmt_T(c.T_high) if c.T_high is not None else f">{fmt_T(c.T_max)}"
+        return f"{metric} from T*≈{fmt_T(c.T_star)} (interval {lo}..{hi})"
+    return "not comparable (no common lengths)"
+
+
+def crossover_short(c) -> str:
+    """A ``Crossover`` in a table cell: ``T*≈9,927``, ``always``, ``never in sweep``."""
+    if c.kind == "at":
+        return f"T*≈{fmt_T(c.T_star)}"
+    return {"always": "always", "never": "never in sweep", "lost": "short T only"}.get(c.kind, "n/a")
+
+
+def fit_range(f: SlopeFit) -> str:
+    """The lengths an exponent was fitted on: ``T=4096..16384 (3 points)``."""
+    return f"T={f.T_min}..{f.T_max} ({f.n_points} points)"
+
+
+def predicted_max_T(f) -> str:
+    """A ``Frontier``'s predicted longest T (or why there is none)."""
+    if f.predicted_max_T is None:
+        return f.note
+    if math.isinf(f.predicted_max_T):
+        return "unbounded by the fitted memory model"
+    return f"~{f.predicted_max_T:,.0f}"
+
+
+def _ms_range(r: tuple[float, float]) -> str:
+    lo, hi = r[0] * 1e3, r[1] * 1e3
+    return f"{lo:.2g} ms" if f"{lo:.2g}" == f"{hi:.2g}" else f"{lo:.2g}-{hi:.2g} ms"
+
+
+def _short_T(T: float) -> str:
+    """16384 -> 16k, 40000 -> 40k, 700 -> 700."""
+    if T >= 1000:
+        return f"{T / 1000:.0f}k" if T < 1e6 else f"{T / 1e6:.1f}M"
+    return f"{T:.0f}"
+
+
+def launch_text(lb) -> str:
+    """One sentence for a ``LaunchBound``: where the series is launch-bound and its host overhead."""
+    rng = lb.overhead_range_s()
+    oh = f"host overhead {_ms_range(rng)}" if rng else ""
+    if not lb.points:
+        return "no common lengths of device time and call latency"
+    if not lb.any:
+        return (f"not launch-bound at any measured T (device time ≥ {LAUNCH_BOUND_FRACTION:.0%} of call latency); "
+                f"{oh}")
+    if len(lb.bound) == len(lb.points):
+        return f"launch-bound at every measured T ({lb.points[0].T:,.0f}..{lb.points[-1].T:,.0f}): {oh}"
+    bt = lb.boundary_T
+    if bt is not None:
+        return f"launch-bound below T~{_short_T(bt)}: {oh}"
+    return f"launch-bound at T={', '.join(f'{p.T:,.0f}' for p in lb.bound)}: {oh}"
+
+
+def cache_state(warm: bool | None) -> str:
+    """A compile cache's state at the first call: warm / cold / not recorded."""
+    return {True: "warm", False: "cold", None: "not recorded"}[warm]
+
+
+def payoff_text(p) -> str:
+    """A SER ``Payoff`` in seconds of audio: ``from ≈3.2 min of audio (interval ...)``."""
+    def hd(s):
+        return human_duration(s) if s is not None else "?"
+
+    if p.kind == "at":
+        if not p.rate:
+            return f"from T*≈{p.T_star:,.0f} (no audio rate stored)"
+        hi = hd(p.audio_high_s) if p.audio_high_s else "beyond the sweep"
+        return f"from ≈{hd(p.audio_s)} of audio (interval {hd(p.audio_low_s)}..{hi})"
+    if p.kind == "always":
+        return f"at every measured duration (from {hd(p.T_min / p.rate)})" if p.rate else "at every measured T"
+    if p.kind == "never":
+        return f"not within the sweep (up to {hd(p.T_max / p.rate)})" if p.rate else "not within the sweep"
+    if p.kind == "lost":
+        return "at short durations only"
+    return "no common lengths with the baseline"
+
+
+def audio_rates(rates) -> list[str]:
+    """``(frames/s, tokens/s)`` pairs as ``50 frames/s + 3 tokens/s``."""
+    return [f"{fr:g} frames/s + {tr:g} tokens/s" for fr, tr in rates]
+
+
+def _study_ratio(x: float) -> str:
+    """``12.3x``, ``1.5x``, ``0.031x``: two significant digits below 10 so small ratios never read 0.0x."""
+    return f"{x:.1f}x" if x >= 10 else f"{x:.2g}x"
+
+
+_CLAIM = {"agrees": "agrees with", "partly": "partly agrees with", "differs": "differs from"}
+
+
+def study_sentences(section) -> list[str]:
+    """The study comparison's statements (``analysis.study.StudySection``)."""
+    if not section.has_layers:
+        return ["No layer- or model-level points in this run: nothing to compare with the study."]
+    out = ["The study reports softmax as the most accurate layer; serprof measures cost only, so this run "
+           "neither confirms nor refutes the accuracy claim."]
+    best = section.best_speedup
+    if best is not None:
+        out.append(f"At utterance lengths (replay), the largest latency reduction against the softmax baseline is "
+                   f"{_study_ratio(best.speedup_vs_softmax)} ({best.layer}, {best.series}); this "
+                   f"{_CLAIM[section.claim]} the study's 'up to an order of magnitude'.")
+        if section.slower:
+            out.append(f"Slower than the baseline per utterance in this run: {', '.join(section.slower)}.")
+        bm = section.best_memory
+        if bm is not None:
+            out.append(f"Peak memory at utterance lengths: up to {_study_ratio(bm.memory_ratio_vs_softmax)} lower "
+                       f"than the baseline ({bm.layer}).")
+    for r in section.payoffs:
+        out.append(f"{r.layer} ({r.series}) is cheaper than the softmax baseline from "
+                   f"{human_duration(r.pays_off_from_audio_s)} of audio{' (' + r.note + ')' if r.note else ''}.")
+    return out
+
+
+def study_table(section) -> list[str]:
+    """The study comparison's table as Markdown lines."""
+    def ms(x):
+        return "-" if x is None else f"{x * 1e3:.1f}"
+
+    def ratio(x):
+        return "-" if x is None else _study_ratio(x)
+
+    def dur(x):
+        return "-" if x is None else human_duration(x)
+
+    lines = ["| layer | series | replay mean ms | p95 ms | utt/s | peak MiB | speed-up vs softmax | memory vs softmax "
+             "| pays off from | longest audio |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in section.rows:
+        lines.append(
+            f"| {r.layer} | {r.series} | {ms(r.replay_mean_s)} | {ms(r.replay_p95_s)} | "
+            f"{'-' if r.utterances_per_s is None else f'{r.utterances_per_s:.1f}'} | "
+            f"{'-' if r.replay_peak_bytes is None else f'{r.replay_peak_bytes / 2**20:.1f}'} | "
+            f"{ratio(r.speedup_vs_softmax)} | {ratio(r.memory_ratio_vs_softmax)} | "
+            f"{dur(r.pays_off_from_audio_s)} | {dur(r.longest_audio_s)} |")
+    return lines

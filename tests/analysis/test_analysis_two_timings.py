@@ -14,6 +14,7 @@ from profiler.analysis.launch import LaunchBound, LaunchPoint
 from profiler.analysis.series import quantity_label
 from profiler.analysis.summary import analyze
 from profiler.core.records import PointRecord, PointSpec, Timing
+from profiler.report.text import launch_text
 from profiler.store.runs import RunDir
 
 
@@ -50,24 +51,24 @@ def test_launch_bound_detection_and_statement(cuda_analysis):
     bound = [p.T for p in ret.points if p.launch_bound]
     assert bound == [1024, 2048, 4096, 8192, 16384, 32768]          # 64k: 0.38 ms of 0.60 ms -> device-bound
     assert 32768 < ret.boundary_T < 65536
-    text = ret.text()
+    text = launch_text(ret)
     m = re.fullmatch(r"launch-bound below T~(\d+)k: host overhead ([\d.]+)-([\d.]+) ms", text)
     assert m, text
     assert 33 <= int(m.group(1)) <= 64
     assert float(m.group(2)) == pytest.approx(0.24, abs=0.02) and float(m.group(3)) == pytest.approx(0.6, abs=0.02)
     sdpa = a.launch_for(_series(a, "softmax").key)
     assert [p.T for p in sdpa.points if p.launch_bound] == [1024, 2048]
-    assert sdpa.text().startswith("launch-bound below T~")
+    assert launch_text(sdpa).startswith("launch-bound below T~")
 
 
 def test_launch_bound_statement_forms():
     k = object()
     every = LaunchBound(k, (LaunchPoint(1024, 1e-5, 5e-4), LaunchPoint(2048, 2e-5, 5e-4)))
-    assert every.text() == "launch-bound at every measured T (1,024..2,048): host overhead 0.48-0.49 ms"
+    assert launch_text(every) == "launch-bound at every measured T (1,024..2,048): host overhead 0.48-0.49 ms"
     none = LaunchBound(k, (LaunchPoint(1024, 4e-4, 5e-4),))
-    assert none.text().startswith("not launch-bound at any measured T") and not none.any
+    assert launch_text(none).startswith("not launch-bound at any measured T") and not none.any
     gaps = LaunchBound(k, (LaunchPoint(1024, 4e-4, 5e-4), LaunchPoint(2048, 1e-5, 5e-4)))
-    assert gaps.text().startswith("launch-bound at T=2,048:") and gaps.boundary_T is None
+    assert launch_text(gaps).startswith("launch-bound at T=2,048:") and gaps.boundary_T is None
 
 
 def test_both_crossovers(cuda_analysis):
@@ -83,7 +84,7 @@ def test_both_crossovers(cuda_analysis):
 def test_first_call_cost_per_series(cuda_analysis):
     a = cuda_analysis
     fc = a.first_calls_for(_series(a, "retnet").key)
-    assert fc.max_s == 32.0 and fc.max_T == 1024 and fc.cache_warm is False and fc.cache_text == "cold"
+    assert fc.max_s == 32.0 and fc.max_T == 1024 and fc.cache_warm is False
     assert a.first_calls_for(_series(a, "softmax").key).cache_warm is None
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from profiler.analysis.study import study_section, to_markdown
+from profiler.analysis.study import study_section
 from profiler.core.records import Memory, PointRecord, PointSpec, Timing
+from profiler.report.text import study_sentences, study_table
 
 RATES = (("frame_rate", "50"), ("text_rate", "3"))
 
@@ -24,7 +25,7 @@ def _fixed(kernel, causal, T, t_s, status="ok"):
                        memory=Memory(peak_bytes=1, method="x"))
 
 
-def test_layers_study_section_ratios_and_payoff():
+def test_study_section_ratios_and_payoff():
     recs = [_replay("softmax", False, 0.100, 4000), _replay("retnet", True, 0.008, 400),
             _replay("gsa", True, 0.200, 800),
             _fixed("softmax", False, 3180, 1.0), _fixed("softmax", False, 6360, 4.0),
@@ -38,13 +39,15 @@ def test_layers_study_section_ratios_and_payoff():
     assert rows["retnet"].pays_off_from_audio_s == 6360 / 53          # 2 min: first T where it is faster
     assert rows["gsa"].pays_off_from_audio_s == 63600 / 53            # only ran where the baseline could not
     assert "skipped" in rows["gsa"].note
-    text = " ".join(sec.sentences)
+    assert sec.best_speedup.layer == "retnet" and sec.claim == "agrees" and sec.slower == ("gsa",)
+    assert [r.layer for r in sec.payoffs] == ["gsa", "retnet"]
+    text = " ".join(study_sentences(sec))
     assert "12.5x (retnet" in text and "agrees with" in text
     assert "Slower than the baseline per utterance in this run: gsa" in text
-    md = to_markdown(sec)
-    assert md.count("\n| ") == len(sec.rows)     # one table line per row after the header
+    table = study_table(sec)
+    assert len(table) == 2 + len(sec.rows)         # header, rule, one line per row
 
 
-def test_layers_study_section_without_layer_points():
+def test_study_section_without_layer_points():
     sec = study_section([])
-    assert sec.rows == () and "nothing to compare" in sec.sentences[0]
+    assert sec.rows == () and not sec.has_layers and "nothing to compare" in study_sentences(sec)[0]
