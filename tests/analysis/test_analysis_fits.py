@@ -166,7 +166,7 @@ def test_analysis_and_report_never_import_torch(synthetic_run, tmp_path, synth_m
 
 
 def test_parse_bytes():
-    from profiler.tools.frontier_probe import parse_bytes
+    from profiler.probes.frontier import parse_bytes
 
     assert parse_bytes("80GiB") == 80 * 2**30
     assert parse_bytes("24GB") == 24 * 10**9
@@ -180,7 +180,7 @@ def test_parse_bytes():
 @pytest.mark.interpret
 def test_frontier_probe_dry_fla_retnet():
     """fla's chunk_retention host code, run dry on CPU: allocations linear in T, answer fits the size."""
-    from profiler.tools.frontier_probe import probe_frontier
+    from profiler.probes.frontier import probe_frontier
 
     mem = 2**30
     res = probe_frontier(mem, kernels=["retnet"], dtype="float32", Ts=(256, 512, 1024))
