@@ -1,7 +1,7 @@
 """serprof: latency, peak-memory and energy profiling of attention kernels.
 
 The package reads as the data flow; each part imports only the parts before it:
-core -> store -> kernels -> layers -> spec -> measure -> runner -> analysis -> report -> tools -> api -> cli
+core -> store -> kernels -> layers -> planning -> measure -> runner -> analysis -> report -> probes -> api -> cli
 (``tests/layout/test_layout_imports.py``). ``analysis`` and ``report`` never import torch, so a report
 can be rebuilt from a run folder alone. ``profiler.measure(...)``, ``profiler.sweep(...)``,
 ``profiler.load(...)``, ``profiler.analyze(...)``, ``profiler.report(...)``, ``profiler.gate(...)`` ...

@@ -62,7 +62,7 @@ from profiler.store.noise import (
 from profiler.store.runs import LoadedRun, RunDir
 
 spec_plan = lazy_import('profiler.planning.points')
-tools_selftest = lazy_import('profiler.tools.selftest')
+probes_selftest = lazy_import('profiler.probes.selftest')
 
 runner_execution = lazy_import('profiler.runner.execution')
 runner_sweep = lazy_import('profiler.runner.sweep')
@@ -74,14 +74,14 @@ kernel_registry = lazy_import('profiler.kernels')
 runner_status = lazy_import('profiler.runner.status')
 planning_registry = lazy_import('profiler.planning.registry')
 torch = lazy_import('torch')
-tools_frontier_probe = lazy_import('profiler.tools.frontier_probe')
-tools_trace = lazy_import('profiler.tools.trace')
-tools_doctor = lazy_import('profiler.tools.doctor')
+probes_frontier = lazy_import('profiler.probes.frontier')
+measure_trace = lazy_import('profiler.measure.trace')
+runner_doctor = lazy_import('profiler.runner.doctor')
 measure_verify = lazy_import('profiler.measure.verify')
 measure_conditions = lazy_import('profiler.measure.conditions')
 kernels_interpret = lazy_import('profiler.kernels.interpret')
-tools_gate_eval = lazy_import('profiler.tools.gate_eval')
-tools_interleave = lazy_import('profiler.tools.interleave')
+probes_gate_eval = lazy_import('profiler.probes.gate_eval')
+runner_interleaved_ab = lazy_import('profiler.runner.interleaved_ab')
 pd = lazy_import('pandas')
 
 __all__ = ["Run", "Analysis", "SweepOutcome", "measure", "sweep", "load", "analyze", "report", "markdown_summary",
@@ -529,7 +529,7 @@ def frontier(device_memory_bytes: int, *, kernels: Sequence[str] | None = None, 
              H: int = 4, D: int = 64, mode: str = "fwd") -> list:
     """Longest T that fits each kernel in ``device_memory_bytes`` (fla: measured host-side allocations, fitted;
     other backends: the analytic memory model), without a GPU; ``FrontierProbe`` results."""
-    return tools_frontier_probe.probe_frontier(device_memory_bytes, kernels=list(kernels) if kernels else None, dtype=dtype, B=B, H=H,
+    return probes_frontier.probe_frontier(device_memory_bytes, kernels=list(kernels) if kernels else None, dtype=dtype, B=B, H=H,
                           D=D, mode=mode)
 
 
@@ -537,26 +537,26 @@ def trace(*, kernel: str, backend: str | None = None, length: int | str = "1k", 
           head_dim: int = 64, dtype: Any = "float32", mode: str = "fwd", causal: bool = True, device: str = "auto",
           steps: int = 3, out: str | Path | None = None) -> dict[str, Any]:
     """One point under ``torch.profiler`` in this process: a Chrome/Perfetto trace and a TensorBoard log dir."""
-    return tools_trace.trace_point(kernel=kernel, backend=backend, length=str(length), batch=batch, heads=heads,
+    return measure_trace.trace_point(kernel=kernel, backend=backend, length=str(length), batch=batch, heads=heads,
                        head_dim=head_dim, dtype=_typed(dtype), mode=mode, causal=causal, device=device, steps=steps,
                        out=Path(out) if out is not None else None)
 
 
 def doctor(*, device: str = "auto", out: str | Path | None = None) -> dict[str, Any]:
     """Check the whole chain here (environment, verify, a tiny sweep with energy); a dict with ``exit_code``."""
-    return tools_doctor.run_doctor(device=device, out=Path(out) if out is not None else None)
+    return runner_doctor.run_doctor(device=device, out=Path(out) if out is not None else None)
 
 
 def selftest(*, device: str = "cpu", quick: bool = False, json_out: str | Path | None = None,
              progress: Any = None):
-    """``serprof selftest``: every trust check on this machine (``profiler.tools.selftest``); a
+    """``serprof selftest``: every trust check on this machine (``profiler.probes.selftest``); a
     ``SelftestResult`` (``.passed``, ``.exit_code``, ``.checks``). ``json_out``: also write it as JSON there
     (checked before anything runs). ``device='cuda'`` without CUDA raises ``UnavailableError`` (exit 3)."""
     spec_plan.resolve_device(device)
     path = Path(json_out) if json_out is not None else None
     if path is not None and (path.is_dir() or not path.parent.is_dir()):
         raise UsageError(f"--json-out {str(json_out)!r}: not a file in an existing folder")
-    result = tools_selftest.run_selftest(device, quick=quick, progress=progress)
+    result = probes_selftest.run_selftest(device, quick=quick, progress=progress)
     if path is not None:
         path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     return result
@@ -673,7 +673,7 @@ def gate_calibrate(runs: Sequence[str | Path] = (), *, out: str | Path | None = 
     """Measure this machine's run-to-run noise and write the gate's noise profile: ``(profile, path)``.
 
     With ``runs`` (A/A run folders of identical code) the profile is estimated from them; otherwise
-    ``repeats`` separate sweeps of the calibration points (``profiler.tools.gate_eval.CALIBRATION_POINTS``,
+    ``repeats`` separate sweeps of the calibration points (``profiler.probes.gate_eval.CALIBRATION_POINTS``,
     or ``overrides``), each in ``processes`` worker processes, are run first (kept under ``keep``).
     """
     target = Path(out) if out is not None else user_path()
@@ -685,7 +685,7 @@ def gate_calibrate(runs: Sequence[str | Path] = (), *, out: str | Path | None = 
         loaded = [load_side(Path(r)) for r in runs]
         source = "runs: " + ", ".join(str(r) for r in runs)
     else:
-        loaded, source = tools_gate_eval.calibration_sweeps(repeats=repeats, processes=processes, overrides=overrides, keep=keep,
+        loaded, source = probes_gate_eval.calibration_sweeps(repeats=repeats, processes=processes, overrides=overrides, keep=keep,
                                             progress=progress)
     if len(loaded) < 2:
         raise UsageError("gate-calibrate needs at least two A/A runs (give run folders or --repeats >= 2)")
@@ -713,10 +713,10 @@ def gate_interleave(ref_a: str, ref_b: str, *, repo: str | Path = ".", kernels: 
     check_options(alpha=alpha, statistic=statistic, noise_floor=noise_floor, n_boot=n_boot, seed=seed)
     if not ref_a or not ref_b:
         raise UsageError("gate-interleave needs --ref-a REF and --ref-b REF (git refs, e.g. origin/main and HEAD)")
-    iplan = tools_interleave.InterleavePlan.from_cli(_split(kernels), backend, _split(lengths), batch, heads, head_dim,
+    iplan = runner_interleaved_ab.InterleavePlan.from_cli(_split(kernels), backend, _split(lengths), batch, heads, head_dim,
                                     rounds=rounds, reps=reps)
     noise = load_gate_noise(noise_profile)
-    base_run, cand_run = tools_interleave.run_interleaved(Path(repo), ref_a, ref_b, iplan, env_b=dict(env_b or {}), progress=progress)
+    base_run, cand_run = runner_interleaved_ab.run_interleaved(Path(repo), ref_a, ref_b, iplan, env_b=dict(env_b or {}), progress=progress)
     return compare_runs(base_run, cand_run, ruleset, alpha=alpha, normalize="none",
                         allow_env_mismatch=allow_env_mismatch, ignore_env=ignore_env or (), n_boot=n_boot,
                         seed=seed, fail_on_missing=fail_on_missing, statistic=statistic, noise_floor=noise_floor,

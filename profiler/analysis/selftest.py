@@ -4,7 +4,7 @@ A ``SelfCheck`` is one check: its group (environment, timer, memory, energy, cor
 conditions), a name, a state (``ok``, ``failed``, ``unavailable``: this machine lacks the hardware or
 permission, which only fails where the check is required on the device), a one-line detail and the
 numbers behind it (``values``, SI units). ``SelftestResult.exit_code`` is 0 only when no check failed.
-The tolerances are here, with their reasons, so the checks (``profiler.tools.selftest``) stay
+The tolerances are here, with their reasons, so the checks (``profiler.probes.selftest``) stay
 measurement code.
 """
 

@@ -6,7 +6,7 @@
   ``do_bench_cudagraph`` and the Timer (exit 3 without CUDA);
 * ``serprof bench memory``: naive softmax peak memory vs its analytic model.
 
-Thin commands over ``profiler.tools.bench``. The ``bench`` sub-app is module-level (``bench_app``)
+Thin commands over ``profiler.runner.bench``. The ``bench`` sub-app is module-level (``bench_app``)
 so other command modules can add commands to it (e.g. ``bench gate``) with ``@bench_app.command()``.
 torch is imported only inside the commands.
 """
@@ -31,7 +31,7 @@ from profiler.core.paths import write_file
 from profiler.core.units import parse_lengths
 
 core_records = lazy_import('profiler.core.records')
-bench = lazy_import('profiler.tools.bench')
+bench = lazy_import('profiler.runner.bench')
 runner = lazy_import('profiler.runner')
 measure_device = lazy_import('profiler.measure.device')
 

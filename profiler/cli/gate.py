@@ -1,7 +1,7 @@
 """serprof CLI: ``gate`` (regression gate), ``gate-interleave`` (A/B of two git refs), ``baseline save``, ``gate-eval``.
 
-Thin commands over ``profiler.analysis.compare`` / ``profiler.store.baseline`` / ``profiler.tools.interleave``
-/ ``profiler.tools.gate_eval``: parse, call one library function, render, exit code (0 pass, 1
+Thin commands over ``profiler.analysis.compare`` / ``profiler.store.baseline`` / ``profiler.runner.interleaved_ab``
+/ ``profiler.probes.gate_eval``: parse, call one library function, render, exit code (0 pass, 1
 regression, 2 usage error). Nothing heavy is imported at module level.
 """
 
@@ -25,7 +25,7 @@ from profiler.core.paths import check_output_dir, check_output_file, write_file
 api = lazy_import("profiler.api")
 report_gate = lazy_import('profiler.report.gate')
 analysis_compare = lazy_import('profiler.analysis.compare')
-tools_gate_eval = lazy_import('profiler.tools.gate_eval')
+probes_gate_eval = lazy_import('profiler.probes.gate_eval')
 runner_env = lazy_import('profiler.runner.env')
 
 baseline_app = typer.Typer(help="Compact baseline files for `serprof gate --baseline`.", no_args_is_help=True,
@@ -259,10 +259,10 @@ def gate_eval(
             levels = [float(x) for x in slowdowns.split(",") if x.strip()]
         except ValueError:
             raise UsageError(f"--slowdowns takes percentages like 0,5,10,20 (got {slowdowns!r})") from None
-        settings = tools_gate_eval.EvalSettings.preset(quick, comparisons=comparisons, samples=samples, slowdowns_pct=tuple(levels),
+        settings = probes_gate_eval.EvalSettings.preset(quick, comparisons=comparisons, samples=samples, slowdowns_pct=tuple(levels),
                                        threshold_pct=threshold, threads=threads, seed=seed)
         console.print(f"gate-eval dial: {settings.describe()}", markup=False)
-        report = tools_gate_eval.run_gate_eval(settings, progress=lambda msg: console.print(msg, style="dim", markup=False))
+        report = probes_gate_eval.run_gate_eval(settings, progress=lambda msg: console.print(msg, style="dim", markup=False))
         table = Table(title=f"gate evaluation, dial (latency rule +{threshold:g}%, alpha {settings.alpha:g})")
         for col in ("statistic", "injected", "comparisons", "flagged", "rate", "95% CI (Clopper-Pearson)", "median ratio", "target", "met"):
             table.add_column(col)
@@ -277,7 +277,7 @@ def gate_eval(
     real = tuple(d for d in designs if d != "dial")
     if real:
         noise = api.load_gate_noise(noise_profile)
-        rs = tools_gate_eval.RealEvalSettings(designs=real, pairs=pairs, detect_runs=detect_runs, interleave_runs=interleave_runs,
+        rs = probes_gate_eval.RealEvalSettings(designs=real, pairs=pairs, detect_runs=detect_runs, interleave_runs=interleave_runs,
                               interleave_detect_runs=interleave_runs if interleave_detect_runs is None else interleave_detect_runs,
                               slowdown=slowdown / 100.0, processes=processes,
                               rounds=rounds)
@@ -288,9 +288,9 @@ def gate_eval(
             if own is None:
                 raise UsageError("--design interleave: serprof does not run from a git checkout here; pass --repo")
             repo = Path(own["root"])
-        runs = tools_gate_eval.run_real_eval(rs, noise=noise, keep=keep, repo=repo or Path("."),
+        runs = probes_gate_eval.run_real_eval(rs, noise=noise, keep=keep, repo=repo or Path("."),
                              progress=lambda msg: console.print(msg, style="dim", markup=False))
-        rows = tools_gate_eval.summarize_gate_runs(runs)
+        rows = probes_gate_eval.summarize_gate_runs(runs)
         table = Table(title="gate evaluation: false alarms (A/A) and detection, default gates")
         for col in ("design", "injected", "runs", "flagged", "rate", "95% CI (Clopper-Pearson)", "unclear checks",
                     "median ratio", "wall s / gated point", "target", "met"):

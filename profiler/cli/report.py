@@ -1,6 +1,6 @@
 """serprof CLI command group: report, export, frontier.
 
-Thin commands over ``profiler.report`` and ``profiler.tools.frontier_probe``; heavy imports (numpy,
+Thin commands over ``profiler.report`` and ``profiler.probes.frontier``; heavy imports (numpy,
 matplotlib, torch for the frontier probe) happen inside the commands.
 """
 
@@ -19,7 +19,7 @@ from profiler.core.paths import check_output_file, write_file
 
 api = lazy_import("profiler.api")
 store_runs = lazy_import('profiler.store.runs')
-tools_frontier_probe = lazy_import('profiler.tools.frontier_probe')
+probes_frontier = lazy_import('profiler.probes.frontier')
 
 
 def register(app: typer.Typer) -> None:
@@ -89,11 +89,11 @@ def frontier(
     allocations are measured exactly at a few T, then fitted; other backends use the kernel's analytic
     memory model. The allocator terms this cannot see are printed with the answer.
     """
-    mem = tools_frontier_probe.parse_bytes(device_memory)
+    mem = probes_frontier.parse_bytes(device_memory)
     names = [k.strip() for k in kernels.split(",") if k.strip()] if kernels else None
     results = api.frontier(mem, kernels=names, dtype=dtype, B=batch, H=heads, D=head_dim, mode=mode)
     if as_json:
-        typer.echo(json.dumps({"device_memory_bytes": mem, "unseen_terms": list(tools_frontier_probe.UNSEEN_TERMS),
+        typer.echo(json.dumps({"device_memory_bytes": mem, "unseen_terms": list(probes_frontier.UNSEEN_TERMS),
                                "results": [r.to_dict() for r in results]}, indent=2))
         return
 
@@ -109,4 +109,4 @@ def frontier(
     for r in results:
         if r.method == "unavailable" or r.method == "fla-dry":
             con.print(f"  {r.kernel}/{r.backend}: {r.note}", markup=False)
-    con.print("Not included (leave headroom for them): " + "; ".join(tools_frontier_probe.UNSEEN_TERMS))
+    con.print("Not included (leave headroom for them): " + "; ".join(probes_frontier.UNSEEN_TERMS))

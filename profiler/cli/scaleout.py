@@ -22,7 +22,7 @@ from profiler.core.lazy import lazy_import
 api = lazy_import("profiler.api")
 execution = lazy_import('profiler.runner.execution')
 runner_slurm = lazy_import('profiler.runner.slurm')
-tools_scaleout_bench = lazy_import('profiler.tools.scaleout_bench')
+runner_scaleout_bench = lazy_import('profiler.runner.scaleout_bench')
 
 _MOVED = ("EXECUTION_KEYS", "EXECUTORS", "SLURM_FLAGS", "ExecutorChoice", "choose_executor", "choose_for_sweep",
           "execution_table")
@@ -119,7 +119,7 @@ def bench_scaleout_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable results."),
 ) -> None:
     """1 pinned 1-core worker vs N: wall time ratio (target <= 0.65 for N=2) and per-point median agreement."""
-    res = tools_scaleout_bench.bench_scaleout(workers=workers, out_dir=out)
+    res = runner_scaleout_bench.bench_scaleout(workers=workers, out_dir=out)
     if json_out:
         typer.echo(json.dumps(res, indent=2, default=str))
         return

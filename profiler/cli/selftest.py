@@ -1,4 +1,4 @@
-"""``serprof selftest``: a thin skin over ``profiler.api.selftest`` (checks in ``profiler.tools.selftest``,
+"""``serprof selftest``: a thin skin over ``profiler.api.selftest`` (checks in ``profiler.probes.selftest``,
 table in ``profiler.report.selftest``)."""
 
 from __future__ import annotations

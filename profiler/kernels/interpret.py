@@ -45,10 +45,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import importlib
-import importlib.util
-import json
 import os
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass
@@ -56,6 +53,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from profiler.core.isolated import ChildFailure, ChildRaised, ChildTimedOut, call_isolated
 from profiler.core.lazy import lazy_import
 
 interp = lazy_import('triton.runtime.interpreter')
@@ -67,8 +65,6 @@ triton_autotuner = lazy_import('triton.runtime.autotuner')
 #: dtypes whose interpreted results are meaningful (NumPy has no bfloat16).
 INTERPRETABLE_DTYPES = ("float32", "float16")
 BF16_REASON = "bf16 cannot be verified under Triton's interpreter (NumPy has no bfloat16; results are wrong)"
-
-_RESULT_MARK = "@@serprof-interpret-result@@"
 
 _state = threading.local()
 _installed = False
@@ -209,43 +205,18 @@ def run_isolated(target: str, kwargs: dict | None = None, *, timeout_s: float = 
     """Run ``target`` ("package.module:function" or "/path/file.py:function") with JSON ``kwargs``
     in a fresh interpreted process.
 
-    The child sets ``TRITON_INTERPRET=1``, calls ``enable()``, then ``function(**kwargs)``, and
-    sends back its JSON-serialisable result. Use this from any process that has imported fla
-    normally (tests, sweep workers). Raises ``InterpretError`` with the child's stderr tail on failure.
+    An isolated call (``profiler.core.isolated.call_isolated``): the child has ``TRITON_INTERPRET=1``,
+    calls ``enable()``, then ``function(**kwargs)``, and sends back its JSON-serialisable result.
+    Use this from any process that has imported fla normally (tests, sweep workers). Raises
+    ``InterpretError`` naming how the child failed (exception text, exit code or signal, timeout).
     """
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    cmd = [sys.executable, "-m", "profiler.kernels.interpret", target, json.dumps(kwargs or {})]
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
+        return call_isolated(target, kwargs, env=dict(os.environ, TRITON_INTERPRET="1"),
+                             setup=(f"{__name__}:enable",), timeout_s=timeout_s, name="interpreted run")
+    except ChildTimedOut as exc:
         raise InterpretError(f"interpreted run of {target} timed out after {timeout_s:.0f} s") from exc
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(_RESULT_MARK):
-            return json.loads(line[len(_RESULT_MARK):])
-    tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-    raise InterpretError(f"interpreted run of {target} failed (exit {proc.returncode}):\n{tail}")
-
-
-def _child_main(argv: list[str]) -> int:
-    target, kwargs = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
-    enable()
-    mod_name, _, fn_name = target.rpartition(":")
-    if mod_name.endswith(".py"):  # a file path (test helpers live outside the package)
-
-        spec = importlib.util.spec_from_file_location("_serprof_isolated_target", mod_name)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(mod_name)
-    result = getattr(module, fn_name)(**kwargs)
-    sys.stdout.write("\n" + _RESULT_MARK + json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    # run through the canonical module object, not this ``__main__`` copy, so that library code
-    # calling ``profiler.kernels.interpret.enable()`` sees the patches as installed
-    from profiler.kernels.interpret import _child_main as _main
-
-    sys.exit(_main(sys.argv[1:]))
+    except ChildRaised as exc:
+        tail = "\n".join(exc.traceback_text.strip().splitlines()[-15:])
+        raise InterpretError(f"interpreted run of {target} failed ({exc.exc_type}: {exc.message}):\n{tail}") from exc
+    except ChildFailure as exc:
+        raise InterpretError(f"interpreted run of {target} failed: {exc}") from exc

@@ -4,26 +4,24 @@ One worker process serves consecutive points (and consecutive groups: kernel/bac
 that need the same process environment (device, device index, Triton interpreter on or off), so
 torch and fla are imported once per worker, not per point. The sweep process never measures.
 
-Per point the parent sends one command and waits on the result pipe with ``select``:
+A worker is an isolated child process (``profiler.core.isolated``: its own session, killed with the
+sweep, stderr to ``<run>/logs``) that runs ``profiler.runner.worker``'s functions. Per point the parent
+calls ``point`` and waits:
 
 * a record arrives -> done;
-* the pipe closes (segfault, abort, SIGKILL from the OOM killer) -> ``crashed`` record naming the
-  signal or exit code and the last line of the worker's stderr; a fresh worker takes the next point;
-* nothing within ``settings.point_timeout_s`` -> the worker's process group is SIGKILLed and the
-  point is recorded as ``timeout``; a fresh worker continues.
+* the child dies (segfault, abort, SIGKILL from the OOM killer): ``ChildCrashed`` -> ``crashed`` record
+  naming the signal or exit code and the last line of the worker's stderr; a fresh worker takes the
+  next point;
+* nothing within ``settings.point_timeout_s``: ``ChildTimedOut`` (the worker's process group is
+  SIGKILLed) -> ``timeout`` record; a fresh worker continues.
 
-Workers run in their own session (``start_new_session``) so a Ctrl-C in the terminal reaches only the
-sweep process, which then stops its worker deliberately.
+A Ctrl-C in the terminal reaches only the sweep process (workers run in their own session), which
+then stops its workers deliberately.
 """
 
 from __future__ import annotations
 
 import os
-import select
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,182 +35,57 @@ from profiler.core.records import (
     from_dict,
     to_dict,
 )
+from profiler.core.isolated import ChildFailure, ChildTimedOut, IsolatedProcess
 from profiler.runner import allocator
 from profiler.runner.base import Executor, ExecutorStats, PointQueue, RunEvents
-from profiler.runner.protocol import decode, encode
 
 READY_TIMEOUT_S = 600.0   # imports on a loaded 2-core machine can take long; this is a safety net
 CALIBRATE_TIMEOUT_S = 120.0
-
-
-class WorkerDied(Exception):
-    """The worker process ended unexpectedly; ``reason`` says how."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class WorkerTimeout(Exception):
-    pass
-
-
-def describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "worker stopped responding"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        hint = " (likely the kernel's OOM killer)" if -returncode == signal.SIGKILL else ""
-        return f"worker killed by {name}{hint}, exit code {returncode}"
-    return f"worker exited with code {returncode}"
+WORKER = "profiler.runner.worker"   # the functions a worker process runs (start, point, calibrate_device)
 
 
 class WorkerProcess:
-    """One worker subprocess with a JSON-lines command pipe (stdin) and a result pipe."""
+    """One measurement worker: an isolated child process (``profiler.core.isolated``) set up by
+    ``profiler.runner.worker.start`` with the sweep's CPU allocator regime and, for fla points,
+    Triton's interpreter."""
 
     def __init__(self, device: str, device_index: int = 0, interpret: bool = False,
                  log_dir: Path | None = None, env: Mapping[str, str] | None = None):
         self.device, self.device_index, self.interpret = device, device_index, interpret
-        r, w = os.pipe()
         child_env = allocator.worker_environment(device, os.environ if env is None else env)
         if interpret:
             child_env["TRITON_INTERPRET"] = "1"
-        child_env.setdefault("PYTHONFAULTHANDLER", "1")  # a segfault prints a Python traceback to stderr
-        if log_dir is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            self._log = open(log_dir / f"worker-{time.time_ns()}.log", "w+b")
-        else:
-            self._log = tempfile.TemporaryFile()
-        cmd = [sys.executable, "-m", "profiler.runner.worker", "--result-fd", str(w),
-               "--device", device, "--device-index", str(device_index)]
-        if interpret:
-            cmd.append("--interpret")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=self._log, stderr=self._log,
-                                     pass_fds=(w,), env=child_env, start_new_session=True)
-        os.close(w)
-        self._rfd = r
-        self._buf = b""
+        self.child = IsolatedProcess(child_env, name="worker", log_dir=log_dir)
+        self.child.submit(f"{WORKER}:start", {"device": device, "device_index": device_index, "interpret": interpret})
         self.info: dict[str, Any] = {}
         self.import_s: float | None = None
         self.env: dict[str, Any] | None = None   # torch's view of the devices, from the worker
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.child.pid
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.child.alive()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
-        msg = self.receive(timeout)
-        if msg.get("type") != "ready":
-            raise WorkerDied(f"unexpected first message from worker: {msg.get('type')!r}")
+        """The worker's ``start`` result (started in ``__init__``, so several workers start together)."""
+        msg = self.child.result(timeout)
         self.info = dict(msg.get("worker") or {})
         self.import_s = msg.get("import_s")
         self.env = msg.get("env")
         return msg
 
-    def send(self, msg: dict[str, Any]) -> None:
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(encode(msg))
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise WorkerDied(self._death_reason()) from None
-
-    def receive(self, timeout: float) -> dict[str, Any]:
-        """Next message, or ``WorkerDied`` / ``WorkerTimeout``."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WorkerTimeout()
-            ready, _, _ = select.select([self._rfd], [], [], left)
-            if not ready:
-                continue
-            chunk = os.read(self._rfd, 1 << 16)
-            if not chunk:
-                raise WorkerDied(self._death_reason())
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return decode(line)
-
-    def _death_reason(self) -> str:
-        try:
-            rc = self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            rc = None
-        tail = self.stderr_tail()
-        return describe_exit(rc) + (f"; last stderr: {tail}" if tail else "")
-
-    def stderr_tail(self, limit: int = 300) -> str:
-        try:
-            self._log.flush()
-            self._log.seek(0, os.SEEK_END)
-            size = self._log.tell()
-            self._log.seek(max(0, size - 4096))
-            text = self._log.read().decode(errors="replace")
-        except (OSError, ValueError):
-            return ""
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        if not lines:
-            return ""
-        # Prefer the fault handler's headline ("Fatal Python error: Segmentation fault") when present.
-        fatal = [ln for ln in lines if ln.startswith("Fatal Python error")]
-        tail = fatal[-1] if fatal else lines[-1]
-        return tail[:limit]
+    def call(self, fn: str, kwargs: Mapping[str, Any], timeout_s: float) -> Any:
+        return self.child.call(f"{WORKER}:{fn}", kwargs, timeout_s=timeout_s)
 
     def kill(self) -> None:
         """SIGKILL the worker's own process group (it runs in a session of its own)."""
-        if self.alive():
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        self._reap()
+        self.child.kill()
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Ask the worker to exit; kill it if it does not within ``grace_s``."""
-        if self.alive():
-            try:
-                self.send({"cmd": "exit"})
-                self.proc.stdin.close()  # type: ignore[union-attr]
-                self.proc.wait(timeout=grace_s)
-            except (WorkerDied, OSError, subprocess.TimeoutExpired):
-                pass
-        self.kill()
-
-    def _reap(self) -> None:
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        for f in (self.proc.stdin,):
-            try:
-                if f:
-                    f.close()
-            except OSError:
-                pass
-        try:
-            os.close(self._rfd)
-        except OSError:
-            pass
-        self._rfd = -1
-        try:
-            name = getattr(self._log, "name", None)
-            empty = isinstance(name, str) and self._log.tell() == 0 and os.path.getsize(name) == 0
-            self._log.close()
-            if empty:   # keep only logs that say something (a crash's stderr)
-                os.unlink(name)
-                try:
-                    os.rmdir(os.path.dirname(name))   # only succeeds when no other log is left
-                except OSError:
-                    pass
-        except (OSError, ValueError):
-            pass
+        self.child.stop(grace_s)
 
 
 class LocalExecutor(Executor):
@@ -266,17 +139,14 @@ class LocalExecutor(Executor):
             ready: list[WorkerProcess] = []
             try:
                 for w in fresh:
-                    try:
-                        msg = w.wait_ready()
-                    except WorkerTimeout:
-                        raise WorkerDied(f"worker did not start within {READY_TIMEOUT_S:g} s") from None
+                    msg = w.wait_ready()
                     ready.append(w)
                     if msg.get("import_s") is not None:
                         self.stats.import_s.append(float(msg["import_s"]))
                     if self.worker_env is None and w.env:
                         self.worker_env = dict(w.env)
                     self._events.on_worker_ready(w.info)
-            except WorkerDied:
+            except ChildFailure:
                 for w in fresh:
                     w.kill()
                 raise
@@ -303,8 +173,11 @@ class LocalExecutor(Executor):
         k = 1 if spec.interpret else max(1, int(getattr(settings, "processes", 1) or 1))
         try:
             workers = self._workers_for(spec.device, spec.interpret, k)
-        except WorkerDied as exc:
-            return PointRecord(spec=spec, status="crashed", reason=f"worker failed to start: {exc.reason}")
+        except ChildTimedOut:
+            return PointRecord(spec=spec, status="crashed",
+                               reason=f"worker failed to start: worker did not start within {READY_TIMEOUT_S:g} s")
+        except ChildFailure as exc:
+            return PointRecord(spec=spec, status="crashed", reason=f"worker failed to start: {exc}")
         if k == 1:
             return self._measure_in(workers[0], spec, settings)
         start = self._rotation % k
@@ -323,22 +196,19 @@ class LocalExecutor(Executor):
     def _measure_in(self, w: WorkerProcess, spec: PointSpec, settings: MeasureSettings) -> PointRecord:
         t0 = time.perf_counter()
         try:
-            w.send({"cmd": "point", "spec": to_dict(spec), "settings": to_dict(settings),
-                    "device_index": self.device_index})
-            while True:
-                msg = w.receive(settings.point_timeout_s)
-                if msg.get("type") == "record":
-                    return from_dict(PointRecord, msg["record"], "worker record")
-        except WorkerTimeout:
+            rec = w.call("point", {"spec": to_dict(spec), "settings": to_dict(settings),
+                                   "device_index": self.device_index}, settings.point_timeout_s)
+            return from_dict(PointRecord, rec, "worker record")
+        except ChildTimedOut:
             info = dict(w.info)
             self._discard_worker(w)
             return PointRecord(spec=spec, status="timeout", worker=info, wall_s=time.perf_counter() - t0,
                                reason=f"no result within the point timeout of {settings.point_timeout_s:g} s; worker killed")
-        except WorkerDied as exc:
+        except ChildFailure as exc:   # crashed, or (a bug in the worker) raised
             info = dict(w.info)
             self._discard_worker(w)
             return PointRecord(spec=spec, status="crashed", worker=info, wall_s=time.perf_counter() - t0,
-                               reason=f"{exc.reason} while measuring this point")
+                               reason=f"{exc} while measuring this point")
 
     def run(self, queue: PointQueue, settings: MeasureSettings, events: RunEvents) -> None:
         self._events = events
@@ -357,13 +227,14 @@ class LocalExecutor(Executor):
                   dtypes: tuple[str, ...] | None = None) -> Mapping[str, Any] | None:
         try:
             w = self._worker_for(device, False)
-            w.send({"cmd": "calibrate", "device": device, "budget_s": budget_s,
-                    "dtypes": list(dtypes) if dtypes else None})
-            msg = w.receive(CALIBRATE_TIMEOUT_S)
-        except (WorkerDied, WorkerTimeout) as exc:
+            return w.call("calibrate_device", {"device": device, "budget_s": budget_s,
+                                               "dtypes": list(dtypes) if dtypes else None}, CALIBRATE_TIMEOUT_S)
+        except ChildTimedOut:
             self._discard_worker()
-            return {"error": getattr(exc, "reason", "calibration timed out")}
-        return msg.get("calibration")
+            return {"error": "calibration timed out"}
+        except ChildFailure as exc:
+            self._discard_worker()
+            return {"error": str(exc)}
 
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name, "device_index": self.device_index, "workers": 1,

@@ -1,8 +1,13 @@
-"""A measurement worker process: ``python -m profiler.runner.worker --result-fd N``.
+"""A measurement worker: the functions the sweep calls in its worker processes.
 
-The worker imports torch (and, through the backends, fla when a point needs it) once, then reads
-commands from stdin (see ``profiler.runner.protocol``) and measures the points it is sent, in order,
-writing each ``PointRecord`` back as one JSON line on the result pipe.
+The parent (``profiler.runner.local``) starts an ``profiler.core.isolated.IsolatedProcess`` per
+worker and calls, in order:
+
+* ``start(device, device_index, interpret)`` once: imports torch (and, through the backends, fla
+  when a point needs it), applies CPU pinning and the compile cache, and returns
+  ``{"pid", "import_s", "worker": {...host, threads, device name...}, "env": {...torch's view...}}``;
+* ``point(spec, settings, device_index)`` per point: the ``PointRecord`` as a dict;
+* ``calibrate_device(device, budget_s, dtypes)``: the device calibration (``{"error": ...}`` when it failed).
 
 Failure classification inside the worker (the worker survives these):
 
@@ -10,20 +15,16 @@ Failure classification inside the worker (the worker survives these):
   "out of memory" -> status ``oom``;
 * any other exception -> status ``crashed`` with the exception text.
 
-A segfault, abort, SIGKILL or hang kills or stalls the process itself; the parent
-(``profiler.runner.local``) turns that into ``crashed`` / ``timeout`` and starts a fresh worker. The
-worker asks Linux to SIGKILL it if the sweep process dies (``PR_SET_PDEATHSIG``), so a killed sweep
-leaves no orphan measuring in the background.
+A segfault, abort, SIGKILL or hang kills or stalls the process itself; the parent turns that into
+``crashed`` / ``timeout`` (``ChildCrashed`` / ``ChildTimedOut`` from the isolated-call seam) and starts
+a fresh worker.
 """
 
 from __future__ import annotations
 
-import argparse
-import ctypes
 import gc
 import importlib
 import os
-import signal
 import socket
 import sys
 import time
@@ -38,26 +39,17 @@ from profiler.core.records import (
     from_dict,
     to_dict,
 )
-from profiler.kernels import interpret
+from profiler.kernels import interpret as interpret_mod
 from profiler.measure.calibrate import calibrate
 from profiler.measure.compile_cache import apply_cache_env
 from profiler.measure.point import measure_point
 from profiler.runner import pinning
 from profiler.runner.allocator import describe
 from profiler.runner.env import cpu_model, torch_info
-from profiler.runner.protocol import decode, encode
 from profiler.store.runs import utc_now
 
 MEASURE_ENV = "SERPROF_MEASURE_FN"   # test seam: "module:function" replacing measure_point (tests/fakes)
 OOM_TEXTS = ("can't allocate memory", "out of memory", "cannot allocate memory", "failed to allocate")
-
-
-def _set_pdeathsig() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def load_measure() -> Callable[..., PointRecord]:
@@ -145,61 +137,40 @@ def _release_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def _activate_interpreter() -> None:
-    """Patch Triton's interpreter for fla (TRITON_INTERPRET=1 is already set by the parent)."""
-    interpret.enable()
+#: what ``start`` set up in this worker process: the measure function and the worker's description
+_state: dict[str, Any] = {}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="profiler.runner.worker")
-    ap.add_argument("--result-fd", type=int, required=True)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--device-index", type=int, default=0)
-    ap.add_argument("--interpret", action="store_true")
-    args = ap.parse_args(argv)
-    _set_pdeathsig()
-
+def start(device: str = "cpu", device_index: int = 0, interpret: bool = False) -> dict[str, Any]:
+    """Set the worker up (once, first call); returns what the parent records about it."""
     pin = pinning.apply_from_env()
-    out = os.fdopen(args.result_fd, "wb", buffering=0)
-
     apply_cache_env()   # before torch/Triton are imported: compiled kernels and autotune results persist
     t0 = time.perf_counter()
-    if args.interpret:
-        _activate_interpreter()
+    if interpret:
+        interpret_mod.enable()   # TRITON_INTERPRET=1 is already set by the parent
     measure = load_measure()
     import_s = time.perf_counter() - t0
     if pin.get("pinned_threads"):
         pinning.apply_threads(pin["pinned_threads"])
-    info = {**worker_info(args.device, args.device_index), **pin}
-    ready: dict[str, Any] = {"type": "ready", "pid": os.getpid(), "import_s": import_s, "worker": info}
+    info = {**worker_info(device, device_index), **pin}
+    _state.update(measure=measure, info=info, device=device, device_index=device_index)
+    ready: dict[str, Any] = {"pid": os.getpid(), "import_s": import_s, "worker": info}
     if not os.environ.get(MEASURE_ENV):   # torch details for the manifest, so the sweep process needn't import torch
-
-        ready["env"] = torch_info(args.device_index)
-    out.write(encode(ready))
-
-    for line in sys.stdin.buffer:
-        if not line.strip():
-            continue
-        msg = decode(line)
-        cmd = msg.get("cmd")
-        if cmd == "exit":
-            break
-        if cmd == "point":
-            spec = from_dict(PointSpec, msg["spec"], "spec")
-            settings = from_dict(MeasureSettings, msg["settings"], "settings")
-            rec = run_point(measure, spec, settings, int(msg.get("device_index", args.device_index)), info)
-            out.write(encode({"type": "record", "record": to_dict(rec)}))
-        elif cmd == "calibrate":
-            try:
-                cal = calibrate(msg.get("device", args.device), budget_s=float(msg.get("budget_s", 1.0)),
-                                device_index=args.device_index, dtypes=msg.get("dtypes"))
-            except Exception as exc:  # noqa: BLE001 - a failed calibration is recorded, not fatal
-                cal = {"error": _short(exc)}
-            out.write(encode({"type": "calibration", "calibration": cal}))
-        else:
-            out.write(encode({"type": "error", "error": f"unknown command {cmd!r}"}))
-    return 0
+        ready["env"] = torch_info(device_index)
+    return ready
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def point(spec: dict[str, Any], settings: dict[str, Any], device_index: int | None = None) -> dict[str, Any]:
+    """Measure one point (``start`` first); the record as a dict."""
+    rec = run_point(_state["measure"], from_dict(PointSpec, spec, "spec"), from_dict(MeasureSettings, settings, "settings"),
+                    _state["device_index"] if device_index is None else int(device_index), _state["info"])
+    return to_dict(rec)
+
+
+def calibrate_device(device: str | None = None, budget_s: float = 1.0, dtypes: list[str] | None = None) -> dict[str, Any]:
+    """The device calibration (``profiler.measure.calibrate``); a failure is recorded, not fatal."""
+    try:
+        return calibrate(device or _state["device"], budget_s=float(budget_s), device_index=_state["device_index"],
+                         dtypes=dtypes)
+    except Exception as exc:  # noqa: BLE001 - a failed calibration is recorded, not fatal
+        return {"error": _short(exc)}

@@ -12,7 +12,7 @@ import torch
 from profiler.analysis import selftest as judge
 from profiler.analysis.selftest import SelfCheck, SelftestResult
 from profiler.cli import main
-from profiler.tools import selftest as st
+from profiler.probes import selftest as st
 
 
 def _serprof(argv: list[str]) -> tuple[int, str, str]:

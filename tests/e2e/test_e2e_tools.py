@@ -117,7 +117,7 @@ def test_trace_filter_drops_only_kineto_probe_lines(capfd):
     (a real warning written to fd 2 inside the profiled region still reaches the user)."""
     import os
 
-    from profiler.tools.trace import _without_kineto_noise
+    from profiler.measure.trace import _without_kineto_noise
 
     with _without_kineto_noise():
         os.write(2, b"USDT:2026-12-04 09:32:40 9645:9645 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
@@ -137,7 +137,7 @@ def test_trace_bad_input_exit_codes(tmp_path):
 
 @pytest.mark.long
 def test_doctor_runs_here_and_says_cuda_and_nvml_are_unavailable(tmp_path, monkeypatch):
-    from profiler.tools import doctor
+    from profiler.runner import doctor
 
     # `serprof verify` is covered by its own tests; here only its outcome's handling matters.
     monkeypatch.setattr(doctor, "_verify_check", lambda: doctor._check("verify (backends vs references)", "ok", "stub"))

@@ -113,7 +113,7 @@ def test_audio_parser_returns_valid_values_or_usage_error(text):
 @given(st.text(max_size=30) | st.from_regex(r"[0-9.]{1,400}\s?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|e[0-9]+)?", fullmatch=True))
 def test_memory_parsers_return_valid_values_or_usage_error(text):
     from profiler.core.units import parse_bytes
-    from profiler.tools.frontier_probe import parse_bytes as device_bytes
+    from profiler.probes.frontier import parse_bytes as device_bytes
 
     for fn in (parse_bytes, device_bytes):
         try:

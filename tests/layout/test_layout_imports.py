@@ -4,7 +4,7 @@ Walks every module's imports with ``ast`` (module-level and function-local alike
 and checks them against the order of the parts:
 
     core -> store -> kernels -> layers -> planning -> measure -> runner -> analysis -> report
-         -> tools -> api -> cli
+         -> probes -> api -> cli
 
 A module may import its own part and the parts before it, never a later one. Analysis and report work
 from stored records only: they never import torch, kernels, layers, measure or runner, so a report can
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "profiler"
-ORDER = ("core", "store", "kernels", "layers", "planning", "measure", "runner", "analysis", "report", "tools",
+ORDER = ("core", "store", "kernels", "layers", "planning", "measure", "runner", "analysis", "report", "probes",
          "api", "cli")
 RANK = {p: i for i, p in enumerate(ORDER)}
 #: the package root holds only the public entry points (``__init__`` re-exports the api lazily)

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from profiler.cli.bench import _timer_cuda, render_cuda_timers
 from profiler.measure.device import CudaDevice
-from profiler.tools import bench, doctor
+from profiler.runner import bench, doctor
 
 OPS = {"sdpa:4096": (0.05e-3, 0.06e-3), "retnet:fla:4096": (0.3e-3, 0.035e-3)}
 FAST = bench.CUDA_TIMER_SETTINGS

@@ -54,7 +54,7 @@ def test_fla_retnet_graph_device_time_matches_do_bench_cudagraph():
     pytest.importorskip("fla")
     import torch
 
-    from profiler.tools.bench import _op_call
+    from profiler.runner.bench import _op_call
 
     _, call = _op_call("retnet:fla:4096", "cuda", "bfloat16")
 

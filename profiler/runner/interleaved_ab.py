@@ -8,8 +8,9 @@ Method
 1. Each ref is exported with ``git archive <sha>`` into its own temporary folder (a read-only
    snapshot of the committed tree, like a detached worktree, but leaving no trace in the repo).
 2. ``rounds`` rounds in ABBA order over *fresh processes* (A B, B A, A B, ...): in each, one new
-   worker process per side runs ``python WORKER`` with ``PYTHONPATH=<snapshot>`` (the worker checks
-   that ``profiler`` really imports from the snapshot), builds its inputs, warms every point up and
+   worker process per side (an isolated call, ``profiler.core.isolated``, of
+   ``interleaved_ab_child.measure`` with ``PYTHONPATH=<snapshot>`` and the sweep workers' CPU
+   allocator environment; the child checks that ``profiler`` really imports from the snapshot) builds its inputs, warms every point up and
    times ``reps`` samples of each with that ref's serprof timer (``profiler.measure.timer``; a
    perf_counter_ns loop if the ref has none), then exits. The process is the unit of replication:
    memory layout, allocator state and core placement differ from process to process, and two
@@ -27,97 +28,22 @@ The worker also knows the control kernel ``dial`` (``dial`` = 40 ``torch.mm`` of
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.core.errors import UsageError
+from profiler.core.isolated import ChildFailure, ChildRaised, call_isolated
 from profiler.core.records import Manifest, PointRecord, PointSpec, Timing
 from profiler.core.units import parse_lengths
 from profiler.runner import allocator
 from profiler.store.runs import LoadedRun
 
-WORKER = r'''
-import json, os, resource, sys, time
-req = json.loads(sys.stdin.readline())
-tree = req["tree"]
-import profiler
-if not profiler.__file__.startswith(tree):
-    print(json.dumps({"error": f"profiler imported from {profiler.__file__}, not from {tree}"}), flush=True); sys.exit(1)
-import torch
-torch.set_num_threads(req["threads"])
-try:
-    from profiler.measure.timer import PerfCounterTimer, warm_up, calls_per_sample
-    try:
-        from profiler.core.records import MeasureSettings
-    except ImportError:  # a ref from before the core/ layout
-        from profiler.records import MeasureSettings
-    timer = PerfCounterTimer(); timer_name = "profiler.measure.timer"
-except Exception:
-    timer = None; timer_name = "perf_counter_ns loop"
-slow = {}
-for part in os.environ.get("SERPROF_INJECT_SLOWDOWN", "").split(";"):
-    if part.strip():
-        pat, _, frac = part.strip().rpartition("=")
-        slow[pat] = float(frac)
-def slowed(fn, frac):
-    def call():
-        t0 = time.perf_counter_ns(); fn(); end = t0 + (time.perf_counter_ns() - t0) * (1.0 + frac)
-        while time.perf_counter_ns() < end: pass
-    return call
-calls, ks = {}, {}
-try:
-    for p in req["points"]:
-        if p["kernel"] == "dial":
-            n_units = 40 + round(40 * float(p["backend"][4:] or 0) / 100) if p["backend"].startswith("dial") else 40
-            a = torch.randn(128, 128); b = torch.randn(128, 128); o = torch.empty(128, 128)
-            def fn(a=a, b=b, o=o, n=n_units):
-                for _ in range(n): torch.mm(a, b, out=o)
-        else:
-            from profiler.kernels import get_kernel, Shape
-            spec = get_kernel(p["kernel"])
-            be = spec.backends[p["backend"] or spec.default_backend]
-            inputs = spec.make_inputs(Shape(p["B"], p["T"], p["H"], p["D"]), "float32", "cpu", 0)
-            def fn(be=be, inputs=inputs, causal=p["causal"]):
-                with torch.no_grad():
-                    be.run(inputs, causal)
-        frac = next((f for pat, f in slow.items() if pat in p["id"]), 0.0)
-        calls[p["id"]] = slowed(fn, frac) if frac > 0 else fn
-    for pid, fn in calls.items():
-        if timer is not None:
-            _, _, est = warm_up(fn, MeasureSettings(warmup_s=req["warmup_s"]))
-            ks[pid] = calls_per_sample(est, timer)
-        else:
-            t0 = time.perf_counter()
-            while time.perf_counter() - t0 < req["warmup_s"]: fn()
-            ks[pid] = 1
-except Exception as exc:
-    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True); sys.exit(1)
-ca = torch.randn(128, 128); cb = torch.randn(128, 128); co = torch.empty(128, 128)
-def control():
-    torch.mm(ca, cb, out=co)
-control()
-out, cpu, ctl = {}, {}, {}
-for pid, fn in calls.items():
-    c0, w0 = time.process_time(), time.perf_counter()
-    s, c = [], []
-    for _ in range(req["reps"]):
-        if timer is not None:
-            s.append(timer.sample(fn, ks[pid]))
-        else:
-            t0 = time.perf_counter_ns(); fn(); s.append((time.perf_counter_ns() - t0) / 1e9)
-        control(); t0 = time.perf_counter_ns(); control(); c.append((time.perf_counter_ns() - t0) / 1e9)
-    out[pid], ctl[pid] = s, c
-    cpu[pid] = [time.process_time() - c0, time.perf_counter() - w0]
-print(json.dumps({"ok": True, "timer": timer_name, "torch": torch.__version__, "profiler": profiler.__file__,
-                  "pid": os.getpid(), "threads": torch.get_num_threads(), "samples": out, "cpu": cpu,
-                  "controls": ctl}), flush=True)
-'''
+#: the function each fresh process runs (loaded by file path: it must import the snapshot's ``profiler``)
+CHILD = f"{Path(__file__).with_name('interleaved_ab_child.py')}:measure"
 
 
 @dataclass(frozen=True)
@@ -165,8 +91,8 @@ def export_ref(repo: Path, ref: str, dest: Path) -> str:
     return sha
 
 
-def measure_once(name: str, tree: Path, script: Path, plan: InterleavePlan, env: dict[str, str] | None = None) -> dict:
-    """One fresh worker process measures every point of ``plan`` from the snapshot ``tree`` and exits."""
+def measure_once(name: str, tree: Path, plan: InterleavePlan, env: dict[str, str] | None = None) -> dict:
+    """One fresh process measures every point of ``plan`` from the snapshot ``tree`` and exits."""
     # the sweep workers' CPU allocator regime (profiler.runner.allocator): without it, large
     # intermediates are first-touched again on every call and a process lands in a fast or a slow
     # regime by chance (retnet at T=1024: 2.4 ms or 6 ms per call in alternate processes)
@@ -174,16 +100,12 @@ def measure_once(name: str, tree: Path, script: Path, plan: InterleavePlan, env:
     points = [{"id": s.id, "kernel": s.kernel, "backend": "" if s.backend == "default" else s.backend,
                "B": s.B, "T": s.T, "H": s.H, "D": s.D, "causal": s.causal} for s in plan.specs]
     req = {"tree": str(tree), "threads": plan.threads, "warmup_s": plan.warmup_s, "reps": plan.reps, "points": points}
-    proc = subprocess.run([sys.executable, str(script)], input=json.dumps(req) + "\n", capture_output=True, text=True,
-                          env=child_env, cwd=str(script.parent))
-    line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    if not line:
-        err = proc.stderr.strip().splitlines()
-        raise UsageError(f"interleave worker {name} died: {err[-1] if err else f'exit code {proc.returncode}'}")
-    out = json.loads(line)
-    if "error" in out:
-        raise UsageError(f"interleave worker {name}: {out['error']}")
-    return out
+    try:   # cwd outside both snapshots, so only PYTHONPATH decides which profiler is imported
+        return call_isolated(CHILD, req, env=child_env, cwd=tree.parent, name=f"interleave worker {name}")
+    except ChildRaised as exc:
+        raise UsageError(f"interleave worker {name}: {exc}") from None
+    except ChildFailure as exc:
+        raise UsageError(f"interleave worker {name} died: {exc}") from None
 
 
 def run_interleaved(repo: Path, ref_a: str, ref_b: str, plan: InterleavePlan, *,
@@ -197,8 +119,6 @@ def run_interleaved(repo: Path, ref_a: str, ref_b: str, plan: InterleavePlan, *,
         tmpd = Path(tmp)
         sha_a = export_ref(repo, ref_a, tmpd / "a")
         sha_b = export_ref(repo, ref_b, tmpd / "b")
-        script = tmpd / "worker.py"
-        script.write_text(WORKER)
         trees = (tmpd / "a", tmpd / "b")
         envs = (None, dict(os.environ, **env_b) if env_b else None)
         groups: list[dict[str, list[list[float]]]] = [{}, {}]
@@ -208,7 +128,7 @@ def run_interleaved(repo: Path, ref_a: str, ref_b: str, plan: InterleavePlan, *,
         for r in range(plan.rounds):
             order = (0, 1) if r % 2 == 0 else (1, 0)   # ABBA over fresh processes: cancels linear drift
             for i in order:
-                out = measure_once("AB"[i], trees[i], script, plan, envs[i])
+                out = measure_once("AB"[i], trees[i], plan, envs[i])
                 info[i] = out
                 for pid, s in out["samples"].items():
                     groups[i].setdefault(pid, []).append(s)

@@ -49,9 +49,9 @@ from profiler.measure.verify import verify_many
 from profiler.planning.points import resolve_device
 from profiler.runner import allocator
 from profiler.runner.env import fingerprint
-from profiler.tools import bench
-from profiler.tools.bench import FidelityRow, _op_call, memory_check, timer_fidelity
-from profiler.tools.doctor import environment_checks
+from profiler.runner import bench
+from profiler.runner.bench import FidelityRow, _op_call, memory_check, timer_fidelity
+from profiler.runner.doctor import environment_checks
 
 torch = lazy_import("torch")
 
@@ -150,7 +150,7 @@ def cpu_timer(quick: bool) -> list[SelfCheck]:
     if env == dict(os.environ):
         rows = cpu_timer_rows(quick)
     else:
-        p = subprocess.run([sys.executable, "-m", "profiler.tools.selftest", "cpu-timer", "quick" if quick else "full"],
+        p = subprocess.run([sys.executable, "-m", "profiler.probes.selftest", "cpu-timer", "quick" if quick else "full"],
                            env=env, capture_output=True, text=True, timeout=600)
         if p.returncode != 0:
             last = ([ln for ln in p.stderr.splitlines() if ln.strip()] or ["no output"])[-1]

@@ -14,7 +14,7 @@ from profiler.cli import app
 from profiler.core.errors import UsageError
 from profiler.core.records import Memory, PointRecord, Timing
 from profiler.kernels import softmax
-from profiler.tools import bench
+from profiler.runner import bench
 
 
 @pytest.fixture

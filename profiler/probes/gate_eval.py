@@ -74,7 +74,7 @@ from profiler.planning.scenario import build_spec
 from profiler.runner.local import LocalExecutor
 from profiler.runner.sweep import run_sweep
 from profiler.store.runs import LoadedRun, RunDir
-from profiler.tools.interleave import InterleavePlan, run_interleaved
+from profiler.runner.interleaved_ab import InterleavePlan, run_interleaved
 
 torch = lazy_import("torch")
 

@@ -229,7 +229,7 @@ def probe_frontier(device_memory_bytes: int, *, kernels: list[str] | None = None
             "mode": mode, "Ts": list(Ts)}
 
     try:
-        rows = run_isolated("profiler.tools.frontier_probe:probe_child", args, timeout_s=timeout_s)
+        rows = run_isolated("profiler.probes.frontier:probe_child", args, timeout_s=timeout_s)
     except InterpretError as exc:
         tail = (str(exc).strip().splitlines() or ["no output"])[-1]
         raise UnavailableError(f"frontier probe failed: {tail}") from None

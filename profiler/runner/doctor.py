@@ -27,7 +27,7 @@ from profiler.planning.points import resolve_device
 from profiler.planning.scenario import SweepSpec
 from profiler.runner.env import fingerprint
 from profiler.runner.sweep import run_sweep
-from profiler.tools import bench
+from profiler.runner import bench
 
 VERIFY_TIMEOUT_S = 900
 TIMER_CHECK = "timer (device time vs triton do_bench_cudagraph)"
@@ -141,7 +141,7 @@ def _tiny_sweep_checks(dev: str, out: Path | None) -> list[dict[str, str]]:
 
 
 def timer_check(dev: str, *, fla: bool = False, compare: Any = None) -> dict[str, str]:
-    """Short CUDA timer comparison (``profiler.tools.bench.cuda_timer_comparison``; ``compare`` is a seam)."""
+    """Short CUDA timer comparison (``profiler.runner.bench.cuda_timer_comparison``; ``compare`` is a seam)."""
     if dev != "cuda":
         return _check(TIMER_CHECK, "unavailable",
                       "skipped: it compares CUDA timers (graph replay, do_bench_cudagraph); this run is on CPU")

@@ -10,7 +10,7 @@ import pytest
 from profiler.analysis.compare import compare_runs
 from profiler.analysis.gates import RuleSet
 from profiler.core.errors import UsageError
-from profiler.tools.interleave import InterleavePlan, run_interleaved
+from profiler.runner.interleaved_ab import InterleavePlan, run_interleaved
 
 REPO = Path(__file__).resolve().parents[2]
 
