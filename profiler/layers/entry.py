@@ -114,7 +114,7 @@ class LayerEntry:
         """Why this layer cannot run ``phase`` on ``backend`` (``profiler.layers.streaming.unsupported``)."""
         if phase == "prefill":
             return None
-        return layer_streaming.unsupported(self.level, backend, phase)
+        return layer_streaming.unsupported(self.level, backend, phase, self.name)
 
     def carried_bytes(self, shape: Shape, itemsize: int) -> int:
         """Analytic bytes carried after ``shape.T`` positions by ``shape.B`` streams (decode / streaming)."""
@@ -183,15 +183,17 @@ class LayerEntry:
                 raise UsageError(f"--phase {point.phase} measures inference only; use --mode fwd")
             sw = layer_streaming.workload(point, device, seed)
             itemsize = sw.x.element_size()
-            form = layer_streaming._form(sw.module)
+            port = _port_on_meta(self.name, point.D, point.H)
+            form = layer_streaming._form(port)
             cache = form.kind == "cache"
             extra = self._extra(point)
             extra.update({"phase": point.phase, "tokens_per_call": sw.n, "carried_kind": form.kind,
                           "carried_bytes": sw.carried_nbytes,
                           # a cache is allocated for T + n rows up front (the call writes the last n)
-                          "carried_bytes_analytic": int(sw.module.stream_carried_bytes(
+                          "carried_bytes_analytic": int(port.stream_carried_bytes(
                               point.B, point.T + (sw.n if cache else 0), itemsize))})
-            return Workload(sw.call, None, {"x": sw.x, **sw.carried}, extra)
+            return Workload(sw.call, None, {"x": sw.x, **{k: v for k, v in sw.carried.items() if hasattr(v, "nbytes")}},
+                            extra)
         work = layer_workload.workload_for(point, device, getattr(torch, point.dtype), seed)
         reset = work.reset if point.mode == "fwdbwd" else None
         replay = None

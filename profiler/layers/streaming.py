@@ -22,9 +22,13 @@ re-process the same positions (the state keeps advancing; a cache rewrites the s
 Correctness (``check``): context then several consecutive chunks (``CHECK_CHUNKS``, so the carried
 state crosses chunk boundaries) against the full-sequence layer in fp32 on the kernels' reference
 forms (``common.oracle``), same weights and input, at the same positions; tolerance as prefill layer
-points (``verify.TOLERANCE``). What cannot stream is said with the reason (``unsupported``): the fla
-layer classes (they stream through their own ``past_key_values`` cache, which is not wired here), the
-SER head (its attention pooling reads the whole utterance), non-causal / bidirectional variants.
+points (``verify.TOLERANCE``).
+
+Backend ``fla`` (RetNet, LightNet, GSA, KDA): the fla layer class itself streams through its own cache
+(``past_key_values=fla.models.utils.Cache()``, ``use_cache=True``; ``FlaStream``), checked against the
+fp32 torch port with the fla weights (CPU: under Triton's interpreter, correctness only). What cannot
+stream is said with the reason (``unsupported``): fla's ForgettingAttention class, the SER head (its
+attention pooling reads the whole utterance), non-causal / bidirectional variants.
 """
 
 from __future__ import annotations
@@ -46,17 +50,64 @@ torch = lazy_import("torch")
 CHECK_CHUNKS = 3
 
 
-def unsupported(level: str, backend: str, phase: str) -> str | None:
-    """Why a layer point cannot run ``phase`` (None: it can). Every torch port has a streaming form."""
+#: fla layer classes that stream through their own ``past_key_values`` cache (``fla.models.utils.Cache``).
+FLA_STREAMING = ("retnet", "lightnet", "gsa", "kda")
+
+
+def unsupported(level: str, backend: str, phase: str, layer: str = "") -> str | None:
+    """Why a layer point cannot run ``phase`` (None: it can). Every torch port has a streaming form; the
+    fla linear layers stream through their ``past_key_values`` cache."""
     if phase == "prefill":
         return None
     if level != "layer":
         return (f"{phase} at level {level}: the SER head's attention pooling reads the whole utterance; "
                 "stream the layer (--level layer)")
-    if backend != "torch":
-        return (f"{phase} of the fla layer classes is not wired (they carry state in fla's past_key_values "
-                "cache); the torch ports stream (backend torch)")
+    if backend == "fla" and layer not in FLA_STREAMING:
+        return (f"{phase} of fla's {layer or 'layer'} class is not measured: fla 0.6.0's ForgettingAttention "
+                "appends to its cache on every call and decodes one token only with an attention mask "
+                "(the torch port streams: backend torch)")
     return None
+
+
+class FlaStream:
+    """An fla layer class streaming through its own cache (``past_key_values``, ``use_cache=True``):
+    the real serving path of an fla model. ``carried`` holds the cache object."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def start(self, x, capacity: int) -> dict:
+        from fla.models.utils import Cache
+
+        cache = Cache()
+        with torch.no_grad():
+            self.module(x, past_key_values=cache, use_cache=True)
+        return {"fla_cache": cache}
+
+    def advance(self, x, carried: dict, t0: int, phase: str):
+        if phase == "decode" and x.shape[1] > 1:
+            return torch.cat([self.advance(x[:, i:i + 1], carried, t0 + i, phase) for i in range(x.shape[1])], 1)
+        out = self.module(x, past_key_values=carried["fla_cache"], use_cache=True)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def _tensors(obj):
+    """Every tensor inside a (nested) cache structure."""
+    if hasattr(obj, "nbytes") and hasattr(obj, "dim"):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+    elif hasattr(obj, "__len__") and hasattr(obj, "__getitem__") and not isinstance(obj, (str, bytes)):
+        for i in range(len(obj)):
+            yield from _tensors(obj[i])
+
+
+def _streamer(module):
+    return module if hasattr(module, "stream_inputs") else None
 
 
 def _form(module):
@@ -70,6 +121,8 @@ def _scale(inputs: dict) -> float:
 def start(module, x, capacity: int) -> dict:
     """What the layer carries after the tokens ``x`` [B, T, hidden] (positions 0..T-1): the mechanism's
     state (fp32) or a KV cache for ``capacity`` positions, plus the port's own (convolution tails)."""
+    if isinstance(module, FlaStream):
+        return module.start(x, capacity)
     carried: dict[str, Any] = {}
     with torch.no_grad():
         inputs = module.stream_inputs(x, carried, 0)
@@ -85,6 +138,8 @@ def start(module, x, capacity: int) -> dict:
 def advance(module, x, carried: dict, t0: int, phase: str) -> "torch.Tensor":
     """Positions ``t0..t0+n-1`` (tokens ``x`` [B, n, hidden]) from ``carried`` (updated in place): one
     chunk (streaming) or n single-token steps (decode). Returns the layer output [B, n, hidden]."""
+    if isinstance(module, FlaStream):
+        return module.advance(x, carried, t0, phase)
     if phase == "decode" and x.shape[1] > 1:
         return torch.cat([advance(module, x[:, i:i + 1], carried, t0 + i, phase) for i in range(x.shape[1])], 1)
     form = _form(module)
@@ -118,16 +173,29 @@ class StreamWorkload:
 
     @property
     def carried_nbytes(self) -> int:
-        return sum(int(t.nbytes) for t in self.carried.values() if hasattr(t, "nbytes"))
+        return sum(int(t.nbytes) for t in _tensors(self.carried))
+
+
+def _module(point: PointSpec, device: str, seed: int):
+    """The streaming module of a point: the torch port, or the fla class (``layer_idx=0``) wrapped."""
+    if point.backend == "fla":
+        torch.manual_seed(seed)
+        from profiler.layers import build_fla
+
+        m = build_fla(point.kernel, point.D, point.H, layer_idx=0).to(device=device, dtype=getattr(torch, point.dtype))
+        module = FlaStream(m.eval())
+    else:
+        module = build_module(point, device=device, seed=seed)
+    for p in (module.module if isinstance(module, FlaStream) else module).parameters():
+        p.requires_grad_(False)
+    return module
 
 
 def workload(point: PointSpec, device: str, seed: int) -> StreamWorkload:
     """Module, input of ``T + n`` positions and the carried context after T (point's dtype)."""
     n = point.tokens_per_call
     full = dataclasses.replace(point, T=point.T + n)
-    module = build_module(full, device=device, seed=seed)
-    for p in module.parameters():
-        p.requires_grad_(False)
+    module = _module(full, device, seed)
     x = make_inputs(full, device=device, seed=seed)["x"]
     carried = start(module, x[:, :point.T], point.T + n)
     return StreamWorkload(module, x, carried, point.T, n, point.phase)
@@ -141,9 +209,11 @@ def check(point: PointSpec, device: str, seed: int, max_T: int = VERIFY_T) -> Co
     steps = CHECK_CHUNKS * n
     T = max(1, min(point.T, max(1, max_T - steps)))
     small = dataclasses.replace(point, T=T + steps, B=min(point.B, 2), phase="prefill", options=())
-    module = build_module(small, device=device, seed=seed)
+    module = _module(small, device, seed)
     x = make_inputs(small, device=device, seed=seed)["x"]
-    ref_module = build_module(dataclasses.replace(small, dtype="float32", device="cpu"), seed=seed)
+    ref_module = build_module(dataclasses.replace(small, backend="torch", dtype="float32", device="cpu"), seed=seed)
+    if isinstance(module, FlaStream):   # fla: against the fp32 port with the fla weights (as prefill)
+        ref_module.load_state_dict({k: v.float().cpu() for k, v in module.module.state_dict().items()}, strict=True)
     with torch.no_grad():
         carried = start(module, x[:, :T], T + steps)
         outs = [advance(module, x[:, t:t + n], carried, t, point.phase) for t in range(T, T + steps, n)]
@@ -159,5 +229,5 @@ def check(point: PointSpec, device: str, seed: int, max_T: int = VERIFY_T) -> Co
                        passed=bool(rel <= tol and abs_err == abs_err), checked_T=T)
 
 
-__all__ = ["CHECK_CHUNKS", "unsupported", "start", "advance", "carried_bytes", "workload", "check",
+__all__ = ["CHECK_CHUNKS", "FLA_STREAMING", "FlaStream", "unsupported", "start", "advance", "carried_bytes", "workload", "check",
            "StreamWorkload"]

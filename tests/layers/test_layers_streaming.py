@@ -91,7 +91,8 @@ def test_workload_measures_what_the_layer_carries(name):
 
 
 def test_what_cannot_stream_says_why():
-    assert "not wired" in entry("retnet").phase_unsupported("fla", "streaming")
+    assert "ForgettingAttention" in entry("fox").phase_unsupported("fla", "streaming")
+    assert entry("retnet").phase_unsupported("fla", "streaming") is None
     assert "pooling" in entry("retnet", "model").phase_unsupported("torch", "decode")
     assert entry("kda").phase_unsupported("torch", "streaming") is None
     with pytest.raises(UsageError, match="inference only"):
@@ -109,8 +110,39 @@ def test_layer_streaming_plan():
     ids = [p.spec.id for p in plan.points]
     assert len(ids) == 4 and all("phase=streaming" in i and "chunk=2" in i for i in ids)
     reasons = " ".join(d.reason for d in plan.dropped)
-    assert "fla layer classes" in reasons
+    assert "ForgettingAttention" in reasons
     est = {(p.spec.kernel, p.spec.T): p.est_bytes for p in plan.points}
     # a state is constant in T (the inputs of T + 2 positions add a little); a cache grows with T
     assert est[("retnet", 4096)] - est[("retnet", 64)] < 2 * 4032 * 1024 * 4 + 1
     assert est[("fox", 4096)] > 30 * est[("fox", 64)]
+
+
+def _fla_child(layers: list) -> dict:
+    """In an interpreted child: each fla layer class streamed through its own past_key_values cache
+    (chunks of 2; decode steps) against the fp32 torch port with the fla weights."""
+    from profiler.core.records import PointSpec
+    from profiler.layers import streaming as ls
+
+    out = {}
+    for name in layers:
+        for phase, opt in (("streaming", ("chunk", "2")), ("decode", ("steps", "1"))):
+            p = PointSpec(kernel=name, backend="fla", level="layer", B=1, T=8, H=2, D=64, causal=True,
+                          interpret=True, phase=phase, options=(opt,))
+            c = ls.check(p, "cpu", 0, max_T=32)
+            out[f"{name}/{phase}"] = [c.max_rel_err, c.passed]
+    return out
+
+
+@pytest.fixture(scope="module")
+def fla_results():
+    from profiler.kernels.interpret import run_isolated
+
+    return run_isolated(f"{__file__}:_fla_child", {"layers": list(ls.FLA_STREAMING)}, timeout_s=600)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("phase", ["streaming", "decode"])
+@pytest.mark.parametrize("name", ls.FLA_STREAMING)
+def test_fla_layer_streams_through_its_cache_under_interpreter(fla_results, name, phase):
+    err, passed = fla_results[f"{name}/{phase}"]
+    assert passed and err < 1e-5, err
