@@ -40,11 +40,13 @@ from typing import Any
 from profiler.core.lazy import lazy_import
 from profiler.core.records import Correctness, PointSpec
 from profiler.kernels import recurrent as rc
+from profiler.layers import build_fla
 from profiler.layers.common import oracle
 from profiler.layers.verify import TOLERANCE, VERIFY_T
 from profiler.layers.workload import build_module, make_inputs
 
 torch = lazy_import("torch")
+fla_model_utils = lazy_import("fla.models.utils")   # the fla layers' past_key_values cache (backend fla)
 
 #: Consecutive chunks (or decode steps) the correctness check streams after its context.
 CHECK_CHUNKS = 3
@@ -77,9 +79,7 @@ class FlaStream:
         self.module = module
 
     def start(self, x, capacity: int) -> dict:
-        from fla.models.utils import Cache
-
-        cache = Cache()
+        cache = fla_model_utils.Cache()
         with torch.no_grad():
             self.module(x, past_key_values=cache, use_cache=True)
         return {"fla_cache": cache}
@@ -180,8 +180,6 @@ def _module(point: PointSpec, device: str, seed: int):
     """The streaming module of a point: the torch port, or the fla class (``layer_idx=0``) wrapped."""
     if point.backend == "fla":
         torch.manual_seed(seed)
-        from profiler.layers import build_fla
-
         m = build_fla(point.kernel, point.D, point.H, layer_idx=0).to(device=device, dtype=getattr(torch, point.dtype))
         module = FlaStream(m.eval())
     else:
