@@ -37,10 +37,16 @@ The ``fla-recurrent`` backend calls fla's ``fused_recurrent_*`` with ``initial_s
 ``output_final_state=True`` for each token (streaming: each chunk) and copies the final state back
 into the carried tensor.
 
-``CacheForm`` (softmax, FoX): query length 1 (or C) against a pre-allocated KV cache through
-``torch.nn.functional.scaled_dot_product_attention``; FoX adds its forget bias ``G_i - G_j`` from a
-cache of cumulative log gates. A kernel without a recurrent form is dropped from a decode or
-streaming plan with the reason (``unsupported``).
+``CacheForm`` (softmax, FoX): query length 1 (or C) against a pre-allocated KV cache (``cache_attend``)
+through ``torch.nn.functional.scaled_dot_product_attention`` (GQA: fewer kv heads read in place); FoX
+adds its forget bias ``G_i - G_j`` from a cache of cumulative log gates. Other cache backends, each
+with the cache layout it reads (``cache_start``): ``flash-attn`` (softmax; the optional package's
+``flash_attn_with_kvcache``, which writes the new rows into ``(B, capacity, H, D)`` caches in place at
+``cache_seqlens`` and attends causally aligned to the cache's end) and ``fla`` (softmax and FoX; fla
+0.6.0's ``fla.ops.attn.decoding.attn_decoding_one_step`` on a packed varlen cache, one query per
+stream and call: several streams only with full caches, i.e. one decode step). A kernel without a
+recurrent form is dropped from a decode or streaming plan with the reason (``unsupported``). The
+SER layers reuse ``cache_start`` / ``cache_attend`` / ``advance_state`` (``profiler.layers.streaming``).
 
 Correctness (``check``): the decode outputs from the context state must equal the kernel's fp32
 full-sequence reference on the same ``T + steps`` tokens at the same positions, within the dtype's
