@@ -36,3 +36,17 @@ def test_markdown_decode_table_has_per_call_per_token_and_rtf():
 def test_html_decode_rows_carry_per_call():
     ctx = decode_context(_analysis())
     assert ctx["streaming"] and ctx["rows"][0]["per_call"] == "8 ms" and ctx["rows"][0]["rtf"] == "0.2"
+
+
+def test_study_comparison_reads_prefill_points_only():
+    """Streaming layer points stay out of the study's (whole-utterance) comparison."""
+    from profiler.analysis.ser import ser_analysis
+
+    recs = []
+    for phase, opts in (("prefill", ()), ("streaming", (("chunk", "2"),))):
+        spec = PointSpec(kernel="kda", backend="torch", level="layer", T=500, H=4, D=1024, phase=phase, options=opts)
+        recs.append(PointRecord(spec=spec, status="ok", timing=Timing((1e-3, 1.1e-3, 1.2e-3), "perf_counter_ns",
+                                                                      quantity="call_latency")))
+    only_stream = ser_analysis(recs[1:], [], [])
+    both = ser_analysis(recs, [], [])
+    assert only_stream.study.rows == () and len(both.study.rows) == 1
