@@ -216,5 +216,8 @@ def ser_analysis(records: Sequence[PointRecord], comparisons, series) -> SerAnal
     rates = sorted({(float(o["frame_rate"]), float(o.get("text_rate", 0.0)))
                     for o in (dict(r.spec.options) for r in recs) if "frame_rate" in o})
     pm = [(s, per_minute(s)) for s in series if s.key.level in SER_LEVELS]
-    return SerAnalysis(study=study_section(recs), replays=replay_rows(recs), payoffs=payoffs(comparisons),
+    # the study measured whole utterances: its comparison reads prefill points only (decode / streaming
+    # points have their own section, ``analysis.decode``; payoffs compare series within one phase)
+    whole = [r for r in recs if r.spec.phase == "prefill"]
+    return SerAnalysis(study=study_section(whole), replays=replay_rows(whole), payoffs=payoffs(comparisons),
                        per_minute=[(s, p) for s, p in pm if p], rates=rates)

@@ -345,5 +345,5 @@ KERNEL = KernelSpec(
                 "O(T) memory. Non-causal: bias -|G_i - G_j| (serprof's bidirectional variant).",
     default_backend="torch",
     # decode / streaming: SDPA against a pre-allocated KV cache plus a cache of G, bias G_i - G_j
-    recurrent=CacheForm(gate="g", backend_names=("torch",)),
+    recurrent=CacheForm(gate="g", backend_names=("torch", "fla")),   # fla: attn_decoding_one_step with g
 )

@@ -37,10 +37,16 @@ The ``fla-recurrent`` backend calls fla's ``fused_recurrent_*`` with ``initial_s
 ``output_final_state=True`` for each token (streaming: each chunk) and copies the final state back
 into the carried tensor.
 
-``CacheForm`` (softmax, FoX): query length 1 (or C) against a pre-allocated KV cache through
-``torch.nn.functional.scaled_dot_product_attention``; FoX adds its forget bias ``G_i - G_j`` from a
-cache of cumulative log gates. A kernel without a recurrent form is dropped from a decode or
-streaming plan with the reason (``unsupported``).
+``CacheForm`` (softmax, FoX): query length 1 (or C) against a pre-allocated KV cache (``cache_attend``)
+through ``torch.nn.functional.scaled_dot_product_attention`` (GQA: fewer kv heads read in place); FoX
+adds its forget bias ``G_i - G_j`` from a cache of cumulative log gates. Other cache backends, each
+with the cache layout it reads (``cache_start``): ``flash-attn`` (softmax; the optional package's
+``flash_attn_with_kvcache``, which writes the new rows into ``(B, capacity, H, D)`` caches in place at
+``cache_seqlens`` and attends causally aligned to the cache's end) and ``fla`` (softmax and FoX; fla
+0.6.0's ``fla.ops.attn.decoding.attn_decoding_one_step`` on a packed varlen cache, one query per
+stream and call: several streams only with full caches, i.e. one decode step). A kernel without a
+recurrent form is dropped from a decode or streaming plan with the reason (``unsupported``). The
+SER layers reuse ``cache_start`` / ``cache_attend`` / ``advance_state`` (``profiler.layers.streaming``).
 
 Correctness (``check``): the decode outputs from the context state must equal the kernel's fp32
 full-sequence reference on the same ``T + steps`` tokens at the same positions, within the dtype's
@@ -55,7 +61,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from profiler.core.errors import UsageError
+from profiler.core.errors import UnavailableError, UsageError
 from profiler.core.lazy import lazy_import
 from profiler.core.records import Correctness
 from profiler.kernels.base import Analytic, Shape, Workload
@@ -67,6 +73,8 @@ from profiler.kernels.verify import _rel, tolerance_for
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
+flash_attn = lazy_import("flash_attn")                    # optional extra serprof[flash]
+fla_attn_decoding = lazy_import("fla.ops.attn.decoding")  # fla 0.6.0's one-step attention decoding
 
 if TYPE_CHECKING:
     import torch
@@ -259,7 +267,7 @@ def tokens_per_call(point: "PointSpec") -> int:
 
 # ----------------------------------------------------------------------------- carried memory
 
-def carried_bytes(kernel: "KernelSpec", shape: Shape, itemsize: int) -> int:
+def carried_bytes(kernel: "KernelSpec", shape: Shape, itemsize: int, backend: str | None = None) -> int:
     """Analytic bytes carried between calls after a context of ``shape.T`` tokens, for ``shape.B`` streams:
     the fp32 state tensors (constant in T), or the KV cache ``2*B*H*T*D*itemsize`` (+ FoX's fp64 gate
     cache ``B*H*T*8``), linear in T."""
@@ -273,7 +281,8 @@ def carried_bytes(kernel: "KernelSpec", shape: Shape, itemsize: int) -> int:
             total += 4 * n
         return total
     kv = 2 * shape.B * shape.H * shape.T * shape.D * itemsize
-    return kv + (shape.B * shape.H * shape.T * 8 if form.gate else 0)
+    gate_item = 4 if backend == FLA_DECODING_BACKEND else 8     # fla keeps per-token fp32 gates
+    return kv + (shape.B * shape.H * shape.T * gate_item if form.gate else 0)
 
 
 def analytic(kernel: "KernelSpec", point: "PointSpec", itemsize: int) -> Analytic:
@@ -337,42 +346,80 @@ def context(kernel: "KernelSpec", point: "PointSpec", device: str, seed: int, T:
         if form.kind == "state":
             carried = {name: t.contiguous() for name, t in form.start(inputs, T).items()}
         else:
-            carried = _cache_start(form, inputs, T, T + n)
+            carried = cache_start(form, inputs, T, T + n, _layout(form, point.backend))
     return Context(inputs=inputs, T=T, n=n, carried=carried, scale=scale)
 
 
-def _cache_start(form: CacheForm, inputs, T: int, capacity: int) -> dict:
-    """K and V caches ``(B, H, capacity, D)`` in the input dtype, rows ``[0, T)`` filled (and FoX's
-    cumulative gate cache ``(B, H, capacity)`` fp64)."""
+#: Softmax-type decode backends beyond SDPA (``CacheForm.backend_names``): the cache layout each reads.
+#: ``flash-attn``: ``flash_attn.flash_attn_with_kvcache`` on ``(B, capacity, H, D)`` caches, the new rows
+#: written by the call itself at ``cache_seqlens`` (in place). ``fla``: ``fla.ops.attn.decoding.
+#: attn_decoding_one_step`` on a packed varlen cache ``(1, B*capacity, H, D)`` (one query per stream).
+FLASH_BACKEND = "flash-attn"
+FLA_DECODING_BACKEND = "fla"
+
+
+def cache_start(form: CacheForm, inputs, T: int, capacity: int, backend: str = "sdpa") -> dict:
+    """K and V caches for ``capacity`` positions in the input dtype, rows ``[0, T)`` filled from
+    ``inputs`` (and FoX's gate cache), in the layout ``backend`` reads: ``(B, H, capacity, D)`` (SDPA),
+    ``(B, capacity, H, D)`` (flash-attn), ``(1, B*capacity, H, D)`` packed (fla). The gate cache is the
+    cumulative log gate ``(B, H, capacity)`` in fp64 for SDPA (the bias ``G_i - G_j`` is a difference of
+    two long sums, which fp32 would round to ~1e-4 at T = 4k), the per-token log gate ``(1, B*capacity, H)``
+    fp32 for fla (its kernel accumulates it)."""
     k, v = inputs["k"], inputs["v"]
     B, _, H, D = k.shape
     out = {}
     for name, x in (("k_cache", k), ("v_cache", v)):
-        c = torch.zeros(B, H, capacity, x.shape[-1], dtype=x.dtype, device=x.device)
-        c[:, :, :T] = x[:, :T].transpose(1, 2)
+        if backend == FLASH_BACKEND:
+            c = torch.zeros(B, capacity, x.shape[2], x.shape[-1], dtype=x.dtype, device=x.device)
+            c[:, :T] = x[:, :T]
+        elif backend == FLA_DECODING_BACKEND:
+            c = torch.zeros(B, capacity, x.shape[2], x.shape[-1], dtype=x.dtype, device=x.device)
+            c[:, :T] = x[:, :T]
+            c = c.view(1, B * capacity, x.shape[2], x.shape[-1])
+        else:
+            c = torch.zeros(B, x.shape[2], capacity, x.shape[-1], dtype=x.dtype, device=x.device)
+            c[:, :, :T] = x[:, :T].transpose(1, 2)
         out[name] = c
     if form.gate:
-        # fp64: the bias G_i - G_j is a difference of two long cumulative sums (|G| ~ 0.8 T for FoX's
-        # gates), which fp32 would round to ~1e-4 at T = 4k
-        G = torch.zeros(B, H, capacity, dtype=torch.float64, device=k.device)
-        G[:, :, :T] = inputs[form.gate][:, :T].double().cumsum(1).transpose(1, 2)
-        out["g_cache"] = G
+        g = inputs[form.gate]
+        Hq = g.shape[2]
+        if backend == FLA_DECODING_BACKEND:
+            G = torch.zeros(B, capacity, Hq, dtype=torch.float32, device=k.device)
+            G[:, :T] = g[:, :T].float()
+            out["g_cache"] = G.view(1, B * capacity, Hq)
+        else:
+            G = torch.zeros(B, Hq, capacity, dtype=torch.float64, device=k.device)
+            G[:, :, :T] = g[:, :T].double().cumsum(1).transpose(1, 2)
+            out["g_cache"] = G
     return out
 
 
-def _cache_attend(form: CacheForm, ctx: Context, t0: int, t1: int):
-    """Queries ``[t0, t1)`` written to and attending the cache ``[0, t1)`` (causal inside the chunk)."""
-    c, inp = ctx.carried, ctx.inputs
-    kc, vc = c["k_cache"], c["v_cache"]
-    kc[:, :, t0:t1] = inp["k"][:, t0:t1].transpose(1, 2)
-    vc[:, :, t0:t1] = inp["v"][:, t0:t1].transpose(1, 2)
-    q = inp["q"][:, t0:t1].transpose(1, 2)
-    n = t1 - t0
+def _layout(form, backend: str) -> str:
+    """The cache layout a cache backend reads (``cache_start``): its own for flash-attn and fla, else SDPA's."""
+    return backend if backend in (FLASH_BACKEND, FLA_DECODING_BACKEND) else "sdpa"
+
+
+def cache_attend(form: CacheForm, carried: dict, chunk: Mapping[str, Any], t0: int, scale: float,
+                 backend: str = "sdpa") -> "torch.Tensor":
+    """The chunk's ``n`` queries (``chunk``: q, k, v (and the gate) ``(B, n, H*, D)``, positions
+    ``[t0, t0 + n)``) written to the cache and attending it ``[0, t0 + n)``, causal inside the chunk.
+    Key/value heads may be fewer than query heads (GQA: query head h reads kv head ``h // (Hq/Hkv)``).
+    Returns ``(B, n, Hq, V)``."""
+    if backend == FLASH_BACKEND:
+        return _flash_attend(carried, chunk, t0, scale)
+    if backend == FLA_DECODING_BACKEND:
+        return _fla_attend(form, carried, chunk, t0, scale)
+    kc, vc = carried["k_cache"], carried["v_cache"]
+    n = chunk["q"].shape[1]
+    t1 = t0 + n
+    kc[:, :, t0:t1] = chunk["k"].transpose(1, 2)
+    vc[:, :, t0:t1] = chunk["v"].transpose(1, 2)
+    q = chunk["q"].transpose(1, 2)
     mask = None
     if form.gate:
-        G = c["g_cache"]
+        G = carried["g_cache"]
         prev = G[:, :, t0 - 1:t0] if t0 > 0 else torch.zeros_like(G[:, :, :1])
-        G[:, :, t0:t1] = prev + inp[form.gate][:, t0:t1].double().cumsum(1).transpose(1, 2)
+        G[:, :, t0:t1] = prev + chunk[form.gate].double().cumsum(1).transpose(1, 2)
         mask = (G[:, :, t0:t1, None] - G[:, :, None, :t1]).to(q.dtype)
     if n > 1:
         rows = torch.arange(t0, t1, device=q.device)[:, None]
@@ -381,8 +428,67 @@ def _cache_attend(form: CacheForm, ctx: Context, t0: int, t1: int):
             mask = ~future
         else:
             mask = mask.masked_fill(future, float("-inf"))
-    o = F.scaled_dot_product_attention(q, kc[:, :, :t1], vc[:, :, :t1], attn_mask=mask, scale=ctx.scale)
+    gqa = {"enable_gqa": True} if kc.shape[1] != q.shape[1] else {}
+    o = F.scaled_dot_product_attention(q, kc[:, :, :t1], vc[:, :, :t1], attn_mask=mask, scale=scale, **gqa)
     return o.transpose(1, 2)
+
+
+def _flash_attend(carried: dict, chunk, t0: int, scale: float):
+    """``flash_attn_with_kvcache``: writes the chunk's k, v into the caches at ``cache_seqlens = t0`` in
+    place and attends ``[0, t0 + n)`` (causal aligned to the cache's end: query i sees keys <= t0 + i)."""
+    return flash_attn.flash_attn_with_kvcache(chunk["q"], carried["k_cache"], carried["v_cache"],
+                                              k=chunk["k"], v=chunk["v"], cache_seqlens=t0,
+                                              softmax_scale=scale, causal=True)
+
+
+def _fla_attend(form: CacheForm, carried: dict, chunk, t0: int, scale: float):
+    """fla's ``attn_decoding_one_step`` one query at a time on the packed cache. Its varlen layout puts
+    the streams back to back (``cu_seqlens``), so a stream's keys must be contiguous from its first
+    slot: with B > 1 streams that holds only when each stream's cache is full (capacity = t + 1, i.e.
+    one decode step); other cases raise ``UnavailableError`` (the point is recorded with the reason)."""
+    kc, vc = carried["k_cache"], carried["v_cache"]
+    B, n = chunk["q"].shape[:2]
+    cap = kc.shape[1] // B
+    outs = []
+    for i in range(n):
+        t = t0 + i
+        if B > 1 and t + 1 != cap:
+            raise UnavailableError(
+                f"fla attn_decoding_one_step reads streams packed back to back: {B} streams need a full cache "
+                f"(one decode step, --decode-steps 1); use --batch 1 or backend sdpa")
+        rows = torch.arange(B, device=kc.device) * cap + t
+        kc[0, rows] = chunk["k"][:, i]
+        vc[0, rows] = chunk["v"][:, i]
+        g = None
+        if form.gate:
+            carried["g_cache"][0, rows] = chunk[form.gate][:, i].float()
+        end = (B - 1) * cap + t + 1                  # the last stream ends at its token t
+        if form.gate:
+            g = carried["g_cache"][:, :end]
+        cu = torch.arange(B + 1, device=kc.device, dtype=torch.long) * cap
+        cu[-1] = end
+        k, v = kc[:, :end], vc[:, :end]
+        o = fla_attn_decoding.attn_decoding_one_step(chunk["q"][:, i].unsqueeze(0), k, v, g, scale=scale,
+                                                     cu_seqlens=cu)
+        o = o[0] if isinstance(o, tuple) else o
+        outs.append(o.reshape(B, 1, *o.shape[2:]))
+    return torch.cat(outs, dim=1)
+
+
+def _cache_attend(form: CacheForm, ctx: Context, t0: int, t1: int, backend: str = "sdpa"):
+    """Queries ``[t0, t1)`` of the context's inputs through ``cache_attend``."""
+    names = ("q", "k", "v") + ((form.gate,) if form.gate else ())
+    return cache_attend(form, ctx.carried, {n: ctx.inputs[n][:, t0:t1] for n in names}, t0, ctx.scale, backend)
+
+
+def advance_state(form: LinearForm, state: dict, inputs: Mapping[str, Any], t0: int, t1: int, scale: float,
+                  phase: str) -> "torch.Tensor":
+    """Tokens ``[t0, t1)`` of ``inputs`` through a linear form's torch path from ``state`` (in place):
+    decode token by token (``step``); streaming a chunk of ``CHUNK_MIN`` or more tokens at once
+    (``chunk``), shorter ones token by token. Returns ``(B, t1 - t0, H, V)`` fp32."""
+    if phase == "streaming" and form.chunk is not None and t1 - t0 >= CHUNK_MIN:
+        return form.chunk(state, inputs, t0, t1, scale)
+    return torch.stack([form.step(state, inputs, t, scale) for t in range(t0, t1)], dim=1)
 
 
 def advance_context(kernel: "KernelSpec", backend: str, ctx: Context, phase: str) -> "torch.Tensor":
@@ -392,13 +498,11 @@ def advance_context(kernel: "KernelSpec", backend: str, ctx: Context, phase: str
     t0, t1 = ctx.T, ctx.T + ctx.n
     if form.kind == "cache":
         if phase == "streaming":
-            return _cache_attend(form, ctx, t0, t1)
-        return torch.cat([_cache_attend(form, ctx, t, t + 1) for t in range(t0, t1)], dim=1)
+            return _cache_attend(form, ctx, t0, t1, _layout(form, backend))
+        return torch.cat([_cache_attend(form, ctx, t, t + 1, _layout(form, backend)) for t in range(t0, t1)], dim=1)
     if backend == FLA_BACKEND:
         return form.fla(ctx.carried, ctx.inputs, t0, t1, ctx.scale, step=ctx.n if phase == "streaming" else 1)
-    if phase == "streaming" and form.chunk is not None and ctx.n >= CHUNK_MIN:
-        return form.chunk(ctx.carried, ctx.inputs, t0, t1, ctx.scale)
-    return torch.stack([form.step(ctx.carried, ctx.inputs, t, ctx.scale) for t in range(t0, t1)], dim=1)
+    return advance_state(form, ctx.carried, ctx.inputs, t0, t1, ctx.scale, phase)
 
 
 # ----------------------------------------------------------------------------- workload and check
@@ -421,7 +525,7 @@ def build(kernel: "KernelSpec", point: "PointSpec", device: str, seed: int) -> W
              "carried_bytes": ctx.carried_nbytes,
              # a cache holds T + n rows once the call wrote its tokens (it is allocated for them up front)
              "carried_bytes_analytic": carried_bytes(kernel, Shape(point.B, point.T + (
-                 ctx.n if kernel.recurrent.kind == "cache" else 0), point.H, point.D), itemsize)}
+                 ctx.n if kernel.recurrent.kind == "cache" else 0), point.H, point.D), itemsize, backend)}
     inputs = dict(ctx.inputs)
     inputs.update(ctx.carried)
     return Workload(call, None, inputs, extra)
@@ -453,6 +557,6 @@ def check(kernel: "KernelSpec", point: "PointSpec", device: str, seed: int = 0,
                        passed=bool(rel_err <= tol), checked_T=T)
 
 
-__all__ = ["FLA_BACKEND", "LinearForm", "CacheForm", "Context", "advance", "step", "gla_chunk", "gated_state",
+__all__ = ["FLA_BACKEND", "FLASH_BACKEND", "FLA_DECODING_BACKEND", "cache_start", "cache_attend", "advance_state", "LinearForm", "CacheForm", "Context", "advance", "step", "gla_chunk", "gated_state",
            "suffix_decay",
            "unsupported", "carried_bytes", "analytic", "context", "advance_context", "build", "check", "token"]

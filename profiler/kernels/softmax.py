@@ -314,5 +314,7 @@ KERNEL = KernelSpec(
     description="Scaled dot-product softmax attention, causal and non-causal: O(T^2) time.",
     default_backend="sdpa",
     backend_max_head_dim={"fla": 256, "flash-attn": 256},
-    recurrent=CacheForm(),   # decode / streaming: SDPA against a pre-allocated KV cache
+    # decode / streaming: a pre-allocated KV cache read by SDPA, flash-attn's flash_attn_with_kvcache, or
+    # fla's attn_decoding_one_step (``profiler.kernels.recurrent.cache_attend``)
+    recurrent=CacheForm(backend_names=("sdpa", "flash-attn", "fla")),
 )

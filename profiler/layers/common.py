@@ -50,6 +50,23 @@ def short_conv(conv: nn.Conv1d, x: torch.Tensor, activation: bool = True) -> tor
     return F.silu(y) if activation else y
 
 
+def short_conv_stream(conv: nn.Conv1d, x: torch.Tensor, carried: dict | None, name: str,
+                      activation: bool = True) -> torch.Tensor:
+    """``short_conv`` of the next tokens ``x`` [B, T, D] of a stream: the last ``W-1`` inputs before them
+    are ``carried[name]`` [B, W-1, D] (zeros before the first token), updated in place. ``carried`` None:
+    a whole sequence from its start (``short_conv``). Equal to ``short_conv`` over the whole stream."""
+    if carried is None:
+        return short_conv(conv, x, activation)
+    W = conv.kernel_size[0]
+    tail = carried.get(name)
+    if tail is None:      # the stream starts here: zeros before it, as the causal padding
+        tail = carried[name] = x.new_zeros(x.shape[0], W - 1, x.shape[2])
+    full = torch.cat([tail, x], dim=1)
+    y = F.conv1d(full.transpose(1, 2), conv.weight, conv.bias, groups=conv.groups).transpose(1, 2)
+    tail.copy_(full[:, full.shape[1] - (W - 1):])
+    return F.silu(y) if activation else y
+
+
 class ShortConv(nn.Conv1d):
     """Parameter-compatible stand-in for fla ``ShortConvolution`` (weight ``[D, 1, W]``, optional bias)."""
 
@@ -61,11 +78,11 @@ class ShortConv(nn.Conv1d):
         return short_conv(self, x, activation=self.activation is not None)
 
 
-def rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary embedding of ``x`` [B, T, H, D] at positions 0..T-1 (NeoX halves layout)."""
+def rotary(x: torch.Tensor, base: float = 10000.0, offset: int = 0) -> torch.Tensor:
+    """Rotary embedding of ``x`` [B, T, H, D] at positions offset..offset+T-1 (NeoX halves layout)."""
     T, D = x.shape[1], x.shape[-1]
     inv_freq = 1.0 / (base ** (torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D))
-    freqs = torch.outer(torch.arange(T, device=x.device, dtype=torch.float32), inv_freq)
+    freqs = torch.outer(torch.arange(offset, offset + T, device=x.device, dtype=torch.float32), inv_freq)
     cos = torch.cat([freqs.cos(), freqs.cos()], -1).to(x.dtype)[None, :, None, :]
     sin = torch.cat([freqs.sin(), freqs.sin()], -1).to(x.dtype)[None, :, None, :]
     x1, x2 = x.chunk(2, dim=-1)

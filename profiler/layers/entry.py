@@ -13,6 +13,11 @@ Analytic models (per forward call, ``D`` = model width):
   backend's ``B * H * T^2`` scores);
 * bytes: weights once plus activations in and out of every projection.
 
+Decode / streaming points (``PointSpec.phase``; ``profiler.layers.streaming``): FLOPs ``2 * B * n *
+params`` plus the mechanism's recurrent model at the layer's head shape for the ``n`` positions of one
+call; bytes: the weights once, the carried state or cache read (and written) once per call, the
+activations of the ``n`` positions; memory above inputs: the carried bytes (``stream_carried_bytes``).
+
 Measuring side: ``build`` gives the ``profiler.layers.workload`` call of the point, or, for points
 with option ``replay=N``, a ``Workload.replay`` that times N utterances (``profiler.layers.replay``);
 utterance-replay points carry no FLOP or byte model (their T varies per call).
@@ -20,6 +25,7 @@ utterance-replay points carry no FLOP or byte model (their T varies per call).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,6 +42,7 @@ from profiler.layers import LayerSpec, build_port, get_layer, layer_registry
 layer_verify = lazy_import("profiler.layers.verify")
 layer_replay = lazy_import("profiler.layers.replay")
 layer_workload = lazy_import("profiler.layers.workload")
+layer_streaming = lazy_import("profiler.layers.streaming")
 torch = lazy_import("torch")
 
 #: kernel backend each layer's port runs on (for the kernel's memory and FLOP models)
@@ -52,6 +59,13 @@ def head_shape(name: str, hidden: int, heads: int) -> tuple[int, int, int, int]:
     Dk = next(getattr(m, a) for a in ("head_dim", "head_k_dim", "head_f_dim") if hasattr(m, a))
     per_token = sum(mod.out_features for mod in m.modules() if isinstance(mod, torch.nn.Linear))
     return H, Dk, params, per_token
+
+
+@lru_cache(maxsize=64)
+def _port_on_meta(name: str, hidden: int, heads: int):
+    """The port built on the meta device (shapes only, nothing allocated)."""
+    with torch.device("meta"):
+        return build_port(name, hidden, heads)
 
 
 def _kernel(mechanism: str) -> KernelSpec:
@@ -96,6 +110,30 @@ class LayerEntry:
     def backend_limit(self, backend: str, shape: Shape) -> str | None:
         return None
 
+    def phase_unsupported(self, backend: str, phase: str) -> str | None:
+        """Why this layer cannot run ``phase`` on ``backend`` (``profiler.layers.streaming.unsupported``)."""
+        if phase == "prefill":
+            return None
+        return layer_streaming.unsupported(self.level, backend, phase, self.name)
+
+    def carried_bytes(self, shape: Shape, itemsize: int) -> int:
+        """Analytic bytes carried after ``shape.T`` positions by ``shape.B`` streams (decode / streaming)."""
+        return int(_port_on_meta(self.name, shape.D, shape.H).stream_carried_bytes(shape.B, shape.T, itemsize))
+
+    def _phase_analytic(self, point: PointSpec, itemsize: int) -> Analytic:
+        n = point.tokens_per_call
+        H, Dk, params, per_token = head_shape(self.name, point.D, point.H)
+        carried = self.carried_bytes(Shape(point.B, point.T, point.H, point.D), itemsize)
+        core = 0.0
+        try:
+            kern = _kernel(self.mechanism)
+            core = float(kern.recurrent.analytic(kern, dataclasses.replace(point, level="kernel", kernel=self.mechanism,
+                                                                          H=H, D=Dk), itemsize).flops or 0.0)
+        except Exception:  # noqa: BLE001 - a mechanism without a model adds nothing, never a guess
+            pass
+        moved = itemsize * (params + 2 * point.B * n * (point.D + per_token)) + 2 * carried
+        return Analytic(2.0 * point.B * n * params + core, float(moved), int(carried))
+
     def flops(self, shape: Shape, causal: bool) -> float:
         H, Dk, params, _ = head_shape(self.name, shape.D, shape.H)
         core = 0.0
@@ -121,6 +159,8 @@ class LayerEntry:
         return 2 * shape.B * shape.T * shape.D * itemsize
 
     def analytic(self, point: PointSpec, itemsize: int) -> Analytic:
+        if point.phase != "prefill":
+            return self._phase_analytic(point, itemsize)
         shape = Shape(point.B, point.T, point.H, point.D)
         mem = int(self.memory_bytes(shape, itemsize, point.backend, point.causal, point.mode))
         if point.option("replay") is not None:
@@ -138,6 +178,22 @@ class LayerEntry:
         return extra
 
     def build(self, point: PointSpec, device: str, seed: int) -> Workload:
+        if point.phase != "prefill":
+            if point.mode != "fwd":
+                raise UsageError(f"--phase {point.phase} measures inference only; use --mode fwd")
+            sw = layer_streaming.workload(point, device, seed)
+            itemsize = sw.x.element_size()
+            port = _port_on_meta(self.name, point.D, point.H)
+            form = layer_streaming._form(port)
+            cache = form.kind == "cache"
+            extra = self._extra(point)
+            extra.update({"phase": point.phase, "tokens_per_call": sw.n, "carried_kind": form.kind,
+                          "carried_bytes": sw.carried_nbytes,
+                          # a cache is allocated for T + n rows up front (the call writes the last n)
+                          "carried_bytes_analytic": int(port.stream_carried_bytes(
+                              point.B, point.T + (sw.n if cache else 0), itemsize))})
+            return Workload(sw.call, None, {"x": sw.x, **{k: v for k, v in sw.carried.items() if hasattr(v, "nbytes")}},
+                            extra)
         work = layer_workload.workload_for(point, device, getattr(torch, point.dtype), seed)
         reset = work.reset if point.mode == "fwdbwd" else None
         replay = None
@@ -151,6 +207,8 @@ class LayerEntry:
                oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
         if any(o is not None for o in oracles):
             raise UsageError("layers are checked against their fp32 oracle only (no backend-vs-backend check)")
+        if point.phase != "prefill":
+            return [layer_streaming.check(point, device, seed, min(layer_verify.VERIFY_T, max_T or layer_verify.VERIFY_T))]
         verify_fn = layer_verify.verify_packed if point.option("packing") == "packed" else layer_verify.verify
         return [verify_fn(point, device, seed, min(layer_verify.VERIFY_T, max_T or layer_verify.VERIFY_T))]
 

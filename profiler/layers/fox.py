@@ -36,15 +36,30 @@ class ForgettingAttention(nn.Module):
         self.f_proj = nn.Linear(hidden_size, num_heads, bias=True)
         self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    #: streaming: a KV cache of the kv heads (GQA read in place) and the cumulative forget gate
+    stream_kernel = "fox"
+
+    def stream_inputs(self, x: torch.Tensor, carried: dict | None = None, t0: int = 0) -> dict:
+        """q (num_heads), k and v (num_kv_heads, not repeated), the fp32 log forget gate, the scale."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
-        if self.num_kv_groups > 1:
-            k = k.repeat_interleave(self.num_kv_groups, dim=2)
-            v = v.repeat_interleave(self.num_kv_groups, dim=2)
         g = F.logsigmoid(self.f_proj(x).float())
-        o = attend("fox", {"q": q, "k": k, "v": v, "g": g, "scale": self.head_dim ** -0.5},
-                   causal=not self.bidirectional)
+        return {"q": q, "k": k, "v": v, "g": g, "scale": self.head_dim ** -0.5}
+
+    def stream_output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
         return self.o_proj(o.reshape(B, T, self.hidden_size).to(x.dtype))
+
+    def stream_carried_bytes(self, B: int, T: int, itemsize: int) -> int:
+        """K and V caches of the kv heads (2 B Hkv T D itemsize) + the fp64 cumulative gate (B H T 8)."""
+        return 2 * B * self.num_kv_heads * T * self.head_dim * itemsize + 8 * B * self.num_heads * T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = self.stream_inputs(x)
+        if self.num_kv_groups > 1:
+            inputs["k"] = inputs["k"].repeat_interleave(self.num_kv_groups, dim=2)
+            inputs["v"] = inputs["v"].repeat_interleave(self.num_kv_groups, dim=2)
+        o = attend("fox", inputs, causal=not self.bidirectional)
+        return self.stream_output(o, x)

@@ -43,7 +43,9 @@ class GatedSlotAttention(nn.Module):
         self.g_norm = NormWeight(hidden_size)
         self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    stream_kernel = "gsa"
+
+    def stream_inputs(self, x: torch.Tensor, carried: dict | None = None, t0: int = 0) -> dict:
         B, T, _ = x.shape
         H = self.num_heads
         q = F.silu(self.q_proj(x)).view(B, T, H, self.head_k_dim)
@@ -54,6 +56,17 @@ class GatedSlotAttention(nn.Module):
         inputs = {"q": q, "k": k, "v": v, "s": s, "g": f}
         if self.scale is not None:
             inputs["scale"] = float(self.scale)
-        o = attend("gsa", inputs, causal=not self.bidirectional)
+        return inputs
+
+    def stream_output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
         o = rms_norm(F.silu(o.reshape(B, T, self.value_dim)), self.g_norm.weight, FUSED_NORM_EPS)
         return self.o_proj(o)
+
+    def stream_carried_bytes(self, B: int, T: int, itemsize: int) -> int:
+        """The two fp32 slot states (B, H, K, M) and (B, H, M, V), constant in T."""
+        return 4 * B * self.num_heads * self.num_slots * (self.head_k_dim + self.head_v_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = attend("gsa", self.stream_inputs(x), causal=not self.bidirectional)
+        return self.stream_output(o, x)

@@ -26,6 +26,7 @@ from profiler.layers.common import (
     l2norm,
     reject_unsupported,
     rms_norm_gated,
+    short_conv_stream,
 )
 
 
@@ -58,22 +59,38 @@ class KimiDeltaAttention(nn.Module):
         self.o_norm = NormWeight(self.head_v_dim)
         self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
 
-    def _scan(self, x: torch.Tensor) -> torch.Tensor:
+    stream_kernel = "kda"
+
+    def stream_inputs(self, x: torch.Tensor, carried: dict | None = None, t0: int = 0) -> dict:
+        """The delta-rule inputs of tokens ``x``; with ``carried`` the short convolutions continue from the
+        last ``conv_size - 1`` projections before them (``conv_q`` / ``conv_k`` / ``conv_v``, in place)."""
         B, T, _ = x.shape
         H, K = self.num_heads, self.head_k_dim
-        q = l2norm(self.q_conv1d(self.q_proj(x)).view(B, T, H, K))
-        k = l2norm(self.k_conv1d(self.k_proj(x)).view(B, T, H, K))
-        v = self.v_conv1d(self.v_proj(x)).view(B, T, H, self.head_v_dim)
+        q = l2norm(short_conv_stream(self.q_conv1d, self.q_proj(x), carried, "conv_q").view(B, T, H, K))
+        k = l2norm(short_conv_stream(self.k_conv1d, self.k_proj(x), carried, "conv_k").view(B, T, H, K))
+        v = short_conv_stream(self.v_conv1d, self.v_proj(x), carried, "conv_v").view(B, T, H, self.head_v_dim)
         g = self.f_proj(x).view(B, T, H, K).float() + self.dt_bias.view(H, K)
         g = -self.A_log.exp().view(H, 1) * F.softplus(g)
         beta = torch.sigmoid(self.b_proj(x).float())
-        return attend("kda", {"q": q, "k": k, "v": v, "g": g, "beta": beta, "scale": K ** -0.5})
+        return {"q": q, "k": k, "v": v, "g": g, "beta": beta, "scale": K ** -0.5}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def stream_output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
-        o = self._scan(x)
-        if self.bidirectional:
-            o = o + self._scan(x.flip(1)).flip(1)
         gate = self.g_proj(x).view(B, T, self.num_heads, self.head_v_dim)
         o = rms_norm_gated(o.to(x.dtype), gate, self.o_norm.weight, self.norm_eps, "sigmoid")
         return self.o_proj(o.reshape(B, T, self.value_dim))
+
+    def stream_carried_bytes(self, B: int, T: int, itemsize: int) -> int:
+        """The fp32 state (B, H, K, V) and the three convolutions' last ``conv_size - 1`` inputs."""
+        W = self.q_conv1d.kernel_size[0]
+        return (4 * B * self.num_heads * self.head_k_dim * self.head_v_dim
+                + (W - 1) * B * (2 * self.key_dim + self.value_dim) * itemsize)
+
+    def _scan(self, x: torch.Tensor) -> torch.Tensor:
+        return attend("kda", self.stream_inputs(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = self._scan(x)
+        if self.bidirectional:
+            o = o + self._scan(x.flip(1)).flip(1)
+        return self.stream_output(o, x)

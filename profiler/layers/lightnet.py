@@ -50,13 +50,25 @@ class LightNetAttention(nn.Module):
         self.g_norm = NormWeight(hidden_size)
         self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    stream_kernel = "lightnet"
+
+    def stream_inputs(self, x: torch.Tensor, carried: dict | None = None, t0: int = 0) -> dict:
         B, T, _ = x.shape
         H = self.num_heads
         q = F.silu(self.q_proj(x)).view(B, T, H, self.head_f_dim)
         k = self.k_proj(x).view(B, T, H, self.head_f_dim)
         v = self.v_proj(x).view(B, T, H, self.head_i_dim)
-        o = attend("lightnet", {"q": q, "k": k, "v": v, "scale": self.head_f_dim ** -0.5},
-                   bidirectional=self.bidirectional)
+        return {"q": q, "k": k, "v": v, "scale": self.head_f_dim ** -0.5}
+
+    def stream_output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
         o = rms_norm_gated(o.reshape(B, T, self.value_dim), self.g_proj(x), self.g_norm.weight, FUSED_GATE_EPS)
         return self.o_proj(o)
+
+    def stream_carried_bytes(self, B: int, T: int, itemsize: int) -> int:
+        """The fp32 state (B, H, K, V) and the running log-normaliser z (B, H, K), constant in T."""
+        return 4 * B * self.num_heads * self.head_f_dim * (self.head_i_dim + 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = attend("lightnet", self.stream_inputs(x), bidirectional=self.bidirectional)
+        return self.stream_output(o, x)

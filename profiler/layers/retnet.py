@@ -41,18 +41,31 @@ class MultiScaleRetention(nn.Module):
         self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
         self.g_norm_swish_gate = NormWeight(self.head_v_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    #: streaming (``profiler.layers.streaming``): the mechanism whose recurrent form carries the state
+    stream_kernel = "retnet"
+
+    def stream_inputs(self, x: torch.Tensor, carried: dict | None = None, t0: int = 0) -> dict:
+        """The retention inputs of tokens ``x`` at positions ``t0..`` (RoPE at those positions)."""
         B, T, _ = x.shape
         H = self.num_heads
-        q = rotary(self.q_proj(x).view(B, T, H, self.head_k_dim))
-        k = rotary(self.k_proj(x).view(B, T, H, self.head_k_dim))
+        q = rotary(self.q_proj(x).view(B, T, H, self.head_k_dim), offset=t0)
+        k = rotary(self.k_proj(x).view(B, T, H, self.head_k_dim), offset=t0)
         v = self.v_proj(x).view(B, T, H, self.head_v_dim)
-        scale = self.head_k_dim ** -0.5
-        o = attend("retnet", {"q": q, "k": k, "v": v, "scale": scale}, bidirectional=self.bidirectional,
-                   diag=_retnet_diag)
-        g = self.g_proj(x).view(B, T, H, self.head_v_dim)
+        return {"q": q, "k": k, "v": v, "scale": self.head_k_dim ** -0.5}
+
+    def stream_output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        g = self.g_proj(x).view(B, T, self.num_heads, self.head_v_dim)
         o = rms_norm_gated(o, g, self.g_norm_swish_gate.weight, self.norm_eps, "swish")
         return self.o_proj(o.reshape(B, T, self.value_dim))
+
+    def stream_carried_bytes(self, B: int, T: int, itemsize: int) -> int:
+        """The fp32 state (B, H, K, V), constant in T."""
+        return 4 * B * self.num_heads * self.head_k_dim * self.head_v_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = attend("retnet", self.stream_inputs(x), bidirectional=self.bidirectional, diag=_retnet_diag)
+        return self.stream_output(o, x)
 
 
 def _retnet_diag(inputs: dict) -> torch.Tensor:

@@ -35,12 +35,27 @@ class StudySoftmaxAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, inner, bias=bias)
         self.o_proj = nn.Linear(inner, hidden_size, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    #: streaming (causal only): a KV cache read by SDPA (``profiler.kernels.recurrent.cache_attend``)
+    stream_kernel = "softmax"
+
+    def stream_inputs(self, x: torch.Tensor, carried: dict | None = None, t0: int = 0) -> dict:
         B, T, _ = x.shape
         shape = (B, T, self.num_heads, self.head_dim)
         q, k, v = (p(x).view(shape) for p in (self.q_proj, self.k_proj, self.v_proj))
-        o = _softmax(self.backend, q, k, v, self.head_dim ** -0.5, self.causal)
-        return self.o_proj(o.reshape(B, T, -1))
+        return {"q": q, "k": k, "v": v, "scale": self.head_dim ** -0.5}
+
+    def stream_output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return self.o_proj(o.reshape(B, T, -1).to(x.dtype))
+
+    def stream_carried_bytes(self, B: int, T: int, itemsize: int) -> int:
+        """K and V caches, 2 B H T head_dim itemsize (the study's heads keep the full width: 4 x 1024)."""
+        return 2 * B * self.num_heads * T * self.head_dim * itemsize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i = self.stream_inputs(x)
+        o = _softmax(self.backend, i["q"], i["k"], i["v"], i["scale"], self.causal)
+        return self.stream_output(o, x)
 
 
 class MultiHeadAttention(StudySoftmaxAttention):

@@ -274,8 +274,8 @@ def phase_unsupported(kernel: Any, backend: str, phase: str) -> str | None:
     """Why ``kernel/backend`` has no ``phase`` (decode / streaming need a recurrent form), or None."""
     if phase == "prefill":
         return None
-    if getattr(kernel, "level", "kernel") != "kernel":
-        return f"{phase} is measured at the kernel level only"
+    if getattr(kernel, "level", "kernel") != "kernel":   # layers: ``profiler.layers.streaming``
+        return kernel.phase_unsupported(backend, phase)
 
     return unsupported(kernel, backend, phase)
 
@@ -301,7 +301,9 @@ def estimate_bytes(kernel: Any, spec: PointSpec) -> int | None:
 
         n = spec.tokens_per_call
         work = kernel.analytic(spec, itemsize).memory_bytes or 0
-        return int(carried_bytes(kernel, shape, itemsize) + work
+        carried = (carried_bytes(kernel, shape, itemsize) if getattr(kernel, "level", "kernel") == "kernel"
+                   else kernel.carried_bytes(shape, itemsize))
+        return int(carried + work
                    + kernel.input_bytes(Shape(spec.B, spec.T + n, spec.H, spec.D), itemsize, "fwd"))
     try:
         work = int(kernel.memory_bytes(shape, itemsize, spec.backend, spec.causal, spec.mode))

@@ -284,7 +284,7 @@ def decode_context(a: RunAnalysis) -> dict | None:
         for p in s.points:
             rows.append({
                 "variant": s.variant, "facet": s.facet, "T": fmt_T(p.T), "audio": fmt_audio(p.audio_s),
-                "per_token": fmt_s(p.per_token_s), "tps": f"{p.tokens_per_s:,.0f}",
+                "per_call": fmt_s(p.per_call_s), "per_token": fmt_s(p.per_token_s), "tps": f"{p.tokens_per_s:,.0f}",
                 "batch_tps": f"{p.batch_tokens_per_s:,.0f}", "carried": fmt_bytes(p.carried_bytes),
                 "analytic": fmt_bytes(p.carried_analytic_bytes), "kind": s.carried_kind,
                 "rtf": f"{p.real_time_factor:.3g}" if p.real_time_factor is not None else "–",

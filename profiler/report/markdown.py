@@ -64,13 +64,14 @@ def decode_markdown(a: RunAnalysis) -> list[str]:
     if d is None:
         return []
     lines = ["", "#### Decode and streaming", ""] + [f"- {_cell(s)}" for s in decode_sentences(d)]
-    lines += ["", "| series | T | per token | tokens/s | carried (measured) | carried (analytic) | real-time factor |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "| series | T | per call | per token | tokens/s | carried (measured) | carried (analytic) | "
+                  "real-time factor |",
+              "|---|---|---|---|---|---|---|---|"]
     for s in d.series:
         for p in s.points:
             rtf = f"{p.real_time_factor:.3g}" if p.real_time_factor is not None else "–"
             lines.append("| " + " | ".join(_cell(x) for x in (
-                s.variant, fmt_T(p.T), fmt_s(p.per_token_s), f"{p.tokens_per_s:,.0f}", fmt_bytes(p.carried_bytes),
+                s.variant, fmt_T(p.T), fmt_s(p.per_call_s), fmt_s(p.per_token_s), f"{p.tokens_per_s:,.0f}", fmt_bytes(p.carried_bytes),
                 fmt_bytes(p.carried_analytic_bytes), rtf)) + " |")
     return lines
 

@@ -149,3 +149,86 @@ def test_many_decode_steps_are_checked_on_what_the_reference_affords():
     k, p = _point("retnet", n=500, T=300, B=1)
     c = rc.check(k, p, "cpu", seed=0, max_T=64)
     assert c.passed and c.checked_T == 32 and "of 64 tokens" in c.reference
+
+
+# ----------------------------------------------------------------------------- flash-attn decode backend
+
+def _fake_flash_attn(calls: list):
+    """A stand-in ``flash_attn`` package whose ``flash_attn_with_kvcache`` models the real one
+    (flash-attn 2.x): caches ``(B, capacity, Hkv, D)``; ``k`` / ``v`` ``(B, n, Hkv, D)`` written into the
+    caches in place at ``cache_seqlens`` (an int or an int32 ``(B,)`` tensor); the ``n`` queries attend
+    keys ``[0, cache_seqlens + n)``, ``causal`` aligned to the bottom right (query i sees keys
+    ``<= cache_seqlens + i``); returns ``(B, n, Hq, D)``."""
+    import types
+
+    def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
+                                cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
+                                softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                                rotary_interleaved=True, alibi_slopes=None, num_splits=0,
+                                return_softmax_lse=False):
+        assert q.dim() == 4 and k_cache.dim() == 4 and k_cache.shape[0] == q.shape[0]
+        B, n = q.shape[:2]
+        lens = (torch.full((B,), int(cache_seqlens), dtype=torch.int32) if isinstance(cache_seqlens, int)
+                else cache_seqlens)
+        calls.append({"n": n, "seqlens": lens.tolist(), "causal": causal, "scale": softmax_scale,
+                      "k_given": k is not None})
+        outs = []
+        for b in range(B):
+            L = int(lens[b])
+            if k is not None:
+                k_cache[b, L:L + n] = k[b]
+                v_cache[b, L:L + n] = v[b]
+            keys, vals = k_cache[b, :L + n].float(), v_cache[b, :L + n].float()   # (Tk, Hkv, D)
+            rep = q.shape[2] // keys.shape[1]
+            keys, vals = keys.repeat_interleave(rep, 1), vals.repeat_interleave(rep, 1)
+            s = torch.einsum("qhd,khd->hqk", q[b].float(), keys) * softmax_scale
+            if causal:
+                future = torch.arange(L + n)[None, :] > (L + torch.arange(n))[:, None]
+                s = s.masked_fill(future, float("-inf"))
+            outs.append(torch.einsum("hqk,khd->qhd", s.softmax(-1), vals))
+        return torch.stack(outs).to(q.dtype)
+
+    return types.SimpleNamespace(flash_attn_with_kvcache=flash_attn_with_kvcache)
+
+
+@pytest.mark.parametrize("phase", ["decode", "streaming"])
+def test_flash_attn_with_kvcache_decode_matches_the_full_sequence(monkeypatch, phase):
+    """Softmax decode / streaming through flash-attn's kvcache call (a fake modelling its signature and
+    in-place cache write: flash-attn is CUDA-only and optional) equals the full-sequence reference."""
+    calls: list = []
+    monkeypatch.setattr(rc, "flash_attn", _fake_flash_attn(calls))   # the lazily imported package
+    k = registry()["softmax"]
+    p = dataclasses.replace(_point("softmax", phase)[1], backend="flash-attn")
+    c = rc.check(k, p, "cpu", seed=2, max_T=2048)
+    assert c.passed and c.max_rel_err < 1e-5, c
+    assert all(call["causal"] and call["k_given"] for call in calls)
+    assert [call["seqlens"][0] for call in calls] == ([40, 41, 42] if phase == "decode" else [40])
+    work = k.build(p, "cpu", 0)
+    assert work.inputs["k_cache"].shape == (2, 43, 2, 16)            # (B, T + n, H, D), flash-attn's layout
+    before = work.inputs["k_cache"][:, 40:].clone()
+    work.call()
+    assert not torch.equal(work.inputs["k_cache"][:, 40:], before)   # written in place by the call
+    assert work.extra["carried_bytes"] == work.extra["carried_bytes_analytic"]
+
+
+def test_flash_attn_decode_backend_is_optional():
+    """Decode declares the flash-attn backend; without the package it is unavailable with the reason
+    (never a hard dependency)."""
+    import importlib.util
+
+    k = registry()["softmax"]
+    assert rc.unsupported(k, "flash-attn", "decode") is None and rc.unsupported(k, "flash-attn", "streaming") is None
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash_attn is installed here")
+    ok, why = k.backends["flash-attn"].availability("cuda", cuda_available=True)
+    assert not ok and "flash_attn" in why
+
+
+def test_fla_decoding_needs_full_caches_for_several_streams():
+    """fla's packed varlen decoding cannot read B > 1 pre-allocated caches with free slots: the point says so."""
+    from profiler.core.errors import UnavailableError
+
+    k = registry()["softmax"]
+    p = dataclasses.replace(_point("softmax", "decode", n=2)[1], backend="fla")
+    with pytest.raises(UnavailableError, match="--decode-steps 1"):
+        rc.check(k, p, "cpu", seed=0, max_T=2048)

@@ -60,3 +60,41 @@ def test_fake_cuda_decode_point_has_device_time_and_call_latency(monkeypatch):
     assert rec.timing.median_s == pytest.approx(8e-6, rel=0.05)
     assert rec.call_latency is not None and rec.call_latency.median_s >= 40e-6
     assert rec.launch_bound is True and rec.extra["carried_bytes"] == 2048
+
+
+LAYER = PointSpec(kernel="kda", backend="torch", level="layer", B=1, T=48, H=2, D=64, phase="streaming",
+                  options=(("chunk", "2"),))
+
+
+def test_cpu_layer_streaming_point_is_verified_timed_and_carries_its_state():
+    """A whole SER layer streamed (chunks of 2 after 48 positions) through the same pipeline."""
+    settings = dataclasses.replace(FAST, phase="streaming", decode_steps=1, chunk_size=2)
+    rec = point.measure_point(LAYER, settings)
+    assert rec.status == "ok" and rec.correctness.passed and "streaming of 3 x 2" in rec.correctness.reference
+    assert rec.timing.n >= 3 and rec.extra["tokens_per_call"] == 2 and rec.extra["carried_kind"] == "state"
+    assert rec.extra["carried_bytes"] == rec.extra["carried_bytes_analytic"] > 0 and rec.flops > 0
+
+
+def test_fake_cuda_layer_streaming_point_has_device_time_and_call_latency(monkeypatch):
+    gpu = FakeGpu()
+    dev = _CpuBackedFakeCuda(0, cuda=SimpleNamespace(), event_factory=gpu.event, api=gpu)
+    real_entry = planning_registry.get_entry
+    op = gpu.op(60e-6, 12e-6, kernels=9)      # a layer chunk: projections, step, norm (host-bound)
+
+    def entry(level, kernel):
+        e = real_entry(level, kernel)
+
+        def build(p, device, seed):
+            work = e.build(p, device, seed)
+            real = work.call
+            work.call = lambda: (real(), op())
+            return work
+        return SimpleNamespace(check_shape=e.check_shape, analytic=e.analytic, verify=e.verify, build=build)
+
+    monkeypatch.setattr(point, "get_entry", entry)
+    settings = dataclasses.replace(FAST, phase="streaming", decode_steps=1, chunk_size=2, measure_memory=False)
+    rec = point.measure_point(LAYER, settings, device=dev)
+    assert rec.status == "ok" and rec.correctness.passed
+    assert rec.timing.quantity == "device_time" and rec.timing.method == "cuda_graph"
+    assert rec.timing.median_s == pytest.approx(12e-6, rel=0.05)
+    assert rec.call_latency is not None and rec.call_latency.median_s >= 60e-6 and rec.launch_bound is True
