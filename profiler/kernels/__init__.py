@@ -148,6 +148,6 @@ def require_available(kernel: str, backend: str, device: str, *, interpret: bool
     return b
 
 
-__all__ = ["Backend", "KernelSpec", "Shape", "Analytic", "Workload", "ALL_DTYPES", "ENTRY_POINT_GROUP",
+__all__ = ["Backend", "KernelSpec", "Shape", "Analytic", "Workload", "ALL_DTYPES", "GROUPS", "ENTRY_POINT_GROUP",
            "make_qkv", "randn", "scale_of", "require_causal", "forward_backward_flops", "MECHANISMS", "registry", "builtins", "origin", "label",
            "use_kernel_modules", "get_kernel", "get_backend", "require_available"]
