@@ -170,8 +170,8 @@ class MeasureSettings:
     chunk_size: int | None = setting(None, "Streaming: tokens per chunk (e.g. 1-2 tokens per 20-40 ms frame at 50 "
                                      "frames/s); required with --phase streaming.", low=1, high=2 ** 31 - 1,
                                      none="none")
-    varlen: str | None = setting(None, "Kernel points time one packed variable-length batch (cu_seqlens) of "
-                                 "--tokens tokens whose sequence lengths come from this distribution, seeded "
+    varlen: str | None = setting(None, "Kernel points time one packed batch (cu_seqlens) of --tokens tokens: "
+                                 "sequences whose lengths are drawn from this distribution, seeded "
                                  "(profiler.core.varlen).", none="none", levels=("kernel",),
                                  parser=lambda raw, where: varlen.canonical(raw, where), syntax=varlen.SYNTAX)
     tokens: int | None = setting(None, "Varlen: total tokens of the packed batch (e.g. 16k); every sequence "
@@ -179,7 +179,7 @@ class MeasureSettings:
                                  none="none", levels=("kernel",),
                                  parser=lambda raw, where: _one_int(raw, where))
     varlen_padded: bool = setting(True, "Varlen: also time the same sequences padded to the longest (B = count), "
-                                  "the padded-vs-packed comparison; tokens/s counts real tokens.",
+                                  "the padded vs packed comparison; tokens/s counts real tokens.",
                                   levels=("kernel",))
     kernel_modules: tuple[str, ...] = setting(
         (), "Python modules exporting KERNEL or KERNELS (profiler.kernels.KernelSpec) to add to the kernels; "
