@@ -37,6 +37,7 @@ Models: FLOPs and bytes sum the kernel's models over the sequences (packed) or t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -145,10 +146,8 @@ def extra(kernel: KernelSpec, point: PointSpec, pack: dists.Packing) -> dict:
     lay = layout(point)
     path = "padded" if lay == "padded" else kernel.backends[point.backend].varlen
     dist = dists.parse(point.option("varlen") or "", "point option varlen")
-    return {"distribution": dist.to_dict(), "layout": lay, "path": path, "seed_lengths": True,
-            "real_tokens": pack.tokens,
-            "computed_tokens": pack.padded_tokens if lay == "padded" else pack.tokens,
-            **{k: v for k, v in pack.summary().items()},
+    return {"distribution": dist.to_dict(), "layout": lay, "path": path, "real_tokens": pack.tokens,
+            "computed_tokens": pack.padded_tokens if lay == "padded" else pack.tokens, **pack.summary(),
             "lengths": list(pack.lengths) if len(pack.lengths) <= MAX_STORED_LENGTHS else None}
 
 
@@ -193,8 +192,7 @@ def check(kernel: KernelSpec, point: PointSpec, device: str, seed: int, max_T: i
 
 
 def _packed_twin(point: PointSpec) -> PointSpec:
-    opts = tuple((k, v) for k, v in point.options if k != "layout")
-    return type(point)(**{**{f: getattr(point, f) for f in point.__dataclass_fields__}, "options": opts})
+    return dataclasses.replace(point, options=tuple((k, v) for k, v in point.options if k != "layout"))
 
 
 def _models(kernel: KernelSpec, point: PointSpec, pack: dists.Packing, itemsize: int):
