@@ -15,7 +15,8 @@ from profiler.kernels.interpret import run_isolated
 pytestmark = [pytest.mark.interpret, pytest.mark.long]
 
 CASES = [("softmax", "fla"), ("retnet", "fla"), ("retnet", "fla-fused-chunk"), ("retnet", "fla-recurrent"),
-         ("retnet", "fla-parallel"), ("kda", "fla"), ("kda", "fla-recurrent")]
+         ("retnet", "fla-parallel"), ("kda", "fla"), ("kda", "fla-recurrent"), ("lightnet", "fla"),
+         ("lightnet", "fla-recurrent"), ("gsa", "fla"), ("gsa", "fla-recurrent"), ("fox", "fla")]
 
 
 def _child(cases: list) -> dict:

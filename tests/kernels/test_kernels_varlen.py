@@ -20,6 +20,7 @@ def _point(kernel, backend, dist="fixed:40,24,100", T=164, layout="packed", H=2,
 
 
 @pytest.mark.parametrize("kernel, backend", [("softmax", "sdpa"), ("softmax", "naive"), ("softmax", "flex"),
+                                             ("lightnet", "torch"), ("gsa", "torch"), ("fox", "torch"),
                                              ("retnet", "torch"), ("kda", "torch")])
 @pytest.mark.parametrize("layout", ["packed", "padded"])
 def test_each_sequence_equals_running_it_alone(kernel, backend, layout):
