@@ -511,7 +511,8 @@ def list_kernels(device: str = "all", *, level: str = "all", kernel_modules: Any
                     rows.append({"level": lv, "kernel": name, "family": spec.family, "backend": bname, "device": dev,
                                  "available": ok, "reason": why, "causal": list(b.causal),
                                  "interpretable": b.interpretable, "description": b.description,
-                                 "phases": _phases(spec, bname), "origin": where})
+                                 "phases": _phases(spec, bname), "origin": where,
+                                 "varlen": getattr(b, "varlen", "") or None})   # packed path (--varlen), if any
     return rows
 
 

@@ -22,6 +22,7 @@ from profiler.analysis.crossover import (
     compare_all,
 )
 from profiler.analysis.decode import DecodeAnalysis, analyze_decode
+from profiler.analysis.varlen import VarlenAnalysis, analyze_varlen
 from profiler.analysis.devices import RunDevices, run_devices
 from profiler.analysis.fits import (
     CostModel,
@@ -85,6 +86,7 @@ class RunAnalysis:
     first_calls: list[FirstCalls] = field(default_factory=list)
     decode: DecodeAnalysis | None = None             # decode / streaming view, when the run has such points
     conditions: RunConditions | None = None          # clocks, temperature, frequency, throttling (None: not recorded)
+    varlen: VarlenAnalysis | None = None             # packed vs padded variable-length batches (--varlen)
 
     @property
     def manifest(self):
@@ -166,6 +168,7 @@ def analyze(run: LoadedRun, baseline: str | None = None) -> RunAnalysis:
                               bandwidth_bytes_per_s=(run.manifest.calibration or {}).get("bandwidth_bytes_per_s"),
                               device_memory_bytes=next((i.memory_bytes for i in devices.infos if i.memory_bytes), None)),
         conditions=run_conditions(records),
+        varlen=analyze_varlen(records),
     )
 
 

@@ -40,7 +40,7 @@ runner_sweep = lazy_import('profiler.runner.sweep')
 
 # --------------------------------------------------------------------------- options from the settings model
 
-_METAVAR = {"float": "<float>", "int": "<int>", "bytes": "<size>", "choice": "<word>"}
+_METAVAR = {"float": "<float>", "int": "<int>", "bytes": "<size>", "choice": "<word>", "text": "<text>"}
 
 
 def _setting_option(s: measure_settings.Setting) -> tuple[Any, Any]:

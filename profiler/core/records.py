@@ -365,6 +365,8 @@ class Correctness:
     passed: bool
     checked_T: int | None = None      # T actually compared (a prefix for long causal points)
     grad_max_rel_err: float | None = None
+    # varlen points: each sequence's max rel err against the reference on that sequence alone
+    per_sequence_rel_err: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

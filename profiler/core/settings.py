@@ -25,7 +25,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from profiler.core import limits, units
+from profiler.core import limits, units, varlen
 from profiler.core.errors import UsageError, did_you_mean
 
 #: The scenario file's table of measurement settings (``[settings]``).
@@ -56,6 +56,8 @@ class Setting:
     from_bool: tuple[str, ...] = ()   # a word setting's older boolean spelling: (word for false, word for true)
     at_least: str = ""                # another setting this one must not be below
     none: str = ""                    # optional settings: what None means (spelt as this word)
+    parser: Any = None                # (text, where) -> value: a flag's / key's text when ``float()`` cannot read it
+    syntax: str = ""                  # "text" settings: the allowed spellings in words
     name: str = ""                    # filled in from the field
     kind: str = ""                    # "bool" | "int" | "float" | "bytes" | "choice" | "modules"; from the annotation
 
@@ -84,6 +86,8 @@ class Setting:
             return "one of " + ", ".join(self.choices)
         if self.kind == "modules":
             return "dotted Python module names such as 'mypkg.kernels' (repeat the flag, or a TOML list)"
+        if self.kind == "text":
+            return self.syntax
         return "true or false" if self.kind == "bool" else limits.describe_range(self.range)
 
     def help_text(self) -> str:
@@ -166,6 +170,17 @@ class MeasureSettings:
     chunk_size: int | None = setting(None, "Streaming: tokens per chunk (e.g. 1-2 tokens per 20-40 ms frame at 50 "
                                      "frames/s); required with --phase streaming.", low=1, high=2 ** 31 - 1,
                                      none="none")
+    varlen: str | None = setting(None, "Kernel points time one packed batch (cu_seqlens) of --tokens tokens: "
+                                 "sequences whose lengths are drawn from this distribution, seeded "
+                                 "(profiler.core.varlen).", none="none", levels=("kernel",),
+                                 parser=lambda raw, where: varlen.canonical(raw, where), syntax=varlen.SYNTAX)
+    tokens: int | None = setting(None, "Varlen: total tokens of the packed batch (e.g. 16k); every sequence "
+                                 "must fit it. Default with a fixed list: its sum.", low=1, high=2 ** 31 - 1,
+                                 none="none", levels=("kernel",),
+                                 parser=lambda raw, where: _one_int(raw, where))
+    varlen_padded: bool = setting(True, "Varlen: also time the same sequences padded to the longest (B = count), "
+                                  "the padded vs packed comparison; tokens/s counts real tokens.",
+                                  levels=("kernel",))
     kernel_modules: tuple[str, ...] = setting(
         (), "Python modules exporting KERNEL or KERNELS (profiler.kernels.KernelSpec) to add to the kernels; "
         "stored with the run, imported by every worker.", flag="--kernel-module", none="none",
@@ -178,7 +193,7 @@ def _declared() -> tuple[Setting, ...]:
     for f in dataclasses.fields(MeasureSettings):
         s: Setting = f.metadata["setting"]
         hint = hints[f.name]
-        kind = "bytes" if s.unit == "bytes" else "choice" if s.choices else "modules" if typing.get_origin(hint) is tuple else next(
+        kind = "bytes" if s.unit == "bytes" else "choice" if s.choices else "modules" if typing.get_origin(hint) is tuple else "text" if s.parser is not None and str in (hint, *typing.get_args(hint)) else next(
             k for k, t in (("bool", bool), ("int", int), ("float", float)) if t is hint or t in typing.get_args(hint))
         flag = s.flag or "--" + f.name.replace("_", "-")
         out.append(dataclasses.replace(s, name=f.name, kind=kind, flag=flag, key=s.key or f.name,
@@ -219,6 +234,12 @@ def parse(s: Setting, raw: Any, where: str) -> Any:
         return check(s, _parse_modules(raw, where), where)
     if s.none and (raw is None or (isinstance(raw, str) and raw.strip().lower() in (s.none.split()[0], ""))):
         return None
+    if s.kind == "text":
+        if not isinstance(raw, str):
+            raise UsageError(f"{where}: expected {s.syntax}, got {raw!r}")
+        return s.parser(raw, where)
+    if s.parser is not None and isinstance(raw, str):
+        return check(s, s.parser(raw, where), where)
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         raise UsageError(f"{where}: expected {_expected(s)}, got {raw!r}")
     if s.kind == "bytes":
@@ -246,6 +267,10 @@ def check(s: Setting, value: Any, where: str) -> Any:
         return value
     if value is None and s.none:
         return value
+    if s.kind == "text":
+        if not isinstance(value, str):
+            raise UsageError(f"{where}: expected {s.syntax}, got {value!r}")
+        return s.parser(value, where)
     return limits.check_range(s.range, value, where)
 
 
@@ -270,6 +295,39 @@ def from_values(values: Mapping[str, tuple[Any, str]]) -> MeasureSettings:
             raise UsageError(f"{where}: {s.name} ({getattr(settings, s.name)}) is below {s.at_least} "
                              f"({getattr(settings, s.at_least)})")
     _check_phase(settings, lambda n: wheres.get(n) or TABLE)
+    settings = _check_varlen(settings, lambda n: wheres.get(n) or TABLE)
+    return settings
+
+
+def _one_int(raw: str, where: str) -> int:
+    """One whole number, suffixes allowed (``16k`` = 16384)."""
+    try:
+        values = units.parse_int_list(raw, "value")
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    if len(values) != 1:
+        raise UsageError(f"{where}: expected one whole number such as 16k, got {raw!r}")
+    return values[0]
+
+
+def _check_varlen(settings: MeasureSettings, where) -> MeasureSettings:
+    """``--tokens`` belongs to ``--varlen``, fits its longest sequence (a fixed list defaults it to its sum);
+    varlen points are prefill."""
+    if settings.varlen is None:
+        if settings.tokens is not None:
+            raise UsageError(f"{where('tokens')}: a token budget is for packed batches; add --varlen DIST "
+                             f"(e.g. --varlen lognormal)")
+        return settings
+    dist = varlen.parse(settings.varlen, where("varlen"))
+    if settings.tokens is None:
+        if dist.name != "fixed":
+            raise UsageError(f"{where('varlen')}: --varlen {dist.text} needs a token budget (--tokens / "
+                             f"{TABLE}.tokens), e.g. 16k")
+        settings = dataclasses.replace(settings, tokens=sum(dist.fixed))
+    varlen.check_budget(dist, settings.tokens, where("tokens") if where("tokens") != TABLE else where("varlen"))
+    if settings.phase != "prefill":
+        raise UsageError(f"{where('varlen')}: packed batches are measured in phase prefill (got phase "
+                         f"{settings.phase!r})")
     return settings
 
 
@@ -297,6 +355,7 @@ def check_all(settings: MeasureSettings, where: str) -> MeasureSettings:
             raise UsageError(f"{where}: {s.name} ({getattr(settings, s.name)}) is below {s.at_least} "
                              f"({getattr(settings, s.at_least)})")
     _check_phase(settings, lambda n: f"{where}.{n}")
+    _check_varlen(settings, lambda n: f"{where}.{n}")
     return settings
 
 

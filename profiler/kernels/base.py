@@ -36,6 +36,7 @@ from profiler.kernels import interpret
 from profiler.kernels.verify import verify_against_backend
 
 torch = lazy_import("torch")
+varlen = lazy_import("profiler.kernels.varlen")   # packed variable-length points (imports this module)
 
 if TYPE_CHECKING:  # keep import of this module cheap
     import torch
@@ -80,6 +81,10 @@ class Backend:
     interpretable: bool = False
     description: str = ""
     backward_devices: tuple[str, ...] = ()       # non-empty: the backward runs on these device types only
+    # packed variable-length batches (``profiler.kernels.varlen``): "cu_seqlens" = ``run`` reads
+    # ``inputs["cu_seqlens"]`` and resets at each boundary; "per_sequence" = serprof calls ``run`` once per
+    # sequence; "" = no packed path (varlen points of this backend are dropped with the reason)
+    varlen: str = ""
 
     def has_backward(self, device: str) -> bool:
         """Whether fwd+bwd can run on device type ``device`` ('cpu' / 'cuda'; an index is ignored)."""
@@ -227,6 +232,8 @@ class KernelSpec:
         """Forward FLOPs (x3 for fwd+bwd), forward bytes (none modelled for fwd+bwd), working memory."""
         if point.phase != "prefill":   # decode / streaming (``profiler.kernels.recurrent``)
             return self.recurrent.analytic(self, point, itemsize)
+        if point.option("varlen"):
+            return varlen.analytic(self, point, itemsize)
         shape = Shape(point.B, point.T, point.H, point.D)
         flops = float(self.flops(shape, point.causal))
         moved: float | None = float(self.bytes_moved(shape, itemsize, point.causal))
@@ -241,15 +248,22 @@ class KernelSpec:
         on the first call, from a generator seeded with ``seed + 1``; ``reset`` clears the gradients)."""
         if point.phase != "prefill":
             return self.recurrent.build(self, point, device, seed)
-        inputs = self.make_inputs(Shape(point.B, point.T, point.H, point.D), getattr(torch, point.dtype), device, seed)
-        run = self.backends[point.backend].run
+        extra: dict[str, Any] = {}
+        if point.option("varlen"):   # a packed (or padded) batch of variable-length sequences
+            pack = varlen.packing(point)
+            inputs = varlen.make_inputs(self, point, device, seed, pack)
+            run = varlen.runner(self, point.backend, point, pack)
+            extra = {"varlen": varlen.extra(self, point, pack)}
+        else:
+            inputs = self.make_inputs(Shape(point.B, point.T, point.H, point.D), getattr(torch, point.dtype), device, seed)
+            run = self.backends[point.backend].run
         causal = point.causal
         if point.mode == "fwd":
             def call_fwd() -> None:
                 with torch.no_grad():
                     run(inputs, causal)
 
-            return Workload(call_fwd, None, inputs)
+            return Workload(call_fwd, None, inputs, extra)
         leaves = []
         for name in self.grad_inputs:
             t = inputs[name]
@@ -271,7 +285,7 @@ class KernelSpec:
             for t in leaves:
                 t.grad = None
 
-        return Workload(call_fwdbwd, reset, inputs)
+        return Workload(call_fwdbwd, reset, inputs, extra)
 
     def verify(self, point: PointSpec, device: str, seed: int, max_T: int | None,
                oracles: Sequence[str | None] = (None,)) -> list[Correctness]:
@@ -280,6 +294,8 @@ class KernelSpec:
             if point.interpret:
                 interpret.enable()
             return [self.recurrent.check(self, point, device, seed, max_T)]
+        if point.option("varlen"):
+            return [varlen.check(self, point, device, seed, max_T)]
 
         return verify_against_backend(self, point.backend, Shape(point.B, point.T, point.H, point.D), point.dtype,
                              device, point.causal, point.mode, seed, max_T, interpret=point.interpret,

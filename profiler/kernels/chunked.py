@@ -91,7 +91,8 @@ def fla_op(kernel: str, module: str, fn_name: str, names: tuple[str, ...] = ("q"
         require_causal(causal, f"{kernel}/{fn_name}")
 
         op = getattr(importlib.import_module(module), fn_name)
-        out = op(*(inputs[n] for n in names), scale=scale_of(inputs, inputs["q"].shape[-1]))
+        kw = {"cu_seqlens": inputs["cu_seqlens"]} if "cu_seqlens" in inputs else {}   # a packed varlen batch
+        out = op(*(inputs[n] for n in names), scale=scale_of(inputs, inputs["q"].shape[-1]), **kw)
         return out[0] if isinstance(out, tuple) else out
 
     run.__name__ = f"run_{fn_name}"

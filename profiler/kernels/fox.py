@@ -242,7 +242,9 @@ def run_fla(inputs, causal: bool):
     if not causal:
         raise ValueError("fla parallel_forgetting_attn is causal only")
     q = inputs["q"]
-    return fla_forgetting_attn.parallel_forgetting_attn(q, inputs["k"], inputs["v"], inputs["g"], scale=scale_of(inputs, q.shape[-1]))
+    kw = {"cu_seqlens": inputs["cu_seqlens"]} if "cu_seqlens" in inputs else {}   # a packed varlen batch
+    return fla_forgetting_attn.parallel_forgetting_attn(q, inputs["k"], inputs["v"], inputs["g"],
+                                                        scale=scale_of(inputs, q.shape[-1]), **kw)
 
 
 def reference(inputs, causal: bool):
@@ -326,12 +328,12 @@ KERNEL = KernelSpec(
     family="quadratic",
     make_inputs=make_inputs,
     backends={
-        "torch": Backend("torch", run_torch, causal=(True, False),
+        "torch": Backend("torch", run_torch, causal=(True, False), varlen="per_sequence",
                          description="blockwise exact softmax with forget bias, O(T) memory, recomputing backward"),
-        "torch-pruned": Backend("torch-pruned", run_torch_pruned, causal=(True, False),
+        "torch-pruned": Backend("torch-pruned", run_torch_pruned, causal=(True, False), varlen="per_sequence",
                                 description="as torch, skipping keys whose forget bias provably cannot matter in fp32"),
         "fla": Backend("fla", run_fla, devices=("cuda",), requires=("fla", "triton"), interpretable=True,
-                       description="fla.ops.forgetting_attn.parallel_forgetting_attn (Triton, causal only)"),
+                       varlen="cu_seqlens", description="fla.ops.forgetting_attn.parallel_forgetting_attn (Triton, causal only)"),
     },
     reference=reference,
     reference_name="exact FoX by query blocks (fp64; fla naive_forgetting_attn cross-checked in tests)",

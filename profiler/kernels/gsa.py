@@ -264,7 +264,7 @@ RECURRENT = rc.LinearForm(
 
 # ----------------------------------------------------------------------------- registry entry
 
-_FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
+_FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True, varlen="cu_seqlens")
 
 KERNEL = KernelSpec(
     name="gsa",
@@ -273,7 +273,7 @@ KERNEL = KernelSpec(
     family="linear",
     make_inputs=make_inputs,
     backends={
-        "torch": Backend("torch", run_torch, causal=(True, False),
+        "torch": Backend("torch", run_torch, causal=(True, False), varlen="per_sequence",
                          description="two chunkwise GLA passes + slot softmax (C=64; non-causal: fwd + reversed scans), any device"),
         "fla": Backend("fla", _fla("chunk_gsa"), description="fla.ops.gsa.chunk_gsa (Triton)", **_FLA),
         "fla-recurrent": Backend("fla-recurrent", _fla("fused_recurrent_gsa"),

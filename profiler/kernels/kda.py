@@ -292,12 +292,18 @@ def run_torch(inputs, causal: bool = True):
 _PRECOMPUTED = dict(use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False, use_beta_sigmoid_in_kernel=False)
 
 
+def _varlen(inputs) -> dict:
+    """``cu_seqlens`` of a packed varlen batch (``profiler.kernels.varlen``), if any."""
+    return {"cu_seqlens": inputs["cu_seqlens"]} if "cu_seqlens" in inputs else {}
+
+
 def run_fla(inputs, causal: bool = True):
     """``fla.ops.kda.chunk_kda`` with the pre-computed gate (the inputs are already normalised)."""
     require_causal(causal, "kda/fla")
 
     q, k, v, g, beta = (inputs[n] for n in _NAMES)
-    o, _ = fla_kda.chunk_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED)
+    o, _ = fla_kda.chunk_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED,
+                            **_varlen(inputs))
     return o
 
 
@@ -306,7 +312,8 @@ def run_fla_recurrent(inputs, causal: bool = True):
     require_causal(causal, "kda/fla-recurrent")
 
     q, k, v, g, beta = (inputs[n] for n in _NAMES)
-    o, _ = fla_kda.fused_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED)
+    o, _ = fla_kda.fused_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED,
+                            **_varlen(inputs))
     return o
 
 
@@ -438,7 +445,7 @@ RECURRENT = rc.LinearForm(
 
 # ----------------------------------------------------------------------------- registry entry
 
-_FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
+_FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True, varlen="cu_seqlens")
 
 KERNEL = KernelSpec(
     name="kda",
@@ -447,7 +454,7 @@ KERNEL = KernelSpec(
     family="linear",
     make_inputs=make_inputs,
     backends={
-        "torch": Backend("torch", run_torch,
+        "torch": Backend("torch", run_torch, varlen="per_sequence",
                          description=f"chunkwise WY/UT form (C={CHUNK}, exact sub-blocks of {SUB_CHUNK}), "
                                      "exact for unbounded gates; pure PyTorch"),
         "fla": Backend("fla", run_fla, **_FLA, description="fla.ops.kda.chunk_kda (Triton)"),

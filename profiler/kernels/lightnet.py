@@ -221,7 +221,7 @@ RECURRENT = rc.LinearForm(
 
 # ----------------------------------------------------------------------------- registry entry
 
-_FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
+_FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True, varlen="cu_seqlens")
 
 KERNEL = KernelSpec(
     name="lightnet",
@@ -230,7 +230,7 @@ KERNEL = KernelSpec(
     family="linear",
     make_inputs=make_inputs,
     backends={
-        "torch": Backend("torch", run_torch, description="logcumsumexp gate + chunkwise GLA (C=64), any device"),
+        "torch": Backend("torch", run_torch, varlen="per_sequence", description="logcumsumexp gate + chunkwise GLA (C=64), any device"),
         "fla": Backend("fla", _fla("chunk_lightnet"), description="fla.ops.lightnet.chunk_lightnet (Triton)", **_FLA),
         "fla-recurrent": Backend("fla-recurrent", _fla("fused_recurrent_lightnet"),
                                  description="fla.ops.lightnet.fused_recurrent_lightnet (Triton, token loop)", **_FLA),

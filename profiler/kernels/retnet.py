@@ -163,7 +163,7 @@ RECURRENT = rc.LinearForm(
 
 # ----------------------------------------------------------------------------- registry entry
 
-_FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
+_FLA = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True, varlen="cu_seqlens")
 
 KERNEL = KernelSpec(
     name="retnet",
@@ -172,7 +172,8 @@ KERNEL = KernelSpec(
     family="linear",
     make_inputs=make_inputs,
     backends={
-        "torch": Backend("torch", run_torch, description="chunkwise-parallel pure PyTorch (C=64), any device"),
+        "torch": Backend("torch", run_torch, varlen="per_sequence",
+                         description="chunkwise-parallel pure PyTorch (C=64), any device"),
         "fla": Backend("fla", _fla("chunk_retention"), description="fla.ops.retention.chunk_retention (Triton)", **_FLA),
         "fla-fused-chunk": Backend("fla-fused-chunk", _fla("fused_chunk_retention"),
                                    description="fla.ops.retention.fused_chunk_retention (Triton)", **_FLA),

@@ -23,6 +23,12 @@ Backends
 
 Every backend reads an optional python float ``inputs["scale"]`` (default ``D ** -0.5``).
 
+Packed varlen batches (``profiler.kernels.varlen``): ``flex`` (document mask), ``flash-attn``
+(``flash_attn_varlen_func``) and ``fla`` (``parallel_attn(cu_seqlens=...)``) take ``cu_seqlens``; the
+SDPA backends and ``naive`` run once per sequence, because torch 2.13's SDPA on nested jagged tensors
+refuses ``is_causal=True`` ("Nested tensors for query / key are not supported when is_causal=True")
+and varlen points are causal.
+
 Reference: exact attention computed per block of queries (``blocked_attention``) from the fp32 values
 of the inputs, accumulated in fp64, so a non-causal reference at long T needs O(T * block) memory,
 never ``T x T``. It also accepts fewer
@@ -171,6 +177,26 @@ def flex_block_mask(Tq: int, Tk: int, device) -> object:
 FLEX_COMPILE_ENV = "SERPROF_FLEX_COMPILE"
 
 
+def _document_mask(cu: "torch.Tensor"):
+    """Causal document mask of a packed batch: a query sees earlier keys of its own sequence only."""
+    doc = torch.repeat_interleave(torch.arange(cu.numel() - 1, device=cu.device), cu[1:] - cu[:-1])
+
+    def mask(b, h, q_idx, kv_idx):
+        return (q_idx >= kv_idx) & (doc[q_idx] == doc[kv_idx])
+
+    return mask
+
+
+def flex_document_mask(cu: "torch.Tensor") -> object:
+    """The document ``BlockMask`` of offsets ``cu`` (built once per packing and device, outside timed calls)."""
+    key = ("doc", tuple(int(x) for x in cu.tolist()), str(cu.device))
+    if key not in _BLOCK_MASKS:
+        T = key[1][-1]
+        _BLOCK_MASKS[key] = torch_flex_attention.create_block_mask(_document_mask(cu), B=None, H=None, Q_LEN=T,
+                                                                   KV_LEN=T, device=str(cu.device))
+    return _BLOCK_MASKS[key]
+
+
 def run_flex(inputs, causal: bool, *, compiled: bool | None = None):
     """FlexAttention (compiled unless ``compiled=False`` or the test seam; one compiled function per process)."""
     if compiled is None:
@@ -181,7 +207,10 @@ def run_flex(inputs, causal: bool, *, compiled: bool | None = None):
             _FLEX_COMPILED["fn"] = torch.compile(torch_flex_attention.flex_attention, dynamic=False)
         fn = _FLEX_COMPILED["fn"]
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
-    mask = flex_block_mask(q.shape[1], k.shape[1], q.device) if causal else None
+    if "cu_seqlens" in inputs:   # a packed varlen batch: the document mask (causal within each sequence)
+        mask = flex_document_mask(inputs["cu_seqlens"])
+    else:
+        mask = flex_block_mask(q.shape[1], k.shape[1], q.device) if causal else None
     args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     if compiled:
         return fn(*args, block_mask=mask, scale=scale_of(inputs, q.shape[-1])).transpose(1, 2)
@@ -192,8 +221,14 @@ def run_flex(inputs, causal: bool, *, compiled: bool | None = None):
 
 
 def run_flash_attn(inputs, causal: bool):
-    """flash-attn's ``flash_attn_func`` (layout (B, T, H, D), as here)."""
+    """flash-attn's ``flash_attn_func`` (layout (B, T, H, D), as here); a packed varlen batch goes through
+    ``flash_attn_varlen_func`` (``(N, H, D)`` tokens, int32 offsets, the longest sequence as ``max_seqlen``)."""
     q = inputs["q"]
+    if "cu_seqlens" in inputs:
+        cu, m = inputs["cu_seqlens"].to(torch.int32), int(inputs["max_seqlen"])
+        o = flash_attn.flash_attn_varlen_func(q[0], inputs["k"][0], inputs["v"][0], cu, cu, m, m,
+                                              softmax_scale=scale_of(inputs, q.shape[-1]), causal=causal)
+        return o.unsqueeze(0)
     return flash_attn.flash_attn_func(q, inputs["k"], inputs["v"], softmax_scale=scale_of(inputs, q.shape[-1]), causal=causal)
 
 
@@ -217,7 +252,8 @@ def run_fla(inputs, causal: bool):
     if not causal:
         raise ValueError("fla parallel_attn is causal only")
     q = inputs["q"]
-    return fla_attn.parallel_attn(q, inputs["k"], inputs["v"], scale=scale_of(inputs, q.shape[-1]))
+    kw = {"cu_seqlens": inputs["cu_seqlens"]} if "cu_seqlens" in inputs else {}   # a packed varlen batch
+    return fla_attn.parallel_attn(q, inputs["k"], inputs["v"], scale=scale_of(inputs, q.shape[-1]), **kw)
 
 
 def reference(inputs, causal: bool):
@@ -282,25 +318,28 @@ KERNEL = KernelSpec(
     family="quadratic",
     make_inputs=make_qkv,
     backends={
-        "sdpa": Backend("sdpa", run_sdpa, causal=(True, False),
+        "sdpa": Backend("sdpa", run_sdpa, causal=(True, False), varlen="per_sequence",
                         description="torch scaled_dot_product_attention (implementation chosen by torch)"),
-        "sdpa-flash": Backend("sdpa-flash", run_sdpa_flash, devices=("cuda",), causal=(True, False),
+        "sdpa-flash": Backend("sdpa-flash", run_sdpa_flash, devices=("cuda",), causal=(True, False), varlen="per_sequence",
                               dtypes=("float16", "bfloat16"), description=_CUDA_NOTE),
         "sdpa-efficient": Backend("sdpa-efficient", run_sdpa_efficient, devices=("cuda",), causal=(True, False),
+                                  varlen="per_sequence",
                                   description=_CUDA_NOTE),
-        "sdpa-cudnn": Backend("sdpa-cudnn", run_sdpa_cudnn, devices=("cuda",), causal=(True, False),
+        "sdpa-cudnn": Backend("sdpa-cudnn", run_sdpa_cudnn, devices=("cuda",), causal=(True, False), varlen="per_sequence",
                               dtypes=("float16", "bfloat16"), description=_CUDA_NOTE + " (cuDNN attention)"),
-        "sdpa-math": Backend("sdpa-math", run_sdpa_math, causal=(True, False), description=_PIN_NOTE),
+        "sdpa-math": Backend("sdpa-math", run_sdpa_math, causal=(True, False), varlen="per_sequence",
+                             description=_PIN_NOTE),
         "flex": Backend("flex", run_flex, causal=(True, False), requires=("torch.nn.attention.flex_attention",),
+                        varlen="cu_seqlens",
                         backward_devices=("cuda",),   # torch 2.13: "FlexAttention does not support backward on CPU"
                         description="torch FlexAttention, torch.compile'd (first call = compile); "
                                     "causal via a block mask"),
-        "flash-attn": Backend("flash-attn", run_flash_attn, devices=("cuda",), causal=(True, False),
+        "flash-attn": Backend("flash-attn", run_flash_attn, devices=("cuda",), causal=(True, False), varlen="cu_seqlens",
                               requires=("flash_attn",), dtypes=("float16", "bfloat16"),
                               description="flash-attn's flash_attn_func (optional extra serprof[flash])"),
-        "naive": Backend("naive", run_naive, causal=(True, False),
+        "naive": Backend("naive", run_naive, causal=(True, False), varlen="per_sequence",
                          description="explicit T x T scores + softmax, then @ v (the study's baseline)"),
-        "fla": Backend("fla", run_fla, devices=("cuda",), requires=("fla", "triton"), interpretable=True,
+        "fla": Backend("fla", run_fla, devices=("cuda",), requires=("fla", "triton"), interpretable=True, varlen="cu_seqlens",
                        description="fla.ops.attn.parallel_attn (Triton, causal only)"),
     },
     reference=reference,

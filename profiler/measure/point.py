@@ -155,6 +155,8 @@ def measure_point(spec: PointSpec, settings: MeasureSettings, *, device_index: i
         else:
             energy = _no_energy("energy not measured (measure_energy is off)")
 
+    if "varlen" in work.extra and timing.median_s:   # packed / padded batch: real tokens per second
+        work.extra["varlen"]["tokens_per_s"] = work.extra["varlen"]["real_tokens"] / timing.median_s
     memory = Memory(
         peak_bytes=reading.peak_bytes if reading is not None else None,
         method=meter.method if reading is not None else "none",

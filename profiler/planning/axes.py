@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from profiler.core.audio import AudioRates
 from profiler.core.errors import UsageError
+from profiler.kernels import varlen as kernel_varlen
 from profiler.layers import STUDY_HIDDEN
 from profiler.layers.utterances import MSP_PODCAST_LIKE
 
@@ -93,4 +94,27 @@ def packing_variants(sweep, backend: str, B: int, options) -> list[tuple[tuple[t
         elif opts.get("bidirectional") == "1":
             why = "packed replay: the fla layers are causal only (no bidirectional variant)"
         out.append(((("packing", "packed"),), why))
+    return out
+
+
+def check_varlen(sweep) -> None:
+    """Refuse (``UsageError``, exit 2) ``--varlen`` where it cannot apply: layer/model levels."""
+    if sweep.settings.varlen is not None and sweep.level != "kernel":
+        raise UsageError(f"--varlen measures packed batches at --level kernel, not {sweep.level!r} (layers pack "
+                         f"with --utterances N --packing packed)")
+
+
+def varlen_variants(sweep, kernel, backend: str, causal: bool) -> list[tuple[tuple[tuple[str, str], ...], str | None]]:
+    """``(options, drop reason or None)`` per layout of one varlen series: packed (dropped for a backend
+    without a packed path), and padded unless ``--no-varlen-padded``. Non-varlen sweeps: ``[((), None)]``."""
+    st = sweep.settings
+    if st.varlen is None:
+        return [((), None)]
+    layouts = ("packed", "padded") if st.varlen_padded else ("packed",)
+    out = []
+    for lay in layouts:
+        why = kernel_varlen.unsupported(kernel, backend, lay)
+        if not causal:
+            why = "varlen points are causal (a padded non-causal batch would need a key mask)"
+        out.append((kernel_varlen.options(st.varlen, st.seed, lay), why))
     return out

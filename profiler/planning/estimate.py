@@ -76,7 +76,8 @@ def point_seconds(spec: PointSpec, settings: Any, rates: tuple[float, float], *,
     timed = max(timed, settings.min_reps * k * sample)
     total = k * POINT_FIXED_S + warm + timed
     if settings.verify:
-        vspec = spec if spec.T <= settings.verify_max_T else replace(spec, T=settings.verify_max_T)
+        short = spec.T <= settings.verify_max_T or spec.option("varlen")   # varlen: checked per sequence
+        vspec = spec if short else replace(spec, T=settings.verify_max_T)
         total += VERIFY_FIXED_S + VERIFY_CALLS * call_seconds(vspec, rates)
     if settings.measure_memory:
         total += MEMORY_FIXED_S + call

@@ -7,7 +7,8 @@ Rules:
 * Combinations that cannot run are *dropped* with a reason, never silently: an fla backend on CPU
   without ``--interpret``, non-causal on a causal-only backend, a head dim over the kernel's limit,
   a dtype the backend does not support, fwdbwd on a forward-only backend, a missing package, a
-  packed utterance replay (``packing``) on a backend without a varlen path or at batch 1.
+  packed utterance replay (``packing``) on a backend without a varlen path or at batch 1, a
+  kernel-level packed varlen point (``--varlen``) on a backend without ``Backend.varlen``, or non-causal.
   A ``packing`` that can yield no packed point at all is a ``UsageError``
   (``profiler.planning.axes.check_packing``).
 * Order: series after series (a series is ``PointSpec.series_key``: everything but B and T), each
@@ -28,6 +29,7 @@ from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.core.fmt import bytes_fixed
 from profiler.core.lazy import lazy_import
 from profiler.core.records import PointRecord, PointSpec
+from profiler.kernels import varlen as kernel_varlen
 from profiler.kernels.base import Shape
 from profiler.kernels.recurrent import carried_bytes, unsupported
 from profiler.planning import axes
@@ -171,6 +173,7 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
         if b not in all_backends:
             raise UsageError(f"unknown backend {b!r}; {did_you_mean(b, all_backends)}")
     axes.check_packing(sweep, reg)
+    axes.check_varlen(sweep)
 
     dropped: list[Dropped] = []
     series: dict[tuple, list[PlannedPoint]] = {}
@@ -225,7 +228,7 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                         if d not in dropped:
                             dropped.append(d)
                         continue
-                    for B, (T, lopts), (popts, why_pack) in _replay_product(sweep, axes, bname, vopts):
+                    for B, (T, lopts), (popts, why_pack) in _replay_product(sweep, axes, kernel, bname, vopts, causal):
                         spec = PointSpec(kernel=kname, backend=bname, device=device, dtype=dtype, mode=mode,
                                          B=B, T=T, H=H, D=D, causal=causal, level=sweep.level,
                                          interpret=interpret,
@@ -236,7 +239,9 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                                                             f"longer than the context T={T}"))
                             continue
                         if why_pack:   # one line per layer/backend (and batch), not per point
-                            d = Dropped(f"{kname}/{bname} packing=packed", why_pack)
+                            d = Dropped(f"{kname}/{bname} " + (f"{'' if causal else 'non-causal '}varlen="
+                                        f"{settings.varlen} {spec.option('layout', 'packed')}" if settings.varlen
+                                        else "packing=packed"), why_pack)
                             if d not in dropped:
                                 dropped.append(d)
                             continue
@@ -263,8 +268,13 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                 requested_device=requested_device)
 
 
-def _replay_product(sweep: SweepSpec, axes: Any, backend: str, vopts):
-    """``(B, (T, length options), (packing options, drop reason))`` of one series."""
+def _replay_product(sweep: SweepSpec, axes: Any, kernel: Any, backend: str, vopts, causal: bool):
+    """``(B, (T, length options), (packing options, drop reason))`` of one series. A varlen sweep has one
+    size: B=1, T=the token budget (``profiler.kernels.varlen``), in a packed and a padded layout."""
+    if sweep.settings.varlen is not None:
+        for popts in axes.varlen_variants(sweep, kernel, backend, causal):
+            yield 1, (sweep.settings.tokens, ()), popts
+        return
     for B, (T, lopts) in itertools.product(sweep.batch, axes.lengths_with_options(sweep)):
         for packing in axes.packing_variants(sweep, backend, B, vopts + lopts):
             yield B, (T, lopts), packing
@@ -305,6 +315,10 @@ def estimate_bytes(kernel: Any, spec: PointSpec) -> int | None:
                    else kernel.carried_bytes(shape, itemsize))
         return int(carried + work
                    + kernel.input_bytes(Shape(spec.B, spec.T + n, spec.H, spec.D), itemsize, "fwd"))
+    if spec.option("varlen"):   # packed / padded variable-length batch (profiler.kernels.varlen)
+        pack = kernel_varlen.packing(spec)
+        return (kernel_varlen.working_bytes(kernel, spec, pack, itemsize)
+                + kernel_varlen.input_bytes(kernel, spec, pack, itemsize))
     try:
         work = int(kernel.memory_bytes(shape, itemsize, spec.backend, spec.causal, spec.mode))
     except Exception:  # a model that cannot estimate this case: no estimate, never a guess

@@ -186,6 +186,11 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
     for key, (raw, where) in values.items():
         kw[_spec_field(key)] = _PARSERS[key](raw, where)
     kw["settings"] = measure_settings.from_values(settings_raw)
+    if kw["settings"].varlen is not None:   # a packed batch is sized by its token budget, never by these
+        for key in ("lengths", "audio", "batch", "utterances"):
+            if key in values:
+                raise UsageError(f"{values[key][1]} cannot be combined with --varlen: --tokens sizes the packed "
+                                 f"batch (one sequence of that many tokens)")
     if kw["settings"].kernel_modules:   # plugin kernels join the registry before the plan resolves names
         where = next(w for k, (_, w) in settings_raw.items() if measure_settings.lookup(k).name == "kernel_modules")
         _load_kernel_modules(kw["settings"].kernel_modules, where)

@@ -319,6 +319,33 @@ def _decode_plot(plt, st, analyses, out_dir) -> Figure | None:
                  "between calls, measured from the allocated tensors (a constant state vs a cache linear in T).")
 
 
+def _varlen_plot(plt, st, analyses, out_dir) -> Figure | None:
+    """Packed vs padded tokens/s per distribution: one panel per (run, distribution, budget), bars per backend."""
+    panels: dict[tuple, list] = {}
+    for a in analyses:
+        for r in (a.varlen.rows if a.varlen else ()):
+            panels.setdefault((a.label if len(analyses) > 1 else "", r.distribution, r.tokens), []).append(r)
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, 4.8 * len(panels)), 4.4), squeeze=False)
+    for ax, ((run, dist, tokens), rows) in zip(axes.flat, panels.items()):
+        names = [f"{r.kernel}/{r.backend}\n{r.dtype} {r.mode} H{r.H} D{r.D}" for r in rows]
+        x = list(range(len(rows)))
+        ax.bar([i - 0.2 for i in x], [r.packed_tokens_per_s or 0 for r in rows], width=0.4, label="packed")
+        ax.bar([i + 0.2 for i in x], [r.padded_tokens_per_s or 0 for r in rows], width=0.4, label="padded")
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+        waste = rows[0].padding_waste
+        ax.set_title(f"{run + ': ' if run else ''}{dist}, {tokens} tokens"
+                     + (f" (padding {100 * waste:.0f}%)" if waste is not None else ""), fontsize=9)
+        ax.set_ylabel("real tokens / s")
+        ax.legend(fontsize=8)
+    return _save(plt, fig, out_dir, "varlen", "Packed vs padded variable-length batches",
+                 "Real tokens per second of one batch whose sequence lengths come from the distribution: packed "
+                 "(cu_seqlens, or one call per sequence) against the same sequences padded to the longest. A "
+                 "missing bar: that layout was not planned (no packed path) or did not finish.")
+
+
 def render_figures(analyses: Sequence[RunAnalysis], out_dir: Path) -> tuple[list[Figure], dict[str, str]]:
     """Draw every figure into ``out_dir``; return the figures and notes for figures that cannot exist."""
     plt, sns = _setup()
@@ -369,6 +396,8 @@ def render_figures(analyses: Sequence[RunAnalysis], out_dir: Path) -> tuple[list
     add(_roofline_plot(plt, st, analyses, out_dir), "roofline", "no point carries analytic FLOP and byte counts")
     if any(a.decode for a in analyses):
         add(_decode_plot(plt, st, analyses, out_dir), "decode", "no decode or streaming points")
+    if any(a.varlen for a in analyses):
+        add(_varlen_plot(plt, st, analyses, out_dir), "varlen", "no packed or padded varlen points")
     if any(a.ser for a in analyses):
         add(_per_minute_plot(plt, st, analyses, out_dir), "per minute of audio",
             "no fixed-length layer points whose T came from an audio duration (--audio)")

@@ -43,6 +43,8 @@ from profiler.report.text import (
     sentences,
     ser_sentences,
     summary_rows,
+    varlen_rows,
+    VARLEN_COLUMNS,
 )
 from profiler.store.runs import RunDir
 
@@ -225,6 +227,7 @@ def run_context(a: RunAnalysis) -> dict:
         "conditions": conditions_rows(a.conditions),
         "ser": ser_context(a),
         "decode": decode_context(a),
+        "varlen": {"columns": VARLEN_COLUMNS, "rows": varlen_rows(a.varlen)} if a.varlen is not None else None,
         "devices": [{
             "model": i.model, "device": i.device, "points": i.points, "hosts": ", ".join(i.hosts) or "–",
             "memory": fmt_bytes(i.memory_bytes), "memory_source": i.memory_source,

@@ -20,6 +20,8 @@ from profiler.report.text import (
     ser_sentences,
     study_table,
     summary_rows,
+    varlen_rows,
+    VARLEN_COLUMNS,
 )
 
 
@@ -45,6 +47,7 @@ def run_markdown(a: RunAnalysis) -> str:
             lines.append("| " + " | ".join([mech] + [_cell(x) for x in (r.facet, r.slope, r.crossover, r.max_speedup,
                                                                 r.max_memory_saving, r.longest_T)]) + " |")
     lines += decode_markdown(a)
+    lines += varlen_markdown(a)
     lines += ser_markdown(a)
     failed = a.failures + a.wrong
     if failed:
@@ -56,6 +59,18 @@ def run_markdown(a: RunAnalysis) -> str:
 
 def _ci(x, ci) -> str:
     return fmt_s(x) + (f" [{fmt_s(ci[0])}, {fmt_s(ci[1])}]" if ci else "")
+
+
+def varlen_markdown(a: RunAnalysis) -> list[str]:
+    """Packed vs padded variable-length batches: tokens/s (real tokens) per distribution."""
+    if a.varlen is None:
+        return []
+    lines = ["", "#### Packed vs padded variable-length batches", "",
+             "tokens/s = real tokens / median call; padded batches compute count x longest tokens.", "",
+             "| " + " | ".join(VARLEN_COLUMNS) + " |", "|" + "---|" * len(VARLEN_COLUMNS)]
+    for row in varlen_rows(a.varlen):
+        lines.append("| " + " | ".join(_cell(row[c]) for c in VARLEN_COLUMNS) + " |")
+    return lines
 
 
 def decode_markdown(a: RunAnalysis) -> list[str]:

@@ -433,3 +433,28 @@ def study_table(section) -> list[str]:
             f"{ratio(r.speedup_vs_softmax)} | {ratio(r.memory_ratio_vs_softmax)} | "
             f"{dur(r.pays_off_from_audio_s)} | {dur(r.longest_audio_s)} |")
     return lines
+
+
+VARLEN_COLUMNS = ("distribution", "tokens", "kernel", "config", "sequences", "median / max length", "padding waste",
+                  "packed path", "packed tokens/s", "padded tokens/s", "packed speedup", "worst sequence err")
+
+
+def varlen_rows(v) -> list[dict[str, str]]:
+    """The packed-vs-padded table (``analysis.varlen.VarlenAnalysis``), one dict of cells per row."""
+    out = []
+    for r in v.rows:
+        def tps(x, status):
+            return f"{x:,.0f}" if x is not None else (status or "not planned")
+        out.append({
+            "distribution": r.distribution, "tokens": fmt_T(r.tokens), "kernel": f"{r.kernel}/{r.backend}",
+            "config": f"{r.device} {r.dtype} {r.mode} H{r.H} D{r.D}",
+            "sequences": "–" if r.count is None else str(r.count),
+            "median / max length": "–" if r.max_len is None else f"{r.median_len:g} / {r.max_len}",
+            "padding waste": "–" if r.padding_waste is None else f"{100 * r.padding_waste:.0f}%",
+            "packed path": r.path or "none",
+            "packed tokens/s": tps(r.packed_tokens_per_s, r.packed_status),
+            "padded tokens/s": tps(r.padded_tokens_per_s, r.padded_status),
+            "packed speedup": "–" if r.speedup is None else f"{r.speedup:.2f}x",
+            "worst sequence err": "–" if r.max_rel_err is None else f"{r.max_rel_err:.2g}",
+        })
+    return out

@@ -40,7 +40,7 @@ def test_one_declaration_per_stored_field_with_unique_spellings():
     spellings = [sp for s in ms.SETTINGS for sp in s.spellings]
     assert len(flags) == len(set(flags)) and len(spellings) == len(set(spellings))
     for s in ms.SETTINGS:
-        assert s.help and s.kind in ("bool", "int", "float", "bytes", "choice", "modules")
+        assert s.help and s.kind in ("bool", "int", "float", "bytes", "choice", "modules", "text")
         assert getattr(MeasureSettings(), s.name) == s.default
         if s.kind != "bool":   # the default itself is allowed
             assert ms.check(s, s.default, "default") == s.default

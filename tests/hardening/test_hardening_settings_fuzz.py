@@ -36,6 +36,9 @@ def _bad_numbers(s: Setting) -> st.SearchStrategy:
     return out
 
 
+_BAD_TEXT = st.sampled_from(["x", "fast", "--", "[]", "0x", "one", "lognormal:sigma=x", "fixed:",
+                             "uniform:min=10,max=5", "exponential:rate=2", "lognormal:median=0", "zipf",
+                             "fixed:1,-2", "speech:max=3"])
 _BAD_MODULES = st.sampled_from(["1x", "a..b", "a b", ".x", "x.", "-m", "", "a,,b", "no_such_module_xyz",
                                  "json", "os.path"])
 
@@ -46,6 +49,8 @@ def bad_flag_values(s: Setting) -> st.SearchStrategy[str]:
         return _BAD_MODULES
     if s.kind == "choice":  # any word but the declared ones
         return (_WORDS | st.sampled_from(["", "1", "true", "on", "hot", "COLD!"])).filter(lambda w: w not in s.choices)
+    if s.kind == "text":   # the varlen distributions: unknown names, bad parameters, an empty fixed list
+        return _BAD_TEXT
     numbers = _bad_numbers(s).map(lambda v: repr(v) if isinstance(v, float) else str(v))
     if s.kind == "bytes":   # a size in words must still be a size; a float count of bytes is fine as text
         return _WORDS | st.sampled_from(["-1GiB", "0", "0B", "1e999GiB", "lots", "9" * 40 + "GiB"])
@@ -62,6 +67,8 @@ def bad_toml_values(s: Setting) -> st.SearchStrategy[str]:
         return st.sampled_from(["[1]", "{ a = 1 }", "[]", "true", "3", '["ok_name", 2]']) | _BAD_MODULES.map(
             lambda w: f'"{w}"') | _BAD_MODULES.map(lambda w: f'["{w}"]')
     texts = _WORDS.map(lambda w: f'"{w}"')
+    if s.kind == "text":
+        return wrong_types | _BAD_TEXT.map(lambda w: f'"{w}"') | st.sampled_from(["3", "true", "1.5"])
     if s.kind == "choice":  # booleans are the older spelling of some word settings (l2_flush = true)
         return wrong_types | texts | st.sampled_from(["1", "0.5", "nan", '"hot"', '""'])
     if s.kind == "bytes":
@@ -120,5 +127,5 @@ def test_bad_scenario_value_exits_2_naming_file_and_key(s, data, tmp_path_factor
 
 def test_every_setting_is_fuzzed_by_kind():
     """The strategies cover every kind the model declares (a new kind needs strategies here first)."""
-    assert {s.kind for s in SETTINGS} <= {"bool", "int", "float", "bytes", "choice", "modules"}
+    assert {s.kind for s in SETTINGS} <= {"bool", "int", "float", "bytes", "choice", "modules", "text"}
     assert len(_VALUED) + sum(s.kind == "bool" for s in SETTINGS) == len(SETTINGS)
