@@ -22,7 +22,6 @@ from profiler.analysis.crossover import (
     compare_all,
 )
 from profiler.analysis.decode import DecodeAnalysis, analyze_decode
-from profiler.analysis.varlen import VarlenAnalysis, analyze_varlen
 from profiler.analysis.devices import RunDevices, run_devices
 from profiler.analysis.fits import (
     CostModel,
@@ -46,6 +45,7 @@ from profiler.analysis.series import (
     build_series,
     interpreted_records,
 )
+from profiler.analysis.varlen import VarlenAnalysis, analyze_varlen
 from profiler.core.records import PointRecord, energy_per_call
 from profiler.store.runs import LoadedRun
 

@@ -53,7 +53,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from profiler.core.isolated import ChildFailure, ChildRaised, ChildTimedOut, call_isolated
+from profiler.core.isolated import (
+    ChildFailure,
+    ChildRaised,
+    ChildTimedOut,
+    call_isolated,
+)
 from profiler.core.lazy import lazy_import
 
 interp = lazy_import('triton.runtime.interpreter')

@@ -71,10 +71,10 @@ from profiler.core.stats import clopper_pearson_interval
 from profiler.measure.inject import ENV_VAR
 from profiler.measure.timer import PerfCounterTimer, measure_timing
 from profiler.planning.scenario import build_spec
+from profiler.runner.interleaved_ab import InterleavePlan, run_interleaved
 from profiler.runner.local import LocalExecutor
 from profiler.runner.sweep import run_sweep
 from profiler.store.runs import LoadedRun, RunDir
-from profiler.runner.interleaved_ab import InterleavePlan, run_interleaved
 
 torch = lazy_import("torch")
 

@@ -47,11 +47,10 @@ from profiler.measure.memory import ProfilerMemoryMeter
 from profiler.measure.point import measure_point
 from profiler.measure.verify import verify_many
 from profiler.planning.points import resolve_device
-from profiler.runner import allocator
-from profiler.runner.env import fingerprint
-from profiler.runner import bench
+from profiler.runner import allocator, bench
 from profiler.runner.bench import FidelityRow, _op_call, memory_check, timer_fidelity
 from profiler.runner.doctor import environment_checks
+from profiler.runner.env import fingerprint
 
 torch = lazy_import("torch")
 

@@ -25,6 +25,7 @@ from profiler.core.records import Energy, energy_per_call
 from profiler.core.version import __version__
 from profiler.report.figures import render_figures
 from profiler.report.text import (
+    VARLEN_COLUMNS,
     audio_rates,
     baseline_text,
     cache_state,
@@ -44,7 +45,6 @@ from profiler.report.text import (
     ser_sentences,
     summary_rows,
     varlen_rows,
-    VARLEN_COLUMNS,
 )
 from profiler.store.runs import RunDir
 

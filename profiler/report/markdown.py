@@ -11,6 +11,7 @@ from typing import Sequence
 from profiler.analysis.summary import RunAnalysis
 from profiler.report.html import load_analysis
 from profiler.report.text import (
+    VARLEN_COLUMNS,
     audio_rates,
     decode_sentences,
     fmt_bytes,
@@ -21,7 +22,6 @@ from profiler.report.text import (
     study_table,
     summary_rows,
     varlen_rows,
-    VARLEN_COLUMNS,
 )
 
 

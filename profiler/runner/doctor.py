@@ -25,9 +25,9 @@ from profiler.core.paths import check_output_dir
 from profiler.core.records import MeasureSettings
 from profiler.planning.points import resolve_device
 from profiler.planning.scenario import SweepSpec
+from profiler.runner import bench
 from profiler.runner.env import fingerprint
 from profiler.runner.sweep import run_sweep
-from profiler.runner import bench
 
 VERIFY_TIMEOUT_S = 900
 TIMER_CHECK = "timer (device time vs triton do_bench_cudagraph)"

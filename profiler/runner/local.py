@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from profiler.core.isolated import ChildFailure, ChildTimedOut, IsolatedProcess
 from profiler.core.records import (
     MeasureSettings,
     PointRecord,
@@ -35,7 +36,6 @@ from profiler.core.records import (
     from_dict,
     to_dict,
 )
-from profiler.core.isolated import ChildFailure, ChildTimedOut, IsolatedProcess
 from profiler.runner import allocator
 from profiler.runner.base import Executor, ExecutorStats, PointQueue, RunEvents
 
