@@ -4,6 +4,8 @@ utterance replay and packing (used by ``profiler.planning.points``).
 
 from __future__ import annotations
 
+import itertools
+
 from profiler.core.audio import AudioRates
 from profiler.core.errors import UsageError
 from profiler.layers import STUDY_HIDDEN
@@ -94,3 +96,28 @@ def packing_variants(sweep, backend: str, B: int, options) -> list[tuple[tuple[t
             why = "packed replay: the fla layers are causal only (no bidirectional variant)"
         out.append(((("packing", "packed"),), why))
     return out
+
+
+def shape_variants(sweep) -> list[tuple[int, int, int]]:
+    """``(kv_heads, value_dim, window)`` per combination of the shape axes (0: the default, which adds no
+    id part: ``PointSpec.kv_heads``)."""
+    return list(itertools.product(tuple(getattr(sweep, "kv_heads", ()) or (0,)),
+                                  tuple(getattr(sweep, "value_dims", ()) or (0,)),
+                                  tuple(getattr(sweep, "windows", ()) or (0,))))
+
+
+def shape_unsupported(kernel, backend: str, shape, phase: str) -> str | None:
+    """Why ``kernel/backend`` cannot take the shape axes of ``shape`` (kv heads, value dim, window), or None."""
+    if not (shape.kv_heads or shape.value_dim or shape.window):
+        return None
+    if phase != "prefill":
+        return f"{phase} points keep the default shape (no --kv-heads / --value-dim / --window)"
+    check = getattr(kernel, "axis_unsupported", None)
+    if check is None:
+        return f"{kernel.name}: the shape axes are kernel-level"
+    why = check(backend, shape)
+    if why is None and shape.value_dim:
+        why = kernel.check_shape(type(shape)(1, 1, shape.H, shape.value_dim)) or kernel.backend_limit(
+            backend, type(shape)(1, 1, shape.H, shape.value_dim))
+        why = why and f"value dim: {why}"
+    return why
