@@ -40,13 +40,15 @@ class Variant:
     kernel: str
     backend: str
     causal: bool
+    window: int = 0        # a sliding-window softmax is its own variant (compared with full softmax)
 
     @classmethod
     def of(cls, key: SeriesKey) -> "Variant":
-        return cls(key.kernel, key.backend, key.causal)
+        return cls(key.kernel, key.backend, key.causal, getattr(key, "window", 0))
 
     def __str__(self) -> str:
-        return f"{self.kernel}/{self.backend}/{'causal' if self.causal else 'full'}"
+        w = f" w={self.window}" if self.window else ""
+        return f"{self.kernel}/{self.backend}/{'causal' if self.causal else 'full'}{w}"
 
 
 #: The study's softmax layer (SER levels): the baseline of layer/model groups without the chosen one.
@@ -67,7 +69,7 @@ def choose_baseline(series: Sequence[Series], requested: str | None = None) -> V
         for k, b, c in DEFAULT_BASELINES:
             if Variant(k, b, c) in present:
                 return Variant(k, b, c)
-        return next((v for v in present if v.kernel == "softmax"), None)
+        return next((v for v in sorted(present, key=lambda v: v.window != 0) if v.kernel == "softmax"), None)
     parts = requested.strip().split("/")
     if not parts[0] or len(parts) > 3 or (len(parts) == 3 and parts[2] not in ("causal", "full")):
         raise UsageError(f"--baseline {requested!r}: expected KERNEL[/BACKEND[/causal|full]], e.g. softmax/sdpa/full")
@@ -78,7 +80,7 @@ def choose_baseline(series: Sequence[Series], requested: str | None = None) -> V
         valid = ", ".join(str(v) for v in present) or "none (the run has no successful points)"
         raise UsageError(f"--baseline {requested!r} matches no measured series; valid: {valid}")
     order = {Variant(*d): i for i, d in enumerate(DEFAULT_BASELINES)}
-    cands.sort(key=lambda v: (order.get(v, len(order)), v.causal))  # prefer the non-causal form
+    cands.sort(key=lambda v: (v.window != 0, order.get(v, len(order)), v.causal))  # full attention, non-causal first
     return cands[0]
 
 

@@ -243,6 +243,9 @@ class KernelSpec:
     # (shape, causal, mode, itemsize) -> (FLOPs, minimum bytes) through ``profiler.core.counting``;
     # None: the forward models ``flops`` / ``bytes_moved`` (x3 for fwdbwd, x2 for bwd, no bytes)
     count: Callable[[Shape, bool, str, int], tuple[float, float]] | None = None
+    # the FLOP and byte formulas of ``count`` in words (``counting.FORMULAS``), stored in each record's
+    # ``extra`` (``flops_formula``, ``bytes_formula``) so the report writes them next to the rates
+    formulas: tuple[str, str] = ("", "")
     # backend -> axis -> how the backend takes it (recorded in ``extra``); default for kv_heads: repeat
     axis_impl: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
@@ -300,9 +303,12 @@ class KernelSpec:
 
     def axis_extra(self, point: PointSpec) -> dict[str, str]:
         """``{kv_heads_impl, value_dim_impl, window_impl}`` for the point's non-default shape axes: how
-        its backend takes them (``axis_impl``; GQA defaults to k, v repeated per query head)."""
+        its backend takes them (``axis_impl``; GQA defaults to k, v repeated per query head); and the
+        counting formulas (``formulas``)."""
         impl = self.axis_impl.get(point.backend, {})
         out = {}
+        if self.count is not None and all(self.formulas):
+            out["flops_formula"], out["bytes_formula"] = self.formulas
         for axis in SHAPE_AXES:
             if getattr(point, axis, 0):
                 default = "k, v repeated per query head" if axis == "kv_heads" else "native"

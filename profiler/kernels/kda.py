@@ -349,6 +349,12 @@ def flops(shape: Shape, causal: bool = True) -> float:
     return float(shape.B * shape.H * Tp * (2 * C * K + C * (K + V) + 6 * K * V + C * V))
 
 
+#: ``count`` in words (stored in records, written next to the report's FLOP/s and bytes/s)
+FORMULAS = ("B * Hq * Tp * (2CK + C(K+V) + 6KV + CV), C = 64, K = D, V = Dv, Tp = T padded to C, "
+            "x {fwd 1, bwd 2, fwdbwd 3}",
+            counting.FORMULAS["io_bytes"] + "; extra: g (Hkv*D) and beta (Hkv)")
+
+
 def count(shape: Shape, causal: bool, mode: str, itemsize: int) -> tuple[float, float]:
     """``flops`` (V = Dv, Hq heads) x ``profiler.core.counting``'s linear mode factor (fwd 1, bwd 2,
     fwdbwd 3); bytes ``counting.io_bytes`` with g (Hkv*D) and beta (Hkv) as extra per-token inputs."""
@@ -491,6 +497,7 @@ KERNEL = KernelSpec(
     reference_max_T=REFERENCE_MAX_T,
     recurrent=RECURRENT,
     count=count,
+    formulas=FORMULAS,
     shape_axes=("kv_heads", "value_dim"),
     axis_impl={b: {"kv_heads": "k, v, g, beta repeated per query head"} for b in ("torch", "fla", "fla-recurrent")},
     description="Gated delta rule with a per-channel decay g = -exp(A_log) softplus(x + dt_bias) (unbounded, "

@@ -225,6 +225,7 @@ KERNEL = KernelSpec(
     reference_max_T=REFERENCE_MAX_T,
     recurrent=RECURRENT,
     count=count,
+    formulas=(counting.FORMULAS["linear_flops"], counting.FORMULAS["io_bytes"]),
     shape_axes=("kv_heads", "value_dim"),
     description="Retention with fla's fixed per-head decay gamma_h = 1 - 2^(-5-h): O(T) chunkwise.",
 )

@@ -403,6 +403,7 @@ KERNEL = KernelSpec(
     backend_max_head_dim={"fla": 256, "flash-attn": 256},
     recurrent=CacheForm(),   # decode / streaming: SDPA against a pre-allocated KV cache
     count=count,
+    formulas=(counting.FORMULAS["softmax_flops"], counting.FORMULAS["io_bytes"]),
     shape_axes=SHAPE_AXES,
     backend_axes={"sdpa-flash": ("kv_heads", "value_dim"), "sdpa-cudnn": ("kv_heads", "value_dim"),
                   "flash-attn": ("kv_heads", "window")},
