@@ -247,8 +247,9 @@ def run_flex(inputs, causal: bool, *, compiled: bool | None = None):
 def run_flash_attn(inputs, causal: bool):
     """flash-attn's ``flash_attn_func`` (layout (B, T, H, D), as here)."""
     q, w = inputs["q"], window_of(inputs)
+    kw = {"window_size": (w - 1, 0)} if w else {}
     return flash_attn.flash_attn_func(q, inputs["k"], inputs["v"], softmax_scale=scale_of(inputs, q.shape[-1]),
-                                      causal=causal or bool(w), window_size=(w - 1, 0) if w else (-1, -1))
+                                      causal=causal or bool(w), **kw)
 
 
 def run_naive(inputs, causal: bool):
