@@ -98,6 +98,7 @@ def _short_id(spec) -> str:
     extra = " interp" if spec.interpret else ""
     if spec.phase != "prefill":   # decode x4 / streaming x2: tokens per timed call after a context of T
         extra += f" {spec.phase} x{spec.tokens_per_call}"
+    extra += "".join(f" {part}" for part in getattr(spec, "shape_parts", ()))   # KV1 Dv128 W256
     return f"{spec.kernel}/{spec.backend} {spec.dtype} {spec.mode} B{spec.B} T{spec.T} {c}{extra}"
 
 
