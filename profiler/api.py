@@ -305,7 +305,9 @@ _SPEC_KEYWORDS = {"kernels": "kernels", "kernel": "kernels", "backends": "backen
                   "mode": "modes", "heads": "heads", "head_dim": "head_dim", "device": "device", "causal": "causal",
                   "interpret": "interpret", "level": "level", "audio": "audio", "frame_rate": "frame_rate",
                   "text_rate": "text_rate", "bidirectional": "bidirectional", "utterances": "utterances",
-                  "packing": "packing", "name": "name", "description": "description"}
+                  "packing": "packing", "name": "name", "description": "description",
+                  "kv_heads": "kv_heads", "value_dim": "value_dim", "value_dims": "value_dim", "window": "window",
+                  "windows": "window"}
 
 
 def _typed(value: Any) -> Any:

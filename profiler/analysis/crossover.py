@@ -39,13 +39,15 @@ class Variant:
     kernel: str
     backend: str
     causal: bool
+    window: int = 0        # a sliding-window softmax is its own variant (compared with full softmax)
 
     @classmethod
     def of(cls, key: SeriesKey) -> "Variant":
-        return cls(key.kernel, key.backend, key.causal)
+        return cls(key.kernel, key.backend, key.causal, getattr(key, "window", 0))
 
     def __str__(self) -> str:
-        return f"{self.kernel}/{self.backend}/{'causal' if self.causal else 'full'}"
+        w = f" w={self.window}" if self.window else ""
+        return f"{self.kernel}/{self.backend}/{'causal' if self.causal else 'full'}{w}"
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ def choose_baseline(series: Sequence[Series], requested: str | None = None) -> B
             for k, b in DEFAULT_BASELINES:
                 if Variant(k, b, causal) in present:
                     return Variant(k, b, causal)
-            return next((v for v in present if v.kernel == "softmax" and v.causal == causal), None)
+            return next((v for v in sorted(present, key=lambda v: v.window != 0)
+                         if v.kernel == "softmax" and v.causal == causal), None)
 
         causal, full = first(True), first(False)
         return Baseline(causal, full) if (causal or full) else None
@@ -114,7 +117,7 @@ def choose_baseline(series: Sequence[Series], requested: str | None = None) -> B
         valid = ", ".join(str(v) for v in present) or "none (the run has no successful points)"
         raise UsageError(f"--baseline {requested!r} matches no measured series; valid: {valid}")
     order = {Variant(k, b, c): 2 * i + c for i, (k, b) in enumerate(DEFAULT_BASELINES) for c in (False, True)}
-    cands.sort(key=lambda v: (order.get(v, len(order)), v.causal))  # prefer the non-causal form
+    cands.sort(key=lambda v: (v.window != 0, order.get(v, len(order)), v.causal))  # full attention, non-causal first
     return Baseline(cands[0], cands[0], requested=True)
 
 

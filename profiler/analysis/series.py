@@ -6,7 +6,10 @@ samples themselves (for bootstrap fits), peak/analytic memory, energy per call a
 
 A *series* is the set of points that differ only in the sequence length T: kernel x backend x
 dtype x mode x B x causal x device (plus level, H, D and options, which a sweep usually holds
-fixed). Scaling fits, crossovers and figures work per series. In a run whose records were measured
+fixed), and the shape axes: key/value heads, value dim and sliding window. Figures facet by the
+grouped heads and the value dim (``SeriesKey.shape_label``: latency vs T per kv-heads ratio), and
+the window is part of the mechanism's variant (``softmax/sdpa/causal w=256`` is drawn, compared and
+gated beside full softmax and the linear kernels). Scaling fits, crossovers and figures work per series. In a run whose records were measured
 on more than one device model (``analysis.devices``), the model is part of the series too: points
 from two GPU models are never fitted, compared or averaged together, and labels name the model.
 
@@ -65,11 +68,25 @@ class SeriesKey:
     options: tuple[tuple[str, str], ...] = ()
     device_model: str = ""     # set only in runs measured on several device models
     phase: str = "prefill"     # PointSpec.phase: decode / streaming series are compared among themselves
+    kv_heads: int = 0          # PointSpec shape axes (0: the default: kv heads = H, Dv = D, no window)
+    value_dim: int = 0
+    window: int = 0
 
     @classmethod
     def of(cls, spec: PointSpec, device_model: str = "") -> "SeriesKey":
         return cls(spec.level, spec.kernel, spec.backend, spec.device, spec.dtype, spec.mode,
-                   spec.B, spec.H, spec.D, spec.causal, tuple(spec.options), device_model, spec.phase)
+                   spec.B, spec.H, spec.D, spec.causal, tuple(spec.options), device_model, spec.phase,
+                   getattr(spec, "kv_heads", 0), getattr(spec, "value_dim", 0), getattr(spec, "window", 0))
+
+    @property
+    def shape_label(self) -> str:
+        """The grouped heads and value dim, when not the default: ``H8:KV2 Dv128`` ("" otherwise)."""
+        parts = []
+        if self.kv_heads:
+            parts.append(f"H{self.H}:KV{self.kv_heads}")
+        if self.value_dim:
+            parts.append(f"Dv{self.value_dim}")
+        return " ".join(parts)
 
     @property
     def variant(self) -> str:
@@ -80,6 +97,8 @@ class SeriesKey:
         if self.phase != "prefill":
             v = f"{self.phase}:{v}"
         shown = [(k, val) for k, val in self.options if k not in _HIDDEN_OPTIONS]
+        if self.window:
+            shown.insert(0, ("w", str(self.window)))
         if shown:
             v += " " + ",".join(f"{k}={val}" for k, val in shown)
         if self.device_model:
@@ -91,24 +110,28 @@ class SeriesKey:
         return f"{self.device} · {self.device_model}" if self.device_model else self.device
 
     @property
-    def facet(self) -> tuple[str, str, str, int]:
-        """What figures facet by: device (and model, when split), dtype, mode, batch."""
-        return (self.device_label, self.dtype, self.mode, self.B)
+    def facet(self) -> tuple[str, str, str, int, str]:
+        """What figures facet by: device (and model, when split), dtype, mode, batch, grouped heads / Dv."""
+        return (self.device_label, self.dtype, self.mode, self.B, self.shape_label)
 
     @property
     def facet_label(self) -> str:
-        return f"{self.device_label} {self.dtype} {self.mode} B={self.B}"
+        shape = f" {self.shape_label}" if self.shape_label else ""
+        return f"{self.device_label} {self.dtype} {self.mode} B={self.B}{shape}"
 
     @property
     def label(self) -> str:
         # the variant already names the device model when there is one
-        return f"{self.variant} [{self.device} {self.dtype} {self.mode} B={self.B}]"
+        shape = f" {self.shape_label}" if self.shape_label else ""
+        return f"{self.variant} [{self.device} {self.dtype} {self.mode} B={self.B}{shape}]"
 
     @property
     def match_key(self) -> tuple:
-        """What must agree for two series to be compared (all but the mechanism)."""
+        """What must agree for two series to be compared (all but the mechanism, whose variant includes
+        the window): a grouped-head or wide-value series is compared with the baseline of the same shape."""
         return (self.level, self.device, self.device_model, self.dtype, self.mode, self.B, self.H, self.D,
-                self.phase, tuple((k, v) for k, v in self.options if k in ("steps", "chunk")))
+                self.phase, tuple((k, v) for k, v in self.options if k in ("steps", "chunk")),
+                self.kv_heads, self.value_dim)
 
     @property
     def is_softmax(self) -> bool:
@@ -279,7 +302,7 @@ def build_series(records: Iterable[PointRecord], models: Mapping[str, str] | Non
 def _sort_key(k: SeriesKey) -> tuple:
     # softmax first so that baselines lead tables and legends
     return (k.level, 0 if k.is_softmax else 1, k.kernel, k.backend, not k.causal, k.device, k.device_model,
-            k.dtype, k.mode, k.B, k.H, k.D, k.options)
+            k.dtype, k.mode, k.B, k.H, k.D, k.kv_heads, k.value_dim, k.window, k.options)
 
 
 def interpreted_records(records: Sequence[PointRecord]) -> list[PointRecord]:

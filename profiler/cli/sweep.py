@@ -98,6 +98,7 @@ def _short_id(spec) -> str:
     extra = " interp" if spec.interpret else ""
     if spec.phase != "prefill":   # decode x4 / streaming x2: tokens per timed call after a context of T
         extra += f" {spec.phase} x{spec.tokens_per_call}"
+    extra += "".join(f" {part}" for part in getattr(spec, "shape_parts", ()))   # KV1 Dv128 W256
     return f"{spec.kernel}/{spec.backend} {spec.dtype} {spec.mode} B{spec.B} T{spec.T} {c}{extra}"
 
 
@@ -230,9 +231,12 @@ def sweep(
     lengths: Optional[str] = typer.Option(None, "--lengths", help="1k..64k | 1k..64k:x2 | 1k..8k:+1k | 512,1k,3000"),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,4"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32,float16,bfloat16 (fp32, fp16, bf16)"),
-    mode: Optional[str] = typer.Option(None, "--mode", help="fwd, fwdbwd or both"),
+    mode: Optional[str] = typer.Option(None, "--mode", help="fwd, fwdbwd, bwd (backward alone, forward untimed); comma list or all"),
     heads: Optional[str] = typer.Option(None, "--heads", help="Number of heads (list allowed)"),
-    head_dim: Optional[str] = typer.Option(None, "--head-dim", help="Head dimension (list allowed)"),
+    head_dim: Optional[str] = typer.Option(None, "--head-dim", help="Head dimension (list allowed; up to 256 where the kernel takes it)"),
+    kv_heads: Optional[str] = typer.Option(None, "--kv-heads", help="Key/value heads (GQA/MQA; list sweeps the ratio; each must divide --heads). Kernel level."),
+    value_dim: Optional[str] = typer.Option(None, "--value-dim", help="Value head dim Dv != D (list allowed; kernels that cannot take it are dropped with the reason). Kernel level."),
+    window: Optional[str] = typer.Option(None, "--window", help="Causal sliding window of softmax attention, in keys (list allowed; 1..T). Kernel level."),
     causal: Optional[bool] = typer.Option(None, "--causal/--non-causal",
                                           help="Only causal / only non-causal (default: both where supported)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
@@ -271,6 +275,7 @@ def sweep(
     overrides: dict[str, Any] = {
         "kernels": kernels, "backends": backend, "lengths": lengths, "batch": batch, "dtypes": dtype,
         "modes": mode, "heads": heads, "head_dim": head_dim, "device": device,
+        "kv_heads": kv_heads, "value_dim": value_dim, "window": window,
         "causal": None if causal is None else ("causal" if causal else "non-causal"),
         "interpret": True if interpret else None,
         "level": level, "audio": audio, "text_rate": text_rate, "bidirectional": bidirectional,

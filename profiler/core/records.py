@@ -28,7 +28,8 @@ SCHEMA_VERSION = 1
 
 #: Terminal statuses of a point. A point with any record is never re-run by ``--resume``.
 STATUSES = ("ok", "wrong", "oom", "timeout", "crashed", "skipped", "unavailable")
-MODES = ("fwd", "fwdbwd")
+#: fwd; bwd (the backward alone, after an untimed forward); fwdbwd (both in one timed call).
+MODES = ("fwd", "fwdbwd", "bwd")
 DTYPES = ("float32", "float16", "bfloat16")
 LEVELS = ("kernel", "layer", "model")
 #: A point whose device time is under this fraction of its call latency is launch-bound.
@@ -66,6 +67,27 @@ class PointSpec:
     # streaming points ``chunk=C`` among their options. A prefill id has no phase part, so ids of runs
     # made before phases existed are unchanged (resume and baselines keep matching).
     phase: str = "prefill"
+    # shape axes (issue 18); 0 = the default (kv_heads = H, value_dim = D, no window), which adds no id
+    # part, so ids of runs made before these axes existed are unchanged.
+    kv_heads: int = 0      # key/value heads (GQA/MQA: H % kv_heads == 0)
+    value_dim: int = 0     # Dv, the value (and output) head dim
+    window: int = 0        # causal sliding window: keys [i - window + 1, i]
+
+    @property
+    def Hkv(self) -> int:
+        """Key/value heads (H unless grouped)."""
+        return self.kv_heads or self.H
+
+    @property
+    def Dv(self) -> int:
+        """Value / output head dim (D unless set)."""
+        return self.value_dim or self.D
+
+    @property
+    def shape_parts(self) -> tuple[str, ...]:
+        """The id parts of the non-default shape axes: ``KV1``, ``Dv128``, ``W256``."""
+        return tuple(f"{tag}{v}" for tag, v in (("KV", self.kv_heads), ("Dv", self.value_dim), ("W", self.window))
+                     if v)
 
     @property
     def id(self) -> str:
@@ -75,6 +97,7 @@ class PointSpec:
             f"B{self.B}", f"T{self.T}", f"H{self.H}", f"D{self.D}",
             "causal" if self.causal else "full",
         ]
+        parts += self.shape_parts
         if self.interpret:
             parts.append("interpret")
         if self.phase != "prefill":
@@ -87,7 +110,7 @@ class PointSpec:
         """Everything but B and T: points of one series differ only in size (used for OOM skips, fits)."""
         return (self.level, self.kernel, self.backend, self.device, self.dtype, self.mode,
                 self.H, self.D, self.causal, self.interpret, self.options) + (
-                    (self.phase,) if self.phase != "prefill" else ())
+                    (self.phase,) if self.phase != "prefill" else ()) + self.shape_parts
 
     def option(self, key: str, default: str | None = None) -> str | None:
         return dict(self.options).get(key, default)

@@ -17,11 +17,17 @@ analytic FLOP, byte and memory models. Adding a kernel is one new entry, never a
 
 Conventions shared by every kernel and backend:
 
-* Layout ``(B, T, H, D)`` as in fla; the output is ``(B, T, H, Dv)`` with ``Dv == D`` here.
+* Layout as in fla: q ``(B, T, H, D)``, k ``(B, T, Hkv, D)``, v ``(B, T, Hkv, Dv)``, output
+  ``(B, T, H, Dv)`` (``Shape``: ``Hkv == H`` and ``Dv == D`` unless the point sets ``kv_heads`` /
+  ``value_dim``). Query head h reads key/value head ``h // (H / Hkv)`` (SDPA's ``enable_gqa`` order).
+  A sliding window reaches the backend as the python int ``inputs["window"]``.
 * A backend is ``run(inputs, causal) -> output`` where ``inputs`` is the dict built by
   ``make_inputs``. Non-tensor parameters (scale, fixed decays) follow from the shapes.
 * ``fwdbwd`` mode: the tensors named in ``grad_inputs`` get ``requires_grad``; the measured call is
   forward plus ``output.backward(grad)`` with a fixed random ``grad``.
+* ``bwd`` mode: the forward runs once, untimed, when the workload is built; the measured call is
+  ``output.backward(grad, retain_graph=True)`` alone (the saved tensors stay alive, so every
+  repetition runs the same backward), the reset clears the gradients outside timing.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
+from profiler.core import counting
 from profiler.core.errors import UsageError
 from profiler.core.lazy import lazy_import
 from profiler.kernels import interpret
@@ -53,12 +60,42 @@ GROUPS = ("softmax", "linear+decay", "gated", "delta-rule", "sparse", "other")
 
 @dataclass(frozen=True)
 class Shape:
-    """Batch, sequence length, heads, head dim."""
+    """Batch, sequence length, query heads, head dim; and the optional shape axes (0 = default):
+    ``kv_heads`` key/value heads (GQA/MQA, dividing H), ``value_dim`` (Dv), causal sliding ``window``."""
 
     B: int
     T: int
     H: int
     D: int
+    kv_heads: int = 0
+    value_dim: int = 0
+    window: int = 0
+
+    @property
+    def Hkv(self) -> int:
+        return self.kv_heads or self.H
+
+    @property
+    def Dv(self) -> int:
+        return self.value_dim or self.D
+
+    @property
+    def group(self) -> int:
+        """Query heads per key/value head."""
+        return self.H // self.Hkv
+
+    @classmethod
+    def of(cls, point: Any, **kw: int) -> "Shape":
+        """The shape of a ``PointSpec`` (``kw`` replaces fields, e.g. ``T=``)."""
+        vals = dict(B=point.B, T=point.T, H=point.H, D=point.D, kv_heads=getattr(point, "kv_heads", 0),
+                    value_dim=getattr(point, "value_dim", 0), window=getattr(point, "window", 0))
+        vals.update(kw)
+        return cls(**vals)
+
+    def counting(self, causal: bool) -> Any:
+        """The same shape as ``profiler.core.counting.AttnShape`` (the FLOP/byte formulas)."""
+        return counting.AttnShape(self.B, self.T, self.H, self.D, kv_heads=self.Hkv, Dv=self.Dv, causal=causal,
+                         window=self.window or None)
 
 
 @dataclass(frozen=True)
@@ -204,6 +241,18 @@ class KernelSpec:
     recurrent: Any = None
     # report grouping (``GROUPS``): softmax / linear+decay / gated / delta-rule / sparse / other
     group: str = "other"
+    # shape axes the mechanism takes (``SHAPE_AXES``: kv_heads, value_dim, window); a backend may
+    # take fewer (``backend_axes``); a point asking for another one is dropped with the reason
+    shape_axes: tuple[str, ...] = ()
+    backend_axes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # (shape, causal, mode, itemsize) -> (FLOPs, minimum bytes) through ``profiler.core.counting``;
+    # None: the forward models ``flops`` / ``bytes_moved`` (x3 for fwdbwd, x2 for bwd, no bytes)
+    count: Callable[[Shape, bool, str, int], tuple[float, float]] | None = None
+    # the FLOP and byte formulas of ``count`` in words (``counting.FORMULAS``), stored in each record's
+    # ``extra`` (``flops_formula``, ``bytes_formula``) so the report writes them next to the rates
+    formulas: tuple[str, str] = ("", "")
+    # backend -> axis -> how the backend takes it (recorded in ``extra``); default for kv_heads: repeat
+    axis_impl: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     level = "kernel"
     bidirectional = False
@@ -223,24 +272,62 @@ class KernelSpec:
             return f"{self.name}/{backend}: head dim {shape.D} exceeds the backend's limit of {limit}"
         return None
 
+    def axis_unsupported(self, backend: str, shape: Shape) -> str | None:
+        """Why ``backend`` cannot take the shape axes of ``shape`` (kv heads, value dim, window), or None."""
+        takes = self.backend_axes.get(backend, self.shape_axes)
+        for axis, value, flag in (("kv_heads", shape.kv_heads, "--kv-heads"), ("value_dim", shape.value_dim, "--value-dim"),
+                                  ("window", shape.window, "--window")):
+            if value and axis not in takes:
+                who = self.name if axis not in self.shape_axes else f"{self.name}/{backend}"
+                return f"{who} cannot take {flag} (valid for: {', '.join(self.shape_axes) or 'no shape axis'})"
+        return None
+
     def input_bytes(self, shape: Shape, itemsize: int, mode: str) -> int:
-        """Bytes of q, k, v and the output (and their gradients in fwd+bwd)."""
-        n = shape.B * shape.T * shape.H * shape.D * itemsize
-        return 4 * n * (2 if mode == "fwdbwd" else 1)
+        """Bytes of q (H heads), k (Hkv, D), v (Hkv, Dv) and the output (H, Dv); and their gradients
+        in fwd+bwd and bwd."""
+        per_token = shape.H * shape.D + shape.Hkv * (shape.D + shape.Dv) + shape.H * shape.Dv
+        return shape.B * shape.T * per_token * itemsize * (2 if mode in ("fwdbwd", "bwd") else 1)
 
     def analytic(self, point: PointSpec, itemsize: int) -> Analytic:
-        """Forward FLOPs (x3 for fwd+bwd), forward bytes (none modelled for fwd+bwd), working memory."""
+        """FLOPs and minimum bytes from ``count`` (``profiler.core.counting``: causality, window, GQA,
+        Dv, the mode's factor); else the forward models (x3 fwd+bwd, x2 bwd, bytes forward only);
+        working memory from ``memory_bytes``."""
         if point.phase != "prefill":   # decode / streaming (``profiler.kernels.recurrent``)
             return self.recurrent.analytic(self, point, itemsize)
         if point.option("varlen"):
             return varlen.analytic(self, point, itemsize)
-        shape = Shape(point.B, point.T, point.H, point.D)
-        flops = float(self.flops(shape, point.causal))
-        moved: float | None = float(self.bytes_moved(shape, itemsize, point.causal))
-        if point.mode == "fwdbwd":
-            flops, moved = forward_backward_flops(flops), None
+        shape = Shape.of(point)
+        if self.count is not None:
+            flops, moved_n = self.count(shape, point.causal, point.mode, itemsize)
+            moved: float | None = float(moved_n)
+        else:
+            flops = float(self.flops(shape, point.causal))
+            moved = float(self.bytes_moved(shape, itemsize, point.causal))
+            if point.mode in ("fwdbwd", "bwd"):
+                flops, moved = forward_backward_flops(flops) * (2 / 3 if point.mode == "bwd" else 1), None
         mem = int(self.memory_bytes(shape, itemsize, point.backend, point.causal, point.mode))
-        return Analytic(flops, moved, mem)
+        return Analytic(float(flops), moved, mem)
+
+    def axis_extra(self, point: PointSpec) -> dict[str, str]:
+        """``{kv_heads_impl, value_dim_impl, window_impl}`` for the point's non-default shape axes: how
+        its backend takes them (``axis_impl``; GQA defaults to k, v repeated per query head); and the
+        counting formulas (``formulas``)."""
+        impl = self.axis_impl.get(point.backend, {})
+        out = {}
+        if self.count is not None and all(self.formulas):
+            out["flops_formula"], out["bytes_formula"] = self.formulas
+        for axis in SHAPE_AXES:
+            if getattr(point, axis, 0):
+                default = "k, v repeated per query head" if axis == "kv_heads" else "native"
+                out[f"{axis}_impl"] = impl.get(axis, default)
+        return out
+
+    def inputs_for(self, point: PointSpec, device: str, seed: int) -> dict:
+        """``make_inputs`` for the point's shape, with ``inputs["window"]`` when it has a window."""
+        inputs = self.make_inputs(Shape.of(point), getattr(torch, point.dtype), device, seed)
+        if point.window:
+            inputs["window"] = int(point.window)
+        return inputs
 
     def build(self, point: PointSpec, device: str, seed: int) -> Workload:
         """Inputs from ``make_inputs`` and the point's call (``fwd``: under ``no_grad``; ``fwdbwd``: the
@@ -248,14 +335,14 @@ class KernelSpec:
         on the first call, from a generator seeded with ``seed + 1``; ``reset`` clears the gradients)."""
         if point.phase != "prefill":
             return self.recurrent.build(self, point, device, seed)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = self.axis_extra(point)
         if point.option("varlen"):   # a packed (or padded) batch of variable-length sequences
             pack = varlen.packing(point)
             inputs = varlen.make_inputs(self, point, device, seed, pack)
             run = varlen.runner(self, point.backend, point, pack)
-            extra = {"varlen": varlen.extra(self, point, pack)}
+            extra = {**extra, "varlen": varlen.extra(self, point, pack)}
         else:
-            inputs = self.make_inputs(Shape(point.B, point.T, point.H, point.D), getattr(torch, point.dtype), device, seed)
+            inputs = self.inputs_for(point, device, seed)
             run = self.backends[point.backend].run
         causal = point.causal
         if point.mode == "fwd":
@@ -272,18 +359,30 @@ class KernelSpec:
                 leaves.append(t)
         state: dict[str, Any] = {}
 
-        def call_fwdbwd() -> None:
-            out = run(inputs, causal)
-            g = state.get("grad")
-            if g is None:
-                gen = torch.Generator(device="cpu").manual_seed(int(seed) + 1)
-                g = torch.randn(out.shape, generator=gen, dtype=torch.float32).to(device=out.device, dtype=out.dtype)
-                state["grad"] = g
-            out.backward(g)
+        def grad_like(out):
+            gen = torch.Generator(device="cpu").manual_seed(int(seed) + 1)
+            return torch.randn(out.shape, generator=gen, dtype=torch.float32).to(device=out.device, dtype=out.dtype)
 
         def reset() -> None:
             for t in leaves:
                 t.grad = None
+
+        if point.mode == "bwd":   # the forward once, untimed; each call is the backward alone
+            out = run(inputs, causal)
+            g = grad_like(out)
+
+            def call_bwd() -> None:
+                out.backward(g, retain_graph=True)
+
+            return Workload(call_bwd, reset, inputs, extra={**extra,
+                                                             "bwd": "forward untimed; backward(retain_graph=True) timed"})
+
+        def call_fwdbwd() -> None:
+            out = run(inputs, causal)
+            g = state.get("grad")
+            if g is None:
+                g = state["grad"] = grad_like(out)
+            out.backward(g)
 
         return Workload(call_fwdbwd, reset, inputs, extra)
 
@@ -297,7 +396,7 @@ class KernelSpec:
         if point.option("varlen"):
             return [varlen.check(self, point, device, seed, max_T)]
 
-        return verify_against_backend(self, point.backend, Shape(point.B, point.T, point.H, point.D), point.dtype,
+        return verify_against_backend(self, point.backend, Shape.of(point), point.dtype,
                              device, point.causal, point.mode, seed, max_T, interpret=point.interpret,
                              oracles=oracles)
 
@@ -306,6 +405,17 @@ def require_causal(causal: bool, what: str) -> None:
     """Raise a ``UsageError`` for a causal-only backend asked for non-causal attention."""
     if not causal:
         raise UsageError(f"{what} is causal only (valid: causal=True)")
+
+
+#: The shape axes a kernel may take (``KernelSpec.shape_axes``), as ``PointSpec`` fields.
+SHAPE_AXES = ("kv_heads", "value_dim", "window")
+
+
+def expand_kv(x, H: int):
+    """(B, T, Hkv, ...) -> (B, T, H, ...): key/value head ``j`` serves query heads ``j*G .. j*G+G-1``
+    (``repeat_interleave``, SDPA ``enable_gqa``'s order); a no-op when ``Hkv == H``."""
+    Hkv = x.shape[2]
+    return x if Hkv == H else x.repeat_interleave(H // Hkv, dim=2)
 
 
 def forward_backward_flops(fwd: float) -> float:

@@ -58,10 +58,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from profiler.core import counting
 from profiler.core.errors import UsageError
 from profiler.core.lazy import lazy_import
 from profiler.kernels import recurrent as rc
-from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
+from profiler.kernels.base import Backend, KernelSpec, Shape, expand_kv, require_causal
 
 fla_kda2 = lazy_import('fla.ops.kda')
 
@@ -128,27 +129,30 @@ def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0, *, g
                 lower_bound: float = DEFAULT_LOWER_BOUND) -> dict:
     """q, k, v, g, beta for one point, deterministic in ``seed`` on every device (module doc).
 
+    Shared key/value heads (``shape.kv_heads``): k, v, g and beta have Hkv heads (one gate per key
+    head), q has H; query head h reads head ``h // (H / Hkv)``. v has ``shape.Dv`` channels.
+
     ``gate``: ``"default"`` (the layer's unbounded ``-exp(A_log) softplus(x + dt_bias)``) or
     ``"bounded"`` (``lower_bound * sigmoid(x + dt_bias)``, fla's ``safe_gate`` with ``A_log = 0``).
     """
     if gate not in ("default", "bounded"):
         raise UsageError(f"unknown KDA gate {gate!r}; valid: bounded, default")
-    B, T, H, D = shape.B, shape.T, shape.H, shape.D
+    B, T, H, D, Hkv = shape.B, shape.T, shape.H, shape.D, shape.Hkv
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
 
     def randn(*dims):
         return torch.randn(dims, generator=gen, dtype=torch.float32)
 
     q = F.normalize(randn(B, T, H, D), p=2, dim=-1)
-    k = F.normalize(randn(B, T, H, D), p=2, dim=-1)
-    v = randn(B, T, H, D)
-    A_log, dt_bias = layer_gate_params(H, D, gen)
-    x = randn(B, T, H, D)
+    k = F.normalize(randn(B, T, Hkv, D), p=2, dim=-1)
+    v = randn(B, T, Hkv, shape.Dv)
+    A_log, dt_bias = layer_gate_params(Hkv, D, gen)
+    x = randn(B, T, Hkv, D)
     if gate == "default":
         g = kda_gate(x, A_log, dt_bias)
     else:
         g = kda_gate(x, None, dt_bias, lower_bound=lower_bound)
-    beta = torch.sigmoid(randn(B, T, H))
+    beta = torch.sigmoid(randn(B, T, Hkv))
     dt = _torch_dtype(dtype)
     return {n: t.to(device=device, dtype=dt) for n, t in (("q", q), ("k", k), ("v", v), ("g", g), ("beta", beta))}
 
@@ -281,10 +285,16 @@ def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: i
 _NAMES = ("q", "k", "v", "g", "beta")
 
 
+def _expanded(inputs) -> tuple:
+    """q, k, v, g, beta with the key/value-side tensors repeated to the query heads (no-op if H == Hkv)."""
+    H = inputs["q"].shape[2]
+    return tuple(inputs[n] if n == "q" else expand_kv(inputs[n], H) for n in _NAMES)
+
+
 def run_torch(inputs, causal: bool = True):
     """Chunkwise pure-PyTorch KDA (``kda_chunkwise``), any device."""
     require_causal(causal, "kda/torch")
-    q, k, v, g, beta = (inputs[n] for n in _NAMES)
+    q, k, v, g, beta = _expanded(inputs)
     return kda_chunkwise(q, k, v, g, beta, _scale(inputs, q.shape[-1]))
 
 
@@ -301,7 +311,7 @@ def run_fla(inputs, causal: bool = True):
     """``fla.ops.kda.chunk_kda`` with the pre-computed gate (the inputs are already normalised)."""
     require_causal(causal, "kda/fla")
 
-    q, k, v, g, beta = (inputs[n] for n in _NAMES)
+    q, k, v, g, beta = _expanded(inputs)
     o, _ = fla_kda.chunk_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED,
                             **_varlen(inputs))
     return o
@@ -311,7 +321,7 @@ def run_fla_recurrent(inputs, causal: bool = True):
     """``fla.ops.kda.fused_recurrent_kda`` (token-sequential Triton kernel; no backward)."""
     require_causal(causal, "kda/fla-recurrent")
 
-    q, k, v, g, beta = (inputs[n] for n in _NAMES)
+    q, k, v, g, beta = _expanded(inputs)
     o, _ = fla_kda.fused_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]), **_PRECOMPUTED,
                             **_varlen(inputs))
     return o
@@ -321,7 +331,7 @@ def reference(inputs, causal: bool = True):
     """fp32 ``fla.ops.kda.naive.naive_recurrent_kda`` (token loop); differentiable."""
     require_causal(causal, "kda reference")
 
-    q, k, v, g, beta = (inputs[n].float() for n in _NAMES)
+    q, k, v, g, beta = (x.float() for x in _expanded(inputs))
     o, _ = fla_kda_naive.naive_recurrent_kda(q, k, v, g, beta, scale=_scale(inputs, q.shape[-1]))
     return o
 
@@ -341,9 +351,23 @@ def flops(shape: Shape, causal: bool = True) -> float:
     counted. (The torch backend does about the same work with C = 32 plus 2CK^2 for its transition
     matrices.) Causal only.
     """
-    C, K, V = FLA_CHUNK, shape.D, shape.D
+    C, K, V = FLA_CHUNK, shape.D, shape.Dv
     Tp = _padded(shape.T, C)
     return float(shape.B * shape.H * Tp * (2 * C * K + C * (K + V) + 6 * K * V + C * V))
+
+
+#: ``count`` in words (stored in records, written next to the report's FLOP/s and bytes/s)
+FORMULAS = ("B * Hq * Tp * (2CK + C(K+V) + 6KV + CV), C = 64, K = D, V = Dv, Tp = T padded to C, "
+            "x {fwd 1, bwd 2, fwdbwd 3}",
+            counting.FORMULAS["io_bytes"] + "; extra: g (Hkv*D) and beta (Hkv)")
+
+
+def count(shape: Shape, causal: bool, mode: str, itemsize: int) -> tuple[float, float]:
+    """``flops`` (V = Dv, Hq heads) x ``profiler.core.counting``'s linear mode factor (fwd 1, bwd 2,
+    fwdbwd 3); bytes ``counting.io_bytes`` with g (Hkv*D) and beta (Hkv) as extra per-token inputs."""
+    a = shape.counting(True)
+    return (flops(shape) * counting.MODE_FACTOR["linear"][mode],
+            counting.io_bytes(a, itemsize, mode, extra_per_token=shape.Hkv * (shape.D + 1)))
 
 
 def bytes_moved(shape: Shape, itemsize: int, causal: bool = True) -> float:
@@ -357,6 +381,15 @@ def _torch_backend_chunk(T: int) -> int:
 
 
 def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True, mode: str = "fwd") -> int:
+    """The default shape's model (``_memory_bytes``) at ``D = max(D, Dv)`` (an upper bound when Dv != D),
+    plus, with shared key/value heads, k, v, g and beta repeated to the query heads; bwd as fwdbwd."""
+    wide = Shape(shape.B, shape.T, shape.H, max(shape.D, shape.Dv))
+    rep = shape.B * shape.T * shape.H * (2 * shape.D + shape.Dv + 1) * itemsize if shape.Hkv != shape.H else 0
+    return _memory_bytes(wide, itemsize, backend, causal, "fwdbwd" if mode == "bwd" else mode) + rep * (
+        2 if mode != "fwd" else 1)
+
+
+def _memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True, mode: str = "fwd") -> int:
     """Predicted peak bytes of the tensors one call allocates above its inputs.
 
     ``torch`` (all working tensors fp32; chunk C as used for this T, Tp = T padded to C, K = V = D):
@@ -470,6 +503,10 @@ KERNEL = KernelSpec(
     max_head_dim=MAX_HEAD_DIM,
     reference_max_T=REFERENCE_MAX_T,
     recurrent=RECURRENT,
+    count=count,
+    formulas=FORMULAS,
+    shape_axes=("kv_heads", "value_dim"),
+    axis_impl={b: {"kv_heads": "k, v, g, beta repeated per query head"} for b in ("torch", "fla", "fla-recurrent")},
     description="Gated delta rule with a per-channel decay g = -exp(A_log) softplus(x + dt_bias) (unbounded, "
                 "the KimiDeltaAttention layer's default), l2-normalised q and k, beta = sigmoid(.); causal.",
 )

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from profiler.core import counting
 from profiler.core.lazy import lazy_import
 from profiler.kernels import chunked as ck
 from profiler.kernels import recurrent as rc
-from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
+from profiler.kernels.base import Backend, KernelSpec, Shape, expand_kv, require_causal
 
 fla_retention = lazy_import('fla.ops.retention')
 
@@ -46,18 +47,27 @@ def log_gamma(H: int, device="cpu") -> "torch.Tensor":
 
 
 def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
-    """q, k, v ~ N(0, 1), (B, T, H, D), deterministic in ``seed`` on every device."""
+    """q (B, T, H, D), k (B, T, Hkv, D), v (B, T, Hkv, Dv) ~ N(0, 1), deterministic in ``seed`` on every
+    device. Shared key/value heads (``kv_heads``): query head h reads k, v head ``h // (H / Hkv)``
+    with its own decay gamma_h, so every query head keeps its own state."""
     gen = ck.generator(seed)
-    dims = (shape.B, shape.T, shape.H, shape.D)
+    B, T = shape.B, shape.T
+    dims = {"q": (B, T, shape.H, shape.D), "k": (B, T, shape.Hkv, shape.D), "v": (B, T, shape.Hkv, shape.Dv)}
     dt = ck.torch_dtype(dtype)
-    return {n: ck.randn(dims, gen).to(device=device, dtype=dt) for n in ("q", "k", "v")}
+    return {n: ck.randn(d, gen).to(device=device, dtype=dt) for n, d in dims.items()}
+
+
+def _qkv(inputs):
+    """q, k, v with k and v repeated to the query heads (a no-op without shared heads)."""
+    q = inputs["q"]
+    return q, expand_kv(inputs["k"], q.shape[2]), expand_kv(inputs["v"], q.shape[2])
 
 
 # ----------------------------------------------------------------------------- backends
 
 def run_torch(inputs, causal: bool = True):
     require_causal(causal, "retnet/torch")
-    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    q, k, v = _qkv(inputs)
     B, T, H, D = q.shape
     C = ck.CHUNK
     o = ck.decay_chunked(ck.to_chunks(q, C), ck.to_chunks(k, C), ck.to_chunks(v, C), log_gamma(H, q.device),
@@ -66,14 +76,22 @@ def run_torch(inputs, causal: bool = True):
 
 
 def _fla(fn_name: str):
-    return ck.fla_op("retnet", "fla.ops.retention", fn_name, ("q", "k", "v"))
+    """fla's op on k, v repeated to the query heads (fla's retention has no shared-head path)."""
+    op = ck.fla_op("retnet", "fla.ops.retention", fn_name, ("q", "k", "v"))
+
+    def run(inputs, causal: bool = True):
+        q, k, v = _qkv(inputs)
+        return op({**inputs, "k": k, "v": v}, causal)
+
+    run.__name__ = op.__name__
+    return run
 
 
 def reference(inputs, causal: bool = True):
     """fp32 ``naive_chunk_simple_gla`` with ``g = log gamma`` (fla's own RetNet-equivalent form)."""
     require_causal(causal, "retnet reference")
 
-    q, k, v = (inputs[n].float() for n in ("q", "k", "v"))
+    q, k, v = (x.float() for x in _qkv(inputs))
     B, T, H, D = q.shape
     g = log_gamma(H, q.device)[None, None, :].expand(B, T, H)
     o, _ = fla_simple_gla_naive.naive_chunk_simple_gla(q, k, v, g, scale=ck.scale_of(inputs, D))
@@ -96,7 +114,23 @@ def bytes_moved(shape: Shape, itemsize: int, causal: bool = True) -> float:
     return 4.0 * shape.B * shape.T * shape.H * shape.D * itemsize
 
 
+def count(shape: Shape, causal: bool, mode: str, itemsize: int) -> tuple[float, float]:
+    """``profiler.core.counting``: ``B*Hq*Tp*(2C(K+V) + 4KV)`` (C = 64, V = Dv) x the mode's factor
+    (fwd 1, bwd 2, fwdbwd 3); bytes: q, k, v (Hkv heads), o once (x2 bwd, x3 fwdbwd)."""
+    a = shape.counting(True)
+    return counting.linear_flops(a, mode, chunk=ck.CHUNK), counting.io_bytes(a, itemsize, mode)
+
+
 def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True, mode: str = "fwd") -> int:
+    """The default shape's model (below) at ``D = max(D, Dv)`` (an upper bound when Dv != D), plus,
+    with shared key/value heads, k and v repeated to the query heads; bwd as fwdbwd."""
+    wide = Shape(shape.B, shape.T, shape.H, max(shape.D, shape.Dv))
+    rep = shape.B * shape.T * shape.H * (shape.D + shape.Dv) * itemsize if shape.Hkv != shape.H else 0
+    return _memory_bytes(wide, itemsize, backend, causal, "fwdbwd" if mode == "bwd" else mode) + rep * (
+        2 if mode != "fwd" else 1)
+
+
+def _memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True, mode: str = "fwd") -> int:
     """Predicted peak bytes allocated by one call above its inputs (``chunked.torch_peak_terms``).
 
     ``torch``, with ``a`` = one fp32 chunked (B, H, Tp, D) tensor, ``st`` = the (K, V) states of all
@@ -191,5 +225,8 @@ KERNEL = KernelSpec(
     max_head_dim=None,
     reference_max_T=REFERENCE_MAX_T,
     recurrent=RECURRENT,
+    count=count,
+    formulas=(counting.FORMULAS["linear_flops"], counting.FORMULAS["io_bytes"]),
+    shape_axes=("kv_heads", "value_dim"),
     description="Retention with fla's fixed per-head decay gamma_h = 1 - 2^(-5-h): O(T) chunkwise.",
 )

@@ -29,6 +29,16 @@ SDPA backends and ``naive`` run once per sequence, because torch 2.13's SDPA on 
 refuses ``is_causal=True`` ("Nested tensors for query / key are not supported when is_causal=True")
 and varlen points are causal.
 
+Shape axes (issue 18): k and v may have fewer heads than q (``kv_heads``: GQA/MQA) and v its own head
+dim (``value_dim``); a causal sliding ``window`` of w keys (query i sees keys ``i-w+1 .. i``) arrives as
+``inputs["window"]``. How each backend takes them (``GQA_IMPL`` / ``WINDOW_IMPL``, stored in each
+record's ``extra``): SDPA ``enable_gqa=True`` and, for a window, a boolean ``(T, T)`` band mask built
+once per (T, w, device) outside the timed call (no fused sliding-window path in SDPA; flash and
+cuDNN pins take no mask, so they drop windows); FlexAttention ``enable_gqa`` and a sliding-window
+``BlockMask`` (blocks wholly outside the band are skipped); flash-attn native GQA and
+``window_size=(w-1, 0)`` (no Dv != D in flash-attn 2); fla ``parallel_attn`` native GQA, Dv and
+``window_size``; naive: k, v repeated per query head and the band mask on its scores.
+
 Reference: exact attention computed per block of queries (``blocked_attention``) from the fp32 values
 of the inputs, accumulated in fp64, so a non-causal reference at long T needs O(T * block) memory,
 never ``T x T``. It also accepts fewer
@@ -42,8 +52,9 @@ import os
 import warnings
 from typing import TYPE_CHECKING
 
+from profiler.core import counting
 from profiler.core.lazy import lazy_import
-from profiler.kernels.base import Backend, KernelSpec, Shape
+from profiler.kernels.base import SHAPE_AXES, Backend, KernelSpec, Shape, expand_kv
 from profiler.kernels.recurrent import CacheForm
 
 torch_flex_attention = lazy_import("torch.nn.attention.flex_attention")
@@ -83,10 +94,30 @@ def scale_of(inputs, D: int) -> float:
 
 
 def make_qkv(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
-    """q, k, v ~ N(0, 1) of shape (B, T, H, D), deterministic in ``seed`` on every device."""
+    """q (B, T, H, D), k (B, T, Hkv, D), v (B, T, Hkv, Dv) ~ N(0, 1), deterministic in ``seed`` on
+    every device (the default shape draws exactly the values it always did)."""
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    dims = (shape.B, shape.T, shape.H, shape.D)
-    return {name: randn(dims, gen, dtype, device) for name in ("q", "k", "v")}
+    B, T = shape.B, shape.T
+    dims = {"q": (B, T, shape.H, shape.D), "k": (B, T, shape.Hkv, shape.D), "v": (B, T, shape.Hkv, shape.Dv)}
+    return {name: randn(d, gen, dtype, device) for name, d in dims.items()}
+
+
+def window_of(inputs) -> int:
+    """``inputs["window"]`` (0: none)."""
+    return int(inputs.get("window") or 0)
+
+
+_BAND_MASKS: dict = {}
+
+
+def band_mask(Tq: int, Tk: int, window: int, device) -> "torch.Tensor":
+    """Boolean (Tq, Tk) mask, True where query i may see key j: ``i - window < j <= i`` (built once)."""
+    key = (Tq, Tk, window, str(device))
+    if key not in _BAND_MASKS:
+        i = torch.arange(Tq, device=device)[:, None]
+        j = torch.arange(Tk, device=device)[None, :]
+        _BAND_MASKS[key] = (j <= i) & (j > i - window)
+    return _BAND_MASKS[key]
 
 
 def _block_rows(rows_per_query: int, T: int) -> int:
@@ -95,17 +126,21 @@ def _block_rows(rows_per_query: int, T: int) -> int:
     return int(min(max(b, 16), 1024))
 
 
-def blocked_attention(q, k, v, *, scale: float, causal: bool, bias=None, compute=None) -> "torch.Tensor":
+def blocked_attention(q, k, v, *, scale: float, causal: bool, bias=None, compute=None,
+                      window: int = 0) -> "torch.Tensor":
     """Exact softmax attention, one block of queries at a time (O(T * block) memory).
 
     Computed in ``compute`` precision (default float64, so the oracle's own rounding is far below
     any tolerance checked against it) and returned as fp32 (B, Tq, H, D). ``q`` may be shorter than
     ``k`` (queries at positions ``0..Tq-1``). ``bias(i0, i1)``, if given, returns the additive logit
-    bias of query rows ``[i0, i1)`` against all keys as (B, H, i1-i0, Tk) (FoX uses this).
+    bias of query rows ``[i0, i1)`` against all keys as (B, H, i1-i0, Tk) (FoX uses this). k and v
+    may have fewer heads (GQA: repeated per query head) and v its own dim; ``window`` > 0: query i
+    sees keys ``i-window+1 .. i`` only.
     """
     compute = compute or torch.float64
     B, Tq, H, D = q.shape
     Tk = k.shape[1]
+    k, v = expand_kv(k, H), expand_kv(v, H)
     qh, kh, vh = (x.to(compute).transpose(1, 2) for x in (q, k, v))
     out = torch.empty(B, H, Tq, vh.shape[-1], dtype=torch.float32, device=q.device)
     blk = _block_rows(2 * B * H, Tk)
@@ -114,10 +149,12 @@ def blocked_attention(q, k, v, *, scale: float, causal: bool, bias=None, compute
         s = torch.matmul(qh[:, :, i0:i1], kh.transpose(-1, -2)).mul_(scale)
         if bias is not None:
             s.add_(bias(i0, i1))
-        if causal:
+        if causal or window:
             rows = torch.arange(i0, i1, device=q.device)[:, None]
             cols = torch.arange(Tk, device=q.device)[None, :]
             s.masked_fill_(cols > rows, float("-inf"))
+            if window:
+                s.masked_fill_(cols <= rows - window, float("-inf"))
         out[:, :, i0:i1] = torch.matmul(torch.softmax(s, dim=-1), vh)
     return out.transpose(1, 2)
 
@@ -128,11 +165,17 @@ def _sdpa(inputs, causal: bool, which: str | None = None):
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
     scale = scale_of(inputs, q.shape[-1])
     args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    kw: dict = {"scale": scale, "is_causal": causal}
+    if k.shape[2] != q.shape[2]:
+        kw["enable_gqa"] = True
+    w = window_of(inputs)
+    if w:
+        kw["is_causal"], kw["attn_mask"] = False, band_mask(q.shape[1], k.shape[1], w, q.device)
     if which is None:
-        o = F.scaled_dot_product_attention(*args, is_causal=causal, scale=scale)
+        o = F.scaled_dot_product_attention(*args, **kw)
     else:
         with torch_attention.sdpa_kernel(getattr(torch_attention.SDPBackend, which)):
-            o = F.scaled_dot_product_attention(*args, is_causal=causal, scale=scale)
+            o = F.scaled_dot_product_attention(*args, **kw)
     return o.transpose(1, 2)
 
 
@@ -164,11 +207,19 @@ def _causal_mask(b, h, q_idx, kv_idx):
     return q_idx >= kv_idx
 
 
-def flex_block_mask(Tq: int, Tk: int, device) -> object:
-    """The causal ``BlockMask`` for (Tq, Tk) on ``device``, built once (outside every timed call)."""
-    key = (Tq, Tk, str(device))
+def _window_mask(window: int):
+    def mask(b, h, q_idx, kv_idx):
+        return (q_idx >= kv_idx) & (q_idx - kv_idx < window)
+    return mask
+
+
+def flex_block_mask(Tq: int, Tk: int, device, window: int = 0) -> object:
+    """The causal (or sliding-window) ``BlockMask`` for (Tq, Tk) on ``device``, built once (outside
+    every timed call)."""
+    key = (Tq, Tk, str(device), window)
     if key not in _BLOCK_MASKS:
-        _BLOCK_MASKS[key] = torch_flex_attention.create_block_mask(_causal_mask, B=None, H=None, Q_LEN=Tq, KV_LEN=Tk, device=str(device))
+        mod = _window_mask(window) if window else _causal_mask
+        _BLOCK_MASKS[key] = torch_flex_attention.create_block_mask(mod, B=None, H=None, Q_LEN=Tq, KV_LEN=Tk, device=str(device))
     return _BLOCK_MASKS[key]
 
 
@@ -207,40 +258,48 @@ def run_flex(inputs, causal: bool, *, compiled: bool | None = None):
             _FLEX_COMPILED["fn"] = torch.compile(torch_flex_attention.flex_attention, dynamic=False)
         fn = _FLEX_COMPILED["fn"]
     q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    w = window_of(inputs)
     if "cu_seqlens" in inputs:   # a packed varlen batch: the document mask (causal within each sequence)
         mask = flex_document_mask(inputs["cu_seqlens"])
     else:
-        mask = flex_block_mask(q.shape[1], k.shape[1], q.device) if causal else None
+        mask = flex_block_mask(q.shape[1], k.shape[1], q.device, w) if (causal or w) else None
     args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    kw = {"block_mask": mask, "scale": scale_of(inputs, q.shape[-1]), "enable_gqa": k.shape[2] != q.shape[2]}
     if compiled:
-        return fn(*args, block_mask=mask, scale=scale_of(inputs, q.shape[-1])).transpose(1, 2)
+        return fn(*args, **kw).transpose(1, 2)
 
     with warnings.catch_warnings():   # "called without torch.compile()": eager is what was asked for
         warnings.simplefilter("ignore", UserWarning)
-        return fn(*args, block_mask=mask, scale=scale_of(inputs, q.shape[-1])).transpose(1, 2)
+        return fn(*args, **kw).transpose(1, 2)
 
 
 def run_flash_attn(inputs, causal: bool):
     """flash-attn's ``flash_attn_func`` (layout (B, T, H, D), as here); a packed varlen batch goes through
     ``flash_attn_varlen_func`` (``(N, H, D)`` tokens, int32 offsets, the longest sequence as ``max_seqlen``)."""
-    q = inputs["q"]
+    q, w = inputs["q"], window_of(inputs)
+    kw = {"window_size": (w - 1, 0)} if w else {}
     if "cu_seqlens" in inputs:
         cu, m = inputs["cu_seqlens"].to(torch.int32), int(inputs["max_seqlen"])
         o = flash_attn.flash_attn_varlen_func(q[0], inputs["k"][0], inputs["v"][0], cu, cu, m, m,
-                                              softmax_scale=scale_of(inputs, q.shape[-1]), causal=causal)
+                                              softmax_scale=scale_of(inputs, q.shape[-1]), causal=causal, **kw)
         return o.unsqueeze(0)
-    return flash_attn.flash_attn_func(q, inputs["k"], inputs["v"], softmax_scale=scale_of(inputs, q.shape[-1]), causal=causal)
+    return flash_attn.flash_attn_func(q, inputs["k"], inputs["v"], softmax_scale=scale_of(inputs, q.shape[-1]),
+                                      causal=causal or bool(w), **kw)
 
 
 def run_naive(inputs, causal: bool):
-    """Explicit (B, H, T, T) scores, softmax into a second (B, H, T, T) tensor, then ``@ v``."""
-    q, k, v = inputs["q"], inputs["k"], inputs["v"]
-    T = q.shape[1]
+    """Explicit (B, H, T, T) scores, softmax into a second (B, H, T, T) tensor, then ``@ v`` (GQA: k
+    and v repeated per query head; window: the band mask on the scores)."""
+    q = inputs["q"]
+    H, T, w = q.shape[2], q.shape[1], window_of(inputs)
+    k, v = expand_kv(inputs["k"], H), expand_kv(inputs["v"], H)
     scale = scale_of(inputs, q.shape[-1])
     scores = torch.matmul(q.transpose(1, 2), k.transpose(1, 2).transpose(-1, -2))
     scores = scores.mul_(scale) if not scores.requires_grad else scores * scale
-    if causal:
+    if causal or w:
         mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1)
+        if w:
+            mask |= ~band_mask(T, T, w, q.device)
         scores = scores.masked_fill_(mask, float("-inf")) if not scores.requires_grad else scores.masked_fill(mask, float("-inf"))
         del mask
     probs = torch.softmax(scores, dim=-1)
@@ -251,15 +310,17 @@ def run_naive(inputs, causal: bool):
 def run_fla(inputs, causal: bool):
     if not causal:
         raise ValueError("fla parallel_attn is causal only")
-    q = inputs["q"]
+    q, w = inputs["q"], window_of(inputs)
     kw = {"cu_seqlens": inputs["cu_seqlens"]} if "cu_seqlens" in inputs else {}   # a packed varlen batch
-    return fla_attn.parallel_attn(q, inputs["k"], inputs["v"], scale=scale_of(inputs, q.shape[-1]), **kw)
+    return fla_attn.parallel_attn(q, inputs["k"], inputs["v"], scale=scale_of(inputs, q.shape[-1]),
+                                  window_size=w or None, **kw)
 
 
 def reference(inputs, causal: bool):
-    """Exact attention by query blocks, fp64 accumulation (returns fp32 (B, Tq, H, D))."""
+    """Exact attention by query blocks, fp64 accumulation (returns fp32 (B, Tq, H, Dv))."""
     q = inputs["q"]
-    return blocked_attention(q, inputs["k"], inputs["v"], scale=scale_of(inputs, q.shape[-1]), causal=causal)
+    return blocked_attention(q, inputs["k"], inputs["v"], scale=scale_of(inputs, q.shape[-1]), causal=causal,
+                             window=window_of(inputs))
 
 
 # ----------------------------------------------------------------------------- analytic models
@@ -282,28 +343,55 @@ def bytes_moved(shape: Shape, itemsize: int, causal: bool) -> float:
     return 4.0 * shape.B * shape.T * shape.H * shape.D * itemsize
 
 
+def count(shape: Shape, causal: bool, mode: str, itemsize: int) -> tuple[float, float]:
+    """``profiler.core.counting``: ``B*Hq*pairs(T, causal, window)*(2D + 2Dv)`` x the mode's factor
+    (fwd 1, bwd 2.5, fwdbwd 3.5); bytes: q, k, v (Hkv heads), o once (x2 bwd, x3 fwdbwd)."""
+    a = shape.counting(causal)
+    return counting.softmax_flops(a, mode), counting.io_bytes(a, itemsize, mode)
+
+
 def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool, mode: str) -> int:
-    """Peak bytes allocated by one call above its inputs.
+    """Peak bytes allocated by one call above its inputs (Hq query heads, Hkv key/value heads, Dv).
 
     * ``naive``: forward ``2*B*H*T^2*itemsize``: scores and probabilities coexist at the softmax; the
       causal T^2 bool mask is freed before it and the output allocated after the scores are freed
       (measured on CPU at T=4096, B=1, H=4, fp32: 512.0 MiB = the model); fwd+bwd ``3*B*H*T^2*itemsize`` (saved probabilities, their gradient and the
-      scores' gradient coexist in the softmax backward) + the gradients of q, k, v.
+      scores' gradient coexist in the softmax backward) + the gradients of q, k, v. GQA adds the
+      repeated k and v (H heads); a window does not shrink the T x T tensors.
     * ``sdpa-math``: materialises like ``naive``.
     * ``sdpa`` / ``sdpa-flash`` / ``sdpa-efficient`` / ``sdpa-cudnn`` / ``flex`` / ``flash-attn`` / ``fla``: output + fp32 log-sum-exp (B*H*T*4);
-      fwd+bwd adds the gradients of q, k, v and an fp32 row-sum buffer.
+      fwd+bwd (and bwd) adds the gradients of q, k, v and an fp32 row-sum buffer. A window through
+      SDPA adds its (T, T) bool band mask.
     """
-    B, T, H, D = shape.B, shape.T, shape.H, shape.D
-    act = B * T * H * D * itemsize
+    B, T, H, D, Hkv, Dv = shape.B, shape.T, shape.H, shape.D, shape.Hkv, shape.Dv
+    out = B * T * H * Dv * itemsize
+    grads = B * T * (H * D + Hkv * (D + Dv)) * itemsize
     tt = B * H * T * T * itemsize
     lse = B * H * T * 4
+    bwd = mode in ("fwdbwd", "bwd")
+    band = T * T if shape.window and backend.startswith("sdpa") else 0
     if backend in ("naive", "sdpa-math"):
-        if mode == "fwdbwd":
-            return int(3 * tt + 4 * act)
-        return int(2 * tt)
-    if mode == "fwdbwd":
-        return int(4 * act + 2 * lse)
-    return int(act + lse)
+        rep = B * T * H * (D + Dv) * itemsize if Hkv != H else 0
+        if bwd:
+            return int(3 * tt + out + grads + 2 * rep + band)
+        return int(2 * tt + rep + band)
+    if bwd:
+        return int(out + grads + 2 * lse + band)
+    return int(out + lse + band)
+
+
+#: How each backend takes the shape axes (stored in the record's ``extra``: ``kv_heads_impl``, ``window_impl``).
+AXIS_IMPL = {
+    "sdpa": {"kv_heads": "sdpa enable_gqa", "window": "sdpa boolean band mask (no fused sliding window)"},
+    "sdpa-efficient": {"kv_heads": "sdpa enable_gqa", "window": "sdpa boolean band mask (no fused sliding window)"},
+    "sdpa-math": {"kv_heads": "sdpa enable_gqa", "window": "sdpa boolean band mask (no fused sliding window)"},
+    "sdpa-flash": {"kv_heads": "sdpa enable_gqa"},
+    "sdpa-cudnn": {"kv_heads": "sdpa enable_gqa"},
+    "flex": {"kv_heads": "flex enable_gqa", "window": "FlexAttention sliding-window BlockMask"},
+    "flash-attn": {"kv_heads": "flash-attn native GQA", "window": "flash-attn window_size=(w-1, 0)"},
+    "fla": {"kv_heads": "fla parallel_attn native GQA", "window": "fla parallel_attn window_size"},
+    "naive": {"kv_heads": "k, v repeated per query head", "window": "band mask on the explicit scores"},
+}
 
 
 # ----------------------------------------------------------------------------- registry entry
@@ -356,4 +444,10 @@ KERNEL = KernelSpec(
     # decode / streaming: a pre-allocated KV cache read by SDPA, flash-attn's flash_attn_with_kvcache, or
     # fla's attn_decoding_one_step (``profiler.kernels.recurrent.cache_attend``)
     recurrent=CacheForm(backend_names=("sdpa", "flash-attn", "fla")),
+    count=count,
+    formulas=(counting.FORMULAS["softmax_flops"], counting.FORMULAS["io_bytes"]),
+    shape_axes=SHAPE_AXES,
+    backend_axes={"sdpa-flash": ("kv_heads", "value_dim"), "sdpa-cudnn": ("kv_heads", "value_dim"),
+                  "flash-attn": ("kv_heads", "window")},
+    axis_impl=AXIS_IMPL,
 )

@@ -4,7 +4,7 @@ runs it for the sweep's per-point check and for ``serprof verify``).
 Method (``verify_point_against_reference``)
     1. Build the kernel's inputs (``make_inputs(shape, dtype, device, seed)``) unless given.
     2. Run the backend on them. Mode ``fwdbwd``: the tensors in ``grad_inputs`` require grad and
-       ``out.backward(dO)`` runs with a fixed random ``dO`` (seed + 1).
+       ``out.backward(dO)`` runs with a fixed random ``dO`` (seed + 1); ``bwd`` is checked the same way.
     3. Run the oracle (the kernel's ``reference``, or another backend with ``against=``) on the same
        inputs cast to fp32, with autograd for the gradients.
     4. Relative error = ``max|out - ref| / max|ref|`` (forward), and the same per gradient
@@ -95,7 +95,8 @@ def _check_output(spec: KernelSpec, backend: str, out, shape: Shape, dtype: str)
     where = f"{_label(spec)}, backend {backend!r}"
     if not torch.is_tensor(out):
         raise KernelContractError(f"{where}: run returned {type(out).__name__}, expected a tensor (B, T, H, Dv)")
-    if out.dim() != 4 or tuple(out.shape[:3]) != (shape.B, shape.T, shape.H):
+    if out.dim() != 4 or tuple(out.shape[:3]) != (shape.B, shape.T, shape.H) or (
+            shape.value_dim and out.shape[3] != shape.Dv):
         raise KernelContractError(f"{where}: output shape {tuple(out.shape)}, expected "
                                   f"({shape.B}, {shape.T}, {shape.H}, Dv)")
     if out.dtype != getattr(torch, dtype):
@@ -125,7 +126,7 @@ def _validate(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device: 
     why = spec.check_shape(shape)
     if why:
         raise UsageError(why)
-    why = spec.backend_limit(backend, shape)
+    why = spec.backend_limit(backend, shape) or spec.axis_unsupported(backend, shape)
     if why:
         raise UsageError(why)
     if causal not in b.causal:
@@ -134,7 +135,7 @@ def _validate(spec: KernelSpec, backend: str, shape: Shape, dtype: str, device: 
                          f"{', '.join('causal' if c else 'non-causal' for c in b.causal)})")
     if dtype not in b.dtypes:
         raise UsageError(f"{kernel}/{backend} does not support {dtype}; valid: {', '.join(b.dtypes)}")
-    if mode == "fwdbwd" and not b.has_backward(device):
+    if mode in ("fwdbwd", "bwd") and not b.has_backward(device):
         on = "" if not b.backward else f" on {device.split(':')[0]}"
         raise UsageError(f"{kernel}/{backend} has no backward pass{on}; use --mode fwd")
     if interpret:
@@ -172,6 +173,8 @@ def verify_against_backend(spec: KernelSpec, backend: str, shape: Shape, dtype: 
 
     if inputs is None:
         inputs = spec.make_inputs(shape, dtype, device, seed)
+        if shape.window:
+            inputs["window"] = int(shape.window)
     B, T = shape.B, shape.T
     limit = max_T if max_T is not None else spec.reference_max_T
     m = T if limit is None or T <= limit else int(limit)
@@ -180,7 +183,7 @@ def verify_against_backend(spec: KernelSpec, backend: str, shape: Shape, dtype: 
     prefix_all = m < T and causal
 
     grads = [n for n in spec.grad_inputs
-             if mode == "fwdbwd" and n in inputs and torch.is_tensor(inputs[n]) and inputs[n].is_floating_point()]
+             if mode in ("fwdbwd", "bwd") and n in inputs and torch.is_tensor(inputs[n]) and inputs[n].is_floating_point()]
 
     # --- the backend under test
     x = {n: (t.detach().requires_grad_(True) if n in grads else t) for n, t in inputs.items()}

@@ -4,6 +4,8 @@ utterance replay and packing (used by ``profiler.planning.points``).
 
 from __future__ import annotations
 
+import itertools
+
 from profiler.core.audio import AudioRates
 from profiler.core.errors import UsageError
 from profiler.kernels import varlen as kernel_varlen
@@ -102,6 +104,10 @@ def check_varlen(sweep) -> None:
     if sweep.settings.varlen is not None and sweep.level != "kernel":
         raise UsageError(f"--varlen measures packed batches at --level kernel, not {sweep.level!r} (layers pack "
                          f"with --utterances N --packing packed)")
+    shaped = [f for f, v in (("--kv-heads", "kv_heads"), ("--value-dim", "value_dims"), ("--window", "windows"))
+              if any(getattr(sweep, v, ()) or ())]
+    if sweep.settings.varlen is not None and shaped:
+        raise UsageError(f"--varlen packs sequences of the default shape; it does not combine with {', '.join(shaped)}")
 
 
 def varlen_variants(sweep, kernel, backend: str, causal: bool) -> list[tuple[tuple[tuple[str, str], ...], str | None]]:
@@ -118,3 +124,28 @@ def varlen_variants(sweep, kernel, backend: str, causal: bool) -> list[tuple[tup
             why = "varlen points are causal (a padded non-causal batch would need a key mask)"
         out.append((kernel_varlen.options(st.varlen, st.seed, lay), why))
     return out
+
+
+def shape_variants(sweep) -> list[tuple[int, int, int]]:
+    """``(kv_heads, value_dim, window)`` per combination of the shape axes (0: the default, which adds no
+    id part: ``PointSpec.kv_heads``)."""
+    return list(itertools.product(tuple(getattr(sweep, "kv_heads", ()) or (0,)),
+                                  tuple(getattr(sweep, "value_dims", ()) or (0,)),
+                                  tuple(getattr(sweep, "windows", ()) or (0,))))
+
+
+def shape_unsupported(kernel, backend: str, shape, phase: str) -> str | None:
+    """Why ``kernel/backend`` cannot take the shape axes of ``shape`` (kv heads, value dim, window), or None."""
+    if not (shape.kv_heads or shape.value_dim or shape.window):
+        return None
+    if phase != "prefill":
+        return f"{phase} points keep the default shape (no --kv-heads / --value-dim / --window)"
+    check = getattr(kernel, "axis_unsupported", None)
+    if check is None:
+        return f"{kernel.name}: the shape axes are kernel-level"
+    why = check(backend, shape)
+    if why is None and shape.value_dim:
+        why = kernel.check_shape(type(shape)(1, 1, shape.H, shape.value_dim)) or kernel.backend_limit(
+            backend, type(shape)(1, 1, shape.H, shape.value_dim))
+        why = why and f"value dim: {why}"
+    return why

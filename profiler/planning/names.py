@@ -49,6 +49,9 @@ _NAMES = (
     Name("bidirectional", "--bidirectional", "bidirectional"),
     Name("utterances", "--utterances", "utterances"),
     Name("packing", "--packing", "packing"),
+    Name("kv_heads", "--kv-heads", "kv_heads"),
+    Name("value_dim", "--value-dim", "value_dim"),
+    Name("window", "--window", "window"),
     # how to run it: the scenario's [execution] table (profiler.runner.execution)
     Name("execution.executor", "--executor", "execution.executor"),
     Name("execution.devices", "--devices", "execution.devices"),

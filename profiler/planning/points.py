@@ -2,13 +2,16 @@
 
 Rules:
 
-* Every combination kernel x backend x dtype x mode x H x D x causal x B x T becomes a ``PointSpec``
+* Every combination kernel x backend x dtype x mode x H x D x kv heads x Dv x window x causal x B x T
+  becomes a ``PointSpec``
   (its ``id`` is stable: it keys storage, resume and baselines). Duplicates collapse.
 * Combinations that cannot run are *dropped* with a reason, never silently: an fla backend on CPU
   without ``--interpret``, non-causal on a causal-only backend, a head dim over the kernel's limit,
   a dtype the backend does not support, fwdbwd on a forward-only backend, a missing package, a
   packed utterance replay (``packing``) on a backend without a varlen path or at batch 1, a
-  kernel-level packed varlen point (``--varlen``) on a backend without ``Backend.varlen``, or non-causal.
+  kernel-level packed varlen point (``--varlen``) on a backend without ``Backend.varlen``, or non-causal,
+  a shape axis (kv heads, value dim, window) the kernel or backend cannot take, a window longer than T
+  or not causal, bwd on a backend without a backward or above the kernel level.
   A ``packing`` that can yield no packed point at all is a ``UsageError``
   (``profiler.planning.axes.check_packing``).
 * Order: series after series (a series is ``PointSpec.series_key``: everything but B and T), each
@@ -202,19 +205,27 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                 missing = "non-causal" if True in causals else "causal"
                 dropped.append(Dropped(f"{kname}/{bname} {missing}",
                                        f"{kname}/{bname} supports only {_causal_text(backend.causal)}"))
-            for dtype, mode, H, D in itertools.product(sweep.dtypes, sweep.modes, sweep.heads, axes.layer_dims(sweep)):
-                what = f"{kname}/{bname}/{dtype}/{mode}/H{H}/D{D}"
+            for dtype, mode, H, D, (kv, dv, win) in itertools.product(sweep.dtypes, sweep.modes, sweep.heads,
+                                                                       axes.layer_dims(sweep), axes.shape_variants(sweep)):
+                # kv heads = H and Dv = D are the default shape: the same point (and id) as without the flag
+                kv, dv = (0 if kv == H else kv), (0 if dv == D else dv)
+                what = f"{kname}/{bname}/{dtype}/{mode}/H{H}/D{D}" + "".join(
+                    f"/{t}{v}" for t, v in (("KV", kv), ("Dv", dv), ("W", win)) if v)
                 if dtype not in backend.dtypes:
                     dropped.append(Dropped(what, f"{bname} supports {', '.join(backend.dtypes)} only"))
                     continue
                 if interpret and dtype == "bfloat16":
                     dropped.append(Dropped(what, "bf16 is wrong under Triton's interpreter (NumPy has no bf16)"))
                     continue
-                if mode == "fwdbwd" and not backend.has_backward(sweep.device):
+                if mode == "bwd" and sweep.level != "kernel":
+                    dropped.append(Dropped(what, "bwd (the backward alone) is measured at the kernel level only"))
+                    continue
+                if mode in ("fwdbwd", "bwd") and not backend.has_backward(sweep.device):
                     dropped.append(Dropped(what, f"{bname} has no backward pass"
                                            + ("" if not backend.backward else f" on {sweep.device}")))
                     continue
-                why_shape = kernel.check_shape(Shape(1, 1, H, D)) or _backend_head_dim(kernel, bname, D)
+                why_shape = (kernel.check_shape(Shape(1, 1, H, D)) or _backend_head_dim(kernel, bname, D)
+                             or axes.shape_unsupported(kernel, bname, Shape(1, 1, H, D, kv, dv, win), settings.phase))
                 if why_shape:
                     dropped.append(Dropped(what, why_shape))
                     continue
@@ -222,6 +233,12 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                     dropped.append(Dropped(what, f"{settings.phase} measures inference only (mode fwd)"))
                     continue
                 for causal, vopts in axes.causal_variants(sweep, kernel, causals):
+                    if win and not causal:
+                        d = Dropped(f"{kname}/{bname} non-causal window", "a sliding window (--window) is causal: "
+                                    "query i sees keys i-w+1 .. i")
+                        if d not in dropped:
+                            dropped.append(d)
+                        continue
                     if settings.phase != "prefill" and not causal:
                         d = Dropped(f"{kname}/{bname} non-causal {settings.phase}",
                                     f"{settings.phase} is causal: a token sees only the context before it")
@@ -233,7 +250,10 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                                          B=B, T=T, H=H, D=D, causal=causal, level=sweep.level,
                                          interpret=interpret,
                                          options=tuple(sorted(vopts + lopts + popts + phase_options(settings))),
-                                         phase=settings.phase)
+                                         phase=settings.phase, kv_heads=kv, value_dim=dv, window=win)
+                        if win > T:
+                            dropped.append(Dropped(spec.id, f"window {win} (--window) is longer than T={T}"))
+                            continue
                         if settings.phase == "streaming" and settings.chunk_size > T:
                             dropped.append(Dropped(spec.id, f"chunk size {settings.chunk_size} (--chunk-size) is "
                                                             f"longer than the context T={T}"))
@@ -245,7 +265,7 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                             if d not in dropped:
                                 dropped.append(d)
                             continue
-                        why_pt = kernel.check_shape(Shape(B, T, H, D))
+                        why_pt = kernel.check_shape(Shape(B, T, H, D, kv, dv, win))
                         if why_pt:
                             dropped.append(Dropped(spec.id, why_pt))
                             continue
@@ -304,8 +324,9 @@ def _backend_head_dim(kernel: Any, backend: str, D: int) -> str | None:
 
 
 def estimate_bytes(kernel: Any, spec: PointSpec) -> int | None:
-    """Analytic peak bytes of one point: the kernel's working memory above inputs plus the inputs."""
-    shape = Shape(spec.B, spec.T, spec.H, spec.D)
+    """Analytic peak bytes of one point: the kernel's working memory above inputs plus the inputs
+    (both with the point's kv heads, value dim and window: ``Shape.of``)."""
+    shape = Shape.of(spec)
     itemsize = ITEMSIZE.get(spec.dtype, 4)
     if spec.phase != "prefill":   # carried state / cache + one call's temporaries + inputs of T + n tokens
 

@@ -16,9 +16,12 @@ Scenario file format (every key optional)::
     lengths = "256..4k"                    # or a list: [256, "1k", 4096]
     batch = [1]                            # or "1,2"
     dtypes = ["float32"]                   # fp32, fp16, bf16 accepted
-    modes = ["fwd"]                        # fwd | fwdbwd
+    modes = ["fwd"]                        # fwd | fwdbwd | bwd (backward alone, forward untimed)
     heads = 4
-    head_dim = 64
+    head_dim = 64                          # up to 256 (per-kernel / per-backend limits drop the rest)
+    kv_heads = [1, 4]                      # key/value heads (GQA/MQA), each dividing every heads value
+    value_dim = [64, 128]                  # value head dim Dv (kernels that take it)
+    window = 256                           # causal sliding window of softmax attention (keys)
     causal = "both"                        # "both" (softmax both, others causal), true, false
     device = "auto"                        # auto | cpu | cuda
     interpret = false                      # fla backends on CPU under Triton's interpreter
@@ -95,6 +98,10 @@ class SweepSpec:
     bidirectional: str = "off"         # "off" | "on" | "only"
     utterances: int = 0                # utterance replay of N (layer/model levels); 0: none
     packing: tuple[str, ...] = ("padded",)   # replay batches: "padded" and/or "packed" (profiler.layers.packed)
+    # kernel-level shape axes (issue 18); () = the default (kv heads = H, Dv = D, no window)
+    kv_heads: tuple[int, ...] = ()
+    value_dims: tuple[int, ...] = ()
+    windows: tuple[int, ...] = ()
 
     def causal_modes(self, supported: tuple[bool, ...]) -> tuple[bool, ...]:
         """Causal flags to measure for a backend supporting ``supported``."""
@@ -109,14 +116,14 @@ class SweepSpec:
 
 _KEYS = ("name", "description", "kernels", "backends", "lengths", "batch", "dtypes", "modes", "heads",
          "head_dim", "causal", "device", "interpret", "level", "settings", "audio", "frame_rate", "text_rate",
-         "bidirectional", "utterances", "packing", "execution")
+         "bidirectional", "utterances", "packing", "execution", "kv_heads", "value_dim", "window")
 #: Keys that cannot be given together, and why: both flags, or both keys of one scenario file, are a
 #: ``UsageError`` naming both; a flag replaces its partner from the scenario file.
 EXCLUSIVE: tuple[tuple[str, str, str], ...] = (
     ("lengths", "audio", "audio durations set the lengths"),
 )
 _ALIASES = {"backend": "backends", "dtype": "dtypes", "mode": "modes", "head_dims": "head_dim",
-            "kernel": "kernels"}
+            "kernel": "kernels", "value_dims": "value_dim", "windows": "window"}
 
 
 def load_scenario(path: str | Path) -> dict[str, Any]:
@@ -185,6 +192,7 @@ def build_spec(scenario: str | Path | None = None, overrides: Mapping[str, Any] 
     kw: dict[str, Any] = {}
     for key, (raw, where) in values.items():
         kw[_spec_field(key)] = _PARSERS[key](raw, where)
+    _check_shape_axes(kw, {k: w for k, (_, w) in values.items()})
     kw["settings"] = measure_settings.from_values(settings_raw)
     if kw["settings"].varlen is not None:   # a packed batch is sized by its token budget, never by these
         for key in ("lengths", "audio", "batch", "utterances"):
@@ -213,7 +221,8 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "manifest") -> SweepSpe
 def validate_spec(spec: SweepSpec, where: str) -> SweepSpec:
     """The limits of ``profiler.core.limits`` on a stored spec (a manifest edited by hand, NaN ...)."""
     for name, values in (("lengths", spec.lengths), ("batch", spec.batch), ("heads", spec.heads),
-                         ("head_dims", spec.head_dims)):
+                         ("head_dims", spec.head_dims), ("kv_heads", spec.kv_heads), ("value_dims", spec.value_dims),
+                         ("windows", spec.windows)):
         if len(values) > units.MAX_VALUES:
             raise UsageError(f"{where}.{name}: more than {units.MAX_VALUES} values")
         for v in values:
@@ -239,7 +248,27 @@ def _load_kernel_modules(modules: tuple[str, ...], where: str) -> None:
 
 
 def _spec_field(key: str) -> str:
-    return {"head_dim": "head_dims"}.get(key, key)
+    return {"head_dim": "head_dims", "value_dim": "value_dims", "window": "windows"}.get(key, key)
+
+
+def _check_shape_axes(kw: Mapping[str, Any], wheres: Mapping[str, str]) -> None:
+    """The rules of the shape axes, one ``UsageError`` line naming the flag or key: every kv-heads value
+    divides every heads value; a window fits at least one length (shorter lengths drop with the reason);
+    the axes are kernel-level."""
+    heads = kw.get("heads", SweepSpec.heads)
+    for kv in kw.get("kv_heads", ()):
+        bad = [h for h in heads if h % kv]
+        if bad:
+            raise UsageError(f"{wheres['kv_heads']}: {kv} key/value heads must divide the query heads "
+                             f"(--heads {bad[0]}); valid: {', '.join(str(d) for d in range(1, bad[0] + 1) if bad[0] % d == 0)}")
+    lengths = kw.get("lengths", DEFAULT_LENGTHS)
+    for w in kw.get("windows", ()):
+        if "audio" not in kw and w > max(lengths):
+            raise UsageError(f"{wheres['window']}: window {w} is longer than every length (longest "
+                             f"{max(lengths)}); a window must be 1 .. T")
+    for key in ("kv_heads", "value_dim", "window"):
+        if kw.get(_spec_field(key)) and kw.get("level", "kernel") != "kernel":
+            raise UsageError(f"{wheres[key]}: {key} is a kernel-level axis (use --level kernel)")
 
 
 # --------------------------------------------------------------------------- value parsers
@@ -407,6 +436,9 @@ _PARSERS = {
     else _choice(("off", "on", "only"))(raw, where),
     "utterances": lambda raw, where: _parse_count(raw, where),
     "packing": lambda raw, where: _PACKINGS[_choice(tuple(_PACKINGS))(raw, where)],
+    "kv_heads": _parse_ints,
+    "value_dim": _parse_ints,
+    "window": _parse_ints,
 }
 
 #: ``packing`` values -> the replay packings they plan (``profiler.layers.packed``)

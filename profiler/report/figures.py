@@ -99,8 +99,10 @@ def _grid(plt, n: int, panel_w: float = 5.2, panel_h: float = 3.6):
 
 
 def _facet_title(f: tuple) -> str:
-    dev, dtype, mode, B = f
-    return f"{dev} · {dtype} · {mode} · B={B}"
+    """``device · dtype · mode · B=..`` and, for grouped heads or a value dim, ``· H8:KV2 Dv128``."""
+    dev, dtype, mode, B = f[:4]
+    shape = f[4] if len(f) > 4 else ""
+    return f"{dev} · {dtype} · {mode} · B={B}" + (f" · {shape}" if shape else "")
 
 
 def _legend(fig, axes):

@@ -109,7 +109,13 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
             fit_text.append(f"memory exponent {fmt_slope(fit.memory_slope, ci=False)}")
         if peaks:
             fit_text.append(f"peak used for 'of peak': {peaks[0].label} {fmt.rate(peaks[0].flops_per_s, 'FLOP/s')}"
-                            + (f" ({peaks[0].dtype})" if peaks[0].dtype and peaks[0].dtype != "float32" else ""))
+                            + (f" ({peaks[0].dtype})" if peaks[0].dtype and peaks[0].dtype != "float32" else "")
+                            + (f", {fmt.rate(peaks[0].bytes_per_s, 'B/s')}" if peaks[0].bytes_per_s else ""))
+        extra0 = (s.points[0].record.extra or {}) if s.points else {}
+        formulas = (("FLOP/s = FLOPs / median, FLOPs = " + str(extra0["flops_formula"]),
+                     "bytes/s = bytes / median, bytes = " + str(extra0["bytes_formula"]))
+                    if extra0.get("flops_formula") and extra0.get("bytes_formula") else ())
+        impls = [f"{k.removesuffix('_impl').replace('_', ' ')}: {v}" for k, v in extra0.items() if k.endswith("_impl")]
         calls = {p.T: p for p in cs.points} if cs is not None else {}
         launch = {p.T: p for p in lb.points} if lb is not None else {}
         first = dict(fc.by_T) if fc is not None else {}
@@ -119,6 +125,8 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
             cp, lp = calls.get(p.T), launch.get(p.T)
             fl = p.record.flops / p.median_s if p.record.flops else None
             frac = fl / peaks[0].flops_per_s if fl and peaks and peaks[0].flops_per_s else None
+            bw = p.record.bytes_moved / p.median_s if p.record.bytes_moved else None
+            frac_bw = bw / peaks[0].bytes_per_s if bw and peaks and peaks[0].bytes_per_s else None
             audio = audio_seconds(p.record)
             rows.append({
                 "T": fmt_T(p.T), "audio": fmt_audio(audio), "median": fmt_s(p.median_s),
@@ -128,14 +136,18 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
                 "tps": f"{p.tokens_per_s:,.0f}", "speedup": f"{fmt_ratio(r.speedup)}" if r else "–",
                 "mem_saving": fmt_ratio(r.memory_saving) if r else "–",
                 "flops": fmt.rate(fl, "FLOP/s"), "frac": f"{frac * 100:.1f}%" if frac else "–",
+                "bw": fmt.rate(bw, "B/s"), "frac_bw": f"{frac_bw * 100:.1f}%" if frac_bw else "–",
                 "flags": "; ".join(p.flags),
                 "call": fmt_s(cp.median_s) if cp else "–",
                 "overhead": fmt_s(lp.host_overhead_s) if lp else "–",
                 "launch_bound": ("yes" if lp.launch_bound else "no") if lp else "–",
                 "first": fmt_s(first[p.T]) if p.T in first else "–",
             })
-        tables.append({"title": f"{s.key.variant} · {s.key.facet_label} · H={s.key.H} D={s.key.D}",
-                       "fit_text": "; ".join(fit_text) + ".", "rows": rows,
+        shape = "".join(f" {t}={v}" for t, v in (("KV", s.key.kv_heads), ("Dv", s.key.value_dim),
+                                                    ("window", s.key.window)) if v)
+        tables.append({"title": f"{s.key.variant} · {s.key.facet_label} · H={s.key.H} D={s.key.D}{shape}",
+                       "fit_text": "; ".join(fit_text) + ".", "rows": rows, "formulas": formulas,
+                       "impls": "; ".join(impls),
                        "has_audio": any(r["audio"] != "–" for r in rows),
                        "has_call": cs is not None, "has_first": fc is not None,
                        "median_label": "device time" if cs is not None else "median"})

@@ -59,11 +59,15 @@ def point_cost(spec: PointSpec) -> float:
     kernel = reg.get(spec.kernel) if reg else None
     if kernel is not None:
         try:
-            flops = float(kernel.flops(Shape(spec.B, spec.T, spec.H, spec.D), spec.causal))
-            return flops * (3.0 if spec.mode == "fwdbwd" else 1.0)
+            flops = float(kernel.flops(Shape.of(spec), spec.causal))
+            return flops * _MODE_COST.get(spec.mode, 1.0)
         except Exception:  # noqa: BLE001
             pass
-    return float(spec.tokens * spec.H * spec.D) * (3.0 if spec.mode == "fwdbwd" else 1.0)
+    return float(spec.tokens * spec.H * spec.D) * _MODE_COST.get(spec.mode, 1.0)
+
+
+#: relative cost of a mode against the forward (ordering only)
+_MODE_COST = {"fwd": 1.0, "bwd": 2.0, "fwdbwd": 3.0}
 
 
 def order_points(points: Sequence[PointSpec]) -> list[PointSpec]:

@@ -17,6 +17,8 @@ def _serprof(*args):
     (("sweep", "--no-such-flag"), "No such option: --no-such-flag"),
     (("no-such-command",), "No such command"),
     (("sweep", "--lengths", "1k..x"), "bad length"),          # serprof's own UsageError, same shape
+    (("sweep", "--kv-heads", "3", "--dry-run"), "--kv-heads: 3 key/value heads must divide the query heads"),
+    (("sweep", "--window", "0", "--dry-run"), "--window"),
 ])
 def test_parse_errors_are_one_line_exit_2(args, fragment):
     p = _serprof(*args)

@@ -41,7 +41,7 @@ SWEEP_BAD = [
     ("--lengths", "1k..x"),
     ("--batch", "0"),
     ("--dtype", "fp9"),
-    ("--mode", "bwd"),
+    ("--mode", "backward"),
     ("--heads", "0"),
     ("--head-dim", "x"),
     ("--device", "tpu"),

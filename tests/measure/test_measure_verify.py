@@ -110,7 +110,7 @@ def test_tolerance_table():
     (("nope", "sdpa", Shape(1, 8, 1, 32), "float32", "cpu", True, "fwd"), UsageError, "valid: "),
     (("softmax", "nope", Shape(1, 8, 1, 32), "float32", "cpu", True, "fwd"), UsageError, "valid: "),
     (("softmax", "sdpa", Shape(1, 8, 1, 32), "fp33", "cpu", True, "fwd"), UsageError, "float32"),
-    (("softmax", "sdpa", Shape(1, 8, 1, 32), "float32", "cpu", True, "bwd"), UsageError, "fwdbwd"),
+    (("softmax", "sdpa", Shape(1, 8, 1, 32), "float32", "cpu", True, "backward"), UsageError, "fwdbwd"),
     (("fox", "torch", Shape(1, 8, 1, 512), "float32", "cpu", True, "fwd"), UsageError, "limit of 256"),
     (("softmax", "fla", Shape(1, 8, 1, 512), "float32", "cuda", True, "fwd"), UsageError, "limit of 256"),
     (("fox", "fla", Shape(1, 8, 1, 32), "float32", "cpu", False, "fwd"), UsageError, "non-causal"),
