@@ -33,7 +33,7 @@ from profiler.kernels import chunked as ck
 from profiler.kernels import chunkwise as cw
 from profiler.kernels import kda
 from profiler.kernels import recurrent as rc
-from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
+from profiler.kernels.base import ALL_DTYPES, Backend, KernelSpec, Shape, require_causal
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
@@ -47,12 +47,14 @@ class FlaFn:
     """One fla function as a backend: ``fla.ops.<family>.<fn>(q, k, v, **named inputs, scale=, **kwargs)``.
 
     ``rename``: input name -> the function's keyword (e.g. ``g`` -> ``gk``); ``backward``: whether it
-    has one (some ``fused_recurrent_*`` raise in backward).
+    has one (some ``fused_recurrent_*`` raise in backward); ``dtypes``: the ones it accepts (some
+    ``chunk_*`` assert that q is not fp32).
     """
 
     fn: str
     rename: Mapping[str, str] = field(default_factory=dict)
     backward: bool = True
+    dtypes: tuple[str, ...] = ALL_DTYPES
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,17 @@ class Family:
     gate: str | None = None                     # None | "head" (B, T, H) | "key" (B, T, H, K)
     delta: bool = False                         # beta (B, T, H) and the delta rule
     gamma: Callable[[int], "torch.Tensor"] | None = None   # fixed per-head log decay (H,) instead of g
+    read_key: bool = False                      # input ``p``: the delta rule's read key (Comba)
+    bonus: bool = False                         # input ``u`` (H, K): RWKV6's read-before-write bonus
     fla_kwargs: Mapping[str, Any] = field(default_factory=dict)
     max_head_dim: int | None = None
+    #: decode / streaming through the engine's state (False: the family has no carried-state form here)
+    decode: bool = True
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        return ("q", "k", "v") + (("g",) if self.gate else ()) + (("beta",) if self.delta else ())
+        return (("q", "k", "v") + (("g",) if self.gate else ()) + (("beta",) if self.delta else ())
+                + (("p",) if self.read_key else ()) + (("u",) if self.bonus else ()))
 
 
 # ----------------------------------------------------------------------------- input ranges
@@ -171,6 +178,34 @@ def _ref_gdn(x, scale):
     return o
 
 
+def _comba_inputs(s: Shape, gen) -> dict:
+    """Gated-DeltaNet ranges (l2-normalised q, k; Mamba2 gate; sigmoid beta) plus a read key p."""
+    x = {**_qkv(s, gen, l2=True), "g": _mamba_gate(s, gen), "beta": _beta(s, gen)}
+    x["p"] = F.normalize(x["k"] + 0.5 * _randn(gen, s.B, s.T, s.H, s.D), p=2, dim=-1)
+    return x
+
+
+def _rwkv6_inputs(s: Shape, gen) -> dict:
+    x = _qkv(s, gen)
+    d = torch.empty(s.H, s.D, dtype=torch.float32).uniform_(-6, -1, generator=gen)
+    x["g"] = -torch.exp(d + 0.5 * _randn(gen, s.B, s.T, s.H, s.D))
+    x["u"] = torch.rand(s.H, s.D, generator=gen, dtype=torch.float32)
+    return x
+
+
+def _ref_comba(x, scale):
+    o, _ = _naive("fla.ops.comba.naive", "naive_recurrent_comba")(x["q"], x["k"], x["v"], x["p"], x["beta"], x["g"],
+                                                                  scale=scale)
+    return o
+
+
+def _ref_rwkv6(x, scale):
+    """``naive_recurrent_rwkv6`` is head-first."""
+    q, k, v, w = (x[n].transpose(1, 2) for n in ("q", "k", "v", "g"))
+    o, _ = _naive("fla.ops.rwkv6.recurrent_naive", "naive_recurrent_rwkv6")(q, k, v, w, x["u"], scale=scale)
+    return o.transpose(1, 2)
+
+
 # ----------------------------------------------------------------------------- the catalogue
 
 _RECURRENT_TOKEN_LOOP_MAX_T = 2048   # fla's token-loop references: ~0.1-0.3 ms per token on CPU
@@ -228,7 +263,8 @@ FAMILIES: tuple[Family, ...] = (
         delta=True,
         reference=_ref_delta, reference_name="fla delta_rule_recurrence (fp32 token loop)",
         reference_max_T=_RECURRENT_TOKEN_LOOP_MAX_T,
-        backends={"fla": FlaFn("chunk_delta_rule"), "fla-recurrent": FlaFn("fused_recurrent_delta_rule")},
+        backends={"fla": FlaFn("chunk_delta_rule", dtypes=("float16", "bfloat16")),  # asserts q is not fp32
+                  "fla-recurrent": FlaFn("fused_recurrent_delta_rule")},
         max_head_dim=256,
     ),
     Family(
@@ -243,6 +279,29 @@ FAMILIES: tuple[Family, ...] = (
         backends={"fla": FlaFn("chunk_gated_delta_rule"),
                   "fla-recurrent": FlaFn("fused_recurrent_gated_delta_rule", backward=False)},
         max_head_dim=256,
+    ),
+    Family(
+        name="comba", fla="comba", title="Comba (improved delta rule)", group="delta-rule",
+        description="Gated delta rule whose correction reads the state with p (Comba layer: p = "
+                    "l2norm(k * sigmoid(d_h)) = k after the in-kernel l2norm; q = l2norm(q - D p) with the "
+                    "output correction D = 1); here p = l2norm(k + 0.5 N(0,1)) so p != k is exercised.",
+        make=lambda s, gen: _comba_inputs(s, gen),
+        gate="head", delta=True, read_key=True,
+        reference=_ref_comba, reference_name="fla naive_recurrent_comba (fp32 token loop)",
+        reference_max_T=_RECURRENT_TOKEN_LOOP_MAX_T,
+        backends={"fla": FlaFn("chunk_comba"), "fla-recurrent": FlaFn("fused_recurrent_comba", backward=False)},
+        max_head_dim=256,
+    ),
+    Family(
+        name="rwkv6", fla="rwkv6", title="RWKV-6 (Finch)", group="gated",
+        description="Per-key-channel decay w = -exp(d) with d ~ U(-6, -1) + 0.5 N(0,1) (RWKV6 time-decay "
+                    "init), read-before-write with a per-head bonus u ~ U(0, 1) (H, K).",
+        make=lambda s, gen: _rwkv6_inputs(s, gen),
+        gate="key", bonus=True,
+        reference=_ref_rwkv6, reference_name="fla naive_recurrent_rwkv6 (fp32 token loop)",
+        reference_max_T=_RECURRENT_TOKEN_LOOP_MAX_T,
+        backends={"fla": FlaFn("chunk_rwkv6", rename={"q": "r", "g": "w"}),
+                  "fla-recurrent": FlaFn("fused_recurrent_rwkv6", rename={"q": "r", "g": "w"})},
     ),
 )
 
@@ -269,7 +328,8 @@ def _head_gate(fam: Family, inputs) -> "torch.Tensor | None":
 def engine_kwargs(fam: Family, inputs) -> dict:
     """``chunkwise.chunkwise`` keyword arguments (``g`` / ``gk`` / ``beta``) for a family's inputs."""
     return {"g": _head_gate(fam, inputs), "gk": inputs["g"] if fam.gate == "key" else None,
-            "beta": inputs["beta"] if fam.delta else None}
+            "beta": inputs["beta"] if fam.delta else None, "p": inputs["p"] if fam.read_key else None,
+            "bonus": inputs["u"] if fam.bonus else None}
 
 
 def _state_gate(fam: Family, inputs, t0: int, t1: int) -> "torch.Tensor | None":
@@ -303,9 +363,8 @@ def kernel(fam: Family) -> KernelSpec:
         def run(inputs, causal: bool = True):
             require_causal(causal, f"{fam.name}/{f.fn}")
             op = getattr(importlib.import_module(f"fla.ops.{fam.fla}"), f.fn)
-            extra = {f.rename.get(n, n): inputs[n] for n in names[3:]}
-            out = op(inputs["q"], inputs["k"], inputs["v"], **extra, scale=_scale(inputs, inputs["q"].shape[-1]),
-                     **fam.fla_kwargs)
+            args = {f.rename.get(n, n): inputs[n] for n in names}      # by keyword: orders differ
+            out = op(**args, scale=_scale(inputs, inputs["q"].shape[-1]), **fam.fla_kwargs)
             return out[0] if isinstance(out, tuple) else out
         run.__name__ = f"run_{f.fn}"
         return run
@@ -318,7 +377,7 @@ def kernel(fam: Family) -> KernelSpec:
     fla_opts = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
     backends = {"torch": Backend("torch", run_torch, description=_torch_description(fam))}
     for bname, f in fam.backends.items():
-        backends[bname] = Backend(bname, fla_run(f), backward=f.backward, **fla_opts,
+        backends[bname] = Backend(bname, fla_run(f), backward=f.backward, dtypes=f.dtypes, **fla_opts,
                                   description=f"fla.ops.{fam.fla}.{f.fn} (Triton"
                                               + ("; inference only)" if not f.backward else ")"))
 
@@ -391,25 +450,46 @@ def _memory_bytes(fam: Family, shape: Shape, itemsize: int, backend: str, mode: 
 
 # ----------------------------------------------------------------------------- recurrent form
 
-def _recurrent(fam: Family, backends: Mapping[str, Backend]) -> rc.LinearForm:
-    """Decode / streaming through the engine's state (module doc)."""
+def _recurrent(fam: Family, backends: Mapping[str, Backend]) -> rc.LinearForm | None:
+    """Decode / streaming through the engine's state (module doc).
+
+    The carried state ``S`` (B, H, K, V) fp32 is the one fla's ``fused_recurrent_*`` carries, so the
+    torch step and the fla backend start from the same state: the state after the context in closed
+    form (``recurrent.gated_state``; for RWKV6 this is fla's ``h``, decayed by every gate up to the last
+    token) or the delta path's final state. RWKV6 reads before it writes (``o = S^T q + bonus``, then
+    ``S <- Diag(e^{w}) S + k v^T``) and has no chunkwise streaming form here (token by token).
+    """
+    if not fam.decode:
+        return None
     names = fam.inputs
     rec_fn = fam.backends.get(rc.FLA_BACKEND)
+
+    def prefix(inputs, t0: int, t1: int) -> dict:
+        return {n: (inputs[n][:, t0:t1] if n != "u" else inputs[n]) for n in names}
 
     def start(inputs, T0: int) -> dict:
         k, v = inputs["k"][:, :T0], inputs["v"][:, :T0]
         if not fam.delta:
-            return {"S": rc.gated_state(k, v, gk=_state_gate(fam, inputs, 0, T0))}
-        kw = engine_kwargs(fam, {n: inputs[n][:, :T0] if inputs[n].dim() > 1 else inputs[n] for n in names})
-        gate = cw._key_gate(kw["g"], kw["gk"], inputs["q"][:, :T0])
-        _, S = cw.delta_chunkwise(inputs["q"][:, :T0], k, v, gate, kw["beta"], 1.0, final_state=True)
+            gate = inputs["g"][:, :T0] if fam.bonus else _state_gate(fam, inputs, 0, T0)
+            return {"S": rc.gated_state(k, v, gk=gate)}
+        x = prefix(inputs, 0, T0)
+        kw = engine_kwargs(fam, x)
+        gate = cw._key_gate(kw["g"], kw["gk"], x["q"])
+        _, S = cw.delta_chunkwise(x["q"], k, v, gate, kw["beta"], 1.0, final_state=True, p=kw["p"])
         return {"S": S}
 
     def step(state, inputs, t: int, scale: float):
+        q, k, v = (rc.token(inputs, n, t).float() for n in ("q", "k", "v"))
+        if fam.bonus:
+            S = state["S"]
+            qs = q * scale
+            o = (qs.unsqueeze(-2) @ S).squeeze(-2) + (qs * inputs["u"].float() * k).sum(-1, keepdim=True) * v
+            ck.advance(S, k.unsqueeze(-1) * v.unsqueeze(-2), rc.token(inputs, "g", t).float().exp().unsqueeze(-1), out=S)
+            return o
         g = _state_gate(fam, inputs, t, t + 1)
-        return rc.step(state["S"], rc.token(inputs, "q", t).float() * scale, rc.token(inputs, "k", t),
-                       rc.token(inputs, "v", t), gk=None if g is None else g[:, 0],
-                       beta=rc.token(inputs, "beta", t) if fam.delta else None)
+        return rc.step(state["S"], q * scale, k, v, gk=None if g is None else g[:, 0],
+                       beta=rc.token(inputs, "beta", t) if fam.delta else None,
+                       p=rc.token(inputs, "p", t) if fam.read_key else None)
 
     def chunk(state, inputs, t0: int, t1: int, scale: float):
         q, k, v = (inputs[n][:, t0:t1] for n in ("q", "k", "v"))
@@ -418,7 +498,7 @@ def _recurrent(fam: Family, backends: Mapping[str, Backend]) -> rc.LinearForm:
             return rc.gla_chunk(state["S"], q.float() * scale, k, v, gk=g)
         gate = q.new_zeros(q.shape, dtype=torch.float32) + (0.0 if g is None else g.float())
         o, S = cw.delta_chunkwise(q, k, v, gate, inputs["beta"][:, t0:t1], scale, final_state=True,
-                                  initial_state=state["S"])
+                                  initial_state=state["S"], p=inputs["p"][:, t0:t1] if fam.read_key else None)
         state["S"].copy_(S)
         return o.float()
 
@@ -428,16 +508,15 @@ def _recurrent(fam: Family, backends: Mapping[str, Backend]) -> rc.LinearForm:
             op = getattr(importlib.import_module(f"fla.ops.{fam.fla}"), rec_fn.fn)
             outs = []
             for t in range(t0, t1, step):   # decode: one call per token; streaming: one call per chunk
-                sl = slice(t, min(t + step, t1))
-                extra = {rec_fn.rename.get(n, n): inputs[n][:, sl] for n in names[3:]}
-                o, S = op(*(inputs[n][:, sl] for n in ("q", "k", "v")), **extra, scale=scale,
+                x = prefix(inputs, t, min(t + step, t1))
+                o, S = op(**{rec_fn.rename.get(n, n): x[n] for n in names}, scale=scale,
                           initial_state=state["S"], output_final_state=True, **fam.fla_kwargs)
                 state["S"].copy_(S)
                 outs.append(o)
             return torch.cat(outs, dim=1)
 
     return rc.LinearForm(
-        start=start, step=step, fla=fla, chunk=chunk,
+        start=start, step=step, fla=fla, chunk=None if fam.bonus else chunk,
         state_shapes=lambda s: {"S": (s.B, s.H, s.D, s.D)},
         step_flops=lambda s: (8.0 if fam.delta else 6.0) * s.B * s.H * s.D * s.D,
     )

@@ -17,6 +17,8 @@ gla, rwkv6-style       --                      per key channel     --
 delta_rule             --                      --                  (B,T,H)
 gated_delta_rule       per step, per head      --                  (B,T,H)
 kda                    --                      per key channel     (B,T,H)
+comba                  per step, per head      --                  (B,T,H) + read key ``p``
+rwkv6                  --                      per key channel     --  + ``bonus`` u (read before write)
 =====================  ======================  ==================  ======
 
 (``u_t = v_t`` without the delta rule, ``u_t = beta_t (v_t - S'^T k_t)`` with it, ``S'`` the decayed
@@ -58,18 +60,37 @@ CHUNK = 64
 SUB_CHUNK = 8
 
 
-def chunkwise(q, k, v, *, g=None, gk=None, beta=None, scale: float | None = None) -> "torch.Tensor":
+def chunkwise(q, k, v, *, g=None, gk=None, beta=None, p=None, bonus=None,
+              scale: float | None = None) -> "torch.Tensor":
     """Causal output ``(B, T, H, V)`` of the configured recurrence (module doc), in v's dtype.
 
     ``q, k`` ``(B, T, H, K)``, ``v`` ``(B, T, H, V)``; ``g`` ``(B|1, T|1, H)`` per-head log decay;
     ``gk`` ``(B, T, H, K)`` per-key log gate; ``beta`` ``(B, T, H)`` in (0, 1) turns on the delta rule;
-    ``scale`` (default ``K ** -0.5``) multiplies q.
+    ``p`` ``(B, T, H, K)`` (delta rule only): the key the state is *read* with in the correction,
+    ``u_t = beta_t (v_t - S'^T p_t)`` (Comba; default ``k``); ``bonus`` ``(H, K)`` (no delta rule):
+    RWKV6's read-before-write form, ``o_t = S_{t-1}^T q_t + ((q_t * bonus) . k_t) v_t`` with
+    ``S_t = Diag(e^{gk_t}) S_{t-1} + k_t v_t^T``: ``S_{t-1}^T q_t`` is the engine's plain output at
+    position ``t-1`` computed with the next token's query (q shifted back by one, the output forward
+    by one: exact for any gate), plus the elementwise bonus term; ``scale`` (default ``K ** -0.5``)
+    multiplies q.
     """
     B, T, H, K = q.shape
     scale = K ** -0.5 if scale is None else float(scale)
     if beta is not None:
+        if bonus is not None:
+            raise ValueError("chunkwise: bonus (RWKV6 form) is not defined with the delta rule")
         gate = _key_gate(g, gk, q)
-        return delta_chunkwise(q, k, v, gate, beta, scale)
+        return delta_chunkwise(q, k, v, gate, beta, scale, p=p)
+    if p is not None:
+        raise ValueError("chunkwise: p (Comba's read key) needs the delta rule (beta)")
+    if bonus is not None:
+        # o_t = q_t . S_{t-1} is the plain output at position t-1 computed with the *next* query:
+        # shift q back by one token, run the engine, shift the output forward (o_0 reads the zero state)
+        q_next = torch.cat([q[:, 1:], torch.zeros_like(q[:, :1])], dim=1)
+        o = chunkwise(q_next, k, v, g=g, gk=gk, scale=scale).float()
+        o = torch.cat([torch.zeros_like(o[:, :1]), o[:, :-1]], dim=1)
+        diag = ((q.float() * scale) * bonus.float() * k.float()).sum(-1, keepdim=True)
+        return (o + diag * v.float()).to(v.dtype)
     C = CHUNK
     if gk is not None:
         gate = _key_gate(g, gk, q)
@@ -159,10 +180,11 @@ def _intra_chunk_scores(qk: "torch.Tensor", k: "torch.Tensor", g: "torch.Tensor"
 
 
 def delta_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: int = CHUNK,
-                  sub_chunk: int = SUB_CHUNK, final_state: bool = False, initial_state=None):
-    """Causal KDA in the chunkwise WY/UT form (module doc), exact for any g <= 0.
+                  sub_chunk: int = SUB_CHUNK, final_state: bool = False, initial_state=None, p=None):
+    """The causal gated delta rule in the chunkwise WY/UT form (KDA's; module doc), exact for any g <= 0.
 
-    q, k, g (B, T, H, K); v (B, T, H, V); beta (B, T, H). Any T >= 1; fp32 arithmetic; returns
+    q, k, g (B, T, H, K); v (B, T, H, V); beta (B, T, H); p (B, T, H, K) or None: the read key of the
+    correction (Comba; the Akk rows and W use p instead of k). Any T >= 1; fp32 arithmetic; returns
     (B, T, H, V) in v's dtype. Autograd works through every step. ``final_state``: return
     ``(o, S)`` with ``S`` the fp32 state after the last token (B, H, K, V) (zero padding adds nothing
     to it: padded keys and betas are 0 and padded gates 0). ``initial_state``: the fp32 state
@@ -191,14 +213,15 @@ def delta_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size:
     kc = chunks(k, (K,))
     gc = chunks(g, (K,))
     bc = chunks(beta).unsqueeze(-1)                                               # (Z, C, 1)
-    qk = torch.stack((qs, kc), 2)                                                 # (Z, C, 2, K)
+    pc = kc if p is None else chunks(p, (K,))                                     # the read key (Comba: p)
+    qk = torch.stack((qs, pc), 2)                                                 # (Z, C, 2, K)
     del qs
     A = _intra_chunk_scores(qk, kc, gc, c)
     eb = gc.cumsum(1).exp()                                                       # e^{b}
     q_e = qk[:, :, 0] * eb                                                        # q e^{b}
     del qk
-    rhs = kc * eb * bc
-    del eb
+    rhs = pc * eb * bc
+    del eb, pc
     M = A[:, :, 1] * bc                                                           # Diag(beta) Akk, unit diag implied
     W = torch.linalg.solve_triangular(M, rhs, upper=False, unitriangular=True)   # T K e^{b}
     rhs = chunks(v, (V,)) * bc

@@ -21,8 +21,9 @@ TOL = 1e-5
 NAMES = catalog.NAMES
 
 
-def _loop(q, k, v, g=None, gk=None, beta=None, scale=1.0):
-    """Token loop through the shared step: an independent oracle for every engine configuration."""
+def _loop(q, k, v, g=None, gk=None, beta=None, p=None, bonus=None, scale=1.0):
+    """Token loop through the shared step: an independent oracle for every engine configuration
+    (``bonus``: RWKV6's read-before-write, written out here)."""
     B, T, H, K = q.shape
     S = torch.zeros(B, H, K, v.shape[-1])
     out = []
@@ -31,12 +32,19 @@ def _loop(q, k, v, g=None, gk=None, beta=None, scale=1.0):
         if g is not None:
             gs = g[:, t][..., None]
             gate = gs if gate is None else gate + gs
-        out.append(rc.step(S, q[:, t] * scale, k[:, t], v[:, t], gk=gate, beta=None if beta is None else beta[:, t]))
+        if bonus is not None:
+            qs = q[:, t] * scale
+            o = torch.einsum("bhk,bhkv->bhv", qs, S) + (qs * bonus * k[:, t]).sum(-1, keepdim=True) * v[:, t]
+            S = S * (gate.exp()[..., None] if gate is not None else 1.0) + k[:, t, ..., None] * v[:, t, :, None, :]
+            out.append(o)
+            continue
+        out.append(rc.step(S, q[:, t] * scale, k[:, t], v[:, t], gk=gate, beta=None if beta is None else beta[:, t],
+                           p=None if p is None else p[:, t]))
     return torch.stack(out, 1)
 
 
 @pytest.mark.parametrize("config", ["linear", "scalar", "scalar-steep", "key", "key+scalar", "delta",
-                                    "delta+scalar-steep", "delta+key"])
+                                    "delta+scalar-steep", "delta+key", "delta+read-key", "bonus+key"])
 def test_engine_configuration_matches_token_loop(config):
     gen = torch.Generator().manual_seed(3)
     B, T, H, K = 2, 100, 2, 16                         # T not a multiple of the chunk: padding exercised
@@ -54,6 +62,10 @@ def test_engine_configuration_matches_token_loop(config):
     if "delta" in config:
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         kw["beta"] = torch.sigmoid(r(B, T, H))
+    if "read-key" in config:
+        kw["p"] = F.normalize(k + 0.5 * r(B, T, H, K), dim=-1)
+    if "bonus" in config:
+        kw["bonus"] = torch.rand(H, K, generator=gen)
     o = cw.chunkwise(q, k, v, scale=0.3, **kw)
     assert _rel(o, _loop(q, k, v, scale=0.3, **kw))[1] <= TOL
 
@@ -104,7 +116,7 @@ def test_inputs_are_in_the_layer_ranges():
 
 
 @pytest.mark.parametrize("phase", ["decode", "streaming"])
-@pytest.mark.parametrize("name", ["linear_attn", "lightning_attn", "gla", "gated_delta_rule"])
+@pytest.mark.parametrize("name", ["linear_attn", "lightning_attn", "gla", "gated_delta_rule", "comba", "rwkv6"])
 def test_decode_and_streaming_from_the_engine_state_match_the_full_sequence(name, phase):
     k = registry()[name]
     opt = ("steps", "3") if phase == "decode" else ("chunk", "20")   # 20 >= CHUNK_MIN: the chunkwise form
