@@ -71,3 +71,17 @@ def test_every_other_fla_backend_matches_reference_and_engine():
     _check([r for r in rows if r["dtype"] == "float16"], 5e-3)
     seen = {(r["kernel"], r["backend"]) for r in rows}
     assert seen >= {(n, b) for n in NAMES for b in registry()[n].backends if b != "torch"}
+
+
+@pytest.mark.long
+def test_fla_decode_with_carried_state_matches_full_sequence():
+    """Each family's fused_recurrent_* from the engine's carried state (decode 2 steps, streaming chunk
+    3, after T=8), as test_kernels_decode_fla does for the hand-written mechanisms."""
+    from pathlib import Path
+
+    child = str(Path(__file__).with_name("test_kernels_decode_fla.py")) + ":_child"
+    names = [n for n in NAMES if registry()[n].recurrent is not None and registry()[n].recurrent.fla is not None]
+    res = run_isolated(child, {"kernels": names}, timeout_s=1200)
+    assert set(res) == {f"{n}/{p}" for n in names for p in ("decode", "streaming")}
+    for key, (err, passed) in res.items():
+        assert passed and err < 1e-5, (key, err)
