@@ -194,9 +194,19 @@ def _rwkv6_inputs(s: Shape, gen) -> dict:
 
 
 def _ref_comba(x, scale):
-    o, _ = _naive("fla.ops.comba.naive", "naive_recurrent_comba")(x["q"], x["k"], x["v"], x["p"], x["beta"], x["g"],
-                                                                  scale=scale)
-    return o
+    """Token loop of the recurrence fla's Triton kernels compute (fp32): ``u = beta (v - S^T p)`` with the
+    state *before* the decay, ``S <- e^{g} S + k u^T``, ``o = S^T (scale q)``. (fla 0.6.0's
+    ``naive_recurrent_comba`` reads the decayed state instead and differs from fla's own chunk and
+    fused-recurrent kernels by ~2e-2 at the layer's gates, so it is not used as the oracle.)"""
+    q, k, v, p, beta, g = (x[n].float() for n in ("q", "k", "v", "p", "beta", "g"))
+    B, T, H, K = q.shape
+    S = q.new_zeros(B, H, K, v.shape[-1])
+    out = []
+    for t in range(T):
+        u = (v[:, t] - torch.einsum("bhk,bhkv->bhv", p[:, t], S)) * beta[:, t, :, None]
+        S = S * g[:, t].exp()[..., None, None] + k[:, t, :, :, None] * u[:, :, None, :]
+        out.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
+    return torch.stack(out, 1)
 
 
 def _ref_rwkv6(x, scale):
@@ -287,7 +297,7 @@ FAMILIES: tuple[Family, ...] = (
                     "output correction D = 1); here p = l2norm(k + 0.5 N(0,1)) so p != k is exercised.",
         make=lambda s, gen: _comba_inputs(s, gen),
         gate="head", delta=True, read_key=True,
-        reference=_ref_comba, reference_name="fla naive_recurrent_comba (fp32 token loop)",
+        reference=_ref_comba, reference_name="token loop of fla's Comba kernels' recurrence (fp32; not fla's naive)",
         reference_max_T=_RECURRENT_TOKEN_LOOP_MAX_T,
         backends={"fla": FlaFn("chunk_comba"), "fla-recurrent": FlaFn("fused_recurrent_comba", backward=False)},
         max_head_dim=256,
@@ -328,8 +338,18 @@ def _head_gate(fam: Family, inputs) -> "torch.Tensor | None":
 def engine_kwargs(fam: Family, inputs) -> dict:
     """``chunkwise.chunkwise`` keyword arguments (``g`` / ``gk`` / ``beta``) for a family's inputs."""
     return {"g": _head_gate(fam, inputs), "gk": inputs["g"] if fam.gate == "key" else None,
-            "beta": inputs["beta"] if fam.delta else None, "p": inputs["p"] if fam.read_key else None,
+            "beta": inputs["beta"] if fam.delta else None, "p": _read_key(fam, inputs),
             "bonus": inputs["u"] if fam.bonus else None}
+
+
+def _read_key(fam: Family, inputs) -> "torch.Tensor | None":
+    """Comba's read key in the engine's convention. fla's Triton kernels read the state *before* this
+    token's decay, ``u_t = beta_t (v_t - S_{t-1}^T p_t)``; the engine reads the decayed state, so p is
+    passed as ``p_t e^{-g_t}`` (``p^T S_{t-1} = (p e^{-g})^T (e^{g} S_{t-1})``): exact while every
+    per-step log decay stays above about -80 (fp32 exp range; the layer's gates stay far above)."""
+    if not fam.read_key:
+        return None
+    return inputs["p"].float() * (-_head_gate(fam, inputs).float()).exp()[..., None]
 
 
 def _state_gate(fam: Family, inputs, t0: int, t1: int) -> "torch.Tensor | None":
@@ -487,9 +507,14 @@ def _recurrent(fam: Family, backends: Mapping[str, Backend]) -> rc.LinearForm | 
             ck.advance(S, k.unsqueeze(-1) * v.unsqueeze(-2), rc.token(inputs, "g", t).float().exp().unsqueeze(-1), out=S)
             return o
         g = _state_gate(fam, inputs, t, t + 1)
+        if fam.read_key:   # Comba: read the state before this token's decay (fla's kernels)
+            S = state["S"]
+            u = (v - (rc.token(inputs, "p", t).float().unsqueeze(-2) @ S).squeeze(-2)) \
+                * rc.token(inputs, "beta", t).float().unsqueeze(-1)
+            ck.advance(S, k.unsqueeze(-1) * u.unsqueeze(-2), g[:, 0].float().exp().unsqueeze(-1), out=S)
+            return ((q * scale).unsqueeze(-2) @ S).squeeze(-2)
         return rc.step(state["S"], q * scale, k, v, gk=None if g is None else g[:, 0],
-                       beta=rc.token(inputs, "beta", t) if fam.delta else None,
-                       p=rc.token(inputs, "p", t) if fam.read_key else None)
+                       beta=rc.token(inputs, "beta", t) if fam.delta else None)
 
     def chunk(state, inputs, t0: int, t1: int, scale: float):
         q, k, v = (inputs[n][:, t0:t1] for n in ("q", "k", "v"))
@@ -498,7 +523,7 @@ def _recurrent(fam: Family, backends: Mapping[str, Backend]) -> rc.LinearForm | 
             return rc.gla_chunk(state["S"], q.float() * scale, k, v, gk=g)
         gate = q.new_zeros(q.shape, dtype=torch.float32) + (0.0 if g is None else g.float())
         o, S = cw.delta_chunkwise(q, k, v, gate, inputs["beta"][:, t0:t1], scale, final_state=True,
-                                  initial_state=state["S"], p=inputs["p"][:, t0:t1] if fam.read_key else None)
+                                  initial_state=state["S"], p=_read_key(fam, prefix(inputs, t0, t1)))
         state["S"].copy_(S)
         return o.float()
 

@@ -86,12 +86,11 @@ CHUNK_MIN = 8
 
 # ----------------------------------------------------------------------------- the shared step
 
-def step(S: "torch.Tensor", q, k, v, gk=None, gv=None, beta=None, p=None) -> "torch.Tensor":
+def step(S: "torch.Tensor", q, k, v, gk=None, gv=None, beta=None) -> "torch.Tensor":
     """One token of a gated (delta-rule) linear recurrence, ``S`` ``(B, H, K, V)`` fp32 updated in place.
 
     ``q, k`` ``(B, H, K)``; ``v`` ``(B, H, V)``; ``gk`` / ``gv`` log gates (<= 0) broadcastable to
-    ``(B, H, K)`` / ``(B, H, V)``; ``beta`` ``(B, H)`` turns on the delta rule (module doc), ``p``
-    ``(B, H, K)`` replaces k as the key the correction reads with (Comba). ``q`` is
+    ``(B, H, K)`` / ``(B, H, V)``; ``beta`` ``(B, H)`` turns on the delta rule (module doc). ``q`` is
     already scaled. Inputs are upcast to fp32. Returns ``o = S^T q`` ``(B, H, V)`` fp32.
     """
     q, k, v = q.float(), k.float(), v.float()
@@ -106,8 +105,7 @@ def step(S: "torch.Tensor", q, k, v, gk=None, gv=None, beta=None, p=None) -> "to
     else:
         if decay is not None:
             S.mul_(decay)
-        r = k if p is None else p.float()
-        u = (v - (r.unsqueeze(-2) @ S).squeeze(-2)) * beta.float().unsqueeze(-1)
+        u = (v - (k.unsqueeze(-2) @ S).squeeze(-2)) * beta.float().unsqueeze(-1)
         advance(S, k.unsqueeze(-1) * u.unsqueeze(-2), out=S)
     return (q.unsqueeze(-2) @ S).squeeze(-2)
 

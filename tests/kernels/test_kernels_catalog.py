@@ -38,8 +38,13 @@ def _loop(q, k, v, g=None, gk=None, beta=None, p=None, bonus=None, scale=1.0):
             S = S * (gate.exp()[..., None] if gate is not None else 1.0) + k[:, t, ..., None] * v[:, t, :, None, :]
             out.append(o)
             continue
-        out.append(rc.step(S, q[:, t] * scale, k[:, t], v[:, t], gk=gate, beta=None if beta is None else beta[:, t],
-                           p=None if p is None else p[:, t]))
+        if p is not None:   # the engine's read key: u = beta (v - S'^T p) with the decayed state S'
+            S = S * (gate.exp()[..., None] if gate is not None else 1.0)
+            u = (v[:, t] - torch.einsum("bhk,bhkv->bhv", p[:, t], S)) * beta[:, t, :, None]
+            S = S + k[:, t, ..., None] * u[:, :, None, :]
+            out.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
+            continue
+        out.append(rc.step(S, q[:, t] * scale, k[:, t], v[:, t], gk=gate, beta=None if beta is None else beta[:, t]))
     return torch.stack(out, 1)
 
 
