@@ -169,3 +169,12 @@ def test_analytic_models_scale_linearly():
     # the delta rule costs more FLOPs than plain linear attention at the same shape
     s = Shape(1, 1024, 4, 64)
     assert registry()["delta_rule"].flops(s, True) > registry()["linear_attn"].flops(s, True)
+
+
+def test_an_input_that_never_reaches_the_output_has_zero_gradient_in_verify():
+    """RWKV6 at T=1: the decay acts after the only output, so the reference leaves its .grad None; the
+    check counts that as a zero gradient (the engine returns exact zeros), not as a failure."""
+    k = registry()["rwkv6"]
+    p = PointSpec(kernel="rwkv6", backend="torch", B=2, T=1, H=2, D=16, dtype="float32", mode="fwdbwd")
+    [c] = k.verify(p, "cpu", 0, None)
+    assert c.passed and c.grad_max_rel_err is not None and c.grad_max_rel_err <= TOL, c
