@@ -445,22 +445,30 @@ def _io_elements(fam: Family, s: Shape) -> int:
 
 
 def _memory_bytes(fam: Family, shape: Shape, itemsize: int, backend: str, mode: str) -> int:
-    """Predicted peak bytes above the inputs (indicative: structural, not fitted for these families).
+    """Predicted peak bytes above the inputs (structural; the extra terms checked against torch.profiler
+    peaks at D = C = 64 only, within ~5 %: indicative at other head dims).
 
-    ``torch``: delta rule as KDA's fitted model (the same engine path, ``kda.memory_bytes``);
+    ``torch``: delta rule as KDA's fitted model (the same engine path, ``kda.memory_bytes``; Comba + 2a);
     otherwise with ``a`` one fp32 chunked (B, H, Tp, D) tensor, ``st`` the (D, D) states of all chunks,
     ``sc`` the (C, C) scores of all chunks: fwd ``3a + st + max(st, 2 sc + a)`` (chunked q, k, v and
-    the entering states; the scan, or the scores + decay mask + output), per-key gates add ``3a``
-    (gated q, k and the gate factors); fwdbwd ``7a + 2st + 2sc`` + the input gradients (autograd's
+    the entering states; the scan, or the scores + decay mask + output), per-key gates add ``6a``
+    (the gate, its cumsum, the factors, gated q), RWKV6 one more ``a`` (plus, not modelled, the exact
+    pairwise ``(n, C, C, D)`` buffers of the chunks whose decay exceeds ``chunked.SAFE_SPAN``: data-dependent,
+    up to ~20 % more at RWKV6's steeper channels); fwdbwd ``7a + 2st + 2sc`` + the input gradients (autograd's
     saved tensors). fla backends: the output, fp32 chunk states ``st`` (``fla-parallel``: none) and,
     in fwdbwd, the input gradients.
     """
-    if backend == "torch" and fam.delta:
-        return kda.memory_bytes(shape, itemsize, "torch", True, mode)
     a, st, sc, io = ck.torch_peak_terms(shape, itemsize)
+    if backend == "torch" and fam.delta:
+        # Comba's read key: p and p e^{-g} (fp32 chunked) live through the solve
+        # (DeltaNet: + the zero gate the delta path takes)
+        return int(kda.memory_bytes(shape, itemsize, "torch", True, mode) + (2 * a if fam.read_key else 0)
+                   + (a if fam.gate is None else 0))
     grads = len(fam.inputs) * io
     if backend == "torch":
-        extra = 3 * a if fam.gate == "key" else 0
+        # per-key gates: the fp32 gate, its chunked cumsum and the factors e^{b}, e^{-b}, e^{b_C - b}, gated q
+        # (fitted: torch.profiler peak at D = C = 64); RWKV6's shifted query adds one more copy
+        extra = (6 * a if fam.gate == "key" else 0) + (a if fam.bonus else 0)
         if mode == "fwdbwd":
             return int(7 * a + 2 * st + 2 * sc + extra + grads)
         return int(3 * a + st + max(st, 2 * sc + a) + extra)

@@ -178,3 +178,17 @@ def test_an_input_that_never_reaches_the_output_has_zero_gradient_in_verify():
     p = PointSpec(kernel="rwkv6", backend="torch", B=2, T=1, H=2, D=16, dtype="float32", mode="fwdbwd")
     [c] = k.verify(p, "cpu", 0, None)
     assert c.passed and c.grad_max_rel_err is not None and c.grad_max_rel_err <= TOL, c
+
+
+@pytest.mark.parametrize("D", [32, 64])
+def test_torch_memory_model_matches_measured_forward_peak(D):
+    from profiler.measure.memory import ProfilerMemoryMeter
+
+    s = Shape(1, 1024, 2, D)
+    for name in (n for n in NAMES if n != "rwkv6"):   # rwkv6: data-dependent exact-chunk buffers (model doc)
+        k = registry()[name]
+        x = k.make_inputs(s, "float32", "cpu", 0)
+        with torch.no_grad():
+            peak = ProfilerMemoryMeter().measure(lambda: k.backends["torch"].run(x, True)).peak_bytes
+        model = k.memory_bytes(s, 4, "torch", True, "fwd")
+        assert 0.85 <= model / peak <= 1.15, (name, D, model, peak)
