@@ -12,7 +12,9 @@ the point's ``(B, T, H, D)``; ``make_qkv`` draws deterministic q, k, v. Export i
 
 **The registry**: the built-in catalogue, installed plugins and ``--kernel-module`` modules.
 
-Built-ins: one module per mechanism (``MECHANISMS``), each exporting ``KERNEL: KernelSpec``. Plugins:
+Built-ins: one module per hand-written mechanism (``MODULES``), each exporting ``KERNEL: KernelSpec``,
+and one row per fla op family in ``profiler.kernels.catalog.FAMILIES`` (declarative, run on CPU by the
+shared chunkwise engine ``profiler.kernels.chunkwise``). Plugins:
 installed distributions declaring the entry-point group ``serprof.kernels``, and modules named by
 the ``kernel_modules`` setting (``use_kernel_modules``); see ``profiler.kernels.plugins`` and the
 authoring API ``profiler.plugin``. Built-ins come first, then entry points, then kernel modules; a
@@ -29,6 +31,7 @@ from functools import lru_cache
 from typing import Iterable
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
+from profiler.kernels import catalog as _catalog
 from profiler.kernels import plugins
 from profiler.kernels.base import (
     ALL_DTYPES,
@@ -46,8 +49,11 @@ from profiler.kernels.origins import label
 from profiler.kernels.plugins import ENTRY_POINT_GROUP
 from profiler.kernels.softmax import make_qkv, randn, scale_of
 
-#: Registration order is display order: the quadratic baseline first.
-MECHANISMS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda")
+#: Hand-written mechanism modules (each exports ``KERNEL``), then the declarative fla catalogue.
+MODULES = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda")
+#: Registration order is display order: the quadratic baseline first, then the hand-written
+#: mechanisms, then fla's catalogue (``profiler.kernels.catalog.FAMILIES``: one row per family).
+MECHANISMS = MODULES + _catalog.NAMES
 
 BUILTIN = "built-in"
 
@@ -58,9 +64,10 @@ _modules: dict[str, list[KernelSpec]] = {}     # kernel modules loaded in this p
 def builtins() -> dict[str, KernelSpec]:
     """The built-in catalogue by name."""
     out: dict[str, KernelSpec] = {}
-    for name in MECHANISMS:
-        mod = importlib.import_module(f"profiler.kernels.{name}")
-        spec: KernelSpec = mod.KERNEL
+    for name in MODULES:
+        spec: KernelSpec = importlib.import_module(f"profiler.kernels.{name}").KERNEL
+        out[spec.name] = spec
+    for spec in _catalog.KERNELS:
         out[spec.name] = spec
     return out
 

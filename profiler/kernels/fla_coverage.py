@@ -16,13 +16,36 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from profiler.kernels import catalog
+
 #: fla.ops family -> the serprof kernel whose backends call it.
 COVERED = {"attn": "softmax", "retention": "retnet", "lightnet": "lightnet", "gsa": "gsa",
-           "forgetting_attn": "fox", "kda": "kda"}
+           "forgetting_attn": "fox", "kda": "kda", **catalog.COVERED}
 #: Packages of fla.ops that are not an attention mechanism.
 NOT_MECHANISMS = {"common": "shared chunk building blocks (chunk_h, chunk_o, ...), not a mechanism",
                   "utils": "cumulative-sum and packing utilities, not a mechanism",
                   "cp": "context-parallel helpers, not a mechanism"}
+#: Families with chunk / parallel entry points that are not (yet) kernels, and why: what keeps each one
+#: from being a row of ``profiler.kernels.catalog.FAMILIES`` (a configuration of the chunkwise engine).
+NOT_YET_REASONS = {
+    "rwkv7": "generalized (DPLR) delta rule S <- S(Diag(w) + a b^T) + v k^T: needs a DPLR WY path in the "
+             "engine; not yet described",
+    "generalized_delta_rule": "DPLR / IPLR delta rules (rank-one transition with free a, b): needs a DPLR WY "
+                              "path in the engine; not yet described",
+    "gated_delta_product": "several Householder updates per token (num_householder): not yet a configuration "
+                           "of the engine; not yet described",
+    "hgrn": "elementwise gated recurrence of a vector state (no q/k/v): not an engine configuration; "
+            "not yet described",
+    "based": "Taylor feature map (feature dim 1 + D + D^2) then linear attention: engine-reducible after the "
+             "feature map, not yet described",
+    "rebased": "learnable quadratic feature map then linear attention (parallel kernel only): not yet described",
+    "nsa": "native sparse attention (block selection + sliding window softmax): a sparse kernel, not an engine "
+           "configuration; not yet described",
+    "moba": "mixture of block attention (sparse softmax): not an engine configuration; not yet described",
+    "stickbreaking_attn": "stick-breaking softmax-free attention (quadratic): not an engine configuration; "
+                          "not yet described",
+    "path_attn": "PaTH attention (softmax with Householder position transforms, quadratic): not yet described",
+}
 ENTRY_PREFIXES = ("chunk_", "parallel_", "fused_chunk_", "fused_recurrent_")
 TIMED_PREFIXES = ("chunk_", "parallel_", "fused_chunk_")
 NOT_YET = "not yet described as a serprof kernel (inputs, reference, models): issue 17 item 2"
@@ -67,7 +90,7 @@ def coverage() -> list[dict[str, Any]]:
             reason = ("no chunk, parallel or fused-chunk entry point"
                       + (f" (only {', '.join(entries)})" if entries else ""))
         else:
-            reason = NOT_YET
+            reason = NOT_YET_REASONS.get(fam, NOT_YET)
         rows.append({"family": fam, "entry_points": entries, "covered": kernel is not None, "kernel": kernel,
                      "reason": reason})
     return rows

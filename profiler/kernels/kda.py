@@ -17,7 +17,8 @@ cast to the requested dtype (g too). An optional python float ``inputs["scale"]`
 
 Backends
 --------
-* ``torch`` (``kda_chunkwise``): chunkwise WY/UT form, exact for any gate g <= 0 (see below).
+* ``torch`` (``kda_chunkwise`` = ``chunkwise.delta_chunkwise``, the shared engine's delta-rule path):
+  chunkwise WY/UT form, exact for any gate g <= 0 (see below).
 * ``fla``: ``fla.ops.kda.chunk_kda`` with the pre-computed gate (``use_gate_in_kernel=False``), no
   in-kernel l2norm or beta sigmoid (the inputs already are normalised / in (0, 1)). CUDA, or CPU under
   Triton's interpreter for correctness.
@@ -63,6 +64,8 @@ from profiler.core.errors import UsageError
 from profiler.core.lazy import lazy_import
 from profiler.kernels import recurrent as rc
 from profiler.kernels.base import Backend, KernelSpec, Shape, expand_kv, require_causal
+from profiler.kernels.chunkwise import CHUNK, SUB_CHUNK
+from profiler.kernels.chunkwise import delta_chunkwise as kda_chunkwise
 
 fla_kda2 = lazy_import('fla.ops.kda')
 
@@ -75,10 +78,6 @@ fla_kda_naive = lazy_import('fla.ops.kda.naive')
 if TYPE_CHECKING:
     import torch
 
-#: Chunk length of the torch backend (rows per WY/UT block; the state loop runs T/CHUNK times).
-CHUNK = 64
-#: Sub-block length: diagonal c x c blocks use exact pairwise decays.
-SUB_CHUNK = 8
 #: fla's chunk_kda chunk length (used by the FLOP model and the fla memory model).
 FLA_CHUNK = 64
 #: naive_recurrent_kda costs ~0.25 ms CPU per token here at B=1, H=4, D=64 (more for larger B*H*D, ~3x
@@ -158,127 +157,6 @@ def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0, *, g
 
 
 # ----------------------------------------------------------------------------- torch backend
-
-def _intra_chunk_scores(qk: "torch.Tensor", k: "torch.Tensor", g: "torch.Tensor", c: int) -> "torch.Tensor":
-    """Exact gated scores of every chunk, ``A`` of shape (Z, C, 2, C) (module doc, "Numerical safety").
-
-    ``qk`` (Z, C, 2, K): the query-side rows (scaled q, and k); ``k`` (Z, C, K); ``g`` (Z, C, K) the
-    per-step log gates (<= 0). ``A[:, i, 0, j] = sum_d qk[i,0,d] k[j,d] e^{b_i - b_j}`` for j <= i,
-    ``A[:, i, 1, j]`` the same with ``qk[i,1]`` for j < i, zero elsewhere.
-    """
-    Z, C, _, K = qk.shape
-    nb = C // c
-    gb, kb, qkb = g.view(Z, nb, c, K), k.view(Z, nb, c, K), qk.view(Z, nb, c, 2, K)
-    A = qk.new_zeros(Z, nb, c, 2, C)
-    # Diagonal c x c blocks, one diagonal offset at a time: view A as (Z, c, 2, c, nb), take diagonals.
-    diag_blocks = A.view(Z, nb, c, 2, nb, c).diagonal(0, 1, 4)
-    d0 = (qkb[:, :, :, :1] @ kb.unsqueeze(-1)).view(Z, nb, c)                   # j == i: q_i . k_i
-    diag_blocks.diagonal(0, 1, 3)[:, 0].copy_(d0)
-    window = None                                   # window[i] = g_i + ... + g_{i-delta+1}, rows i >= delta
-    for delta in range(1, c):
-        window = gb[:, :, 1:] if window is None else window[:, :, 1:] + gb[:, :, 1:c - delta + 1]
-        kE = kb[:, :, :c - delta] * window.exp()
-        d = (qkb[:, :, delta:] @ kE.unsqueeze(-1)).squeeze(-1)                   # (Z, nb, c-delta, 2)
-        diag_blocks.diagonal(-delta, 1, 3).copy_(d.permute(0, 3, 1, 2))
-    window = kE = d = None
-    if nb > 1:
-        # suffix[j] = b_end(J) - b_j (exclusive suffix sum inside j's block J); totals: block sums
-        suffix = F.pad(gb.flip(2).cumsum(2).flip(2)[:, :, 1:], (0, 0, 0, 1))
-        totals = gb.sum(2)                                                          # (Z, nb, K)
-        for I in range(1, nb):
-            # query side: b_i - b_r = cumsum of g inside block I (r = last row of block I-1)
-            qf = qkb[:, I] * gb[:, I].cumsum(1).exp().unsqueeze(2)                 # (Z, c, 2, K)
-            # key side: b_r - b_j = suffix_j + sums of the blocks strictly between J and I
-            between = F.pad(totals[:, 1:I].flip(1).cumsum(1).flip(1), (0, 0, 0, 1))  # (Z, I, K)
-            kf = (kb[:, :I] * (suffix[:, :I] + between.unsqueeze(2)).exp()).view(Z, I * c, K)
-            A[:, I, :, :, :I * c] = torch.bmm(qf.view(Z, 2 * c, K), kf.transpose(1, 2)).view(Z, c, 2, I * c)
-    return A.view(Z, C, 2, C)
-
-
-def kda_chunkwise(q, k, v, g, beta, scale: float | None = None, *, chunk_size: int = CHUNK,
-                  sub_chunk: int = SUB_CHUNK, final_state: bool = False, initial_state=None):
-    """Causal KDA in the chunkwise WY/UT form (module doc), exact for any g <= 0.
-
-    q, k, g (B, T, H, K); v (B, T, H, V); beta (B, T, H). Any T >= 1; fp32 arithmetic; returns
-    (B, T, H, V) in v's dtype. Autograd works through every step. ``final_state``: return
-    ``(o, S)`` with ``S`` the fp32 state after the last token (B, H, K, V) (zero padding adds nothing
-    to it: padded keys and betas are 0 and padded gates 0). ``initial_state``: the fp32 state
-    (B, H, K, V) before the first token (None: zero), as a streaming chunk carries it.
-    """
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    scale = K ** -0.5 if scale is None else float(scale)
-    c = sub_chunk
-    C = min(chunk_size, c * math.ceil(T / c))     # short sequences: one chunk, no wasted padding
-    if C % c:
-        raise ValueError(f"chunk_size {chunk_size} must be a multiple of sub_chunk {c}")
-    N = math.ceil(T / C)
-    pad = N * C - T
-    BH = B * H
-    Z = N * BH                                    # chunk-major: row z = n * BH + (b * H + h)
-
-    def chunks(x, extra=()):
-        x = x.float()
-        if pad:
-            x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
-        # (B, N, C, H, ...) -> (N, B, H, C, ...) -> (Z, C, ...)
-        return x.view(B, N, C, H, *extra).movedim(1, 0).movedim(3, 2).reshape(Z, C, *extra)
-
-    qs = chunks(q, (K,)) * scale
-    kc = chunks(k, (K,))
-    gc = chunks(g, (K,))
-    bc = chunks(beta).unsqueeze(-1)                                               # (Z, C, 1)
-    qk = torch.stack((qs, kc), 2)                                                 # (Z, C, 2, K)
-    del qs
-    A = _intra_chunk_scores(qk, kc, gc, c)
-    eb = gc.cumsum(1).exp()                                                       # e^{b}
-    q_e = qk[:, :, 0] * eb                                                        # q e^{b}
-    del qk
-    rhs = kc * eb * bc
-    del eb
-    M = A[:, :, 1] * bc                                                           # Diag(beta) Akk, unit diag implied
-    W = torch.linalg.solve_triangular(M, rhs, upper=False, unitriangular=True)   # T K e^{b}
-    rhs = chunks(v, (V,)) * bc
-    U = torch.linalg.solve_triangular(M, rhs, upper=False, unitriangular=True)   # T V
-    del M, rhs, bc
-    rev = gc.flip(1).cumsum(1).flip(1)                                            # inclusive suffix sums of g
-    decay = rev[:, 0].exp()                                                       # e^{b_C}, (Z, K)
-    kd = (kc * F.pad(rev[:, 1:], (0, 0, 0, 1)).exp()).transpose(1, 2)            # (K e^{b_C - b})^T
-    del rev, kc, gc
-    R = torch.bmm(kd, U).view(N, BH, K, V)                                        # chunk input
-    Tr = torch.bmm(kd, W).neg_()                                                  # chunk transition:
-    Tr.diagonal(0, 1, 2).add_(decay)                                              #   Diag(e^{b_C}) - kd W
-    Tr = Tr.view(N, BH, K, K)
-    del kd, decay
-    if torch.is_grad_enabled() and (Tr.requires_grad or R.requires_grad):
-        S = R.new_zeros(BH, K, V) if initial_state is None else initial_state.float().reshape(BH, K, V)
-        states = [S]
-        for n in range(N - 1):
-            S = torch.baddbmm(R[n], Tr[n], S)
-            states.append(S)
-        S_prev = torch.stack(states, 0)
-        S_last = torch.baddbmm(R[N - 1], Tr[N - 1], S) if final_state else None
-        del states, S
-    else:
-        S_prev = R.new_empty(N, BH, K, V)
-        if initial_state is None:
-            S_prev[0].zero_()
-        else:
-            S_prev[0].copy_(initial_state.reshape(BH, K, V))
-        for n in range(N - 1):
-            torch.baddbmm(R[n], Tr[n], S_prev[n], out=S_prev[n + 1])
-        S_last = torch.baddbmm(R[N - 1], Tr[N - 1], S_prev[N - 1]) if final_state else None
-    del Tr, R
-    S_prev = S_prev.view(Z, K, V)
-    v_new = torch.baddbmm(U, W, S_prev, alpha=-1.0)                               # U - W S
-    del W, U
-    o = torch.baddbmm(torch.bmm(A[:, :, 0], v_new), q_e, S_prev)
-    del A, v_new, q_e, S_prev
-    o = o.view(N, B, H, C, V).movedim(0, 1).movedim(3, 2).reshape(B, N * C, H, V)
-    if final_state:
-        return o[:, :T].to(v.dtype), S_last.view(B, H, K, V)
-    return o[:, :T].to(v.dtype)
-
 
 # ----------------------------------------------------------------------------- backends
 

@@ -9,11 +9,11 @@ import warnings
 import pytest
 
 from profiler.cli import main
-from profiler.kernels import softmax
+from profiler.kernels import catalog, softmax
 from profiler.kernels.base import Backend
 
 warnings.filterwarnings("ignore", message="Triton is not supported")
-KERNELS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda")
+KERNELS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda") + catalog.NAMES
 
 
 def run(argv, capsys):
