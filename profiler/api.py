@@ -42,9 +42,11 @@ from profiler.core.lazy import lazy_import
 from profiler.core.records import LEVELS, PointRecord
 from profiler.core.units import parse_dtypes, parse_int_list, parse_lengths
 from profiler.kernels import origin, use_kernel_modules
+from profiler.kernels.base import GROUPS
 from profiler.kernels.fla_coverage import coverage
 from profiler.planning import names
 from profiler.planning.scenario import build_spec
+from profiler.report import groups as report_groups
 from profiler.report.export import COLUMNS, export_run
 from profiler.report.export import rows as export_rows
 from profiler.report.html import render_run
@@ -405,6 +407,16 @@ def measure(kernel: str, *, T: int = 1024, B: int = 1, H: int = 4, D: int = 64, 
         return executor.measure(spec, p.sweep.settings)
     finally:
         executor.close()
+
+
+def kernel_group(kernel: str) -> str | None:
+    """``KernelSpec.group`` of a registered kernel (plugins included), None when unknown."""
+    spec = kernel_registry.registry().get(kernel)
+    return getattr(spec, "group", None) if spec is not None else None
+
+
+# the report works from stored records only: it learns the kernel groups through this seam
+report_groups.use_lookup(kernel_group, GROUPS)
 
 
 def _render_report(run_dir: Path) -> Path | None:

@@ -1,6 +1,7 @@
 """serprof CLI command group: ``bench`` (benchmarks that print numbers; not tests).
 
-* ``serprof bench kernels``: torch backends on CPU vs SDPA (time, peak memory, speedup, slopes);
+* ``serprof bench kernels``: every CPU kernel backend vs SDPA (time, peak memory, speedup, slopes;
+  per kernel group, slope over 4k..16k and ratio to the group's fastest, flagged against issue 17);
 * ``serprof bench timer``: serprof's timer vs ``torch.utils.benchmark.Timer.adaptive_autorange``;
   ``--device cuda``: serprof's device time and call latency vs triton ``do_bench``,
   ``do_bench_cudagraph`` and the Timer (exit 3 without CUDA);
@@ -79,13 +80,20 @@ def _console():
 
 @bench_app.command("kernels")
 def kernels_cmd(
-    lengths: str = typer.Option("512..16k", "--lengths", help="sequence lengths (512..16k, 1k,4k, ...)"),
+    lengths: Optional[str] = typer.Option(None, "--lengths", help="sequence lengths (512..16k, 1k,4k, ...); default 512..16k, with --quick 4k,8k,16k"),
     kernels: Optional[str] = typer.Option(None, "--kernels",
-                                          help="comma list of kernel[:backend[:causal|full]] (default: every kernel's torch backend); SDPA causal and non-causal are always included"),
+                                          help="comma list of kernel[:backend[:causal|full]] (default: every backend in the registry that runs on CPU); SDPA causal and non-causal are always included"),
+    quick: bool = typer.Option(False, "--quick", help="fit-range lengths only (4k,8k,16k) and fewer repetitions: indicative numbers in minutes"),
     json_out: bool = typer.Option(False, "--json", help="print machine-readable results"),
 ) -> None:
-    """Time the torch backends on CPU (B=1, H=4, D=64, fp32, fwd) against SDPA; one worker process per series."""
-    Ts = _parse_lengths(lengths)
+    """Time every CPU kernel backend (B=1, H=4, D=64, fp32, fwd) against SDPA; one worker process per series.
+
+    Prints medians, memory, speedups, and per kernel group (``KernelSpec.group``) the log-log time
+    slope over 4k..16k and each member's ratio to the group's fastest at 16k, flagging slope > 1.15
+    (linear kernels) and ratio > 2.
+    """
+    Ts = _parse_lengths(lengths) if lengths else (list(bench.QUICK_LENGTHS) if quick else _parse_lengths("512..16k"))
+    settings = bench.QUICK_SETTINGS if quick else bench.KERNEL_BENCH_SETTINGS
     series = bench.parse_series(kernels.split(",")) if kernels else bench.default_series()
     console = _console() if not json_out else None
 
@@ -94,20 +102,48 @@ def kernels_cmd(
             med = bench.median_s(rec)
             console.print(f"  {rec.spec.kernel}/{rec.spec.backend}/{'causal' if rec.spec.causal else 'full'} "
                           f"T={rec.spec.T}: {rec.status} {_fmt_ms(med)} ms" + (f" ({rec.reason})" if rec.reason else ""),
-                          highlight=False)
+                          highlight=False, markup=False)
 
     if console is not None:
         console.print(f"[bold]bench kernels[/]: {len(series)} series x {len(Ts)} lengths, one worker per series "
                       "(timings on a shared machine are indicative only)")
-    records = bench.bench_kernels(series, Ts, on_record=progress)
+    records = bench.bench_kernels(series, Ts, settings=settings, on_record=progress)
     summary = bench.summarize_kernels(records)
+    families = bench.family_rows(summary)
     if json_out:
         typer.echo(json.dumps({
-            "settings": core_records.to_dict(bench.KERNEL_BENCH_SETTINGS), "shape": bench.SHAPE, "fit_range": bench.FIT_RANGE,
-            "summary": [core_records.to_dict(s) for s in summary], "records": [core_records.to_dict(r) for r in records],
+            "settings": core_records.to_dict(settings), "shape": bench.SHAPE, "fit_range": bench.FIT_RANGE,
+            "limits": {"slope": bench.SLOPE_LIMIT, "ratio": bench.RATIO_LIMIT},
+            "summary": [core_records.to_dict(s) for s in summary],
+            "families": [{**core_records.to_dict(r), "flagged": r.flagged} for r in families],
+            "records": [core_records.to_dict(r) for r in records],
         }))
         return
     _render_kernels(console, summary, Ts, records)
+    _render_families(console, families)
+
+
+def _render_families(console, rows) -> None:
+    """Issue 17's acceptance table: per group, slope (with its points) and ratio to the fastest."""
+    lo, hi = bench.FIT_RANGE
+    at_T = rows[0].at_T if rows else hi
+    t = Table(title=f"per kernel group: time slope over T={lo}..{hi} (log-log least squares) and ratio to the "
+                    f"group's fastest at T={at_T} (same causality); flags: slope > {bench.SLOPE_LIMIT} "
+                    f"(linear kernels), ratio > {bench.RATIO_LIMIT:g}")
+    for c in ("group", "series", "slope", "points (T: ms)", f"ms at T={at_T}", "ratio", "fastest", "flag"):
+        t.add_column(c, justify="right" if c in ("slope", "ratio") or c.startswith("ms") else "left",
+                     no_wrap=c in ("series", "group"))
+    for r in rows:
+        flags = ", ".join(x for x, on in (("slope", r.slope_flag), ("ratio", r.ratio_flag)) if on)
+        pts = " ".join(f"{T // 1024 if T % 1024 == 0 else T}{'k' if T % 1024 == 0 else ''}:{_fmt_ms(m)}"
+                       for T, m in r.slope_points)
+        t.add_row(r.group, r.label, _fmt_x(r.slope), pts or "-", _fmt_ms(r.median_s), _fmt_x(r.ratio, "{:.2f}x"),
+                  r.fastest or "-", flags or "ok")
+    console.print(t)
+    flagged = [r for r in rows if r.flagged]
+    console.print(f"acceptance (issue 17): {len(rows) - len(flagged)} of {len(rows)} series within limits"
+                  + (f"; flagged: {', '.join(r.label for r in flagged)}" if flagged else ""),
+                  highlight=False, markup=False)
 
 
 def _render_kernels(console, summary, Ts, records) -> None:

@@ -9,9 +9,13 @@ visible and the bias is symmetric, ``-|G_i - G_j|``; for ``j <= i`` this equals 
 
 Backends
 --------
-* ``torch``: exact and blockwise over query blocks (a full softmax row per query, never a T x T
-  tensor): O(T^2 * D) time, O(T * block) memory. A custom autograd function recomputes the
-  probabilities block by block in the backward pass (flash-attention style), so fwd+bwd is O(T)
+* ``torch``: exact, O(T^2 * D) time, never a T x T tensor. On CPU the forward runs on torch's fused
+  flash-attention kernel (``_sdpa_forward``): the forget bias splits into a per-row constant
+  (dropped by softmax, restored in the log-sum-exp) and one key vector per query block (an
+  additive mask broadcast over the block's rows), diagonal squares exact; O(T * D) memory, within
+  ~1.5x of SDPA causal at T=16k. Elsewhere (or without that private op) it is blockwise over query
+  blocks with an explicit score tile (O(T * block) memory). A custom autograd function recomputes
+  the probabilities block by block in the backward pass (flash-attention style), so fwd+bwd is O(T)
   memory too. Compute is fp32 whatever the input dtype; the output has the input's dtype.
 * ``torch-pruned``: the same, but skips key blocks whose forget bias is so negative that their
   total weight cannot reach fp32 resolution. The bound is rigorous, not a heuristic: with
@@ -54,6 +58,8 @@ PRUNE_MARGIN = 40.0
 MAX_HEAD_DIM = 256
 #: Rows sharing one fp64 reference point of G when the forget bias is formed (see ``_add_bias``).
 SUB_ROWS = 16
+#: Block lengths of the SDPA forward (``_sdpa_forward``), outer to inner; squares up to the last are exact.
+SDPA_BLOCKS = (1024, 128)
 
 
 def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
@@ -159,6 +165,80 @@ def _fox_forward(qh, kh, vh, G, scale, causal, prune):
     return o, lse
 
 
+def _flash_cpu():
+    """torch's CPU flash-attention op (output and log-sum-exp; additive float mask), or None."""
+    try:
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    except (AttributeError, RuntimeError):  # a private op: absent in other torch versions
+        return None
+
+
+def _sdpa_forward(qh, kh, vh, G, scale: float, causal: bool, blocks=SDPA_BLOCKS):
+    """Exact FoX forward on torch's CPU flash-attention kernel. Returns (o fp32, lse fp64 (N, H, T)).
+
+    Queries go in blocks of ``b`` (the first of ``blocks`` below T). For block ``[i0, i1)``:
+
+    * keys left of it, ``j < i0``: bias ``G_i - G_j = (G_i - G_i0) + (G_i0 - G_j)``. The first term is
+      constant along the row, so softmax drops it (it returns in the log-sum-exp, added in fp64);
+      the second is one key vector, passed as a (1, j) additive mask broadcast over the block's
+      rows. It is rounded to fp32 from fp64 G, so its error is at most ``ulp(|bias_ij|)``: exact
+      near the diagonal, imprecise only where ``exp(bias)`` makes the key weightless.
+    * non-causal, keys right of it, ``j >= i1``: bias ``G_j - G_i``, likewise about ``i1 - 1``;
+    * the diagonal square: FoX on ``b`` tokens, every square of the sequence batched into one
+      recursive call; at the last block length the full (b x b) bias is formed in fp64 and
+      rounded once (plus the kernel's causal skip).
+
+    Partial results merge by their log-sum-exps in fp64. Work: the causal (or full) ``q k^T``
+    pairs once, in the fused kernel (no T x T tensor; memory O(T * D)); extra work is the merge,
+    O(T * D) per level.
+    """
+    flash = _flash_cpu()
+    N, H, T, D = qh.shape
+    b = next((x for x in blocks if x < T), None)
+    if b is None:  # exact square
+        d = G[..., :, None] - G[..., None, :]
+        mask = (d if causal else d.abs_().neg_()).float()
+        o, lse = flash(qh, kh, vh, is_causal=causal, attn_mask=mask, scale=scale)
+        return o, lse.double()
+    n = T // b
+    full = n * b
+
+    def squares(x, lo, hi, nb):
+        return x[:, :, lo:hi].unflatten(2, (nb, -1)).transpose(1, 2).flatten(0, 1)
+
+    o_d, L_d = _sdpa_forward(*(squares(x, 0, full, n).contiguous() for x in (qh, kh, vh)),
+                             squares(G, 0, full, n).contiguous(), scale, causal, blocks)
+    o_d = o_d.unflatten(0, (N, n)).transpose(1, 2).flatten(2, 3)
+    L_d = L_d.unflatten(0, (N, n)).transpose(1, 2).flatten(2, 3)
+    if full < T:
+        o_r, L_r = _sdpa_forward(qh[:, :, full:], kh[:, :, full:], vh[:, :, full:], G[..., full:], scale, causal, blocks)
+        o_d, L_d = torch.cat([o_d, o_r], 2), torch.cat([L_d, L_r], 2)
+    starts = list(range(0, full, b)) + ([full] if full < T else [])
+    for i0 in starts:
+        i1 = min(T, i0 + b)
+        Gi = G[..., i0:i1]
+        parts = []
+        if i0 > 0:
+            ref = G[..., i0:i0 + 1]
+            mask = (ref - G[..., :i0]).float()[..., None, :]
+            o, lse = flash(qh[:, :, i0:i1], kh[:, :, :i0], vh[:, :, :i0], attn_mask=mask, scale=scale)
+            parts.append((o, lse.double() + (Gi - ref)))
+        if not causal and i1 < T:
+            ref = G[..., i1 - 1:i1]
+            mask = (G[..., i1:] - ref).float()[..., None, :]
+            o, lse = flash(qh[:, :, i0:i1], kh[:, :, i1:], vh[:, :, i1:], attn_mask=mask, scale=scale)
+            parts.append((o, lse.double() + (ref - Gi)))
+        if not parts:
+            continue
+        Ls = [L_d[..., i0:i1]] + [L for _, L in parts]
+        L = torch.stack(Ls).logsumexp(0)
+        acc = o_d[:, :, i0:i1].mul_((Ls[0] - L).exp_().float()[..., None])
+        for o, Lp in parts:
+            acc.add_(o.mul_((Lp - L).exp_().float()[..., None]))
+        L_d[..., i0:i1] = L
+    return o_d, L_d
+
+
 def _fox_backward(qh, kh, vh, G, o, lse, do, scale, causal, prune):
     """Flash-style backward: recompute p per query block. Returns fp32 dq, dk, dv (B,H,T,D), fp64 dG (B,H,T)."""
     B, H, T, _ = qh.shape
@@ -200,7 +280,11 @@ def _fox_function():
         def forward(ctx, q, k, v, g, scale, causal, prune):
             qh, kh, vh = (x.detach().float().transpose(1, 2).contiguous() for x in (q, k, v))
             G = g.detach().double().cumsum(1).transpose(1, 2).contiguous()
-            o, lse = _fox_forward(qh, kh, vh, G, scale, causal, prune)
+            if prune or _flash_cpu() is None or qh.device.type != "cpu" or vh.shape[-1] != qh.shape[-1]:
+                o, lse = _fox_forward(qh, kh, vh, G, scale, causal, prune)
+            else:
+                o, lse = _sdpa_forward(qh, kh, vh, G, scale, causal)
+                lse = lse.float()
             ctx.save_for_backward(qh, kh, vh, G, o, lse)
             ctx.args = (scale, causal, prune, q.dtype, k.dtype, v.dtype, g.dtype)
             return o.transpose(1, 2).to(q.dtype)
@@ -298,7 +382,11 @@ def bytes_moved(shape: Shape, itemsize: int, causal: bool) -> float:
 def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool, mode: str) -> int:
     """Peak bytes allocated by one call above its inputs.
 
-    ``torch`` / ``torch-pruned`` forward: fp32 (B, H, T, D) copies of q, k, v and the fp32 output
+    ``torch`` forward (``_sdpa_forward``): fp32 (B, H, T, D) copies of q, k, v and the output
+    (4 * B*T*H*D*4), one more copy of q, k, v per block level below T (the batched diagonal
+    squares), G and the log-sum-exps (fp64), and the exact bias of the smallest squares (fp64 and
+    fp32, B*H*T*side*12). Upper bound when T is not a multiple of the block.
+    ``torch-pruned`` forward: fp32 (B, H, T, D) copies of q, k, v and the fp32 output
     (4 * B*T*H*D*4), G and the log-sum-exp (2 * B*H*T*4), the output in the input dtype, and the
     block working set: one fp32 (B, H, block, T) score tile (``B*H*block*T*4``, block from
     ``TILE_ELEMENTS``; non-causal adds the tile-sized ``-|G_i - G_j|`` temporary). fwd+bwd adds fp32
@@ -318,7 +406,11 @@ def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool, mode: 
     fwd = 4 * act4 + 2 * vec + act + (1 if causal else 2) * tile
     if mode == "fwdbwd":
         return int(fwd + 5 * act4 + 2 * vec + tile)
-    return int(fwd)
+    if backend == "torch-pruned":
+        return int(fwd)
+    levels = sum(1 for b in SDPA_BLOCKS if b < T)
+    side = min([T] + [b for b in SDPA_BLOCKS if b < T])
+    return int((4 + 3 * levels) * act4 + 4 * vec + B * H * T * side * (8 + 4))
 
 
 KERNEL = KernelSpec(

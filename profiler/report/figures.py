@@ -1,7 +1,9 @@
 """Figures of a report (matplotlib Agg + seaborn; one style for all).
 
 Each figure is saved as SVG and PNG in ``<out>/figures/`` and returned with its SVG text for
-inlining. Faceting: one panel per (device, dtype, mode, batch). Softmax series are drawn dashed and
+inlining. Faceting: one panel per (device, dtype, mode, batch); when the series span more than one kernel group
+besides softmax (``report.groups``), one panel per (facet, group), softmax drawn in each as the reference,
+so 30+ curves stay readable. Softmax series are drawn dashed and
 thicker (the quadratic baseline family), except in the latency figure of runs with two timings per
 CUDA point: there device time is solid and call latency dashed (same colour), softmax marked by its
 square markers; in overlays of several runs, each run gets its own marker and
@@ -23,6 +25,7 @@ from profiler.analysis.roofline import series_peaks
 from profiler.analysis.summary import RunAnalysis
 from profiler.core.lazy import lazy_import
 from profiler.core.paths import make_dir, output_errors
+from profiler.report import groups
 
 matplotlib = lazy_import('matplotlib')
 plt = lazy_import('matplotlib.pyplot')
@@ -88,6 +91,26 @@ def _facets(analyses: Sequence[RunAnalysis]) -> list[tuple]:
     return fs
 
 
+def _group_of(a: RunAnalysis, key) -> str:
+    return groups.group_of(key.kernel, a.manifest.notes)
+
+
+def _panels(analyses: Sequence[RunAnalysis]) -> list[tuple[tuple, str | None]]:
+    """``(facet, group)`` panels: group None (every series) unless two or more non-softmax groups exist."""
+    combos = {(s.key.facet, _group_of(a, s.key)) for a in analyses for s in a.series}
+    others = groups.ordered(g for _, g in combos if g != groups.SOFTMAX)
+    facets = _facets(analyses)
+    if len(others) <= 1:
+        return [(f, None) for f in facets]
+    return [(f, g) for f in facets for g in others if (f, g) in combos]
+
+
+def _in_panel(a: RunAnalysis, key, facet: tuple, group: str | None) -> bool:
+    if key.facet != facet:
+        return False
+    return group is None or _group_of(a, key) in (group, groups.SOFTMAX)
+
+
 def _grid(plt, n: int, panel_w: float = 5.2, panel_h: float = 3.6):
     cols = min(n, 2)
     rows = math.ceil(n / cols)
@@ -131,15 +154,15 @@ def _save(plt, fig, out_dir: Path, name: str, title: str, caption: str) -> Figur
 def _series_plot(plt, st, analyses, out_dir, name, title, caption, ylabel, getter, band=None,
                  extra=None, twin=None) -> Figure | None:
     """``twin(analysis, series)``: a second series of the same key drawn dashed (call latency)."""
-    facets = _facets(analyses)
-    if not facets:
+    panels = _panels(analyses)
+    if not panels:
         return None
-    fig, axes = _grid(plt, len(facets))
+    fig, axes = _grid(plt, len(panels))
     drawn = False
-    for ax, f in zip(axes, facets):
+    for ax, (f, g) in zip(axes, panels):
         for ri, a in enumerate(analyses):
             for s in a.series:
-                if s.key.facet != f:
+                if not _in_panel(a, s.key, f, g):
                     continue
                 pts = [(p.T, getter(p)) for p in s.points]
                 pts = [(t, y) for t, y in pts if y is not None and y > 0]
@@ -164,7 +187,7 @@ def _series_plot(plt, st, analyses, out_dir, name, title, caption, ylabel, gette
                     extra(ax, s, kw)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_title(_facet_title(f))
+        ax.set_title(_facet_title(f) + (f" · {g} (softmax: reference)" if g else ""))
         ax.set_xlabel("sequence length T (tokens)")
         ax.set_ylabel(ylabel)
     if not drawn:

@@ -39,12 +39,12 @@ def run_markdown(a: RunAnalysis) -> str:
     lines += [f"- {_cell(s)}" for s in sentences(a)]
     rows = summary_rows(a)
     if rows:
-        lines += ["", "| mechanism | config | exponent k [95% CI] | faster than baseline | max speedup | "
+        lines += ["", "| group | mechanism | config | exponent k [95% CI] | faster than baseline | max speedup | "
                       "max memory saving | longest T |",
-                  "|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             mech = f"**{_cell(r.variant)}** (baseline)" if r.is_baseline else _cell(r.variant)
-            lines.append("| " + " | ".join([mech] + [_cell(x) for x in (r.facet, r.slope, r.crossover, r.max_speedup,
+            lines.append("| " + " | ".join([_cell(r.group), mech] + [_cell(x) for x in (r.facet, r.slope, r.crossover, r.max_speedup,
                                                                 r.max_memory_saving, r.longest_T)]) + " |")
     lines += decode_markdown(a)
     lines += varlen_markdown(a)

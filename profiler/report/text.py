@@ -15,6 +15,7 @@ from profiler.analysis.ser import audio_rate_of_series
 from profiler.analysis.summary import RunAnalysis
 from profiler.core import fmt
 from profiler.core.audio import human_duration
+from profiler.report import groups
 
 #: The study's claim checked on the user's run: "up to an order of magnitude".
 ORDER_OF_MAGNITUDE = 10.0
@@ -72,6 +73,7 @@ class SummaryRow:
     max_speedup: str
     max_memory_saving: str
     longest_T: str
+    group: str = "other"
 
 
 def _call_short(a: RunAnalysis, key) -> str:
@@ -100,8 +102,10 @@ def baseline_text(b: Baseline) -> str:
 
 
 def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
+    """One row per series, sorted by kernel group (``report.groups``), then in the analysis' order."""
     rows = []
-    for s in a.series:
+    notes = a.manifest.notes
+    for s in sorted(a.series, key=lambda s: groups.rank(groups.group_of(s.key.kernel, notes))):
         fit = a.fits[s.key]
         c = a.comparison_for(s.key)
         fr = a.frontier_for(s.key)
@@ -125,7 +129,7 @@ def summary_rows(a: RunAnalysis) -> list[SummaryRow]:
             memory_crossover="baseline" if is_base else (crossover_short(c.memory) if c else "–"),
             max_speedup=f"{fmt_ratio(ms[0])} @ {fmt_T(ms[1])}" if ms else "–",
             max_memory_saving=f"{fmt_ratio(mm[0])} @ {fmt_T(mm[1])}" if mm else "–",
-            longest_T=longest,
+            longest_T=longest, group=groups.group_of(s.key.kernel, notes),
         ))
     return rows
 

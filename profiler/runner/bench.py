@@ -1,12 +1,18 @@
 """Benchmarks of the measurement engine itself and of the CPU kernels (not tests: they print numbers).
 
-* ``bench_kernels``: the torch backends on CPU at B=1, H=4, D=64, fp32, forward, over a range of T,
+* ``bench_kernels``: every backend in the kernel registry that runs on CPU (built-ins and plugins
+  alike; causal where the backend has it) at B=1, H=4, D=64, fp32, forward, over a range of T,
   against SDPA causal and non-causal measured in the same run. **Isolation:** each series
   (kernel/backend/causal) runs in its own fresh worker process (``profiler.runner.local``'s
   ``LocalExecutor``, the sweep's executor: crash, OOM and timeout become records), points from
   short to long; after a failure the longer points of that series are skipped. Series run one after
   another, never in parallel. Summaries: median time, peak memory, speedup against SDPA non-causal at
-  the same T, and log-log slopes of time and memory over ``fit_range`` (2k..16k).
+  the same T, and log-log slopes of time and memory over ``fit_range`` (4k..16k).
+* ``family_rows``: issue 17's acceptance view. Per series: the least-squares log-log slope of the
+  median time over ``fit_range`` with the (T, median) points it used, and, per ``KernelSpec.group``
+  (kernels the registry does not know: "other") and causality, the ratio of its median at the
+  longest fitted T to the fastest member of that group there. Flags: slope > ``SLOPE_LIMIT`` for a
+  linear-family kernel, ratio > ``RATIO_LIMIT`` for any.
 * ``timer_fidelity``: for the same op in the same process, serprof's median
   (``profiler.measure.timer.measure_timing``) against ``torch.utils.benchmark.Timer.adaptive_autorange``,
   with both wall times. serprof runs twice: with its default settings, and with a total budget equal
@@ -41,7 +47,7 @@ from profiler.core.records import (
     PointSpec,
 )
 from profiler.kernels import get_backend, get_kernel, registry
-from profiler.kernels.base import Shape
+from profiler.kernels.base import GROUPS, Shape
 from profiler.measure.device import get_device
 from profiler.measure.timer import PerfCounterTimer, measure_timing
 from profiler.runner.local import LocalExecutor
@@ -56,7 +62,13 @@ KERNEL_BENCH_SETTINGS = MeasureSettings(warmup_s=0.2, min_warmup_calls=1, min_re
                                         target_rel_ci=0.03, time_budget_s=1.5, verify=False,
                                         measure_memory=True, measure_energy=False, point_timeout_s=600.0)
 DEFAULT_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
-FIT_RANGE = (2048, 16384)
+FIT_RANGE = (4096, 16384)
+#: ``bench kernels --quick``: the fit range's lengths only, fewer repetitions (indicative numbers).
+QUICK_LENGTHS = (4096, 8192, 16384)
+QUICK_SETTINGS = replace(KERNEL_BENCH_SETTINGS, warmup_s=0.05, min_reps=2, max_reps=5, time_budget_s=0.5)
+#: Acceptance limits of issue 17: time slope of a linear kernel over FIT_RANGE, ratio to its group's fastest.
+SLOPE_LIMIT = 1.15
+RATIO_LIMIT = 2.0
 SHAPE = {"B": 1, "H": 4, "D": 64}
 
 
@@ -82,14 +94,18 @@ SDPA_CAUSAL = Series("softmax", "sdpa", True)
 
 
 def default_series(kernels: Sequence[str] | None = None) -> list[Series]:
-    """SDPA causal and non-causal, then the ``torch`` backend of every other mechanism (registry order)."""
-    reg = registry()
+    """SDPA causal and non-causal, then every backend of every mechanism that runs on CPU (registry
+    order, plugins included; causal where the backend has it, else non-causal)."""
     out = [SDPA_CAUSAL, SDPA_FULL]
-    for name, spec in reg.items():
-        if name == "softmax" or (kernels and name not in kernels):
+    for name, spec in registry().items():
+        if kernels and name not in kernels:
             continue
-        backend = "torch" if "torch" in spec.backends else spec.default_backend
-        out.append(Series(name, backend, True))
+        for bname, b in spec.backends.items():
+            if b.run is None or not b.causal or not b.availability("cpu")[0]:
+                continue
+            s = Series(name, bname, True in b.causal)
+            if s not in out:
+                out.append(s)
     return out
 
 
@@ -208,6 +224,72 @@ def summarize_kernels(records: Sequence[PointRecord], fit_range: tuple[int, int]
             statuses=tuple(r.status for r in recs), reasons=tuple(r.reason for r in recs),
         ))
     return out
+
+
+def kernel_group(kernel: str) -> tuple[str, str]:
+    """``(KernelSpec.group, KernelSpec.family)`` from the registry; ("other", "") when unknown."""
+    spec = registry().get(kernel)
+    if spec is None:
+        return "other", ""
+    return getattr(spec, "group", "other") or "other", spec.family
+
+
+@dataclass(frozen=True)
+class FamilyRow:
+    """One series in issue 17's acceptance view (see the module docstring). Times in s."""
+
+    label: str
+    kernel: str
+    backend: str
+    causal: bool
+    group: str
+    family: str
+    slope: float | None
+    slope_points: tuple[tuple[int, float], ...]
+    at_T: int
+    median_s: float | None
+    fastest: str | None
+    ratio: float | None
+    slope_flag: bool
+    ratio_flag: bool
+
+    @property
+    def flagged(self) -> bool:
+        return self.slope_flag or self.ratio_flag
+
+
+def family_rows(summary: Sequence[SeriesSummary], fit_range: tuple[int, int] = FIT_RANGE,
+                slope_limit: float = SLOPE_LIMIT, ratio_limit: float = RATIO_LIMIT) -> list[FamilyRow]:
+    """Slopes over ``fit_range`` and ratios to the fastest member of each (group, causality) at the
+    longest fitted length any series reached; rows sorted by group (``GROUPS`` order), causality, ratio."""
+    lo, hi = fit_range
+    fitted = [T for s in summary for T, m in zip(s.lengths, s.median_s) if lo <= T <= hi and m]
+    at_T = max(fitted) if fitted else hi
+    base = []
+    for s in summary:
+        kernel, backend, causal = s.label.rsplit("/", 2)
+        group, family = kernel_group(kernel)
+        pts = tuple((T, m) for T, m in zip(s.lengths, s.median_s) if lo <= T <= hi and m)
+        med = dict(zip(s.lengths, s.median_s)).get(at_T)
+        base.append((s, kernel, backend, causal == "causal", group, family, pts, med))
+    best: dict[tuple[str, bool], tuple[float, str]] = {}
+    for s, _k, _b, causal, group, _f, _p, med in base:
+        key = (group, causal)
+        if med and (key not in best or med < best[key][0]):
+            best[key] = (med, s.label)
+    rows = []
+    for s, kernel, backend, causal, group, family, pts, med in base:
+        slope = loglog_slope([p[0] for p in pts], [p[1] for p in pts], lo, hi)
+        fast = best.get((group, causal))
+        ratio = med / fast[0] if (med and fast) else None
+        rows.append(FamilyRow(
+            label=s.label, kernel=kernel, backend=backend, causal=causal, group=group, family=family,
+            slope=slope, slope_points=pts, at_T=at_T, median_s=med, fastest=fast[1] if fast else None,
+            ratio=ratio, slope_flag=family == "linear" and slope is not None and slope > slope_limit,
+            ratio_flag=ratio is not None and ratio > ratio_limit))
+    order = {g: i for i, g in enumerate(GROUPS)}
+    rows.sort(key=lambda r: (order.get(r.group, len(order)), not r.causal, r.ratio if r.ratio is not None else math.inf))
+    return rows
 
 
 # --------------------------------------------------------------------------- timer fidelity

@@ -12,6 +12,16 @@ synth = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(synth)
 
 
+@pytest.fixture(autouse=True)
+def kernel_groups():
+    """Kernel groups as the API installs them (``profiler.api`` wires the registry into the report)."""
+    import profiler.api  # noqa: F401  (installs the lookup on import)
+    from profiler.report import groups
+
+    assert groups.group_of("gsa") == "gated"
+    yield
+
+
 @pytest.fixture(scope="session")
 def synth_module():
     return synth

@@ -32,7 +32,11 @@ def ok_record(series: bench.Series, T: int, seconds: float, peak: int) -> PointR
 
 
 def test_series_parsing(registry):
-    assert bench.default_series() == [bench.SDPA_CAUSAL, bench.SDPA_FULL, bench.Series("lin", "torch", True)]
+    default = bench.default_series()  # every CPU backend in the registry, driven by it (plugins too)
+    assert default[:2] == [bench.SDPA_CAUSAL, bench.SDPA_FULL] and default[-1] == bench.Series("lin", "torch", True)
+    assert bench.Series("softmax", "naive", True) in default
+    assert not any(s.backend == "sdpa-cudnn" for s in default)  # CUDA only
+    assert len(default) == len(set(default))
     got = bench.parse_series(["lin", "softmax:naive:full"])
     assert got == [bench.SDPA_CAUSAL, bench.SDPA_FULL, bench.Series("lin", "torch"), bench.Series("softmax", "naive", False)]
     with pytest.raises(UsageError, match="valid"):
@@ -114,10 +118,17 @@ def test_cli_bench_kernels_renders_and_json(registry, monkeypatch):
     res = runner.invoke(app, ["bench", "kernels", "--lengths", "2k..8k"])
     assert res.exit_code == 0, res.output
     assert "lin/torch/causal" in res.output and "log-log slopes" in res.output and "2.00" in res.output
+    assert "per kernel group" in res.output and "acceptance (issue 17)" in res.output
     res = runner.invoke(app, ["bench", "kernels", "--lengths", "2k..8k", "--json"])
     data = json.loads(res.output)
     assert [r["spec"]["T"] for r in data["records"]][:3] == Ts
-    assert {s["label"] for s in data["summary"]} == {"softmax/sdpa/causal", "softmax/sdpa/full", "lin/torch/causal"}
+    assert {s["label"] for s in data["summary"]} == {s.label for s in bench.default_series()}
+    fam = {r["label"]: r for r in data["families"]}
+    assert fam["lin/torch/causal"]["ratio"] == pytest.approx(1.0) and fam["softmax/sdpa/causal"]["ratio"] == pytest.approx(8192 * 1e-3)
+    assert data["limits"] == {"slope": 1.15, "ratio": 2.0}
+    res = runner.invoke(app, ["bench", "kernels", "--quick", "--kernels", "lin", "--json"])
+    assert sorted({r["spec"]["T"] for r in json.loads(res.output)["records"]}) == [4096, 8192, 16384]
+    assert json.loads(res.output)["settings"]["max_reps"] == bench.QUICK_SETTINGS.max_reps
 
 
 def test_cli_bad_lengths_is_a_usage_error():
@@ -126,3 +137,38 @@ def test_cli_bad_lengths_is_a_usage_error():
     with pytest.raises(SystemExit) as exc:
         main(["bench", "kernels", "--lengths", "abc"])
     assert exc.value.code == 2
+
+
+def test_family_rows_slopes_ratios_and_flags(registry):
+    """Groups come from the registry ("other" for unknown kernels); ratios compare the same causality."""
+    Ts = [2048, 4096, 8192, 16384]
+    causal, naive, full = bench.SDPA_CAUSAL, bench.Series("softmax", "naive", True), bench.SDPA_FULL
+    lin, plug = bench.Series("lin", "torch"), bench.Series("plugin_x", "torch")
+    recs = [ok_record(causal, T, 1e-9 * T * T, T) for T in Ts]
+    recs += [ok_record(naive, T, 3e-9 * T * T, T) for T in Ts]          # 3x the fastest: flagged
+    recs += [ok_record(full, T, 2e-9 * T * T, T) for T in Ts]           # alone among non-causal
+    recs += [ok_record(lin, T, 1e-6 * T ** 1.5, T) for T in Ts]          # slope 1.5, slower
+    recs += [ok_record(plug, T, 1e-6 * T, T) for T in Ts[:2]] + [PointRecord(spec=plug.spec(T), status="oom")
+                                                                    for T in Ts[2:]]
+    rows = {r.label: r for r in bench.family_rows(bench.summarize_kernels(recs))}
+    assert rows[causal.label].group == "softmax" and rows[causal.label].ratio == pytest.approx(1.0)
+    assert rows[naive.label].ratio == pytest.approx(3.0) and rows[naive.label].ratio_flag
+    assert rows[naive.label].fastest == causal.label and not rows[naive.label].slope_flag  # quadratic: no slope limit
+    assert rows[full.label].fastest == full.label and not rows[full.label].flagged
+    assert rows[naive.label].slope == pytest.approx(2.0) and [p[0] for p in rows[naive.label].slope_points] == [4096, 8192, 16384]
+    lin_row = rows[lin.label]  # the fake "lin" copies softmax's entry: group softmax, family quadratic
+    assert lin_row.slope == pytest.approx(1.5) and not lin_row.slope_flag and lin_row.ratio_flag
+    p = rows[plug.label]
+    assert p.group == "other" and p.median_s is None and p.ratio is None and p.slope is None and p.at_T == 16384
+    assert [r.group for r in bench.family_rows(bench.summarize_kernels(recs))][-1] == "other"
+
+
+def test_family_rows_flag_slope_of_linear_kernels(registry, monkeypatch):
+    lin_spec = dataclasses.replace(kernels.registry()["lin"], family="linear", group="gated")
+    monkeypatch.setattr(bench, "registry", lambda: {"softmax": softmax.KERNEL, "lin": lin_spec})
+    lin = bench.Series("lin", "torch")
+    Ts = [4096, 8192, 16384]
+    rows = bench.family_rows(bench.summarize_kernels([ok_record(lin, T, 1e-9 * T ** 1.2, T) for T in Ts]))
+    assert rows[0].group == "gated" and rows[0].slope == pytest.approx(1.2) and rows[0].slope_flag
+    rows = bench.family_rows(bench.summarize_kernels([ok_record(lin, T, 1e-9 * T ** 1.1, T) for T in Ts]))
+    assert not rows[0].flagged
