@@ -2,7 +2,7 @@
 mechanism belongs to, for grouped figures and tables.
 
 Report works from stored records and never imports ``profiler.kernels``. The group comes, in order,
-from the run's ``manifest.notes["groups"]`` (``{kernel: group}``, when the run stored it), from a
+from the run's ``manifest.notes["groups"]`` (``{kernel: group}``, written by the sweep), from a
 lookup the API layer installs with ``use_lookup`` (the live kernel registry, plugins included), else
 "other" (an unknown or uninstalled plugin kernel). Values only; nothing here renders.
 """

@@ -93,8 +93,16 @@ def _manifest(plan: Plan, run_id: str, executor: Executor) -> Manifest:
             "planned_ids": [p.spec.id for p in plan.points],   # what `serprof status` counts against
             "execution": executor.describe(),
             "sessions": [],
+            "groups": _groups(plan),
         },
     )
+
+
+def _groups(plan: Plan) -> dict[str, str]:
+    """``{kernel: KernelSpec.group}`` of the planned kernels: the report groups by it from the run alone."""
+    entries = registry_for("kernel")
+    names = dict.fromkeys(p.spec.kernel for p in plan.points if p.spec.level == "kernel")
+    return {k: str(entries[k].group) for k in names if k in entries and getattr(entries[k], "group", None)}
 
 
 def open_for_resume(path: str | Path) -> tuple[RunDir, SweepSpec, list[str]]:
