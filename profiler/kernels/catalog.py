@@ -384,6 +384,8 @@ def kernel(fam: Family) -> KernelSpec:
             require_causal(causal, f"{fam.name}/{f.fn}")
             op = getattr(importlib.import_module(f"fla.ops.{fam.fla}"), f.fn)
             args = {f.rename.get(n, n): inputs[n] for n in names}      # by keyword: orders differ
+            if "cu_seqlens" in inputs:                                  # a packed varlen batch
+                args["cu_seqlens"] = inputs["cu_seqlens"]
             out = op(**args, scale=_scale(inputs, inputs["q"].shape[-1]), **fam.fla_kwargs)
             return out[0] if isinstance(out, tuple) else out
         run.__name__ = f"run_{f.fn}"
@@ -395,9 +397,10 @@ def kernel(fam: Family) -> KernelSpec:
         return fam.reference(x, _scale(inputs, x["q"].shape[-1]))
 
     fla_opts = dict(devices=("cuda",), requires=("fla", "triton"), interpretable=True)
-    backends = {"torch": Backend("torch", run_torch, description=_torch_description(fam))}
+    backends = {"torch": Backend("torch", run_torch, description=_torch_description(fam), varlen="per_sequence")}
     for bname, f in fam.backends.items():
         backends[bname] = Backend(bname, fla_run(f), backward=f.backward, dtypes=f.dtypes, **fla_opts,
+                                  varlen="cu_seqlens",
                                   description=f"fla.ops.{fam.fla}.{f.fn} (Triton"
                                               + ("; inference only)" if not f.backward else ")"))
 
