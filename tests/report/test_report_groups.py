@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from profiler.report import figures, groups
-from profiler.report.text import summary_rows
 from profiler.report.html import load_analysis
+from profiler.report.text import summary_rows
 
 
 def test_group_of_prefers_stored_groups_then_the_lookup_then_other():
