@@ -522,7 +522,7 @@ def list_kernels(device: str = "all", *, level: str = "all", kernel_modules: Any
             for bname, b in spec.backends.items():
                 for dev in devices:
                     ok, why = b.availability(dev, cuda_available=cuda)
-                    rows.append({"level": lv, "kernel": name, "family": spec.family, "backend": bname, "device": dev,
+                    rows.append({"level": lv, "kernel": name, "family": spec.family, "group": getattr(spec, "group", "other"), "backend": bname, "device": dev,
                                  "available": ok, "reason": why, "causal": list(b.causal),
                                  "interpretable": b.interpretable, "description": b.description,
                                  "phases": _phases(spec, bname), "origin": where,

@@ -64,9 +64,13 @@ def list_cmd(
     console = _console()
     for lv in dict.fromkeys(r["level"] for r in rows):
         table = Table(title=LEVEL_TITLES.get(lv, lv))
-        for col in ("kernel" if lv == "kernel" else "entry", "family", "backend", "device", "status", "phases",
-                    "reason / note"):
-            table.add_column(col)
+        mine = [r for r in rows if r["level"] == lv]
+        width = {"kernel": max(len(r["kernel"]) for r in mine), "backend": max(len(r["backend"]) for r in mine),
+                 "status": len("unavailable")}
+        for col in ("kernel" if lv == "kernel" else "entry", "group", "backend", "device", "status", "phases",
+                    "reason / note"):   # names are never cut or wrapped: a name is what the user types next
+            w = width.get("kernel" if col == "entry" else col)
+            table.add_column(col, no_wrap=w is not None, min_width=w)
         for r in rows:
             if r["level"] != lv:
                 continue
@@ -75,7 +79,8 @@ def list_cmd(
             if r.get("origin", "built-in") != "built-in":
                 note = f"{note} [{r['origin']}]"
             phases = ", ".join(r["phases"])
-            table.add_row(esc(r["kernel"]), esc(r["family"]), esc(r["backend"]), esc(r["device"]), status, phases,
+            table.add_row(esc(r["kernel"]), esc(r.get("group") or r["family"]), esc(r["backend"]), esc(r["device"]),
+                          status, phases,
                           esc(note))
         console.print(table)
 

@@ -49,7 +49,7 @@ def test_decode_plan_keeps_recurrent_backends_and_says_why_others_go():
     assert got == {("softmax", "sdpa"), ("retnet", "torch"), ("kda", "torch")}
     assert all(p.spec.phase == "decode" and p.spec.option("steps") == "4" and p.spec.causal for p in plan.points)
     reasons = {d.what: d.reason for d in plan.dropped}
-    assert "runs through sdpa (KV cache), not naive" in reasons["softmax/naive decode"]
+    assert "runs through sdpa, flash-attn, fla (KV cache), not naive" in reasons["softmax/naive decode"]
     assert "recurrent step" in reasons["retnet/fla-parallel decode"]
 
 
