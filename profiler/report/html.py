@@ -221,7 +221,7 @@ def run_context(a: RunAnalysis) -> dict:
         "run_id": m.run_id, "scenario_name": str((m.scenario or {}).get("name", "–")), "created_at": m.created_at,
         "path": str(a.run.path), "sentences": sentences(a), "summary_rows": summary_rows(a),
         "load_warnings": a.run.warnings, "series_tables": _series_tables(a), "crossovers": crossovers,
-        "baseline": baseline_text(a.baseline) if a.baseline else "–",
+        "baseline": baseline_text(a.baseline, {s.key.causal for s in a.series}) if a.baseline else "–",
         "no_crossover_reason": "no softmax baseline series in this run" if a.baseline is None
         else "no other series shares the baseline's device, dtype, mode and batch",
         "two_timings": a.two_timings,

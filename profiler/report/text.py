@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 from profiler.analysis.crossover import Baseline, Variant
 from profiler.analysis.fits import SlopeFit
@@ -88,14 +89,17 @@ def _across(c) -> str:
     return "" if bc == c.series.key.causal else f" (vs {'causal' if bc else 'full'} softmax)"
 
 
-def baseline_text(b: Baseline) -> str:
-    """Which softmax each series is compared with, and why (like with like unless the user chose)."""
+def baseline_text(b: Baseline, causalities: Iterable[bool] = (True, False)) -> str:
+    """Which softmax each series is compared with, and why (like with like unless the user chose);
+    ``causalities``: those of the run's series (a missing form is mentioned only when some need it)."""
     if b.requested:
         return f"{b.causal} for every series (chosen with --baseline)"
     if b.causal is not None and b.full is not None:
         return (f"{b.causal} for causal series, {b.full} for non-causal ones (like with like; "
                 "choose one for all with --baseline)")
     only = b.causal or b.full
+    if (not only.causal) not in set(causalities):
+        return f"{only} ({'causal' if only.causal else 'non-causal'}, like the series it is compared with)"
     missing = "non-causal" if only.causal else "causal"
     return (f"{only} for every series (the run has no {missing} softmax, so {missing} series are "
             "compared across causality; add it or choose with --baseline)")
@@ -180,7 +184,8 @@ def sentences(a: RunAnalysis) -> list[str]:
         if a.series:
             out.append("No softmax series was measured, so there is no baseline to compare with.")
     else:
-        out.append(f"Baseline: {baseline_text(a.baseline)}; ratios above 1 favour the variant.")
+        out.append(f"Baseline: {baseline_text(a.baseline, {s.key.causal for s in a.series})}; "
+                   "ratios above 1 favour the variant.")
         # the headline is about the efficient variants; softmax variants only when nothing else ran
         cmps = [c for c in a.comparisons if c.series.key.kernel != "softmax"] or a.comparisons
         if cmps and a.two_timings:
