@@ -141,6 +141,7 @@ def fla_results():
 
 
 @pytest.mark.interpret
+@pytest.mark.long        # one interpreted child for 4 fla layer classes x 2 phases (~15-40 s); make test-long
 @pytest.mark.parametrize("phase", ["streaming", "decode"])
 @pytest.mark.parametrize("name", ls.FLA_STREAMING)
 def test_fla_layer_streams_through_its_cache_under_interpreter(fla_results, name, phase):
