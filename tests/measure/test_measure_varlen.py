@@ -1,4 +1,4 @@
-"""The acceptance sweep ``--varlen lognormal --tokens 16k --kernels softmax,retnet,kda`` planned for CUDA and
+"""The acceptance sweep ``--varlen lognormal --tokens 16k --kernels softmax,retnet,kda,gla`` planned for CUDA and
 measured on the simulated CUDA device (tensors on the CPU: no GPU here): packed and padded points carry
 device time, call latency, the per-sequence check and tokens/s."""
 
@@ -33,12 +33,12 @@ class _CpuBackedFakeCuda(CudaDevice):
 def test_acceptance_sweep_on_the_fake_cuda_device(monkeypatch):
     dist, tokens = "lognormal", 16384
     monkeypatch.setattr(planning_points, "cuda_available", lambda: True)
-    spec = build_spec(None, {"kernels": "softmax,retnet,kda", "varlen": dist, "tokens": str(tokens),
+    spec = build_spec(None, {"kernels": "softmax,retnet,kda,gla", "varlen": dist, "tokens": str(tokens),
                              "device": "cuda", "heads": 1, "head_dim": 16, "memory_budget": "64GiB"})
     plan = make_plan(spec, cuda_available_flag=True)
     packed = {(p.spec.kernel, p.spec.backend) for p in plan.points if p.spec.option("layout") is None}
     assert {("softmax", "fla"), ("softmax", "sdpa-efficient"), ("retnet", "fla"), ("kda", "fla"),
-            ("kda", "torch")} <= packed
+            ("kda", "torch"), ("gla", "fla"), ("gla", "torch")} <= packed
     # measure the softmax/sdpa pair (the fla ones need Triton on a GPU: see test_fla_varlen_interpret.py)
     pair = [p.spec for p in plan.points if (p.spec.kernel, p.spec.backend) == ("softmax", "sdpa")]
     assert len(pair) == 2
