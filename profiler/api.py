@@ -63,14 +63,14 @@ from profiler.store.noise import (
 )
 from profiler.store.runs import LoadedRun, RunDir
 
-spec_plan = lazy_import('profiler.planning.points')
+planning_points = lazy_import('profiler.planning.points')
 probes_selftest = lazy_import('profiler.probes.selftest')
 
 runner_execution = lazy_import('profiler.runner.execution')
 runner_sweep = lazy_import('profiler.runner.sweep')
 runner_slurm = lazy_import('profiler.runner.slurm')
 runner_env = lazy_import('profiler.runner.env')
-spec_estimate = lazy_import('profiler.planning.estimate')
+planning_estimate = lazy_import('profiler.planning.estimate')
 runner_local = lazy_import('profiler.runner.local')
 kernel_registry = lazy_import('profiler.kernels')
 runner_status = lazy_import('profiler.runner.status')
@@ -291,8 +291,8 @@ def sweep_estimate(plan_: Any, calibration: Mapping[str, Any] | None = None):
     runnable = plan_.runnable()
     device = runnable[0].device if runnable else "cpu"
     meter = bool((runner_env.nvml_status() if device == "cuda" else runner_env.rapl_status()).get("available"))
-    est = spec_estimate.estimate(plan_, calibration, energy_meter=meter)
-    return est, spec_estimate.long_cpu_run_warning(plan_, est)
+    est = planning_estimate.estimate(plan_, calibration, energy_meter=meter)
+    return est, planning_estimate.long_cpu_run_warning(plan_, est)
 
 
 def plan(scenario: str | Path | None = None, overrides: Mapping[str, Any] | None = None):
@@ -567,7 +567,7 @@ def selftest(*, device: str = "cpu", quick: bool = False, json_out: str | Path |
     """``serprof selftest``: every trust check on this machine (``profiler.probes.selftest``); a
     ``SelftestResult`` (``.passed``, ``.exit_code``, ``.checks``). ``json_out``: also write it as JSON there
     (checked before anything runs). ``device='cuda'`` without CUDA raises ``UnavailableError`` (exit 3)."""
-    spec_plan.resolve_device(device)
+    planning_points.resolve_device(device)
     path = Path(json_out) if json_out is not None else None
     if path is not None and (path.is_dir() or not path.parent.is_dir()):
         raise UsageError(f"--json-out {str(json_out)!r}: not a file in an existing folder")

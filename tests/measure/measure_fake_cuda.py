@@ -10,7 +10,12 @@ returns the device kernels of one call. ``FakeGpu`` implements ``profiler.measur
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Callable
+
+from profiler.measure import point
+from profiler.measure.device import CudaDevice
+from profiler.planning import registry as planning_registry
 
 CAPTURE_ERROR = "CUDA error: operation not permitted when stream is capturing"
 
@@ -134,3 +139,40 @@ class FakeGpu:
         self.spins.append(seconds)
         self.host += 2e-6
         self.enqueue(seconds)
+
+
+# ----------------------------------------------------------------------------- points on the simulated GPU
+
+class CpuBackedFakeCuda(CudaDevice):
+    """The simulated GPU's clocks and graphs behind serprof's CUDA device; tensors stay on the CPU."""
+
+    @property
+    def torch_device(self) -> str:
+        return "cpu"
+
+    def info(self):
+        return {"device_name": "NVIDIA Fake H200"}
+
+
+def fake_cuda_device(gpu: FakeGpu) -> CpuBackedFakeCuda:
+    """A ``CudaDevice`` timed by ``gpu`` (events, graphs) whose tensors live on the CPU."""
+    return CpuBackedFakeCuda(0, cuda=SimpleNamespace(), event_factory=gpu.event, api=gpu)
+
+
+def simulate_device_work(monkeypatch, op_for: Callable, *, keep_host_call: bool = True) -> None:
+    """Make every point built by ``profiler.measure.point`` also enqueue ``op_for(work)()`` on the
+    simulated GPU (its device time), after the real CPU call (``keep_host_call``) or instead of it.
+    Verification and the analytic models stay those of the real entry."""
+    real_entry = planning_registry.get_entry
+
+    def entry(level, kernel):
+        e = real_entry(level, kernel)
+
+        def build(p, device, seed):
+            work = e.build(p, device, seed)
+            real, op = work.call, op_for(work)
+            work.call = (lambda: (real(), op())) if keep_host_call else (lambda: op())
+            return work
+        return SimpleNamespace(check_shape=e.check_shape, analytic=e.analytic, verify=e.verify, build=build)
+
+    monkeypatch.setattr(point, "get_entry", entry)

@@ -4,15 +4,12 @@ they carry device time and call latency like prefill points."""
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 
 import pytest
-from measure_fake_cuda import FakeGpu
+from measure_fake_cuda import FakeGpu, fake_cuda_device, simulate_device_work
 
 from profiler.core.records import MeasureSettings, PointSpec
 from profiler.measure import point
-from profiler.measure.device import CudaDevice
-from profiler.planning import registry as planning_registry
 
 FAST = MeasureSettings(warmup_s=0.01, min_warmup_calls=1, min_reps=3, max_reps=20, time_budget_s=0.05,
                        measure_energy=False, processes=1, phase="decode", decode_steps=2)
@@ -26,34 +23,12 @@ def test_cpu_decode_point_is_verified_timed_and_carries_its_state_bytes():
     assert rec.extra["tokens_per_call"] == 2 and rec.flops == 2 * 6.0 * 2 * 16 * 16
 
 
-class _CpuBackedFakeCuda(CudaDevice):
-    """The simulated GPU's clocks and graphs; tensors stay on the CPU (no GPU here)."""
-
-    @property
-    def torch_device(self) -> str:
-        return "cpu"
-
-    def info(self):
-        return {"device_name": "NVIDIA Fake H200"}
-
 
 def test_fake_cuda_decode_point_has_device_time_and_call_latency(monkeypatch):
     gpu = FakeGpu()
-    dev = _CpuBackedFakeCuda(0, cuda=SimpleNamespace(), event_factory=gpu.event, api=gpu)
-    real_entry = planning_registry.get_entry
+    dev = fake_cuda_device(gpu)
     op = gpu.op(40e-6, 8e-6, kernels=4)       # a decode step: host-bound launches, little device work
-
-    def entry(level, kernel):
-        e = real_entry(level, kernel)
-
-        def build(p, device, seed):
-            work = e.build(p, device, seed)
-            real = work.call
-            work.call = lambda: (real(), op())
-            return work
-        return SimpleNamespace(check_shape=e.check_shape, analytic=e.analytic, verify=e.verify, build=build)
-
-    monkeypatch.setattr(point, "get_entry", entry)
+    simulate_device_work(monkeypatch, lambda _work: op)
     rec = point.measure_point(SPEC, dataclasses.replace(FAST, measure_memory=False), device=dev)
     assert rec.status == "ok" and rec.correctness.passed
     assert rec.timing.quantity == "device_time" and rec.timing.method == "cuda_graph"
@@ -77,21 +52,9 @@ def test_cpu_layer_streaming_point_is_verified_timed_and_carries_its_state():
 
 def test_fake_cuda_layer_streaming_point_has_device_time_and_call_latency(monkeypatch):
     gpu = FakeGpu()
-    dev = _CpuBackedFakeCuda(0, cuda=SimpleNamespace(), event_factory=gpu.event, api=gpu)
-    real_entry = planning_registry.get_entry
+    dev = fake_cuda_device(gpu)
     op = gpu.op(60e-6, 12e-6, kernels=9)      # a layer chunk: projections, step, norm (host-bound)
-
-    def entry(level, kernel):
-        e = real_entry(level, kernel)
-
-        def build(p, device, seed):
-            work = e.build(p, device, seed)
-            real = work.call
-            work.call = lambda: (real(), op())
-            return work
-        return SimpleNamespace(check_shape=e.check_shape, analytic=e.analytic, verify=e.verify, build=build)
-
-    monkeypatch.setattr(point, "get_entry", entry)
+    simulate_device_work(monkeypatch, lambda _work: op)
     settings = dataclasses.replace(FAST, phase="streaming", decode_steps=1, chunk_size=2, measure_memory=False)
     rec = point.measure_point(LAYER, settings, device=dev)
     assert rec.status == "ok" and rec.correctness.passed

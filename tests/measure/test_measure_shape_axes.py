@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 
 import pytest
-from measure_fake_cuda import FakeGpu
+from measure_fake_cuda import FakeGpu, fake_cuda_device, simulate_device_work
 
 from profiler.analysis.series import build_series
 from profiler.core.records import MeasureSettings, PointSpec
 from profiler.measure import point
-from profiler.measure.device import CudaDevice
-from profiler.planning import registry as planning_registry
 
 FAST = MeasureSettings(warmup_s=0.01, min_warmup_calls=1, min_reps=3, max_reps=10, time_budget_s=0.05,
                        measure_energy=False, processes=1)
@@ -30,16 +27,6 @@ def test_cpu_bwd_gqa_window_point_is_verified_counted_and_stored():
     assert again.spec.id == GQA_BWD.id
 
 
-class _CpuBackedFakeCuda(CudaDevice):
-    """The simulated GPU's clocks and graphs; tensors stay on the CPU (no GPU here)."""
-
-    @property
-    def torch_device(self) -> str:
-        return "cpu"
-
-    def info(self):
-        return {"device_name": "NVIDIA Fake H200"}
-
 
 @pytest.mark.parametrize("spec", [
     dataclasses.replace(GQA_BWD, device="cuda"),
@@ -47,21 +34,9 @@ class _CpuBackedFakeCuda(CudaDevice):
 ])
 def test_fake_cuda_point_with_shape_axes_has_device_time(monkeypatch, spec):
     gpu = FakeGpu()
-    dev = _CpuBackedFakeCuda(0, cuda=SimpleNamespace(), event_factory=gpu.event, api=gpu)
-    real_entry = planning_registry.get_entry
+    dev = fake_cuda_device(gpu)
     op = gpu.op(30e-6, 5e-3, kernels=3)       # 5 ms of simulated device work: the budgets end in a few calls
-
-    def entry(level, kernel):
-        e = real_entry(level, kernel)
-
-        def build(p, device, seed):
-            work = e.build(p, device, seed)
-            real = work.call
-            work.call = lambda: (real(), op())
-            return work
-        return SimpleNamespace(check_shape=e.check_shape, analytic=e.analytic, verify=e.verify, build=build)
-
-    monkeypatch.setattr(point, "get_entry", entry)
+    simulate_device_work(monkeypatch, lambda _work: op)
     rec = point.measure_point(spec, dataclasses.replace(FAST, measure_memory=False, warmup_s=0.0), device=dev)
     assert rec.status == "ok" and rec.correctness.passed
     assert rec.timing.quantity == "device_time" and rec.timing.median_s == pytest.approx(5e-3, rel=0.05)

@@ -4,30 +4,15 @@ device time, call latency, the per-sequence check and tokens/s."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
-from measure_fake_cuda import FakeGpu
+from measure_fake_cuda import FakeGpu, fake_cuda_device, simulate_device_work
 
 from profiler.analysis.varlen import analyze_varlen
 from profiler.core.records import MeasureSettings
 from profiler.measure import point
-from profiler.measure.device import CudaDevice
 from profiler.planning import points as planning_points
-from profiler.planning import registry as planning_registry
 from profiler.planning.points import make_plan
 from profiler.planning.scenario import build_spec
-
-
-class _CpuBackedFakeCuda(CudaDevice):
-    """The simulated GPU's clocks and graphs; tensors stay on the CPU."""
-
-    @property
-    def torch_device(self) -> str:
-        return "cpu"
-
-    def info(self):
-        return {"device_name": "NVIDIA Fake H200"}
 
 
 def test_acceptance_sweep_on_the_fake_cuda_device(monkeypatch):
@@ -43,21 +28,10 @@ def test_acceptance_sweep_on_the_fake_cuda_device(monkeypatch):
     pair = [p.spec for p in plan.points if (p.spec.kernel, p.spec.backend) == ("softmax", "sdpa")]
     assert len(pair) == 2
     gpu = FakeGpu()
-    dev = _CpuBackedFakeCuda(0, cuda=SimpleNamespace(), event_factory=gpu.event, api=gpu)
+    dev = fake_cuda_device(gpu)
     ops = {"packed": gpu.op(30e-6, 200e-6, kernels=8), "padded": gpu.op(10e-6, 500e-6)}
-    real_entry = planning_registry.get_entry
-
-    def entry(level, kernel):
-        e = real_entry(level, kernel)
-
-        def build(p, device, seed):
-            work = e.build(p, device, seed)
-            op = ops[work.extra["varlen"]["layout"]]
-            work.call = lambda: op()        # device work of the simulated GPU; the inputs stay as built
-            return work
-        return SimpleNamespace(check_shape=e.check_shape, analytic=e.analytic, verify=e.verify, build=build)
-
-    monkeypatch.setattr(point, "get_entry", entry)
+    # device work of the simulated GPU by layout; the inputs stay as built
+    simulate_device_work(monkeypatch, lambda work: ops[work.extra["varlen"]["layout"]], keep_host_call=False)
     settings = MeasureSettings(warmup_s=0.0, min_warmup_calls=1, min_reps=3, max_reps=10, time_budget_s=0.05,
                                measure_energy=False, measure_memory=False, processes=1, verify_max_T=128,
                                varlen=dist, tokens=tokens)
