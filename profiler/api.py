@@ -590,9 +590,11 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
            lengths: str | None = None, batch: str | None = None, heads: int = 2, head_dim: int = 32,
            dtypes: str | None = None, modes: str = "fwd,fwdbwd", device: str = "cpu", interpret: bool = False,
            max_t: int | None = None, seed: int = 0, phase: str = "prefill", decode_steps: int = 1,
-           chunk_size: int | None = None, kernel_modules: Any = None) -> list:
+           chunk_size: int | None = None, kernel_modules: Any = None, jobs: int | None = None) -> list:
     """Check backends against their fp32 references; the list of results (``r.passed`` each).
     ``kernel_modules``: plugin modules to add first (default kernels: every registered one).
+    ``jobs``: check processes at a time, one per kernel/backend (``profiler.measure.verify.default_jobs``:
+    on CUDA several, each backend isolated; on CPU 1, in this process).
 
     ``phase`` ``decode`` / ``streaming``: each mechanism's decode backends, ``decode_steps`` tokens (or one
     ``chunk_size`` chunk) after each length, against the full-sequence reference (validated like the
@@ -616,6 +618,8 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
     dtype_list = parse_dtypes(dtypes or ("fp32,fp16" if interpret else "fp32"))
     if heads < 1 or head_dim < 1:
         raise UsageError("--heads and --head-dim must be >= 1")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise UsageError(f"--jobs must be a whole number >= 1, got {jobs!r}")
     if interpret:
         if "bfloat16" in dtype_list:
             raise UsageError(kernels_interpret.BF16_REASON)
@@ -630,7 +634,8 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
         kernel_registry.get_kernel(k)  # unknown name -> UsageError naming the valid ones
     results = measure_verify.verify_many(kernel_list, _split(backends) or None, lengths=length_list, batches=batch_list,
                           heads=heads, head_dim=head_dim, dtypes=dtype_list, modes=mode_list, device=device,
-                          interpret=interpret, seed=seed, max_T=max_t, phase=phase_settings.phase, tokens=tokens)
+                          interpret=interpret, seed=seed, max_T=max_t, phase=phase_settings.phase, tokens=tokens,
+                          jobs=jobs)
     if not results:
         raise UsageError("nothing to verify: no available backend matches the selection "
                          "(see `serprof list`; fla backends need --device cuda or --interpret)")
