@@ -482,7 +482,11 @@ def save_baseline(run: Any, out: str | Path, *, max_samples: int | None = None) 
 
 def _phases(spec: Any, backend: str) -> list[str]:
     """The phases (``--phase``) an entry's backend measures: prefill, and decode / streaming where it has
-    a recurrent form (``profiler.kernels.recurrent``)."""
+    a recurrent form (kernels: ``profiler.kernels.recurrent``; layers: ``phase_unsupported``, i.e.
+    ``profiler.layers.streaming``)."""
+    per_phase = getattr(spec, "phase_unsupported", None)
+    if per_phase is not None:
+        return ["prefill", *(p for p in ("decode", "streaming") if per_phase(backend, p) is None)]
     form = getattr(spec, "recurrent", None)
     decode = form is not None and getattr(spec, "level", "kernel") == "kernel" and backend in form.backends()
     return ["prefill", "decode", "streaming"] if decode else ["prefill"]
@@ -522,12 +526,19 @@ def list_kernels(device: str = "all", *, level: str = "all", kernel_modules: Any
             for bname, b in spec.backends.items():
                 for dev in devices:
                     ok, why = b.availability(dev, cuda_available=cuda)
-                    rows.append({"level": lv, "kernel": name, "family": spec.family, "group": getattr(spec, "group", "other"), "backend": bname, "device": dev,
+                    rows.append({"level": lv, "kernel": name, "family": spec.family, "group": _group_of(name, spec), "backend": bname, "device": dev,
                                  "available": ok, "reason": why, "causal": list(b.causal),
                                  "interpretable": b.interpretable, "description": b.description,
                                  "phases": _phases(spec, bname), "origin": where,
                                  "varlen": getattr(b, "varlen", "") or None})   # packed path (--varlen), if any
     return rows
+
+
+def _group_of(name: str, spec: Any) -> str:
+    """A kernel's group; a layer or model entry takes the group of the mechanism it is named after
+    (``mha``, torch's multi-head softmax attention, has no kernel of its name: softmax)."""
+    return (getattr(spec, "group", None) or kernel_group(name)
+            or ("softmax" if getattr(spec, "family", "") == "quadratic" else "other"))
 
 
 def fla_coverage() -> list[dict[str, Any]]:
