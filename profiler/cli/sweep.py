@@ -196,6 +196,9 @@ def _print_dry_run(console, plan) -> None:
         t.add_row(str(i), esc(p.spec.id), _fmt_bytes(p.est_bytes),
                   "run" if p.runnable else "[dim]skipped: over the memory budget[/]")
     console.print(t)
+    dims = sorted({(p.spec.H, p.spec.D) for p in plan.points if p.spec.is_layer})
+    if dims:   # a layer's D is per head: say the width it builds
+        console.print(f"{s.level} dims: " + "; ".join(f"H{h} x D{d} = hidden {h * d}" for h, d in dims), markup=False)
     if plan.dropped:
         console.print(f"[bold]dropped[/] ({len(plan.dropped)}):")
         for d in plan.dropped:
@@ -226,14 +229,14 @@ def _fmt_duration(s: float) -> str:
 # --------------------------------------------------------------------------- commands
 
 def sweep(
-    kernels: Optional[str] = typer.Option(None, "--kernels", help="Comma list of kernels (default: all)."),
+    kernels: Optional[str] = typer.Option(None, "--kernels", help="Comma list of kernels, or of layers at --level layer|model (default: all)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Comma list of backends (default: every one that can run)."),
     lengths: Optional[str] = typer.Option(None, "--lengths", help="1k..64k | 1k..64k:x2 | 1k..8k:+1k | 512,1k,3000"),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,4"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32,float16,bfloat16 (fp32, fp16, bf16)"),
     mode: Optional[str] = typer.Option(None, "--mode", help="fwd, fwdbwd, bwd (backward alone, forward untimed); comma list or all"),
-    heads: Optional[str] = typer.Option(None, "--heads", help="Number of heads (list allowed)"),
-    head_dim: Optional[str] = typer.Option(None, "--head-dim", help="Head dimension (list allowed; up to 256 where the kernel takes it)"),
+    heads: Optional[str] = typer.Option(None, "--heads", help="Number of heads (list allowed); layers: the num_heads they are built with"),
+    head_dim: Optional[str] = typer.Option(None, "--head-dim", help="Head dimension, per head at every level (list allowed; up to 256 where the kernel takes it). Layers: model width = heads x head dim (default 1024 / heads)."),
     kv_heads: Optional[str] = typer.Option(None, "--kv-heads", help="Key/value heads (GQA/MQA; list sweeps the ratio; each must divide --heads). Kernel level."),
     value_dim: Optional[str] = typer.Option(None, "--value-dim", help="Value head dim Dv != D (list allowed; kernels that cannot take it are dropped with the reason). Kernel level."),
     window: Optional[str] = typer.Option(None, "--window", help="Causal sliding window of softmax attention, in keys (list allowed; 1..T). Kernel level."),
