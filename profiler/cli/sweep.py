@@ -127,6 +127,7 @@ class _RichObserver:
         verb = "resuming" if resumed else "run folder"
         self.console.print(f"[bold]serprof sweep[/] '{esc(plan.sweep.name)}': {len(todo)} point(s) to run, "
                            f"{len(plan.dropped)} dropped combination(s); {verb}: {esc(run_dir)}")
+        _print_layer_dims(self.console, plan)
         if not resumed:
             _print_estimate(self.console, plan)
         self.todo_ids = {s.id for s in todo}
@@ -196,14 +197,20 @@ def _print_dry_run(console, plan) -> None:
         t.add_row(str(i), esc(p.spec.id), _fmt_bytes(p.est_bytes),
                   "run" if p.runnable else "[dim]skipped: over the memory budget[/]")
     console.print(t)
-    dims = sorted({(p.spec.H, p.spec.D) for p in plan.points if p.spec.is_layer})
-    if dims:   # a layer's D is per head: say the width it builds
-        console.print(f"{s.level} dims: " + "; ".join(f"H{h} x D{d} = hidden {h * d}" for h, d in dims), markup=False)
+    _print_layer_dims(console, plan)
     if plan.dropped:
         console.print(f"[bold]dropped[/] ({len(plan.dropped)}):")
         for d in plan.dropped:
             console.print(f"  {d.what}: {d.reason}", markup=False)
     _print_estimate(console, plan)
+
+
+def _print_layer_dims(console, plan) -> None:
+    """A layer's D is per head (as for kernels): say the model width each layer is built with."""
+    dims = sorted({(p.spec.H, p.spec.D) for p in plan.points if p.spec.is_layer})
+    if dims:
+        console.print(f"{plan.sweep.level} dims: " + "; ".join(f"{h} heads x D {d} = hidden {h * d}" for h, d in dims),
+                      markup=False)
 
 
 def _print_estimate(console, plan) -> None:

@@ -55,7 +55,8 @@ class PointSpec:
     * ``layer`` / ``model``: the measured entry, one of the study's seq2seq layers (a
       ``profiler.layers`` name, e.g. ``retnet`` or ``mha``), named after the attention mechanism inside
       it (``LayerSpec.mechanism`` is the kernel its port is built on: ``mha`` runs ``softmax``); at
-      ``model`` level the layer sits inside the SER head. Reports and the CLI call it the layer there.
+      ``model`` level the layer sits inside the SER head. Reports label it ``layer:NAME``, ``serprof
+      list`` an entry.
       The layer's model width is ``hidden`` = ``H * D`` (the study: 4 heads of 256 = 1024), the size of
       its input and output vectors; ``H`` is the ``num_heads`` argument the study passed (FoX:
       ``num_kv_heads``) and ``D`` the width per head of that split. The mechanism inside may use other

@@ -46,3 +46,16 @@ def test_paper_scenario_builds_the_study_layers_at_width_1024():
     specs = [p.spec for p in make_plan(sweep).points]
     assert specs and {(s.H, s.D, s.hidden) for s in specs} == {(4, 256, 1024)}
 
+
+
+def test_dry_run_says_the_width_each_layer_is_built_with(capsys):
+    from profiler.cli import main
+
+    try:
+        main(["sweep", "--level", "layer", "--kernels", "retnet", "--heads", "2,4", "--head-dim", "32",
+              "--lengths", "64", "--device", "cpu", "--dry-run"])
+    except SystemExit as exc:
+        assert not exc.code
+    out = " ".join(capsys.readouterr().out.split())
+    assert "layer dims: 2 heads x D 32 = hidden 64; 4 heads x D 32 = hidden 128" in out
+    assert "layer/retnet/torch/cpu/float32/fwd/B1/T64/H2/D32/causal" in out
