@@ -596,6 +596,7 @@ def upgrade_sweep_dict(scenario: Any, version: int) -> Any:
 
 
 def _stored_version(data: Mapping[str, Any]) -> int:
+    # serprof always writes the key; an object without it (made by hand) is taken as today's, as its default is
     v = data.get("schema_version", SCHEMA_VERSION)
     return v if isinstance(v, int) and not isinstance(v, bool) else SCHEMA_VERSION
 
