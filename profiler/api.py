@@ -376,7 +376,7 @@ def _load_run(path: Path) -> LoadedRun:
     return RunDir.open(path).load()
 
 
-def measure(kernel: str, *, T: int = 1024, B: int = 1, H: int = 4, D: int = 64, dtype: Any = "float32",
+def measure(kernel: str, *, T: int = 1024, B: int = 1, H: int = 4, D: int | None = None, dtype: Any = "float32",
             mode: str = "fwd", causal: bool = True, backend: str | None = None, device: str = "auto",
             interpret: bool = False, level: str = "kernel", **settings: Any) -> PointRecord:
     """Measure one point in a fresh worker process (as a sweep does) and return its ``PointRecord``.
@@ -384,13 +384,17 @@ def measure(kernel: str, *, T: int = 1024, B: int = 1, H: int = 4, D: int = 64, 
     Validated as a one-point sweep (same limits, same availability checks). ``backend``: default the
     kernel's default backend when it runs on ``device``, else the first available one. Settings
     keywords as for ``sweep`` (``time_budget_s=0.5``, ``target_rel_ci=0.05``, ``verify=False``).
-    A crash, timeout or OOM is a record with that status, not an exception.
+    A crash, timeout or OOM is a record with that status, not an exception. ``H`` heads of ``D`` dims
+    each at every level: ``level="layer"`` / ``"model"`` measures ``kernel`` as a whole layer of width
+    ``H * D`` (``PointSpec.hidden``); ``D`` defaults to 64 for kernels and to 1024 / H for layers.
     """
     for name, v in (("T", T), ("B", B), ("H", H), ("D", D)):
+        if name == "D" and v is None:
+            continue
         if isinstance(v, bool) or not isinstance(v, int):
             raise UsageError(f"{name} must be a whole number, got {v!r}")
     ov = _overrides(dict(kernels=[kernel], backends=[backend] if backend else None, lengths=[T], batch=[B],
-                         heads=[H], head_dim=[D], dtypes=[dtype], modes=[mode], causal=causal, device=device,
+                         heads=[H], head_dim=None if D is None else [D], dtypes=[dtype], modes=[mode], causal=causal, device=device,
                          interpret=interpret or None, level=level), settings)
     p = plan(None, ov)
     points = [pp.spec for pp in p.points if pp.runnable]
