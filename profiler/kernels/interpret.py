@@ -27,6 +27,9 @@ The three patches (installed by ``enable()``, active only while an interpreted k
     3. ``triton.language.extra.libdevice.log1p`` (fla's ``logaddexp``, LightNet/GSA gate scans) has
        no interpreter implementation (it returns None); inside the same scope it maps to
        ``tl.log(1.0 + x)``.
+    4. A Triton builtin imported under a module-level name (``fla.ops.utils.op.gather = tl.gather``,
+       used by the DPLR / KDA-style intra-chunk kernels) keeps pointing at the unpatched builtin; inside
+       the same scope every such name in the kernel's module is patched like ``tl``'s own attributes.
 
 Dry mode (``dry()``, FLA.md section 5b)
     Inside ``with dry():`` every interpreted kernel launch returns at once: fla's host code still
@@ -155,6 +158,11 @@ def _install_patches() -> None:
         module = sys.modules.get(fn.__globals__.get("__name__", ""))
         if module is not None:
             scope.set_attr(module, "range", tensor_range)
+            # 4. a language builtin bound to a module-level name (fla: ``gather = tl.gather``) escapes the
+            #    patching of ``tl``'s own attributes: patch that name in the kernel's module too
+            for name, member in list(fn.__globals__.items()):
+                if tl.core.is_builtin(member):
+                    interp._patch_attr(module, name, member, interp.interpreter_builder, scope)
         scope.set_attr(libdevice, "log1p", log1p)
         return scope
 

@@ -1,0 +1,371 @@
+"""fla's generalized delta-rule families as declarative kernels (issue 17 item 2): RWKV-7, the DPLR and
+IPLR delta rules (``fla.ops.generalized_delta_rule``), and others whose transition is not a plain
+(gated) delta rule.
+
+Each row of ``MECHANISMS`` is one ``fla.ops`` family described as data, like ``catalog.FAMILIES``: the
+inputs in the value ranges the matching fla layer produces (``make``), the fla backends (``chunk_*`` as
+``fla``, ``fused_recurrent_*`` as ``fla-recurrent``, others by name; ``catalog.FlaFn``), an fp32
+reference (fla's naive token loop, or an own one where fla has none), analytic FLOP / byte / memory
+models and a report group. ``kernel(mech)`` turns a row into a ``KernelSpec``.
+
+CPU. A row whose recurrence is a configuration of the shared chunkwise engine (``chunkwise.py``) gets
+a ``torch`` backend that runs it through the engine (``engine``). The DPLR family is not one: its
+transition ``Diag(e^{w}) + b a^T`` writes the rank-one correction along ``b`` while the value is
+written along ``k``; the engine's delta rule writes both along ``k``. Such rows have no timed CPU
+backend (``no_cpu`` says why, and ``serprof list`` shows it in the backends' descriptions and in
+``serprof list --fla``); their reference is for correctness only. Every fla backend runs on CPU under
+Triton's interpreter for correctness (``serprof verify --interpret``).
+
+No decode / streaming form here (``recurrent=None``: such points are dropped with the reason).
+This module is cheap to import (torch and fla load lazily).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from profiler.core.lazy import lazy_import
+from profiler.kernels import chunked as ck
+from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
+from profiler.kernels.catalog import FlaFn
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """A declarative description of one fla op family that is not a ``catalog.Family`` row (module doc).
+
+    ``make(shape, gen)`` draws fp32 CPU tensors named ``inputs`` (every one time-indexed ``(B, T, ...)``);
+    ``prepare(inputs)`` maps them to the fla functions' keyword arguments (e.g. RWKV-7's ``a = -kk``,
+    ``b = kk * iclr``, as the layer passes them; default: the inputs themselves); ``reference(x, scale)``
+    is the fp32 oracle on the same inputs; ``engine(x, scale)`` (or None) the torch backend.
+    ``flops(shape)``: forward FLOPs per (batch, head); ``io(shape)``: elements read and written by one
+    forward per (batch, head); ``work(shape, itemsize)``: the fla chunk kernel's bytes per (batch, head)
+    above the inputs in the forward (intermediates, chunk states); ``scale``: the fixed scale the layer
+    passes (None: ``K ** -0.5``); ``fla_kwargs``: backend name -> the fixed keyword arguments passed to
+    its fla function (as the layer passes them).
+    """
+
+    name: str
+    fla: str
+    title: str
+    group: str
+    description: str
+    inputs: tuple[str, ...]
+    make: Callable[[Shape, "torch.Generator"], dict]
+    reference: Callable[[dict, float], "torch.Tensor"]
+    reference_name: str
+    reference_max_T: int
+    backends: Mapping[str, FlaFn]
+    flops: Callable[[Shape], float]
+    io: Callable[[Shape], int]
+    work: Callable[[Shape, int], float]
+    prepare: Callable[[dict], dict] | None = None
+    fla_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    scale: float | None = None
+    engine: Callable[[dict, float], "torch.Tensor"] | None = None
+    engine_path: str = ""
+    no_cpu: str = ""
+    max_head_dim: int | None = None
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- input ranges
+
+def _randn(gen, *dims):
+    return torch.randn(dims, generator=gen, dtype=torch.float32)
+
+
+#: RWKV-7's decay bound: ``w = -e^{-1/2} sigmoid(.)`` (``RWKV7Attention``; ``chunk_rwkv7(lower_bound=)``)
+RWKV7_W_MIN = -0.6065306597126334
+
+
+def _rwkv7_channel_init(s: Shape) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """``RWKV7Attention._initialize_weights`` at layer 0 for ``hidden = H * D`` channels, shaped (H, D):
+    the decay LoRA bias ``www + 0.5 + 2.5 zigzag`` (``www`` from -6 to 0 across the hidden channels), the
+    in-context learning rate bias ``-0.19 + 0.3 zigzag + 0.4 linear`` and ``k_k = 0.71 - 0.1 linear``."""
+    C = s.H * s.D
+    n = torch.arange(C, dtype=torch.float32)
+    linear = n / max(C - 1, 1) - 0.5
+    zz = ((n % s.D) - (s.D - 1) / 2) / max((s.D - 1) / 2, 1)
+    zigzag = zz * zz.abs()
+    www = -6 + 6 * (n / max(C - 1, 1))
+    w_bias = (www + 0.5 + zigzag * 2.5).view(s.H, s.D)
+    a_bias = (-0.19 + zigzag * 0.3 + linear * 0.4).view(s.H, s.D)
+    k_k = (0.71 - linear * 0.1).view(s.H, s.D)
+    return w_bias, a_bias, k_k
+
+
+def _rwkv7_inputs(s: Shape, gen) -> dict:
+    """RWKV-7 at the layer's init plus a trained LoRA's spread (0.5 N(0, 1) on each LoRA output; the
+    init LoRAs are zero): ``r ~ N(0, 1)`` (orthogonal ``r_proj``, gain 1), raw keys ``k0 ~ 0.1 N(0, 1)``
+    (gain 0.1), ``v ~ N(0, 1)``; ``w = -e^{-1/2} sigmoid(w_bias + .)`` in (-0.607, 0);
+    ``iclr = sigmoid(a_bias + .)``; ``kk = l2norm(k0 * k_k)`` per head;
+    ``k = k0 (1 + (iclr - 1) 1.02)`` (``fused_k_rwkv7`` with ``k_a = 1.02``)."""
+    dims = (s.B, s.T, s.H, s.D)
+    w_bias, a_bias, k_k = _rwkv7_channel_init(s)
+    q, k0, v = _randn(gen, *dims), 0.1 * _randn(gen, *dims), _randn(gen, *dims)
+    w = RWKV7_W_MIN * torch.sigmoid(w_bias + 0.5 * _randn(gen, *dims))
+    iclr = torch.sigmoid(a_bias + 0.5 * _randn(gen, *dims))
+    kk = F.normalize(k0 * k_k, p=2, dim=-1)
+    k = k0 * (1 + (iclr - 1) * 1.02)
+    return {"q": q, "k": k, "v": v, "g": w, "kk": kk, "iclr": iclr}
+
+
+def _rwkv7_prepare(x: dict) -> dict:
+    """The layer's call: ``chunk_rwkv7(r, w, k, v, a=-kk, b=kk * iclr)``."""
+    return {"q": x["q"], "k": x["k"], "v": x["v"], "g": x["g"], "a": -x["kk"], "b": x["kk"] * x["iclr"]}
+
+
+def _dplr_inputs(s: Shape, gen, *, gate: bool = True) -> dict:
+    """A generic DPLR delta rule in the ranges of its best-known instance (RWKV-7 / DeltaNet-style
+    keys): l2-normalised q, k (``use_qk_l2norm``-style), ``v ~ N(0, 1)``, ``a = -kk``, ``b = kk * beta``
+    with ``kk`` an l2-normalised key direction and ``beta = sigmoid(N(0, 1))`` per channel (so
+    ``I + b a^T`` has eigenvalues in (0, 1]), and a per-key log decay ``logsigmoid(N(0, 1)) / 16``
+    (GLA's gate normaliser). ``gate=False``: the IPLR rule (no decay)."""
+    dims = (s.B, s.T, s.H, s.D)
+    q, k = (F.normalize(_randn(gen, *dims), p=2, dim=-1) for _ in range(2))
+    v = _randn(gen, *dims)
+    kk = F.normalize(_randn(gen, *dims), p=2, dim=-1)
+    beta = torch.sigmoid(_randn(gen, *dims))
+    x = {"q": q, "k": k, "v": v, "a": -kk, "b": kk * beta}
+    if gate:
+        x["g"] = F.logsigmoid(_randn(gen, *dims)) / 16
+    return x
+
+
+# ----------------------------------------------------------------------------- references
+
+def _naive(module: str, fn: str):
+    return getattr(importlib.import_module(module), fn)
+
+
+def _ref_dplr(x: dict, scale: float) -> "torch.Tensor":
+    """``dplr_recurrence`` (fp32 token loop, head-first, fixed ``K**-0.5`` scale: q is rescaled):
+    ``S_t = Diag(e^{g_t}) S_{t-1} + b_t (a_t^T S_{t-1}) + k_t v_t^T``, ``o_t = S_t^T (scale q_t)``."""
+    K = x["q"].shape[-1]
+    q, k, v, a, b, g = (x[n].transpose(1, 2) for n in ("q", "k", "v", "a", "b", "g"))
+    o, _ = _naive("fla.ops.generalized_delta_rule.dplr.naive", "dplr_recurrence")(q * (scale * K ** 0.5), k, v, a, b, g)
+    return o.transpose(1, 2)
+
+
+def _ref_iplr(x: dict, scale: float) -> "torch.Tensor":
+    """``iplr_recurrence`` (the same without decay): ``S_t = S_{t-1} + b_t (a_t^T S_{t-1}) + k_t v_t^T``."""
+    K = x["q"].shape[-1]
+    q, k, v, a, b = (x[n].transpose(1, 2) for n in ("q", "k", "v", "a", "b"))
+    o, _ = _naive("fla.ops.generalized_delta_rule.iplr.naive", "iplr_recurrence")(q * (scale * K ** 0.5), k, v, a, b)
+    return o.transpose(1, 2)
+
+
+def _ref_rwkv7(x: dict, scale: float) -> "torch.Tensor":
+    return _ref_dplr(_rwkv7_prepare(x), scale)
+
+
+# ----------------------------------------------------------------------------- models
+
+def dplr_flops(s: Shape, C: int) -> float:
+    """Forward matmul FLOPs per (batch, head) of fla's chunked DPLR / IPLR algorithm (T padded to C):
+    per token ``10CK + 8CV + 8KV`` -- the four intra-chunk score matrices ``A_qk, A_qb, A_ak, A_ab``
+    (``8CK``), the WY factors ``w = A_ab (a e^{g})`` (``2CK``) and ``u = A_ab (A_ak v)`` (``4CV``),
+    ``v' = u + w S`` (``2KV``), the state update with ``k`` and ``b`` (``4KV``) and the output
+    ``A_qk v + A_qb v' + (q e^{g}) S`` (``4CV + 2KV``). Gating and exponentials are not counted."""
+    Tp = C * math.ceil(s.T / C)
+    K, V = s.D, s.Dv
+    return float(Tp * (10 * C * K + 8 * C * V + 8 * K * V))
+
+
+def _dplr_io(n_key_inputs: int):
+    """q, k, a, b (and the gate) of K channels, v and o of V channels, per (batch, head)."""
+    return lambda s: s.T * (n_key_inputs * s.D + 2 * s.Dv)
+
+
+def dplr_work(C: int, gate: bool):
+    """The chunk kernel's forward bytes above the inputs per (batch, head) (``chunk_dplr_fwd``):
+    four fp32 (T, C) score matrices, the gated copies ``q e^{g}, k e^{-g}, a e^{g}, b e^{-g}`` and two
+    fp32 gate cumsums (DPLR only), the WY factors w (T, K) and u, v' (T, V), the fp32 chunk states
+    (T / C, K, V) and the output."""
+    def work(s: Shape, itemsize: int) -> float:
+        T, K, V = C * math.ceil(s.T / C), s.D, s.Dv
+        gated = (4 * T * K * itemsize + 2 * T * K * 4) if gate else 0
+        return (4 * T * C * 4 + gated + T * K * itemsize + 2 * T * V * itemsize
+                + (T // C) * K * V * 4 + s.T * V * itemsize)
+    return work
+
+
+# ----------------------------------------------------------------------------- the rows
+
+_TOKEN_LOOP_MAX_T = 2048      # fla's token-loop references: ~0.1-0.3 ms per token on CPU
+_DPLR_NO_CPU = ("no timed CPU backend: the DPLR transition Diag(e^w) + b a^T writes its rank-one correction "
+                "along b and the value along k, which the chunkwise engine's delta rule (both along k) does not "
+                "express; the fp32 reference is for correctness only")
+
+MECHANISMS: tuple[Mechanism, ...] = (
+    Mechanism(
+        name="rwkv7", fla="rwkv7", title="RWKV-7 (Goose, DPLR delta rule)", group="delta-rule",
+        description="Generalized delta rule S <- Diag(e^w) S + b (a^T S) + k v^T with RWKV7Attention's "
+                    "a = -kk, b = kk * iclr, w = -e^{-1/2} sigmoid(.) and scale 1. fla: chunk_rwkv7 as the "
+                    "layer calls it (safe_gate, lower_bound = -e^{-1/2}, chunk_size 64; fp16 / bf16 only: its "
+                    "centred exp2 factorisation misses fp32's 1e-5 by ~4x); fla-exact: chunk_rwkv7's default "
+                    "exact-gate path (chunk 16), any dtype.",
+        inputs=("q", "k", "v", "g", "kk", "iclr"), make=_rwkv7_inputs, prepare=_rwkv7_prepare,
+        reference=_ref_rwkv7, reference_name="fla dplr_recurrence with a = -kk, b = kk * iclr (fp32 token loop)",
+        reference_max_T=_TOKEN_LOOP_MAX_T,
+        backends={"fla": FlaFn("chunk_rwkv7", rename={"q": "r", "g": "w"}, dtypes=("float16", "bfloat16")),
+                  "fla-exact": FlaFn("chunk_rwkv7", rename={"q": "r", "g": "w"}),
+                  "fla-recurrent": FlaFn("fused_recurrent_rwkv7", rename={"q": "r", "g": "w"}, backward=False),
+                  "fla-mul-recurrent": FlaFn("fused_mul_recurrent_rwkv7", rename={"q": "r", "g": "w", "iclr": "a"},
+                                             backward=False)},
+        fla_kwargs={"fla": {"safe_gate": True, "lower_bound": RWKV7_W_MIN, "chunk_size": 64}},
+        scale=1.0, flops=lambda s: dplr_flops(s, 64), io=lambda s: s.T * (5 * s.D + 2 * s.Dv),
+        work=dplr_work(64, True), no_cpu=_DPLR_NO_CPU, max_head_dim=256,
+        notes={"fla": "the layer's training / prefill call (safe_gate=True, lower_bound, chunk_size=64)",
+               "fla-exact": "chunk_rwkv7 with fla's defaults (chunk 16, exact gate path)",
+               "fla-mul-recurrent": "the layer's inference kernel (T < 64, no grad): takes kk and iclr, forms a, b inside"},
+    ),
+    Mechanism(
+        name="dplr_delta_rule", fla="generalized_delta_rule", title="DPLR delta rule (diagonal plus low rank)",
+        group="delta-rule",
+        description="S <- Diag(e^g) S + b (a^T S) + k v^T with a per-key log decay g = logsigmoid(x)/16, "
+                    "l2-normalised q, k, a = -kk, b = kk * sigmoid(x) (chunk_dplr_delta_rule's defaults: "
+                    "chunk 16, exact gate path).",
+        inputs=("q", "k", "v", "a", "b", "g"), make=_dplr_inputs,
+        reference=_ref_dplr, reference_name="fla dplr_recurrence (fp32 token loop)",
+        reference_max_T=_TOKEN_LOOP_MAX_T,
+        backends={"fla": FlaFn("chunk_dplr_delta_rule", rename={"g": "gk"}),
+                  "fla-recurrent": FlaFn("fused_recurrent_dplr_delta_rule", rename={"g": "gk"}, backward=False)},
+        flops=lambda s: dplr_flops(s, 16), io=_dplr_io(5), work=dplr_work(16, True), no_cpu=_DPLR_NO_CPU,
+        max_head_dim=256,
+    ),
+    Mechanism(
+        name="iplr_delta_rule", fla="generalized_delta_rule", title="IPLR delta rule (identity plus low rank)",
+        group="delta-rule",
+        description="S <- S + b (a^T S) + k v^T (no decay), l2-normalised q, k, a = -kk, b = kk * sigmoid(x) "
+                    "(chunk_iplr_delta_rule: forward only; fused_recurrent_iplr_delta_rule has a backward).",
+        inputs=("q", "k", "v", "a", "b"), make=lambda s, gen: _dplr_inputs(s, gen, gate=False),
+        reference=_ref_iplr, reference_name="fla iplr_recurrence (fp32 token loop)",
+        reference_max_T=_TOKEN_LOOP_MAX_T,
+        backends={"fla": FlaFn("chunk_iplr_delta_rule", backward=False),
+                  "fla-recurrent": FlaFn("fused_recurrent_iplr_delta_rule")},
+        flops=lambda s: dplr_flops(s, 64), io=_dplr_io(4), work=dplr_work(64, False),
+        no_cpu=_DPLR_NO_CPU.replace("Diag(e^w) + b a^T", "I + b a^T"), max_head_dim=256,
+    ),
+)
+
+#: Kernel names, in display order (``profiler.kernels.MECHANISMS`` appends them after ``catalog.NAMES``).
+NAMES: tuple[str, ...] = tuple(m.name for m in MECHANISMS)
+#: fla.ops package -> the serprof kernel named in ``serprof list --fla`` (the first row of that family).
+COVERED: dict[str, str] = {}
+for _m in MECHANISMS:
+    COVERED.setdefault(_m.fla, _m.name)
+#: fla.ops package -> what ``serprof list --fla`` adds to "measured as kernel ...": the family's other
+#: kernels and why there is no timed CPU backend.
+COVERAGE_NOTES: dict[str, str] = {}
+for _m in MECHANISMS:
+    _others = [m.name for m in MECHANISMS if m.fla == _m.fla and m.name != COVERED[_m.fla]]
+    if _m.name == COVERED[_m.fla]:
+        COVERAGE_NOTES[_m.fla] = ((f" (and {', '.join(repr(n) for n in _others)})" if _others else "")
+                                  + ("; fla backends only, " + _m.no_cpu if _m.no_cpu and not _m.engine else ""))
+del _m
+
+
+# ----------------------------------------------------------------------------- KernelSpec builder
+
+def _scale(mech: Mechanism, inputs, D: int) -> float:
+    if inputs.get("scale") is None and mech.scale is not None:
+        return float(mech.scale)
+    return ck.scale_of(inputs, D)
+
+
+def kernel(mech: Mechanism) -> KernelSpec:
+    """The ``KernelSpec`` of one row (module doc)."""
+    names = mech.inputs
+    prepare = mech.prepare or (lambda x: {n: x[n] for n in names})
+
+    def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
+        x = mech.make(shape, ck.generator(seed))
+        dt = ck.torch_dtype(dtype)
+        return {n: x[n].to(device=device, dtype=dt) for n in names}
+
+    def fla_run(bname: str, f: FlaFn):
+        kwargs = dict(mech.fla_kwargs.get(bname, {}))
+
+        def run(inputs, causal: bool = True):
+            require_causal(causal, f"{mech.name}/{f.fn}")
+            op = getattr(importlib.import_module(f"fla.ops.{mech.fla}"), f.fn)
+            x = {n: inputs[n] for n in names} if f.fn.startswith("fused_mul_") else prepare(inputs)
+            args = {f.rename.get(n, n): t for n, t in x.items()}      # by keyword: orders differ
+            if "cu_seqlens" in inputs:                                  # a packed varlen batch
+                args["cu_seqlens"] = inputs["cu_seqlens"]
+            out = op(**args, scale=_scale(mech, inputs, inputs["q"].shape[-1]), **kwargs)
+            return out[0] if isinstance(out, tuple) else out
+        run.__name__ = f"run_{f.fn}"
+        return run
+
+    def reference(inputs, causal: bool = True):
+        require_causal(causal, f"{mech.name} reference")
+        x = {n: inputs[n].float() for n in names}
+        return mech.reference(x, _scale(mech, inputs, x["q"].shape[-1]))
+
+    backends: dict[str, Backend] = {}
+    if mech.engine is not None:
+        def run_torch(inputs, causal: bool = True):
+            require_causal(causal, f"{mech.name}/torch")
+            return mech.engine(inputs, _scale(mech, inputs, inputs["q"].shape[-1]))
+        backends["torch"] = Backend("torch", run_torch, varlen="per_sequence",
+                                    description=f"shared chunkwise engine (chunkwise.py, {mech.engine_path}), "
+                                                "pure PyTorch, any device")
+    cpu = "" if mech.engine is not None else f"; {mech.no_cpu}"
+    for bname, f in mech.backends.items():
+        backends[bname] = Backend(bname, fla_run(bname, f), devices=("cuda",), requires=("fla", "triton"),
+                                  interpretable=True, backward=f.backward, dtypes=f.dtypes, varlen="cu_seqlens",
+                                  description=f"fla.ops.{mech.fla}.{f.fn} (Triton"
+                                              + ("; inference only" if not f.backward else "") + ")" + cpu)
+
+    def flops(shape: Shape, causal: bool = True) -> float:
+        return shape.B * shape.H * mech.flops(shape)
+
+    def bytes_moved(shape: Shape, itemsize: int, causal: bool = True) -> float:
+        return float(shape.B * shape.H * mech.io(shape) * itemsize)
+
+    def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True, mode: str = "fwd") -> int:
+        """fla backends: the chunk kernel's forward working set (``work``; ``fused_recurrent_*``: the output
+        only); fwd+bwd adds the input gradients and the same working set again (recomputed in backward).
+        torch: the engine's model of the configuration."""
+        BH = shape.B * shape.H
+        out = BH * shape.T * shape.Dv * itemsize
+        grads = BH * mech.io(shape) * itemsize - out
+        if backend.startswith("fla-") and "recurrent" in backend:
+            base = out
+        else:
+            base = BH * mech.work(shape, itemsize)
+        return int(base + ((grads + base) if mode in ("fwdbwd", "bwd") else 0))
+
+    flops.__doc__ = mech.flops.__doc__ or "Forward matmul FLOPs (row's model) times B*H."
+    bytes_moved.__doc__ = "Read every input once and write o once: " + " + ".join(names) + " + o."
+
+    notes = {"fla": f"fla.ops.{mech.fla}", **mech.notes}
+    if mech.engine is None:
+        notes["cpu"] = mech.no_cpu
+    return KernelSpec(
+        name=mech.name, title=mech.title, family="linear", group=mech.group, make_inputs=make_inputs,
+        backends=backends, reference=reference, reference_name=mech.reference_name,
+        flops=flops, bytes_moved=bytes_moved, memory_bytes=memory_bytes,
+        grad_inputs=names, max_head_dim=mech.max_head_dim, reference_max_T=mech.reference_max_T,
+        default_backend="torch" if mech.engine is not None else "fla",
+        description=mech.description + ("" if mech.engine is not None else f" ({mech.no_cpu})"),
+        notes=notes,
+    )
+
+
+KERNELS: tuple[KernelSpec, ...] = tuple(kernel(m) for m in MECHANISMS)
+
+__all__ = ["Mechanism", "MECHANISMS", "NAMES", "COVERED", "COVERAGE_NOTES", "KERNELS", "kernel",
+           "dplr_flops", "dplr_work", "RWKV7_W_MIN"]

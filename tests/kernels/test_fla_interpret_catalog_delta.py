@@ -1,0 +1,78 @@
+"""The generalized delta-rule catalogue's fla backends (profiler.kernels.catalog_delta) under Triton's
+interpreter on CPU, as test_fla_interpret_catalog.py: one fresh interpreted subprocess
+(``interpret.run_isolated``) per check runs ``verify_many`` and the tests assert on its rows. Each
+kernel is compared with its fp32 reference (there is no torch engine backend to compare with).
+
+Shapes: the smallest that run two chunks, the second partial (the inter-chunk state kernels run):
+T = 20 for chunk_dplr_delta_rule (chunk 16), T = 72 for the chunk-64 kernels; B=1, H=2, D=16.
+
+* quick (``make test``): each kernel's ``chunk_*`` backend (``fla``), forward + backward where it has
+  one, fp32 (RWKV-7's layer call ``fla``: fp16, it is declared fp16 / bf16).
+* long (``make test-long``): every other fla backend (RWKV-7's fla-exact fwd+bwd, the fused-recurrent
+  kernels) in fp32 and fp16.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from profiler.kernels import catalog_delta, registry
+from profiler.kernels.interpret import run_isolated
+
+pytestmark = pytest.mark.interpret
+
+NAMES = list(catalog_delta.NAMES)
+T_OF = {"dplr_delta_rule": 20}
+BASE = dict(batches=[1], heads=2, head_dim=16, interpret=True)
+
+
+def _run(runs: list) -> list[dict]:
+    return run_isolated("profiler.measure.verify:verify_many_json", {"runs": runs}, timeout_s=1200)
+
+
+def _plan(name: str, backend: str, dtype: str) -> dict:
+    b = registry()[name].backends[backend]
+    mode = "fwdbwd" if b.backward else "fwd"
+    return dict(BASE, lengths=[T_OF.get(name, 72)], kernels=[name], backends=[backend], dtypes=[dtype], modes=[mode])
+
+
+def _check(rows, tol):
+    assert rows
+    for r in rows:
+        assert r["error"] is None, (r["kernel"], r["backend"], r["error"])
+        c = r["correctness"]
+        assert r["interpret"] and r["causal"] and r["against"] is None
+        assert c["max_rel_err"] <= tol[r["dtype"]], (r["kernel"], r["backend"], c)
+        if r["mode"] == "fwdbwd":
+            assert c["grad_max_rel_err"] is not None and c["grad_max_rel_err"] <= tol[r["dtype"]], (r["kernel"], c)
+        assert r["passed"]
+
+
+TOL = {"float32": 1e-5, "float16": 5e-3}
+
+
+def _dtype(name: str, backend: str) -> str:
+    return "float32" if "float32" in registry()[name].backends[backend].dtypes else "float16"
+
+
+@pytest.fixture(scope="module")
+def quick():
+    return _run([_plan(n, "fla", _dtype(n, "fla")) for n in NAMES])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_chunk_kernel_matches_reference(quick, name):
+    rows = [r for r in quick if r["kernel"] == name]
+    _check(rows, TOL)
+    assert {r["mode"] for r in rows} == {"fwdbwd" if registry()[name].backends["fla"].backward else "fwd"}
+
+
+@pytest.mark.long
+def test_every_other_fla_backend_matches_reference():
+    runs = [_plan(n, b, dt) for n in NAMES for b in registry()[n].backends if b != "fla"
+            for dt in ("float32", "float16") if dt in registry()[n].backends[b].dtypes]
+    rows = _run(runs)
+    _check(rows, TOL)
+    seen = {(r["kernel"], r["backend"], r["dtype"]) for r in rows}
+    assert seen == {(n, b, dt) for n in NAMES for b in registry()[n].backends if b != "fla"
+                    for dt in ("float32", "float16") if dt in registry()[n].backends[b].dtypes}

@@ -1,0 +1,138 @@
+"""The generalized delta-rule catalogue (profiler.kernels.catalog_delta): inputs in the layers' ranges,
+the fp32 references against independent token loops, the models, registration and coverage. Tiny CPU
+shapes only; the fla backends under Triton's interpreter are in test_fla_interpret_catalog_delta.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from profiler.kernels import MECHANISMS, catalog, catalog_delta, fla_coverage, registry
+from profiler.kernels.base import GROUPS, Shape
+from profiler.kernels.verify import _rel
+
+NAMES = catalog_delta.NAMES
+BY = {m.name: m for m in catalog_delta.MECHANISMS}
+
+
+def _dplr_loop(q, k, v, a, b, g=None, scale=1.0):
+    """S_t = Diag(e^{g_t}) S_{t-1} + b_t (a_t^T S_{t-1}) + k_t v_t^T, o_t = S_t^T (scale q_t): written out."""
+    B, T, H, K = q.shape
+    S = torch.zeros(B, H, K, v.shape[-1], dtype=torch.float64)
+    out = []
+    q, k, v, a, b = (x.double() for x in (q, k, v, a, b))
+    for t in range(T):
+        read = torch.einsum("bhk,bhkv->bhv", a[:, t], S)                      # a^T S_{t-1} (before the decay)
+        S = S * (g[:, t].double().exp()[..., None] if g is not None else 1.0)
+        S = S + b[:, t, ..., None] * read[:, :, None, :] + k[:, t, ..., None] * v[:, t, :, None, :]
+        out.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_matches_an_independent_token_loop(name):
+    k = registry()[name]
+    x = k.make_inputs(Shape(2, 19, 2, 8), "float32", "cpu", 3)
+    y = catalog_delta._rwkv7_prepare(x) if name == "rwkv7" else x
+    scale = 1.0 if name == "rwkv7" else 8 ** -0.5          # RWKV-7's layer passes scale 1
+    want = _dplr_loop(y["q"], y["k"], y["v"], y["a"], y["b"], y.get("g"), scale)
+    got = k.reference(x, True)
+    assert got.shape == x["v"].shape and got.dtype == torch.float32
+    assert _rel(got, want.float())[1] <= 1e-5
+    # an explicit scale input overrides the row's
+    x2 = dict(x, scale=0.5)
+    want2 = _dplr_loop(y["q"], y["k"], y["v"], y["a"], y["b"], y.get("g"), 0.5)
+    assert _rel(k.reference(x2, True), want2.float())[1] <= 1e-5
+
+
+def test_inputs_are_in_the_layer_ranges():
+    s = Shape(2, 64, 3, 16)
+    x = registry()["rwkv7"].make_inputs(s, "float32", "cpu", 5)
+    assert set(x) == {"q", "k", "v", "g", "kk", "iclr"}
+    assert catalog_delta.RWKV7_W_MIN < float(x["g"].min()) and float(x["g"].max()) < 0.0
+    assert torch.allclose(x["kk"].norm(dim=-1), torch.ones(2, 64, 3), atol=1e-5)
+    assert 0.0 < float(x["iclr"].min()) and float(x["iclr"].max()) < 1.0
+    # the decay spreads over the channels like the layer's init (www from -6 to 0): slow and fast channels
+    assert float(x["g"][..., 0, 0].mean()) > -0.05 and float(x["g"][..., -1, -1].mean()) < -0.3
+    # the raw keys are small (k_proj gain 0.1), the receptance is not
+    assert float(x["k"].std()) < 0.2 < float(x["q"].std())
+    for name in ("dplr_delta_rule", "iplr_delta_rule"):
+        x = registry()[name].make_inputs(s, "float32", "cpu", 5)
+        assert set(x) == set(BY[name].inputs)
+        one = torch.ones(2, 64, 3)
+        assert torch.allclose(x["q"].norm(dim=-1), one, atol=1e-5) and torch.allclose(x["a"].norm(dim=-1), one, atol=1e-5)
+        # b = kk * beta with beta in (0, 1): b . (-a) in (0, 1), so I + b a^T keeps eigenvalues in (0, 1]
+        ba = -(x["b"] * x["a"]).sum(-1)
+        assert 0.0 < float(ba.min()) and float(ba.max()) < 1.0
+        if "g" in x:
+            assert float(x["g"].max()) <= 0.0 and x["g"].shape == (2, 64, 3, 16)
+    for name in NAMES:   # deterministic in the seed, in the requested dtype
+        a = registry()[name].make_inputs(s, "float16", "cpu", 7)
+        b = registry()[name].make_inputs(s, "float16", "cpu", 7)
+        assert all(t.dtype == torch.float16 and torch.equal(t, b[n]) for n, t in a.items())
+
+
+def test_registered_after_the_catalogue_with_fla_backends_only():
+    reg = registry()
+    assert MECHANISMS[-len(NAMES):] == NAMES
+    rows = {r["family"]: r for r in fla_coverage.coverage()}
+    for m in catalog_delta.MECHANISMS:
+        k = reg[m.name]
+        assert k.group in GROUPS and k.group != "other"
+        assert "torch" not in k.backends and k.default_backend == "fla"   # DPLR: no engine configuration
+        assert "no timed CPU backend" in k.description
+        for bname, f in m.backends.items():
+            b = k.backends[bname]
+            assert b.interpretable and b.devices == ("cuda",) and f.fn in b.description
+            assert "no timed CPU backend" in b.description
+            assert b.availability("cpu")[0] is False and b.availability("cpu", interpret=True)[0] is True
+        assert fla_coverage.COVERED[m.fla] in NAMES
+        if rows:   # every declared fla function is a real export of that family
+            exported = fla_coverage._exports(fla_coverage.fla_ops_dir() / m.fla / "__init__.py")
+            assert {f.fn for f in m.backends.values()} <= set(exported), m.name
+            assert rows[m.fla]["covered"] and "no timed CPU backend" in rows[m.fla]["reason"]
+    if rows:
+        assert "'iplr_delta_rule'" in rows["generalized_delta_rule"]["reason"]
+    assert not set(NAMES) & set(catalog.NAMES)
+
+
+def test_layer_kernel_is_fp16_bf16_and_the_exact_path_takes_fp32():
+    """chunk_rwkv7 as the layer calls it (safe_gate, chunk 64) misses fp32's 1e-5 (about 4e-5 at the layer's
+    gates: the centred exp2 factorisation), so it is declared for fp16 / bf16; fla-exact is the default
+    (chunk 16, exact gate) path in every dtype."""
+    k = registry()["rwkv7"]
+    assert k.backends["fla"].dtypes == ("float16", "bfloat16")
+    assert "float32" in k.backends["fla-exact"].dtypes
+    assert not k.backends["fla-recurrent"].backward and not k.backends["fla-mul-recurrent"].backward
+    assert registry()["iplr_delta_rule"].backends["fla-recurrent"].backward
+    assert not registry()["iplr_delta_rule"].backends["fla"].backward
+
+
+def test_analytic_models_scale_linearly_and_order_sensibly():
+    a, b = Shape(1, 4096, 4, 64), Shape(1, 16384, 4, 64)
+    for name in NAMES:
+        k = registry()[name]
+        assert k.flops(b, True) == pytest.approx(4 * k.flops(a, True))
+        assert k.bytes_moved(b, 2, True) == pytest.approx(4 * k.bytes_moved(a, 2, True))
+        for backend in k.backends:
+            for mode in ("fwd", "fwdbwd"):
+                ma, mb = k.memory_bytes(a, 2, backend, True, mode), k.memory_bytes(b, 2, backend, True, mode)
+                assert 0 < ma and mb == pytest.approx(4 * ma, rel=0.02), (name, backend, mode)
+            assert k.memory_bytes(a, 2, backend, True, "fwdbwd") > k.memory_bytes(a, 2, backend, True, "fwd")
+    s = Shape(1, 1024, 4, 64)
+    # the DPLR rule does more work per token than the plain delta rule; RWKV-7 reads kk and iclr as well
+    assert registry()["dplr_delta_rule"].flops(s, True) > registry()["delta_rule"].flops(s, True)
+    assert registry()["rwkv7"].bytes_moved(s, 2, True) > registry()["delta_rule"].bytes_moved(s, 2, True)
+    # the chunk kernel keeps intermediates; the recurrent kernel only writes the output
+    k = registry()["dplr_delta_rule"]
+    assert k.memory_bytes(s, 2, "fla", True, "fwd") > k.memory_bytes(s, 2, "fla-recurrent", True, "fwd")
+
+
+def test_non_causal_is_a_usage_error():
+    from profiler.core.errors import UsageError
+
+    k = registry()["rwkv7"]
+    x = k.make_inputs(Shape(1, 8, 1, 8), "float32", "cpu", 0)
+    for run in (k.reference, k.backends["fla"].run):
+        with pytest.raises(UsageError, match="causal only"):
+            run(x, False)
