@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from profiler.core.lazy import lazy_import
 from profiler.kernels import chunked as ck
+from profiler.kernels import chunkwise as cw
+from profiler.kernels import kda
 from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
-from profiler.kernels.catalog import FlaFn
+from profiler.kernels.catalog import FlaFn, _beta, _mamba_gate
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
@@ -43,10 +45,14 @@ if TYPE_CHECKING:
 class Mechanism:
     """A declarative description of one fla op family that is not a ``catalog.Family`` row (module doc).
 
-    ``make(shape, gen)`` draws fp32 CPU tensors named ``inputs`` (every one time-indexed ``(B, T, ...)``);
-    ``prepare(inputs)`` maps them to the fla functions' keyword arguments (e.g. RWKV-7's ``a = -kk``,
-    ``b = kk * iclr``, as the layer passes them; default: the inputs themselves); ``reference(x, scale)``
-    is the fp32 oracle on the same inputs; ``engine(x, scale)`` (or None) the torch backend.
+    ``make(shape, gen)`` draws fp32 CPU tensors named ``inputs`` (every one time-indexed ``(B, T, ...)``,
+    so a causal prefix and a packed varlen batch slice them on dim 1); ``prepare(backend, inputs)`` maps
+    them to that backend's fla keyword arguments (e.g. RWKV-7's ``a = -kk``, ``b = kk * iclr``, as the
+    layer passes them; default: the inputs themselves) and ``post(backend, out, inputs)`` maps the fla
+    output back to ``(B, T, H, V)`` (default: unchanged); a ``FlaFn.fn`` written ``family.function``
+    calls a function of another ``fla.ops`` family (the layer's own choice of kernel);
+    ``reference(x, scale)`` is the fp32 oracle on the same inputs; ``engine(x, scale)`` (or None) the
+    torch backend and ``engine_memory(shape, itemsize, mode)`` its peak-bytes model.
     ``flops(shape)``: forward FLOPs per (batch, head); ``io(shape)``: elements read and written by one
     forward per (batch, head); ``work(shape, itemsize)``: the fla chunk kernel's bytes per (batch, head)
     above the inputs in the forward (intermediates, chunk states); ``scale``: the fixed scale the layer
@@ -68,11 +74,13 @@ class Mechanism:
     flops: Callable[[Shape], float]
     io: Callable[[Shape], int]
     work: Callable[[Shape, int], float]
-    prepare: Callable[[dict], dict] | None = None
+    prepare: Callable[[str, dict], dict] | None = None
+    post: Callable[[str, "torch.Tensor", dict], "torch.Tensor"] | None = None
     fla_kwargs: Mapping[str, Any] = field(default_factory=dict)
     scale: float | None = None
     engine: Callable[[dict, float], "torch.Tensor"] | None = None
     engine_path: str = ""
+    engine_memory: Callable[[Shape, int, str], float] | None = None
     no_cpu: str = ""
     max_head_dim: int | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
@@ -120,8 +128,11 @@ def _rwkv7_inputs(s: Shape, gen) -> dict:
     return {"q": q, "k": k, "v": v, "g": w, "kk": kk, "iclr": iclr}
 
 
-def _rwkv7_prepare(x: dict) -> dict:
-    """The layer's call: ``chunk_rwkv7(r, w, k, v, a=-kk, b=kk * iclr)``."""
+def _rwkv7_prepare(backend: str, x: dict) -> dict:
+    """The layer's call: ``chunk_rwkv7(r, w, k, v, a=-kk, b=kk * iclr)``; ``fused_mul_recurrent_rwkv7``
+    (the layer's inference kernel) takes kk and iclr themselves."""
+    if backend == "fla-mul-recurrent":
+        return {n: x[n] for n in ("q", "k", "v", "g", "kk", "iclr")}
     return {"q": x["q"], "k": x["k"], "v": x["v"], "g": x["g"], "a": -x["kk"], "b": x["kk"] * x["iclr"]}
 
 
@@ -140,6 +151,81 @@ def _dplr_inputs(s: Shape, gen, *, gate: bool = True) -> dict:
     if gate:
         x["g"] = F.logsigmoid(_randn(gen, *dims)) / 16
     return x
+
+
+#: Householder updates per token of Gated DeltaProduct (``GatedDeltaProduct(num_householder=2)``, its default)
+NUM_HOUSEHOLDER = 2
+
+
+def _gdp_inputs(s: Shape, gen, n: int = NUM_HOUSEHOLDER) -> dict:
+    """``GatedDeltaProduct``'s defaults: n keys, values and betas per token, stored ``(B, T, n, H, ...)``
+    (the layer's ``(t n)`` interleaving, time on dim 1); q, k l2-normalised (``use_qk_l2norm_in_kernel``
+    applied up front); ``beta = 2 sigmoid(x)`` in (0, 2) (``allow_neg_eigval=True``); the Mamba2 gate
+    ``-exp(A_log) softplus(x + dt_bias)`` per head and token (``use_forget_gate=True``)."""
+    q = F.normalize(_randn(gen, s.B, s.T, s.H, s.D), p=2, dim=-1)
+    k = F.normalize(_randn(gen, s.B, s.T, n, s.H, s.D), p=2, dim=-1)
+    v = _randn(gen, s.B, s.T, n, s.H, s.Dv)
+    beta = 2 * torch.sigmoid(_randn(gen, s.B, s.T, n, s.H))
+    return {"q": q, "k": k, "v": v, "g": _mamba_gate(s, gen), "beta": beta}
+
+
+def _gdp_flat(x: dict) -> dict:
+    """k, v, beta as the ``(B, T*n, H, ...)`` sequences fla takes (views)."""
+    B, T, n = x["k"].shape[:3]
+    return {"k": x["k"].reshape(B, T * n, *x["k"].shape[3:]), "v": x["v"].reshape(B, T * n, *x["v"].shape[3:]),
+            "beta": x["beta"].reshape(B, T * n, x["beta"].shape[-1])}
+
+
+def _gdp_interleaved(x: dict) -> dict:
+    """The gated delta rule on the ``T*n`` sub-steps that Gated DeltaProduct is (fla's own reduction: its
+    chunk kernel interleaves the gate, its layer's fused_recurrent mode does all of it): the gate at each
+    token's first sub-step, the query at its last, zeros elsewhere."""
+    q, g = x["q"], x["g"]
+    B, T, n, H = x["k"].shape[:4]
+    zq = q.new_zeros(B, T, n - 1, H, q.shape[-1])
+    qi = torch.cat([zq, q[:, :, None]], dim=2).reshape(B, T * n, H, q.shape[-1])
+    gi = torch.cat([g[:, :, None], g.new_zeros(B, T, n - 1, H)], dim=2).reshape(B, T * n, H)
+    return {"q": qi, "g": gi, **_gdp_flat(x)}
+
+
+def _gdp_prepare(backend: str, x: dict) -> dict:
+    """fla: ``chunk_gated_delta_product(q, k, v, g, beta, num_householder=n)`` on the flat sequences;
+    fla-recurrent: ``fused_recurrent_gated_delta_rule`` on the interleaved form with ``cu_seqlens * n``
+    (the layer's fused_recurrent mode)."""
+    if backend == "fla-recurrent":
+        out = _gdp_interleaved(x)
+        if "cu_seqlens" in x:
+            out["cu_seqlens"] = x["cu_seqlens"] * x["k"].shape[2]
+        return out
+    return {"q": x["q"], "g": x["g"], **_gdp_flat(x)}
+
+
+def _gdp_post(backend: str, o: "torch.Tensor", x: dict) -> "torch.Tensor":
+    """fla-recurrent's ``(B, T*n, H, V)`` output read at each token's last sub-step."""
+    if backend != "fla-recurrent":
+        return o
+    B, T, n = x["k"].shape[:3]
+    return o.view(B, T, n, *o.shape[2:])[:, :, -1]
+
+
+def _gdp_engine(x: dict, scale: float) -> "torch.Tensor":
+    """The shared engine's delta-rule path (``chunkwise.chunkwise`` with ``g`` and ``beta``) on the
+    interleaved ``T*n`` sub-steps (``_gdp_interleaved``), read at each token's last sub-step."""
+    y = _gdp_interleaved(x)
+    B, T, n = x["k"].shape[:3]
+    o = cw.chunkwise(y["q"], y["k"], y["v"], g=y["g"], beta=y["beta"], scale=scale)
+    return o.view(B, T, n, *o.shape[2:])[:, :, -1]
+
+
+def _gdp_engine_memory(s: Shape, itemsize: int, mode: str) -> float:
+    """The delta-rule path's model (``kda.memory_bytes``, the same engine path) at the ``T*n`` interleaved
+    sub-steps, plus the interleaved query (one fp32 chunked ``a`` at ``T*n``; fwd+bwd: four, the
+    interleaving's saved copies and gradients). Checked against torch.profiler peaks at T = 1024,
+    D = 32 and 64: within ~10 % (fwd and fwd+bwd)."""
+    n = NUM_HOUSEHOLDER
+    wide = Shape(s.B, s.T * n, s.H, s.D, value_dim=s.value_dim)
+    a = ck.torch_peak_terms(wide, itemsize)[0]
+    return kda.memory_bytes(wide, itemsize, "torch", True, mode) + (1 if mode == "fwd" else 4) * a
 
 
 # ----------------------------------------------------------------------------- references
@@ -166,7 +252,14 @@ def _ref_iplr(x: dict, scale: float) -> "torch.Tensor":
 
 
 def _ref_rwkv7(x: dict, scale: float) -> "torch.Tensor":
-    return _ref_dplr(_rwkv7_prepare(x), scale)
+    return _ref_dplr(_rwkv7_prepare("reference", x), scale)
+
+
+def _ref_gdp(x: dict, scale: float) -> "torch.Tensor":
+    """``naive_recurrent_gated_delta_product`` (fp32 token loop with n Householder sub-steps per token)."""
+    o, _ = _naive("fla.ops.gated_delta_product.naive", "naive_recurrent_gated_delta_product")(
+        x["q"], scale=scale, g=x["g"], num_householder=x["k"].shape[2], **_gdp_flat(x))
+    return o
 
 
 # ----------------------------------------------------------------------------- models
@@ -198,6 +291,16 @@ def dplr_work(C: int, gate: bool):
         return (4 * T * C * 4 + gated + T * K * itemsize + 2 * T * V * itemsize
                 + (T // C) * K * V * 4 + s.T * V * itemsize)
     return work
+
+
+def _gdp_fla_work(s: Shape, itemsize: int) -> float:
+    """``chunk_gated_delta_product``'s forward bytes above the inputs per (batch, head), at the ``T*n``
+    sub-steps (C = 64): two fp32 gate cumsums, the fp32 (C) ``A`` and its solved copy, w, u and v_new,
+    the chunk states (``Tn / C`` of (K, V)) and the output."""
+    C, n = 64, NUM_HOUSEHOLDER
+    Tn = C * math.ceil(s.T * n / C)
+    return (2 * Tn * 4 + Tn * C * (4 + itemsize) + Tn * (s.D + 2 * s.Dv) * itemsize
+            + (Tn // C) * s.D * s.Dv * 4 + s.T * s.Dv * itemsize)
 
 
 # ----------------------------------------------------------------------------- the rows
@@ -259,6 +362,29 @@ MECHANISMS: tuple[Mechanism, ...] = (
     ),
 )
 
+MECHANISMS += (
+    Mechanism(
+        name="gated_delta_product", fla="gated_delta_product", title="Gated DeltaProduct (n = 2 Householder steps)",
+        group="delta-rule",
+        description=f"Gated delta rule with {NUM_HOUSEHOLDER} delta updates (keys, values, betas) per token "
+                    "(GatedDeltaProduct's defaults: l2-normalised q, k, beta = 2 sigmoid(x) in (0, 2), Mamba2 "
+                    "per-head gate); k, v, beta are (B, T, n, H, ...).",
+        inputs=("q", "k", "v", "g", "beta"), make=_gdp_inputs, prepare=_gdp_prepare, post=_gdp_post,
+        reference=_ref_gdp, reference_name="fla naive_recurrent_gated_delta_product (fp32 token loop)",
+        reference_max_T=_TOKEN_LOOP_MAX_T,
+        backends={"fla": FlaFn("chunk_gated_delta_product", dtypes=("float16", "bfloat16")),  # asserts q is not fp32
+                  "fla-recurrent": FlaFn("gated_delta_rule.fused_recurrent_gated_delta_rule", backward=False)},
+        fla_kwargs={"fla": {"num_householder": NUM_HOUSEHOLDER}},
+        flops=lambda s: cw.analytic_flops(s.T * NUM_HOUSEHOLDER, s.D, s.Dv, delta=True),
+        io=lambda s: s.T * (s.D + 1 + NUM_HOUSEHOLDER * (s.D + s.Dv + 1) + s.Dv),
+        work=lambda s, itemsize: _gdp_fla_work(s, itemsize),
+        engine=_gdp_engine, engine_path=f"delta-rule WY/UT path on the T*{NUM_HOUSEHOLDER} interleaved sub-steps",
+        engine_memory=_gdp_engine_memory, max_head_dim=256,
+        notes={"fla-recurrent": "fused_recurrent_gated_delta_rule on the interleaved sub-steps, as the layer's "
+                                "fused_recurrent mode calls it"},
+    ),
+)
+
 #: Kernel names, in display order (``profiler.kernels.MECHANISMS`` appends them after ``catalog.NAMES``).
 NAMES: tuple[str, ...] = tuple(m.name for m in MECHANISMS)
 #: fla.ops package -> the serprof kernel named in ``serprof list --fla`` (the first row of that family).
@@ -284,10 +410,16 @@ def _scale(mech: Mechanism, inputs, D: int) -> float:
     return ck.scale_of(inputs, D)
 
 
+def fla_target(mech: Mechanism, f: FlaFn) -> tuple[str, str]:
+    """``(fla.ops family, function)`` a backend calls: the row's family, or the one ``FlaFn.fn`` names."""
+    family, _, fn = f.fn.rpartition(".")
+    return family or mech.fla, fn
+
+
 def kernel(mech: Mechanism) -> KernelSpec:
     """The ``KernelSpec`` of one row (module doc)."""
     names = mech.inputs
-    prepare = mech.prepare or (lambda x: {n: x[n] for n in names})
+    prepare = mech.prepare or (lambda backend, x: {n: x[n] for n in names})
 
     def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
         x = mech.make(shape, ck.generator(seed))
@@ -296,17 +428,19 @@ def kernel(mech: Mechanism) -> KernelSpec:
 
     def fla_run(bname: str, f: FlaFn):
         kwargs = dict(mech.fla_kwargs.get(bname, {}))
+        family, fn = fla_target(mech, f)
 
         def run(inputs, causal: bool = True):
-            require_causal(causal, f"{mech.name}/{f.fn}")
-            op = getattr(importlib.import_module(f"fla.ops.{mech.fla}"), f.fn)
-            x = {n: inputs[n] for n in names} if f.fn.startswith("fused_mul_") else prepare(inputs)
+            require_causal(causal, f"{mech.name}/{fn}")
+            op = getattr(importlib.import_module(f"fla.ops.{family}"), fn)
+            x = prepare(bname, inputs)
             args = {f.rename.get(n, n): t for n, t in x.items()}      # by keyword: orders differ
             if "cu_seqlens" in inputs:                                  # a packed varlen batch
-                args["cu_seqlens"] = inputs["cu_seqlens"]
+                args["cu_seqlens"] = x.get("cu_seqlens", inputs["cu_seqlens"])
             out = op(**args, scale=_scale(mech, inputs, inputs["q"].shape[-1]), **kwargs)
-            return out[0] if isinstance(out, tuple) else out
-        run.__name__ = f"run_{f.fn}"
+            out = out[0] if isinstance(out, tuple) else out
+            return out if mech.post is None else mech.post(bname, out, inputs)
+        run.__name__ = f"run_{fn}"
         return run
 
     def reference(inputs, causal: bool = True):
@@ -342,6 +476,8 @@ def kernel(mech: Mechanism) -> KernelSpec:
         BH = shape.B * shape.H
         out = BH * shape.T * shape.Dv * itemsize
         grads = BH * mech.io(shape) * itemsize - out
+        if backend == "torch":
+            return int(mech.engine_memory(shape, itemsize, mode))
         if backend.startswith("fla-") and "recurrent" in backend:
             base = out
         else:
@@ -367,5 +503,5 @@ def kernel(mech: Mechanism) -> KernelSpec:
 
 KERNELS: tuple[KernelSpec, ...] = tuple(kernel(m) for m in MECHANISMS)
 
-__all__ = ["Mechanism", "MECHANISMS", "NAMES", "COVERED", "COVERAGE_NOTES", "KERNELS", "kernel",
+__all__ = ["Mechanism", "MECHANISMS", "NUM_HOUSEHOLDER", "fla_target", "NAMES", "COVERED", "COVERAGE_NOTES", "KERNELS", "kernel",
            "dplr_flops", "dplr_work", "RWKV7_W_MIN"]

@@ -1,13 +1,14 @@
 """The generalized delta-rule catalogue's fla backends (profiler.kernels.catalog_delta) under Triton's
 interpreter on CPU, as test_fla_interpret_catalog.py: one fresh interpreted subprocess
 (``interpret.run_isolated``) per check runs ``verify_many`` and the tests assert on its rows. Each
-kernel is compared with its fp32 reference (there is no torch engine backend to compare with).
+kernel is compared with its fp32 reference, and with the torch engine backend where it has one.
 
 Shapes: the smallest that run two chunks, the second partial (the inter-chunk state kernels run):
-T = 20 for chunk_dplr_delta_rule (chunk 16), T = 72 for the chunk-64 kernels; B=1, H=2, D=16.
+T = 20 for chunk_dplr_delta_rule (chunk 16), T = 40 for Gated DeltaProduct (80 sub-steps), T = 72 for the
+chunk-64 kernels; B=1, H=2, D=16.
 
 * quick (``make test``): each kernel's ``chunk_*`` backend (``fla``), forward + backward where it has
-  one, fp32 (RWKV-7's layer call ``fla``: fp16, it is declared fp16 / bf16).
+  one, fp32 (fp16 for the ones declared fp16 / bf16: RWKV-7's layer call, chunk_gated_delta_product).
 * long (``make test-long``): every other fla backend (RWKV-7's fla-exact fwd+bwd, the fused-recurrent
   kernels) in fp32 and fp16.
 """
@@ -22,7 +23,7 @@ from profiler.kernels.interpret import run_isolated
 pytestmark = pytest.mark.interpret
 
 NAMES = list(catalog_delta.NAMES)
-T_OF = {"dplr_delta_rule": 20}
+T_OF = {"dplr_delta_rule": 20, "gated_delta_product": 40}
 BASE = dict(batches=[1], heads=2, head_dim=16, interpret=True)
 
 
@@ -41,7 +42,8 @@ def _check(rows, tol):
     for r in rows:
         assert r["error"] is None, (r["kernel"], r["backend"], r["error"])
         c = r["correctness"]
-        assert r["interpret"] and r["causal"] and r["against"] is None
+        assert r["interpret"] and r["causal"]
+        assert r["against"] in ((None, "torch") if "torch" in registry()[r["kernel"]].backends else (None,))
         assert c["max_rel_err"] <= tol[r["dtype"]], (r["kernel"], r["backend"], c)
         if r["mode"] == "fwdbwd":
             assert c["grad_max_rel_err"] is not None and c["grad_max_rel_err"] <= tol[r["dtype"]], (r["kernel"], c)
@@ -64,15 +66,17 @@ def quick():
 def test_chunk_kernel_matches_reference(quick, name):
     rows = [r for r in quick if r["kernel"] == name]
     _check(rows, TOL)
+    # an engine member is also compared with its torch backend
+    assert {r["against"] for r in rows} == ({None, "torch"} if "torch" in registry()[name].backends else {None})
     assert {r["mode"] for r in rows} == {"fwdbwd" if registry()[name].backends["fla"].backward else "fwd"}
 
 
 @pytest.mark.long
 def test_every_other_fla_backend_matches_reference():
-    runs = [_plan(n, b, dt) for n in NAMES for b in registry()[n].backends if b != "fla"
+    runs = [_plan(n, b, dt) for n in NAMES for b in registry()[n].backends if b not in ("fla", "torch")
             for dt in ("float32", "float16") if dt in registry()[n].backends[b].dtypes]
     rows = _run(runs)
     _check(rows, TOL)
     seen = {(r["kernel"], r["backend"], r["dtype"]) for r in rows}
-    assert seen == {(n, b, dt) for n in NAMES for b in registry()[n].backends if b != "fla"
+    assert seen == {(n, b, dt) for n in NAMES for b in registry()[n].backends if b not in ("fla", "torch")
                     for dt in ("float32", "float16") if dt in registry()[n].backends[b].dtypes}

@@ -29,11 +29,15 @@ def _dplr_loop(q, k, v, a, b, g=None, scale=1.0):
     return torch.stack(out, 1)
 
 
-@pytest.mark.parametrize("name", NAMES)
+DPLR = [m.name for m in catalog_delta.MECHANISMS if m.engine is None]
+ENGINE = [m.name for m in catalog_delta.MECHANISMS if m.engine is not None]
+
+
+@pytest.mark.parametrize("name", DPLR)
 def test_reference_matches_an_independent_token_loop(name):
     k = registry()[name]
     x = k.make_inputs(Shape(2, 19, 2, 8), "float32", "cpu", 3)
-    y = catalog_delta._rwkv7_prepare(x) if name == "rwkv7" else x
+    y = catalog_delta._rwkv7_prepare("reference", x) if name == "rwkv7" else x
     scale = 1.0 if name == "rwkv7" else 8 ** -0.5          # RWKV-7's layer passes scale 1
     want = _dplr_loop(y["q"], y["k"], y["v"], y["a"], y["b"], y.get("g"), scale)
     got = k.reference(x, True)
@@ -72,25 +76,31 @@ def test_inputs_are_in_the_layer_ranges():
         assert all(t.dtype == torch.float16 and torch.equal(t, b[n]) for n, t in a.items())
 
 
-def test_registered_after_the_catalogue_with_fla_backends_only():
+def test_registered_after_the_catalogue_cpu_backend_only_where_the_engine_runs_it():
     reg = registry()
     assert MECHANISMS[-len(NAMES):] == NAMES
     rows = {r["family"]: r for r in fla_coverage.coverage()}
     for m in catalog_delta.MECHANISMS:
         k = reg[m.name]
         assert k.group in GROUPS and k.group != "other"
-        assert "torch" not in k.backends and k.default_backend == "fla"   # DPLR: no engine configuration
-        assert "no timed CPU backend" in k.description
+        if m.engine is None:    # DPLR: no engine configuration, so no timed CPU backend, and it says so
+            assert "torch" not in k.backends and k.default_backend == "fla"
+            assert "no timed CPU backend" in k.description
+        else:
+            assert k.default_backend == "torch" and k.backends["torch"].devices == ("cpu", "cuda")
+            assert "chunkwise engine" in k.backends["torch"].description
         for bname, f in m.backends.items():
             b = k.backends[bname]
-            assert b.interpretable and b.devices == ("cuda",) and f.fn in b.description
-            assert "no timed CPU backend" in b.description
+            assert b.interpretable and b.devices == ("cuda",) and f.fn.split(".")[-1] in b.description
+            assert ("no timed CPU backend" in b.description) == (m.engine is None)
             assert b.availability("cpu")[0] is False and b.availability("cpu", interpret=True)[0] is True
         assert fla_coverage.COVERED[m.fla] in NAMES
-        if rows:   # every declared fla function is a real export of that family
-            exported = fla_coverage._exports(fla_coverage.fla_ops_dir() / m.fla / "__init__.py")
-            assert {f.fn for f in m.backends.values()} <= set(exported), m.name
-            assert rows[m.fla]["covered"] and "no timed CPU backend" in rows[m.fla]["reason"]
+        if rows:   # every declared fla function is a real export of the family it names
+            for f in m.backends.values():
+                fam, fn = catalog_delta.fla_target(m, f)
+                assert fn in fla_coverage._exports(fla_coverage.fla_ops_dir() / fam / "__init__.py"), (m.name, fn)
+            assert rows[m.fla]["covered"]
+            assert ("no timed CPU backend" in rows[m.fla]["reason"]) == (m.engine is None) or m.name != fla_coverage.COVERED[m.fla]
     if rows:
         assert "'iplr_delta_rule'" in rows["generalized_delta_rule"]["reason"]
     assert not set(NAMES) & set(catalog.NAMES)
@@ -136,3 +146,50 @@ def test_non_causal_is_a_usage_error():
     for run in (k.reference, k.backends["fla"].run):
         with pytest.raises(UsageError, match="causal only"):
             run(x, False)
+
+
+@pytest.mark.parametrize("name", ENGINE)
+def test_engine_member_matches_its_fp32_reference_forward_and_gradients(name):
+    k = registry()[name]
+    x = k.make_inputs(Shape(2, 45, 2, 16), "float32", "cpu", 0)     # 90 sub-steps: two engine chunks
+    xs = {n: t.clone().requires_grad_(True) for n, t in x.items()}
+    xr = {n: t.clone().requires_grad_(True) for n, t in x.items()}
+    o, ref = k.backends["torch"].run(xs, True), k.reference(xr, True)
+    assert o.shape == ref.shape == x["q"].shape
+    assert _rel(o, ref)[1] <= 1e-5
+    g = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
+    o.backward(g)
+    ref.backward(g)
+    for n in x:
+        assert _rel(xs[n].grad, xr[n].grad)[1] <= 1e-5, n
+    xb = k.make_inputs(Shape(1, 20, 2, 16), "bfloat16", "cpu", 0)
+    ob = k.backends["torch"].run(xb, True)
+    assert ob.dtype == torch.bfloat16 and _rel(ob.float(), k.reference(xb, True))[1] <= 3e-2
+
+
+def test_gated_delta_product_inputs_and_interleaving():
+    n = catalog_delta.NUM_HOUSEHOLDER
+    x = registry()["gated_delta_product"].make_inputs(Shape(2, 64, 3, 16), "float32", "cpu", 5)
+    assert x["k"].shape == (2, 64, n, 3, 16) and x["v"].shape == (2, 64, n, 3, 16) and x["beta"].shape == (2, 64, n, 3)
+    assert torch.allclose(x["k"].norm(dim=-1), torch.ones(2, 64, n, 3), atol=1e-5)
+    assert 0.0 < float(x["beta"].min()) and float(x["beta"].max()) < 2.0 and float(x["beta"].max()) > 1.0
+    assert float(x["g"].max()) <= 0.0 and x["g"].shape == (2, 64, 3)
+    y = catalog_delta._gdp_prepare("fla-recurrent", dict(x, cu_seqlens=torch.tensor([0, 30, 64])))
+    assert y["q"].shape == (2, 64 * n, 3, 16) and y["g"].shape == (2, 64 * n, 3)
+    assert torch.equal(y["q"][:, n - 1::n], x["q"]) and not y["q"][:, 0::n].any()     # read at the last sub-step
+    assert torch.equal(y["g"][:, 0::n], x["g"]) and not y["g"][:, 1::n].any()         # decay at the first
+    assert torch.equal(y["k"][:, 1::n], x["k"][:, :, 1]) and y["cu_seqlens"].tolist() == [0, 30 * n, 64 * n]
+    o = torch.arange(2 * 64 * n * 3 * 4, dtype=torch.float32).view(2, 64 * n, 3, 4)
+    assert torch.equal(catalog_delta._gdp_post("fla-recurrent", o, x), o[:, n - 1::n])
+    assert catalog_delta._gdp_post("fla", o, x) is o
+
+
+def test_gated_delta_product_torch_memory_model_matches_measured_forward_peak():
+    from profiler.measure.memory import ProfilerMemoryMeter
+
+    k = registry()["gated_delta_product"]
+    s = Shape(1, 512, 2, 32)
+    x = k.make_inputs(s, "float32", "cpu", 0)
+    with torch.no_grad():
+        peak = ProfilerMemoryMeter().measure(lambda: k.backends["torch"].run(x, True)).peak_bytes
+    assert 0.85 <= k.memory_bytes(s, 4, "torch", True, "fwd") / peak <= 1.15
