@@ -84,6 +84,10 @@ class Mechanism:
     no_cpu: str = ""
     max_head_dim: int | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
+    #: the fla functions take ``scale`` (False: no query, e.g. HGRN)
+    takes_scale: bool = True
+    #: backends whose fla function takes no ``cu_seqlens`` (packed varlen points are dropped with the reason)
+    no_varlen: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- input ranges
@@ -228,6 +232,25 @@ def _gdp_engine_memory(s: Shape, itemsize: int, mode: str) -> float:
     return kda.memory_bytes(wide, itemsize, "torch", True, mode) + (1 if mode == "fwd" else 4) * a
 
 
+def _hgrn_inputs(s: Shape, gen) -> dict:
+    """``HGRNAttention`` (layer 0, no lower bound) over ``H * D`` channels: forget gate
+    ``g = logsigmoid(f)``, input ``x = silu(i) * (1 - e^{g})`` (``swiglu(i, 1 - f.exp())``), with the
+    projections ``i, f ~ N(0, 1)``; stored (B, T, H, D), the kernels see (B, T, H * D)."""
+    dims = (s.B, s.T, s.H, s.D)
+    g = F.logsigmoid(_randn(gen, *dims))
+    x = F.silu(_randn(gen, *dims)) * (1 - g.exp())
+    return {"x": x, "g": g}
+
+
+def _hgrn_prepare(backend: str, x: dict) -> dict:
+    B, T = x["x"].shape[:2]
+    return {"x": x["x"].reshape(B, T, -1), "g": x["g"].reshape(B, T, -1)}
+
+
+def _hgrn_post(backend: str, o: "torch.Tensor", x: dict) -> "torch.Tensor":
+    return o.view(x["x"].shape)
+
+
 # ----------------------------------------------------------------------------- references
 
 def _naive(module: str, fn: str):
@@ -260,6 +283,13 @@ def _ref_gdp(x: dict, scale: float) -> "torch.Tensor":
     o, _ = _naive("fla.ops.gated_delta_product.naive", "naive_recurrent_gated_delta_product")(
         x["q"], scale=scale, g=x["g"], num_householder=x["k"].shape[2], **_gdp_flat(x))
     return o
+
+
+def _ref_hgrn(x: dict, scale) -> "torch.Tensor":
+    """``naive_recurrent_hgrn``: ``h_t = e^{g_t} * h_{t-1} + x_t``, ``o_t = h_t`` per channel (fp32 token loop)."""
+    y = _hgrn_prepare("reference", x)
+    o, _ = _naive("fla.ops.hgrn.naive", "naive_recurrent_hgrn")(y["x"], y["g"])
+    return o.view(x["x"].shape)
 
 
 # ----------------------------------------------------------------------------- models
@@ -385,6 +415,25 @@ MECHANISMS += (
     ),
 )
 
+MECHANISMS += (
+    Mechanism(
+        name="hgrn", fla="hgrn", title="HGRN (gated elementwise recurrence)", group="gated",
+        description="h_t = e^{g_t} * h_{t-1} + x_t per channel over H*D channels, o_t = h_t (no q, k, v): "
+                    "HGRNAttention's g = logsigmoid(f), x = silu(i) (1 - e^g).",
+        inputs=("x", "g"), make=_hgrn_inputs, prepare=_hgrn_prepare, post=_hgrn_post,
+        reference=_ref_hgrn, reference_name="fla naive_recurrent_hgrn (fp32 token loop)",
+        reference_max_T=8192,                       # a loop of T elementwise steps: ~0.1 s at 8k
+        backends={"fla": FlaFn("chunk_hgrn"), "fla-recurrent": FlaFn("fused_recurrent_hgrn")},
+        takes_scale=False, no_varlen=("fla",),      # chunk_hgrn takes no cu_seqlens (the layer refuses it too)
+        flops=lambda s: 2.0 * s.T * s.D, io=lambda s: 3 * s.T * s.D,
+        work=lambda s, itemsize: s.T * s.D * (8 + itemsize),   # fp32 gate cumsum and output, then the cast
+        no_cpu="no timed CPU backend: an elementwise recurrence of a vector state (no q, k); the chunkwise "
+               "engine runs it only as H*D scalar-decay heads with K = V = 1, whose (C, C) decay masks cost C "
+               "times the recurrence's own work and memory, which would time the configuration, not HGRN; the "
+               "fp32 reference is for correctness only",
+    ),
+)
+
 #: Kernel names, in display order (``profiler.kernels.MECHANISMS`` appends them after ``catalog.NAMES``).
 NAMES: tuple[str, ...] = tuple(m.name for m in MECHANISMS)
 #: fla.ops package -> the serprof kernel named in ``serprof list --fla`` (the first row of that family).
@@ -404,10 +453,13 @@ del _m
 
 # ----------------------------------------------------------------------------- KernelSpec builder
 
-def _scale(mech: Mechanism, inputs, D: int) -> float:
+def _scale(mech: Mechanism, inputs) -> float | None:
+    """``inputs["scale"]``, else the row's fixed scale, else ``K ** -0.5``; None for a row without a query."""
+    if not mech.takes_scale:
+        return None
     if inputs.get("scale") is None and mech.scale is not None:
         return float(mech.scale)
-    return ck.scale_of(inputs, D)
+    return ck.scale_of(inputs, inputs["q"].shape[-1])
 
 
 def fla_target(mech: Mechanism, f: FlaFn) -> tuple[str, str]:
@@ -427,17 +479,19 @@ def kernel(mech: Mechanism) -> KernelSpec:
         return {n: x[n].to(device=device, dtype=dt) for n in names}
 
     def fla_run(bname: str, f: FlaFn):
-        kwargs = dict(mech.fla_kwargs.get(bname, {}))
         family, fn = fla_target(mech, f)
 
         def run(inputs, causal: bool = True):
+            kwargs = dict(mech.fla_kwargs.get(bname, {}))
             require_causal(causal, f"{mech.name}/{fn}")
             op = getattr(importlib.import_module(f"fla.ops.{family}"), fn)
             x = prepare(bname, inputs)
             args = {f.rename.get(n, n): t for n, t in x.items()}      # by keyword: orders differ
             if "cu_seqlens" in inputs:                                  # a packed varlen batch
                 args["cu_seqlens"] = x.get("cu_seqlens", inputs["cu_seqlens"])
-            out = op(**args, scale=_scale(mech, inputs, inputs["q"].shape[-1]), **kwargs)
+            if mech.takes_scale:
+                kwargs["scale"] = _scale(mech, inputs)
+            out = op(**args, **kwargs)
             out = out[0] if isinstance(out, tuple) else out
             return out if mech.post is None else mech.post(bname, out, inputs)
         run.__name__ = f"run_{fn}"
@@ -446,20 +500,21 @@ def kernel(mech: Mechanism) -> KernelSpec:
     def reference(inputs, causal: bool = True):
         require_causal(causal, f"{mech.name} reference")
         x = {n: inputs[n].float() for n in names}
-        return mech.reference(x, _scale(mech, inputs, x["q"].shape[-1]))
+        return mech.reference(x, _scale(mech, inputs))
 
     backends: dict[str, Backend] = {}
     if mech.engine is not None:
         def run_torch(inputs, causal: bool = True):
             require_causal(causal, f"{mech.name}/torch")
-            return mech.engine(inputs, _scale(mech, inputs, inputs["q"].shape[-1]))
+            return mech.engine(inputs, _scale(mech, inputs))
         backends["torch"] = Backend("torch", run_torch, varlen="per_sequence",
                                     description=f"shared chunkwise engine (chunkwise.py, {mech.engine_path}), "
                                                 "pure PyTorch, any device")
     cpu = "" if mech.engine is not None else f"; {mech.no_cpu}"
     for bname, f in mech.backends.items():
         backends[bname] = Backend(bname, fla_run(bname, f), devices=("cuda",), requires=("fla", "triton"),
-                                  interpretable=True, backward=f.backward, dtypes=f.dtypes, varlen="cu_seqlens",
+                                  interpretable=True, backward=f.backward, dtypes=f.dtypes,
+                                  varlen="" if bname in mech.no_varlen else "cu_seqlens",
                                   description=f"fla.ops.{mech.fla}.{f.fn} (Triton"
                                               + ("; inference only" if not f.backward else "") + ")" + cpu)
 

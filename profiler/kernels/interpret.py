@@ -30,6 +30,9 @@ The three patches (installed by ``enable()``, active only while an interpreted k
     4. A Triton builtin imported under a module-level name (``fla.ops.utils.op.gather = tl.gather``,
        used by the DPLR / KDA-style intra-chunk kernels) keeps pointing at the unpatched builtin; inside
        the same scope every such name in the kernel's module is patched like ``tl``'s own attributes.
+    5. The interpreter computes ``bool_block & bool_scalar`` (``chunk_hgrn``'s ``mask & (t < T)``) as
+       int32 0/1 data, which its native masked load / store refuse ("mask has unsupported dtype"); the
+       builder's ``create_masked_load`` / ``create_masked_store`` take such a mask as bool.
 
 Dry mode (``dry()``, FLA.md section 5b)
     Inside ``with dry():`` every interpreted kernel launch returns at once: fla's host code still
@@ -178,6 +181,26 @@ def _install_patches() -> None:
             _state.launch_depth -= 1
 
     interp.GridExecutor.__call__ = grid_call
+
+    # 5. masks that are int1 in Triton but int32 in the interpreter's data (``bool & bool`` after a
+    #    broadcast, as in ``chunk_hgrn``): the native load / store refuse them; 0/1 values as bool
+    def bool_mask(mask):
+        data = getattr(mask, "data", None)
+        if isinstance(data, np.ndarray) and data.dtype != np.bool_ and np.issubdtype(data.dtype, np.integer):
+            return interp.TensorHandle(data.astype(np.bool_), mask.dtype)
+        return mask
+
+    orig_load = interp.InterpreterBuilder.create_masked_load
+    orig_store = interp.InterpreterBuilder.create_masked_store
+
+    def masked_load(self, ptrs, mask, *args, **kwargs):
+        return orig_load(self, ptrs, bool_mask(mask), *args, **kwargs)
+
+    def masked_store(self, ptrs, value, mask, *args, **kwargs):
+        return orig_store(self, ptrs, value, bool_mask(mask), *args, **kwargs)
+
+    interp.InterpreterBuilder.create_masked_load = masked_load
+    interp.InterpreterBuilder.create_masked_store = masked_store
 
 
 # ----------------------------------------------------------------------------- dry mode

@@ -4,8 +4,8 @@ interpreter on CPU, as test_fla_interpret_catalog.py: one fresh interpreted subp
 kernel is compared with its fp32 reference, and with the torch engine backend where it has one.
 
 Shapes: the smallest that run two chunks, the second partial (the inter-chunk state kernels run):
-T = 20 for chunk_dplr_delta_rule (chunk 16), T = 40 for Gated DeltaProduct (80 sub-steps), T = 72 for the
-chunk-64 kernels; B=1, H=2, D=16.
+T = 20 for chunk_dplr_delta_rule (chunk 16), T = 40 for Gated DeltaProduct (80 sub-steps), T = 140 for
+chunk_hgrn (chunk 128), T = 72 for the chunk-64 kernels; B=1, H=2, D=16.
 
 * quick (``make test``): each kernel's ``chunk_*`` backend (``fla``), forward + backward where it has
   one, fp32 (fp16 for the ones declared fp16 / bf16: RWKV-7's layer call, chunk_gated_delta_product).
@@ -23,7 +23,7 @@ from profiler.kernels.interpret import run_isolated
 pytestmark = pytest.mark.interpret
 
 NAMES = list(catalog_delta.NAMES)
-T_OF = {"dplr_delta_rule": 20, "gated_delta_product": 40}
+T_OF = {"dplr_delta_rule": 20, "gated_delta_product": 40, "hgrn": 140}
 BASE = dict(batches=[1], heads=2, head_dim=16, interpret=True)
 
 

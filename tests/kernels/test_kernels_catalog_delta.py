@@ -29,7 +29,7 @@ def _dplr_loop(q, k, v, a, b, g=None, scale=1.0):
     return torch.stack(out, 1)
 
 
-DPLR = [m.name for m in catalog_delta.MECHANISMS if m.engine is None]
+DPLR = [m.name for m in catalog_delta.MECHANISMS if "b" in m.inputs or m.name == "rwkv7"]
 ENGINE = [m.name for m in catalog_delta.MECHANISMS if m.engine is not None]
 
 
@@ -193,3 +193,24 @@ def test_gated_delta_product_torch_memory_model_matches_measured_forward_peak():
     with torch.no_grad():
         peak = ProfilerMemoryMeter().measure(lambda: k.backends["torch"].run(x, True)).peak_bytes
     assert 0.85 <= k.memory_bytes(s, 4, "torch", True, "fwd") / peak <= 1.15
+
+
+def test_hgrn_reference_inputs_and_channel_layout():
+    k = registry()["hgrn"]
+    x = k.make_inputs(Shape(2, 50, 3, 8), "float32", "cpu", 2)
+    assert set(x) == {"x", "g"} and x["x"].shape == x["g"].shape == (2, 50, 3, 8)
+    assert float(x["g"].max()) < 0.0
+    # x = silu(i) (1 - e^g): bounded below by silu's minimum times (1 - e^g)
+    assert float(x["x"].min()) >= -0.2785 and float(x["x"].abs().max()) > 0.5
+    h = torch.zeros(2, 3, 8, dtype=torch.float64)
+    want = []
+    for t in range(50):
+        h = x["g"][:, t].double().exp() * h + x["x"][:, t].double()
+        want.append(h)
+    assert _rel(k.reference(x, True), torch.stack(want, 1).float())[1] <= 1e-6
+    # the fla kernels see (B, T, H*D) channels and hand back (B, T, H, D)
+    y = catalog_delta._hgrn_prepare("fla", x)
+    assert y["x"].shape == (2, 50, 24) and torch.equal(y["x"].view(2, 50, 3, 8), x["x"])
+    assert catalog_delta._hgrn_post("fla", y["x"], x).shape == (2, 50, 3, 8)
+    assert k.backends["fla"].varlen == "" and k.backends["fla-recurrent"].varlen == "cu_seqlens"
+    assert k.flops(Shape(1, 100, 2, 8), True) == 2 * 100 * 16
