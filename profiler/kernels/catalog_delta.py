@@ -251,6 +251,42 @@ def _hgrn_post(backend: str, o: "torch.Tensor", x: dict) -> "torch.Tensor":
     return o.view(x["x"].shape)
 
 
+def _gdn2_inputs(s: Shape, gen) -> dict:
+    """``GatedDeltaNet2`` (allow_neg_eigval=False): l2-normalised q, k (``use_qk_l2norm_in_kernel``
+    applied up front); per-key log decay ``g = -exp(A_log)_h softplus(f + dt_bias)`` with
+    ``A ~ U(1, 16)`` per head and the Mamba ``dt`` init per key channel (its ``dt_bias``); erase gate
+    ``b = sigmoid(.)`` per key channel, write gate ``w = sigmoid(.)`` per value channel."""
+    dims = (s.B, s.T, s.H, s.D)
+    q, k = (F.normalize(_randn(gen, *dims), p=2, dim=-1) for _ in range(2))
+    v = _randn(gen, s.B, s.T, s.H, s.Dv)
+    A_log = torch.empty(s.H, dtype=torch.float32).uniform_(1, 16, generator=gen).log()
+    lo, hi = math.log(1e-3), math.log(0.1)
+    dt = torch.exp(torch.rand(s.H, s.D, generator=gen, dtype=torch.float32) * (hi - lo) + lo).clamp(min=1e-4)
+    dt_bias = dt + torch.log(-torch.expm1(-dt))
+    g = -A_log.exp()[:, None] * F.softplus(_randn(gen, *dims) + dt_bias)
+    b = torch.sigmoid(_randn(gen, *dims))
+    w = torch.sigmoid(_randn(gen, s.B, s.T, s.H, s.Dv))
+    return {"q": q, "k": k, "v": v, "g": g, "b": b, "w": w}
+
+
+def _gdn2_engine(x: dict, scale: float) -> "torch.Tensor":
+    """GDN-2 ``S <- (I - k (b*k)^T) Diag(e^{g}) S + k (w*v)^T`` is the engine's delta rule with a per-key
+    gate, ``beta = 1``, the values ``w * v`` and the read key ``p = b * k`` (the correction reads the
+    decayed state, as the engine does)."""
+    q, k = x["q"], x["k"]
+    ones = q.new_ones(q.shape[:3])
+    return cw.chunkwise(q, k, x["v"] * x["w"], gk=x["g"], beta=ones, p=x["b"] * k, scale=scale)
+
+
+def _gdn2_engine_memory(s: Shape, itemsize: int, mode: str) -> float:
+    """The delta-rule path's model (``kda.memory_bytes``); the forward adds the read key ``p = b * k`` and
+    its fp32 chunked copy (``2a``, as Comba) and the gated values ``w * v`` (an input-sized tensor); fwd+bwd
+    is KDA's fitted model as is (it already over-counts this path by about these). Checked against
+    torch.profiler peaks at T = 1024, D = 32 and 64: within ~6 % (fwd and fwd+bwd)."""
+    a, _, _, io = ck.torch_peak_terms(s, itemsize)
+    return kda.memory_bytes(s, itemsize, "torch", True, mode) + (2 * a + io if mode == "fwd" else 0)
+
+
 # ----------------------------------------------------------------------------- references
 
 def _naive(module: str, fn: str):
@@ -290,6 +326,12 @@ def _ref_hgrn(x: dict, scale) -> "torch.Tensor":
     y = _hgrn_prepare("reference", x)
     o, _ = _naive("fla.ops.hgrn.naive", "naive_recurrent_hgrn")(y["x"], y["g"])
     return o.view(x["x"].shape)
+
+
+def _ref_gdn2(x: dict, scale: float) -> "torch.Tensor":
+    o, _ = _naive("fla.ops.gdn2.naive", "naive_recurrent_gdn2")(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"],
+                                                               scale=scale)
+    return o
 
 
 # ----------------------------------------------------------------------------- models
@@ -431,6 +473,26 @@ MECHANISMS += (
                "engine runs it only as H*D scalar-decay heads with K = V = 1, whose (C, C) decay masks cost C "
                "times the recurrence's own work and memory, which would time the configuration, not HGRN; the "
                "fp32 reference is for correctness only",
+    ),
+)
+
+MECHANISMS += (
+    Mechanism(
+        name="gdn2", fla="gdn2", title="Gated DeltaNet-2 (channel-wise erase / write gates)", group="delta-rule",
+        description="S <- (I - k (b*k)^T) Diag(e^g) S + k (w*v)^T (GatedDeltaNet2's defaults: l2-normalised "
+                    "q, k, per-key decay -exp(A_log) softplus(x + dt_bias), erase gate b = sigmoid(x) per key, "
+                    "write gate w = sigmoid(x) per value channel).",
+        inputs=("q", "k", "v", "g", "b", "w"), make=_gdn2_inputs,
+        reference=_ref_gdn2, reference_name="fla naive_recurrent_gdn2 (fp32 token loop)",
+        reference_max_T=_TOKEN_LOOP_MAX_T,
+        backends={"fla": FlaFn("chunk_gdn2"), "fla-recurrent": FlaFn("fused_recurrent_gdn2", backward=False)},
+        flops=lambda s: cw.analytic_flops(s.T, s.D, s.Dv, delta=True),
+        io=lambda s: s.T * (4 * s.D + 3 * s.Dv),
+        work=lambda s, itemsize: kda.memory_bytes(Shape(1, s.T, 1, s.D, value_dim=s.value_dim), itemsize, "fla",
+                                                  True, "fwd") + s.T * s.Dv * itemsize,
+        engine=_gdn2_engine, engine_path="delta-rule WY/UT path, per-key gate, beta = 1, read key b*k",
+        engine_memory=_gdn2_engine_memory, max_head_dim=256,
+        notes={"fla": "the KDA-style chunk kernel (chunk_gdn2); work model: chunk_kda's plus the gated values"},
     ),
 )
 

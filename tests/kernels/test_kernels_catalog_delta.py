@@ -29,7 +29,7 @@ def _dplr_loop(q, k, v, a, b, g=None, scale=1.0):
     return torch.stack(out, 1)
 
 
-DPLR = [m.name for m in catalog_delta.MECHANISMS if "b" in m.inputs or m.name == "rwkv7"]
+DPLR = ["rwkv7", "dplr_delta_rule", "iplr_delta_rule"]
 ENGINE = [m.name for m in catalog_delta.MECHANISMS if m.engine is not None]
 
 
@@ -151,7 +151,8 @@ def test_non_causal_is_a_usage_error():
 @pytest.mark.parametrize("name", ENGINE)
 def test_engine_member_matches_its_fp32_reference_forward_and_gradients(name):
     k = registry()[name]
-    x = k.make_inputs(Shape(2, 45, 2, 16), "float32", "cpu", 0)     # 90 sub-steps: two engine chunks
+    T = 45 if name == "gated_delta_product" else 70                  # two engine chunks (GDP: 90 sub-steps)
+    x = k.make_inputs(Shape(2, T, 2, 16), "float32", "cpu", 0)
     xs = {n: t.clone().requires_grad_(True) for n, t in x.items()}
     xr = {n: t.clone().requires_grad_(True) for n, t in x.items()}
     o, ref = k.backends["torch"].run(xs, True), k.reference(xr, True)
@@ -184,15 +185,25 @@ def test_gated_delta_product_inputs_and_interleaving():
     assert catalog_delta._gdp_post("fla", o, x) is o
 
 
-def test_gated_delta_product_torch_memory_model_matches_measured_forward_peak():
+@pytest.mark.parametrize("name", ENGINE)
+def test_engine_member_memory_model_matches_measured_forward_peak(name):
     from profiler.measure.memory import ProfilerMemoryMeter
 
-    k = registry()["gated_delta_product"]
+    k = registry()[name]
     s = Shape(1, 512, 2, 32)
     x = k.make_inputs(s, "float32", "cpu", 0)
     with torch.no_grad():
         peak = ProfilerMemoryMeter().measure(lambda: k.backends["torch"].run(x, True)).peak_bytes
     assert 0.85 <= k.memory_bytes(s, 4, "torch", True, "fwd") / peak <= 1.15
+
+
+def test_gdn2_inputs_are_in_the_layer_ranges():
+    x = registry()["gdn2"].make_inputs(Shape(2, 64, 3, 16, value_dim=8), "float32", "cpu", 5)
+    assert x["g"].shape == x["b"].shape == (2, 64, 3, 16) and x["w"].shape == x["v"].shape == (2, 64, 3, 8)
+    assert float(x["g"].max()) < 0.0 and float(x["g"].min()) < -1.0       # A ~ U(1, 16): steep channels exist
+    for n in ("b", "w"):
+        assert 0.0 < float(x[n].min()) and float(x[n].max()) < 1.0
+    assert torch.allclose(x["k"].norm(dim=-1), torch.ones(2, 64, 3), atol=1e-5)
 
 
 def test_hgrn_reference_inputs_and_channel_layout():
