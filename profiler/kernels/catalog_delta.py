@@ -287,6 +287,46 @@ def _gdn2_engine_memory(s: Shape, itemsize: int, mode: str) -> float:
     return kda.memory_bytes(s, itemsize, "torch", True, mode) + (2 * a + io if mode == "fwd" else 0)
 
 
+#: ``PrecondGatedDeltaNet``'s squash: ``M = x^{-s}``, ``s = r / (1 + |r|)``, ``r = log(A + eps) - log_atk_scale``
+PRECOND_X, PRECOND_EPS, PRECOND_CENTER = 1.5, 1e-6, -0.2
+
+
+def _precond_inputs(s: Shape, gen) -> dict:
+    """``PrecondGatedDeltaNet``'s defaults: raw q, k ~ N(0, 1) (the kernels l2-normalise them,
+    ``use_qk_l2norm_in_kernel=True``); the gated delta rule's Mamba2 gate ``g`` and ``beta = sigmoid``;
+    the ATK preconditioner's own gate ``g_atk`` (the same Mamba2 init) and ``beta_atk = sigmoid``; the
+    per-head ``log_atk_scale`` at its init ``-0.2``, squash ``x = 1.5``, ``eps = 1e-6`` (fla's defaults)."""
+    dims = (s.B, s.T, s.H, s.D)
+    q, k = _randn(gen, *dims), _randn(gen, *dims)
+    v = _randn(gen, s.B, s.T, s.H, s.Dv)
+    return {"q": q, "k": k, "v": v, "g": _mamba_gate(s, gen), "beta": _beta(s, gen),
+            "g_atk": _mamba_gate(s, gen), "beta_atk": _beta(s, gen)}
+
+
+def _precond_engine(x: dict, scale: float) -> "torch.Tensor":
+    """Two engine configurations. The ATK preconditioner ``A_t = e^{g_atk} A_{t-1} + beta_atk k_t^2``
+    (per key channel) is the scalar-decay path with a one-dimensional key (``q = k = 1``, values
+    ``beta_atk k^2``, fp32); the squash gives the write key ``k M``; the gated delta rule that reads with
+    ``k`` and writes with ``k M`` is the delta-rule path with write key ``k M`` and read key ``p = k``."""
+    q, k = F.normalize(x["q"].float(), p=2, dim=-1), F.normalize(x["k"].float(), p=2, dim=-1)
+    ones = k.new_ones(*k.shape[:3], 1)
+    A = cw.chunkwise(ones, ones, x["beta_atk"].float()[..., None] * k * k, g=x["g_atk"], scale=1.0)
+    r = torch.log(A + PRECOND_EPS) - PRECOND_CENTER
+    k_pre = k * torch.exp(-math.log(PRECOND_X) * (r / (1.0 + r.abs())))
+    o = cw.chunkwise(q, k_pre, x["v"], g=x["g"], beta=x["beta"], p=k, scale=scale)
+    return o
+
+
+def _precond_engine_memory(s: Shape, itemsize: int, mode: str) -> float:
+    """The delta-rule path's model (``kda.memory_bytes``) plus, with ``a`` one fp32 chunked (B, H, Tp, D)
+    tensor, the normalised q, k, the preconditioner state and the write key (``4a``) and the read key's
+    chunked copy (``a``); fwd+bwd: KDA's fitted model plus ``12a`` (the preconditioner's saved tensors and
+    gradients). Checked against torch.profiler peaks at T = 1024: fwd within ~7 % (D = 32, 64), fwd+bwd
+    within ~5 % (D = 32..128)."""
+    a = ck.torch_peak_terms(s, itemsize)[0]
+    return kda.memory_bytes(s, itemsize, "torch", True, mode) + (5 if mode == "fwd" else 12) * a
+
+
 # ----------------------------------------------------------------------------- references
 
 def _naive(module: str, fn: str):
@@ -331,6 +371,14 @@ def _ref_hgrn(x: dict, scale) -> "torch.Tensor":
 def _ref_gdn2(x: dict, scale: float) -> "torch.Tensor":
     o, _ = _naive("fla.ops.gdn2.naive", "naive_recurrent_gdn2")(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"],
                                                                scale=scale)
+    return o
+
+
+def _ref_precond(x: dict, scale: float) -> "torch.Tensor":
+    """``naive_recurrent_precond_gated_delta_rule`` (fp32 token loop; l2-normalises q and k itself)."""
+    o, _, _ = _naive("fla.ops.precond_gated_delta_rule.naive", "naive_recurrent_precond_gated_delta_rule")(
+        x["q"], x["k"], x["v"], x["g_atk"], x["g"], x["beta_atk"], x["beta"], scale=scale, x=PRECOND_X,
+        eps=PRECOND_EPS, log_atk_scale=PRECOND_CENTER)
     return o
 
 
@@ -493,6 +541,31 @@ MECHANISMS += (
         engine=_gdn2_engine, engine_path="delta-rule WY/UT path, per-key gate, beta = 1, read key b*k",
         engine_memory=_gdn2_engine_memory, max_head_dim=256,
         notes={"fla": "the KDA-style chunk kernel (chunk_gdn2); work model: chunk_kda's plus the gated values"},
+    ),
+)
+
+MECHANISMS += (
+    Mechanism(
+        name="precond_gated_delta_rule", fla="precond_gated_delta_rule",
+        title="Preconditioned Gated DeltaNet (ATK diagonal preconditioner)", group="delta-rule",
+        description="Gated delta rule that reads with k and writes with k * M, M = 1.5^{-squash(log A)} from a "
+                    "gated per-channel accumulator A <- e^{g_atk} A + beta_atk k^2 (PrecondGatedDeltaNet's "
+                    "defaults: in-kernel l2norm of q, k, Mamba2 gates, sigmoid betas, log_atk_scale -0.2).",
+        inputs=("q", "k", "v", "g", "beta", "g_atk", "beta_atk"), make=_precond_inputs,
+        reference=_ref_precond, reference_name="fla naive_recurrent_precond_gated_delta_rule (fp32 token loop)",
+        reference_max_T=_TOKEN_LOOP_MAX_T,
+        backends={"fla": FlaFn("chunk_precond_gated_delta_rule"),
+                  "fla-recurrent": FlaFn("fused_recurrent_precond_gated_delta_rule", backward=False)},
+        fla_kwargs={b: {"use_qk_l2norm_in_kernel": True, "x": PRECOND_X, "eps": PRECOND_EPS}
+                    for b in ("fla", "fla-recurrent")},
+        flops=lambda s: cw.analytic_flops(s.T, 1, s.D, delta=False) + cw.analytic_flops(s.T, s.D, s.Dv, delta=True),
+        io=lambda s: s.T * (2 * s.D + 2 * s.Dv + 4),
+        work=lambda s, itemsize: (kda.memory_bytes(Shape(1, s.T, 1, s.D, value_dim=s.value_dim), itemsize, "fla",
+                                                   True, "fwd") + 2 * s.T * s.D * 4),
+        engine=_precond_engine, engine_path="scalar-decay path for the ATK accumulator, then the delta-rule "
+                                            "WY/UT path with write key k*M and read key k",
+        engine_memory=_precond_engine_memory, max_head_dim=256,
+        notes={"fla": "work model: chunk_kda's plus the fp32 preconditioner state and write key"},
     ),
 )
 

@@ -225,3 +225,23 @@ def test_hgrn_reference_inputs_and_channel_layout():
     assert catalog_delta._hgrn_post("fla", y["x"], x).shape == (2, 50, 3, 8)
     assert k.backends["fla"].varlen == "" and k.backends["fla-recurrent"].varlen == "cu_seqlens"
     assert k.flops(Shape(1, 100, 2, 8), True) == 2 * 100 * 16
+
+
+def test_precond_inputs_and_preconditioner():
+    x = registry()["precond_gated_delta_rule"].make_inputs(Shape(2, 64, 3, 16), "float32", "cpu", 5)
+    assert set(x) == {"q", "k", "v", "g", "beta", "g_atk", "beta_atk"}
+    for n in ("g", "g_atk"):
+        assert x[n].shape == (2, 64, 3) and float(x[n].max()) < 0.0
+    for n in ("beta", "beta_atk"):
+        assert 0.0 < float(x[n].min()) and float(x[n].max()) < 1.0
+    assert float(x["k"].norm(dim=-1).min()) > 1.5       # raw: the kernels l2-normalise q and k
+    # the write key's scaling M = 1.5^{-s} with s in (-1, 1): within (1/1.5, 1.5) of the read key
+    k = torch.nn.functional.normalize(x["k"], dim=-1)
+    ones = k.new_ones(2, 64, 3, 1)
+    from profiler.kernels import chunkwise as cw
+    A = cw.chunkwise(ones, ones, x["beta_atk"][..., None] * k * k, g=x["g_atk"], scale=1.0)
+    A_loop, a = [], torch.zeros(2, 3, 16)
+    for t in range(64):
+        a = a * x["g_atk"][:, t, :, None].exp() + x["beta_atk"][:, t, :, None] * k[:, t] ** 2
+        A_loop.append(a)
+    assert _rel(A, torch.stack(A_loop, 1))[1] <= 1e-5
