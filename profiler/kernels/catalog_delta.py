@@ -313,8 +313,16 @@ def _precond_engine(x: dict, scale: float) -> "torch.Tensor":
     A = cw.chunkwise(ones, ones, x["beta_atk"].float()[..., None] * k * k, g=x["g_atk"], scale=1.0)
     r = torch.log(A + PRECOND_EPS) - PRECOND_CENTER
     k_pre = k * torch.exp(-math.log(PRECOND_X) * (r / (1.0 + r.abs())))
-    o = cw.chunkwise(q, k_pre, x["v"], g=x["g"], beta=x["beta"], p=k, scale=scale)
-    return o
+    gate = {"gk": x["g"]} if x["g"].dim() == 4 else {"g": x["g"]}     # precond_kda: KDA's per-key gate
+    return cw.chunkwise(q, k_pre, x["v"], beta=x["beta"], p=k, scale=scale, **gate)
+
+
+def _precond_kda_inputs(s: Shape, gen) -> dict:
+    """``PrecondKDA``'s defaults (safe_gate off): ``_precond_inputs`` with KDA's per-key log decay
+    ``-exp(A_log)_h softplus(x + dt_bias)`` (``fused_kda_gate``; ``A ~ U(1, 16)``) as ``g``."""
+    x = _precond_inputs(s, gen)
+    x["g"] = _gdn2_inputs(s, gen)["g"]          # the same KDA-style gate draw as GDN-2's
+    return x
 
 
 def _precond_engine_memory(s: Shape, itemsize: int, mode: str) -> float:
@@ -379,6 +387,16 @@ def _ref_precond(x: dict, scale: float) -> "torch.Tensor":
     o, _, _ = _naive("fla.ops.precond_gated_delta_rule.naive", "naive_recurrent_precond_gated_delta_rule")(
         x["q"], x["k"], x["v"], x["g_atk"], x["g"], x["beta_atk"], x["beta"], scale=scale, x=PRECOND_X,
         eps=PRECOND_EPS, log_atk_scale=PRECOND_CENTER)
+    return o
+
+
+def _ref_precond_kda(x: dict, scale: float) -> "torch.Tensor":
+    """``naive_recurrent_precond_kda`` (fp32 token loop) on l2-normalised q, k (fla's chunk and
+    fused-recurrent kernels always l2-normalise them in the kernel; the naive loop does not)."""
+    q, k = F.normalize(x["q"], p=2, dim=-1), F.normalize(x["k"], p=2, dim=-1)
+    o, _, _ = _naive("fla.ops.precond_kda.naive", "naive_recurrent_precond_kda")(
+        q, k, x["v"], x["g"], x["g_atk"], x["beta_atk"], x["beta"], scale=scale, x=PRECOND_X, eps=PRECOND_EPS,
+        log_atk_scale=PRECOND_CENTER)
     return o
 
 
@@ -566,6 +584,33 @@ MECHANISMS += (
                                             "WY/UT path with write key k*M and read key k",
         engine_memory=_precond_engine_memory, max_head_dim=256,
         notes={"fla": "work model: chunk_kda's plus the fp32 preconditioner state and write key"},
+    ),
+)
+
+MECHANISMS += (
+    Mechanism(
+        name="precond_kda", fla="precond_kda", title="Preconditioned KDA (ATK diagonal preconditioner)",
+        group="delta-rule",
+        description="KDA (per-key decay) that reads with k and writes with k * M, M = 1.5^{-squash(log A)} from "
+                    "a gated per-channel accumulator A <- e^{g_atk} A + beta_atk k^2 (PrecondKDA's defaults: "
+                    "in-kernel l2norm of q, k, KDA gate, sigmoid betas, log_atk_scale -0.2).",
+        inputs=("q", "k", "v", "g", "beta", "g_atk", "beta_atk"), make=_precond_kda_inputs,
+        reference=_ref_precond_kda, reference_name="fla naive_recurrent_precond_kda on l2-normalised q, k "
+                                                   "(fp32 token loop)",
+        reference_max_T=_TOKEN_LOOP_MAX_T,
+        backends={"fla": FlaFn("chunk_precond_kda"),
+                  "fla-recurrent": FlaFn("fused_recurrent_precond_kda", backward=False)},
+        fla_kwargs={"fla": {"x": PRECOND_X, "eps": PRECOND_EPS},
+                    "fla-recurrent": {"use_qk_l2norm_in_kernel": True, "x": PRECOND_X, "eps": PRECOND_EPS}},
+        flops=lambda s: cw.analytic_flops(s.T, 1, s.D, delta=False) + cw.analytic_flops(s.T, s.D, s.Dv, delta=True),
+        io=lambda s: s.T * (3 * s.D + 2 * s.Dv + 3),
+        work=lambda s, itemsize: (kda.memory_bytes(Shape(1, s.T, 1, s.D, value_dim=s.value_dim), itemsize, "fla",
+                                                   True, "fwd") + 2 * s.T * s.D * 4),
+        engine=_precond_engine, engine_path="scalar-decay path for the ATK accumulator, then the delta-rule "
+                                            "WY/UT path with a per-key gate, write key k*M and read key k",
+        engine_memory=_precond_engine_memory, max_head_dim=256,
+        notes={"fla": "chunk_precond_kda always l2-normalises q, k in the kernel; work model: chunk_kda's plus "
+                      "the fp32 preconditioner state and write key"},
     ),
 )
 

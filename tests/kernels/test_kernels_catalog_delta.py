@@ -245,3 +245,14 @@ def test_precond_inputs_and_preconditioner():
         a = a * x["g_atk"][:, t, :, None].exp() + x["beta_atk"][:, t, :, None] * k[:, t] ** 2
         A_loop.append(a)
     assert _rel(A, torch.stack(A_loop, 1))[1] <= 1e-5
+
+
+def test_precond_kda_takes_kdas_per_key_gate():
+    x = registry()["precond_kda"].make_inputs(Shape(2, 64, 3, 16), "float32", "cpu", 5)
+    assert x["g"].shape == (2, 64, 3, 16) and float(x["g"].max()) < 0.0 and float(x["g"].min()) < -1.0
+    assert x["g_atk"].shape == (2, 64, 3)
+    # the reference l2-normalises q and k as fla's kernels do: scaling the raw keys changes nothing
+    k = registry()["precond_kda"]
+    y = dict(x, q=3 * x["q"], k=0.5 * x["k"])
+    assert _rel(k.reference(y, True), k.reference(x, True))[1] <= 1e-5
+    assert _rel(k.backends["torch"].run(y, True), k.reference(x, True))[1] <= 1e-5
