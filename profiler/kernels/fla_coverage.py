@@ -50,6 +50,7 @@ NOT_YET_REASONS = {
                           "not yet described",
     "path_attn": "PaTH attention (softmax with Householder position transforms, quadratic): not yet described",
 }
+NOT_YET_REASONS.update(catalog_delta.LEFT_OUT)
 ENTRY_PREFIXES = ("chunk_", "parallel_", "fused_chunk_", "fused_recurrent_")
 TIMED_PREFIXES = ("chunk_", "parallel_", "fused_chunk_")
 NOT_YET = "not yet described as a serprof kernel (inputs, reference, models): issue 17 item 2"

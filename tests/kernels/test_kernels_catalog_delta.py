@@ -256,3 +256,12 @@ def test_precond_kda_takes_kdas_per_key_gate():
     y = dict(x, q=3 * x["q"], k=0.5 * x["k"])
     assert _rel(k.reference(y, True), k.reference(x, True))[1] <= 1e-5
     assert _rel(k.backends["torch"].run(y, True), k.reference(x, True))[1] <= 1e-5
+
+
+def test_left_out_families_say_why():
+    rows = {r["family"]: r for r in fla_coverage.coverage()}
+    if not rows:
+        pytest.skip("fla is not installed")
+    for fam, why in catalog_delta.LEFT_OUT.items():
+        assert not rows[fam]["covered"] and rows[fam]["reason"] == why
+        assert fam not in fla_coverage.COVERED
