@@ -335,6 +335,35 @@ def _precond_engine_memory(s: Shape, itemsize: int, mode: str) -> float:
     return kda.memory_bytes(s, itemsize, "torch", True, mode) + (5 if mode == "fwd" else 12) * a
 
 
+def _momentum_inputs(s: Shape, gen) -> dict:
+    """``MomentumDeltaNet``'s defaults (qk_norm='l2', use_p_times_alpha, p = k, tau_factor 1 over
+    ``hidden = H * D``): raw q, k ~ N(0, 1) (l2-normalised in the kernel), ``v ~ N(0, 1)``;
+    ``eta = tanh(e / sqrt(hidden)) + 1``; ``theta = arctan(eta * F)`` with ``F ~ U(0, 4)`` per head;
+    ``log_alpha = -A softplus(a + dt_bias) + log cos^2 theta`` (``A ~ U(0, 16)``, Mamba ``dt`` init);
+    ``beta = sigmoid(b) sin^2 theta``; ``log_mu = max(-Mu softplus(m + mu_bias), -2)`` (``Mu ~ U(0, 16)``);
+    the projections ``a, b, m, e ~ N(0, 1)``."""
+    dims3 = (s.B, s.T, s.H)
+    q, k = _randn(gen, s.B, s.T, s.H, s.D), _randn(gen, s.B, s.T, s.H, s.D)
+    v = _randn(gen, s.B, s.T, s.H, s.Dv)
+    A = torch.empty(s.H, dtype=torch.float32).uniform_(0, 16, generator=gen)
+    Mu = torch.empty(s.H, dtype=torch.float32).uniform_(0, 16, generator=gen)
+    lo, hi = math.log(1e-3), math.log(0.1)
+    dt = torch.exp(torch.rand(s.H, generator=gen, dtype=torch.float32) * (hi - lo) + lo).clamp(min=1e-4)
+    dt_bias = dt + torch.log(-torch.expm1(-dt))
+    factor = torch.empty(s.H, dtype=torch.float32).uniform_(0, 4, generator=gen)
+    eta = torch.tanh(_randn(gen, *dims3) / math.sqrt(s.H * s.D)) + 1
+    theta = torch.atan(eta * factor)
+    log_alpha = -A * F.softplus(_randn(gen, *dims3) + dt_bias) + torch.cos(theta).pow(2).log()
+    beta = torch.sigmoid(_randn(gen, *dims3)) * torch.sin(theta).pow(2)
+    log_mu = (-Mu * F.softplus(_randn(gen, *dims3) + dt_bias)).clamp_min(-2.0)
+    return {"q": q, "k": k, "v": v, "log_alpha": log_alpha, "log_mu": log_mu, "beta": beta, "eta": eta}
+
+
+def _momentum_prepare(backend: str, x: dict) -> dict:
+    """The layer's call: ``p = k`` (the same tensor: its gradient sums both uses)."""
+    return {**{n: x[n] for n in ("q", "k", "v", "log_alpha", "log_mu", "beta", "eta")}, "p": x["k"]}
+
+
 # ----------------------------------------------------------------------------- references
 
 def _naive(module: str, fn: str):
@@ -397,6 +426,17 @@ def _ref_precond_kda(x: dict, scale: float) -> "torch.Tensor":
     o, _, _ = _naive("fla.ops.precond_kda.naive", "naive_recurrent_precond_kda")(
         q, k, x["v"], x["g"], x["g_atk"], x["beta_atk"], x["beta"], scale=scale, x=PRECOND_X, eps=PRECOND_EPS,
         log_atk_scale=PRECOND_CENTER)
+    return o
+
+
+def _ref_momentum(x: dict, scale: float) -> "torch.Tensor":
+    """``recurrent_momentum_delta_rule_ref`` (fp32 token loop) with the layer's transforms written out:
+    l2-normalised q, k (and p = k), the key scaled by eta, the read key by alpha (``use_p_times_alpha``):
+    ``M_t = mu M + (eta k)(p_t^T S - v)^T``-style momentum, ``S_t = alpha S - beta M_t``, ``o = S^T q``."""
+    q, k = F.normalize(x["q"], p=2, dim=-1), F.normalize(x["k"], p=2, dim=-1)
+    o, _ = _naive("fla.ops.momentum_delta_rule.naive", "recurrent_momentum_delta_rule_ref")(
+        q, k * x["eta"][..., None], x["v"], x["log_alpha"], x["log_mu"], k * x["log_alpha"].exp()[..., None],
+        beta=x["beta"], eta=torch.ones_like(x["beta"]), scale=scale)
     return o
 
 
@@ -611,6 +651,37 @@ MECHANISMS += (
         engine_memory=_precond_engine_memory, max_head_dim=256,
         notes={"fla": "chunk_precond_kda always l2-normalises q, k in the kernel; work model: chunk_kda's plus "
                       "the fp32 preconditioner state and write key"},
+    ),
+)
+
+MECHANISMS += (
+    Mechanism(
+        name="momentum_delta_rule", fla="momentum_delta_rule", title="Momentum DeltaNet (delta rule with momentum)",
+        group="delta-rule",
+        description="Delta rule whose update goes through a decayed momentum state M <- mu M + eta k (p^T S - v)^T, "
+                    "S <- alpha S - beta M (MomentumDeltaNet's defaults: in-kernel l2norm, p = k scaled by alpha). "
+                    "fla 0.6.0 implements both entry points as PyTorch code (chunk_momentum_delta_rule_ref, "
+                    "a token loop for fused_recurrent) around Triton l2norm kernels: that is what is timed.",
+        inputs=("q", "k", "v", "log_alpha", "log_mu", "beta", "eta"), make=_momentum_inputs,
+        prepare=_momentum_prepare,
+        reference=_ref_momentum, reference_name="fla recurrent_momentum_delta_rule_ref with the layer's transforms "
+                                                "(fp32 token loop)",
+        reference_max_T=_TOKEN_LOOP_MAX_T,
+        backends={"fla": FlaFn("chunk_momentum_delta_rule", dtypes=("float16", "bfloat16")),   # asserts not fp32
+                  "fla-recurrent": FlaFn("fused_recurrent_momentum_delta_rule")},
+        fla_kwargs={b: {"use_qk_l2norm_in_kernel": True, "use_p_times_alpha": True} for b in ("fla", "fla-recurrent")},
+        no_varlen=("fla", "fla-recurrent"),         # both raise NotImplementedError on cu_seqlens
+        flops=lambda s: cw.analytic_flops(s.T, s.D, s.Dv, delta=True) + 4.0 * s.T * s.D * s.Dv,
+        io=lambda s: s.T * (2 * s.D + 2 * s.Dv + 4),
+        work=lambda s, itemsize: 12 * 64 * math.ceil(s.T / 64) * 64 * 4 + 2 * (math.ceil(s.T / 64)) * s.D * s.Dv * 4
+        + 4 * s.T * s.D * 4,
+        no_cpu="no timed CPU backend: two coupled states (momentum M and memory S) with different decays are not a "
+               "configuration of the chunkwise engine; fla's own PyTorch paths need its Triton l2norm (CUDA, or "
+               "the interpreter); the fp32 reference is for correctness only",
+        max_head_dim=256,
+        notes={"fla": "chunk_momentum_delta_rule_ref in PyTorch (C = 64) plus Triton l2norm; work model: an estimate "
+                      "(about twelve fp32 (C, C) tensors per chunk, the chunk states, normalised q, k, p)",
+               "fla-recurrent": "recurrent_momentum_delta_rule_ref, a PyTorch token loop, plus Triton l2norm"},
     ),
 )
 

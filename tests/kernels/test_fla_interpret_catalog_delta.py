@@ -8,7 +8,8 @@ T = 20 for chunk_dplr_delta_rule (chunk 16), T = 40 for Gated DeltaProduct (80 s
 chunk_hgrn (chunk 128), T = 72 for the chunk-64 kernels; B=1, H=2, D=16.
 
 * quick (``make test``): each kernel's ``chunk_*`` backend (``fla``), forward + backward where it has
-  one, fp32 (fp16 for the ones declared fp16 / bf16: RWKV-7's layer call, chunk_gated_delta_product).
+  one, fp32 (fp16 for the ones declared fp16 / bf16: RWKV-7's layer call, chunk_gated_delta_product,
+  chunk_momentum_delta_rule).
 * long (``make test-long``): every other fla backend (RWKV-7's fla-exact fwd+bwd, the fused-recurrent
   kernels) in fp32 and fp16.
 """

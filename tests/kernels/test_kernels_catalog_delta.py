@@ -265,3 +265,26 @@ def test_left_out_families_say_why():
     for fam, why in catalog_delta.LEFT_OUT.items():
         assert not rows[fam]["covered"] and rows[fam]["reason"] == why
         assert fam not in fla_coverage.COVERED
+
+
+def test_momentum_reference_matches_an_independent_loop_and_layer_ranges():
+    k = registry()["momentum_delta_rule"]
+    x = k.make_inputs(Shape(2, 30, 2, 8), "float32", "cpu", 4)
+    assert set(x) == {"q", "k", "v", "log_alpha", "log_mu", "beta", "eta"}
+    assert float(x["log_alpha"].max()) < 0.0 and float(x["log_mu"].min()) >= -2.0 and float(x["log_mu"].max()) <= 0.0
+    assert 0.0 < float(x["beta"].min()) and float(x["beta"].max()) < 1.0
+    assert 0.0 < float(x["eta"].min()) and float(x["eta"].max()) < 2.0
+    qn = torch.nn.functional.normalize(x["q"].double(), dim=-1) * 8 ** -0.5
+    kn = torch.nn.functional.normalize(x["k"].double(), dim=-1)
+    S = torch.zeros(2, 2, 8, 8, dtype=torch.float64)
+    M = torch.zeros_like(S)
+    out = []
+    for t in range(30):
+        alpha, mu = x["log_alpha"][:, t].double().exp(), x["log_mu"][:, t].double().exp()
+        p = kn[:, t] * alpha[..., None]                                          # use_p_times_alpha, p = k
+        w = torch.einsum("bhk,bhkv->bhv", p, S) - x["v"][:, t].double()          # -(v - p^T S)
+        M = mu[..., None, None] * M + (x["eta"][:, t, :, None].double() * kn[:, t])[..., None] * w[:, :, None, :]
+        S = alpha[..., None, None] * S - x["beta"][:, t, :, None, None].double() * M
+        out.append(torch.einsum("bhk,bhkv->bhv", qn[:, t], S))
+    assert _rel(k.reference(x, True), torch.stack(out, 1).float())[1] <= 1e-5
+    assert {b.varlen for n, b in k.backends.items()} == {""}                    # neither takes cu_seqlens
