@@ -1,20 +1,39 @@
-"""fla's generalized delta-rule families as declarative kernels (issue 17 item 2): RWKV-7, the DPLR and
-IPLR delta rules (``fla.ops.generalized_delta_rule``), and others whose transition is not a plain
-(gated) delta rule.
+"""More of fla's op catalogue as declarative kernels (issue 17 item 2): the delta-rule relatives whose
+transition or read-out is not a plain ``catalog.Family`` row, and HGRN.
 
 Each row of ``MECHANISMS`` is one ``fla.ops`` family described as data, like ``catalog.FAMILIES``: the
 inputs in the value ranges the matching fla layer produces (``make``), the fla backends (``chunk_*`` as
 ``fla``, ``fused_recurrent_*`` as ``fla-recurrent``, others by name; ``catalog.FlaFn``), an fp32
-reference (fla's naive token loop, or an own one where fla has none), analytic FLOP / byte / memory
-models and a report group. ``kernel(mech)`` turns a row into a ``KernelSpec``.
+reference (fla's naive function with the layer's transforms written out), analytic FLOP / byte /
+memory models and a report group. ``kernel(mech)`` turns a row into a ``KernelSpec``.
+
+=========================  ==========================================  ================================
+kernel                     CPU ``torch`` backend                       fla backends
+=========================  ==========================================  ================================
+rwkv7                      none (DPLR)                                 fla (layer call), fla-exact,
+                                                                       fla-recurrent, fla-mul-recurrent
+dplr_delta_rule            none (DPLR)                                 fla, fla-recurrent
+iplr_delta_rule            none (IPLR)                                 fla (fwd only), fla-recurrent
+gated_delta_product        engine: delta rule on T*n interleaved       fla, fla-recurrent (the layer's
+                           sub-steps                                   fused_recurrent_gated_delta_rule)
+hgrn                       none (elementwise vector recurrence)        fla, fla-recurrent
+gdn2                       engine: delta rule, per-key gate, beta=1,   fla, fla-recurrent
+                           read key b*k, values w*v
+precond_gated_delta_rule   engine: scalar path (ATK accumulator), then fla, fla-recurrent
+                           delta rule with write key k*M, read key k
+precond_kda                the same with KDA's per-key gate            fla, fla-recurrent
+momentum_delta_rule        none (two coupled states)                   fla, fla-recurrent (fla's own
+                                                                       PyTorch paths + Triton l2norm)
+=========================  ==========================================  ================================
 
 CPU. A row whose recurrence is a configuration of the shared chunkwise engine (``chunkwise.py``) gets
-a ``torch`` backend that runs it through the engine (``engine``). The DPLR family is not one: its
-transition ``Diag(e^{w}) + b a^T`` writes the rank-one correction along ``b`` while the value is
-written along ``k``; the engine's delta rule writes both along ``k``. Such rows have no timed CPU
-backend (``no_cpu`` says why, and ``serprof list`` shows it in the backends' descriptions and in
-``serprof list --fla``); their reference is for correctness only. Every fla backend runs on CPU under
-Triton's interpreter for correctness (``serprof verify --interpret``).
+a ``torch`` backend that runs it through the engine (``engine``). The others have no timed CPU
+backend (``no_cpu`` says why: e.g. the DPLR transition ``Diag(e^{w}) + b a^T`` writes its rank-one
+correction along ``b`` while the value is written along ``k``, where the engine's delta rule writes both
+along ``k``); ``serprof list`` shows it in the backends' descriptions and ``serprof list --fla`` in the
+family's row; their reference is for correctness only. Every fla backend runs on CPU under Triton's
+interpreter for correctness (``serprof verify --interpret``). ``LEFT_OUT``: families studied and left
+out, with the reason.
 
 No decode / streaming form here (``recurrent=None``: such points are dropped with the reason).
 This module is cheap to import (torch and fla load lazily).
@@ -509,7 +528,8 @@ MECHANISMS: tuple[Mechanism, ...] = (
         work=dplr_work(64, True), no_cpu=_DPLR_NO_CPU, max_head_dim=256,
         notes={"fla": "the layer's training / prefill call (safe_gate=True, lower_bound, chunk_size=64)",
                "fla-exact": "chunk_rwkv7 with fla's defaults (chunk 16, exact gate path)",
-               "fla-mul-recurrent": "the layer's inference kernel (T < 64, no grad): takes kk and iclr, forms a, b inside"},
+               "fla-mul-recurrent": "the layer's inference kernel (T < 64, no grad): takes kk and iclr, forms a, "
+                                    "b inside"},
     ),
     Mechanism(
         name="dplr_delta_rule", fla="generalized_delta_rule", title="DPLR delta rule (diagonal plus low rank)",
@@ -820,5 +840,6 @@ def kernel(mech: Mechanism) -> KernelSpec:
 
 KERNELS: tuple[KernelSpec, ...] = tuple(kernel(m) for m in MECHANISMS)
 
-__all__ = ["Mechanism", "MECHANISMS", "NUM_HOUSEHOLDER", "fla_target", "LEFT_OUT", "NAMES", "COVERED", "COVERAGE_NOTES", "KERNELS", "kernel",
+__all__ = ["Mechanism", "MECHANISMS", "NUM_HOUSEHOLDER", "fla_target", "LEFT_OUT", "NAMES", "COVERED",
+           "COVERAGE_NOTES", "KERNELS", "kernel",
            "dplr_flops", "dplr_work", "RWKV7_W_MIN"]
