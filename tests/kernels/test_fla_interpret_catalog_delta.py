@@ -83,3 +83,40 @@ def test_every_other_fla_backend_matches_reference():
     _check(rows, TOL)
     assert {(r["kernel"], r["backend"], r["dtype"]) for r in rows if r["backend"] != "fla"} == want
     assert {r["kernel"] for r in rows if r["backend"] == "fla" and r["mode"] == "fwdbwd"} == set(grads)
+
+
+VARLEN = [(n, b) for n in NAMES for b, be in registry()[n].backends.items() if be.varlen == "cu_seqlens"]
+
+
+def _varlen_child(cases: list) -> dict:
+    """In the interpreted child: each sequence of a packed batch (``fixed:40,24,64``) against the reference on
+    that sequence alone, and the control without ``cu_seqlens`` (the state must leak), as
+    test_fla_varlen_interpret.py does for the hand-written kernels."""
+    from profiler.core.records import PointSpec
+    from profiler.kernels import get_kernel, varlen
+    from profiler.kernels.varlen import options
+
+    out = {}
+    for kname, bname in cases:
+        spec = get_kernel(kname)
+        dtype = "float32" if "float32" in spec.backends[bname].dtypes else "float16"
+        point = PointSpec(kname, bname, "cpu", dtype, "fwd", 1, 128, 1, 16, True, interpret=True,
+                          options=tuple(sorted(options("fixed:40,24,64", 0))))
+        c = varlen.check(spec, point, "cpu", 0, None)
+        pack = varlen.packing(point)
+        inputs = varlen.make_inputs(spec, point, "cpu", 0, pack)
+        dense = {k: v for k, v in inputs.items() if k not in ("cu_seqlens", "max_seqlen")}
+        leak = spec.backends[bname].run(dense, True).float()
+        packed = spec.backends[bname].run(inputs, True).float()
+        out[f"{kname}/{bname}"] = {"passed": c.passed, "errs": list(c.per_sequence_rel_err), "tol": c.tolerance,
+                                   "leak": float((leak - packed).abs().max())}
+    return out
+
+
+@pytest.mark.long
+def test_fla_cu_seqlens_matches_each_sequence_alone():
+    res = run_isolated(f"{__file__}:_varlen_child", {"cases": VARLEN}, timeout_s=1200)
+    assert set(res) == {f"{k}/{b}" for k, b in VARLEN}
+    for case, r in res.items():
+        assert len(r["errs"]) == 3 and r["passed"] and max(r["errs"]) <= r["tol"], (case, r)
+        assert r["leak"] > 1e-3, (case, r)     # without cu_seqlens the later sequences see the earlier ones
