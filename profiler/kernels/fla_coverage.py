@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from profiler.kernels import catalog
+from profiler.kernels import catalog_delta
 
 #: fla.ops family -> the serprof kernel whose backends call it.
 COVERED = {"attn": "softmax", "retention": "retnet", "lightnet": "lightnet", "gsa": "gsa",
            "forgetting_attn": "fox", "kda": "kda", **catalog.COVERED}
+COVERED.update(catalog_delta.COVERED)
+#: fla.ops family -> what its row adds after "measured as kernel ..." (other kernels, no CPU backend).
+COVERAGE_NOTES: dict[str, str] = dict(catalog_delta.COVERAGE_NOTES)
 #: Packages of fla.ops that are not an attention mechanism.
 NOT_MECHANISMS = {"common": "shared chunk building blocks (chunk_h, chunk_o, ...), not a mechanism",
                   "utils": "cumulative-sum and packing utilities, not a mechanism",
@@ -46,6 +50,7 @@ NOT_YET_REASONS = {
                           "not yet described",
     "path_attn": "PaTH attention (softmax with Householder position transforms, quadratic): not yet described",
 }
+NOT_YET_REASONS.update(catalog_delta.LEFT_OUT)
 ENTRY_PREFIXES = ("chunk_", "parallel_", "fused_chunk_", "fused_recurrent_")
 TIMED_PREFIXES = ("chunk_", "parallel_", "fused_chunk_")
 NOT_YET = "not yet described as a serprof kernel (inputs, reference, models): issue 17 item 2"
@@ -83,7 +88,7 @@ def coverage() -> list[dict[str, Any]]:
         entries = sorted(n for n in _exports(d / "__init__.py") if n.startswith(ENTRY_PREFIXES))
         kernel = COVERED.get(fam)
         if kernel is not None:
-            reason = f"measured as kernel {kernel!r}"
+            reason = f"measured as kernel {kernel!r}" + COVERAGE_NOTES.get(fam, "")
         elif fam in NOT_MECHANISMS:
             reason = NOT_MECHANISMS[fam]
         elif not any(n.startswith(TIMED_PREFIXES) for n in entries):

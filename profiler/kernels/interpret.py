@@ -27,6 +27,12 @@ The three patches (installed by ``enable()``, active only while an interpreted k
     3. ``triton.language.extra.libdevice.log1p`` (fla's ``logaddexp``, LightNet/GSA gate scans) has
        no interpreter implementation (it returns None); inside the same scope it maps to
        ``tl.log(1.0 + x)``.
+    4. A Triton builtin imported under a module-level name (``fla.ops.utils.op.gather = tl.gather``,
+       used by the DPLR / KDA-style intra-chunk kernels) keeps pointing at the unpatched builtin; inside
+       the same scope every such name in the kernel's module is patched like ``tl``'s own attributes.
+    5. The interpreter computes ``bool_block & bool_scalar`` (``chunk_hgrn``'s ``mask & (t < T)``) as
+       int32 0/1 data, which its native masked load / store refuse ("mask has unsupported dtype"); the
+       builder's ``create_masked_load`` / ``create_masked_store`` take such a mask as bool.
 
 Dry mode (``dry()``, FLA.md section 5b)
     Inside ``with dry():`` every interpreted kernel launch returns at once: fla's host code still
@@ -155,6 +161,11 @@ def _install_patches() -> None:
         module = sys.modules.get(fn.__globals__.get("__name__", ""))
         if module is not None:
             scope.set_attr(module, "range", tensor_range)
+            # 4. a language builtin bound to a module-level name (fla: ``gather = tl.gather``) escapes the
+            #    patching of ``tl``'s own attributes: patch that name in the kernel's module too
+            for name, member in list(fn.__globals__.items()):
+                if tl.core.is_builtin(member):
+                    interp._patch_attr(module, name, member, interp.interpreter_builder, scope)
         scope.set_attr(libdevice, "log1p", log1p)
         return scope
 
@@ -170,6 +181,26 @@ def _install_patches() -> None:
             _state.launch_depth -= 1
 
     interp.GridExecutor.__call__ = grid_call
+
+    # 5. masks that are int1 in Triton but int32 in the interpreter's data (``bool & bool`` after a
+    #    broadcast, as in ``chunk_hgrn``): the native load / store refuse them; 0/1 values as bool
+    def bool_mask(mask):
+        data = getattr(mask, "data", None)
+        if isinstance(data, np.ndarray) and data.dtype != np.bool_ and np.issubdtype(data.dtype, np.integer):
+            return interp.TensorHandle(data.astype(np.bool_), mask.dtype)
+        return mask
+
+    orig_load = interp.InterpreterBuilder.create_masked_load
+    orig_store = interp.InterpreterBuilder.create_masked_store
+
+    def masked_load(self, ptrs, mask, *args, **kwargs):
+        return orig_load(self, ptrs, bool_mask(mask), *args, **kwargs)
+
+    def masked_store(self, ptrs, value, mask, *args, **kwargs):
+        return orig_store(self, ptrs, value, bool_mask(mask), *args, **kwargs)
+
+    interp.InterpreterBuilder.create_masked_load = masked_load
+    interp.InterpreterBuilder.create_masked_store = masked_store
 
 
 # ----------------------------------------------------------------------------- dry mode

@@ -183,7 +183,9 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                             _validate(k, n, shape, dt, device, c, mode, interpret)
                             oracles = [None]
                             other = "torch" if "torch" in spec.backends else spec.default_backend
-                            if against_torch and other != n and c in spec.backends[other].causal:
+                            # (a kernel without a torch backend: its default backend, where it runs here uninterpreted)
+                            if (against_torch and other != n and c in spec.backends[other].causal
+                                    and spec.backends[other].availability(device.split(":")[0])[0]):
                                 oracles.append(other)
                             plan.append((k, n, shape, dt, mode, c, tuple(oracles)))
     jobs = default_jobs(device, interpret) if jobs is None else jobs

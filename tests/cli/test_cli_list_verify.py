@@ -9,11 +9,12 @@ import warnings
 import pytest
 
 from profiler.cli import main
-from profiler.kernels import catalog, softmax
+from profiler.kernels import catalog, catalog_delta, softmax
 from profiler.kernels.base import Backend
 
 warnings.filterwarnings("ignore", message="Triton is not supported")
 KERNELS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda") + catalog.NAMES
+KERNELS += catalog_delta.NAMES   # fla backends only (no torch engine configuration)
 
 
 def run(argv, capsys):
@@ -35,7 +36,7 @@ def test_list_json_cpu(capsys):
     for k in KERNELS:
         assert by[(k, "fla")]["available"] is False
         assert by[(k, "fla")]["reason"] == "needs a cuda device (or --interpret on CPU for correctness only)"
-        if k != "softmax":
+        if k != "softmax" and k not in catalog_delta.NAMES:
             assert by[(k, "torch")]["available"] is True
     assert by[("softmax", "sdpa")]["available"] and by[("softmax", "naive")]["available"]
     assert not by[("softmax", "sdpa-flash")]["available"]
