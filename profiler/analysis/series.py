@@ -39,7 +39,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from profiler.analysis.devices import assign_models
-from profiler.core.records import LAYER_LEVELS, PointRecord, PointSpec, Timing, energy_per_call
+from profiler.core.records import (
+    LAYER_LEVELS,
+    PointRecord,
+    PointSpec,
+    Timing,
+    energy_per_call,
+)
 
 #: A point's median CI wider than this (half-width relative to the median) is flagged (the timing's own flag).
 WIDE_CI = Timing.WIDE_CI

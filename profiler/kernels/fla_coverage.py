@@ -16,8 +16,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from profiler.kernels import catalog
-from profiler.kernels import catalog_delta
+from profiler.kernels import catalog, catalog_delta
 
 #: fla.ops family -> the serprof kernel whose backends call it.
 COVERED = {"attn": "softmax", "retention": "retnet", "lightnet": "lightnet", "gsa": "gsa",

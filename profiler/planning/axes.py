@@ -12,7 +12,6 @@ from profiler.kernels import varlen as kernel_varlen
 from profiler.layers import STUDY_HIDDEN
 from profiler.layers.utterances import MSP_PODCAST_LIKE
 
-
 #: The head dim of a kernel-level sweep that gives none (``--head-dim``).
 KERNEL_HEAD_DIM = 64
 
