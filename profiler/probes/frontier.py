@@ -23,7 +23,6 @@ would read uninitialised memory in dry mode; fla's chunk kernels do not.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import warnings
@@ -34,7 +33,7 @@ import numpy as np
 from profiler.analysis.fits import CostModel, fit_cost
 from profiler.core.errors import UnavailableError, UsageError
 from profiler.core.lazy import lazy_import
-from profiler.kernels import MECHANISMS
+from profiler.kernels import MECHANISMS, get_kernel
 from profiler.kernels.base import Shape
 from profiler.kernels.interpret import InterpretError, dry, run_isolated
 from profiler.measure.memory import ProfilerMemoryMeter
@@ -150,8 +149,8 @@ def _child(args: dict) -> list[dict]:
     results: list[FrontierResult] = []
     for n in names:
         try:
-            reg[n] = importlib.import_module(f"profiler.kernels.{n}").KERNEL
-        except (ImportError, AttributeError) as exc:
+            reg[n] = get_kernel(n)
+        except (ImportError, AttributeError, UsageError) as exc:
             results.append(FrontierResult(n, "-", "unavailable", None, None, f"cannot load kernel: {exc}"))
     mem, dtype, B, H, D, mode = (args[k] for k in ("mem", "dtype", "B", "H", "D", "mode"))
     itemsize = {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
