@@ -32,6 +32,7 @@ from typing import Iterable
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.kernels import catalog as _catalog
+from profiler.kernels import catalog_attn as _catalog_attn
 from profiler.kernels import plugins
 from profiler.kernels.base import (
     ALL_DTYPES,
@@ -54,6 +55,7 @@ MODULES = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda")
 #: Registration order is display order: the quadratic baseline first, then the hand-written
 #: mechanisms, then fla's catalogue (``profiler.kernels.catalog.FAMILIES``: one row per family).
 MECHANISMS = MODULES + _catalog.NAMES
+MECHANISMS += _catalog_attn.NAMES   # feature-map and sparse / quadratic fla families
 
 BUILTIN = "built-in"
 
@@ -68,6 +70,8 @@ def builtins() -> dict[str, KernelSpec]:
         spec: KernelSpec = importlib.import_module(f"profiler.kernels.{name}").KERNEL
         out[spec.name] = spec
     for spec in _catalog.KERNELS:
+        out[spec.name] = spec
+    for spec in _catalog_attn.KERNELS:
         out[spec.name] = spec
     return out
 

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from profiler.kernels import catalog
+from profiler.kernels import catalog_attn
 
 #: fla.ops family -> the serprof kernel whose backends call it.
 COVERED = {"attn": "softmax", "retention": "retnet", "lightnet": "lightnet", "gsa": "gsa",
            "forgetting_attn": "fox", "kda": "kda", **catalog.COVERED}
+COVERED.update(catalog_attn.COVERED)
 #: Packages of fla.ops that are not an attention mechanism.
 NOT_MECHANISMS = {"common": "shared chunk building blocks (chunk_h, chunk_o, ...), not a mechanism",
                   "utils": "cumulative-sum and packing utilities, not a mechanism",

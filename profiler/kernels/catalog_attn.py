@@ -1,0 +1,376 @@
+"""fla's feature-map and sparse / quadratic attention families as declarative kernels (issue 17 item 2).
+
+The rows of ``profiler.kernels.catalog.FAMILIES`` are configurations of the chunkwise engine. The
+families here are not (or only after a feature map), so each row (``AttnFamily``) carries its own
+pieces, declared once:
+
+* ``make``: the inputs in the value ranges the matching fla *layer* produces (fp32 CPU tensors);
+* ``backends``: the fla functions (``FlaOp``: ``parallel_*`` / ``chunk_*`` as ``fla``, others by name),
+  called by keyword with the row's fixed keyword arguments (``prepare`` builds extra arguments such
+  as NSA's block indices from the inputs);
+* ``reference``: an fp32 oracle (fla's naive function where it matches the kernel's contract, else a
+  T x T masked form written here);
+* ``torch_run`` (optional): a timed CPU backend, only where it is an honest implementation of the
+  mechanism (based / rebased: the feature map followed by the shared chunkwise linear-attention
+  engine, ``profiler.kernels.chunkwise``); rows without one have no timed CPU backend and say so;
+* analytic ``flops`` (matmul FLOPs, 2 per multiply-add, forward, causal), ``io`` (elements read and
+  written by one forward) and ``memory`` (peak bytes above the inputs) models, and a report ``group``.
+
+``KERNELS`` reaches the registry next to the engine catalogue (``profiler.kernels.MECHANISMS``);
+``COVERED`` feeds ``profiler.kernels.fla_coverage``. Cheap to import (torch and fla load lazily).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from profiler.core.lazy import lazy_import
+from profiler.kernels import chunked as ck
+from profiler.kernels import chunkwise as cw
+from profiler.kernels.base import ALL_DTYPES, Backend, KernelSpec, Shape, require_causal
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class FlaOp:
+    """One fla function as a backend: ``fla.ops.<family>.<fn>(q=, k=, v=, **inputs, [scale=], **kwargs)``.
+
+    ``scale``: whether it takes ``scale=`` (``parallel_rebased`` fixes ``K**-0.5`` itself);
+    ``max_head_dim``: the function's own assertion (``fused_chunk_based``: 16).
+    """
+
+    fn: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    scale: bool = True
+    backward: bool = True
+    dtypes: tuple[str, ...] = ALL_DTYPES
+    max_head_dim: int | None = None
+
+
+@dataclass(frozen=True)
+class AttnFamily:
+    """A declarative description of one fla op family (module doc)."""
+
+    name: str
+    fla: str                                             # fla.ops package
+    title: str
+    group: str
+    description: str
+    inputs: tuple[str, ...]                              # names ``make`` returns, in order
+    make: Callable[[Shape, "torch.Generator"], dict]     # fp32 CPU tensors
+    reference: Callable[[dict, float], "torch.Tensor"]   # fp32 inputs, scale -> (B, T, H, Dv)
+    reference_name: str
+    reference_max_T: int
+    backends: Mapping[str, FlaOp]
+    flops: Callable[[Shape], float]                      # forward matmul FLOPs, causal
+    io: Callable[[Shape], int]                           # elements read + written by one forward
+    memory: Callable[[Shape, int, str, str], int]        # (shape, itemsize, backend, mode) -> bytes
+    flops_doc: str
+    memory_doc: str
+    torch_run: Callable[[dict, float], "torch.Tensor"] | None = None
+    torch_description: str = ""
+    no_torch_reason: str = ""
+    prepare: Callable[[dict], dict] | None = None        # extra fla keyword arguments from the inputs
+    grad_inputs: tuple[str, ...] = ("q", "k", "v")
+    max_head_dim: int | None = None
+    shape_axes: tuple[str, ...] = ()
+    family: str = "quadratic"
+
+
+def _randn(gen, *dims):
+    return torch.randn(dims, generator=gen, dtype=torch.float32)
+
+
+def _naive(module: str, fn: str):
+    return getattr(importlib.import_module(module), fn)
+
+
+def _causal_pairs(T: int) -> float:
+    return T * (T + 1) / 2
+
+
+# ----------------------------------------------------------------------------- based / rebased
+
+BASED_EPS = 1e-6     # parallel_based / fused_chunk_based normaliser epsilon
+REBASED_EPS = 1e-5   # parallel_rebased default (ReBasedLinearAttention's eps)
+
+
+def _qkv_dims(s: Shape):
+    return (s.B, s.T, s.H, s.D), (s.B, s.T, s.H, s.Dv)
+
+
+def _based_inputs(s: Shape, gen) -> dict:
+    """BasedLinearAttention: q, k projections to the feature dim D (N(0, 1)), v to the head dim Dv."""
+    dk, dv = _qkv_dims(s)
+    return {"q": _randn(gen, *dk), "k": _randn(gen, *dk), "v": _randn(gen, *dv)}
+
+
+def _rebased_inputs(s: Shape, gen) -> dict:
+    """ReBasedLinearAttention (parallel mode): q, k after its feature map's LayerNorm at init
+    (gamma = 1, beta = 0, normalised over the feature dim), v ~ N(0, 1)."""
+    dk, dv = _qkv_dims(s)
+    q, k = (F.layer_norm(_randn(gen, *dk), (s.D,)) for _ in range(2))
+    return {"q": q, "k": k, "v": _randn(gen, *dv)}
+
+
+def _ref_based(x, scale):
+    """fla ``naive_parallel_based`` (head-first, T x T, normalised, eps 1e-6)."""
+    q, k, v = (x[n].transpose(1, 2) for n in ("q", "k", "v"))
+    o = _naive("fla.ops.based.naive", "naive_parallel_based")(q, k, v, scale=scale, use_norm=True)
+    return o.transpose(1, 2)
+
+
+def _ref_rebased(x, scale):
+    """T x T form of ``parallel_rebased`` in fp64: ``A = tril((scale q k^T)^2)``, ``o = A v / (rowsum A +
+    1e-5)``. (fla's ``naive_parallel_rebased`` hard-codes eps 1e-6, not the kernel's and layer's 1e-5.)
+    fp64 because the first rows are ill-conditioned: with few keys ``rowsum A`` can be ~eps, where an
+    fp32 rounding of ``q.k`` (a sum of D products) moves the gradients by ~1e-5 relative; fp64 makes the
+    oracle exact for the fp32 tolerance."""
+    q, k, v = (x[n].transpose(1, 2).double() for n in ("q", "k", "v"))
+    T = q.shape[-2]
+    A = ((q * scale) @ k.transpose(-1, -2)) ** 2
+    A = A.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=q.device).tril(), 0)
+    return ((A @ v) / (A.sum(-1, keepdim=True) + REBASED_EPS)).transpose(1, 2).float()
+
+
+def _pairs_index(D: int, device):
+    i, j = torch.triu_indices(D, D, offset=1, device=device)
+    return i, j
+
+
+def taylor_features(x: "torch.Tensor") -> "torch.Tensor":
+    """Based's feature map ``phi(x) = [1, x, x_i^2 / sqrt2, x_i x_j (i < j)]`` (fp32, 1 + D + D(D+1)/2
+    features): ``phi(x) . phi(y) = 1 + x.y + (x.y)^2 / 2`` exactly (fla's ``TaylorFeatureMap`` up to the
+    ``D**-1/4`` scaling it folds in)."""
+    x = x.float()
+    i, j = _pairs_index(x.shape[-1], x.device)
+    return torch.cat([torch.ones_like(x[..., :1]), x, x * x * 2 ** -0.5, x[..., i] * x[..., j]], dim=-1)
+
+
+def square_features(x: "torch.Tensor") -> "torch.Tensor":
+    """ReBased's quadratic map ``phi(x) = [x_i^2, sqrt2 x_i x_j (i < j)]`` (fp32, D(D+1)/2 features):
+    ``phi(x) . phi(y) = (x.y)^2`` exactly."""
+    x = x.float()
+    i, j = _pairs_index(x.shape[-1], x.device)
+    return torch.cat([x * x, x[..., i] * x[..., j] * 2 ** 0.5], dim=-1)
+
+
+def feature_dim(D: int, taylor: bool) -> int:
+    return (1 + D if taylor else 0) + D * (D + 1) // 2
+
+
+def _feature_map_attention(phi, pair, eps: float, exact_scores: bool = False):
+    def run(x, scale):
+        """Normalised causal linear attention, chunkwise (C = ``chunkwise.CHUNK``): inside a chunk the pair
+        kernel exactly, ``A = tril(pair(scale Q K^T))``; across chunks through the feature-space states
+        ``S_n = sum_{chunks < n} phi(K)^T [V, 1]`` (``chunked.scan_states``), ``O += phi(scale Q) S``. v gets
+        a column of ones so that the same matmuls carry the normaliser ``sum_j pair(q.k_j)``. The exact
+        intra-chunk kernel keeps the first tokens (normaliser near 0 for ReBased) free of the feature
+        form's cancellation; across chunks the normaliser sums >= C terms and is well conditioned.
+        ``exact_scores`` (ReBased): the intra-chunk part and the normalisation in fp64. With few keys the
+        normaliser can be ~eps, and both the rounding of ``q.k`` and the division's backward (two terms
+        of size 1/z that nearly cancel) lose ~1e-5 relative in fp32 (see ``_ref_rebased``); costs two
+        C x C fp64 matmuls per chunk next to the fp32 feature-space part."""
+        C, T = cw.CHUNK, x["q"].shape[1]
+        v = x["v"].float()
+        qc = ck.to_chunks(x["q"], C)
+        kc = ck.to_chunks(x["k"], C)
+        vc = ck.to_chunks(torch.cat([v, torch.ones_like(v[..., :1])], dim=-1), C)
+        mask = torch.ones(C, C, dtype=torch.bool, device=qc.device).tril()
+        S = ck.scan_states(phi(kc).transpose(-1, -2) @ vc)           # (B, H, N, F, Dv + 1) entering states
+        inter = phi(qc * scale) @ S
+        if exact_scores:   # scaled in fp64 too: an fp32 rounding of scale q is already ~1e-5 of a small q.k
+            qc, kc, vc, inter, mask = qc.double(), kc.double(), vc.double(), inter.double(), mask.double()
+        o = ck.from_chunks((pair((qc * scale) @ kc.transpose(-1, -2)) * mask) @ vc + inter, T)
+        return (o[..., :-1] / (o[..., -1:] + eps)).float()
+    return run
+
+
+def _taylor_pair(s):
+    return 1 + s + 0.5 * s * s
+
+
+def _square_pair(s):
+    return s * s
+
+
+def _feature_map_flops(s: Shape) -> float:
+    """Quadratic (``parallel_*``) matmul FLOPs, the layers' default mode: ``pairs * (2D + 2Dv)`` per head."""
+    return s.B * s.H * _causal_pairs(s.T) * (2.0 * s.D + 2.0 * s.Dv)
+
+
+def _feature_map_io(s: Shape) -> int:
+    return s.B * s.T * s.H * (2 * s.D + 2 * s.Dv)
+
+
+def _feature_map_memory(taylor: bool):
+    def memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
+        B, T, H, D, Dv = s.B, s.T, s.H, s.D, s.Dv
+        BTH = B * T * H
+        grads = BTH * (2 * D + Dv) * itemsize
+        if backend == "torch":
+            Fd, Tp = feature_dim(D, taylor), ck.padded_T(T)
+            BHT, N = B * H * Tp, Tp // cw.CHUNK
+            chunks = BHT * (2 * D + 2 * (Dv + 1)) * 4                 # chunked q, k, [v, 1] and the output
+            feats = 2 * BHT * Fd * 4                                   # phi(K), phi(Q) per chunk
+            states = 2 * B * H * N * Fd * (Dv + 1) * 4                 # per-chunk phi(K)^T V and the scan
+            scores = 2 * BHT * cw.CHUNK * 4                            # Q K^T and the pair kernel
+            fwd = chunks + feats + states + scores
+            return int(fwd + (fwd + grads if mode == "fwdbwd" else 0))
+        # fla: contiguous head-first copies of q, k, v; the fp32 output and normaliser; o / z and the cast
+        copies = BTH * (2 * D + Dv) * itemsize
+        fwd = copies + BTH * (Dv + 1) * 4 + 2 * BTH * Dv * itemsize
+        return int(fwd + (grads + BTH * (2 * D + Dv) * itemsize if mode == "fwdbwd" else 0))
+    return memory
+
+
+_FEATURE_MEMORY_DOC = (
+    "Structural (not fitted). ``torch``: fp32 chunked q, k, [v, 1] and output, phi(Q) and phi(K) "
+    "(F features per token), the per-chunk (F, Dv+1) contributions and entering states, two (C, C) score "
+    "tiles per chunk; fwd+bwd doubles it and adds the input gradients. fla: the contiguous head-first copies of "
+    "q, k, v, the fp32 output and normaliser, o / z and its cast; fwd+bwd adds dq, dk, dv and their "
+    "per-block partials.")
+
+_TORCH_FEATURE_DOC = ("chunkwise linear attention in feature space (F = {F}; chunked.py building blocks, C={C}): "
+                      "exact pair kernel inside a chunk, feature-map states across chunks, a ones column for "
+                      "the normaliser; pure PyTorch, O(T)")
+
+# ----------------------------------------------------------------------------- the rows
+
+_QUADRATIC_REF_MAX_T = 2048   # T x T fp32 references: 16 MiB per (batch, head) at 2048
+
+FAMILIES: tuple[AttnFamily, ...] = (
+    AttnFamily(
+        name="based", fla="based", title="Based (Taylor feature-map linear attention)", group="linear+decay",
+        description="Normalised causal linear attention with the 2nd-order Taylor kernel 1 + s q.k + (s q.k)^2/2 "
+                    "(BasedLinearAttention: q, k are feature-dim projections, D = feature dim (16 in the layer), "
+                    "v has the head dim Dv; scale D**-0.5, eps 1e-6).",
+        inputs=("q", "k", "v"), make=_based_inputs,
+        reference=_ref_based, reference_name="fla naive_parallel_based (fp32, T x T)",
+        reference_max_T=_QUADRATIC_REF_MAX_T,
+        backends={"fla": FlaOp("parallel_based", kwargs={"use_norm": True}, max_head_dim=128),
+                  "fla-fused-chunk": FlaOp("fused_chunk_based", kwargs={"use_norm": True}, max_head_dim=16)},
+        flops=_feature_map_flops, io=_feature_map_io, memory=_feature_map_memory(True),
+        flops_doc=_feature_map_flops.__doc__ or "", memory_doc=_FEATURE_MEMORY_DOC,
+        torch_run=_feature_map_attention(taylor_features, _taylor_pair, BASED_EPS),
+        torch_description=_TORCH_FEATURE_DOC.format(F="1 + D + D(D+1)/2", C=cw.CHUNK),
+        max_head_dim=128, shape_axes=("value_dim",),
+    ),
+    AttnFamily(
+        name="rebased", fla="rebased", title="ReBased (quadratic feature-map linear attention)", group="linear+decay",
+        description="Normalised causal linear attention with the kernel (s q.k)^2 (ReBasedLinearAttention, parallel "
+                    "mode: q, k LayerNorm-ed over the feature dim D, v with head dim Dv; scale D**-0.5 fixed by "
+                    "the kernel, eps 1e-5).",
+        inputs=("q", "k", "v"), make=_rebased_inputs,
+        reference=_ref_rebased, reference_name="T x T form of parallel_rebased (fp64, eps 1e-5)",
+        reference_max_T=_QUADRATIC_REF_MAX_T,
+        backends={"fla": FlaOp("parallel_rebased", kwargs={"eps": REBASED_EPS, "use_scale": True,
+                                                           "use_normalize": True}, scale=False, max_head_dim=128)},
+        flops=_feature_map_flops, io=_feature_map_io, memory=_feature_map_memory(False),
+        flops_doc=_feature_map_flops.__doc__ or "", memory_doc=_FEATURE_MEMORY_DOC,
+        torch_run=_feature_map_attention(square_features, _square_pair, REBASED_EPS, exact_scores=True),
+        torch_description=_TORCH_FEATURE_DOC.format(F="D(D+1)/2", C=cw.CHUNK),
+        max_head_dim=128, shape_axes=("value_dim",),
+    ),
+)
+
+#: Kernel names, in display order (``profiler.kernels.MECHANISMS`` appends them).
+NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)
+#: fla.ops package -> serprof kernel (``fla_coverage``).
+COVERED: dict[str, str] = {f.fla: f.name for f in FAMILIES}
+
+
+# ----------------------------------------------------------------------------- KernelSpec builder
+
+def _fixed_scale(fam: AttnFamily, inputs, D: int) -> float:
+    """The scale a backend and the reference use: ``inputs["scale"]`` or ``D**-0.5``; a family whose fla
+    function takes no ``scale`` always uses ``D**-0.5``."""
+    if any(not op.scale for op in fam.backends.values()):
+        return D ** -0.5
+    return ck.scale_of(inputs, D)
+
+
+def kernel(fam: AttnFamily) -> KernelSpec:
+    """The ``KernelSpec`` of one row (module doc)."""
+    names = fam.inputs
+
+    def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
+        x = fam.make(shape, ck.generator(seed))
+        dt = ck.torch_dtype(dtype)
+        return {n: (x[n].to(device=device, dtype=dt) if x[n].is_floating_point() else x[n].to(device))
+                for n in names}
+
+    def fla_run(op: FlaOp):
+        def run(inputs, causal: bool = True):
+            require_causal(causal, f"{fam.name}/{op.fn}")
+            fn = getattr(importlib.import_module(f"fla.ops.{fam.fla}"), op.fn)
+            args = {n: inputs[n] for n in names}
+            if fam.prepare is not None:
+                args.update(fam.prepare(inputs))
+            if op.scale:
+                args["scale"] = _fixed_scale(fam, inputs, inputs["q"].shape[-1])
+            out = fn(**args, **op.kwargs)
+            return out[0] if isinstance(out, tuple) else out
+        run.__name__ = f"run_{op.fn}"
+        return run
+
+    def reference(inputs, causal: bool = True):
+        require_causal(causal, f"{fam.name} reference")
+        x = {n: (inputs[n].float() if inputs[n].is_floating_point() else inputs[n]) for n in names}
+        return fam.reference(x, _fixed_scale(fam, inputs, x["q"].shape[-1]))
+
+    backends: dict[str, Backend] = {}
+    if fam.torch_run is not None:
+        torch_fn = fam.torch_run
+
+        def run_torch(inputs, causal: bool = True):
+            require_causal(causal, f"{fam.name}/torch")
+            q = inputs["q"]
+            return torch_fn(inputs, _fixed_scale(fam, inputs, q.shape[-1])).to(inputs["v"].dtype)
+
+        backends["torch"] = Backend("torch", run_torch, description=fam.torch_description, varlen="per_sequence")
+    for bname, op in fam.backends.items():
+        backends[bname] = Backend(bname, fla_run(op), devices=("cuda",), requires=("fla", "triton"),
+                                  interpretable=True, backward=op.backward, dtypes=op.dtypes,
+                                  description=f"fla.ops.{fam.fla}.{op.fn} (Triton"
+                                              + ("; inference only)" if not op.backward else ")"))
+    limits = {b: op.max_head_dim for b, op in fam.backends.items()
+              if op.max_head_dim is not None and (fam.max_head_dim is None or op.max_head_dim < fam.max_head_dim)}
+
+    def flops(shape: Shape, causal: bool = True) -> float:
+        return float(fam.flops(shape))
+
+    def bytes_moved(shape: Shape, itemsize: int, causal: bool = True) -> float:
+        return float(fam.io(shape) * itemsize)
+
+    def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True, mode: str = "fwd") -> int:
+        return int(fam.memory(shape, itemsize, backend, mode))
+
+    flops.__doc__ = fam.flops_doc
+    bytes_moved.__doc__ = "Read every input once and write o once: " + " + ".join(names) + " + o."
+    memory_bytes.__doc__ = fam.memory_doc
+    notes = {"fla": f"fla.ops.{fam.fla}"}
+    notes["torch"] = fam.torch_description if fam.torch_run is not None else f"no timed CPU backend: {fam.no_torch_reason}"
+    default = "torch" if fam.torch_run is not None else next(iter(fam.backends))
+    return KernelSpec(
+        name=fam.name, title=fam.title, family=fam.family, group=fam.group, make_inputs=make_inputs,
+        backends=backends, reference=reference, reference_name=fam.reference_name,
+        flops=flops, bytes_moved=bytes_moved, memory_bytes=memory_bytes,
+        grad_inputs=fam.grad_inputs, max_head_dim=fam.max_head_dim, reference_max_T=fam.reference_max_T,
+        backend_max_head_dim=limits, description=fam.description, default_backend=default,
+        notes=notes, shape_axes=fam.shape_axes,
+    )
+
+
+KERNELS: tuple[KernelSpec, ...] = tuple(kernel(f) for f in FAMILIES)
+
+__all__ = ["AttnFamily", "FlaOp", "FAMILIES", "NAMES", "COVERED", "KERNELS", "kernel", "taylor_features",
+           "square_features", "feature_dim"]
