@@ -1,0 +1,82 @@
+"""fla's feature-map / quadratic families (profiler.kernels.catalog_attn) under Triton's interpreter on CPU.
+
+As test_fla_interpret_catalog.py: one fresh interpreted subprocess runs ``verify_many`` and the tests
+assert on its rows; every backend is compared with its reference and with the torch backend.
+
+* quick (``make test``): based (``parallel_based`` and ``fused_chunk_based``) and rebased
+  (``parallel_rebased``), fp32 forward + backward at B=1, T=130, H=1, D=16: T > 128 runs
+  ``parallel_*``'s inter-block loop (its forward block is 128 tokens, backward 64) and
+  ``fused_chunk_based``'s chunk loop (16); D=16 is ``fused_chunk_based``'s limit.
+* long: fp16 forward + backward of every backend, and the layer's Dv != D (D=16, Dv=32).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from profiler.kernels import catalog_attn, registry
+from profiler.kernels.interpret import run_isolated
+
+pytestmark = pytest.mark.interpret
+
+NAMES = list(catalog_attn.NAMES)
+SHAPE = dict(lengths=[130], batches=[1], heads=1, head_dim=16, interpret=True)
+
+
+def _run(runs: list) -> list[dict]:
+    return run_isolated("profiler.measure.verify:verify_many_json", {"runs": runs}, timeout_s=1200)
+
+
+def _check(rows, tol):
+    assert rows
+    for r in rows:
+        assert r["error"] is None, (r["kernel"], r["backend"], r["error"])
+        c = r["correctness"]
+        assert r["interpret"] and r["causal"]
+        assert c["max_rel_err"] <= tol, (r["kernel"], r["backend"], r["against"], c)
+        if r["mode"] == "fwdbwd":
+            assert c["grad_max_rel_err"] is not None and c["grad_max_rel_err"] <= tol, (r["kernel"], r["backend"], c)
+        assert r["passed"]
+
+
+def _every_fla_backend():
+    return {(n, b) for n in NAMES for b in registry()[n].backends if b != "torch"}
+
+
+def test_every_fla_backend_matches_reference_and_torch_fp32():
+    rows = _run([dict(SHAPE, kernels=NAMES, dtypes=["float32"], modes=["fwdbwd"])])
+    _check(rows, 1e-5)
+    assert {(r["kernel"], r["backend"]) for r in rows} == _every_fla_backend()
+    assert {r["against"] for r in rows} == {None, "torch"}
+
+
+@pytest.mark.long
+def test_every_fla_backend_fp16_and_value_dim():
+    rows = _run([dict(SHAPE, kernels=NAMES, dtypes=["float16"], modes=["fwd", "fwdbwd"])])
+    _check(rows, 5e-3)
+    assert {(r["kernel"], r["backend"]) for r in rows} == _every_fla_backend()
+    # the layers' shape: feature dim 16, head dim 32 (Dv != D), through the same check
+    child = str(Path(__file__).with_name("test_fla_interpret_catalog_attn.py")) + ":_value_dim_child"
+    res = run_isolated(child, {}, timeout_s=1200)
+    assert set(res) == {f"{n}/{b}" for n, b in _every_fla_backend()}
+    for key, (err, passed) in res.items():
+        assert passed and err <= 1e-5, (key, err)
+
+
+def _value_dim_child() -> dict:
+    """In the interpreted child: each fla backend at D=16, Dv=32 against the reference (fwd+bwd)."""
+    from profiler.kernels.base import Shape
+    from profiler.kernels.verify import verify_against_backend
+
+    out = {}
+    for n in NAMES:
+        spec = registry()[n]
+        for b in spec.backends:
+            if b == "torch":
+                continue
+            [c] = verify_against_backend(spec, b, Shape(1, 130, 1, 16, value_dim=32), "float32", "cpu", True,
+                                         "fwdbwd", interpret=True)
+            out[f"{n}/{b}"] = (max(c.max_rel_err, c.grad_max_rel_err or 0.0), c.passed)
+    return out

@@ -1,0 +1,146 @@
+"""fla's feature-map / quadratic families (profiler.kernels.catalog_attn): inputs in the layers' ranges,
+the exact feature maps, the torch backends against their references (forward and gradients, across
+chunks, with a value dim), the analytic models, registration and coverage. Tiny CPU shapes only; the
+fla backends under Triton's interpreter are in test_fla_interpret_catalog_attn.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from profiler.core.errors import UsageError
+from profiler.kernels import MECHANISMS, catalog_attn, fla_coverage, registry
+from profiler.kernels.base import GROUPS, Shape
+from profiler.kernels.verify import _rel
+
+TOL = 1e-5
+TORCH = [f.name for f in catalog_attn.FAMILIES if f.torch_run is not None]
+
+
+@pytest.mark.parametrize("name", TORCH)
+@pytest.mark.parametrize("shape", [Shape(2, 150, 2, 8), Shape(1, 70, 2, 8, value_dim=12)])
+def test_torch_backend_matches_reference_forward_and_gradients(name, shape):
+    """T = 150 spans three chunks of 64 (the feature-space states carry across them)."""
+    k = registry()[name]
+    x = k.make_inputs(shape, "float32", "cpu", 0)
+    xs = {n: t.clone().requires_grad_(True) for n, t in x.items()}
+    xr = {n: t.clone().requires_grad_(True) for n, t in x.items()}
+    o, ref = k.backends["torch"].run(xs, True), k.reference(xr, True)
+    assert o.shape == ref.shape == (shape.B, shape.T, shape.H, shape.Dv)
+    assert _rel(o, ref)[1] <= TOL
+    g = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
+    o.backward(g)
+    ref.backward(g)
+    for n in x:
+        assert _rel(xs[n].grad, xr[n].grad)[1] <= TOL, n
+
+
+def test_feature_maps_reproduce_the_pair_kernels_exactly():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 7, generator=gen, dtype=torch.float64), torch.randn(5, 7, generator=gen, dtype=torch.float64)
+    s = (x * y).sum(-1)
+    # fp32 maps; compare in fp64 of their products
+    tx, ty = catalog_attn.taylor_features(x).double(), catalog_attn.taylor_features(y).double()
+    assert tx.shape[-1] == catalog_attn.feature_dim(7, True) == 1 + 7 + 28
+    assert torch.allclose((tx * ty).sum(-1), 1 + s + s * s / 2, rtol=1e-5, atol=1e-5)
+    qx, qy = catalog_attn.square_features(x).double(), catalog_attn.square_features(y).double()
+    assert qx.shape[-1] == catalog_attn.feature_dim(7, False) == 28
+    assert torch.allclose((qx * qy).sum(-1), s * s, rtol=1e-5, atol=1e-5)
+
+
+def test_based_reference_is_fla_naive_and_rebased_reference_uses_the_kernel_eps():
+    pytest.importorskip("fla")
+    from fla.ops.rebased.naive import naive_parallel_rebased
+
+    k = registry()["rebased"]
+    x = k.make_inputs(Shape(1, 40, 2, 8), "float32", "cpu", 3)
+    ref = k.reference(x, True)
+    naive = naive_parallel_rebased(*(x[n].transpose(1, 2) for n in ("q", "k", "v"))).transpose(1, 2)  # eps 1e-6
+    assert _rel(ref, naive)[1] < 1e-2          # the same mechanism ...
+    assert registry()["based"].reference_name.startswith("fla naive_parallel_based")
+
+
+def test_inputs_are_in_the_layer_ranges_and_deterministic():
+    s = Shape(2, 64, 3, 16, value_dim=24)
+    for name in catalog_attn.NAMES:
+        x = registry()[name].make_inputs(s, "float32", "cpu", 5)
+        assert x["q"].shape == x["k"].shape == (2, 64, 3, 16) and x["v"].shape == (2, 64, 3, 24)
+        again = registry()[name].make_inputs(s, "float32", "cpu", 5)
+        assert all(torch.equal(x[n], again[n]) for n in x)
+    x = registry()["rebased"].make_inputs(s, "float32", "cpu", 5)   # LayerNorm-ed over the feature dim
+    for n in ("q", "k"):
+        assert torch.allclose(x[n].mean(-1), torch.zeros(2, 64, 3), atol=1e-5)
+        assert torch.allclose(x[n].var(-1, unbiased=False), torch.ones(2, 64, 3), atol=1e-3)
+    x = registry()["based"].make_inputs(Shape(1, 512, 4, 16), "float32", "cpu", 0)   # projections: N(0, 1)
+    assert abs(float(x["q"].std()) - 1.0) < 0.05
+
+
+def test_registered_in_one_place_and_covered():
+    reg = registry()
+    assert set(catalog_attn.NAMES) <= set(MECHANISMS)
+    rows = {r["family"]: r for r in fla_coverage.coverage()}
+    for fam in catalog_attn.FAMILIES:
+        k = reg[fam.name]
+        assert k.group in GROUPS and k.group != "other"
+        for b, op in fam.backends.items():
+            assert k.backends[b].interpretable and k.backends[b].devices == ("cuda",)
+            assert op.fn in k.backends[b].description
+            if rows:
+                assert op.fn in rows[fam.fla]["entry_points"], (fam.name, op.fn)
+        assert fla_coverage.COVERED[fam.fla] == fam.name
+        if rows:
+            assert rows[fam.fla]["covered"] and rows[fam.fla]["kernel"] == fam.name
+        if fam.torch_run is not None:
+            assert k.backends["torch"].devices == ("cpu", "cuda") and k.default_backend == "torch"
+        else:
+            assert "torch" not in k.backends and "no timed CPU backend" in k.notes["torch"]
+
+
+def test_backend_head_dim_limit_and_non_causal():
+    k = registry()["based"]
+    assert k.backend_limit("fla-fused-chunk", Shape(1, 8, 1, 32)) is not None   # fused_chunk_based: D <= 16
+    assert k.backend_limit("fla-fused-chunk", Shape(1, 8, 1, 16)) is None
+    assert k.backend_limit("fla", Shape(1, 8, 1, 128)) is None
+    assert k.check_shape(Shape(1, 8, 1, 256)) is not None
+    x = k.make_inputs(Shape(1, 8, 1, 8), "float32", "cpu", 0)
+    with pytest.raises(UsageError, match="causal only"):
+        k.backends["torch"].run(x, False)
+
+
+def test_verify_skips_an_unnamed_backend_over_its_head_dim_limit_and_refuses_a_named_one(monkeypatch):
+    from profiler.measure import verify as mv
+
+    ran = []
+    monkeypatch.setattr(mv, "verify_point", lambda point, *a, **kw: ran.append(point.backend) or [])
+    rows = mv.verify_many(["based"], lengths=[5], batches=[1], heads=1, head_dim=32, modes=["fwd"], interpret=True)
+    assert [r.backend for r in rows] == ["fla-fused-chunk"] and "limit of 16" in rows[0].skipped
+    assert ran == ["fla"]                  # under --interpret only the interpretable backends
+    with pytest.raises(UsageError, match="limit of 16"):
+        mv.verify_many(["based"], ["fla-fused-chunk"], lengths=[5], batches=[1], heads=1, head_dim=32,
+                       modes=["fwd"], interpret=True)
+
+
+def test_analytic_models():
+    for name in catalog_attn.NAMES:
+        k = registry()[name]
+        a, b = Shape(1, 2048, 4, 16, value_dim=64), Shape(1, 8192, 4, 16, value_dim=64)
+        # quadratic kernels (parallel_*): causal pairs * (2D + 2Dv) per head
+        assert k.flops(a, True) == pytest.approx(4 * 2048 * 2049 / 2 * (32 + 128))
+        assert k.bytes_moved(b, 2, True) == pytest.approx(4 * k.bytes_moved(a, 2, True))
+        for backend in k.backends:
+            for mode in ("fwd", "fwdbwd"):
+                ma, mb = k.memory_bytes(a, 4, backend, True, mode), k.memory_bytes(b, 4, backend, True, mode)
+                assert 0 < ma and mb == pytest.approx(4 * ma, rel=0.05), (name, backend, mode)
+
+
+@pytest.mark.parametrize("name", TORCH)
+def test_torch_memory_model_matches_measured_forward_peak(name):
+    from profiler.measure.memory import ProfilerMemoryMeter
+
+    k = registry()[name]
+    for s in (Shape(1, 1024, 2, 16), Shape(1, 1024, 2, 16, value_dim=64)):
+        x = k.make_inputs(s, "float32", "cpu", 0)
+        with torch.no_grad():
+            peak = ProfilerMemoryMeter().measure(lambda: k.backends["torch"].run(x, True)).peak_bytes
+        model = k.memory_bytes(s, 4, "torch", True, "fwd")
+        assert 0.85 <= model / peak <= 1.15, (name, s, model, peak)
