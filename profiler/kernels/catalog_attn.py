@@ -23,7 +23,7 @@ pieces, declared once:
 from __future__ import annotations
 
 import importlib
-import math
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -71,7 +71,7 @@ class AttnFamily:
     reference_max_T: int
     backends: Mapping[str, FlaOp]
     flops: Callable[[Shape], float]                      # forward matmul FLOPs, causal
-    io: Callable[[Shape], int]                           # elements read + written by one forward
+    io: Callable[[Shape, int], float]                    # (shape, itemsize) -> bytes read + written by one forward
     memory: Callable[[Shape, int, str, str], int]        # (shape, itemsize, backend, mode) -> bytes
     flops_doc: str
     memory_doc: str
@@ -79,10 +79,29 @@ class AttnFamily:
     torch_description: str = ""
     no_torch_reason: str = ""
     prepare: Callable[[dict], dict] | None = None        # extra fla keyword arguments from the inputs
+    call: Callable[[Callable, dict], "torch.Tensor"] | None = None   # (fla function, keyword args) -> output
     grad_inputs: tuple[str, ...] = ("q", "k", "v")
     max_head_dim: int | None = None
     shape_axes: tuple[str, ...] = ()
     family: str = "quadratic"
+    shape_check: Callable[[Shape], str | None] | None = None   # constraints beyond the head dim
+    kv_heads: Callable[[Shape], int] | None = None           # key/value heads when the point sets none
+
+
+@dataclass(frozen=True)
+class _Spec(KernelSpec):
+    """A ``KernelSpec`` with a family's extra shape constraint (NSA's GQA group)."""
+
+    extra_check: Callable[[Shape], str | None] | None = None
+    kv_of: Callable[[Shape], int] | None = None     # key/value heads when the point sets none (NSA: H/16)
+
+    def check_shape(self, shape: Shape) -> str | None:
+        return super().check_shape(shape) or (self.extra_check(shape) if self.extra_check else None)
+
+    def input_bytes(self, shape: Shape, itemsize: int, mode: str) -> int:
+        if self.kv_of is not None and not shape.kv_heads:
+            shape = Shape(shape.B, shape.T, shape.H, shape.D, self.kv_of(shape), shape.value_dim, shape.window)
+        return super().input_bytes(shape, itemsize, mode)
 
 
 def _randn(gen, *dims):
@@ -218,8 +237,8 @@ def _feature_map_flops(s: Shape) -> float:
     return s.B * s.H * _causal_pairs(s.T) * (2.0 * s.D + 2.0 * s.Dv)
 
 
-def _feature_map_io(s: Shape) -> int:
-    return s.B * s.T * s.H * (2 * s.D + 2 * s.Dv)
+def _feature_map_io(s: Shape, itemsize: int) -> float:
+    return float(s.B * s.T * s.H * (2 * s.D + 2 * s.Dv) * itemsize)
 
 
 def _feature_map_memory(taylor: bool):
@@ -261,6 +280,141 @@ _TORCH_FEATURE_DOC = ("chunkwise linear attention in feature space (F = {F}; chu
                       "exact pair kernel inside a chunk, feature-map states across chunks, a ones column for "
                       "the normaliser; pure PyTorch, O(T)")
 
+
+# ----------------------------------------------------------------------------- NSA (native sparse attention)
+
+NSA_BLOCK_SIZE = 64      # NativeSparseAttention defaults: selection / compression block size,
+NSA_BLOCK_COUNT = 16     # selected blocks per query,
+NSA_WINDOW = 512         # sliding window
+NSA_MIN_GROUP = 16       # parallel_nsa: query heads per key/value head, a power of two >= 16
+
+
+def _nsa_kv_heads(s: Shape) -> int:
+    return s.kv_heads or max(1, s.H // NSA_MIN_GROUP)
+
+
+def _nsa_check(s: Shape) -> str | None:
+    hkv = _nsa_kv_heads(s)
+    G = s.H // hkv
+    if s.H % hkv or G < NSA_MIN_GROUP or G & (G - 1):
+        return (f"nsa: query heads per key/value head must be a power of two >= {NSA_MIN_GROUP} (fla parallel_nsa's "
+                f"GQA tile); got H={s.H}, kv heads={hkv} (default H/16): use --heads 16 (or more)")
+    return None
+
+
+def _nsa_pool(x: "torch.Tensor", bs: int) -> "torch.Tensor":
+    """Mean of each block of ``bs`` tokens (B, ceil(T/bs), H, D), the last block over its own tokens
+    (fla's ``mean_pooling``, in torch)."""
+    B, T = x.shape[:2]
+    n = -(-T // bs)
+    pad = n * bs - T
+    xs = torch.cat([x, x.new_zeros(B, pad, *x.shape[2:])], 1).view(B, n, bs, *x.shape[2:]).sum(2)
+    cnt = torch.full((n,), float(bs), dtype=x.dtype, device=x.device)
+    cnt[-1] = bs - pad
+    return xs / cnt.view(1, n, *([1] * (x.dim() - 2)))
+
+
+def _nsa_inputs(s: Shape, gen) -> dict:
+    """NativeSparseAttention: q (H heads), k, v (H/16 heads), gates sigmoid(x) for the compressed, selected
+    and sliding branches (its g_proj), and the selected block indices the layer builds: top-16 blocks by
+    the compressed attention (first, current and previous block forced), from fla's ``naive_nsa_topk``
+    (the reference of the ``parallel_nsa_topk`` kernel the layer runs) on these q, k in fp32."""
+    hkv = _nsa_kv_heads(s)
+    x = {"q": _randn(gen, s.B, s.T, s.H, s.D), "k": _randn(gen, s.B, s.T, hkv, s.D),
+         "v": _randn(gen, s.B, s.T, hkv, s.Dv)}
+    for n in ("g_cmp", "g_slc", "g_swa"):
+        x[n] = torch.sigmoid(_randn(gen, s.B, s.T, s.H))
+    topk = _naive("fla.ops.nsa.naive", "naive_nsa_topk")
+    x["block_indices"] = topk(x["q"], _nsa_pool(x["k"], NSA_BLOCK_SIZE), NSA_BLOCK_COUNT, NSA_BLOCK_SIZE, s.D ** -0.5)
+    return x
+
+
+def _window_attention(q, k, v, scale: float, window: int) -> "torch.Tensor":
+    """Causal softmax attention over the last ``window`` keys (T x T, k, v repeated per query head)."""
+    G = q.shape[2] // k.shape[2]
+    k, v = (t.repeat_interleave(G, dim=2) for t in (k, v))
+    T = q.shape[1]
+    i = torch.arange(T, device=q.device)
+    band = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - window)
+    att = torch.einsum("bthd,bshd->bhts", q * scale, k).masked_fill(~band, float("-inf")).softmax(-1)
+    return torch.einsum("bhts,bshv->bthv", att, v)
+
+
+def _ref_nsa(x, scale):
+    """fla's naive NSA branches (fp32): ``naive_nsa_compression`` on the mean-pooled k, v (pooled here in
+    torch) gated by g_cmp, ``naive_nsa_selection`` of the given blocks gated by g_slc, and a T x T sliding
+    window of 512 keys gated by g_swa (fla's ``naive_nsa`` calls flash-attn for that branch)."""
+    q, k, v = x["q"], x["k"], x["v"]
+    bs = NSA_BLOCK_SIZE
+    o_cmp, _ = _naive("fla.ops.nsa.naive", "naive_nsa_compression")(q, _nsa_pool(k, bs), _nsa_pool(v, bs), bs, scale)
+    o_slc = _naive("fla.ops.nsa.naive", "naive_nsa_selection")(q, k, v, x["block_indices"], bs, scale)
+    o_swa = _window_attention(q, k, v, scale, _nsa_window(x))
+    return o_cmp * x["g_cmp"][..., None] + o_slc * x["g_slc"][..., None] + o_swa * x["g_swa"][..., None]
+
+
+def _nsa_window(inputs) -> int:
+    """The sliding branch's window: the point's ``--window`` if set, else the layer's 512."""
+    return int(inputs.get("window") or NSA_WINDOW)
+
+
+def _nsa_prepare(inputs) -> dict:
+    return {"block_counts": NSA_BLOCK_COUNT, "block_size": NSA_BLOCK_SIZE, "swa_window": _nsa_window(inputs)}
+
+
+def _nsa_run(fn, args: dict) -> "torch.Tensor":
+    """``parallel_nsa`` (compressed + selected branches, the given block indices) plus the sliding branch
+    through fla's ``parallel_attn(window_size=512)``: what ``parallel_nsa(window_size=512)`` computes with
+    flash-attn's ``flash_attn_func`` for that branch (not installed with fla, not interpretable)."""
+    g_swa, window = args.pop("g_swa"), args.pop("swa_window")
+    with warnings.catch_warnings():   # "block_indices is provided, overriding the selection": intended
+        warnings.simplefilter("ignore")
+        o = fn(**args, window_size=0)
+    attn = _naive("fla.ops.attn", "parallel_attn")
+    o_swa = attn(args["q"], args["k"], args["v"], scale=args["scale"], window_size=window)
+    return torch.addcmul(o, o_swa, g_swa.unsqueeze(-1))
+
+
+def _nsa_counts(s: Shape) -> tuple[float, float, float]:
+    """Per query head, summed over queries: (compressed blocks, selected keys, window keys) attended."""
+    bs, S, T, W = NSA_BLOCK_SIZE, NSA_BLOCK_COUNT, s.T, NSA_WINDOW
+    cmp = slc = 0.0
+    for b0 in range(0, T, bs):                 # queries t in block b = b0 // bs
+        b, n = b0 // bs, min(bs, T - b0)
+        cmp += n * b                           # blocks 0..b-1 complete (block b completes only at its last token)
+        cmp += 1 if n == bs else 0
+        full = min(S, b + 1) - 1               # selected complete blocks besides the query's own
+        slc += n * full * bs + n * (n + 1) / 2  # plus the causal part of its own block
+    w = min(W, T)
+    swa = w * (w + 1) / 2 + (T - w) * w
+    return cmp, slc, swa
+
+
+def _nsa_flops(s: Shape) -> float:
+    """Matmul FLOPs of the three branches, ``(2D + 2Dv)`` per attended (query, key): compressed blocks
+    visible to each query, keys of its selected blocks (16 of 64, its own block causally), and a causal
+    window of 512 keys; the top-k scoring and pooling are not counted (fla's ``parallel_nsa_topk`` repeats
+    the compressed scores)."""
+    cmp, slc, swa = _nsa_counts(s)
+    return s.B * s.H * (cmp + slc + swa) * (2.0 * s.D + 2.0 * s.Dv)
+
+
+def _nsa_io(s: Shape, itemsize: int) -> float:
+    hkv = _nsa_kv_heads(s)
+    per_token = s.H * s.D + hkv * (s.D + s.Dv) + s.H * s.Dv + 3 * s.H
+    return float(s.B * s.T * (per_token * itemsize + hkv * NSA_BLOCK_COUNT * 8))
+
+
+def _nsa_memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
+    B, T, H, D, Dv = s.B, s.T, s.H, s.D, s.Dv
+    hkv = _nsa_kv_heads(s)
+    nb = -(-T // NSA_BLOCK_SIZE)
+    pooled = B * nb * hkv * (D + Dv) * itemsize
+    outs = 4 * B * T * H * Dv * itemsize              # o_cmp, o_slc, o_swa, the sum
+    stats = 3 * B * T * H * 4                         # fp32 log-sum-exps of the three branches
+    fwd = pooled + outs + stats
+    grads = B * T * (H * D + hkv * (D + Dv) + 3 * H) * itemsize
+    return int(fwd + (grads + outs + pooled if mode == "fwdbwd" else 0))
+
 # ----------------------------------------------------------------------------- the rows
 
 _QUADRATIC_REF_MAX_T = 2048   # T x T fp32 references: 16 MiB per (batch, head) at 2048
@@ -297,6 +451,26 @@ FAMILIES: tuple[AttnFamily, ...] = (
         torch_run=_feature_map_attention(square_features, _square_pair, REBASED_EPS, exact_scores=True),
         torch_description=_TORCH_FEATURE_DOC.format(F="D(D+1)/2", C=cw.CHUNK),
         max_head_dim=128, shape_axes=("value_dim",),
+    ),
+    AttnFamily(
+        name="nsa", fla="nsa", title="NSA (native sparse attention)", group="sparse",
+        description="NativeSparseAttention's three gated branches: attention over mean-pooled 64-token blocks, "
+                    "over the 16 selected 64-token blocks (top-k of the compressed attention, first / current / "
+                    "previous block forced; indices built from the inputs as the layer does), and a causal "
+                    "sliding window of 512 keys (--window sets it); GQA with H/16 key/value heads (a power-of-two group >= 16).",
+        inputs=("q", "k", "v", "g_cmp", "g_slc", "g_swa", "block_indices"), make=_nsa_inputs,
+        reference=_ref_nsa, reference_name="fla naive_nsa_compression + naive_nsa_selection + T x T window (fp32)",
+        reference_max_T=512,
+        backends={"fla": FlaOp("parallel_nsa", max_head_dim=256)},
+        flops=_nsa_flops, io=_nsa_io, memory=_nsa_memory,
+        flops_doc=_nsa_flops.__doc__ or "", memory_doc=(
+            "Structural (not fitted): pooled k, v, the three branch outputs and their sum, fp32 log-sum-exps; "
+            "fwd+bwd adds the input gradients, the branch output gradients and the pooled gradients."),
+        no_torch_reason=("the selected-block gather is data dependent; the fp32 reference (fla's naive NSA, a "
+                         "loop over tokens) checks the fla backend but is not an honest CPU timing"),
+        prepare=_nsa_prepare, call=_nsa_run,
+        grad_inputs=("q", "k", "v", "g_cmp", "g_slc", "g_swa"), max_head_dim=256, shape_axes=("kv_heads", "window"),
+        shape_check=_nsa_check, kv_heads=_nsa_kv_heads,
     ),
 )
 
@@ -335,7 +509,8 @@ def kernel(fam: AttnFamily) -> KernelSpec:
                 args.update(fam.prepare(inputs))
             if op.scale:
                 args["scale"] = _fixed_scale(fam, inputs, inputs["q"].shape[-1])
-            out = fn(**args, **op.kwargs)
+            args.update(op.kwargs)
+            out = fam.call(fn, args) if fam.call is not None else fn(**args)
             return out[0] if isinstance(out, tuple) else out
         run.__name__ = f"run_{op.fn}"
         return run
@@ -343,6 +518,8 @@ def kernel(fam: AttnFamily) -> KernelSpec:
     def reference(inputs, causal: bool = True):
         require_causal(causal, f"{fam.name} reference")
         x = {n: (inputs[n].float() if inputs[n].is_floating_point() else inputs[n]) for n in names}
+        if "window" in inputs:
+            x["window"] = inputs["window"]
         return fam.reference(x, _fixed_scale(fam, inputs, x["q"].shape[-1]))
 
     backends: dict[str, Backend] = {}
@@ -367,19 +544,20 @@ def kernel(fam: AttnFamily) -> KernelSpec:
         return float(fam.flops(shape))
 
     def bytes_moved(shape: Shape, itemsize: int, causal: bool = True) -> float:
-        return float(fam.io(shape) * itemsize)
+        return float(fam.io(shape, itemsize))
 
     def memory_bytes(shape: Shape, itemsize: int, backend: str, causal: bool = True, mode: str = "fwd") -> int:
         return int(fam.memory(shape, itemsize, backend, mode))
 
     flops.__doc__ = fam.flops_doc
-    bytes_moved.__doc__ = "Read every input once and write o once: " + " + ".join(names) + " + o."
+    bytes_moved.__doc__ = ("Read every input once and write o once: " + " + ".join(names) + " + o (integer inputs at "
+                           "their own itemsize).")
     memory_bytes.__doc__ = fam.memory_doc
     notes = {"fla": f"fla.ops.{fam.fla}"}
     notes["torch"] = fam.torch_description if fam.torch_run is not None else f"no timed CPU backend: {fam.no_torch_reason}"
     default = "torch" if fam.torch_run is not None else next(iter(fam.backends))
-    return KernelSpec(
-        name=fam.name, title=fam.title, family=fam.family, group=fam.group, make_inputs=make_inputs,
+    return _Spec(
+        extra_check=fam.shape_check, kv_of=fam.kv_heads, name=fam.name, title=fam.title, family=fam.family, group=fam.group, make_inputs=make_inputs,
         backends=backends, reference=reference, reference_name=fam.reference_name,
         flops=flops, bytes_moved=bytes_moved, memory_bytes=memory_bytes,
         grad_inputs=fam.grad_inputs, max_head_dim=fam.max_head_dim, reference_max_T=fam.reference_max_T,

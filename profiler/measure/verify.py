@@ -139,6 +139,7 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
     """
     if max_T is not None and (isinstance(max_T, bool) or not isinstance(max_T, int) or max_T < 1):
         raise UsageError(f"--max-t must be a whole number >= 1 (the longest T compared in full), got {max_T!r}")
+    named = bool(kernels)
     kernels = list(kernels or registry())
     pairs = resolve_backends(kernels, backends, device, interpret)
     if phase != "prefill":
@@ -170,6 +171,8 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                             # a backend's own head-dim limit (fused_chunk_based: 16) skips it when it
                             # was not named, as the sweep does; a named backend still raises
                             why = None if backends else spec.backend_limit(n, shape)
+                            if not named:   # all kernels: one whose shape rule refuses these heads is skipped
+                                why = why or spec.check_shape(shape)
                             if why:
                                 plan.append((k, n, shape, dt, mode, c, why))
                                 continue

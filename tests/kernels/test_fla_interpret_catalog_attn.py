@@ -8,6 +8,10 @@ assert on its rows; every backend is compared with its reference and with the to
   ``parallel_*``'s inter-block loop (its forward block is 128 tokens, backward 64) and
   ``fused_chunk_based``'s chunk loop (16); D=16 is ``fused_chunk_based``'s limit.
 * long: fp16 forward + backward of every backend, and the layer's Dv != D (D=16, Dv=32).
+* nsa (long: ~30-60 s interpreted, its GQA tile needs 16 query heads): ``parallel_nsa`` + the sliding
+  branch through ``parallel_attn``, fp32 fwd+bwd at B=1, T=130 (three 64-token blocks, the last
+  partial), H=16 over one key/value head, D=16, with a 40-key window (the band is exercised), and fp16
+  at H=32 over two key/value heads.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from profiler.kernels.interpret import run_isolated
 
 pytestmark = pytest.mark.interpret
 
-NAMES = list(catalog_attn.NAMES)
+NAMES = [n for n in catalog_attn.NAMES if n != "nsa"]   # nsa: its own (long) test below
 SHAPE = dict(lengths=[130], batches=[1], heads=1, head_dim=16, interpret=True)
 
 
@@ -79,4 +83,25 @@ def _value_dim_child() -> dict:
             [c] = verify_against_backend(spec, b, Shape(1, 130, 1, 16, value_dim=32), "float32", "cpu", True,
                                          "fwdbwd", interpret=True)
             out[f"{n}/{b}"] = (max(c.max_rel_err, c.grad_max_rel_err or 0.0), c.passed)
+    return out
+
+
+@pytest.mark.long
+def test_nsa_matches_reference_with_a_window_and_gqa():
+    child = str(Path(__file__).with_name("test_fla_interpret_catalog_attn.py")) + ":_nsa_child"
+    res = run_isolated(child, {}, timeout_s=1200)
+    assert set(res) == {"fp32-window", "fp16-gqa"}
+    assert res["fp32-window"][1] and res["fp32-window"][0] <= 1e-5, res
+    assert res["fp16-gqa"][1] and res["fp16-gqa"][0] <= 5e-3, res
+
+
+def _nsa_child() -> dict:
+    from profiler.kernels.base import Shape
+    from profiler.kernels.verify import verify_against_backend
+
+    spec, out = registry()["nsa"], {}
+    for key, shape, dtype in (("fp32-window", Shape(1, 130, 16, 16, window=40), "float32"),
+                              ("fp16-gqa", Shape(1, 130, 32, 16, kv_heads=2), "float16")):
+        [c] = verify_against_backend(spec, "fla", shape, dtype, "cpu", True, "fwdbwd", interpret=True)
+        out[key] = (max(c.max_rel_err, c.grad_max_rel_err or 0.0), c.passed)
     return out

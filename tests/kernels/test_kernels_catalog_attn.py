@@ -15,6 +15,7 @@ from profiler.kernels.verify import _rel
 
 TOL = 1e-5
 TORCH = [f.name for f in catalog_attn.FAMILIES if f.torch_run is not None]
+FEATURE = ["based", "rebased"]
 
 
 @pytest.mark.parametrize("name", TORCH)
@@ -62,7 +63,7 @@ def test_based_reference_is_fla_naive_and_rebased_reference_uses_the_kernel_eps(
 
 def test_inputs_are_in_the_layer_ranges_and_deterministic():
     s = Shape(2, 64, 3, 16, value_dim=24)
-    for name in catalog_attn.NAMES:
+    for name in FEATURE:
         x = registry()[name].make_inputs(s, "float32", "cpu", 5)
         assert x["q"].shape == x["k"].shape == (2, 64, 3, 16) and x["v"].shape == (2, 64, 3, 24)
         again = registry()[name].make_inputs(s, "float32", "cpu", 5)
@@ -121,7 +122,7 @@ def test_verify_skips_an_unnamed_backend_over_its_head_dim_limit_and_refuses_a_n
 
 
 def test_analytic_models():
-    for name in catalog_attn.NAMES:
+    for name in FEATURE:
         k = registry()[name]
         a, b = Shape(1, 2048, 4, 16, value_dim=64), Shape(1, 8192, 4, 16, value_dim=64)
         # quadratic kernels (parallel_*): causal pairs * (2D + 2Dv) per head
@@ -144,3 +145,77 @@ def test_torch_memory_model_matches_measured_forward_peak(name):
             peak = ProfilerMemoryMeter().measure(lambda: k.backends["torch"].run(x, True)).peak_bytes
         model = k.memory_bytes(s, 4, "torch", True, "fwd")
         assert 0.85 <= model / peak <= 1.15, (name, s, model, peak)
+
+
+# ----------------------------------------------------------------------------- NSA
+
+
+def test_nsa_inputs_are_the_layers_gqa_gates_and_selected_blocks():
+    pytest.importorskip("fla")
+    from profiler.kernels.catalog_attn import NSA_BLOCK_COUNT, NSA_BLOCK_SIZE
+
+    k = registry()["nsa"]
+    s = Shape(1, 200, 16, 8)
+    x = k.make_inputs(s, "float16", "cpu", 0)     # 200 tokens: 4 blocks of 64, the last partial
+    assert x["q"].shape == (1, 200, 16, 8) and x["k"].shape == x["v"].shape == (1, 200, 1, 8)   # H/16 kv heads
+    for g in ("g_cmp", "g_slc", "g_swa"):
+        assert x[g].dtype == torch.float16 and 0 < float(x[g].min()) and float(x[g].max()) < 1
+    idx = x["block_indices"]
+    assert idx.dtype == torch.long and idx.shape == (1, 200, 1, NSA_BLOCK_COUNT)
+    t = torch.arange(200).view(1, 200, 1, 1)
+    sel = idx >= 0
+    assert bool((idx[sel] <= (t.expand_as(idx)[sel] // NSA_BLOCK_SIZE)).all())     # causal blocks only
+    own = (idx == t // NSA_BLOCK_SIZE).any(-1)                                       # own block always selected
+    assert bool(own.all())
+    assert k.make_inputs(Shape(1, 70, 32, 8, kv_heads=2), "float32", "cpu", 0)["k"].shape[2] == 2
+
+
+def test_nsa_shape_rule_and_skip_in_verify_all():
+    k = registry()["nsa"]
+    assert k.check_shape(Shape(1, 8, 16, 16)) is None and k.check_shape(Shape(1, 8, 64, 16, kv_heads=4)) is None
+    for bad in (Shape(1, 8, 2, 16), Shape(1, 8, 24, 16), Shape(1, 8, 32, 16, kv_heads=4)):
+        assert "power of two >= 16" in k.check_shape(bad)
+    assert k.input_bytes(Shape(1, 10, 16, 8), 2, "fwd") == 10 * (16 * 8 + 1 * 16 + 16 * 8) * 2   # 1 kv head
+
+
+
+def test_nsa_named_refuses_and_all_kernels_skip_a_shape_it_cannot_take(monkeypatch):
+    from profiler.measure import verify as mv
+
+    with pytest.raises(UsageError, match="nsa: query heads"):
+        mv.verify_many(["nsa"], lengths=[4], batches=[1], heads=2, head_dim=8, modes=["fwd"], interpret=True)
+    monkeypatch.setattr(mv, "verify_point", lambda point, *a, **kw: [])
+    rows = mv.verify_many(None, lengths=[4], batches=[1], heads=2, head_dim=8, modes=["fwd"], interpret=True)
+    skipped = {r.kernel: r.skipped for r in rows if r.skipped}
+    assert "power of two >= 16" in skipped["nsa"]
+
+
+def test_nsa_flop_counts_match_a_brute_force_count():
+    from profiler.kernels import catalog_attn as ca
+
+    for T in (1, 63, 64, 65, 200, 1100):
+        s = Shape(1, T, 16, 8)
+        bs, S, W = ca.NSA_BLOCK_SIZE, ca.NSA_BLOCK_COUNT, ca.NSA_WINDOW
+        cmp = sum(((t + 1) // bs) for t in range(T))                      # complete blocks in the past
+        slc = sum((min(S, t // bs + 1) - 1) * bs + (t % bs + 1) for t in range(T))
+        swa = sum(min(W, t + 1) for t in range(T))
+        assert ca._nsa_counts(s) == pytest.approx((cmp, slc, swa)), T
+        assert registry()["nsa"].flops(s, True) == pytest.approx(16 * (cmp + slc + swa) * 32)
+    k = registry()["nsa"]
+    a, b = Shape(1, 4096, 16, 64), Shape(1, 16384, 16, 64)
+    assert k.bytes_moved(b, 2, True) == pytest.approx(4 * k.bytes_moved(a, 2, True))
+    for mode in ("fwd", "fwdbwd"):
+        assert k.memory_bytes(b, 2, "fla", True, mode) == pytest.approx(4 * k.memory_bytes(a, 2, "fla", True, mode), rel=0.02)
+    # sparse: beyond 16 blocks + the window, FLOPs grow linearly in T (not quadratically)
+    assert k.flops(Shape(1, 32768, 16, 64), True) < 2.2 * k.flops(Shape(1, 16384, 16, 64), True)
+
+
+def test_nsa_reference_window_is_the_points_window():
+    pytest.importorskip("fla")
+    k = registry()["nsa"]
+    x = k.make_inputs(Shape(1, 24, 16, 8), "float32", "cpu", 0)
+    full = k.reference(x, True)
+    x["window"] = 24
+    assert torch.allclose(k.reference(x, True), full)          # a window >= T is plain causal (as 512 here)
+    x["window"] = 4
+    assert not torch.allclose(k.reference(x, True), full)
