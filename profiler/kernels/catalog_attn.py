@@ -415,6 +415,85 @@ def _nsa_memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
     grads = B * T * (H * D + hkv * (D + Dv) + 3 * H) * itemsize
     return int(fwd + (grads + outs + pooled if mode == "fwdbwd" else 0))
 
+
+# ----------------------------------------------------------------------------- stick-breaking attention
+
+SB_TILE_ELEMENTS = 1 << 24   # torch backend: (B, H, rows, keys) elements per query block (64 MiB fp32)
+
+
+def _gqa_inputs(s: Shape, gen) -> dict:
+    """q (H heads), k, v (Hkv heads, Dv) ~ N(0, 1): the projections of a softmax-type layer."""
+    return {"q": _randn(gen, s.B, s.T, s.H, s.D), "k": _randn(gen, s.B, s.T, s.Hkv, s.D),
+            "v": _randn(gen, s.B, s.T, s.Hkv, s.Dv)}
+
+
+def _ref_stickbreaking(x, scale):
+    """fla ``naive_stickbreaking_attn`` on fp64 copies (its fp64 mode: exact where fp32 log-space sums
+    cancel near saturated logits), attend_current=False as the layer; fp32 out."""
+    o, _ = _naive("fla.ops.stickbreaking_attn.naive", "naive_stickbreaking_attn")(
+        x["q"].double(), x["k"].double(), x["v"].double(), scale=scale, attend_current=False)
+    return o.float()
+
+
+def _stickbreaking_torch(x, scale):
+    """Stick-breaking attention by query blocks (O(T^2) time, O(T * rows) memory, no T x T tensor):
+    per block of query rows, ``z = scale q k^T`` over the keys up to the block's last row, weights
+    ``log A_ij = logsigmoid(z_ij) + sum_{j<l<i} logsigmoid(-z_il)`` (an exclusive reverse cumsum: no
+    subtraction), fp32, k and v repeated per query head for GQA. At most three tiles live at once."""
+    q, k, v = x["q"].float(), x["k"].float(), x["v"].float()
+    B, T, H, _ = q.shape
+    G = H // k.shape[2]
+    k, v = k.repeat_interleave(G, dim=2), v.repeat_interleave(G, dim=2)
+    rows = max(1, min(T, SB_TILE_ELEMENTS // max(1, B * H * T)))
+    out = []
+    for i0 in range(0, T, rows):
+        i1 = min(T, i0 + rows)
+        z = torch.einsum("bqhd,bkhd->bhqk", q[:, i0:i1] * scale, k[:, :i1])
+        i = torch.arange(i0, i1, device=q.device)[:, None]
+        mask = torch.arange(i1, device=q.device)[None, :] < i          # keys j < i
+        # logsigmoid(x) = -softplus(-x): softplus keeps no (rows, keys) buffer (logsigmoid does on CPU)
+        att = F.softplus(-z).neg_()                                     # log sigmoid(z)
+        lomb = F.softplus(z).neg_().masked_fill_(~mask, 0.0)            # log(1 - sigmoid(z)), 0 where masked
+        del z
+        rev = lomb.flip(-1).cumsum_(-1)                                 # rev[m] = sum over the last m+1 keys
+        del lomb
+        att[..., :-1] += rev[..., :-1].flip(-1)                         # + sum_{l > j}: exclusive, no subtraction
+        del rev
+        att = att.masked_fill_(~mask, float("-inf")).exp_()
+        out.append(torch.einsum("bhqk,bkhv->bqhv", att, v[:, :i1]))
+        del att                                                         # before the next block's tiles
+    return torch.cat(out, 1)
+
+
+def _strict_pairs(T: int) -> float:
+    return T * (T - 1) / 2
+
+
+def _sb_flops(s: Shape) -> float:
+    """Matmul FLOPs ``(2D + 2Dv)`` per attended (query, key) pair, keys strictly before the query
+    (attend_current=False): ``T(T-1)/2`` pairs per head; sigmoids and the log-space cumsum not counted."""
+    return s.B * s.H * _strict_pairs(s.T) * (2.0 * s.D + 2.0 * s.Dv)
+
+
+def _gqa_io(extra_per_token: Callable[[Shape], int] = lambda s: 0):
+    def io(s: Shape, itemsize: int) -> float:
+        per_token = s.H * s.D + s.Hkv * (s.D + s.Dv) + s.H * s.Dv + extra_per_token(s)
+        return float(s.B * s.T * per_token * itemsize)
+    return io
+
+
+def _sb_memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
+    B, T, H, D, Dv = s.B, s.T, s.H, s.D, s.Dv
+    grads = B * T * (H * D + s.Hkv * (D + Dv)) * itemsize
+    if backend == "torch":
+        rows = max(1, min(T, SB_TILE_ELEMENTS // max(1, B * H * T)))
+        tile = B * H * rows * T * 4
+        rep = 2 * B * T * H * (D + Dv) * 4 if s.Hkv != H else 0     # fp32 copies (+ GQA repeats)
+        fwd = B * T * (H * D + s.Hkv * (D + Dv)) * 4 + rep + 3 * tile + 2 * B * T * H * Dv * 4
+        return int(fwd + (B * H * T * T * 4 * 4 + grads if mode == "fwdbwd" else 0))   # autograd keeps every tile
+    fwd = B * T * H * Dv * itemsize + 2 * B * T * H * 4                  # o, rem and its log (fp32)
+    return int(fwd + (grads + B * T * H * 4 if mode == "fwdbwd" else 0))
+
 # ----------------------------------------------------------------------------- the rows
 
 _QUADRATIC_REF_MAX_T = 2048   # T x T fp32 references: 16 MiB per (batch, head) at 2048
@@ -471,6 +550,27 @@ FAMILIES: tuple[AttnFamily, ...] = (
         prepare=_nsa_prepare, call=_nsa_run,
         grad_inputs=("q", "k", "v", "g_cmp", "g_slc", "g_swa"), max_head_dim=256, shape_axes=("kv_heads", "window"),
         shape_check=_nsa_check, kv_heads=_nsa_kv_heads,
+    ),
+    AttnFamily(
+        name="stickbreaking_attn", fla="stickbreaking_attn", title="Stick-breaking attention", group="softmax",
+        description="Softmax-free attention: walking back from the query, each earlier key takes a sigmoid(scale "
+                    "q.k) share of the stick the nearer keys left (attend_current=False, the layer's default; "
+                    "no positional encoding, q, k, v ~ N(0, 1) projections; GQA).",
+        inputs=("q", "k", "v"), make=_gqa_inputs,
+        reference=_ref_stickbreaking, reference_name="fla naive_stickbreaking_attn (fp64, T x T)",
+        reference_max_T=2048,
+        backends={"fla": FlaOp("parallel_stickbreaking_attn", kwargs={"attend_current": False})},
+        flops=_sb_flops, io=_gqa_io(), memory=_sb_memory,
+        flops_doc=_sb_flops.__doc__ or "", memory_doc=(
+            "``torch`` forward: fp32 copies of q, k, v (and GQA repeats), three (rows, keys) tiles of one query "
+            "block (at most three of z, the log weights, log(1 - sigmoid z) and its reverse cumsum live at once), "
+            "the fp32 output (checked against torch.profiler peaks within 15 %); structural for fwd+bwd: "
+            "fwd+bwd: autograd keeps every block's tiles (four T x T per head) plus the input gradients. fla: the "
+            "output and the fp32 remaining stick and its log; fwd+bwd adds the input gradients."),
+        torch_run=_stickbreaking_torch,
+        torch_description="stick-breaking by query blocks in log space (O(T^2) time like the Triton kernel, "
+                          "no T x T tensor in the forward), pure PyTorch fp32",
+        max_head_dim=256, shape_axes=("kv_heads", "value_dim"),
     ),
 )
 

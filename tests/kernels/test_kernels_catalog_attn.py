@@ -18,8 +18,11 @@ TORCH = [f.name for f in catalog_attn.FAMILIES if f.torch_run is not None]
 FEATURE = ["based", "rebased"]
 
 
-@pytest.mark.parametrize("name", TORCH)
-@pytest.mark.parametrize("shape", [Shape(2, 150, 2, 8), Shape(1, 70, 2, 8, value_dim=12)])
+GQA = [n for n in TORCH if "kv_heads" in registry()[n].shape_axes]
+
+
+@pytest.mark.parametrize("name,shape", [(n, s) for n in TORCH for s in (Shape(2, 150, 2, 8), Shape(1, 70, 2, 8, value_dim=12))]
+                         + [(n, Shape(1, 40, 4, 8, kv_heads=2)) for n in GQA])
 def test_torch_backend_matches_reference_forward_and_gradients(name, shape):
     """T = 150 spans three chunks of 64 (the feature-space states carry across them)."""
     k = registry()[name]
@@ -219,3 +222,29 @@ def test_nsa_reference_window_is_the_points_window():
     assert torch.allclose(k.reference(x, True), full)          # a window >= T is plain causal (as 512 here)
     x["window"] = 4
     assert not torch.allclose(k.reference(x, True), full)
+
+
+# ----------------------------------------------------------------------------- stick-breaking
+
+
+def test_stickbreaking_weights_are_a_stick_broken_from_the_nearest_key():
+    """Two keys, the query at t=2 (attend_current=False): A_21 = s(z_21), A_20 = s(z_20)(1 - s(z_21))."""
+    k = registry()["stickbreaking_attn"]
+    x = k.make_inputs(Shape(1, 3, 1, 4), "float32", "cpu", 0)
+    x["v"] = torch.eye(3)[None, :, None, :3].expand(1, 3, 1, 3).clone()    # one-hot values: o = the weights
+    x["v"] = torch.nn.functional.pad(x["v"], (0, 1))                       # Dv = D = 4
+    o = k.backends["torch"].run(x, True)[0, :, 0]
+    z = (x["q"][0, :, 0] @ x["k"][0, :, 0].T) * 4 ** -0.5
+    s = torch.sigmoid(z)
+    assert torch.allclose(o[0], torch.zeros(4))                            # the first query sees nothing
+    assert torch.allclose(o[2, :3], torch.stack([s[2, 0] * (1 - s[2, 1]), s[2, 1], torch.tensor(0.0)]), atol=1e-6)
+    assert torch.allclose(o, k.reference(x, True)[0, :, 0], atol=1e-6)
+
+
+def test_stickbreaking_models():
+    k = registry()["stickbreaking_attn"]
+    s = Shape(1, 1000, 4, 32, kv_heads=2, value_dim=16)
+    assert k.flops(s, True) == pytest.approx(4 * 1000 * 999 / 2 * (64 + 32))
+    assert k.bytes_moved(s, 2, True) == pytest.approx(1000 * (4 * 32 + 2 * (32 + 16) + 4 * 16) * 2)
+    a, b = Shape(1, 4096, 4, 64), Shape(1, 16384, 4, 64)
+    assert k.memory_bytes(b, 2, "fla", True, "fwd") == pytest.approx(4 * k.memory_bytes(a, 2, "fla", True, "fwd"))
