@@ -494,6 +494,7 @@ def _sb_memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
     fwd = B * T * H * Dv * itemsize + 2 * B * T * H * 4                  # o, rem and its log (fp32)
     return int(fwd + (grads + B * T * H * 4 if mode == "fwdbwd" else 0))
 
+
 # ----------------------------------------------------------------------------- the rows
 
 _QUADRATIC_REF_MAX_T = 2048   # T x T fp32 references: 16 MiB per (batch, head) at 2048

@@ -38,15 +38,11 @@ NOT_YET_REASONS = {
                            "of the engine; not yet described",
     "hgrn": "elementwise gated recurrence of a vector state (no q/k/v): not an engine configuration; "
             "not yet described",
-    "based": "Taylor feature map (feature dim 1 + D + D^2) then linear attention: engine-reducible after the "
-             "feature map, not yet described",
-    "rebased": "learnable quadratic feature map then linear attention (parallel kernel only): not yet described",
-    "nsa": "native sparse attention (block selection + sliding window softmax): a sparse kernel, not an engine "
-           "configuration; not yet described",
-    "moba": "mixture of block attention (sparse softmax): not an engine configuration; not yet described",
-    "stickbreaking_attn": "stick-breaking softmax-free attention (quadratic): not an engine configuration; "
-                          "not yet described",
-    "path_attn": "PaTH attention (softmax with Householder position transforms, quadratic): not yet described",
+    "path_attn": "PaTH attention: parallel_path_attn (fp32, under Triton's interpreter) is 4e-5 relative off "
+                 "naive_path_attn and an exact fp64 token loop as soon as T spans two 64-token blocks (exact "
+                 "within one block), above serprof's fp32 tolerance 1e-5; left out until that is understood",
+    "moba": "parallel_moba composes flash-attn's flash_attn_varlen_func in Python (no fla Triton kernel): needs "
+            "the flash-attn package and cannot run under Triton's interpreter; not yet described",
 }
 ENTRY_PREFIXES = ("chunk_", "parallel_", "fused_chunk_", "fused_recurrent_")
 TIMED_PREFIXES = ("chunk_", "parallel_", "fused_chunk_")
