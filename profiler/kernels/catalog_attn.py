@@ -495,6 +495,90 @@ def _sb_memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
     return int(fwd + (grads + B * T * H * 4 if mode == "fwdbwd" else 0))
 
 
+
+# ----------------------------------------------------------------------------- Parallax
+
+PX_TILE_ELEMENTS = 1 << 24   # torch backend: (B, H, rows, keys) elements per query block
+
+
+def _parallax_inputs(s: Shape, gen) -> dict:
+    """ParallaxAttention (qk_norm off, its default): q and the second query stream r (H heads), k, v (Hkv
+    heads) ~ N(0, 1) projections; r . k enters unscaled, as in the layer."""
+    x = _gqa_inputs(s, gen)
+    x["r"] = _randn(gen, s.B, s.T, s.H, s.D)
+    return x
+
+
+def _window_of(x) -> int | None:
+    w = x.get("window")
+    return int(w) if w else None
+
+
+def _ref_parallax(x, scale):
+    """fla ``naive_parallax`` (fp32, T x T): ``p1 = softmax(scale q k^T)`` (causal, optional window),
+    ``o = O1/d1 (1 + d2/d1) - O2/d1`` with ``p2 = p1 (r k^T)``."""
+    return _naive("fla.ops.parallax.naive", "naive_parallax")(
+        x["q"], x["r"], x["k"], x["v"], scale=scale, window_size=_window_of(x), causal=True)
+
+
+def _parallax_torch(x, scale):
+    """Parallax by query blocks (O(T^2) time, no T x T tensor), fp32, k and v repeated per query head:
+    per block ``p1 = exp(s1 - max)`` over the visible keys, ``d1 = sum p1``, ``p2 = p1 (r k^T)``,
+    ``d2 = sum p2``, ``o = (p1 v)/d1 (1 + d2/d1) - (p2 v)/d1`` (the naive form, blockwise)."""
+    q, r, k, v = (x[n].float() for n in ("q", "r", "k", "v"))
+    B, T, H, _ = q.shape
+    G = H // k.shape[2]
+    k, v = k.repeat_interleave(G, dim=2), v.repeat_interleave(G, dim=2)
+    W = _window_of(x)
+    rows = max(1, min(T, PX_TILE_ELEMENTS // max(1, B * H * T)))
+    out = []
+    for i0 in range(0, T, rows):
+        i1 = min(T, i0 + rows)
+        j0 = 0 if W is None else max(0, i0 - W + 1)
+        i = torch.arange(i0, i1, device=q.device)[:, None]
+        j = torch.arange(j0, i1, device=q.device)[None, :]
+        hide = (j > i) if W is None else (j > i) | (i - j >= W)
+        kb, vb = k[:, j0:i1], v[:, j0:i1]
+        p1 = torch.einsum("bqhd,bkhd->bhqk", q[:, i0:i1] * scale, kb).masked_fill_(hide, float("-inf"))
+        p1 = (p1 - p1.amax(-1, keepdim=True)).exp_()
+        p2 = torch.einsum("bqhd,bkhd->bhqk", r[:, i0:i1], kb).mul_(p1)
+        d1, d2 = p1.sum(-1), p2.sum(-1)                                  # (B, H, rows)
+        o1 = torch.einsum("bhqk,bkhd->bqhd", p1, vb)
+        del p1
+        o2 = torch.einsum("bhqk,bkhd->bqhd", p2, vb)
+        del p2
+        inv = (1.0 / d1).transpose(1, 2)[..., None]                     # (B, rows, H, 1)
+        out.append(o1 * inv * (1.0 + d2.transpose(1, 2)[..., None] * inv) - o2 * inv)
+    return torch.cat(out, 1)
+
+
+def _parallax_flops(s: Shape) -> float:
+    """Matmul FLOPs per attended (query, key) pair: ``q k^T`` and ``r k^T`` (2D each), ``p1 v`` and ``p2 v``
+    (2Dv each); causal pairs, or those of the point's window."""
+    pairs = counting_pairs(s.T, s.window)
+    return s.B * s.H * pairs * (4.0 * s.D + 4.0 * s.Dv)
+
+
+def counting_pairs(T: int, window: int = 0) -> float:
+    """Causal (query, key) pairs of one head, within a window of ``window`` keys when set."""
+    w = window or T
+    w = min(w, T)
+    return w * (w + 1) / 2 + (T - w) * w
+
+
+def _parallax_memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
+    B, T, H, D = s.B, s.T, s.H, s.D
+    grads = B * T * (2 * H * D + 2 * s.Hkv * D) * itemsize
+    if backend == "torch":
+        keys = min(T, (s.window or T) + PX_TILE_ELEMENTS // max(1, B * H * T))
+        rows = max(1, min(T, PX_TILE_ELEMENTS // max(1, B * H * T)))
+        tile = B * H * rows * keys * 4
+        copies = B * T * (2 * H + 2 * H) * D * 4                        # fp32 q, r and repeated k, v
+        fwd = copies + 2 * tile + 3 * B * T * H * D * 4
+        return int(fwd + (B * H * T * T * 4 * 3 + grads if mode == "fwdbwd" else 0))
+    fwd = B * T * H * D * (itemsize + 4) + 3 * B * T * H * 4              # o, fp32 barv, d1 / bart / m
+    return int(fwd + (grads + 2 * B * T * H * 4 if mode == "fwdbwd" else 0))
+
 # ----------------------------------------------------------------------------- the rows
 
 _QUADRATIC_REF_MAX_T = 2048   # T x T fp32 references: 16 MiB per (batch, head) at 2048
@@ -572,6 +656,26 @@ FAMILIES: tuple[AttnFamily, ...] = (
         torch_description="stick-breaking by query blocks in log space (O(T^2) time like the Triton kernel, "
                           "no T x T tensor in the forward), pure PyTorch fp32",
         max_head_dim=256, shape_axes=("kv_heads", "value_dim"),
+    ),
+    AttnFamily(
+        name="parallax", fla="parallax", title="Parallax (parameterized local linear attention)", group="softmax",
+        description="Softmax attention with a first-order multiplicative correction from a second query stream r: "
+                    "o = O1/d1 (1 + d2/d1) - O2/d1, p2 = p1 (r k^T) unscaled (ParallaxAttention, qk_norm off; "
+                    "q, r, k, v ~ N(0, 1); GQA; --window sets its sliding window). fla's kernel is fp16/bf16 only.",
+        inputs=("q", "k", "v", "r"), make=_parallax_inputs,
+        reference=_ref_parallax, reference_name="fla naive_parallax (fp32, T x T)",
+        reference_max_T=2048,
+        backends={"fla": FlaOp("parallel_parallax", dtypes=("float16", "bfloat16"))},
+        flops=_parallax_flops, io=_gqa_io(lambda s: s.H * s.D), memory=_parallax_memory,
+        flops_doc=_parallax_flops.__doc__ or "", memory_doc=(
+            "Structural (not fitted). ``torch`` forward: fp32 q, r and the per-query-head k, v, two (rows, keys) "
+            "tiles (p1, p2) of one query block, the block outputs; fwd+bwd: autograd keeps every block's tiles. "
+            "fla: the output, the fp32 bar-v and three fp32 row statistics; fwd+bwd adds the input gradients."),
+        torch_run=_parallax_torch,
+        torch_description="Parallax by query blocks (O(T^2) time like the Triton kernel, no T x T tensor in the "
+                          "forward), pure PyTorch fp32",
+        prepare=lambda inputs: {"window_size": _window_of(inputs)},
+        grad_inputs=("q", "k", "v", "r"), max_head_dim=256, shape_axes=("kv_heads", "window"),
     ),
 )
 

@@ -3,8 +3,9 @@
 As test_fla_interpret_catalog.py: one fresh interpreted subprocess runs ``verify_many`` and the tests
 assert on its rows; every backend is compared with its reference and with the torch backend.
 
-* quick (``make test``): based (``parallel_based`` and ``fused_chunk_based``) and rebased
-  (``parallel_rebased``), fp32 forward + backward at B=1, T=130, H=1, D=16: T > 128 runs
+* quick (``make test``): based (``parallel_based`` and ``fused_chunk_based``), rebased
+  (``parallel_rebased``), ``parallel_stickbreaking_attn`` (fp32) and ``parallel_parallax`` (fp16 only),
+  forward + backward at B=1, T=130, H=1, D=16: T > 128 runs
   ``parallel_*``'s inter-block loop (its forward block is 128 tokens, backward 64) and
   ``fused_chunk_based``'s chunk loop (16); D=16 is ``fused_chunk_based``'s limit.
 * long: fp16 forward + backward of every backend, and the layer's Dv != D (D=16, Dv=32).
@@ -26,6 +27,8 @@ from profiler.kernels.interpret import run_isolated
 pytestmark = pytest.mark.interpret
 
 NAMES = [n for n in catalog_attn.NAMES if n != "nsa"]   # nsa: its own (long) test below
+FP32 = [n for n in NAMES if all("float32" in b.dtypes for b in registry()[n].backends.values())]
+FP16_ONLY = [n for n in NAMES if n not in FP32]          # parallel_parallax: fp16 / bf16 only
 SHAPE = dict(lengths=[130], batches=[1], heads=1, head_dim=16, interpret=True)
 
 
@@ -50,33 +53,40 @@ def _every_fla_backend():
 
 
 def test_every_fla_backend_matches_reference_and_torch_fp32():
-    rows = _run([dict(SHAPE, kernels=NAMES, dtypes=["float32"], modes=["fwdbwd"])])
-    _check(rows, 1e-5)
+    rows = _run([dict(SHAPE, kernels=FP32, dtypes=["float32"], modes=["fwdbwd"]),
+                 dict(SHAPE, kernels=FP16_ONLY, dtypes=["float16"], modes=["fwdbwd"])])
+    _check([r for r in rows if r["dtype"] == "float32"], 1e-5)
+    _check([r for r in rows if r["dtype"] == "float16"], 5e-3)
     assert {(r["kernel"], r["backend"]) for r in rows} == _every_fla_backend()
     assert {r["against"] for r in rows} == {None, "torch"}
 
 
 @pytest.mark.long
 def test_every_fla_backend_fp16_and_value_dim():
-    rows = _run([dict(SHAPE, kernels=NAMES, dtypes=["float16"], modes=["fwd", "fwdbwd"])])
+    rows = _run([dict(SHAPE, kernels=NAMES, dtypes=["float16"], modes=["fwd", "fwdbwd"]),
+                 dict(SHAPE, kernels=["parallax"], dtypes=["float16"], modes=["fwdbwd"], lengths=[100])])
     _check(rows, 5e-3)
     assert {(r["kernel"], r["backend"]) for r in rows} == _every_fla_backend()
     # the layers' shape: feature dim 16, head dim 32 (Dv != D), through the same check
     child = str(Path(__file__).with_name("test_fla_interpret_catalog_attn.py")) + ":_value_dim_child"
     res = run_isolated(child, {}, timeout_s=1200)
-    assert set(res) == {f"{n}/{b}" for n, b in _every_fla_backend()}
+    assert set(res) == {f"{n}/{b}" for n, b in _every_fla_backend() if n in FP32
+                        and "value_dim" in registry()[n].shape_axes}
     for key, (err, passed) in res.items():
         assert passed and err <= 1e-5, (key, err)
 
 
 def _value_dim_child() -> dict:
-    """In the interpreted child: each fla backend at D=16, Dv=32 against the reference (fwd+bwd)."""
+    """In the interpreted child: each fla backend that takes a value dim at D=16, Dv=32 against the
+    reference (fwd+bwd, fp32)."""
     from profiler.kernels.base import Shape
     from profiler.kernels.verify import verify_against_backend
 
     out = {}
-    for n in NAMES:
+    for n in FP32:
         spec = registry()[n]
+        if "value_dim" not in spec.shape_axes:
+            continue
         for b in spec.backends:
             if b == "torch":
                 continue

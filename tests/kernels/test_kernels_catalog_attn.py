@@ -21,7 +21,11 @@ FEATURE = ["based", "rebased"]
 GQA = [n for n in TORCH if "kv_heads" in registry()[n].shape_axes]
 
 
-@pytest.mark.parametrize("name,shape", [(n, s) for n in TORCH for s in (Shape(2, 150, 2, 8), Shape(1, 70, 2, 8, value_dim=12))]
+VDIM = [n for n in TORCH if "value_dim" in registry()[n].shape_axes]
+
+
+@pytest.mark.parametrize("name,shape", [(n, Shape(2, 150, 2, 8)) for n in TORCH]
+                         + [(n, Shape(1, 70, 2, 8, value_dim=12)) for n in VDIM]
                          + [(n, Shape(1, 40, 4, 8, kv_heads=2)) for n in GQA])
 def test_torch_backend_matches_reference_forward_and_gradients(name, shape):
     """T = 150 spans three chunks of 64 (the feature-space states carry across them)."""
@@ -142,7 +146,8 @@ def test_torch_memory_model_matches_measured_forward_peak(name):
     from profiler.measure.memory import ProfilerMemoryMeter
 
     k = registry()[name]
-    for s in (Shape(1, 1024, 2, 16), Shape(1, 1024, 2, 16, value_dim=64)):
+    shapes = [Shape(1, 1024, 2, 16)] + ([Shape(1, 1024, 2, 16, value_dim=64)] if name in VDIM else [])
+    for s in shapes:
         x = k.make_inputs(s, "float32", "cpu", 0)
         with torch.no_grad():
             peak = ProfilerMemoryMeter().measure(lambda: k.backends["torch"].run(x, True)).peak_bytes
@@ -246,5 +251,38 @@ def test_stickbreaking_models():
     s = Shape(1, 1000, 4, 32, kv_heads=2, value_dim=16)
     assert k.flops(s, True) == pytest.approx(4 * 1000 * 999 / 2 * (64 + 32))
     assert k.bytes_moved(s, 2, True) == pytest.approx(1000 * (4 * 32 + 2 * (32 + 16) + 4 * 16) * 2)
+    a, b = Shape(1, 4096, 4, 64), Shape(1, 16384, 4, 64)
+    assert k.memory_bytes(b, 2, "fla", True, "fwd") == pytest.approx(4 * k.memory_bytes(a, 2, "fla", True, "fwd"))
+
+
+# ----------------------------------------------------------------------------- Parallax
+
+
+@pytest.mark.parametrize("shape", [Shape(1, 150, 4, 8, kv_heads=2), Shape(2, 90, 2, 8, window=16)])
+def test_parallax_torch_matches_reference_with_gqa_and_window(shape):
+    k = registry()["parallax"]
+    x = k.make_inputs(shape, "float32", "cpu", 0)
+    if shape.window:
+        x["window"] = shape.window
+    xs = {n: (t.clone().requires_grad_(True) if torch.is_tensor(t) else t) for n, t in x.items()}
+    xr = {n: (t.clone().requires_grad_(True) if torch.is_tensor(t) else t) for n, t in x.items()}
+    o, ref = k.backends["torch"].run(xs, True), k.reference(xr, True)
+    assert _rel(o, ref)[1] <= TOL
+    g = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
+    o.backward(g)
+    ref.backward(g)
+    for n in ("q", "k", "v", "r"):
+        assert _rel(xs[n].grad, xr[n].grad)[1] <= TOL, n
+    if shape.window:   # the window matters: without it the output differs
+        del x["window"]
+        assert _rel(k.reference(x, True), ref)[1] > 1e-2
+
+
+def test_parallax_models_and_dtypes():
+    k = registry()["parallax"]
+    assert k.backends["fla"].dtypes == ("float16", "bfloat16")
+    s = Shape(1, 100, 2, 8)
+    assert k.flops(s, True) == pytest.approx(2 * 100 * 101 / 2 * 64)
+    assert k.flops(Shape(1, 100, 2, 8, window=10), True) == pytest.approx(2 * (55 + 90 * 10) * 64)
     a, b = Shape(1, 4096, 4, 64), Shape(1, 16384, 4, 64)
     assert k.memory_bytes(b, 2, "fla", True, "fwd") == pytest.approx(4 * k.memory_bytes(a, 2, "fla", True, "fwd"))
