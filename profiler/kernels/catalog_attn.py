@@ -86,6 +86,7 @@ class AttnFamily:
     family: str = "quadratic"
     shape_check: Callable[[Shape], str | None] | None = None   # constraints beyond the head dim
     kv_heads: Callable[[Shape], int] | None = None           # key/value heads when the point sets none
+    keep_fp32: tuple[str, ...] = ()                          # inputs the layer hands over in fp32 (Wall's g)
 
 
 @dataclass(frozen=True)
@@ -579,6 +580,57 @@ def _parallax_memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
     fwd = B * T * H * D * (itemsize + 4) + 3 * B * T * H * 4              # o, fp32 barv, d1 / bart / m
     return int(fwd + (grads + 2 * B * T * H * 4 if mode == "fwdbwd" else 0))
 
+
+# ----------------------------------------------------------------------------- Wall attention
+
+WALL_GATE_BIAS = 8.0          # WallAttention's gate_init_bias: logsigmoid(x + 8) ~ -3e-4 at init
+WALL_REF_ROWS = 64            # reference: query rows per block ((rows, T, H, K) fp64 products)
+
+
+def _wall_inputs(s: Shape, gen) -> dict:
+    """WallAttention (no scalar gate, its default): q (H heads), k, v (Hkv heads) ~ N(0, 1) projections and
+    the per-query-head, per-channel log decay ``g = logsigmoid(x + 8)`` (g_proj with its init bias), fp32
+    as the layer hands it over."""
+    x = _gqa_inputs(s, gen)
+    x["g"] = F.logsigmoid(_randn(gen, s.B, s.T, s.H, s.D) + WALL_GATE_BIAS)
+    return x
+
+
+def _ref_wall(x, scale):
+    """Exact Wall attention in fp64 by query blocks: ``s_ij = scale * sum_n q_in k_jn exp(P_in - P_jn)``
+    with ``P = cumsum(g)`` (every exponent <= 0 for j <= i), causal (optional window), softmax, ``@ v``.
+    (fla's ``naive_wall_attn`` computes P with the Triton ``chunk_global_cumsum``: not a CPU oracle.)"""
+    q, k, v, g = (x[n].double() for n in ("q", "k", "v", "g"))
+    B, T, H, _ = q.shape
+    G = H // k.shape[2]
+    k, v = k.repeat_interleave(G, dim=2), v.repeat_interleave(G, dim=2)
+    P = g.cumsum(1)
+    W = _window_of(x)
+    out = []
+    for i0 in range(0, T, WALL_REF_ROWS):
+        i1 = min(T, i0 + WALL_REF_ROWS)
+        d = (P[:, i0:i1, None] - P[:, None, :i1]).clamp_max(0.0).exp()           # (B, rows, keys, H, K)
+        sc = (q[:, i0:i1, None] * k[:, None, :i1] * d).sum(-1) * scale             # (B, rows, keys, H)
+        i = torch.arange(i0, i1, device=q.device)[:, None]
+        j = torch.arange(i1, device=q.device)[None, :]
+        hide = (j > i) if W is None else (j > i) | (i - j >= W)
+        p = sc.masked_fill(hide[None, :, :, None], float("-inf")).softmax(2)
+        out.append(torch.einsum("bqkh,bkhv->bqhv", p, v[:, :i1]))
+    return torch.cat(out, 1).float()
+
+
+def _wall_flops(s: Shape) -> float:
+    """``(2D + 2Dv)`` per attended (query, key) pair as softmax attention (causal, or the point's window);
+    the per-channel decay factors ``exp(P_i - P_j)`` are elementwise and not counted."""
+    return s.B * s.H * counting_pairs(s.T, s.window) * (2.0 * s.D + 2.0 * s.Dv)
+
+
+def _wall_memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
+    B, T, H, D, Dv = s.B, s.T, s.H, s.D, s.Dv
+    fwd = B * T * H * Dv * itemsize + B * T * H * 4 + B * T * H * D * 4      # o, fp32 LSE, fp32 cumsum of g
+    grads = B * T * (H * D + s.Hkv * (D + Dv)) * itemsize + B * T * H * D * 4
+    return int(fwd + (grads + B * T * H * D * 4 if mode == "fwdbwd" else 0))
+
 # ----------------------------------------------------------------------------- the rows
 
 _QUADRATIC_REF_MAX_T = 2048   # T x T fp32 references: 16 MiB per (batch, head) at 2048
@@ -677,6 +729,26 @@ FAMILIES: tuple[AttnFamily, ...] = (
         prepare=lambda inputs: {"window_size": _window_of(inputs)},
         grad_inputs=("q", "k", "v", "r"), max_head_dim=256, shape_axes=("kv_heads", "window"),
     ),
+    AttnFamily(
+        name="wall_attn", fla="wall_attn", title="Wall attention (per-channel decayed softmax logits)", group="gated",
+        description="Softmax attention whose logits decay per channel, s_ij = scale sum_n q_in k_jn exp(P_in - P_jn), "
+                    "P = cumsum(g), g = logsigmoid(x + 8) per query head and channel in fp32 (WallAttention at its "
+                    "gate init, no scalar gate; GQA; --window sets its sliding window).",
+        inputs=("q", "k", "v", "g"), make=_wall_inputs,
+        reference=_ref_wall, reference_name="exact Wall attention by query blocks (fp64)",
+        reference_max_T=1024,
+        backends={"fla": FlaOp("parallel_wall_attn")},
+        flops=_wall_flops, io=_gqa_io(lambda s: s.H * s.D * 2), memory=_wall_memory,
+        flops_doc=_wall_flops.__doc__ or "", memory_doc=(
+            "Structural (not fitted): the output, the fp32 log-sum-exp and the fp32 prefix sums of g; fwd+bwd adds "
+            "the input gradients (dg in fp32) and the reversed cumsum of dg."),
+        no_torch_reason=("the exact per-channel decayed logits cost O(T^2 K) elementwise work in PyTorch (the "
+                         "fp64 reference); a factorised exp(P_i) exp(-P_j) form overflows for long decays: no honest "
+                         "CPU timing"),
+        prepare=lambda inputs: {"window_size": _window_of(inputs)},
+        grad_inputs=("q", "k", "v", "g"), max_head_dim=256, shape_axes=("kv_heads", "window"),
+        keep_fp32=("g",),
+    ),
 )
 
 #: Kernel names, in display order (``profiler.kernels.MECHANISMS`` appends them).
@@ -702,8 +774,8 @@ def kernel(fam: AttnFamily) -> KernelSpec:
     def make_inputs(shape: Shape, dtype="float32", device="cpu", seed: int = 0) -> dict:
         x = fam.make(shape, ck.generator(seed))
         dt = ck.torch_dtype(dtype)
-        return {n: (x[n].to(device=device, dtype=dt) if x[n].is_floating_point() else x[n].to(device))
-                for n in names}
+        return {n: (x[n].to(device=device, dtype=torch.float32 if n in fam.keep_fp32 else dt)
+                    if x[n].is_floating_point() else x[n].to(device)) for n in names}
 
     def fla_run(op: FlaOp):
         def run(inputs, causal: bool = True):

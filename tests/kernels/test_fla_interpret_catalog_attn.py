@@ -4,11 +4,13 @@ As test_fla_interpret_catalog.py: one fresh interpreted subprocess runs ``verify
 assert on its rows; every backend is compared with its reference and with the torch backend.
 
 * quick (``make test``): based (``parallel_based`` and ``fused_chunk_based``), rebased
-  (``parallel_rebased``), ``parallel_stickbreaking_attn`` (fp32) and ``parallel_parallax`` (fp16 only),
+  (``parallel_rebased``), ``parallel_stickbreaking_attn``, ``parallel_wall_attn`` (fp32) and
+  ``parallel_parallax`` (fp16 only),
   forward + backward at B=1, T=130, H=1, D=16: T > 128 runs
   ``parallel_*``'s inter-block loop (its forward block is 128 tokens, backward 64) and
   ``fused_chunk_based``'s chunk loop (16); D=16 is ``fused_chunk_based``'s limit.
-* long: fp16 forward + backward of every backend, and the layer's Dv != D (D=16, Dv=32).
+* long: fp16 forward + backward of every backend, the layers' Dv != D (D=16, Dv=32), and GQA with a
+  sliding window for the kernels that take them (H=4 over 2 key/value heads, window 40).
 * nsa (long: ~30-60 s interpreted, its GQA tile needs 16 query heads): ``parallel_nsa`` + the sliding
   branch through ``parallel_attn``, fp32 fwd+bwd at B=1, T=130 (three 64-token blocks, the last
   partial), H=16 over one key/value head, D=16, with a 40-key window (the band is exercised), and fp16
@@ -74,6 +76,32 @@ def test_every_fla_backend_fp16_and_value_dim():
                         and "value_dim" in registry()[n].shape_axes}
     for key, (err, passed) in res.items():
         assert passed and err <= 1e-5, (key, err)
+    child = str(Path(__file__).with_name("test_fla_interpret_catalog_attn.py")) + ":_window_child"
+    res = run_isolated(child, {}, timeout_s=1200)
+    assert {k.split("/")[0] for k in res} == {n for n in NAMES if "window" in registry()[n].shape_axes}
+    for key, (err, passed, tol) in res.items():
+        assert passed and err <= tol, (key, err)
+
+
+def _window_child() -> dict:
+    """In the interpreted child: GQA (H=4 over 2 kv heads) with a 40-key window, fwd+bwd, each fla backend
+    of the kernels that take a window (fp32, or fp16 where the kernel has no fp32)."""
+    from profiler.kernels.base import Shape
+    from profiler.kernels.verify import verify_against_backend
+
+    out = {}
+    for n in NAMES:
+        spec = registry()[n]
+        if "window" not in spec.shape_axes:
+            continue
+        for b in spec.backends:
+            if b == "torch":
+                continue
+            dt = "float32" if "float32" in spec.backends[b].dtypes else "float16"
+            [c] = verify_against_backend(spec, b, Shape(1, 130, 4, 16, kv_heads=2, window=40), dt, "cpu", True,
+                                         "fwdbwd", interpret=True)
+            out[f"{n}/{b}"] = (max(c.max_rel_err, c.grad_max_rel_err or 0.0), c.passed, c.tolerance)
+    return out
 
 
 def _value_dim_child() -> dict:

@@ -286,3 +286,30 @@ def test_parallax_models_and_dtypes():
     assert k.flops(Shape(1, 100, 2, 8, window=10), True) == pytest.approx(2 * (55 + 90 * 10) * 64)
     a, b = Shape(1, 4096, 4, 64), Shape(1, 16384, 4, 64)
     assert k.memory_bytes(b, 2, "fla", True, "fwd") == pytest.approx(4 * k.memory_bytes(a, 2, "fla", True, "fwd"))
+
+
+# ----------------------------------------------------------------------------- Wall attention
+
+
+def test_wall_inputs_keep_the_layers_fp32_gate():
+    k = registry()["wall_attn"]
+    x = k.make_inputs(Shape(1, 50, 4, 8, kv_heads=2), "float16", "cpu", 0)
+    assert x["q"].dtype == torch.float16 and x["g"].dtype == torch.float32
+    assert x["g"].shape == (1, 50, 4, 8) and x["k"].shape == (1, 50, 2, 8)
+    assert float(x["g"].max()) < 0 and float(x["g"].min()) > -0.1           # logsigmoid(x + 8): ~ -3e-4
+
+
+def test_wall_reference_matches_a_pair_by_pair_loop_and_takes_the_window():
+    k = registry()["wall_attn"]
+    x = k.make_inputs(Shape(1, 7, 2, 3), "float32", "cpu", 1)
+    x["g"] = x["g"] * 2000                                                    # steep decays: the exponent matters
+    ref = k.reference(x, True)[0]
+    q, kk, v, g = (x[n][0].double() for n in ("q", "k", "v", "g"))
+    P = g.cumsum(0)
+    for i in range(7):
+        for h in range(2):
+            s = torch.stack([(q[i, h] * kk[j, h] * (P[i, h] - P[j, h]).exp()).sum() for j in range(i + 1)]) * 3 ** -0.5
+            o = s.softmax(0) @ v[: i + 1, h]
+            assert torch.allclose(ref[i, h].double(), o, atol=1e-6), (i, h)
+    x["window"] = 2
+    assert not torch.allclose(k.reference(x, True), ref[None])
