@@ -755,6 +755,8 @@ FAMILIES: tuple[AttnFamily, ...] = (
 NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)
 #: fla.ops package -> serprof kernel (``fla_coverage``).
 COVERED: dict[str, str] = {f.fla: f.name for f in FAMILIES}
+#: fla.ops package -> why its kernel has no timed CPU backend (``serprof list --fla`` says so).
+NO_CPU: dict[str, str] = {f.fla: f.no_torch_reason for f in FAMILIES if f.torch_run is None}
 
 
 # ----------------------------------------------------------------------------- KernelSpec builder
@@ -845,5 +847,5 @@ def kernel(fam: AttnFamily) -> KernelSpec:
 
 KERNELS: tuple[KernelSpec, ...] = tuple(kernel(f) for f in FAMILIES)
 
-__all__ = ["AttnFamily", "FlaOp", "FAMILIES", "NAMES", "COVERED", "KERNELS", "kernel", "taylor_features",
+__all__ = ["AttnFamily", "FlaOp", "FAMILIES", "NAMES", "COVERED", "NO_CPU", "KERNELS", "kernel", "taylor_features",
            "square_features", "feature_dim"]

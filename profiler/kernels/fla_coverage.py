@@ -82,6 +82,8 @@ def coverage() -> list[dict[str, Any]]:
         kernel = COVERED.get(fam)
         if kernel is not None:
             reason = f"measured as kernel {kernel!r}"
+            if fam in catalog_attn.NO_CPU:
+                reason += f" (fla backends only; no timed CPU backend: {catalog_attn.NO_CPU[fam]})"
         elif fam in NOT_MECHANISMS:
             reason = NOT_MECHANISMS[fam]
         elif not any(n.startswith(TIMED_PREFIXES) for n in entries):

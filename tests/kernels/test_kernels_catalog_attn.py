@@ -102,6 +102,8 @@ def test_registered_in_one_place_and_covered():
             assert k.backends["torch"].devices == ("cpu", "cuda") and k.default_backend == "torch"
         else:
             assert "torch" not in k.backends and "no timed CPU backend" in k.notes["torch"]
+            if rows:   # serprof list --fla says so
+                assert "no timed CPU backend" in rows[fam.fla]["reason"]
 
 
 def test_backend_head_dim_limit_and_non_causal():
