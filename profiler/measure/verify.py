@@ -139,8 +139,10 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
     """
     if max_T is not None and (isinstance(max_T, bool) or not isinstance(max_T, int) or max_T < 1):
         raise UsageError(f"--max-t must be a whole number >= 1 (the longest T compared in full), got {max_T!r}")
-    named = bool(kernels)
     kernels = list(kernels or registry())
+    # one kernel asked for alone: a shape it refuses is the user's input error; among several (all
+    # kernels, selftest's list) it is skipped with the reason, as the sweep drops such points
+    strict_shape = len(kernels) == 1
     pairs = resolve_backends(kernels, backends, device, interpret)
     if phase != "prefill":
         pairs = [(k, n) for k, n in pairs if unsupported(get_kernel(k), n, phase) is None]
@@ -151,6 +153,7 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
         against_torch = interpret
     causal_modes = None if causal is None else tuple(causal)
     plan = []
+    shape_skips: list[str] = []
     for k, n in pairs:
         spec = get_kernel(k)
         b = spec.backends[n]
@@ -171,8 +174,10 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                             # a backend's own head-dim limit (fused_chunk_based: 16) skips it when it
                             # was not named, as the sweep does; a named backend still raises
                             why = None if backends else spec.backend_limit(n, shape)
-                            if not named:   # all kernels: one whose shape rule refuses these heads is skipped
-                                why = why or spec.check_shape(shape)
+                            if not strict_shape and not why:
+                                why = spec.check_shape(shape)
+                                if why:
+                                    shape_skips.append(why)
                             if why:
                                 plan.append((k, n, shape, dt, mode, c, why))
                                 continue
@@ -182,6 +187,8 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                             if against_torch and other != n and c in spec.backends[other].causal:
                                 oracles.append(other)
                             plan.append((k, n, shape, dt, mode, c, tuple(oracles)))
+    if shape_skips and all(isinstance(p[-1], str) for p in plan):
+        raise UsageError(shape_skips[0])   # nothing at all can run this shape: still the user's input error
     results = []
     for k, n, shape, dt, mode, c, oracles in plan:
         if isinstance(oracles, str):

@@ -315,3 +315,12 @@ def test_wall_reference_matches_a_pair_by_pair_loop_and_takes_the_window():
             assert torch.allclose(ref[i, h].double(), o, atol=1e-6), (i, h)
     x["window"] = 2
     assert not torch.allclose(k.reference(x, True), ref[None])
+
+
+def test_verify_of_several_kernels_raises_only_when_no_kernel_takes_the_shape():
+    from profiler.measure.verify import verify_many
+
+    with pytest.raises(UsageError, match="exceeds the limit of 128"):
+        verify_many(["based", "rebased"], lengths=[4], batches=[1], heads=1, head_dim=512, modes=["fwd"])
+    rows = verify_many(["based", "stickbreaking_attn"], lengths=[4], batches=[1], heads=1, head_dim=200, modes=["fwd"])
+    assert {r.kernel: bool(r.skipped) for r in rows} == {"based": True, "stickbreaking_attn": False}
