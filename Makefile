@@ -8,7 +8,7 @@ SERPROF := $(VENV)/bin/serprof
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.serprof-installed
 
-.PHONY: setup run test test-long check-all bench browser clean-venv slurm-up test-slurm
+.PHONY: setup run test test-long check-all bench browser clean-venv slurm-up test-slurm gpu-check
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ browser:
 
 bench: setup
 	$(SERPROF) bench kernels
+
+# On a GPU machine: every GPU check, time-boxed, one table (GPU_CHECK=checks|sweep|all; TOTAL_S caps it).
+GPU_CHECK ?= all
+gpu-check: setup
+	OUT=$${OUT:-gpu-check-out} PY=$(PY) .ci/gpu-check $(GPU_CHECK)
 
 clean-venv:
 	rm -rf $(VENV)

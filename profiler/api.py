@@ -376,7 +376,7 @@ def _load_run(path: Path) -> LoadedRun:
     return RunDir.open(path).load()
 
 
-def measure(kernel: str, *, T: int = 1024, B: int = 1, H: int = 4, D: int = 64, dtype: Any = "float32",
+def measure(kernel: str, *, T: int = 1024, B: int = 1, H: int = 4, D: int | None = None, dtype: Any = "float32",
             mode: str = "fwd", causal: bool = True, backend: str | None = None, device: str = "auto",
             interpret: bool = False, level: str = "kernel", **settings: Any) -> PointRecord:
     """Measure one point in a fresh worker process (as a sweep does) and return its ``PointRecord``.
@@ -384,13 +384,17 @@ def measure(kernel: str, *, T: int = 1024, B: int = 1, H: int = 4, D: int = 64, 
     Validated as a one-point sweep (same limits, same availability checks). ``backend``: default the
     kernel's default backend when it runs on ``device``, else the first available one. Settings
     keywords as for ``sweep`` (``time_budget_s=0.5``, ``target_rel_ci=0.05``, ``verify=False``).
-    A crash, timeout or OOM is a record with that status, not an exception.
+    A crash, timeout or OOM is a record with that status, not an exception. ``H`` heads of ``D`` dims
+    each at every level: ``level="layer"`` / ``"model"`` measures ``kernel`` as a whole layer of width
+    ``H * D`` (``PointSpec.hidden``); ``D`` defaults to 64 for kernels and to 1024 / H for layers.
     """
     for name, v in (("T", T), ("B", B), ("H", H), ("D", D)):
+        if name == "D" and v is None:
+            continue
         if isinstance(v, bool) or not isinstance(v, int):
             raise UsageError(f"{name} must be a whole number, got {v!r}")
     ov = _overrides(dict(kernels=[kernel], backends=[backend] if backend else None, lengths=[T], batch=[B],
-                         heads=[H], head_dim=[D], dtypes=[dtype], modes=[mode], causal=causal, device=device,
+                         heads=[H], head_dim=None if D is None else [D], dtypes=[dtype], modes=[mode], causal=causal, device=device,
                          interpret=interpret or None, level=level), settings)
     p = plan(None, ov)
     points = [pp.spec for pp in p.points if pp.runnable]
@@ -482,7 +486,11 @@ def save_baseline(run: Any, out: str | Path, *, max_samples: int | None = None) 
 
 def _phases(spec: Any, backend: str) -> list[str]:
     """The phases (``--phase``) an entry's backend measures: prefill, and decode / streaming where it has
-    a recurrent form (``profiler.kernels.recurrent``)."""
+    a recurrent form (kernels: ``profiler.kernels.recurrent``; layers: ``phase_unsupported``, i.e.
+    ``profiler.layers.streaming``)."""
+    per_phase = getattr(spec, "phase_unsupported", None)
+    if per_phase is not None:
+        return ["prefill", *(p for p in ("decode", "streaming") if per_phase(backend, p) is None)]
     form = getattr(spec, "recurrent", None)
     decode = form is not None and getattr(spec, "level", "kernel") == "kernel" and backend in form.backends()
     return ["prefill", "decode", "streaming"] if decode else ["prefill"]
@@ -522,12 +530,19 @@ def list_kernels(device: str = "all", *, level: str = "all", kernel_modules: Any
             for bname, b in spec.backends.items():
                 for dev in devices:
                     ok, why = b.availability(dev, cuda_available=cuda)
-                    rows.append({"level": lv, "kernel": name, "family": spec.family, "group": getattr(spec, "group", "other"), "backend": bname, "device": dev,
+                    rows.append({"level": lv, "kernel": name, "family": spec.family, "group": _group_of(name, spec), "backend": bname, "device": dev,
                                  "available": ok, "reason": why, "causal": list(b.causal),
                                  "interpretable": b.interpretable, "description": b.description,
                                  "phases": _phases(spec, bname), "origin": where,
                                  "varlen": getattr(b, "varlen", "") or None})   # packed path (--varlen), if any
     return rows
+
+
+def _group_of(name: str, spec: Any) -> str:
+    """A kernel's group; a layer or model entry takes the group of the mechanism it is named after
+    (``mha``, torch's multi-head softmax attention, has no kernel of its name: softmax)."""
+    return (getattr(spec, "group", None) or kernel_group(name)
+            or ("softmax" if getattr(spec, "family", "") == "quadratic" else "other"))
 
 
 def fla_coverage() -> list[dict[str, Any]]:
@@ -590,9 +605,11 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
            lengths: str | None = None, batch: str | None = None, heads: int = 2, head_dim: int = 32,
            dtypes: str | None = None, modes: str = "fwd,fwdbwd", device: str = "cpu", interpret: bool = False,
            max_t: int | None = None, seed: int = 0, phase: str = "prefill", decode_steps: int = 1,
-           chunk_size: int | None = None, kernel_modules: Any = None) -> list:
+           chunk_size: int | None = None, kernel_modules: Any = None, jobs: int | None = None) -> list:
     """Check backends against their fp32 references; the list of results (``r.passed`` each).
     ``kernel_modules``: plugin modules to add first (default kernels: every registered one).
+    ``jobs``: check processes at a time, one per kernel/backend (``profiler.measure.verify.default_jobs``:
+    on CUDA several, each backend isolated; on CPU 1, in this process).
 
     ``phase`` ``decode`` / ``streaming``: each mechanism's decode backends, ``decode_steps`` tokens (or one
     ``chunk_size`` chunk) after each length, against the full-sequence reference (validated like the
@@ -616,6 +633,8 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
     dtype_list = parse_dtypes(dtypes or ("fp32,fp16" if interpret else "fp32"))
     if heads < 1 or head_dim < 1:
         raise UsageError("--heads and --head-dim must be >= 1")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise UsageError(f"--jobs must be a whole number >= 1, got {jobs!r}")
     if interpret:
         if "bfloat16" in dtype_list:
             raise UsageError(kernels_interpret.BF16_REASON)
@@ -630,7 +649,8 @@ def verify(kernels: str | Sequence[str] | None = None, backends: str | Sequence[
         kernel_registry.get_kernel(k)  # unknown name -> UsageError naming the valid ones
     results = measure_verify.verify_many(kernel_list, _split(backends) or None, lengths=length_list, batches=batch_list,
                           heads=heads, head_dim=head_dim, dtypes=dtype_list, modes=mode_list, device=device,
-                          interpret=interpret, seed=seed, max_T=max_t, phase=phase_settings.phase, tokens=tokens)
+                          interpret=interpret, seed=seed, max_T=max_t, phase=phase_settings.phase, tokens=tokens,
+                          jobs=jobs)
     if not results:
         raise UsageError("nothing to verify: no available backend matches the selection "
                          "(see `serprof list`; fla backends need --device cuda or --interpret)")

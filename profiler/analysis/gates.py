@@ -11,7 +11,8 @@ Grammar (one rule per ``--rule``; pytest-benchmark's ``--benchmark-compare-fail`
             | +X              slope: allowed increase of the fitted log-log exponent
     FILTER := KEY OP VALUE
     KEY    := kernel backend device dtype mode level causal   (OP: = or !=, VALUE may list a|b|c)
-            | B T H D                                         (OP: = != >= <= > <, VALUE an integer)
+            | B T H D hidden                                  (OP: = != >= <= > <, VALUE an integer;
+                                                              D per head, hidden = H * D: a layer's width)
 
 Examples: ``latency:+5%``, ``latency:+3%@kernel=retnet,T>=4096``, ``peak_memory:+0%+1MiB``,
 ``energy:off@kernel=softmax``, ``slope:+0.1@backend=torch``.
@@ -45,7 +46,7 @@ from profiler.core.records import PointSpec
 
 METRICS = ("latency", "call_latency", "peak_memory", "energy", "slope")
 STRING_KEYS = ("kernel", "backend", "device", "dtype", "mode", "level", "causal")
-INT_KEYS = ("B", "T", "H", "D")
+INT_KEYS = ("B", "T", "H", "D", "hidden")
 OPS = ("!=", ">=", "<=", "=", ">", "<")
 DEFAULT_MEMORY_TOLERANCE_BYTES = 4096
 DEFAULT_RULES = ("latency:+5%", "peak_memory:+0%", "energy:+10%", "slope:+0.1")

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from profiler.analysis.devices import assign_models
-from profiler.core.records import PointRecord, PointSpec, Timing, energy_per_call
+from profiler.core.records import LAYER_LEVELS, PointRecord, PointSpec, Timing, energy_per_call
 
 #: A point's median CI wider than this (half-width relative to the median) is flagged (the timing's own flag).
 WIDE_CI = Timing.WIDE_CI
@@ -77,6 +77,16 @@ class SeriesKey:
         return cls(spec.level, spec.kernel, spec.backend, spec.device, spec.dtype, spec.mode,
                    spec.B, spec.H, spec.D, spec.causal, tuple(spec.options), device_model, spec.phase,
                    getattr(spec, "kv_heads", 0), getattr(spec, "value_dim", 0), getattr(spec, "window", 0))
+
+    @property
+    def hidden(self) -> int:
+        """``H * D``: the layer's model width at levels layer / model (``PointSpec.hidden``)."""
+        return self.H * self.D
+
+    @property
+    def is_layer(self) -> bool:
+        """A series of whole layers (levels layer / model): ``kernel`` names the layer, ``hidden`` its width."""
+        return self.level in LAYER_LEVELS
 
     @property
     def shape_label(self) -> str:

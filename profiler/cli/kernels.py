@@ -123,12 +123,15 @@ def verify_cmd(
     decode_steps: int = typer.Option(2, "--decode-steps", help="Decode: tokens checked after each length."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Streaming: tokens per chunk."),
     kernel_module: Optional[List[str]] = _kernel_module_option(),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="Check processes at a time, one per kernel/backend "
+                                       "(default: CUDA min(8, CPUs), since compiling Triton kernels is CPU-bound "
+                                       "and a CUDA fault must not poison other backends; CPU 1, in this process)."),
 ) -> None:
     """Check backends against their fp32 references; exit 1 if any error exceeds its tolerance."""
     results = api.verify(kernels, backend, lengths=lengths, batch=batch, heads=heads, head_dim=head_dim,
                          dtypes=dtype, modes=mode, device=device, interpret=interpret, max_t=max_t, seed=seed,
                          phase=phase, decode_steps=decode_steps, chunk_size=chunk_size,
-                         kernel_modules=kernel_module)
+                         kernel_modules=kernel_module, jobs=jobs)
     failed = [r for r in results if r.failed]
     if json_out:
         typer.echo(json.dumps({"passed": not failed, "results": [r.to_dict() for r in results]}, indent=2))

@@ -127,6 +127,7 @@ class _RichObserver:
         verb = "resuming" if resumed else "run folder"
         self.console.print(f"[bold]serprof sweep[/] '{esc(plan.sweep.name)}': {len(todo)} point(s) to run, "
                            f"{len(plan.dropped)} dropped combination(s); {verb}: {esc(run_dir)}")
+        _print_layer_dims(self.console, plan)
         if not resumed:
             _print_estimate(self.console, plan)
         self.todo_ids = {s.id for s in todo}
@@ -196,11 +197,20 @@ def _print_dry_run(console, plan) -> None:
         t.add_row(str(i), esc(p.spec.id), _fmt_bytes(p.est_bytes),
                   "run" if p.runnable else "[dim]skipped: over the memory budget[/]")
     console.print(t)
+    _print_layer_dims(console, plan)
     if plan.dropped:
         console.print(f"[bold]dropped[/] ({len(plan.dropped)}):")
         for d in plan.dropped:
             console.print(f"  {d.what}: {d.reason}", markup=False)
     _print_estimate(console, plan)
+
+
+def _print_layer_dims(console, plan) -> None:
+    """A layer's D is per head (as for kernels): say the model width each layer is built with."""
+    dims = sorted({(p.spec.H, p.spec.D) for p in plan.points if p.spec.is_layer})
+    if dims:
+        console.print(f"{plan.sweep.level} dims: " + "; ".join(f"{h} heads x D {d} = hidden {h * d}" for h, d in dims),
+                      markup=False)
 
 
 def _print_estimate(console, plan) -> None:
@@ -226,14 +236,14 @@ def _fmt_duration(s: float) -> str:
 # --------------------------------------------------------------------------- commands
 
 def sweep(
-    kernels: Optional[str] = typer.Option(None, "--kernels", help="Comma list of kernels (default: all)."),
+    kernels: Optional[str] = typer.Option(None, "--kernels", help="Comma list of kernels, or of layers at --level layer|model (default: all)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Comma list of backends (default: every one that can run)."),
     lengths: Optional[str] = typer.Option(None, "--lengths", help="1k..64k | 1k..64k:x2 | 1k..8k:+1k | 512,1k,3000"),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,4"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32,float16,bfloat16 (fp32, fp16, bf16)"),
     mode: Optional[str] = typer.Option(None, "--mode", help="fwd, fwdbwd, bwd (backward alone, forward untimed); comma list or all"),
-    heads: Optional[str] = typer.Option(None, "--heads", help="Number of heads (list allowed)"),
-    head_dim: Optional[str] = typer.Option(None, "--head-dim", help="Head dimension (list allowed; up to 256 where the kernel takes it)"),
+    heads: Optional[str] = typer.Option(None, "--heads", help="Number of heads (list allowed); layers: the num_heads they are built with"),
+    head_dim: Optional[str] = typer.Option(None, "--head-dim", help="Head dimension, per head at every level (list allowed; up to 256 where the kernel takes it). Layers: model width = heads x head dim (default 1024 / heads)."),
     kv_heads: Optional[str] = typer.Option(None, "--kv-heads", help="Key/value heads (GQA/MQA; list sweeps the ratio; each must divide --heads). Kernel level."),
     value_dim: Optional[str] = typer.Option(None, "--value-dim", help="Value head dim Dv != D (list allowed; kernels that cannot take it are dropped with the reason). Kernel level."),
     window: Optional[str] = typer.Option(None, "--window", help="Causal sliding window of softmax attention, in keys (list allowed; 1..T). Kernel level."),

@@ -24,7 +24,11 @@ from profiler.core.settings import (
 )
 from profiler.core.stats import summarize
 
-SCHEMA_VERSION = 1
+#: Version 2 (issue 16): ``PointSpec.D`` is the per-head dim at every level; a version-1 layer/model record
+#: held the hidden size in ``D`` and loads with ``D = hidden / H`` (``upgrade_spec_dict``).
+SCHEMA_VERSION = 2
+#: Levels whose points are whole layers (``profiler.layers``): the SER seq2seq layer, or the SER head around it.
+LAYER_LEVELS = ("layer", "model")
 
 #: Terminal statuses of a point. A point with any record is never re-run by ``--resume``.
 STATUSES = ("ok", "wrong", "oom", "timeout", "crashed", "skipped", "unavailable")
@@ -43,6 +47,21 @@ class RecordError(ValueError):
 @dataclass(frozen=True, order=True)
 class PointSpec:
     """One measurement point. Frozen and hashable; ``id`` keys storage, resume and baselines.
+
+    The fields mean the same at every ``level``: ``H`` query heads of ``D`` dims each (the per-head
+    dim), ``T`` tokens, ``B`` sequences. What ``kernel`` names depends on the level:
+
+    * ``kernel``: the attention kernel (a ``profiler.kernels`` registry name, e.g. ``retnet``);
+    * ``layer`` / ``model``: the measured entry, one of the study's seq2seq layers (a
+      ``profiler.layers`` name, e.g. ``retnet`` or ``mha``), named after the attention mechanism inside
+      it (``LayerSpec.mechanism`` is the kernel its port is built on: ``mha`` runs ``softmax``); at
+      ``model`` level the layer sits inside the SER head. Reports label it ``layer:NAME``, ``serprof
+      list`` an entry.
+      The layer's model width is ``hidden`` = ``H * D`` (the study: 4 heads of 256 = 1024), the size of
+      its input and output vectors; ``H`` is the ``num_heads`` argument the study passed (FoX:
+      ``num_kv_heads``) and ``D`` the width per head of that split. The mechanism inside may use other
+      head dims (the study's softmax keeps all 1024 dims per head, KDA 128, FoX 32 query heads of 32):
+      ``profiler.layers`` lists them.
 
     ``device`` is the device *type* (``cpu`` or ``cuda``): which GPU index ran a point is recorded in
     the point's ``worker`` info, so the same spec measured on two GPUs has the same id.
@@ -82,6 +101,17 @@ class PointSpec:
     def Dv(self) -> int:
         """Value / output head dim (D unless set)."""
         return self.value_dim or self.D
+
+    @property
+    def hidden(self) -> int:
+        """Model width ``H * D``: a layer's input/output size at levels ``layer`` and ``model`` (the
+        shape axes ``kv_heads`` / ``value_dim`` are kernel-level and never change it)."""
+        return self.H * self.D
+
+    @property
+    def is_layer(self) -> bool:
+        """A whole layer (levels ``layer`` / ``model``): ``kernel`` names the layer, ``hidden`` is its width."""
+        return self.level in LAYER_LEVELS
 
     @property
     def shape_parts(self) -> tuple[str, ...]:
@@ -481,7 +511,9 @@ class PointRecord:
     def __repr__(self) -> str:
         """One line: ``retnet/torch cpu float32 fwd B=1 T=1024 H=4 D=64: 1.23 ms [1.21, 1.25] (n=40), peak 3.1 MiB, ok``."""
         s = self.spec
-        head = (f"{s.kernel}/{s.backend} {s.device} {s.dtype} {s.mode} B={s.B} T={s.T} H={s.H} D={s.D}"
+        head = ((f"{s.level} " if s.is_layer else "")
+                + f"{s.kernel}/{s.backend} {s.device} {s.dtype} {s.mode} B={s.B} T={s.T} H={s.H} D={s.D}"
+                + (f" hidden={s.hidden}" if s.is_layer else "")
                 + ("" if s.causal else " non-causal") + (" interpreted" if s.interpret else "")
                 + (f" {s.phase}" if s.phase != "prefill" else "")
                 + "".join(f" {k}={v}" for k, v in s.options))
@@ -519,6 +551,69 @@ def device_key(worker: Any) -> str:
     """The device model a record was measured on: what multi-device analysis groups by."""
     w = dict(worker or {})
     return str(w.get("device_name") or "unknown device")
+
+
+# --------------------------------------------------------------------------- schema upgrades
+
+def upgrade_spec_dict(spec: Any, version: int, where: str = "spec") -> Any:
+    """A stored ``PointSpec`` dict of record schema ``version`` in today's meaning (a new dict; others as given).
+
+    Version 1 stored a layer/model point's hidden size in ``D``; from version 2 ``D`` is the per-head
+    dim, so ``D`` becomes ``D / H`` (its id's ``D`` part changes with it; kernel-level specs and ids
+    are unchanged). A hidden size that ``H`` does not divide cannot be expressed: ``RecordError``.
+    """
+    if version >= 2 or not isinstance(spec, Mapping) or spec.get("level") not in LAYER_LEVELS:
+        return spec
+    H, D = spec.get("H", 4), spec.get("D", 64)
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (H, D)):
+        return spec   # the schema check names the bad value
+    if D % H:
+        raise RecordError(f"{where}: a schema-{version} {spec['level']}-level spec holds hidden size D={D}, "
+                          f"which H={H} heads do not divide (from schema 2 D is the per-head dim)")
+    return {**spec, "D": D // H}
+
+
+def upgrade_sweep_dict(scenario: Any, version: int) -> Any:
+    """A stored ``SweepSpec`` dict (a manifest's ``scenario``) of manifest schema ``version`` in today's meaning.
+
+    Version 1 gave layer/model sweeps' ``head_dims`` as hidden sizes, with the kernel default ``[64]``
+    standing for the study's 1024; from version 2 they are per-head dims and ``[]`` is each level's
+    default (``profiler.planning.axes.layer_dims``). A hidden size becomes ``hidden / H`` for every
+    ``heads`` value that divides it (with several heads values the plan may then hold a few more
+    combinations than the old one: a resume measures them, it never loses a record).
+    """
+    if version >= 2 or not isinstance(scenario, Mapping) or scenario.get("level") not in LAYER_LEVELS:
+        return scenario
+    dims, heads = scenario.get("head_dims"), scenario.get("heads") or [4]
+    if not isinstance(dims, (list, tuple)) or not isinstance(heads, (list, tuple)):
+        return scenario
+    if list(dims) in ([64], []):
+        return {**scenario, "head_dims": []}
+    ints = [v for v in list(dims) + list(heads) if isinstance(v, int) and not isinstance(v, bool) and v >= 1]
+    if len(ints) != len(dims) + len(heads):
+        return scenario   # the schema check names the bad value
+    return {**scenario, "head_dims": list(dict.fromkeys(d // h for d in dims for h in heads if d % h == 0)) or list(dims)}
+
+
+def _stored_version(data: Mapping[str, Any]) -> int:
+    # serprof always writes the key; an object without it (made by hand) is taken as today's, as its default is
+    v = data.get("schema_version", SCHEMA_VERSION)
+    return v if isinstance(v, int) and not isinstance(v, bool) else SCHEMA_VERSION
+
+
+def _upgrade(cls: type, data: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """``data`` of an older ``schema_version`` in today's meaning, marked with today's version (so a
+    record loaded, then written again, is never upgraded twice)."""
+    version = _stored_version(data)
+    if version >= SCHEMA_VERSION or version < 1:
+        return data
+    if cls is PointRecord:
+        where_spec = f"{where}{'.' if where else ''}spec"
+        return {**data, "spec": upgrade_spec_dict(data.get("spec"), version, where_spec),
+                "schema_version": SCHEMA_VERSION}
+    if cls is Manifest:
+        return {**data, "scenario": upgrade_sweep_dict(data.get("scenario"), version), "schema_version": SCHEMA_VERSION}
+    return data
 
 
 # --------------------------------------------------------------------------- (de)serialization
@@ -587,10 +682,15 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 
 
 def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass ``cls`` from a dict; unknown keys are ignored, missing required keys named."""
+    """Build dataclass ``cls`` from a dict; unknown keys are ignored, missing required keys named.
+
+    A ``PointRecord`` or ``Manifest`` of an older ``schema_version`` is first brought to today's
+    meaning (``_upgrade``: layer dims of schema 1).
+    """
     name = cls.__name__
     if not isinstance(data, Mapping):
         raise RecordError(f"{where}: {name} must be an object, got {type(data).__name__}")
+    data = _upgrade(cls, data, where)
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):

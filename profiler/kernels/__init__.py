@@ -109,6 +109,11 @@ def origin(name: str) -> str:
     return _origins.get(name, BUILTIN)
 
 
+def kernel_modules_in_use() -> list[str]:
+    """The kernel modules imported into this process's registry (for child processes to import too)."""
+    return list(_modules)
+
+
 def use_kernel_modules(names: Iterable[str], where: str = "--kernel-module") -> list[str]:
     """Import each kernel module (``KERNEL`` / ``KERNELS``) and add its kernels to the registry.
 

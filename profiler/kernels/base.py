@@ -84,6 +84,11 @@ class Shape:
         """Query heads per key/value head."""
         return self.H // self.Hkv
 
+    @property
+    def hidden(self) -> int:
+        """``H * D``: a layer's model width (``PointSpec.hidden``)."""
+        return self.H * self.D
+
     @classmethod
     def of(cls, point: Any, **kw: int) -> "Shape":
         """The shape of a ``PointSpec`` (``kw`` replaces fields, e.g. ``T=``)."""

@@ -8,9 +8,13 @@ shapes and forward math, built on the kernels' ``torch`` backends, loads an fla 
 Backends of a layer: ``torch`` (the port; any device) and, for the five fla layers, ``fla`` (the fla
 class itself; CUDA, or CPU under Triton's interpreter for correctness only).
 
-In a ``PointSpec`` of level ``layer`` or ``model``: ``kernel`` is the layer name, ``D`` the model
-width (hidden size, 1024 in the study), ``H`` the ``num_heads`` argument the study passed (4; FoX:
-``num_kv_heads``), ``causal`` whether the mechanism runs causally, options ``bidirectional=1`` for
+In a ``PointSpec`` of level ``layer`` or ``model``: ``kernel`` is the layer name (named after the
+attention mechanism inside it; ``LayerSpec.mechanism`` is the kernel its port runs), ``H`` the
+``num_heads`` argument the study passed (4; FoX: ``num_kv_heads``), ``D`` the per-head dim of the model
+width split over those heads (256 in the study), so the layer is built with ``hidden_size`` =
+``PointSpec.hidden`` = ``H * D`` (1024 in the study); the mechanism's own head dims follow from the
+layer's arguments (``LayerSpec.title`` / ``description``: the study's softmax keeps 1024 dims per head,
+KDA 128, FoX 32 query heads of 32). ``causal`` says whether the mechanism runs causally, options ``bidirectional=1`` for
 the forward-plus-reversed variants and ``audio_s`` / ``frame_rate`` / ``text_rate`` when T came from
 an audio duration.
 """

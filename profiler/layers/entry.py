@@ -4,7 +4,7 @@
 planner reads its backends, constraints and analytic models; ``measure_point`` calls ``build`` and
 ``verify`` exactly as for kernels.
 
-Analytic models (per forward call, ``D`` = model width):
+Analytic models (per forward call; the layer's model width is ``hidden = H * D``, ``PointSpec.hidden``):
 
 * FLOPs: ``2 * B * T * (weights in the projections)`` plus the mechanism kernel's own FLOP model at
   the layer's head shape (softmax/FoX quadratic, the rest linear in T);
@@ -102,9 +102,10 @@ class LayerEntry:
         if min(shape.B, shape.T, shape.H, shape.D) < 1:
             return f"B, T, H and D must be >= 1 (got B={shape.B}, T={shape.T}, H={shape.H}, D={shape.D})"
         try:
-            head_shape(self.name, shape.D, shape.H)
+            head_shape(self.name, shape.hidden, shape.H)
         except Exception as exc:  # noqa: BLE001 - the constructor's complaint is the reason
-            return f"layer {self.name} cannot be built with hidden {shape.D} and {shape.H} heads: {exc}"
+            return (f"layer {self.name} cannot be built with {shape.H} heads of {shape.D} (hidden {shape.hidden}): "
+                    f"{exc}")
         return None
 
     def backend_limit(self, backend: str, shape: Shape) -> str | None:
@@ -118,11 +119,11 @@ class LayerEntry:
 
     def carried_bytes(self, shape: Shape, itemsize: int) -> int:
         """Analytic bytes carried after ``shape.T`` positions by ``shape.B`` streams (decode / streaming)."""
-        return int(_port_on_meta(self.name, shape.D, shape.H).stream_carried_bytes(shape.B, shape.T, itemsize))
+        return int(_port_on_meta(self.name, shape.hidden, shape.H).stream_carried_bytes(shape.B, shape.T, itemsize))
 
     def _phase_analytic(self, point: PointSpec, itemsize: int) -> Analytic:
         n = point.tokens_per_call
-        H, Dk, params, per_token = head_shape(self.name, point.D, point.H)
+        H, Dk, params, per_token = head_shape(self.name, point.hidden, point.H)
         carried = self.carried_bytes(Shape(point.B, point.T, point.H, point.D), itemsize)
         core = 0.0
         try:
@@ -131,11 +132,11 @@ class LayerEntry:
                                                                           H=H, D=Dk), itemsize).flops or 0.0)
         except Exception:  # noqa: BLE001 - a mechanism without a model adds nothing, never a guess
             pass
-        moved = itemsize * (params + 2 * point.B * n * (point.D + per_token)) + 2 * carried
+        moved = itemsize * (params + 2 * point.B * n * (point.hidden + per_token)) + 2 * carried
         return Analytic(2.0 * point.B * n * params + core, float(moved), int(carried))
 
     def flops(self, shape: Shape, causal: bool) -> float:
-        H, Dk, params, _ = head_shape(self.name, shape.D, shape.H)
+        H, Dk, params, _ = head_shape(self.name, shape.hidden, shape.H)
         core = 0.0
         try:
             core = float(_kernel(self.mechanism).flops(Shape(shape.B, shape.T, H, Dk), causal))
@@ -144,19 +145,19 @@ class LayerEntry:
         return 2.0 * shape.B * shape.T * params + core
 
     def bytes_moved(self, shape: Shape, itemsize: int, causal: bool) -> float:
-        _, _, params, per_token = head_shape(self.name, shape.D, shape.H)
-        return float(itemsize * (params + 2 * shape.B * shape.T * (shape.D + per_token)))
+        _, _, params, per_token = head_shape(self.name, shape.hidden, shape.H)
+        return float(itemsize * (params + 2 * shape.B * shape.T * (shape.hidden + per_token)))
 
     def memory_bytes(self, shape: Shape, itemsize: int, backend: str, causal: bool, mode: str) -> int:
-        H, Dk, _, per_token = head_shape(self.name, shape.D, shape.H)
+        H, Dk, _, per_token = head_shape(self.name, shape.hidden, shape.H)
         total = shape.B * shape.T * per_token * itemsize * (3 if mode == "fwdbwd" else 1)
         kb = _KERNEL_BACKEND.get(self.name, "torch")
         total += int(_kernel(self.mechanism).memory_bytes(Shape(shape.B, shape.T, H, Dk), itemsize, kb, causal, mode))
         return total
 
     def input_bytes(self, shape: Shape, itemsize: int, mode: str) -> int:
-        """The layer's input and output activations, [B, T, D] each."""
-        return 2 * shape.B * shape.T * shape.D * itemsize
+        """The layer's input and output activations, [B, T, hidden] each."""
+        return 2 * shape.B * shape.T * shape.hidden * itemsize
 
     def analytic(self, point: PointSpec, itemsize: int) -> Analytic:
         if point.phase != "prefill":
@@ -169,7 +170,7 @@ class LayerEntry:
 
     # -- measuring side
     def _extra(self, point: PointSpec) -> dict[str, Any]:
-        extra: dict[str, Any] = {"params": head_shape(self.name, point.D, point.H)[2]}
+        extra: dict[str, Any] = {"params": head_shape(self.name, point.hidden, point.H)[2]}
         if point.option("audio_s") is not None:
             extra["audio_s"] = float(point.option("audio_s"))
         elif point.option("frame_rate") is not None and point.option("replay") is None:
@@ -183,7 +184,7 @@ class LayerEntry:
                 raise UsageError(f"--phase {point.phase} measures inference only; use --mode fwd")
             sw = layer_streaming.workload(point, device, seed)
             itemsize = sw.x.element_size()
-            port = _port_on_meta(self.name, point.D, point.H)
+            port = _port_on_meta(self.name, point.hidden, point.H)
             form = layer_streaming._form(port)
             cache = form.kind == "cache"
             extra = self._extra(point)

@@ -180,7 +180,7 @@ def _module(point: PointSpec, device: str, seed: int):
     """The streaming module of a point: the torch port, or the fla class (``layer_idx=0``) wrapped."""
     if point.backend == "fla":
         torch.manual_seed(seed)
-        m = build_fla(point.kernel, point.D, point.H, layer_idx=0).to(device=device, dtype=getattr(torch, point.dtype))
+        m = build_fla(point.kernel, point.hidden, point.H, layer_idx=0).to(device=device, dtype=getattr(torch, point.dtype))
         module = FlaStream(m.eval())
     else:
         module = build_module(point, device=device, seed=seed)

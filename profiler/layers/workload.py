@@ -2,10 +2,11 @@
 
 ``workload_for(spec, device, dtype, seed)`` returns a ``Workload``:
 
-* level ``layer``: the seq2seq layer alone (as the study measured), input ``x`` [B, T, D] of unit
-  variance (the scale of layer-normalised features);
-* level ``model``: the whole SER head (``profiler.layers.ser``), inputs ``speech`` [B, Ts, D] and
-  ``text`` [B, Tt, D] with ``Ts + Tt = T``: from the point's ``audio_s`` option and rates when
+* level ``layer``: the seq2seq layer alone (as the study measured), built with ``H`` heads and model
+  width ``hidden = H * D`` (``PointSpec.hidden``), input ``x`` [B, T, hidden] of unit variance (the
+  scale of layer-normalised features);
+* level ``model``: the whole SER head (``profiler.layers.ser``), inputs ``speech`` [B, Ts, hidden] and
+  ``text`` [B, Tt, hidden] with ``Ts + Tt = T``: from the point's ``audio_s`` option and rates when
   present, else T split in the ratio of the frame and token rates;
 * backend ``torch``: the pure-PyTorch port; backend ``fla``: the flash-linear-attention class built
   as the study did (CUDA; or CPU under Triton's interpreter for correctness only);
@@ -87,18 +88,18 @@ def build_module(spec: PointSpec, *, device: str | torch.device = "cpu", dtype: 
     bidir = is_bidirectional(spec)
     torch.manual_seed(seed)
     if spec.backend == "torch":
-        core = build_port(spec.kernel, spec.D, spec.H, causal=spec.causal, bidirectional=bidir)
+        core = build_port(spec.kernel, spec.hidden, spec.H, causal=spec.causal, bidirectional=bidir)
     elif spec.backend == "fla":
         if bidir:
             raise UnavailableError("bidirectional variants exist for the torch ports only (fla kernels are causal)")
         if not spec.causal:
             raise UnavailableError(f"fla layer {spec.kernel!r} is causal only")
-        core = build_fla(spec.kernel, spec.D, spec.H)
+        core = build_fla(spec.kernel, spec.hidden, spec.H)
     else:
         raise UsageError(f"layer {spec.kernel!r} has no backend {spec.backend!r}; valid: {', '.join(layer.backends)}")
     module = core
     if spec.level == "model":
-        module = SERHead(core, hidden=spec.D)
+        module = SERHead(core, hidden=spec.hidden)
     module = module.to(device=device, dtype=dtype or getattr(torch, spec.dtype)).eval()
     return module
 
@@ -124,9 +125,9 @@ def make_inputs(spec: PointSpec, *, device: str | torch.device = "cpu", dtype: t
     gen = torch.Generator().manual_seed(seed + 1)
     if spec.level == "model":
         ts, tt = split_T(spec)
-        return {"speech": torch.randn(spec.B, ts, spec.D, generator=gen).to(device=device, dtype=dtype),
-                "text": torch.randn(spec.B, tt, spec.D, generator=gen).to(device=device, dtype=dtype)}
-    return {"x": torch.randn(spec.B, spec.T, spec.D, generator=gen).to(device=device, dtype=dtype)}
+        return {"speech": torch.randn(spec.B, ts, spec.hidden, generator=gen).to(device=device, dtype=dtype),
+                "text": torch.randn(spec.B, tt, spec.hidden, generator=gen).to(device=device, dtype=dtype)}
+    return {"x": torch.randn(spec.B, spec.T, spec.hidden, generator=gen).to(device=device, dtype=dtype)}
 
 
 def workload_for(spec: PointSpec, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,

@@ -10,12 +10,21 @@ sequences, tolerances per dtype); layers compare the module with its fp32 oracle
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
-from profiler.core.records import DTYPES, Correctness, PointSpec, to_dict
-from profiler.kernels import get_kernel, registry
+from profiler.core.failures import device_fault, library_refusal
+from profiler.core.isolated import ChildFailure, ChildRaised, call_isolated
+from profiler.core.records import DTYPES, Correctness, PointSpec, from_dict, to_dict
+from profiler.kernels import (
+    get_kernel,
+    kernel_modules_in_use,
+    registry,
+    use_kernel_modules,
+)
 from profiler.kernels import verify as kernel_verify
 from profiler.kernels.base import Shape
 from profiler.kernels.recurrent import unsupported
@@ -123,7 +132,7 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                 head_dim: int = 32, dtypes: Sequence[str] = ("float32",), modes: Sequence[str] = ("fwd", "fwdbwd"),
                 device: str = "cpu", interpret: bool = False, causal: Iterable[bool] | None = None,
                 seed: int = 0, max_T: int | None = None, against_torch: bool | None = None,
-                progress=None, phase: str = "prefill", tokens: int = 1) -> list[VerifyResult]:
+                progress=None, phase: str = "prefill", tokens: int = 1, jobs: int | None = None) -> list[VerifyResult]:
     """Check every (kernel, backend, dtype, mode, causal, B, T) combination; one result each.
 
     Input errors (unknown names, head dim over a limit, bf16 under the interpreter) raise before
@@ -136,6 +145,10 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
     ``phase`` ``decode`` / ``streaming`` checks ``tokens`` decode steps (or one chunk of ``tokens``)
     after each T against the full-sequence reference (``profiler.kernels.recurrent``): the decode
     backends of every mechanism with a recurrent form, causal, forward; other backends are left out.
+
+    On CUDA, or with ``jobs`` > 1, each (kernel, backend)'s checks run in their own child process,
+    ``jobs`` at a time (default ``default_jobs``); otherwise in this process. ``progress`` then sees each backend's results when its
+    process ends.
     """
     if max_T is not None and (isinstance(max_T, bool) or not isinstance(max_T, int) or max_T < 1):
         raise UsageError(f"--max-t must be a whole number >= 1 (the longest T compared in full), got {max_T!r}")
@@ -189,32 +202,132 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
                             plan.append((k, n, shape, dt, mode, c, tuple(oracles)))
     if shape_skips and all(isinstance(p[-1], str) for p in plan):
         raise UsageError(shape_skips[0])   # nothing at all can run this shape: still the user's input error
+    jobs = default_jobs(device, interpret) if jobs is None else jobs
+    if jobs < 1:
+        raise UsageError(f"--jobs must be a whole number >= 1, got {jobs!r}")
+    run = dict(device=device, seed=seed, max_T=max_T, phase=phase, tokens=tokens, interpret=interpret)
+    if jobs > 1 or (device.split(":")[0] == "cuda" and not interpret):
+        return _run_isolated_groups(plan, run, jobs, progress)
+    return _run_plan(plan, progress=progress, **run)
+
+
+def default_jobs(device: str, interpret: bool) -> int:
+    """Check processes at a time: on CUDA one per CPU core up to 8 (first calls of fla's Triton kernels
+    compile and autotune for 20-90 s each, or minutes with many at once, and compiling is CPU-bound);
+    elsewhere 1 (the checks run in this process)."""
+    if device.split(":")[0] != "cuda" or interpret:
+        return 1
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _run_plan(plan: list, *, device: str, seed: int, max_T: int | None, phase: str, tokens: int,
+              interpret: bool, progress=None) -> list[VerifyResult]:
+    """Run the planned checks in this process, in order.
+
+    A backend error is its result; a run-time ``UnavailableError`` (a combination the backend cannot
+    do, found when called) and a library declining this machine (``core.failures.library_refusal``)
+    are skipped with the reason. After a device fault (a sticky CUDA error), nothing else can run in
+    this process: the remaining checks are errors that say so and name the fault."""
     results = []
+    lost: str | None = None
     for k, n, shape, dt, mode, c, oracles in plan:
         if isinstance(oracles, str):
-            res = VerifyResult(k, n, device, dt, mode, c, shape, interpret, skipped=oracles)
-            results.append(res)
-            if progress is not None:
-                progress(res)
-            continue
-        try:
-            opts = (() if phase == "prefill" else
-                    ((("steps" if phase == "decode" else "chunk"), str(tokens)),))
-            point = PointSpec(k, n, device.split(":")[0], dt, mode, shape.B, shape.T, shape.H, shape.D, c,
-                              interpret=interpret, options=opts, phase=phase)
-            corrs = verify_point(point, device, seed, max_T, oracles)
-            batch = [VerifyResult(k, n, device, dt, mode, c, shape, interpret, o, corr)
-                     for o, corr in zip(oracles, corrs)]
-        except (UsageError, UnavailableError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failing backend is a result, not a crash
-            msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-            batch = [VerifyResult(k, n, device, dt, mode, c, shape, interpret, o, None, msg) for o in oracles]
+            batch = [VerifyResult(k, n, device, dt, mode, c, shape, interpret, skipped=oracles)]
+        elif lost is not None:
+            batch = [VerifyResult(k, n, device, dt, mode, c, shape, interpret, o, None,
+                                  f"not run: this check process lost its CUDA context to an earlier fault ({lost})")
+                     for o in oracles]
+        else:
+            try:
+                opts = (() if phase == "prefill" else
+                        ((("steps" if phase == "decode" else "chunk"), str(tokens)),))
+                point = PointSpec(k, n, device.split(":")[0], dt, mode, shape.B, shape.T, shape.H, shape.D, c,
+                                  interpret=interpret, options=opts, phase=phase)
+                corrs = verify_point(point, device, seed, max_T, oracles)
+                batch = [VerifyResult(k, n, device, dt, mode, c, shape, interpret, o, corr)
+                         for o, corr in zip(oracles, corrs)]
+            except UsageError:
+                raise
+            except UnavailableError as exc:
+                batch = [VerifyResult(k, n, device, dt, mode, c, shape, interpret, o, skipped=str(exc))
+                         for o in oracles]
+            except Exception as exc:  # noqa: BLE001 - a failing backend is a result, not a crash
+                msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                refusal = library_refusal(exc)
+                if refusal is not None:
+                    batch = [VerifyResult(k, n, device, dt, mode, c, shape, interpret, o,
+                                          skipped=f"the backend declines this machine: {refusal}") for o in oracles]
+                else:
+                    batch = [VerifyResult(k, n, device, dt, mode, c, shape, interpret, o, None, msg) for o in oracles]
+                    if device_fault(exc):
+                        lost = f"{k}/{n}: {msg}"
         for res in batch:
             results.append(res)
             if progress is not None:
                 progress(res)
     return results
+
+
+def _plan_item_to_json(item) -> list:
+    k, n, shape, dt, mode, c, oracles = item
+    return [k, n, to_dict(shape), dt, mode, c, oracles if isinstance(oracles, str) else list(oracles)]
+
+
+def _plan_item_from_json(item) -> tuple:
+    k, n, shape, dt, mode, c, oracles = item
+    return (k, n, Shape(**shape), dt, mode, c, oracles if isinstance(oracles, str) else tuple(oracles))
+
+
+def verify_plan_json(items: list, run: dict, kernel_modules: list[str]) -> list[dict]:
+    """Child side of ``_run_isolated_groups``: run planned checks (JSON in and out) in this process."""
+    if kernel_modules:
+        use_kernel_modules(kernel_modules)
+    return [r.to_dict() for r in _run_plan([_plan_item_from_json(i) for i in items], **run)]
+
+
+def result_from_dict(d: dict) -> VerifyResult:
+    """A ``VerifyResult`` back from ``VerifyResult.to_dict``."""
+    return from_dict(VerifyResult, {k: v for k, v in d.items() if k != "passed"}, "verify result")
+
+
+def _run_isolated_groups(plan: list, run: dict, jobs: int, progress=None) -> list[VerifyResult]:
+    """Each (kernel, backend)'s checks in a fresh child process, ``jobs`` at a time; results in plan order.
+
+    Isolation keeps a device fault (a poisoned CUDA context) inside the backend that caused it, and
+    running processes side by side overlaps Triton's CPU-bound compilation. A child that crashes or
+    raises turns each of its checks into an error naming what happened."""
+    groups: dict[tuple[str, str], list] = {}
+    for item in plan:
+        groups.setdefault((item[0], item[1]), []).append(item)
+    modules = kernel_modules_in_use()
+
+    def one(items: list) -> list[VerifyResult]:
+        try:
+            out = call_isolated("profiler.measure.verify:verify_plan_json",
+                                {"items": [_plan_item_to_json(i) for i in items], "run": run,
+                                 "kernel_modules": modules}, name=f"verify {items[0][0]}/{items[0][1]}",
+                                env=dict(os.environ))
+            return [result_from_dict(d) for d in out]
+        except ChildRaised as exc:
+            if exc.exc_type == "UsageError":
+                raise UsageError(exc.message) from None
+            why = f"the check process raised {exc.exc_type}: {exc.message}"
+        except ChildFailure as exc:
+            why = f"the check process failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return [VerifyResult(k, n, run["device"], dt, mode, c, shape, run["interpret"],
+                             skipped=oracles if isinstance(oracles, str) else None,
+                             error=None if isinstance(oracles, str) else why[:300])
+                for k, n, shape, dt, mode, c, oracles in items]
+
+    results: dict[tuple[str, str], list[VerifyResult]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(groups)))) as pool:
+        futures = {pool.submit(one, items): key for key, items in groups.items()}
+        for fut in as_completed(futures):
+            results[futures[fut]] = fut.result()
+            if progress is not None:
+                for res in results[futures[fut]]:
+                    progress(res)
+    return [r for key in groups for r in results[key]]
 
 
 def verify_many_json(runs: Sequence[dict] | None = None, **kwargs) -> list[dict]:

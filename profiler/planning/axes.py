@@ -13,11 +13,20 @@ from profiler.layers import STUDY_HIDDEN
 from profiler.layers.utterances import MSP_PODCAST_LIKE
 
 
-def layer_dims(sweep) -> tuple[int, ...]:
-    """D axis of a sweep: at layer/model levels D is the model width; the kernel default 64 means 1024."""
-    if sweep.level != "kernel" and tuple(sweep.head_dims) == (64,):
-        return (STUDY_HIDDEN,)
-    return tuple(sweep.head_dims)
+#: The head dim of a kernel-level sweep that gives none (``--head-dim``).
+KERNEL_HEAD_DIM = 64
+
+
+def layer_dims(sweep, H: int) -> tuple[int, ...]:
+    """The D (per-head dim) axis of a sweep at ``H`` heads: ``--head-dim`` / ``head_dim`` as given, at
+    every level. None given: 64 at the kernel level; at layer/model levels the study's model width
+    split over the heads, ``D = 1024 / H`` (so ``PointSpec.hidden`` = H * D = 1024; ``H`` that does not
+    divide 1024 gets the nearest lower width it divides)."""
+    if sweep.head_dims:
+        return tuple(sweep.head_dims)
+    if sweep.level == "kernel":
+        return (KERNEL_HEAD_DIM,)
+    return (max(1, STUDY_HIDDEN // H),)
 
 
 def _rate_options(sweep) -> tuple[tuple[str, str], ...]:

@@ -205,8 +205,9 @@ def make_plan(sweep: SweepSpec, *, cuda_available_flag: bool | None = None) -> P
                 missing = "non-causal" if True in causals else "causal"
                 dropped.append(Dropped(f"{kname}/{bname} {missing}",
                                        f"{kname}/{bname} supports only {_causal_text(backend.causal)}"))
-            for dtype, mode, H, D, (kv, dv, win) in itertools.product(sweep.dtypes, sweep.modes, sweep.heads,
-                                                                       axes.layer_dims(sweep), axes.shape_variants(sweep)):
+            for dtype, mode, H, D, (kv, dv, win) in ((dt, m, H, D, sv) for dt, m, H in itertools.product(
+                    sweep.dtypes, sweep.modes, sweep.heads) for D in axes.layer_dims(sweep, H)
+                    for sv in axes.shape_variants(sweep)):
                 # kv heads = H and Dv = D are the default shape: the same point (and id) as without the flag
                 kv, dv = (0 if kv == H else kv), (0 if dv == D else dv)
                 what = f"{kname}/{bname}/{dtype}/{mode}/H{H}/D{D}" + "".join(

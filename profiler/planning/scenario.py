@@ -18,7 +18,9 @@ Scenario file format (every key optional)::
     dtypes = ["float32"]                   # fp32, fp16, bf16 accepted
     modes = ["fwd"]                        # fwd | fwdbwd | bwd (backward alone, forward untimed)
     heads = 4
-    head_dim = 64                          # up to 256 (per-kernel / per-backend limits drop the rest)
+    head_dim = 64                          # per head, at every level; up to 256 for kernels (per-kernel /
+                                           # per-backend limits drop the rest); layers: width = heads x head_dim
+                                           # (default: 64 for kernels, 1024 / heads for layers)
     kv_heads = [1, 4]                      # key/value heads (GQA/MQA), each dividing every heads value
     value_dim = [64, 128]                  # value head dim Dv (kernels that take it)
     window = 256                           # causal sliding window of softmax attention (keys)
@@ -85,7 +87,9 @@ class SweepSpec:
     dtypes: tuple[str, ...] = ("float32",)
     modes: tuple[str, ...] = ("fwd",)
     heads: tuple[int, ...] = (4,)
-    head_dims: tuple[int, ...] = (64,)
+    # per-head dims at every level (a layer's width is H * D); () = the level's default
+    # (``profiler.planning.axes.layer_dims``: 64 for kernels, 1024 / H for layers)
+    head_dims: tuple[int, ...] = ()
     causal: str = "both"               # "both" | "causal" | "non-causal"
     device: str = "auto"               # resolved to "cpu"/"cuda" by ``resolve_device``
     interpret: bool = False

@@ -38,8 +38,8 @@ FORMATS = ("csv", "json", "parquet")
 #: The export's columns: (name, type, meaning); type is one of ``str``, ``int``, ``float``, ``bool``.
 SCHEMA: tuple[tuple[str, str, str], ...] = (
     ("id", "str", "stable point id"),
-    ("level", "str", "kernel | layer | ser"),
-    ("kernel", "str", "mechanism or layer entry"),
+    ("level", "str", "kernel | layer | model"),
+    ("kernel", "str", "the kernel (level kernel) or the layer (levels layer and model: a profiler.layers name)"),
     ("backend", "str", "implementation"),
     ("device", "str", "cpu | cuda"),
     ("dtype", "str", "input dtype"),
@@ -47,7 +47,8 @@ SCHEMA: tuple[tuple[str, str, str], ...] = (
     ("B", "int", "batch"),
     ("T", "int", "sequence length (tokens)"),
     ("H", "int", "heads"),
-    ("D", "int", "head dim"),
+    ("D", "int", "head dim (per head, at every level)"),
+    ("hidden", "int", "H * D: the layer's model width (levels layer and model); kernels: all query heads' width"),
     ("causal", "bool", "causal masking"),
     ("interpret", "bool", "run under Triton's interpreter (not a performance number)"),
     ("options", "str", "entry options as JSON"),
@@ -127,7 +128,7 @@ def flatten(rec: PointRecord) -> dict[str, Any]:
     s = rec.spec
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(id=rec.id, level=s.level, kernel=s.kernel, backend=s.backend, device=s.device, dtype=s.dtype,
-               mode=s.mode, B=s.B, T=s.T, H=s.H, D=s.D, causal=s.causal, interpret=s.interpret,
+               mode=s.mode, B=s.B, T=s.T, H=s.H, D=s.D, hidden=s.hidden, causal=s.causal, interpret=s.interpret,
                options=json.dumps(dict(s.options)) if s.options else "", phase=s.phase, status=rec.status, reason=rec.reason,
                flops=rec.flops, bytes_moved=rec.bytes_moved, started_at=rec.started_at, wall_s=rec.wall_s,
                device_name=(rec.worker or {}).get("device_name"), host=(rec.worker or {}).get("host"),

@@ -145,7 +145,8 @@ def _series_tables(a: RunAnalysis) -> list[dict]:
             })
         shape = "".join(f" {t}={v}" for t, v in (("KV", s.key.kv_heads), ("Dv", s.key.value_dim),
                                                     ("window", s.key.window)) if v)
-        tables.append({"title": f"{s.key.variant} · {s.key.facet_label} · H={s.key.H} D={s.key.D}{shape}",
+        tables.append({"title": f"{s.key.variant} · {s.key.facet_label} · H={s.key.H} D={s.key.D}"
+                                f"{f' (hidden {s.key.hidden})' if s.key.is_layer else ''}{shape}",
                        "fit_text": "; ".join(fit_text) + ".", "rows": rows, "formulas": formulas,
                        "impls": "; ".join(impls),
                        "has_audio": any(r["audio"] != "–" for r in rows),

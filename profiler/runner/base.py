@@ -94,6 +94,7 @@ class ExecutorStats:
 
     worker_starts: int = 0
     worker_start_s: float = 0.0     # spawn until ready (imports included)
+    worker_faults: int = 0          # workers replaced after a device fault (sticky CUDA error)
     import_s: list[float] = field(default_factory=list)
 
 

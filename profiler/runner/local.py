@@ -13,7 +13,10 @@ calls ``point`` and waits:
   naming the signal or exit code and the last line of the worker's stderr; a fresh worker takes the
   next point;
 * nothing within ``settings.point_timeout_s``: ``ChildTimedOut`` (the worker's process group is
-  SIGKILLed) -> ``timeout`` record; a fresh worker continues.
+  SIGKILLed) -> ``timeout`` record; a fresh worker continues;
+* a ``crashed`` record whose reason is a device fault (``profiler.core.failures.device_fault``: a sticky
+  CUDA error such as "misaligned address") -> the worker is replaced, so that one kernel's fault cannot
+  turn the following points of other kernels into crashes.
 
 A Ctrl-C in the terminal reaches only the sweep process (workers run in their own session), which
 then stops its workers deliberately.
@@ -27,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from profiler.core.failures import device_fault
 from profiler.core.isolated import ChildFailure, ChildTimedOut, IsolatedProcess
 from profiler.core.records import (
     MeasureSettings,
@@ -196,9 +200,16 @@ class LocalExecutor(Executor):
     def _measure_in(self, w: WorkerProcess, spec: PointSpec, settings: MeasureSettings) -> PointRecord:
         t0 = time.perf_counter()
         try:
-            rec = w.call("point", {"spec": to_dict(spec), "settings": to_dict(settings),
-                                   "device_index": self.device_index}, settings.point_timeout_s)
-            return from_dict(PointRecord, rec, "worker record")
+            rec = from_dict(PointRecord, w.call("point", {"spec": to_dict(spec), "settings": to_dict(settings),
+                                                          "device_index": self.device_index},
+                                                settings.point_timeout_s), "worker record")
+            if rec.status == "crashed" and device_fault(rec.reason):
+                # a sticky CUDA error: every later call in that worker would fail with it
+                self._discard_worker(w)
+                self.stats.worker_faults += 1
+                rec = replace(rec, reason=f"{rec.reason} (a device fault: the worker was replaced, later points "
+                                          "run in a fresh one)")
+            return rec
         except ChildTimedOut:
             info = dict(w.info)
             self._discard_worker(w)

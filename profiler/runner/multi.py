@@ -140,6 +140,7 @@ class MultiExecutor(Executor):
         for ex in self._executors:
             out.worker_starts += ex.stats.worker_starts
             out.worker_start_s += ex.stats.worker_start_s
+            out.worker_faults += ex.stats.worker_faults
             out.import_s += list(ex.stats.import_s)
         return out
 

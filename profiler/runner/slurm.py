@@ -61,7 +61,15 @@ from typing import Any, Iterator, Mapping, Sequence
 import profiler.planning.points as plan_mod
 from profiler.core.errors import UnavailableError, UsageError
 from profiler.core.lazy import available, lazy_import
-from profiler.core.records import Manifest, PointRecord, PointSpec, from_dict, to_dict
+from profiler.core.records import (
+    Manifest,
+    PointRecord,
+    PointSpec,
+    RecordError,
+    from_dict,
+    to_dict,
+    upgrade_spec_dict,
+)
 from profiler.core.version import __version__
 from profiler.planning.estimate import (
     CALIBRATION_S,
@@ -85,6 +93,8 @@ submitit_slurm = lazy_import("submitit.slurm.slurm")
 submitit_helpers = lazy_import('submitit.helpers')
 
 SHARDS_FILE = "shards.json"
+#: 2: layer/model specs hold the per-head dim in ``D`` (schema-1 tables are converted on read).
+SHARDS_SCHEMA_VERSION = 2
 SHARD_STATE_DIR = "shards"
 SUBMITIT_DIR = "slurm"
 BACKENDS = ("slurm", "local", "debug")
@@ -453,13 +463,24 @@ def render_job_script(opts: SlurmOptions, run_dir: str | Path, n_jobs: int, job_
 # --------------------------------------------------------------------------- run folder state
 
 def read_shards(run_dir: str | Path) -> dict[str, Any]:
+    """The shard table; the specs of a version-1 table (layer ``D`` = hidden size) in today's meaning."""
     p = Path(run_dir) / SHARDS_FILE
     try:
-        return json.loads(p.read_text())
+        table = json.loads(p.read_text())
     except FileNotFoundError:
         raise UsageError(f"{Path(run_dir)} has no {SHARDS_FILE}: not a SLURM run") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"{p}: cannot read the shard table ({exc})") from None
+    version = table.get("schema_version", SHARDS_SCHEMA_VERSION) if isinstance(table, dict) else SHARDS_SCHEMA_VERSION
+    if isinstance(version, int) and version < SHARDS_SCHEMA_VERSION and isinstance(table.get("shards"), list):
+        try:
+            for sh in table["shards"]:
+                if isinstance(sh, dict) and isinstance(sh.get("specs"), list):
+                    sh["specs"] = [upgrade_spec_dict(s, version, f"{p}: spec") for s in sh["specs"]]
+        except RecordError as exc:
+            raise UsageError(str(exc)) from None
+        table["schema_version"] = SHARDS_SCHEMA_VERSION
+    return table
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -594,7 +615,7 @@ def _submit(sweep: Any, *, opts: SlurmOptions, out: str | Path | None, resume: s
                 raise
             try:
                 run_dir = run.path
-                _write_json(run_dir / SHARDS_FILE, {"schema_version": 1, "job_name": job_name,
+                _write_json(run_dir / SHARDS_FILE, {"schema_version": SHARDS_SCHEMA_VERSION, "job_name": job_name,
                                                      "options": opts.to_dict(), "shards": todo, "submissions": []})
                 return _submit_todo(opts, run_dir, todo, job_name, resume, dry_run, calibrate, planned, warnings)
             except BaseException:

@@ -9,11 +9,13 @@ worker and calls, in order:
 * ``point(spec, settings, device_index)`` per point: the ``PointRecord`` as a dict;
 * ``calibrate_device(device, budget_s, dtypes)``: the device calibration (``{"error": ...}`` when it failed).
 
-Failure classification inside the worker (the worker survives these):
+Failure classification inside the worker (``profiler.core.failures``; the worker survives these):
 
-* ``torch.OutOfMemoryError``, ``MemoryError``, or a ``RuntimeError`` saying "can't allocate memory" /
-  "out of memory" -> status ``oom``;
-* any other exception -> status ``crashed`` with the exception text.
+* out of memory -> status ``oom``;
+* a library declining this machine (fla's known-bad Triton/GPU combinations) -> ``unavailable`` with
+  the library's words;
+* any other exception -> status ``crashed`` with the exception text. When it is a device fault (a
+  sticky CUDA error), the parent replaces this worker before the next point.
 
 A segfault, abort, SIGKILL or hang kills or stalls the process itself; the parent turns that into
 ``crashed`` / ``timeout`` (``ChildCrashed`` / ``ChildTimedOut`` from the isolated-call seam) and starts
@@ -32,6 +34,7 @@ import traceback
 from dataclasses import replace
 from typing import Any, Callable
 
+from profiler.core.failures import is_oom, library_refusal
 from profiler.core.records import (
     MeasureSettings,
     PointRecord,
@@ -49,7 +52,6 @@ from profiler.runner.env import cpu_model, torch_info
 from profiler.store.runs import utc_now
 
 MEASURE_ENV = "SERPROF_MEASURE_FN"   # test seam: "module:function" replacing measure_point (tests/fakes)
-OOM_TEXTS = ("can't allocate memory", "out of memory", "cannot allocate memory", "failed to allocate")
 
 
 def load_measure() -> Callable[..., PointRecord]:
@@ -59,21 +61,6 @@ def load_measure() -> Callable[..., PointRecord]:
         return getattr(importlib.import_module(mod), fn)
 
     return measure_point
-
-
-def is_oom(exc: BaseException) -> bool:
-    """An allocation failure (CUDA or CPU), as opposed to any other error."""
-    if isinstance(exc, MemoryError):
-        return True
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-        if oom_type is not None and isinstance(exc, oom_type):
-            return True
-    if isinstance(exc, RuntimeError):
-        text = str(exc).lower()
-        return any(t in text for t in OOM_TEXTS)
-    return False
 
 
 def _short(exc: BaseException, limit: int = 600) -> str:
@@ -119,8 +106,12 @@ def run_point(measure: Callable[..., PointRecord], spec: PointSpec, settings: Me
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure of a point becomes its record
         oom = is_oom(exc)
-        rec = PointRecord(spec=spec, status="oom" if oom else "crashed",
-                          reason=_short(exc) + ("" if oom else _where(exc)))
+        refusal = None if oom else library_refusal(exc)
+        if refusal is not None:
+            rec = PointRecord(spec=spec, status="unavailable", reason=f"the backend declines this machine: {refusal}")
+        else:
+            rec = PointRecord(spec=spec, status="oom" if oom else "crashed",
+                              reason=_short(exc) + ("" if oom else _where(exc)))
         del exc
         _release_memory(spec.device)
     wall = time.perf_counter() - t0

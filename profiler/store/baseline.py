@@ -31,11 +31,14 @@ from profiler.core.records import (
     Timing,
     from_dict,
     to_dict,
+    upgrade_spec_dict,
 )
 from profiler.store.runs import LoadedRun, RunDir, utc_now
 
 FORMAT = "serprof-baseline"
-BASELINE_SCHEMA_VERSION = 1
+#: 2: layer/model specs hold the per-head dim in ``D`` (``PointSpec.hidden`` = H * D); a version-1 file's
+#: layer specs held the hidden size and load converted (``profiler.core.records.upgrade_spec_dict``).
+BASELINE_SCHEMA_VERSION = 2
 
 
 def thin(samples, max_samples: int | None) -> list[float]:
@@ -123,7 +126,7 @@ def load_baseline(path: str | os.PathLike) -> LoadedRun:
     for i, pt in enumerate(data.get("points", [])):
         where = f"{p}: points[{i}]"
         try:
-            spec = from_dict(PointSpec, pt["spec"], f"{where}.spec")
+            spec = from_dict(PointSpec, upgrade_spec_dict(pt["spec"], version, f"{where}.spec"), f"{where}.spec")
             samples = pt.get("samples_s")
             timing = (Timing(tuple(float(s) for s in samples), pt.get("timer", ""), quantity=pt.get("quantity", ""),
                              process_counts=tuple(int(c) for c in pt.get("process_counts") or ()))

@@ -177,7 +177,7 @@ def make_layer_run(path: Path, *, name: str = "paper-like", seed: int = 5) -> Pa
     for (layer, causal), curve in LAYER_CURVES.items():
         for minutes in AUDIO_MIN:
             T = rates.to_T(60.0 * minutes)
-            spec = PointSpec(kernel=layer, backend="torch", level="layer", T=T, H=4, D=1024, causal=causal,
+            spec = PointSpec(kernel=layer, backend="torch", level="layer", T=T, H=4, D=256, causal=causal,
                              options=LAYER_RATES)
             if layer == "softmax" and minutes == 20:
                 run.append(PointRecord(spec, "skipped", reason="predicted to exceed the memory budget"))
@@ -196,7 +196,7 @@ def make_layer_run(path: Path, *, name: str = "paper-like", seed: int = 5) -> Pa
                      distribution=MSP_PODCAST_LIKE.to_dict(), seed=0)
         opts = tuple(sorted(LAYER_RATES + (("distribution", MSP_PODCAST_LIKE.name), ("replay", str(REPLAY_N)))))
         spec = PointSpec(kernel=layer, backend="torch", level="layer", T=rates.to_T(MSP_PODCAST_LIKE.max_s), H=4,
-                         D=1024, causal=causal, options=opts)
+                         D=256, causal=causal, options=opts)
         run.append(PointRecord(spec, "ok", timing=Timing(res.latency_s, "perf_counter_ns", stop_reason="replay"),
                                memory=Memory(res.peak_bytes, "torch_profiler"),
                                energy=Energy(None, reason="utterance replay: energy is measured at fixed-T points"),

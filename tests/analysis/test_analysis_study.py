@@ -10,7 +10,7 @@ RATES = (("frame_rate", "50"), ("text_rate", "3"))
 
 
 def _replay(kernel, causal, mean_s, peak):
-    spec = PointSpec(kernel=kernel, backend="torch", level="layer", T=583, D=1024, causal=causal,
+    spec = PointSpec(kernel=kernel, backend="torch", level="layer", T=583, D=256, causal=causal,
                      options=tuple(sorted(RATES + (("replay", "3"), ("distribution", "msp-podcast-like")))))
     summ = {"mean_s": mean_s, "p95_s": mean_s * 2, "utterances_per_s": 1 / mean_s, "peak_bytes": peak}
     return PointRecord(spec=spec, status="ok", timing=Timing((mean_s,) * 3, "perf_counter_ns"),
@@ -18,7 +18,7 @@ def _replay(kernel, causal, mean_s, peak):
 
 
 def _fixed(kernel, causal, T, t_s, status="ok"):
-    spec = PointSpec(kernel=kernel, backend="torch", level="layer", T=T, D=1024, causal=causal, options=RATES)
+    spec = PointSpec(kernel=kernel, backend="torch", level="layer", T=T, D=256, causal=causal, options=RATES)
     if status != "ok":
         return PointRecord(spec=spec, status=status, reason="predicted to exceed the memory budget")
     return PointRecord(spec=spec, status="ok", timing=Timing((t_s,) * 3, "perf_counter_ns"),

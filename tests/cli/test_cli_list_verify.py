@@ -77,6 +77,14 @@ def test_list_shows_the_entries_of_every_level(capsys):
     code, out, _ = run(["list", "--level", "layer"], capsys)
     assert code == 0 and "layer level" in out and "kernel level" not in out
     assert any(line.startswith("│ mha ") for line in out.splitlines()), out
+    # layer entries carry their mechanism's group and the phases the layer level really measures
+    layer = {(r["kernel"], r["backend"]): r for r in rows if r["level"] == "layer"}
+    kernel = {(r["kernel"], r["backend"]): r for r in rows if r["level"] == "kernel"}
+    assert layer[("retnet", "torch")]["group"] == kernel[("retnet", "torch")]["group"] == "linear+decay"
+    assert layer[("mha", "torch")]["group"] == "softmax"
+    assert layer[("retnet", "torch")]["phases"] == ["prefill", "decode", "streaming"]
+    assert [r["phases"] for r in rows if r["level"] == "model"] and \
+        all(r["phases"] == ["prefill"] for r in rows if r["level"] == "model")
 
 
 @pytest.mark.parametrize("argv", [["list", "--device", "gpu"], ["sweep", "--dry-run", "--device", "gpu"],

@@ -43,7 +43,7 @@ def test_layer_streaming_sweep_reports_real_time_factor(tmp_path):
     out = tmp_path / "run"
     p = subprocess.run([sys.executable, "-m", "profiler", "sweep", "--level", "layer", "--phase", "streaming",
                         "--chunk-size", "2", "--kernels", "softmax,kda,fox", "--audio", "2s,8s", "--text-rate", "0",
-                        "--heads", "2", "--head-dim", "64", "--device", "cpu", "--time-budget", "0.05",
+                        "--heads", "2", "--head-dim", "32", "--device", "cpu", "--time-budget", "0.05",
                         "--warmup", "0.01", "--json", "--out", str(out)],
                        capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert p.returncode == 0, p.stderr

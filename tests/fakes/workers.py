@@ -14,6 +14,10 @@ Fault injection (``SERPROF_TEST_FAULT``, read by every measure function here)
 * ``hang``   - sleeps forever (the parent's point timeout must fire)
 * ``alloc``  - a real allocation failure: ``torch.empty`` of 2**50 bytes (or a MemoryError without torch)
 * ``raise``  - an ordinary exception inside the point
+* ``cudafault`` - a sticky CUDA error as torch raises it (``torch.AcceleratorError``, "CUDA error:
+  misaligned address", seen from fla's chunk_gla on an H200): from then on every point in this
+  process raises the same error, as a poisoned CUDA context does
+* ``refuse`` - fla 0.6.0's refusal of a known-bad Triton/GPU combination (its RuntimeError, verbatim)
 * ``sleep=S`` - sleeps S seconds, then measures normally (gives tests a window to kill the sweep)
 
 ``faulty_measure`` injects, then runs the real ``measure_point``; ``fake_measure`` and ``probe_measure``
@@ -38,8 +42,32 @@ def parse(text: str | None) -> list[tuple[str, str]]:
     return out
 
 
+#: set by a ``cudafault``: the process's (modelled) CUDA context is unusable from then on
+_POISONED: list[str] = []
+
+CUDA_FAULT_TEXT = ("CUDA error: misaligned address\nCUDA kernel errors might be asynchronously reported at some "
+                   "other API call, so the stacktrace below might be incorrect.")
+FLA_REFUSAL_TEXT = ("Triton >= 3.4.0 and < 3.7.1 on Hopper GPUs produces incorrect results for gated "
+                    "chunk_bwd_dqkwg (see #640). Please upgrade Triton to >= 3.7.1 or install tilelang: "
+                    "`pip install tilelang`")
+
+
+def _accelerator_error(text: str) -> Exception:
+    try:
+        import torch
+
+        cls = getattr(torch, "AcceleratorError", None)
+    except ImportError:
+        cls = None
+    if cls is None:
+        cls = type("AcceleratorError", (RuntimeError,), {})
+    return cls(text)
+
+
 def inject(point_id: str, text: str | None = None) -> None:
-    """Apply the configured fault for ``point_id``, if any."""
+    """Apply the configured fault for ``point_id``, if any (and a poisoned context's error, always)."""
+    if _POISONED:
+        raise _accelerator_error(_POISONED[0])
     for kind, pattern in parse(os.environ.get(ENV) if text is None else text):
         if pattern and pattern in point_id:
             _apply(kind)
@@ -65,6 +93,11 @@ def _apply(kind: str) -> None:
         torch.empty(2**50, dtype=torch.uint8)
     elif kind == "raise":
         raise RuntimeError("injected failure inside the point")
+    elif kind == "cudafault":
+        _POISONED.append(CUDA_FAULT_TEXT)
+        raise _accelerator_error(CUDA_FAULT_TEXT)
+    elif kind == "refuse":
+        raise RuntimeError(FLA_REFUSAL_TEXT)
     elif kind.startswith("sleep="):
         time.sleep(float(kind.split("=", 1)[1]))
     else:

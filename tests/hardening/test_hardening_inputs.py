@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from hardening_helpers import TINY, assert_one_line_error, fake_run, raw_ids, serprof
+from hardening_helpers import assert_one_line_error, fake_run, raw_ids, serprof
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -10,7 +10,6 @@ from hardening_helpers import assert_one_line_error, fake_run, raw_ids
 
 from profiler.core.errors import UsageError
 from profiler.core.records import (
-    Manifest,
     PointRecord,
     PointSpec,
     RecordError,

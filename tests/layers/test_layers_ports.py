@@ -55,7 +55,7 @@ def test_layers_causal_ports_ignore_the_future_and_bidirectional_ones_do_not(nam
 def test_layers_ser_head_shapes_and_split():
     from profiler.layers.workload import split_T, workload_for
 
-    spec = PointSpec(kernel="retnet", backend="torch", level="model", B=2, T=106, H=2, D=64,
+    spec = PointSpec(kernel="retnet", backend="torch", level="model", B=2, T=106, H=2, D=32,
                      options=(("frame_rate", "50"), ("text_rate", "3")))
     assert split_T(spec) == (100, 6)
     work = workload_for(spec)
@@ -73,7 +73,7 @@ def test_layers_ser_head_shapes_and_split():
 def test_layers_fwdbwd_workload_produces_parameter_gradients():
     from profiler.layers.workload import workload_for
 
-    spec = PointSpec(kernel="gsa", backend="torch", level="layer", mode="fwdbwd", B=1, T=20, H=2, D=64)
+    spec = PointSpec(kernel="gsa", backend="torch", level="layer", mode="fwdbwd", B=1, T=20, H=2, D=32)
     work = workload_for(spec)
     work.call()
     grads = [p.grad for p in work.module.parameters()]
@@ -92,7 +92,7 @@ def _settings(**kw):
 def test_layers_point_is_verified_timed_and_measured():
     from profiler.measure.point import measure_point
 
-    spec = PointSpec(kernel="retnet", backend="torch", level="layer", B=1, T=48, H=2, D=64,
+    spec = PointSpec(kernel="retnet", backend="torch", level="layer", B=1, T=48, H=2, D=32,
                      causal=False, options=(("bidirectional", "1"),))
     rec = measure_point(spec, _settings())
     assert rec.status == "ok", rec.reason
@@ -105,7 +105,7 @@ def test_layers_point_is_verified_timed_and_measured():
 def test_layers_replay_point_stores_the_utterance_summary():
     from profiler.measure.point import measure_point
 
-    spec = PointSpec(kernel="mha", backend="torch", level="layer", B=2, T=583, H=2, D=64, causal=False,
+    spec = PointSpec(kernel="mha", backend="torch", level="layer", B=2, T=583, H=2, D=32, causal=False,
                      options=(("distribution", "msp-podcast-like"), ("frame_rate", "50"), ("replay", "5"),
                               ("text_rate", "3")))
     rec = measure_point(spec, _settings(verify=False))
@@ -133,7 +133,8 @@ def test_layers_plan_expands_audio_bidirectional_and_replay():
     assert {s.T for s in retnet} == {3180, 6360, 583}
     assert {s.option("bidirectional") for s in retnet} == {None, "1"}
     assert all(not s.causal for s in retnet if s.option("bidirectional") == "1")
-    assert all(s.D == 1024 for s in ids)
+    # no --head-dim at layer level: the study's width, 1024 = 4 heads of 256 (D is per head at every level)
+    assert all((s.H, s.D, s.hidden) == (4, 256, 1024) for s in ids)
     assert sum(1 for s in retnet if s.option("replay") == "10") == 2
     softmax = [s for s in ids if s.kernel == "softmax"]
     assert all(s.option("bidirectional") is None for s in softmax)

@@ -37,7 +37,7 @@ def test_fake_cuda_decode_point_has_device_time_and_call_latency(monkeypatch):
     assert rec.launch_bound is True and rec.extra["carried_bytes"] == 2048
 
 
-LAYER = PointSpec(kernel="kda", backend="torch", level="layer", B=1, T=48, H=2, D=64, phase="streaming",
+LAYER = PointSpec(kernel="kda", backend="torch", level="layer", B=1, T=48, H=2, D=32, phase="streaming",
                   options=(("chunk", "2"),))
 
 

@@ -15,7 +15,7 @@ from profiler.report.markdown import decode_markdown
 def _analysis():
     recs = []
     for T in (3000, 30000):
-        spec = PointSpec(kernel="kda", backend="torch", level="layer", T=T, H=4, D=1024, phase="streaming",
+        spec = PointSpec(kernel="kda", backend="torch", level="layer", T=T, H=4, D=256, phase="streaming",
                          options=(("chunk", "2"),))
         recs.append(PointRecord(spec=spec, status="ok",
                                 timing=Timing(tuple(8e-3 * (1 + 0.001 * i) for i in range(-3, 4)), "perf_counter_ns",
@@ -44,7 +44,7 @@ def test_study_comparison_reads_prefill_points_only():
 
     recs = []
     for phase, opts in (("prefill", ()), ("streaming", (("chunk", "2"),))):
-        spec = PointSpec(kernel="kda", backend="torch", level="layer", T=500, H=4, D=1024, phase=phase, options=opts)
+        spec = PointSpec(kernel="kda", backend="torch", level="layer", T=500, H=4, D=256, phase=phase, options=opts)
         recs.append(PointRecord(spec=spec, status="ok", timing=Timing((1e-3, 1.1e-3, 1.2e-3), "perf_counter_ns",
                                                                       quantity="call_latency")))
     only_stream = ser_analysis(recs[1:], [], [])

@@ -56,6 +56,7 @@ def test_ser_section_in_html(layer_html):
     assert re.search(r"<td>3,180</td><td>1 min</td>", html)                          # audio next to T
     assert 'id="fig-per_minute"' in html or "fig-per_minute" in html
     assert "in audio: from ≈3.15 min" in html                                       # crossover table
+    assert "H=4 D=256 (hidden 1024)" in html                # D per head; the layer's width shown beside it
 
 
 def test_per_minute_figure_files(layer_run, layer_html):
@@ -101,3 +102,4 @@ def test_export_names_device_and_audio(tmp_path, layer_run, synth_module):
     one_min = [r for r in rows if r["T"] == "3180" and r["kernel"] == "retnet"]
     assert len(one_min) == 1 and float(one_min[0]["audio_s"]) == pytest.approx(60.0)
     assert one_min[0]["device_name"] == "Synthetic CPU @ 2 GHz"
+    assert (one_min[0]["H"], one_min[0]["D"], one_min[0]["hidden"]) == ("4", "256", "1024")

@@ -93,6 +93,24 @@ def test_exception_in_point_is_crashed_with_text_and_worker_survives():
     assert ex.stats.worker_starts == 1
 
 
+def test_sticky_cuda_fault_replaces_the_worker_so_later_points_of_other_kernels_still_run():
+    """A poisoned CUDA context fails every later call of its process: the worker must not be reused."""
+    pts = _points((256, 512), kernel="gla") + _points((256, 512), kernel="retnet")
+    recs, _, ex = _run(pts, fault="cudafault@gla/torch/cpu/float32/fwd/B1/T256/")
+    by_id = {r.id: r for r in recs}
+    bad = by_id[pts[0].id]
+    assert bad.status == "crashed" and "misaligned address" in bad.reason and "worker was replaced" in bad.reason
+    assert [by_id[p.id].status for p in pts[1:]] == ["ok", "ok", "ok"], [by_id[p.id].reason for p in pts[1:]]
+    assert ex.stats.worker_faults == 1 and ex.stats.worker_starts == 2
+
+
+def test_a_library_declining_this_machine_is_unavailable_with_its_words_and_the_worker_survives():
+    recs, _, ex = _run(_points((256, 512)), fault="refuse@/T256/")
+    assert recs[0].status == "unavailable"
+    assert "declines this machine" in recs[0].reason and "Please upgrade Triton to >= 3.7.1" in recs[0].reason
+    assert recs[1].status == "ok" and ex.stats.worker_starts == 1
+
+
 def test_records_carry_worker_info_and_wall_time():
     recs, _, _ = _run(_points((256,)))
     (r,) = recs

@@ -20,7 +20,6 @@ import pytest
 from profiler.core.errors import UnavailableError, UsageError
 from profiler.planning.scenario import build_spec
 from profiler.runner import slurm
-from profiler.runner import status as status_mod
 from profiler.runner.status import run_status
 from profiler.store.runs import RunDir
 
