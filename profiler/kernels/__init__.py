@@ -32,6 +32,7 @@ from typing import Iterable
 
 from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.kernels import catalog as _catalog
+from profiler.kernels import catalog_attn as _catalog_attn
 from profiler.kernels import catalog_delta as _catalog_delta
 from profiler.kernels import plugins
 from profiler.kernels.base import (
@@ -57,6 +58,7 @@ MODULES = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda")
 MECHANISMS = MODULES + _catalog.NAMES
 #: then the generalized delta-rule families (``profiler.kernels.catalog_delta.MECHANISMS``)
 MECHANISMS += _catalog_delta.NAMES
+MECHANISMS += _catalog_attn.NAMES   # feature-map and sparse / quadratic fla families
 
 BUILTIN = "built-in"
 
@@ -72,7 +74,7 @@ def builtins() -> dict[str, KernelSpec]:
         out[spec.name] = spec
     for spec in _catalog.KERNELS:
         out[spec.name] = spec
-    for spec in _catalog_delta.KERNELS:
+    for spec in (*_catalog_delta.KERNELS, *_catalog_attn.KERNELS):
         out[spec.name] = spec
     return out
 

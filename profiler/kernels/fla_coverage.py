@@ -16,12 +16,13 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from profiler.kernels import catalog, catalog_delta
+from profiler.kernels import catalog, catalog_attn, catalog_delta
 
 #: fla.ops family -> the serprof kernel whose backends call it.
 COVERED = {"attn": "softmax", "retention": "retnet", "lightnet": "lightnet", "gsa": "gsa",
            "forgetting_attn": "fox", "kda": "kda", **catalog.COVERED}
 COVERED.update(catalog_delta.COVERED)
+COVERED.update(catalog_attn.COVERED)
 #: fla.ops family -> what its row adds after "measured as kernel ..." (other kernels, no CPU backend).
 COVERAGE_NOTES: dict[str, str] = dict(catalog_delta.COVERAGE_NOTES)
 #: Packages of fla.ops that are not an attention mechanism.
@@ -39,15 +40,16 @@ NOT_YET_REASONS = {
                            "of the engine; not yet described",
     "hgrn": "elementwise gated recurrence of a vector state (no q/k/v): not an engine configuration; "
             "not yet described",
-    "based": "Taylor feature map (feature dim 1 + D + D^2) then linear attention: engine-reducible after the "
-             "feature map, not yet described",
-    "rebased": "learnable quadratic feature map then linear attention (parallel kernel only): not yet described",
-    "nsa": "native sparse attention (block selection + sliding window softmax): a sparse kernel, not an engine "
-           "configuration; not yet described",
-    "moba": "mixture of block attention (sparse softmax): not an engine configuration; not yet described",
-    "stickbreaking_attn": "stick-breaking softmax-free attention (quadratic): not an engine configuration; "
-                          "not yet described",
-    "path_attn": "PaTH attention (softmax with Householder position transforms, quadratic): not yet described",
+    "path_attn": "PaTH attention: parallel_path_attn (fp32, under Triton's interpreter) is 4e-5 relative off "
+                 "naive_path_attn and an exact fp64 token loop as soon as T spans two 64-token blocks (exact "
+                 "within one block), above serprof's fp32 tolerance 1e-5; left out until that is understood",
+    "moba": "parallel_moba composes flash-attn's flash_attn_varlen_func in Python (no fla Triton kernel): needs "
+            "the flash-attn package and cannot run under Triton's interpreter; not yet described",
+    "log_linear_attn": "chunk_log_linear_attn stops under Triton's interpreter (InterpreterError: mask has "
+                       "unsupported dtype; its state dim must be a multiple of 64), so it cannot be verified on "
+                       "CPU here; not yet described",
+    "abc": "chunk_abc stops under Triton's interpreter (InterpreterError: mask has unsupported dtype), so it "
+           "cannot be verified on CPU here; not yet described",
 }
 NOT_YET_REASONS.update(catalog_delta.LEFT_OUT)
 ENTRY_PREFIXES = ("chunk_", "parallel_", "fused_chunk_", "fused_recurrent_")
@@ -88,6 +90,8 @@ def coverage() -> list[dict[str, Any]]:
         kernel = COVERED.get(fam)
         if kernel is not None:
             reason = f"measured as kernel {kernel!r}" + COVERAGE_NOTES.get(fam, "")
+            if fam in catalog_attn.NO_CPU:
+                reason += f" (fla backends only; no timed CPU backend: {catalog_attn.NO_CPU[fam]})"
         elif fam in NOT_MECHANISMS:
             reason = NOT_MECHANISMS[fam]
         elif not any(n.startswith(TIMED_PREFIXES) for n in entries):

@@ -9,12 +9,13 @@ import warnings
 import pytest
 
 from profiler.cli import main
-from profiler.kernels import catalog, catalog_delta, softmax
+from profiler.kernels import catalog, catalog_attn, catalog_delta, softmax
 from profiler.kernels.base import Backend
 
 warnings.filterwarnings("ignore", message="Triton is not supported")
 KERNELS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda") + catalog.NAMES
-KERNELS += catalog_delta.NAMES   # fla backends only (no torch engine configuration)
+KERNELS += catalog_delta.NAMES + catalog_attn.NAMES
+NO_TORCH = {f.name for f in catalog_attn.FAMILIES if f.torch_run is None}
 
 
 def run(argv, capsys):
@@ -36,7 +37,9 @@ def test_list_json_cpu(capsys):
     for k in KERNELS:
         assert by[(k, "fla")]["available"] is False
         assert by[(k, "fla")]["reason"] == "needs a cuda device (or --interpret on CPU for correctness only)"
-        if k != "softmax" and k not in catalog_delta.NAMES:
+        if k in NO_TORCH:                       # fla backends only (serprof list --fla says why)
+            assert (k, "torch") not in by
+        elif k != "softmax" and k not in catalog_delta.NAMES:
             assert by[(k, "torch")]["available"] is True
     assert by[("softmax", "sdpa")]["available"] and by[("softmax", "naive")]["available"]
     assert not by[("softmax", "sdpa-flash")]["available"]
