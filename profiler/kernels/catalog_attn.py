@@ -631,11 +631,85 @@ def _wall_memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
     grads = B * T * (H * D + s.Hkv * (D + Dv)) * itemsize + B * T * H * D * 4
     return int(fwd + (grads + B * T * H * D * 4 if mode == "fwdbwd" else 0))
 
+# ----------------------------------------------------------------------------- ABC
+
+#: fla's ABC layer clamps the slot logits to [-32, 32].
+ABC_CLAMP = 32.0
+
+
+def _abc_inputs(s: Shape, gen) -> dict:
+    """As ``fla.layers.abc.ABCAttention`` (default ``use_input_gate=False``, M = num_slots = D): q, k, v
+    and slot logits s are N(0, 1) projections, s clamped to +-32."""
+    B, T, H, D = s.B, s.T, s.H, s.D
+    q, k, v = (torch.randn(B, T, H, D, generator=gen) for _ in range(3))
+    slots = torch.randn(B, T, H, D, generator=gen).clamp(-ABC_CLAMP, ABC_CLAMP)
+    return {"q": q, "k": k, "v": v, "s": slots}
+
+
+def abc_as_gsa(s: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """ABC's slot writes and forget gates as a GSA configuration (``naive_recurrent_abc`` without ``g``):
+    with ``z_t = logcumsumexp_{r<=t} s_r`` per slot, the write is ``e^{s_t - z_t}`` and the log forget
+    gate ``g_t = z_{t-1} - z_t`` (<= 0; ``g_0 = 0``): a running softmax over time of the slot logits."""
+    z = s.float().logcumsumexp(1)
+    g = torch.cat((torch.zeros_like(z[:, :1]), z[:, :-1] - z[:, 1:]), 1)
+    return (s.float() - z).exp(), g
+
+
+def _ref_abc(x: dict, scale: float):
+    """fla ``naive_recurrent_abc`` (two token loops, fp32; it takes (B, H, T, .) tensors)."""
+    naive = importlib.import_module("fla.ops.abc.naive")
+    q, k, v, s = (x[n].transpose(1, 2) for n in ("q", "k", "v", "s"))
+    o, _ = naive.naive_recurrent_abc(q, k, v, s, scale=scale)
+    return o.transpose(1, 2).float()
+
+
+def _abc_torch(x: dict, scale: float):
+    """GSA's chunkwise two-pass torch path (``profiler.kernels.gsa``) on ABC's slot writes and gates."""
+    gsa = importlib.import_module("profiler.kernels.gsa")
+    w, g = abc_as_gsa(x["s"])
+    return gsa.run_torch({"q": x["q"], "k": x["k"], "v": x["v"], "s": w, "g": g, "scale": scale})
+
+
+def _abc_flops(s: Shape) -> float:
+    """As GSA (``profiler.kernels.gsa.flops``, causal): two chunkwise linear-attention passes over M = D slots."""
+    return importlib.import_module("profiler.kernels.gsa").flops(s, True)
+
+
+def _abc_io(s: Shape, itemsize: int) -> float:
+    """Read q, k, v, s and write o once (M = D): ``5*B*T*H*D*itemsize``."""
+    return 5.0 * s.B * s.T * s.H * s.D * itemsize
+
+
+def _abc_memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
+    """GSA's model (``profiler.kernels.gsa.memory_bytes``) plus the fp32 slot writes and gates ABC derives
+    from s on the torch path (2 x B*T*H*D*4)."""
+    gsa = importlib.import_module("profiler.kernels.gsa")
+    extra = 2 * s.B * s.T * s.H * s.D * 4 if backend == "torch" else 0
+    return int(gsa.memory_bytes(s, itemsize, "torch" if backend == "torch" else "fla", True, mode) + extra)
+
+
 # ----------------------------------------------------------------------------- the rows
 
 _QUADRATIC_REF_MAX_T = 2048   # T x T fp32 references: 16 MiB per (batch, head) at 2048
 
 FAMILIES: tuple[AttnFamily, ...] = (
+    AttnFamily(
+        name="abc", fla="abc", title="ABC (attention with bounded-memory control)", group="gated",
+        description="Two linear-attention passes through M = D memory slots with a softmax over the slots between "
+                    "(ABCAttention): slot writes and forget gates are a running softmax over time of the slot "
+                    "logits s (clamped to +-32), i.e. GSA with data-derived gates; scale D**-0.5 fixed by the "
+                    "kernel.",
+        inputs=("q", "k", "v", "s"), make=_abc_inputs,
+        reference=_ref_abc, reference_name="fla naive_recurrent_abc (fp32 token loops)",
+        reference_max_T=2048,
+        backends={"fla": FlaOp("chunk_abc", scale=False)},
+        flops=_abc_flops, io=_abc_io, memory=_abc_memory,
+        flops_doc=_abc_flops.__doc__ or "", memory_doc=_abc_memory.__doc__ or "",
+        torch_run=_abc_torch,
+        torch_description="GSA's chunkwise two-pass path on ABC's slot writes e^{s - logcumsumexp(s)} and gates "
+                          "(profiler.kernels.gsa, C=64)",
+        grad_inputs=("q", "k", "v", "s"), family="linear",
+    ),
     AttnFamily(
         name="based", fla="based", title="Based (Taylor feature-map linear attention)", group="linear+decay",
         description="Normalised causal linear attention with the 2nd-order Taylor kernel 1 + s q.k + (s q.k)^2/2 "

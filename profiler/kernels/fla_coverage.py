@@ -32,14 +32,6 @@ NOT_MECHANISMS = {"common": "shared chunk building blocks (chunk_h, chunk_o, ...
 #: Families with chunk / parallel entry points that are not (yet) kernels, and why: what keeps each one
 #: from being a row of ``profiler.kernels.catalog.FAMILIES`` (a configuration of the chunkwise engine).
 NOT_YET_REASONS = {
-    "rwkv7": "generalized (DPLR) delta rule S <- S(Diag(w) + a b^T) + v k^T: needs a DPLR WY path in the "
-             "engine; not yet described",
-    "generalized_delta_rule": "DPLR / IPLR delta rules (rank-one transition with free a, b): needs a DPLR WY "
-                              "path in the engine; not yet described",
-    "gated_delta_product": "several Householder updates per token (num_householder): not yet a configuration "
-                           "of the engine; not yet described",
-    "hgrn": "elementwise gated recurrence of a vector state (no q/k/v): not an engine configuration; "
-            "not yet described",
     "path_attn": "PaTH attention: parallel_path_attn (fp32, under Triton's interpreter) is 4e-5 relative off "
                  "naive_path_attn and an exact fp64 token loop as soon as T spans two 64-token blocks (exact "
                  "within one block), above serprof's fp32 tolerance 1e-5; left out until that is understood",
@@ -48,8 +40,6 @@ NOT_YET_REASONS = {
     "log_linear_attn": "chunk_log_linear_attn stops under Triton's interpreter (InterpreterError: mask has "
                        "unsupported dtype; its state dim must be a multiple of 64), so it cannot be verified on "
                        "CPU here; not yet described",
-    "abc": "chunk_abc stops under Triton's interpreter (InterpreterError: mask has unsupported dtype), so it "
-           "cannot be verified on CPU here; not yet described",
 }
 NOT_YET_REASONS.update(catalog_delta.LEFT_OUT)
 ENTRY_PREFIXES = ("chunk_", "parallel_", "fused_chunk_", "fused_recurrent_")

@@ -324,3 +324,15 @@ def test_verify_of_several_kernels_raises_only_when_no_kernel_takes_the_shape():
         verify_many(["based", "rebased"], lengths=[4], batches=[1], heads=1, head_dim=512, modes=["fwd"])
     rows = verify_many(["based", "stickbreaking_attn"], lengths=[4], batches=[1], heads=1, head_dim=200, modes=["fwd"])
     assert {r.kernel: bool(r.skipped) for r in rows} == {"based": True, "stickbreaking_attn": False}
+
+
+def test_abc_is_gsa_with_a_running_softmax_over_time_of_the_slot_logits():
+    """ABC's writes e^{s_t - z_t} and gates z_{t-1} - z_t (z = logcumsumexp of s): for every t, the write
+    decayed from each earlier step sums to 1 (a softmax of s_1..s_t), so the slot memory is a convex mix."""
+    s = torch.randn(1, 9, 2, 3, generator=torch.Generator().manual_seed(0)) * 4
+    w, g = catalog_attn.abc_as_gsa(s)
+    assert (g <= 0).all() and (g[:, 0] == 0).all() and ((w > 0) & (w <= 1)).all()
+    for t in range(9):
+        decay = torch.stack([g[:, r + 1:t + 1].sum(1) for r in range(t + 1)], 1).exp()   # prod of gates after r
+        assert torch.allclose((w[:, :t + 1] * decay).sum(1), torch.ones(1, 2, 3), atol=1e-5)
+        assert torch.allclose(w[:, :t + 1] * decay, s[:, :t + 1].softmax(1), atol=1e-5)
