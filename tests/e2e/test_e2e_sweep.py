@@ -77,6 +77,7 @@ def test_dry_run_lists_plan_estimates_and_drops_without_running(tmp_path):
     assert human.returncode == 0 and "T2048" in human.stdout and "dropped" in human.stdout
 
 
+@pytest.mark.long   # 10-25 s on 2 cores: `make test-long` (CI runs it after `make test`)
 def test_budget_skips_are_recorded_before_running(tmp_path):
     out = tmp_path / "run"
     p = serprof("sweep", "--kernels", "softmax", "--backend", "naive", "--lengths", "128,2048", "--causal",

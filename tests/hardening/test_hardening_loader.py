@@ -209,6 +209,7 @@ def test_status_never_counts_records_outside_the_plan(tmp_path):
     assert st.done <= st.total == 2 and any("outside the run's plan" in w for w in st.warnings)
 
 
+@pytest.mark.long   # 10-25 s on 2 cores: `make test-long` (CI runs it after `make test`)
 def test_rerun_flag_replaces_a_point_and_marks_it(tmp_path):
     """`serprof sweep --resume RUN --rerun T64` measures that point again; the new record carries
     ``extra.rerun`` and is the one the run folder resolves to (the others are untouched)."""

@@ -37,6 +37,7 @@ def test_report_help_shows_the_brackets_literally(cli):
     assert code == 0 and "causal|full" in out
 
 
+@pytest.mark.long   # 10-25 s on 2 cores: `make test-long` (CI runs it after `make test`)
 def test_markup_in_name_folder_and_reason_is_printed_and_resumable(tmp_path):
     scen = tmp_path / "s.toml"
     scen.write_text('name = "[/]"\nkernels = ["softmax"]\nbackends = ["sdpa"]\nlengths = [64, 128]\ncausal = true\n')

@@ -34,6 +34,7 @@ def results() -> dict:
 
 @pytest.mark.parametrize("key", ["retnet@T48", "lightnet@T48", "gsa@T48", "fox@T48", "kda@T48",
                                  "retnet@T80", "gsa@T80", "fox@T80"])
+@pytest.mark.long   # 10-25 s on 2 cores: `make test-long` (CI runs it after `make test`)
 def test_layers_port_matches_fla_layer_under_interpreter(results, key):
     r = results[key]
     assert r["finite"]

@@ -78,6 +78,7 @@ def interpreted() -> dict:
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("key", ["retnet@7-12-20", "gsa@7-12-20", "fox@7-12-20", "retnet@20-33-45", "gsa@20-33-45"])
+@pytest.mark.long   # 10-25 s on 2 cores: `make test-long` (CI runs it after `make test`)
 def test_layers_packed_fla_matches_each_utterance_alone(interpreted, key):
     errs = interpreted["equiv"][key]
     assert len(errs) == 3

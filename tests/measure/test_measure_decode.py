@@ -50,6 +50,7 @@ def test_cpu_layer_streaming_point_is_verified_timed_and_carries_its_state():
     assert rec.extra["carried_bytes"] == rec.extra["carried_bytes_analytic"] > 0 and rec.flops > 0
 
 
+@pytest.mark.long   # 10-25 s on 2 cores: `make test-long` (CI runs it after `make test`)
 def test_fake_cuda_layer_streaming_point_has_device_time_and_call_latency(monkeypatch):
     gpu = FakeGpu()
     dev = fake_cuda_device(gpu)

@@ -251,6 +251,7 @@ def _lines(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [pytest.param("SIGUSR2", marks=pytest.mark.slurm), "SIGTERM"])
+@pytest.mark.long   # 10-25 s on 2 cores: `make test-long` (CI runs it after `make test`)
 def test_signalled_shard_stops_promptly_and_nothing_is_lost(tmp_path, monkeypatch, sig):
     """USR2 (time limit / preemption): the shard writes its state, is checkpointed and requeued by submitit,
     and the requeued job measures the rest. TERM (scancel): it stops within seconds, the point in flight
