@@ -29,16 +29,22 @@ def _child_suite(runs: list, dry_T: int) -> dict:
 
 @pytest.fixture(scope="module")
 def child():
-    """fp32 forward+backward and fp16 forward of every fla backend vs reference and torch backend,
-    then the dry-mode probe, in one fresh interpreted process."""
-    runs = [dict(SHAPE, kernels=list(KERNELS), dtypes=["float32"], modes=["fwdbwd"]),
-            dict(SHAPE, kernels=list(KERNELS), dtypes=["float16"], modes=["fwd"])]
+    """fp32 forward+backward of every fla backend vs reference and torch backend, then the dry-mode
+    probe, in one fresh interpreted process."""
+    runs = [dict(SHAPE, kernels=list(KERNELS), dtypes=["float32"], modes=["fwdbwd"])]
     return run_isolated(f"{__file__}:_child_suite", {"runs": runs, "dry_T": 65536}, timeout_s=600)
 
 
 @pytest.fixture(scope="module")
 def interpreted(child):
     return child["verify"]
+
+
+@pytest.fixture(scope="module")
+def interpreted_fp16():
+    """fp16 forward of every fla backend (its own interpreted process: ``make test-long``)."""
+    runs = [dict(SHAPE, kernels=list(KERNELS), dtypes=["float16"], modes=["fwd"])]
+    return run_isolated("profiler.measure.verify:verify_many_json", {"runs": runs}, timeout_s=600)
 
 
 def _rows(results, kernel, dtype):
@@ -58,9 +64,10 @@ def test_fla_backend_matches_reference_and_torch_fp32(interpreted, kernel):
         assert r["passed"]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_fla_backend_fp16_forward(interpreted, kernel):
-    rows = _rows(interpreted, kernel, "float16")
+def test_fla_backend_fp16_forward(interpreted_fp16, kernel):
+    rows = _rows(interpreted_fp16, kernel, "float16")
     assert len(rows) == 2
     for r in rows:
         assert r["error"] is None, r["error"]

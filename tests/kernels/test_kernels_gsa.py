@@ -22,7 +22,9 @@ def rel(a, b, floor: float = 0.0):
     return ((a.float() - b.float()).abs().max() / max(b.float().abs().max().item(), floor)).item()
 
 
-@pytest.mark.parametrize("T,B,H,D", GRID, ids=lambda x: str(x))
+@pytest.mark.parametrize("T,B,H,D", [pytest.param(*g, id="-".join(map(str, g)),
+                                                  marks=pytest.mark.long if g[1] * g[2] * g[3] > 256 else ())
+                                     for g in GRID])   # B*H*D > 256: seconds each against the token loop
 def test_forward_matches_fla_reference(T, B, H, D):
     inp = mod.make_inputs(Shape(B, T, H, D), torch.float32, "cpu", seed=T + D)
     out = mod.run_torch(inp, True)

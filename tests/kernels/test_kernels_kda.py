@@ -34,7 +34,14 @@ def check_forward(shape: Shape, gate: str = "default", seed: int = 0, **kw) -> f
 SHORT = list(itertools.product((1, 63, 64, 100), (1, 3), (1, 4), (32, 64, 128)))
 
 
-@pytest.mark.parametrize("T,B,H,D", SHORT, ids=[f"T{t}-B{b}-H{h}-D{d}" for t, b, h, d in SHORT])
+def _grid(shapes, heavy=256):
+    """Shapes as params; the ones with B*H*D > ``heavy`` (seconds each against the token loop) run in
+    ``make test-long``, so ``make test`` keeps every T and every D at a smaller B*H."""
+    return [pytest.param(*s, marks=pytest.mark.long if s[1] * s[2] * s[3] > heavy else (),
+                         id=f"T{s[0]}-B{s[1]}-H{s[2]}-D{s[3]}") for s in shapes]
+
+
+@pytest.mark.parametrize("T,B,H,D", _grid(SHORT))
 def test_forward_matches_naive_recurrent_default_gate(T, B, H, D):
     assert check_forward(Shape(B, T, H, D)) <= TOL
 
@@ -42,7 +49,7 @@ def test_forward_matches_naive_recurrent_default_gate(T, B, H, D):
 LONG = [(512, 1, 4, 64), (512, 3, 1, 128), (512, 1, 1, 32), (1000, 1, 4, 32), (1000, 3, 1, 64), (1000, 1, 1, 128)]
 
 
-@pytest.mark.parametrize("T,B,H,D", LONG, ids=[f"T{t}-B{b}-H{h}-D{d}" for t, b, h, d in LONG])
+@pytest.mark.parametrize("T,B,H,D", _grid(LONG, heavy=128))
 def test_forward_long_default_gate(T, B, H, D):
     assert check_forward(Shape(B, T, H, D), seed=T + D) <= TOL
 

@@ -86,6 +86,7 @@ def test_layers_packed_fla_matches_each_utterance_alone(interpreted, key):
 
 
 @pytest.mark.interpret
+@pytest.mark.long   # shares the interpreted fixture (~18 s on 2 cores): `make test-long`
 def test_layers_packed_check_detects_state_leaking_across_utterances(interpreted):
     # without cu_seqlens the second utterance sees the first one's state: the comparison must notice
     assert interpreted["leak_rel_err"] > 100 * TOL
