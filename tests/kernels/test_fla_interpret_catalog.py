@@ -14,6 +14,7 @@ reference and with the engine's torch backend.
 from __future__ import annotations
 
 import pytest
+from interpreted_checks import check_rows, run_interpreted
 
 from profiler.kernels import catalog, registry
 from profiler.kernels.interpret import run_isolated
@@ -27,20 +28,10 @@ FP16_ONLY = [n for n in NAMES if n not in FP32]
 OTHER = sorted({b for n in NAMES for b in registry()[n].backends if b not in ("torch", "fla")})
 
 
-def _run(runs: list) -> list[dict]:
-    return run_isolated("profiler.measure.verify:verify_many_json", {"runs": runs}, timeout_s=1200)
+_run = run_interpreted
 
 
-def _check(rows, tol):
-    assert rows
-    for r in rows:
-        assert r["error"] is None, (r["kernel"], r["backend"], r["error"])
-        c = r["correctness"]
-        assert r["interpret"] and r["causal"]
-        assert c["max_rel_err"] <= tol, (r["kernel"], r["backend"], r["against"], c)
-        if r["mode"] == "fwdbwd":
-            assert c["grad_max_rel_err"] is not None and c["grad_max_rel_err"] <= tol, (r["kernel"], r["backend"], c)
-        assert r["passed"]
+_check = check_rows
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from interpreted_checks import check_rows, run_interpreted
 
 from profiler.kernels import catalog_attn, registry
 from profiler.kernels.interpret import run_isolated
@@ -34,20 +35,10 @@ FP16_ONLY = [n for n in NAMES if n not in FP32]          # parallel_parallax: fp
 SHAPE = dict(lengths=[130], batches=[1], heads=1, head_dim=16, interpret=True)
 
 
-def _run(runs: list) -> list[dict]:
-    return run_isolated("profiler.measure.verify:verify_many_json", {"runs": runs}, timeout_s=1200)
+_run = run_interpreted
 
 
-def _check(rows, tol):
-    assert rows
-    for r in rows:
-        assert r["error"] is None, (r["kernel"], r["backend"], r["error"])
-        c = r["correctness"]
-        assert r["interpret"] and r["causal"]
-        assert c["max_rel_err"] <= tol, (r["kernel"], r["backend"], r["against"], c)
-        if r["mode"] == "fwdbwd":
-            assert c["grad_max_rel_err"] is not None and c["grad_max_rel_err"] <= tol, (r["kernel"], r["backend"], c)
-        assert r["passed"]
+_check = check_rows
 
 
 def _every_fla_backend():
