@@ -147,8 +147,8 @@ def verify_many(kernels: Sequence[str] | None = None, backends: Sequence[str] | 
     backends of every mechanism with a recurrent form, causal, forward; other backends are left out.
 
     On CUDA, or with ``jobs`` > 1, each (kernel, backend)'s checks run in their own child process,
-    ``jobs`` at a time (default ``default_jobs``); otherwise in this process. ``progress`` then sees each backend's results when its
-    process ends.
+    ``jobs`` at a time (default ``default_jobs``), and ``progress`` sees a backend's results when its
+    process ends; otherwise they run in this process.
     """
     if max_T is not None and (isinstance(max_T, bool) or not isinstance(max_T, int) or max_T < 1):
         raise UsageError(f"--max-t must be a whole number >= 1 (the longest T compared in full), got {max_T!r}")
