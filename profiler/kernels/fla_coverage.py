@@ -37,9 +37,9 @@ NOT_YET_REASONS = {
                  "within one block), above serprof's fp32 tolerance 1e-5; left out until that is understood",
     "moba": "parallel_moba composes flash-attn's flash_attn_varlen_func in Python (no fla Triton kernel): needs "
             "the flash-attn package and cannot run under Triton's interpreter; not yet described",
-    "log_linear_attn": "chunk_log_linear_attn stops under Triton's interpreter (InterpreterError: mask has "
-                       "unsupported dtype; its state dim must be a multiple of 64), so it cannot be verified on "
-                       "CPU here; not yet described",
+    "log_linear_attn": "not yet described: chunk_log_linear_attn runs under Triton's interpreter (its int32 "
+                       "masks are read as bool; state dim a multiple of 64), but its inputs (LogLinearMamba2's "
+                       "Mamba2 gates and per-level scales) and models are not written yet",
 }
 NOT_YET_REASONS.update(catalog_delta.LEFT_OUT)
 ENTRY_PREFIXES = ("chunk_", "parallel_", "fused_chunk_", "fused_recurrent_")
