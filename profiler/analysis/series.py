@@ -41,6 +41,7 @@ import numpy as np
 from profiler.analysis.devices import assign_models
 from profiler.core.records import (
     LAYER_LEVELS,
+    HeadDims,
     PointRecord,
     PointSpec,
     Timing,
@@ -58,7 +59,7 @@ _HIDDEN_OPTIONS = ("frame_rate", "text_rate")
 
 
 @dataclass(frozen=True)
-class SeriesKey:
+class SeriesKey(HeadDims):
     """Identity of a series: everything in a ``PointSpec`` but T."""
 
     level: str
@@ -83,11 +84,6 @@ class SeriesKey:
         return cls(spec.level, spec.kernel, spec.backend, spec.device, spec.dtype, spec.mode,
                    spec.B, spec.H, spec.D, spec.causal, tuple(spec.options), device_model, spec.phase,
                    getattr(spec, "kv_heads", 0), getattr(spec, "value_dim", 0), getattr(spec, "window", 0))
-
-    @property
-    def hidden(self) -> int:
-        """``H * D``: the layer's model width at levels layer / model (``PointSpec.hidden``)."""
-        return self.H * self.D
 
     @property
     def is_layer(self) -> bool:

@@ -44,8 +44,34 @@ class RecordError(ValueError):
     """A stored object does not match the schema (the message names where and which key)."""
 
 
+class HeadDims:
+    """Derived head dims of anything with fields ``H``, ``D``, ``kv_heads`` and ``value_dim`` (0 = the
+    default): ``PointSpec``, the kernels' ``Shape``, the analysis ``SeriesKey``."""
+
+    H: int
+    D: int
+    kv_heads: int
+    value_dim: int
+
+    @property
+    def Hkv(self) -> int:
+        """Key/value heads (H unless grouped)."""
+        return self.kv_heads or self.H
+
+    @property
+    def Dv(self) -> int:
+        """Value / output head dim (D unless set)."""
+        return self.value_dim or self.D
+
+    @property
+    def hidden(self) -> int:
+        """Model width ``H * D``: a layer's input/output size at levels ``layer`` and ``model`` (the
+        shape axes ``kv_heads`` / ``value_dim`` are kernel-level and never change it)."""
+        return self.H * self.D
+
+
 @dataclass(frozen=True, order=True)
-class PointSpec:
+class PointSpec(HeadDims):
     """One measurement point. Frozen and hashable; ``id`` keys storage, resume and baselines.
 
     The fields mean the same at every ``level``: ``H`` query heads of ``D`` dims each (the per-head
@@ -91,22 +117,6 @@ class PointSpec:
     kv_heads: int = 0      # key/value heads (GQA/MQA: H % kv_heads == 0)
     value_dim: int = 0     # Dv, the value (and output) head dim
     window: int = 0        # causal sliding window: keys [i - window + 1, i]
-
-    @property
-    def Hkv(self) -> int:
-        """Key/value heads (H unless grouped)."""
-        return self.kv_heads or self.H
-
-    @property
-    def Dv(self) -> int:
-        """Value / output head dim (D unless set)."""
-        return self.value_dim or self.D
-
-    @property
-    def hidden(self) -> int:
-        """Model width ``H * D``: a layer's input/output size at levels ``layer`` and ``model`` (the
-        shape axes ``kv_heads`` / ``value_dim`` are kernel-level and never change it)."""
-        return self.H * self.D
 
     @property
     def is_layer(self) -> bool:

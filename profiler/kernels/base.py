@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 from profiler.core import counting
 from profiler.core.errors import UsageError
 from profiler.core.lazy import lazy_import
+from profiler.core.records import HeadDims
 from profiler.kernels import interpret
 from profiler.kernels.verify import verify_against_backend
 
@@ -59,7 +60,7 @@ GROUPS = ("softmax", "linear+decay", "gated", "delta-rule", "sparse", "other")
 
 
 @dataclass(frozen=True)
-class Shape:
+class Shape(HeadDims):
     """Batch, sequence length, query heads, head dim; and the optional shape axes (0 = default):
     ``kv_heads`` key/value heads (GQA/MQA, dividing H), ``value_dim`` (Dv), causal sliding ``window``."""
 
@@ -72,22 +73,9 @@ class Shape:
     window: int = 0
 
     @property
-    def Hkv(self) -> int:
-        return self.kv_heads or self.H
-
-    @property
-    def Dv(self) -> int:
-        return self.value_dim or self.D
-
-    @property
     def group(self) -> int:
         """Query heads per key/value head."""
         return self.H // self.Hkv
-
-    @property
-    def hidden(self) -> int:
-        """``H * D``: a layer's model width (``PointSpec.hidden``)."""
-        return self.H * self.D
 
     @classmethod
     def of(cls, point: Any, **kw: int) -> "Shape":
