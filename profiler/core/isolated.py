@@ -320,13 +320,20 @@ _loaded_files: dict[str, Any] = {}
 
 
 def resolve(target: str) -> Any:
-    """The function a target names: ``"pkg.module:function"`` or ``"/path/file.py:function"``."""
+    """The function a target names: ``"pkg.module:function"`` or ``"/path/file.py:function"``.
+
+    A file target's folder goes on ``sys.path`` first, as ``python file.py`` would put it, so the
+    file can import its sibling modules.
+    """
     mod_name, _, fn_name = target.rpartition(":")
     if not mod_name or not fn_name:
         raise ValueError(f"target {target!r} is not 'module:function' or '/path/file.py:function'")
     if mod_name.endswith(".py"):
         module = _loaded_files.get(mod_name)
         if module is None:
+            folder = os.path.dirname(os.path.abspath(mod_name))
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
             key = hashlib.sha1(mod_name.encode()).hexdigest()[:12]
             spec = importlib.util.spec_from_file_location(f"_serprof_isolated_{key}", mod_name)
             if spec is None or spec.loader is None:

@@ -124,3 +124,12 @@ def test_child_is_in_its_own_session_so_ctrl_c_reaches_only_the_parent():
 
 def _sid():
     return os.getsid(0)
+
+
+def test_a_file_target_can_import_its_sibling_modules(tmp_path):
+    """As ``python file.py`` does, the target file's folder is on the child's sys.path (CI caught a
+    test file importing a helper next to it that only the parent's conftest had put on sys.path)."""
+    (tmp_path / "sibling_helper_xyz.py").write_text("VALUE = 41\n")
+    (tmp_path / "target.py").write_text("from sibling_helper_xyz import VALUE\n\n"
+                                        "def answer():\n    return VALUE + 1\n")
+    assert call_isolated(f"{tmp_path / 'target.py'}:answer") == 42
