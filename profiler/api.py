@@ -733,7 +733,7 @@ def gate_calibrate(runs: Sequence[str | Path] = (), *, out: str | Path | None = 
 
 def gate_interleave(ref_a: str, ref_b: str, *, repo: str | Path = ".", kernels: str | Sequence[str] = (),
                     backend: str = "", lengths: str | Sequence[str] = (), batch: int = 1, heads: int = 4,
-                    head_dim: int = 64, rounds: int = 10, reps: int = 5, rules: Sequence[str] = (),
+                    head_dim: int = 64, rounds: int | None = None, reps: int | None = None, rules: Sequence[str] = (),
                     default_rules: bool = True, alpha: float = 0.025, statistic: str = "auto",
                     noise_floor: float = 0.01, allow_env_mismatch: bool = False, ignore_env: Sequence[str] = (),
                     fail_on_missing: bool = False, n_boot: int = 1000, seed: int = 0,
@@ -741,8 +741,9 @@ def gate_interleave(ref_a: str, ref_b: str, *, repo: str | Path = ".", kernels: 
                     progress: Any = None):
     """Measure two git refs in alternating fresh processes (ABBA rounds) and gate B against A: a ``GateResult``.
 
-    Each round is one new worker process per side, so ``rounds`` processes per side are the replication;
-    the interval comes from their spread (both sides are one job: no between-run variance).
+    Each round is one new worker process per side, so ``rounds`` processes per side are the replication
+    (default ``runner.interleaved_ab.ROUNDS``); ``reps`` samples per point and process (default
+    adaptive); the interval comes from the processes' spread (one job: no between-run variance).
     """
     ruleset = RuleSet.parse(list(rules), defaults=default_rules)
     check_options(alpha=alpha, statistic=statistic, noise_floor=noise_floor, n_boot=n_boot, seed=seed)
@@ -757,4 +758,4 @@ def gate_interleave(ref_a: str, ref_b: str, *, repo: str | Path = ".", kernels: 
                         seed=seed, fail_on_missing=fail_on_missing, statistic=statistic, noise_floor=noise_floor,
                         baseline_label=f"{ref_a} (interleaved)", candidate_label=f"{ref_b} (interleaved)",
                         noise=noise, runs_apart=0,
-                        design=f"interleaved: {iplan.rounds} fresh processes per side, ABBA")
+                        design=f"interleaved: {iplan.rounds} fresh processes per side, ABBA, {iplan.samples_text} per point")

@@ -157,8 +157,8 @@ def gate_interleave(
     batch: int = typer.Option(1, "--batch", "-B", help="Batch size."),
     heads: int = typer.Option(4, "--heads", "-H", help="Heads."),
     head_dim: int = typer.Option(64, "--head-dim", "-D", help="Head dim."),
-    rounds: int = typer.Option(10, "--rounds", help="Alternations (ABBA order); each is one fresh worker process per side."),
-    reps: int = typer.Option(5, "--reps", help="Samples per point per round and side."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="Alternations (ABBA order); each is one fresh worker process per side (default 10)."),
+    reps: Optional[int] = typer.Option(None, "--reps", help="Samples per point per process (default: 5 to 30, as many as 0.3 s of sampling allows)."),
     repo: Path = typer.Option(Path("."), "--repo", help="The git repository holding the refs."),
     rule: Optional[List[str]] = _RULE,
     no_default_rules: bool = _NO_DEFAULT_RULES,
@@ -221,7 +221,7 @@ def gate_eval(
     interleave_detect_runs: Optional[int] = typer.Option(None, "--interleave-detect-runs", help="interleave: runs with the slowdown in side B (default: as many as --interleave-runs)."),
     slowdown: float = typer.Option(15.0, "--slowdown", help="Injected slowdown of the detection runs, percent."),
     processes: Optional[int] = typer.Option(None, "--processes", help="sweeps: worker processes per point (default: the sweep default)."),
-    rounds: int = typer.Option(6, "--rounds", help="interleave: fresh processes per side."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="interleave: fresh processes per side (default: gate-interleave's)."),
     repo: Optional[Path] = typer.Option(None, "--repo", help="interleave: the git repository whose HEAD is measured against itself (default: serprof's own checkout)."),
     noise_profile: Optional[Path] = _NOISE_PROFILE,
     keep: Optional[Path] = typer.Option(None, "--keep", help="Keep the evaluation's run folders here."),
@@ -245,7 +245,7 @@ def gate_eval(
         raise UsageError(f"--design takes sweeps, interleave, dial or a comma list (got {design!r})")
     for flag, value, lo in (("--pairs", pairs, 0), ("--detect-runs", detect_runs, 0), ("--interleave-runs", interleave_runs, 0),
                             ("--interleave-detect-runs", 0 if interleave_detect_runs is None else interleave_detect_runs, 0),
-                            ("--rounds", rounds, 2)):
+                            ("--rounds", 2 if rounds is None else rounds, 2)):
         if not lo <= value <= 10_000:
             raise UsageError(f"{flag} must be a whole number from {lo} to 10000, got {value}")
     if not (slowdown == slowdown and 0 < slowdown <= 1000):

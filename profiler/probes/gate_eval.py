@@ -350,8 +350,8 @@ class RealEvalSettings:
     interleave_detect_runs: int = 30
     slowdown: float = 0.15
     processes: int | None = None      # None: the sweep default
-    rounds: int = 6
-    reps: int = 10
+    rounds: int | None = None          # None: gate-interleave's defaults (rounds and samples)
+    reps: int | None = None
     interleave_kernels: tuple[str, ...] = ("retnet",)
     interleave_lengths: tuple[int, ...] = (256, 1024)
 
@@ -396,7 +396,7 @@ def run_real_eval(settings: RealEvalSettings, *, noise=None, repo=".", keep=None
                 t0 = time.perf_counter()
                 a, b = run_interleaved(Path(repo), "HEAD", "HEAD", plan, env_b=slow_env if inj else None)
                 res = compare_runs(a, b, RuleSet.parse(), noise=noise, runs_apart=0,
-                                   design=f"interleaved: {plan.rounds} fresh processes per side, ABBA")
+                                   design=f"interleaved: {plan.rounds} fresh processes per side, ABBA, {plan.samples_text} per point")
                 out.append(_gate_run("interleave", inj, res, time.perf_counter() - t0, len(settings.interleave_lengths) * len(settings.interleave_kernels)))
                 say(f"  interleave {'A/A' if not inj else f'+{inj:.0%}'} {i + 1}: "
                     f"{'FAIL' if not res.passed else 'pass'} ({_ratios_text(res)})")

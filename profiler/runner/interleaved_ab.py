@@ -11,8 +11,11 @@ Method
    worker process per side (an isolated call, ``profiler.core.isolated``, of
    ``interleaved_ab_child.measure`` with ``PYTHONPATH=<snapshot>`` and the sweep workers' CPU
    allocator environment; the child checks that ``profiler`` really imports from the snapshot) builds its inputs, warms every point up and
-   times ``reps`` samples of each with that ref's serprof timer (``profiler.measure.timer``; a
-   perf_counter_ns loop if the ref has none), then exits. The process is the unit of replication:
+   times samples of each with that ref's serprof timer (``profiler.measure.timer``; a
+   perf_counter_ns loop if the ref has none), then exits. Samples per point: ``reps`` when given,
+   else adaptive: at least ``MIN_REPS``, then more until ``SAMPLE_S`` of sampling or ``MAX_REPS``.
+   Few samples make a process's 10% quantile little better than its minimum: on a 2-core runner the
+   spread of retnet T=256 between processes was 9.9% with 5 samples and 2.8% with 30. The process is the unit of replication:
    memory layout, allocator state and core placement differ from process to process, and two
    long-lived processes alone would hide that (ratios of 0.55 and 1.48 were seen between them).
 3. After every sample the worker times a fixed control (the second of two 128x128 matmuls, as
@@ -46,17 +49,32 @@ from profiler.store.runs import LoadedRun
 CHILD = f"{Path(__file__).with_name('interleaved_ab_child.py')}:measure"
 
 
+#: default fresh processes per side
+ROUNDS = 10
+#: adaptive samples per point and process: at least MIN_REPS, then until SAMPLE_S seconds or MAX_REPS
+MIN_REPS, MAX_REPS, SAMPLE_S = 5, 30, 0.3
+
+
 @dataclass(frozen=True)
 class InterleavePlan:
+    """What one interleaved A/B measures: points, fresh processes per side (``rounds``), samples
+    per point and process (``reps``; None: adaptive, see the module doc)."""
+
     specs: tuple[PointSpec, ...]
-    rounds: int = 10
-    reps: int = 5
+    rounds: int = ROUNDS
+    reps: int | None = None
     threads: int = 1
     warmup_s: float = 0.25
 
+    @property
+    def samples_text(self) -> str:
+        return (f"{self.reps} samples" if self.reps is not None else
+                f"{MIN_REPS}-{MAX_REPS} samples ({SAMPLE_S:g} s)")
+
     @classmethod
     def from_cli(cls, kernels: list[str], backend: str, lengths: list[str], B: int, H: int, D: int, *,
-                 rounds: int, reps: int) -> "InterleavePlan":
+                 rounds: int | None = None, reps: int | None = None) -> "InterleavePlan":
+        rounds = ROUNDS if rounds is None else rounds
         if not kernels:
             raise UsageError("--kernels: gate-interleave needs kernels, e.g. --kernels retnet,softmax "
                              "(or 'dial' as a control)")
@@ -67,7 +85,7 @@ class InterleavePlan:
         except UsageError as exc:
             raise UsageError(f"--lengths: {exc}") from None
         for flag, value in (("--lengths", min(Ts)), ("--batch", B), ("--heads", H), ("--head-dim", D),
-                            ("--rounds", rounds), ("--reps", reps)):
+                            ("--rounds", rounds), ("--reps", 1 if reps is None else reps)):
             if value < 1:
                 raise UsageError(f"{flag} must be >= 1 (got {value})")
         specs = tuple(PointSpec(kernel=k, backend=backend or "default", B=B, T=T, H=H, D=D)
@@ -99,7 +117,8 @@ def measure_once(name: str, tree: Path, plan: InterleavePlan, env: dict[str, str
     child_env = dict(allocator.worker_environment("cpu", os.environ if env is None else env), PYTHONPATH=str(tree))
     points = [{"id": s.id, "kernel": s.kernel, "backend": "" if s.backend == "default" else s.backend,
                "B": s.B, "T": s.T, "H": s.H, "D": s.D, "causal": s.causal} for s in plan.specs]
-    req = {"tree": str(tree), "threads": plan.threads, "warmup_s": plan.warmup_s, "reps": plan.reps, "points": points}
+    req = {"tree": str(tree), "threads": plan.threads, "warmup_s": plan.warmup_s, "reps": plan.reps, "points": points,
+           "min_reps": MIN_REPS, "max_reps": MAX_REPS, "sample_s": SAMPLE_S}
     try:   # cwd outside both snapshots, so only PYTHONPATH decides which profiler is imported
         return call_isolated(CHILD, req, env=child_env, cwd=tree.parent, name=f"interleave worker {name}")
     except ChildRaised as exc:

@@ -8,7 +8,7 @@ code here must therefore run against older serprof layouts: each import of serpr
 ``profiler.measure.timer``).
 
 Method per process: build every point's inputs, warm each up (the ref's ``warm_up``; fixed
-``warmup_s`` otherwise), then per point ``reps`` samples, each followed by a fixed control op (a
+``warmup_s`` otherwise), then per point ``reps`` samples (or adaptive: ``measure``), each followed by a fixed control op (a
 128x128 matmul) timed on its own, so drift within the process is visible. CPU time and wall time per
 point give the share of the process that was on a core. ``SERPROF_INJECT_SLOWDOWN``
 (``"pattern=fraction;..."``) stretches matching calls by busy-waiting (gate-eval's detections).
@@ -83,8 +83,13 @@ def _call(p: dict[str, Any]) -> Callable[[], None]:
     return fn
 
 
-def measure(tree: str, threads: int, warmup_s: float, reps: int, points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Samples (seconds) per point id from this process, with its CPU share and control samples."""
+def measure(tree: str, threads: int, warmup_s: float, reps: int | None, points: list[dict[str, Any]],
+            min_reps: int = 5, max_reps: int = 30, sample_s: float = 0.3) -> dict[str, Any]:
+    """Samples (seconds) per point id from this process, with its CPU share and control samples.
+
+    ``reps`` samples per point, or (``reps`` None) at least ``min_reps`` and then more until
+    ``sample_s`` seconds of sampling or ``max_reps``.
+    """
     if not profiler.__file__.startswith(tree):
         raise RuntimeError(f"profiler imported from {profiler.__file__}, not from {tree}")
     torch.set_num_threads(threads)
@@ -112,7 +117,8 @@ def measure(tree: str, threads: int, warmup_s: float, reps: int, points: list[di
     for pid, fn in calls.items():
         c0, w0 = time.process_time(), time.perf_counter()
         s, c = [], []
-        for _ in range(reps):
+        while (len(s) < reps if reps is not None else
+               len(s) < min_reps or (len(s) < max_reps and time.perf_counter() - w0 < sample_s)):
             if TIMER is not None:
                 s.append(TIMER.sample(fn, ks[pid]))
             else:

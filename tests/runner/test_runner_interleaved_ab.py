@@ -42,3 +42,24 @@ def test_injected_slowdown_in_side_b_is_seen_by_the_interleaved_gate():
     a, b = run_interleaved(REPO, "HEAD", "HEAD", plan, env_b={"SERPROF_INJECT_SLOWDOWN": "0.5"})
     ratio = float(np.median(b.records[0].timing.samples_s) / np.median(a.records[0].timing.samples_s))
     assert ratio > 1.2          # +50% injected; a loaded machine adds noise on both sides
+
+
+def test_child_takes_fixed_or_adaptive_sample_counts():
+    """``reps`` fixes the samples per point; without it: at least min_reps, then until sample_s or max_reps."""
+    import importlib.util
+
+    from profiler.runner.interleaved_ab import CHILD
+    spec = importlib.util.spec_from_file_location("_interleave_child_test", CHILD.rpartition(":")[0])
+    child = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(child)
+    point = [{"id": "dial", "kernel": "dial", "backend": "", "B": 1, "T": 8, "H": 1, "D": 8, "causal": True}]
+    tree = str(Path(child.profiler.__file__).parents[1])
+
+    def counts(**kw):
+        out = child.measure(tree, 1, 0.0, points=point, **kw)
+        assert len(out["controls"]["dial"]) == len(out["samples"]["dial"])
+        return len(out["samples"]["dial"])
+
+    assert counts(reps=4) == 4
+    assert counts(reps=None, min_reps=3, max_reps=7, sample_s=0.0) == 3      # the budget is spent at once
+    assert counts(reps=None, min_reps=3, max_reps=7, sample_s=60.0) == 7     # the cap ends it
