@@ -28,10 +28,14 @@ COVERAGE_NOTES: dict[str, str] = dict(catalog_delta.COVERAGE_NOTES)
 #: Packages of fla.ops that are not an attention mechanism.
 NOT_MECHANISMS = {"common": "shared chunk building blocks (chunk_h, chunk_o, ...), not a mechanism",
                   "utils": "cumulative-sum and packing utilities, not a mechanism",
-                  "cp": "context-parallel helpers, not a mechanism"}
+                  "cp": "context-parallel helpers, not a mechanism",
+                  "atk": "the ATK preconditioner's sub-kernels (chunk_atk_fwd/bwd), shared by precond_gated_delta_rule "
+                         "and precond_kda and measured inside those kernels; not a mechanism of its own"}
 #: Families with chunk / parallel entry points that are not (yet) kernels, and why: what keeps each one
 #: from being a row of ``profiler.kernels.catalog.FAMILIES`` (a configuration of the chunkwise engine).
 NOT_YET_REASONS = {
+    "titans": "chunk_titans_linear is plain PyTorch (fla/ops/titans/naive.py, no Triton kernel): nothing of "
+              "fla's own to time or to verify under Triton's interpreter",
     "path_attn": "PaTH attention: parallel_path_attn (fp32, under Triton's interpreter) is 4e-5 relative off "
                  "naive_path_attn and an exact fp64 token loop as soon as T spans two 64-token blocks (exact "
                  "within one block), above serprof's fp32 tolerance 1e-5; left out until that is understood",

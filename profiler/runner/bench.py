@@ -11,8 +11,9 @@
 * ``family_rows``: issue 17's acceptance view. Per series: the least-squares log-log slope of the
   median time over ``fit_range`` with the (T, median) points it used, and, per ``KernelSpec.group``
   (kernels the registry does not know: "other") and causality, the ratio of its median at the
-  longest fitted T to the fastest member of that group there. Flags: slope > ``SLOPE_LIMIT`` for a
-  linear-family kernel, ratio > ``RATIO_LIMIT`` for any.
+  longest fitted T to the fastest member of that group there. Flags, both for linear-family kernels
+  only (issue 17's limits are for the chunkwise engine's members; a quadratic kernel's ratio to SDPA
+  is shown, not flagged): slope > ``SLOPE_LIMIT``, ratio > ``RATIO_LIMIT``.
 * ``timer_fidelity``: for the same op in the same process, serprof's median
   (``profiler.measure.timer.measure_timing``) against ``torch.utils.benchmark.Timer.adaptive_autorange``,
   with both wall times. serprof runs twice: with its default settings, and with a total budget equal
@@ -286,7 +287,7 @@ def family_rows(summary: Sequence[SeriesSummary], fit_range: tuple[int, int] = F
             label=s.label, kernel=kernel, backend=backend, causal=causal, group=group, family=family,
             slope=slope, slope_points=pts, at_T=at_T, median_s=med, fastest=fast[1] if fast else None,
             ratio=ratio, slope_flag=family == "linear" and slope is not None and slope > slope_limit,
-            ratio_flag=ratio is not None and ratio > ratio_limit))
+            ratio_flag=family == "linear" and ratio is not None and ratio > ratio_limit))
     order = {g: i for i, g in enumerate(GROUPS)}
     rows.sort(key=lambda r: (order.get(r.group, len(order)), not r.causal, r.ratio if r.ratio is not None else math.inf))
     return rows

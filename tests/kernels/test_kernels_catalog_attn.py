@@ -336,3 +336,16 @@ def test_abc_is_gsa_with_a_running_softmax_over_time_of_the_slot_logits():
         decay = torch.stack([g[:, r + 1:t + 1].sum(1) for r in range(t + 1)], 1).exp()   # prod of gates after r
         assert torch.allclose((w[:, :t + 1] * decay).sum(1), torch.ones(1, 2, 3), atol=1e-5)
         assert torch.allclose(w[:, :t + 1] * decay, s[:, :t + 1].softmax(1), atol=1e-5)
+
+
+@pytest.mark.parametrize("spread", [32.0, 400.0])   # the layer's clamp (the fast cumsum path); a wider span (logcumsumexp)
+def test_abc_running_normaliser_matches_logcumsumexp_in_fp64(spread):
+    """abc_as_gsa's z (through the writes w = e^{s - z}) equals fp64 logcumsumexp, for logits within the
+    layer's clamp and far beyond it."""
+    gen = torch.Generator().manual_seed(1)
+    s = (torch.rand(2, 300, 2, 5, generator=gen) * 2 - 1) * spread
+    w, g = catalog_attn.abc_as_gsa(s)
+    z = s.double().logcumsumexp(1)
+    assert torch.allclose(w.double(), (s.double() - z).exp(), rtol=1e-4, atol=1e-6)
+    z_prev = torch.cat((z[:, :1], z[:, :-1]), 1)
+    assert torch.allclose(g.double(), z_prev - z, atol=1e-4)

@@ -145,19 +145,19 @@ def test_family_rows_slopes_ratios_and_flags(registry):
     causal, naive, full = bench.SDPA_CAUSAL, bench.Series("softmax", "naive", True), bench.SDPA_FULL
     lin, plug = bench.Series("lin", "torch"), bench.Series("plugin_x", "torch")
     recs = [ok_record(causal, T, 1e-9 * T * T, T) for T in Ts]
-    recs += [ok_record(naive, T, 3e-9 * T * T, T) for T in Ts]          # 3x the fastest: flagged
+    recs += [ok_record(naive, T, 3e-9 * T * T, T) for T in Ts]          # 3x the fastest: shown, not flagged (quadratic)
     recs += [ok_record(full, T, 2e-9 * T * T, T) for T in Ts]           # alone among non-causal
     recs += [ok_record(lin, T, 1e-6 * T ** 1.5, T) for T in Ts]          # slope 1.5, slower
     recs += [ok_record(plug, T, 1e-6 * T, T) for T in Ts[:2]] + [PointRecord(spec=plug.spec(T), status="oom")
                                                                     for T in Ts[2:]]
     rows = {r.label: r for r in bench.family_rows(bench.summarize_kernels(recs))}
     assert rows[causal.label].group == "softmax" and rows[causal.label].ratio == pytest.approx(1.0)
-    assert rows[naive.label].ratio == pytest.approx(3.0) and rows[naive.label].ratio_flag
+    assert rows[naive.label].ratio == pytest.approx(3.0) and not rows[naive.label].ratio_flag
     assert rows[naive.label].fastest == causal.label and not rows[naive.label].slope_flag  # quadratic: no slope limit
     assert rows[full.label].fastest == full.label and not rows[full.label].flagged
     assert rows[naive.label].slope == pytest.approx(2.0) and [p[0] for p in rows[naive.label].slope_points] == [4096, 8192, 16384]
     lin_row = rows[lin.label]  # the fake "lin" copies softmax's entry: group softmax, family quadratic
-    assert lin_row.slope == pytest.approx(1.5) and not lin_row.slope_flag and lin_row.ratio_flag
+    assert lin_row.slope == pytest.approx(1.5) and not lin_row.flagged and lin_row.ratio > 2
     p = rows[plug.label]
     assert p.group == "other" and p.median_s is None and p.ratio is None and p.slope is None and p.at_T == 16384
     assert [r.group for r in bench.family_rows(bench.summarize_kernels(recs))][-1] == "other"
@@ -172,3 +172,9 @@ def test_family_rows_flag_slope_of_linear_kernels(registry, monkeypatch):
     assert rows[0].group == "gated" and rows[0].slope == pytest.approx(1.2) and rows[0].slope_flag
     rows = bench.family_rows(bench.summarize_kernels([ok_record(lin, T, 1e-9 * T ** 1.1, T) for T in Ts]))
     assert not rows[0].flagged
+    # the ratio limit holds for linear-family members: 2.5x the group's fastest is flagged
+    monkeypatch.setattr(bench, "registry", lambda: {"softmax": softmax.KERNEL, "lin": lin_spec, "lin2": lin_spec})
+    lin2 = bench.Series("lin2", "torch")
+    recs = [ok_record(lin, T, 1e-9 * T, T) for T in Ts] + [ok_record(lin2, T, 2.5e-9 * T, T) for T in Ts]
+    rows = {r.label: r for r in bench.family_rows(bench.summarize_kernels(recs))}
+    assert rows[lin2.label].ratio == pytest.approx(2.5) and rows[lin2.label].ratio_flag and not rows[lin.label].flagged
