@@ -34,6 +34,7 @@ from profiler.core.errors import UnavailableError, UsageError, did_you_mean
 from profiler.kernels import catalog as _catalog
 from profiler.kernels import catalog_attn as _catalog_attn
 from profiler.kernels import catalog_delta as _catalog_delta
+from profiler.kernels import catalog_memory as _catalog_memory
 from profiler.kernels import plugins
 from profiler.kernels.base import (
     ALL_DTYPES,
@@ -59,6 +60,7 @@ MECHANISMS = MODULES + _catalog.NAMES
 #: then the generalized delta-rule families (``profiler.kernels.catalog_delta.MECHANISMS``)
 MECHANISMS += _catalog_delta.NAMES
 MECHANISMS += _catalog_attn.NAMES   # feature-map and sparse / quadratic fla families
+MECHANISMS += _catalog_memory.NAMES   # log-linear attention, TTT-Linear, CyFA (structured memories)
 
 BUILTIN = "built-in"
 
@@ -74,7 +76,7 @@ def builtins() -> dict[str, KernelSpec]:
         out[spec.name] = spec
     for spec in _catalog.KERNELS:
         out[spec.name] = spec
-    for spec in (*_catalog_delta.KERNELS, *_catalog_attn.KERNELS):
+    for spec in (*_catalog_delta.KERNELS, *_catalog_attn.KERNELS, *_catalog_memory.KERNELS):
         out[spec.name] = spec
     return out
 

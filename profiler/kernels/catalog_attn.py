@@ -87,6 +87,8 @@ class AttnFamily:
     shape_check: Callable[[Shape], str | None] | None = None   # constraints beyond the head dim
     kv_heads: Callable[[Shape], int] | None = None           # key/value heads when the point sets none
     keep_fp32: tuple[str, ...] = ()                          # inputs the layer hands over in fp32 (Wall's g)
+    scale: float | None = None                               # the layer's fixed scale (None: D**-0.5)
+    backend_check: Callable[[str, Shape], str | None] | None = None   # a backend's own shape limits
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,14 @@ class _Spec(KernelSpec):
 
     extra_check: Callable[[Shape], str | None] | None = None
     kv_of: Callable[[Shape], int] | None = None     # key/value heads when the point sets none (NSA: H/16)
+    backend_check: Callable[[str, Shape], str | None] | None = None   # a backend's own limits (log-linear)
 
     def check_shape(self, shape: Shape) -> str | None:
         return super().check_shape(shape) or (self.extra_check(shape) if self.extra_check else None)
+
+    def backend_limit(self, backend: str, shape: Shape) -> str | None:
+        return super().backend_limit(backend, shape) or (
+            self.backend_check(backend, shape) if self.backend_check else None)
 
     def input_bytes(self, shape: Shape, itemsize: int, mode: str) -> int:
         if self.kv_of is not None and not shape.kv_heads:
@@ -851,10 +858,12 @@ NO_CPU: dict[str, str] = {f.fla: f.no_torch_reason for f in FAMILIES if f.torch_
 # ----------------------------------------------------------------------------- KernelSpec builder
 
 def _fixed_scale(fam: AttnFamily, inputs, D: int) -> float:
-    """The scale a backend and the reference use: ``inputs["scale"]`` or ``D**-0.5``; a family whose fla
-    function takes no ``scale`` always uses ``D**-0.5``."""
+    """The scale a backend and the reference use: ``inputs["scale"]``, else the family's fixed ``scale`` (the
+    layer's), else ``D**-0.5``; a family whose fla function takes no ``scale`` always uses ``D**-0.5``."""
     if any(not op.scale for op in fam.backends.values()):
         return D ** -0.5
+    if inputs.get("scale") is None and fam.scale is not None:
+        return float(fam.scale)
     return ck.scale_of(inputs, D)
 
 
@@ -925,7 +934,8 @@ def kernel(fam: AttnFamily) -> KernelSpec:
     notes["torch"] = fam.torch_description if fam.torch_run is not None else f"no timed CPU backend: {fam.no_torch_reason}"
     default = "torch" if fam.torch_run is not None else next(iter(fam.backends))
     return _Spec(
-        extra_check=fam.shape_check, kv_of=fam.kv_heads, name=fam.name, title=fam.title, family=fam.family, group=fam.group, make_inputs=make_inputs,
+        extra_check=fam.shape_check, kv_of=fam.kv_heads, backend_check=fam.backend_check,
+        name=fam.name, title=fam.title, family=fam.family, group=fam.group, make_inputs=make_inputs,
         backends=backends, reference=reference, reference_name=fam.reference_name,
         flops=flops, bytes_moved=bytes_moved, memory_bytes=memory_bytes,
         grad_inputs=fam.grad_inputs, max_head_dim=fam.max_head_dim, reference_max_T=fam.reference_max_T,

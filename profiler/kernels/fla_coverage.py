@@ -16,13 +16,16 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from profiler.kernels import catalog, catalog_attn, catalog_delta
+from profiler.kernels import catalog, catalog_attn, catalog_delta, catalog_memory
 
 #: fla.ops family -> the serprof kernel whose backends call it.
 COVERED = {"attn": "softmax", "retention": "retnet", "lightnet": "lightnet", "gsa": "gsa",
            "forgetting_attn": "fox", "kda": "kda", **catalog.COVERED}
 COVERED.update(catalog_delta.COVERED)
 COVERED.update(catalog_attn.COVERED)
+COVERED.update(catalog_memory.COVERED)
+#: fla.ops family -> why its (declarative) kernel has no timed CPU backend.
+NO_CPU: dict[str, str] = {**catalog_attn.NO_CPU, **catalog_memory.NO_CPU}
 #: fla.ops family -> what its row adds after "measured as kernel ..." (other kernels, no CPU backend).
 COVERAGE_NOTES: dict[str, str] = dict(catalog_delta.COVERAGE_NOTES)
 #: Packages of fla.ops that are not an attention mechanism.
@@ -41,9 +44,6 @@ NOT_YET_REASONS = {
                  "within one block), above serprof's fp32 tolerance 1e-5; left out until that is understood",
     "moba": "parallel_moba composes flash-attn's flash_attn_varlen_func in Python (no fla Triton kernel): needs "
             "the flash-attn package and cannot run under Triton's interpreter; not yet described",
-    "log_linear_attn": "not yet described: chunk_log_linear_attn runs under Triton's interpreter (its int32 "
-                       "masks are read as bool; state dim a multiple of 64), but its inputs (LogLinearMamba2's "
-                       "Mamba2 gates and per-level scales) and models are not written yet",
 }
 NOT_YET_REASONS.update(catalog_delta.LEFT_OUT)
 ENTRY_PREFIXES = ("chunk_", "parallel_", "fused_chunk_", "fused_recurrent_")
@@ -84,8 +84,8 @@ def coverage() -> list[dict[str, Any]]:
         kernel = COVERED.get(fam)
         if kernel is not None:
             reason = f"measured as kernel {kernel!r}" + COVERAGE_NOTES.get(fam, "")
-            if fam in catalog_attn.NO_CPU:
-                reason += f" (fla backends only; no timed CPU backend: {catalog_attn.NO_CPU[fam]})"
+            if fam in NO_CPU:
+                reason += f" (fla backends only; no timed CPU backend: {NO_CPU[fam]})"
         elif fam in NOT_MECHANISMS:
             reason = NOT_MECHANISMS[fam]
         elif not any(n.startswith(TIMED_PREFIXES) for n in entries):

@@ -12,7 +12,7 @@ Entering interpret mode
     process that has imported fla normally (a test session, a sweep worker) runs interpreted work in
     a fresh subprocess: ``run_isolated("pkg.module:function", kwargs)``.
 
-The three patches (installed by ``enable()``, active only while an interpreted kernel runs)
+The patches (installed by ``enable()``, active only while an interpreted kernel runs)
     1. Autotuning: ``triton.runtime.autotuner.Autotuner.run`` benchmarks every config through the
        active GPU driver ("0 active drivers"); with one config it skips benchmarking, so each
        autotuner keeps only its first config.
@@ -33,6 +33,11 @@ The three patches (installed by ``enable()``, active only while an interpreted k
     5. The interpreter computes ``bool_block & bool_scalar`` (``chunk_hgrn``'s ``mask & (t < T)``) as
        int32 0/1 data, which its native masked load / store refuse ("mask has unsupported dtype"); the
        builder's ``create_masked_load`` / ``create_masked_store`` take such a mask as bool.
+    6. ``libdevice.fast_cosf`` / ``fast_sinf`` (CyFA's clock rotation; ``FAST_MATH``) return None like
+       ``log1p``; inside the same scope they map to the exact ``tl.cos`` / ``tl.sin`` they approximate.
+    7. Not a language patch: ``host_guard_lifted`` lets a kernel's call skip a host-side *device* check
+       (CyFA's ``validate_cyfa_inputs(require_cuda=True)`` refuses CPU tensors before any kernel runs)
+       for one call, only in interpret mode.
 
 Dry mode (``dry()``, FLA.md section 5b)
     Inside ``with dry():`` every interpreted kernel launch returns at once: fla's host code still
@@ -76,6 +81,8 @@ triton_autotuner = lazy_import('triton.runtime.autotuner')
 #: dtypes whose interpreted results are meaningful (NumPy has no bfloat16).
 INTERPRETABLE_DTYPES = ("float32", "float16")
 BF16_REASON = "bf16 cannot be verified under Triton's interpreter (NumPy has no bfloat16; results are wrong)"
+#: libdevice fast-math externs fla calls (CyFA's clock rotation) -> the exact ``tl`` function they approximate
+FAST_MATH = {"fast_cosf": "cos", "fast_sinf": "sin"}
 
 _state = threading.local()
 _installed = False
@@ -154,6 +161,11 @@ def _install_patches() -> None:
     def log1p(x, *args, **kwargs):
         return tl.log(1.0 + x)
 
+    def _exact_math(name: str):
+        def fn(x, *args, **kwargs):
+            return getattr(tl, name)(x)
+        return fn
+
     orig_patch_lang = interp._patch_lang
 
     def patch_lang(fn):
@@ -167,6 +179,8 @@ def _install_patches() -> None:
                 if tl.core.is_builtin(member):
                     interp._patch_attr(module, name, member, interp.interpreter_builder, scope)
         scope.set_attr(libdevice, "log1p", log1p)
+        for name, exact in FAST_MATH.items():     # 6. CyFA's fast_cosf / fast_sinf
+            scope.set_attr(libdevice, name, _exact_math(exact))
         return scope
 
     interp._patch_lang = patch_lang
@@ -201,6 +215,26 @@ def _install_patches() -> None:
 
     interp.InterpreterBuilder.create_masked_load = masked_load
     interp.InterpreterBuilder.create_masked_store = masked_store
+
+
+@contextlib.contextmanager
+def host_guard_lifted(module: Any, name: str, **overrides: Any) -> Iterator[None]:
+    """Within the block, ``module.name`` is called with ``overrides`` as keyword arguments (7. in the module
+    doc): for fla host code that refuses CPU tensors by a device check alone (CyFA's
+    ``validate_cyfa_inputs(require_cuda=True)``). Only while interpreting: raises ``InterpretError``
+    otherwise, so a real CPU call still gets fla's own error."""
+    if not _installed:
+        raise InterpretError("host_guard_lifted() needs interpret mode: call profiler.kernels.interpret.enable()")
+    orig = getattr(module, name)
+
+    def lifted(*args, **kwargs):
+        return orig(*args, **{**kwargs, **overrides})
+
+    setattr(module, name, lifted)
+    try:
+        yield
+    finally:
+        setattr(module, name, orig)
 
 
 # ----------------------------------------------------------------------------- dry mode

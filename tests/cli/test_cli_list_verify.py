@@ -9,12 +9,12 @@ import warnings
 import pytest
 
 from profiler.cli import main
-from profiler.kernels import catalog, catalog_attn, catalog_delta, softmax
+from profiler.kernels import catalog, catalog_attn, catalog_delta, catalog_memory, softmax
 from profiler.kernels.base import Backend
 
 warnings.filterwarnings("ignore", message="Triton is not supported")
 KERNELS = ("softmax", "retnet", "lightnet", "gsa", "fox", "kda") + catalog.NAMES
-KERNELS += catalog_delta.NAMES + catalog_attn.NAMES
+KERNELS += catalog_delta.NAMES + catalog_attn.NAMES + catalog_memory.NAMES
 NO_TORCH = {f.name for f in catalog_attn.FAMILIES if f.torch_run is None}
 
 
