@@ -240,6 +240,8 @@ def _ll_memory(s: Shape, itemsize: int, backend: str, mode: str) -> int:
 TTT_MINI_BATCH = 16           # TTT-Linear's mini_batch_size; chunk_ttt_linear's chunk_size
 TTT_EPS = 1e-6                # the inner LayerNorm's eps (TTT-Linear; fla's default)
 TTT_BASE_LR = 1.0             # TTT-Linear's ttt_base_lr
+#: the fla backends' dtypes: fp16 fwd+bwd overflows in d eta (the exact gradient exceeds fp16's range)
+TTT_DTYPES = ("float32", "bfloat16")
 
 
 def _ttt_inputs(s: Shape, gen) -> dict:
@@ -523,12 +525,14 @@ FAMILIES: tuple[AttnFamily, ...] = (
         description="A linear inner model (W, b) trained online: every 16-token mini-batch takes one gradient "
                     "step of |LN(k W + b) w_ln + b_ln - (v - k)|^2 (learning rate eta) and the queries read "
                     "o = q W' + b' in the dual form, then o + LN(o) (TTT-Linear's ranges at init; fla 0.6.0 "
-                    "has the ops but no layer; scale 1 as TTT-Linear; Dv = D).",
+                    "has the ops but no layer; scale 1 as TTT-Linear; Dv = D). fla backends fp32 / bf16: in fp16 "
+                    "the learning rate's gradient overflows (|d eta| ~ 8e4 at D = 32, 1.5e5 at D = 64, over "
+                    "fp16's 65504; fla's kernels need eta in q's dtype).",
         inputs=("q", "k", "v", "eta", "w", "b", "h0", "hb0"), make=_ttt_inputs,
         reference=_ref_ttt, reference_name="fla chunk_ttt_linear_ref (fp32, mini-batch loop)",
         reference_max_T=4096,
-        backends={"fla": FlaOp("chunk_ttt_linear"), "fla-fused-chunk": FlaOp("fused_chunk_ttt_linear",
-                                                                              max_head_dim=128)},
+        backends={"fla": FlaOp("chunk_ttt_linear", dtypes=TTT_DTYPES),
+                  "fla-fused-chunk": FlaOp("fused_chunk_ttt_linear", dtypes=TTT_DTYPES, max_head_dim=128)},
         flops=_ttt_flops, io=_ttt_io, memory=_ttt_memory,
         flops_doc=_ttt_flops.__doc__ or "", memory_doc=_ttt_memory.__doc__ or "",
         torch_run=_ttt_torch,

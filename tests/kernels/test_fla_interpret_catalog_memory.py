@@ -3,7 +3,7 @@ interpreter on CPU against the fp32 reference and the torch backend (long: ``mak
 
 One fresh interpreted subprocess per family (``interpret.run_isolated``) runs ``verify_against_backend`` at
 the smallest shapes that exercise every kernel: fp32 fwd+bwd where the backend has a backward (else fwd),
-and fp16 forward:
+and fp16 forward where the backend takes fp16:
 
 * log_linear_attn: B=1, T=130 (three 64-token chunks, the last partial: chunk level 1 is read), H=2 heads
   over the layer's one q / k group, D=64 (chunk_log_linear_attn's key block), Dv=16;
@@ -44,6 +44,8 @@ def _child(name: str, B: int, T: int, H: int, D: int, Dv: int) -> dict:
         if b == "torch":
             continue
         for dtype, mode in (("float32", "fwdbwd" if be.backward else "fwd"), ("float16", "fwd")):
+            if dtype not in be.dtypes:            # ttt: fp32 / bf16 only (catalog_memory.TTT_DTYPES)
+                continue
             cs = verify_against_backend(spec, b, Shape(B, T, H, D, value_dim=Dv), dtype, "cpu", True, mode,
                                         interpret=True, oracles=(None, "torch"))
             for against, c in zip(("reference", "torch"), cs):

@@ -127,6 +127,18 @@ def test_ttt_inputs_are_ttt_linears():
     assert "value dim" in k.check_shape(Shape(1, 8, 1, 16, value_dim=8))
 
 
+def test_ttt_fla_backends_leave_out_fp16_because_the_eta_gradient_overflows_it():
+    """The exact (fp32 reference) gradient of the learning rate exceeds fp16's largest value at TTT-Linear's
+    ranges, so an fp16 fwd+bwd can only return inf there (fla's kernels need eta in q's dtype)."""
+    pytest.importorskip("fla")
+    k = registry()["ttt"]
+    assert all(k.backends[b].dtypes == ("float32", "bfloat16") for b in ("fla", "fla-fused-chunk"))
+    x = {n: t.requires_grad_(n == "eta") for n, t in k.make_inputs(Shape(1, 64, 2, 32), "float32", "cpu", 0).items()}
+    o = k.reference(x, True)
+    o.backward(torch.randn(o.shape, generator=torch.Generator().manual_seed(1)))
+    assert float(x["eta"].grad.abs().max()) > torch.finfo(torch.float16).max
+
+
 # ----------------------------------------------------------------------------- CyFA
 
 
