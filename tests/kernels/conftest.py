@@ -1,4 +1,5 @@
-"""Kernel tests: helpers for the interpreted fla checks live in ``interpreted_checks`` (this folder is put on sys.path)."""
+"""Kernel tests: shared checks live in ``interpreted_checks`` (interpreted fla) and ``backend_checks`` (torch
+backend vs reference); this folder is put on sys.path."""
 
 from __future__ import annotations
 

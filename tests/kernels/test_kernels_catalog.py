@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from backend_checks import torch_matches_reference
 
 from profiler.core.records import PointSpec
 from profiler.kernels import MECHANISMS, catalog, fla_coverage, registry
@@ -77,18 +78,8 @@ def test_engine_configuration_matches_token_loop(config):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_member_matches_its_fp32_reference_forward_and_gradients(name):
-    k = registry()[name]
-    x = k.make_inputs(Shape(2, 70, 2, 16), "float32", "cpu", 0)
-    xs = {n: t.clone().requires_grad_(True) for n, t in x.items()}
-    xr = {n: t.clone().requires_grad_(True) for n, t in x.items()}
-    o, ref = k.backends["torch"].run(xs, True), k.reference(xr, True)
-    assert o.shape == ref.shape == x["v"].shape
-    assert _rel(o, ref)[1] <= TOL
-    g = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
-    o.backward(g)
-    ref.backward(g)
-    for n in x:
-        assert _rel(xs[n].grad, xr[n].grad)[1] <= TOL, n
+    x = registry()[name].make_inputs(Shape(2, 70, 2, 16), "float32", "cpu", 0)
+    torch_matches_reference(name, x, x["v"].shape, tol=TOL)
 
 
 def test_member_runs_low_precision_in_fp32_and_returns_the_input_dtype():

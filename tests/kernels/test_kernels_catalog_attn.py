@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from backend_checks import torch_matches_reference
 
 from profiler.core.errors import UsageError
 from profiler.kernels import MECHANISMS, catalog_attn, fla_coverage, registry
@@ -29,18 +30,8 @@ VDIM = [n for n in TORCH if "value_dim" in registry()[n].shape_axes]
                          + [(n, Shape(1, 40, 4, 8, kv_heads=2)) for n in GQA])
 def test_torch_backend_matches_reference_forward_and_gradients(name, shape):
     """T = 150 spans three chunks of 64 (the feature-space states carry across them)."""
-    k = registry()[name]
-    x = k.make_inputs(shape, "float32", "cpu", 0)
-    xs = {n: t.clone().requires_grad_(True) for n, t in x.items()}
-    xr = {n: t.clone().requires_grad_(True) for n, t in x.items()}
-    o, ref = k.backends["torch"].run(xs, True), k.reference(xr, True)
-    assert o.shape == ref.shape == (shape.B, shape.T, shape.H, shape.Dv)
-    assert _rel(o, ref)[1] <= TOL
-    g = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
-    o.backward(g)
-    ref.backward(g)
-    for n in x:
-        assert _rel(xs[n].grad, xr[n].grad)[1] <= TOL, n
+    x = registry()[name].make_inputs(shape, "float32", "cpu", 0)
+    torch_matches_reference(name, x, (shape.B, shape.T, shape.H, shape.Dv), tol=TOL)
 
 
 def test_feature_maps_reproduce_the_pair_kernels_exactly():

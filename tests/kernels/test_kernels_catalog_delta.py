@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from backend_checks import torch_matches_reference
 
 from profiler.kernels import MECHANISMS, catalog, catalog_delta, fla_coverage, registry
 from profiler.kernels.base import GROUPS, Shape
@@ -156,16 +157,7 @@ def test_engine_member_matches_its_fp32_reference_forward_and_gradients(name):
     k = registry()[name]
     T = 45 if name == "gated_delta_product" else 70                  # two engine chunks (GDP: 90 sub-steps)
     x = k.make_inputs(Shape(2, T, 2, 16), "float32", "cpu", 0)
-    xs = {n: t.clone().requires_grad_(True) for n, t in x.items()}
-    xr = {n: t.clone().requires_grad_(True) for n, t in x.items()}
-    o, ref = k.backends["torch"].run(xs, True), k.reference(xr, True)
-    assert o.shape == ref.shape == x["q"].shape
-    assert _rel(o, ref)[1] <= 1e-5
-    g = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
-    o.backward(g)
-    ref.backward(g)
-    for n in x:
-        assert _rel(xs[n].grad, xr[n].grad)[1] <= 1e-5, n
+    torch_matches_reference(name, x, x["q"].shape, tol=1e-5)
     xb = k.make_inputs(Shape(1, 20, 2, 16), "bfloat16", "cpu", 0)
     ob = k.backends["torch"].run(xb, True)
     assert ob.dtype == torch.bfloat16 and _rel(ob.float(), k.reference(xb, True))[1] <= 3e-2

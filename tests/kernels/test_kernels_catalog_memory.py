@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from backend_checks import torch_matches_reference
 
-from profiler.kernels import MECHANISMS, catalog_attn, catalog_memory, fla_coverage, registry
+from profiler.kernels import (
+    MECHANISMS,
+    catalog_attn,
+    catalog_memory,
+    fla_coverage,
+    registry,
+)
 from profiler.kernels.base import GROUPS, Shape
 from profiler.kernels.verify import _rel
 
@@ -17,18 +24,9 @@ NAMES = catalog_memory.NAMES
 
 
 def _fwd_bwd_against_reference(name: str, x: dict, grads=None):
-    k = registry()[name]
-    grads = grads or [n for n in k.grad_inputs if n in x]
-    xs = {n: (t.clone().requires_grad_(n in grads)) for n, t in x.items()}
-    xr = {n: (t.clone().requires_grad_(n in grads)) for n, t in x.items()}
-    o, ref = k.backends["torch"].run(xs, True), k.reference(xr, True)
-    assert o.shape == ref.shape == x["v"].shape and o.dtype == torch.float32
-    assert _rel(o, ref)[1] <= TOL
-    g = torch.randn(o.shape, generator=torch.Generator().manual_seed(1))
-    o.backward(g)
-    ref.backward(g)
-    for n in grads:
-        assert _rel(xs[n].grad, xr[n].grad)[1] <= TOL, n
+    grads = grads or [n for n in registry()[name].grad_inputs if n in x]
+    o = torch_matches_reference(name, x, x["v"].shape, tol=TOL, grads=grads)
+    assert o.dtype == torch.float32
     return o
 
 
