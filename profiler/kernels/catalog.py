@@ -117,10 +117,15 @@ def _mamba_gate(s: Shape, gen) -> "torch.Tensor":
     """GatedDeltaNet's per-head decay ``-exp(A_log) * softplus(x + dt_bias)`` (B, T, H): ``A ~ U(0, 16)``,
     ``dt = exp(U(log 1e-3, log 0.1))`` clamped at 1e-4, ``dt_bias = dt + log(-expm1(-dt))`` (its init)."""
     A_log = torch.empty(s.H, dtype=torch.float32).uniform_(0, 16, generator=gen).clamp_min(1e-4).log()
-    lo, hi = math.log(1e-3), math.log(0.1)
-    dt = torch.exp(torch.rand(s.H, generator=gen, dtype=torch.float32) * (hi - lo) + lo).clamp(min=1e-4)
-    dt_bias = dt + torch.log(-torch.expm1(-dt))
+    dt_bias = _mamba_dt_bias(s.H, gen)          # drawn before x, as always: the same inputs per seed
     return -A_log.exp() * F.softplus(_randn(gen, s.B, s.T, s.H) + dt_bias)
+
+
+def _mamba_dt_bias(H: int, gen) -> "torch.Tensor":
+    """Mamba's ``dt_bias`` init (H,): the inverse softplus of ``dt = exp(U(log 1e-3, log 0.1))`` clamped at 1e-4."""
+    lo, hi = math.log(1e-3), math.log(0.1)
+    dt = torch.exp(torch.rand(H, generator=gen, dtype=torch.float32) * (hi - lo) + lo).clamp(min=1e-4)
+    return dt + torch.log(-torch.expm1(-dt))
 
 
 def _beta(s: Shape, gen) -> "torch.Tensor":

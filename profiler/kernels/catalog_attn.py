@@ -31,6 +31,7 @@ from profiler.core.lazy import lazy_import
 from profiler.kernels import chunked as ck
 from profiler.kernels import chunkwise as cw
 from profiler.kernels.base import ALL_DTYPES, Backend, KernelSpec, Shape, require_causal
+from profiler.kernels.catalog import _naive, _randn
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
@@ -110,14 +111,6 @@ class _Spec(KernelSpec):
         if self.kv_of is not None and not shape.kv_heads:
             shape = Shape(shape.B, shape.T, shape.H, shape.D, self.kv_of(shape), shape.value_dim, shape.window)
         return super().input_bytes(shape, itemsize, mode)
-
-
-def _randn(gen, *dims):
-    return torch.randn(dims, generator=gen, dtype=torch.float32)
-
-
-def _naive(module: str, fn: str):
-    return getattr(importlib.import_module(module), fn)
 
 
 def _causal_pairs(T: int) -> float:

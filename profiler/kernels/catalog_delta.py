@@ -51,7 +51,7 @@ from profiler.kernels import chunked as ck
 from profiler.kernels import chunkwise as cw
 from profiler.kernels import kda
 from profiler.kernels.base import Backend, KernelSpec, Shape, require_causal
-from profiler.kernels.catalog import FlaFn, _beta, _mamba_gate
+from profiler.kernels.catalog import FlaFn, _beta, _mamba_gate, _naive, _randn
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
@@ -110,10 +110,6 @@ class Mechanism:
 
 
 # ----------------------------------------------------------------------------- input ranges
-
-def _randn(gen, *dims):
-    return torch.randn(dims, generator=gen, dtype=torch.float32)
-
 
 #: RWKV-7's decay bound: ``w = -e^{-1/2} sigmoid(.)`` (``RWKV7Attention``; ``chunk_rwkv7(lower_bound=)``)
 RWKV7_W_MIN = -0.6065306597126334
@@ -384,10 +380,6 @@ def _momentum_prepare(backend: str, x: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- references
-
-def _naive(module: str, fn: str):
-    return getattr(importlib.import_module(module), fn)
-
 
 def _ref_dplr(x: dict, scale: float) -> "torch.Tensor":
     """``dplr_recurrence`` (fp32 token loop, head-first, fixed ``K**-0.5`` scale: q is rescaled):

@@ -34,7 +34,7 @@ from profiler.kernels import chunked as ck
 from profiler.kernels import chunkwise as cw
 from profiler.kernels import interpret
 from profiler.kernels.base import KernelSpec, Shape
-from profiler.kernels.catalog import _mamba_gate
+from profiler.kernels.catalog import _mamba_dt_bias, _mamba_gate, _naive, _randn
 from profiler.kernels.catalog_attn import AttnFamily, FlaOp, kernel
 
 torch = lazy_import("torch")
@@ -42,21 +42,6 @@ F = lazy_import("torch.nn.functional")
 
 if TYPE_CHECKING:
     import torch
-
-
-def _randn(gen, *dims):
-    return torch.randn(dims, generator=gen, dtype=torch.float32)
-
-
-def _naive(module: str, fn: str):
-    return getattr(importlib.import_module(module), fn)
-
-
-def _mamba_dt_bias(H: int, gen) -> "torch.Tensor":
-    """Mamba's ``dt_bias`` init (H,): the inverse softplus of ``dt = exp(U(log 1e-3, log 0.1))`` clamped at 1e-4."""
-    lo, hi = math.log(1e-3), math.log(0.1)
-    dt = torch.exp(torch.rand(H, generator=gen, dtype=torch.float32) * (hi - lo) + lo).clamp(min=1e-4)
-    return dt + torch.log(-torch.expm1(-dt))
 
 
 # ----------------------------------------------------------------------------- log-linear attention
